@@ -1,0 +1,181 @@
+"""Every error caraway raises, in one tree.
+
+    CarawayError
+    ├── ImproperlyConfigured          a setting, URL or app is wrong; the message says how to fix it
+    │   └── UnknownSetting            a setting name that does not exist (with "did you mean")
+    ├── NotRegistered (KeyError)      a task name this process does not know
+    ├── TimeoutError                  AsyncResult.get(timeout=...) ran out
+    ├── ResultsDisabled               no result backend configured, yet a result was asked for
+    ├── BackendError                  the result store failed or holds something unreadable
+    ├── BrokerError                   the broker failed
+    │   └── BrokerConnectionError     ... could not be reached (after the configured retries)
+    ├── ProtocolError                 a message that cannot be decoded
+    │   └── ContentDisallowed         its content type is not in accept_content
+    ├── SerializationError            arguments or a return value the serializer cannot encode
+    └── TaskError                     what a task's failure is reported as
+        ├── WorkerLostError           the process running it died
+        ├── TimeLimitExceeded         the hard time limit killed it
+        ├── SoftTimeLimitExceeded     raised inside the task at its soft time limit
+        ├── TaskRevokedError          it was revoked (or expired) before it ran
+        ├── ChordError                a chord header task failed, so the body cannot run
+        ├── MaxRetriesExceededError   retry() was called once too often
+        └── RemoteTaskError           a failure whose exception type this process cannot import
+
+    TaskSignal (BaseException-free control flow raised *by* tasks, not errors):
+        Retry, Reject, Ignore
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+
+class CarawayError(Exception):
+    """Base of every error caraway raises."""
+
+
+class ImproperlyConfigured(CarawayError):
+    """The app's configuration cannot work as given."""
+
+
+class UnknownSetting(ImproperlyConfigured, KeyError):
+    """A setting name that caraway (and Celery) does not define."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class NotRegistered(CarawayError, KeyError):
+    """A task name this process has no function for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TimeoutError(CarawayError, builtins.TimeoutError):  # noqa: A001 - Celery's public name
+    """The operation did not finish within the given timeout."""
+
+
+class ResultsDisabled(CarawayError, NotImplementedError):
+    """Results were asked for, but the app has no result backend."""
+
+
+class BackendError(CarawayError):
+    """The result backend failed, or returned something that cannot be read."""
+
+
+class BrokerError(CarawayError):
+    """The broker failed."""
+
+
+class BrokerConnectionError(BrokerError, ConnectionError):
+    """The broker could not be reached."""
+
+
+class ProtocolError(CarawayError):
+    """A message that is not a valid Celery protocol v2 task message."""
+
+
+class ContentDisallowed(ProtocolError):
+    """A message whose content type is not in ``accept_content``."""
+
+
+class SerializationError(CarawayError, TypeError):
+    """A value the configured serializer cannot encode or decode."""
+
+
+class TaskError(CarawayError):
+    """Base of the errors a task's failure is reported as."""
+
+
+class WorkerLostError(TaskError):
+    """The process running the task exited before the task finished."""
+
+
+class TimeLimitExceeded(TaskError):
+    """The task ran past its hard time limit and was killed."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a task at its soft time limit, so it can clean up."""
+
+
+class TaskRevokedError(TaskError):
+    """The task was revoked or expired before it ran."""
+
+
+class ChordError(TaskError):
+    """A chord's header failed, so its body could not run."""
+
+
+class MaxRetriesExceededError(TaskError):
+    """The task asked to retry more often than ``max_retries`` allows."""
+
+
+class RemoteTaskError(TaskError):
+    """A failure whose exception type is not importable in this process.
+
+    Result documents never make a reader import a module (whoever can write the backend
+    could otherwise run code in the reader), so an unknown type arrives as this class,
+    carrying the original type name, module and arguments.
+    """
+
+    def __init__(self, exc_type: str, exc_module: str, exc_args: list[Any]) -> None:
+        super().__init__(*exc_args)
+        self.exc_type = exc_type
+        self.exc_module = exc_module
+        self.exc_args = list(exc_args)
+
+    def __str__(self) -> str:
+        message = ", ".join(str(arg) for arg in self.exc_args)
+        return f"{self.exc_module}.{self.exc_type}: {message}"
+
+    def __repr__(self) -> str:
+        args = ", ".join(repr(arg) for arg in self.exc_args)
+        return f"{self.exc_type}({args})"
+
+
+class TaskSignal(Exception):
+    """Control flow raised by a task to tell the worker what to do with its message."""
+
+
+class Retry(TaskSignal):
+    """Raised by ``Task.retry()``: the task was re-sent and will run again."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.message = message
+        self.exc = exc
+        self.when = when
+        super().__init__(message, exc, when)
+
+    def humanize(self) -> str:
+        if self.when is None:
+            return "now"
+        return f"in {self.when:.3g}s"
+
+    def __str__(self) -> str:
+        if self.message:
+            return self.message
+        if self.exc is not None:
+            return f"Retry {self.humanize()}: {self.exc!r}"
+        return f"Retry {self.humanize()}"
+
+
+class Reject(TaskSignal):
+    """Raised by a task to reject its message, optionally requeueing it."""
+
+    def __init__(self, reason: Any = None, requeue: bool = False) -> None:
+        self.reason = reason
+        self.requeue = requeue
+        super().__init__(reason, requeue)
+
+
+class Ignore(TaskSignal):
+    """Raised by a task so the worker stores no result state for it."""
