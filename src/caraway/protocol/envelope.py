@@ -1,0 +1,134 @@
+"""kombu's JSON envelope: how one message sits in a Redis list (docs/protocol.md §2.1).
+
+The envelope is one JSON object: base64 body, hyphenated ``content-type``/
+``content-encoding``, task headers, and properties that also carry ``delivery_info``,
+``body_encoding`` and the publisher-chosen ``delivery_tag`` that kombu uses as the key in
+its ``unacked`` hash, so the tag must be unique per message (a UUID4).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from caraway.exceptions import ProtocolError
+from caraway.protocol.message import Message
+from caraway.protocol.serializers import dumps_json, loads_json_plain, untag
+
+#: properties that belong to the envelope, not to the message (AMQP basic properties)
+_ENVELOPE_PROPERTIES = frozenset({"delivery_info", "body_encoding", "delivery_tag", "priority"})
+
+
+@dataclass(slots=True)
+class Unpacked:
+    """A message read from an envelope, with where it was published and its tag."""
+
+    message: Message
+    exchange: str
+    routing_key: str
+    delivery_tag: str
+    redelivered: bool = False
+
+
+def pack(
+    message: Message, *, exchange: str, routing_key: str, delivery_tag: str, priority: int = 0
+) -> bytes:
+    """Wrap ``message`` in the envelope kombu 5.7 publishes and consumes.
+
+    ``priority`` is what the envelope records (the transport picks the list by it); a
+    ``priority`` in ``message.properties`` is replaced by it.
+    """
+    properties: dict[str, Any] = {
+        key: value for key, value in message.properties.items() if key not in _ENVELOPE_PROPERTIES
+    }
+    # Key order as kombu writes it (vectors/redis-*.json); consumers do not care.
+    properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
+    properties["priority"] = priority
+    properties["body_encoding"] = "base64"
+    properties["delivery_tag"] = delivery_tag
+    envelope = {
+        "body": base64.b64encode(message.body).decode("ascii"),
+        "content-encoding": message.content_encoding,
+        "content-type": message.content_type,
+        "headers": message.headers,
+        "properties": properties,
+    }
+    return dumps_json(envelope)
+
+
+def _parse(raw: bytes | str) -> dict[str, Any]:
+    envelope = loads_json_plain(raw)
+    if not isinstance(envelope, dict):
+        raise ProtocolError(f"envelope must be a JSON object, got {type(envelope).__name__}")
+    return envelope
+
+
+def _body(envelope: dict[str, Any], properties: dict[str, Any]) -> bytes:
+    body = envelope.get("body")
+    if not isinstance(body, str):
+        raise ProtocolError(f"envelope body must be a string, got {type(body).__name__}")
+    encoding = properties.get("body_encoding")
+    if encoding is None:
+        # kombu uses the string as it is when no body_encoding is given.
+        return body.encode("utf-8")
+    if encoding != "base64":
+        raise ProtocolError(f"unsupported envelope body_encoding {encoding!r}")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(f"envelope body is not valid base64: {exc}") from exc
+
+
+def unpack(raw: bytes | str) -> Unpacked:
+    """Read an envelope written by kombu or :func:`pack`. ProtocolError if malformed.
+
+    kombu's ``redelivered`` flag (set when it restores an unacked message) is reported
+    on :class:`Unpacked` and removed from the headers, so it does not travel on with a
+    retried or forwarded task.
+    """
+    envelope = _parse(raw)
+    properties = envelope.get("properties") or {}
+    headers = envelope.get("headers") or {}
+    if not isinstance(properties, dict) or not isinstance(headers, dict):
+        raise ProtocolError("envelope headers and properties must be JSON objects")
+    tag = properties.get("delivery_tag")
+    if not isinstance(tag, str) or not tag:
+        raise ProtocolError(f"envelope has no usable delivery_tag: {tag!r}")
+    info = properties.get("delivery_info") or {}
+    redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered", False))
+    message = Message(
+        body=_body(envelope, properties),
+        headers=untag(headers),
+        content_type=envelope.get("content-type") or "application/json",
+        content_encoding=envelope.get("content-encoding") or "utf-8",
+        properties={k: v for k, v in properties.items() if k not in _ENVELOPE_PROPERTIES},
+    )
+    if "priority" in properties:
+        message.properties["priority"] = properties["priority"]
+    return Unpacked(
+        message=message,
+        exchange=str(info.get("exchange") or ""),
+        routing_key=str(info.get("routing_key") or ""),
+        delivery_tag=tag,
+        redelivered=redelivered,
+    )
+
+
+def mark_redelivered(raw: bytes | str) -> bytes:
+    """Return the envelope with ``redelivered: true`` in headers and delivery_info.
+
+    That is what kombu writes when it restores an unacked message to its queue.
+    """
+    envelope = _parse(raw)
+    headers = envelope.setdefault("headers", {})
+    properties = envelope.setdefault("properties", {})
+    if not isinstance(headers, dict) or not isinstance(properties, dict):
+        raise ProtocolError("envelope headers and properties must be JSON objects")
+    headers["redelivered"] = True
+    info = properties.setdefault("delivery_info", {})
+    if not isinstance(info, dict):
+        raise ProtocolError("envelope delivery_info must be a JSON object")
+    info["redelivered"] = True
+    return dumps_json(envelope)

@@ -1,0 +1,303 @@
+"""Body serializers: json (with kombu's type tags), msgpack and yaml if installed, pickle.
+
+JSON is the default and the hot path: orjson encodes, and every value JSON cannot hold
+natively becomes kombu's ``{"__type__": ..., "__value__": ...}`` tag (docs/protocol.md
+§1.5) so Celery peers get a datetime back, not a string. Decoding checks the content
+type against ``accept`` first: nothing outside it is ever parsed (pickle runs code).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import importlib
+import json
+import pickle
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime, time
+from decimal import Decimal
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from caraway.exceptions import (
+    ContentDisallowed,
+    ImproperlyConfigured,
+    ProtocolError,
+    SerializationError,
+)
+
+JSON = "application/json"
+MSGPACK = "application/x-msgpack"
+PICKLE = "application/x-python-serialize"
+YAML = "application/x-yaml"
+
+#: short name -> (content type, content encoding), as kombu registers them
+SERIALIZERS: dict[str, tuple[str, str]] = {
+    "json": (JSON, "utf-8"),
+    "msgpack": (MSGPACK, "binary"),
+    "pickle": (PICKLE, "binary"),
+    "yaml": (YAML, "utf-8"),
+}
+_NAME_BY_TYPE = {content_type: name for name, (content_type, _) in SERIALIZERS.items()}
+_DEFAULT_ACCEPT = frozenset({JSON})
+
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# orjson writes uuid.UUID natively as a plain string and has no passthrough for it, so
+# after the fast encode we look for UUID-shaped strings; only then is the value walked.
+_UUID_TEXT = re.compile(rb'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+_HINT = "pass plain data or add 'pickle' to accept_content and use serializer='pickle'"
+
+
+def _tag(kind: str, value: Any) -> dict[str, Any]:
+    return {"__type__": kind, "__value__": value}
+
+
+def _encode_bytes(value: bytes) -> dict[str, Any]:
+    try:
+        return _tag("bytes", value.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _tag("base64", base64.b64encode(value).decode("ascii"))
+
+
+def _default(value: Any) -> Any:
+    """Turn a non-JSON value into kombu's tag; called by both JSON encoders."""
+    # datetime before date: a datetime is a date too.
+    if isinstance(value, datetime):
+        return _tag("datetime", value.isoformat())
+    if isinstance(value, date):
+        return _tag("date", value.isoformat())
+    if isinstance(value, time):
+        return _tag("time", value.isoformat())
+    if isinstance(value, Decimal):
+        return _tag("decimal", str(value))
+    if isinstance(value, uuid.UUID):
+        return _tag("uuid", {"hex": value.hex})
+    if isinstance(value, (bytes, bytearray)):
+        return _encode_bytes(bytes(value))
+    reducer = getattr(value, "__json__", None)
+    if callable(reducer):
+        return reducer()
+    if isinstance(value, enum.Enum):
+        # orjson's fast path writes enums by value; keep the slow path consistent.
+        return value.value
+    raise SerializationError(
+        f"object of type {type(value).__qualname__!r} is not JSON serializable; {_HINT}"
+    )
+
+
+_SLOW_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
+
+
+def _has_uuid(value: Any) -> bool:
+    if isinstance(value, uuid.UUID):
+        return True
+    if isinstance(value, dict):
+        return any(_has_uuid(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_uuid(item) for item in value)
+    return False
+
+
+def _slow_dumps(value: Any) -> bytes:
+    """Encode with the stdlib: big integers, non-string keys and UUIDs get here."""
+    try:
+        return _SLOW_ENCODER.encode(value).encode("utf-8")
+    except SerializationError:
+        raise
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"value is not JSON serializable ({exc}); {_HINT}") from exc
+
+
+def dumps_json(value: Any) -> bytes:
+    """Encode ``value`` as JSON bytes with kombu's type tags (the default body format)."""
+    try:
+        data = orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, SerializationError):
+            raise exc.__cause__ from None
+        return _slow_dumps(value)
+    if _UUID_TEXT.search(data) is not None and _has_uuid(value):
+        return _slow_dumps(value)
+    return data
+
+
+def _decode_uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, dict):
+        return uuid.UUID(hex=value["hex"])
+    return uuid.UUID(value)
+
+
+_TAG_DECODERS: dict[str, Any] = {
+    "datetime": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "decimal": Decimal,
+    "uuid": _decode_uuid,
+    "bytes": lambda value: value.encode("utf-8"),
+    "base64": lambda value: base64.b64decode(value, validate=True),
+}
+
+
+def _decode_tag(tagged: dict[str, Any]) -> Any:
+    decoder = _TAG_DECODERS.get(tagged["__type__"])
+    if decoder is None:
+        # An unknown tag is left as data: a newer peer may know types we do not.
+        return tagged
+    try:
+        return decoder(tagged["__value__"])
+    except (TypeError, ValueError, KeyError, ArithmeticError, binascii.Error) as exc:
+        raise ProtocolError(f"bad {tagged['__type__']!r} value in JSON tag: {exc}") from exc
+
+
+def untag(value: Any) -> Any:
+    """Replace kombu type tags in freshly parsed JSON by their values (in place)."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) == 2 and "__type__" in value and "__value__" in value:
+            return _decode_tag(value)
+        for key, item in value.items():
+            if type(item) is dict or type(item) is list:
+                value[key] = untag(item)
+    elif kind is list:
+        for index, item in enumerate(value):
+            if type(item) is dict or type(item) is list:
+                value[index] = untag(item)
+    return value
+
+
+def loads_json_plain(data: bytes | str) -> Any:
+    """Parse JSON text without touching tags; ProtocolError when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    # The stdlib accepts what Python peers may send and orjson refuses (NaN, Infinity,
+    # lone surrogates), so it gets a second look before we give up.
+    try:
+        return json.loads(data)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"body is not valid JSON: {exc}") from exc
+
+
+def loads_json(data: bytes | str) -> Any:
+    """Parse JSON text and decode kombu's type tags."""
+    value = loads_json_plain(data)
+    # Tags are rare; a substring test in C spares the walk for almost every message.
+    tagged = b"__type__" in data if isinstance(data, bytes) else "__type__" in data
+    if tagged:
+        return untag(value)
+    return value
+
+
+def _optional_module(name: str, purpose: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"the {purpose} serializer needs the {name!r} package; pip install {name}"
+        ) from exc
+
+
+def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
+    """Serialize ``value``; returns ``(body, content_type, content_encoding)``.
+
+    Raises SerializationError for values the serializer cannot encode and
+    ImproperlyConfigured for an unknown serializer or one whose package is missing.
+    """
+    if serializer == "json":
+        return dumps_json(value), JSON, "utf-8"
+    if serializer == "msgpack":
+        msgpack = _optional_module("msgpack", "msgpack")
+        try:
+            body = msgpack.packb(value, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(f"value is not msgpack serializable: {exc}") from exc
+        return bytes(body), MSGPACK, "binary"
+    if serializer == "pickle":
+        try:
+            return pickle.dumps(value, protocol=pickle.DEFAULT_PROTOCOL), PICKLE, "binary"
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise SerializationError(f"value cannot be pickled: {exc}") from exc
+    if serializer == "yaml":
+        yaml = _optional_module("yaml", "yaml")
+        try:
+            text = yaml.safe_dump(value)
+        except Exception as exc:  # PyYAML raises its own RepresenterError
+            raise SerializationError(f"value is not YAML serializable: {exc}") from exc
+        return str(text).encode("utf-8"), YAML, "utf-8"
+    raise ImproperlyConfigured(
+        f"unknown serializer {serializer!r}; use one of {', '.join(SERIALIZERS)}"
+    )
+
+
+def _decode_other(body: bytes, content_type: str) -> Any:
+    name = _NAME_BY_TYPE.get(content_type)
+    if name == "pickle":
+        return pickle.loads(body)
+    if name == "msgpack":
+        msgpack = _optional_module("msgpack", "msgpack")
+        return msgpack.unpackb(body, raw=False)
+    if name == "yaml":
+        yaml = _optional_module("yaml", "yaml")
+        return yaml.safe_load(body)
+    raise ProtocolError(f"no decoder for content type {content_type!r}")
+
+
+def loads(body: bytes, content_type: str, content_encoding: str, *, accept: frozenset[str]) -> Any:
+    """Deserialize a message body, refusing content types outside ``accept``.
+
+    ``accept`` holds content types (see :func:`normalize_accept`). Raises
+    ContentDisallowed for a content type not accepted, ProtocolError for bytes that do
+    not decode.
+    """
+    if content_type not in accept:
+        raise ContentDisallowed(
+            f"refusing to deserialize content of type {content_type!r}; accepted: {sorted(accept)}"
+        )
+    if content_type == JSON:
+        if content_encoding not in ("utf-8", "utf8", "binary"):
+            body = _recode(body, content_encoding)
+        return loads_json(body)
+    try:
+        return _decode_other(body, content_type)
+    except (ProtocolError, ImproperlyConfigured):
+        raise
+    except Exception as exc:  # each codec has its own error types; report them alike
+        raise ProtocolError(f"cannot decode {content_type!r} body: {exc}") from exc
+
+
+def _recode(body: bytes, encoding: str) -> bytes:
+    try:
+        return body.decode(encoding).encode("utf-8")
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"cannot decode body as {encoding!r}: {exc}") from exc
+
+
+def normalize_accept(names: Iterable[str] | None) -> frozenset[str]:
+    """Map ``accept_content`` entries (short names or content types) to content types.
+
+    ``None`` means Celery's default, JSON only. Raises ImproperlyConfigured for a name
+    that is neither a known serializer nor a content type.
+    """
+    if names is None:
+        return _DEFAULT_ACCEPT
+    if isinstance(names, str):
+        names = [names]
+    accepted: set[str] = set()
+    for name in names:
+        entry = SERIALIZERS.get(name)
+        if entry is not None:
+            accepted.add(entry[0])
+        elif "/" in name:
+            accepted.add(name)
+        else:
+            raise ImproperlyConfigured(
+                f"unknown serializer {name!r} in accept_content; "
+                f"use one of {', '.join(SERIALIZERS)} or a content type"
+            )
+    return frozenset(accepted)
