@@ -1,0 +1,56 @@
+"""The current app, for ``shared_task`` and ``current_app`` (Celery's library idioms).
+
+caraway keeps the app explicit everywhere else; this module is the one place that
+remembers "the app most recently created", so that reusable libraries and Django
+projects can declare tasks before any app exists, as they do with Celery.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+
+_lock = threading.Lock()
+_current: Caraway | None = None
+_apps: weakref.WeakSet[Caraway] = weakref.WeakSet()
+#: callbacks run for every app, existing and future (``shared_task`` registrations)
+_finalizers: list[Callable[[Caraway], Any]] = []
+
+
+def set_current_app(app: Caraway) -> None:
+    global _current
+    with _lock:
+        _current = app
+
+
+def register_app(app: Caraway) -> None:
+    with _lock:
+        _apps.add(app)
+        finalizers = list(_finalizers)
+    for finalize in finalizers:
+        finalize(app)
+
+
+def connect_on_app(callback: Callable[[Caraway], Any]) -> None:
+    """Run ``callback`` for every app created so far and every app created later."""
+    with _lock:
+        _finalizers.append(callback)
+        apps = list(_apps)
+    for app in apps:
+        callback(app)
+
+
+def get_current_app() -> Caraway:
+    """The most recently created app; creates a default one if there is none (as Celery)."""
+    with _lock:
+        app = _current
+    if app is None:
+        from caraway.app import Caraway
+
+        app = Caraway("default")
+    return app

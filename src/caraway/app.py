@@ -1,0 +1,345 @@
+"""Caraway: the app — settings, the task registry, and the producer and result handles.
+
+One app object per project, as in Celery. It owns no threads; the broker and result
+connections it hands out are per process and per thread (forked children and pool
+threads open their own), so an app can be imported before a fork and used after it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from caraway import _state, calling, states
+from caraway.backends import get_backend
+from caraway.backends.base import Backend
+from caraway.config import Settings
+from caraway.exceptions import NotRegistered, ResultsDisabled
+from caraway.protocol import message as protocol
+from caraway.protocol import results as result_protocol
+from caraway.result import AsyncResult, GroupResult
+from caraway.task import Request, Task, build_task
+from caraway.transports import get_transport
+from caraway.transports.base import Transport
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SQLITE_FILE = "caraway.sqlite3"
+
+
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.pid = 0
+        self.transport: Transport | None = None
+        self.backend: Backend | None = None
+        self.oid: str | None = None
+
+
+class Caraway:
+    """A caraway application: ``Caraway('proj', broker=..., backend=..., include=[...])``.
+
+    With no broker, broker and results share one SQLite file in the current directory
+    (``caraway.sqlite3``, made absolute now). With a broker but no backend, results are
+    disabled, as in Celery, and reading one raises :class:`ResultsDisabled`.
+    """
+
+    Task: type[Task] = Task
+
+    def __init__(
+        self,
+        main: str | None = None,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Sequence[str] | None = None,
+        *,
+        set_as_current: bool = True,
+        task_cls: type[Task] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings()
+        self.conf.from_env(os.environ)
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = list(include)
+        if settings:
+            self.conf.update(settings)
+        if task_cls is not None:
+            self.Task = task_cls
+        self._default_sqlite = os.path.abspath(DEFAULT_SQLITE_FILE)
+        self._tasks: dict[str, Task] = {}
+        self._local = _PerThread()
+        self._imported = False
+        self._control: Any = None
+        self._builtins_registered = False
+        if set_as_current:
+            _state.set_current_app(self)
+        _state.register_app(self)
+
+    # -- configuration ---------------------------------------------------------------------
+    def config_from_object(self, obj: object | str, namespace: str | None = None) -> None:
+        """Read settings from an object or a module (by name), as Celery does."""
+        self.conf.from_object(obj, namespace=namespace)
+
+    def config_from_envvar(self, variable_name: str, namespace: str | None = None) -> None:
+        module = os.environ.get(variable_name)
+        if not module:
+            raise ResultsDisabled(f"environment variable {variable_name} is not set")
+        self.config_from_object(module, namespace=namespace)
+
+    @property
+    def broker_url(self) -> str:
+        """The broker URL in effect (the SQLite default when none is configured)."""
+        url = self.conf.broker_url
+        if not url or url in ("sqlite://", "sqlite:///"):
+            return f"sqlite:///{self._default_sqlite}"
+        return str(url)
+
+    @property
+    def result_backend_url(self) -> str | None:
+        """The result backend URL in effect, or None when results are disabled."""
+        url = self.conf.result_backend
+        if url in ("sqlite://", "sqlite:///"):
+            return f"sqlite:///{self._default_sqlite}"
+        if url:
+            return str(url)
+        if not self.conf.broker_url or str(self.conf.broker_url).startswith("sqlite"):
+            return self.broker_url
+        return None
+
+    # -- tasks -----------------------------------------------------------------------------
+    @overload
+    def task(self, fun: F) -> Task: ...
+
+    @overload
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+
+        def register(function: Callable[..., Any]) -> Task:
+            base = options.pop("base", None)
+            task = build_task(self, function, base, options)
+            self._tasks[task.name] = task
+            return task
+
+        if fun is not None and callable(fun) and not options:
+            return register(fun)
+        if fun is not None:
+            raise TypeError("app.task() takes keyword options only: @app.task(name='...')")
+        return register
+
+    @property
+    def tasks(self) -> Mapping[str, Task]:
+        """Registered tasks by name (importing ``include``/``imports`` modules first)."""
+        self.loader_import_modules()
+        return self._tasks
+
+    def register_task(self, task: Task) -> Task:
+        task.app = self
+        self._tasks[task.name] = task
+        return task
+
+    def get_task(self, name: str) -> Task:
+        """The task registered as ``name``; raises NotRegistered listing what there is."""
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(n for n in self._tasks if not n.startswith("celery.")))
+            raise NotRegistered(
+                f"task {name!r} is not registered in this process; registered: "
+                f"{known or '(none)'}. Add its module to include=[...] or imports."
+            ) from None
+
+    def loader_import_modules(self) -> None:
+        """Import ``include`` and ``imports`` modules once, so their tasks register."""
+        if self._imported:
+            return
+        self._imported = True
+        for name in [*(self.conf.imports or ()), *(self.conf.include or ())]:
+            importlib.import_module(name)
+
+    def autodiscover_tasks(
+        self, packages: Iterable[str] | Callable[[], Iterable[str]] = (), related_name: str = "tasks",
+        force: bool = True,
+    ) -> None:
+        """Import ``<package>.tasks`` for each package that has one (Django-style layout)."""
+        names = packages() if callable(packages) else packages
+        for package in names:
+            module = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+
+    # -- connections -----------------------------------------------------------------------
+    def _thread_state(self) -> _PerThread:
+        local = self._local
+        if local.pid != os.getpid():
+            local.pid = os.getpid()
+            local.transport = None
+            local.backend = None
+            local.oid = None
+        return local
+
+    def connection(self) -> Transport:
+        """A new broker connection (the caller closes it)."""
+        return get_transport(self.broker_url, options=dict(self.conf.broker_transport_options))
+
+    @property
+    def producer(self) -> Transport:
+        """This thread's broker connection for publishing."""
+        local = self._thread_state()
+        if local.transport is None:
+            local.transport = self.connection()
+        return local.transport
+
+    def new_backend(self) -> Backend | None:
+        url = self.result_backend_url
+        if url is None:
+            return None
+        return get_backend(url, options=dict(self.conf.result_backend_transport_options))
+
+    @property
+    def backend(self) -> Backend | None:
+        """This thread's result backend, or None when results are disabled."""
+        local = self._thread_state()
+        if local.backend is None:
+            local.backend = self.new_backend()
+        return local.backend
+
+    @property
+    def thread_oid(self) -> str:
+        """A stable id for this app in this thread: the ``reply_to`` of messages sent here."""
+        local = self._thread_state()
+        if local.oid is None:
+            local.oid = str(uuid.uuid4())
+        return local.oid
+
+    # -- calling ---------------------------------------------------------------------------
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        _task: Task | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send a task by name, for tasks this process cannot import."""
+        task = _task if _task is not None else self._tasks.get(name)
+        message, route = calling.build_message(
+            name,
+            tuple(args or ()),
+            dict(kwargs or {}),
+            options,
+            conf=self.conf,
+            task=task,
+            reply_to=self.thread_oid,
+        )
+        if _task is None and options.get("ignore_result") is None:
+            message.ignore_result = None
+        if message.priority is None and route.priority is not None:
+            message.priority = route.priority
+        serializer = options.get("serializer") or (
+            getattr(task, "serializer", None) if task else None
+        ) or self.conf.task_serializer
+        wire = protocol.encode(message, serializer=serializer)
+        self.producer.publish(
+            wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
+        )
+        parent = calling.current_request()
+        result = self.AsyncResult(message.id, task_name=name)
+        if parent is not None and options.get("add_to_parent", True):
+            parent.headers.setdefault("_children", []).append(message.id)
+        return result
+
+    # -- results ---------------------------------------------------------------------------
+    def AsyncResult(  # noqa: N802 - Celery's name
+        self, id: str, task_name: str | None = None, parent: AsyncResult | None = None
+    ) -> AsyncResult:
+        return AsyncResult(id, app=self, task_name=task_name, parent=parent)
+
+    def GroupResult(  # noqa: N802 - Celery's name
+        self, id: str, results: Sequence[AsyncResult] | None = None
+    ) -> GroupResult:
+        return GroupResult(id, list(results or ()), app=self)
+
+    def require_backend(self) -> Backend:
+        backend = self.backend
+        if backend is None:
+            raise ResultsDisabled(
+                "no result backend is configured, so results cannot be read; set "
+                "result_backend (for example Caraway('proj', broker=..., "
+                "backend='redis://localhost'))"
+            )
+        return backend
+
+    def store_state(
+        self, task_id: str, state: str, meta: Any, *, request: Request | None = None
+    ) -> None:
+        """Write a state document (custom states from ``update_state``)."""
+        backend = self.require_backend()
+        document = result_protocol.result_document(
+            task_id,
+            state,
+            meta,
+            parent_id=request.parent_id if request else None,
+            group_id=request.group if request else None,
+        )
+        backend.store(
+            task_id,
+            result_protocol.encode_document(document),
+            state=state,
+            expires=self.result_expires_seconds(),
+        )
+
+    def result_expires_seconds(self) -> float | None:
+        value = self.conf.result_expires
+        if value is None:
+            return None
+        seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+        return seconds or None
+
+    # -- command line ----------------------------------------------------------------------
+    def start(self, argv: Sequence[str] | None = None) -> None:
+        """Run the ``caraway`` command line for this app (``if __name__ == '__main__'``)."""
+        from caraway.cli.main import run_for_app
+
+        run_for_app(self, list(argv) if argv is not None else None)
+
+    def worker_main(self, argv: Sequence[str] | None = None) -> None:
+        self.start(["worker", *(argv or [])])
+
+    @property
+    def control(self) -> Any:
+        """Remote control of the worker nodes (broadcast commands)."""
+        if self._control is None:
+            from caraway.worker.control import Control
+
+            self._control = Control(self)
+        return self._control
+
+    def close(self) -> None:
+        local = self._thread_state()
+        if local.transport is not None:
+            local.transport.close()
+            local.transport = None
+        if local.backend is not None:
+            local.backend.close()
+            local.backend = None
+
+    def __repr__(self) -> str:
+        return f"<Caraway {self.main or '__main__'} at {id(self):#x}>"
+
+
+def is_final(state: str) -> bool:
+    return state in states.READY_STATES

@@ -1,0 +1,115 @@
+"""The ``caraway`` command: global options, then one subcommand (worker, multi, ...).
+
+Thin by design: parse, load the app, call into the core. Errors a user can fix are
+printed as one line and exit non-zero; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from caraway import __version__
+from caraway.app import Caraway
+from caraway.cli.loader import load_app
+from caraway.exceptions import CarawayError
+
+
+@dataclass
+class CliState:
+    """What the global options said; subcommands ask it for the app."""
+
+    app_spec: str | None = None
+    broker: str | None = None
+    result_backend: str | None = None
+    workdir: str | None = None
+    preset: Caraway | None = None
+    _app: Caraway | None = None
+
+    def app(self) -> Caraway:
+        if self._app is None:
+            if self.preset is not None:
+                app = self.preset
+            elif self.app_spec:
+                app = load_app(self.app_spec, workdir=self.workdir)
+            else:
+                app = Caraway("default")
+            if self.broker:
+                app.conf.broker_url = self.broker
+            if self.result_backend:
+                app.conf.result_backend = self.result_backend
+            self._app = app
+        return self._app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", "app_spec", metavar="APP", help="proj, proj.module or proj.module:app")
+@click.option("-b", "--broker", help="Broker URL (overrides the app's broker_url).")
+@click.option("--result-backend", help="Result backend URL (overrides the app's setting).")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Directory to import APP from.")
+@click.version_option(__version__, prog_name="caraway")
+@click.pass_context
+def cli(
+    ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None,
+    workdir: str | None,
+) -> None:
+    """caraway: a distributed task queue, wire-compatible with Celery 5."""
+    state = ctx.find_object(CliState)
+    if state is None:
+        state = CliState()
+        ctx.obj = state
+    if app_spec:
+        state.app_spec = app_spec
+    state.broker = broker or state.broker
+    state.result_backend = result_backend or state.result_backend
+    state.workdir = workdir
+
+
+def _register() -> None:
+    from caraway.cli.deadletters import dead_letters
+    from caraway.cli.worker import worker
+
+    cli.add_command(worker)
+    cli.add_command(dead_letters)
+    try:
+        from caraway.cli.multi import multi
+    except ImportError:  # pragma: no cover - multi lands in its own change
+        return
+    cli.add_command(multi)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    run(CliState(), list(argv) if argv is not None else None)
+
+
+def run_for_app(app: Caraway, argv: list[str] | None) -> None:
+    """``app.start()``: the command line with ``app`` already chosen."""
+    run(CliState(preset=app), argv)
+
+
+def run(state: CliState, argv: list[str] | None) -> None:
+    try:
+        cli.main(args=argv, obj=state, standalone_mode=False, prog_name="caraway")
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CarawayError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+
+
+def state_of(ctx: click.Context) -> CliState:
+    state: Any = ctx.find_object(CliState)
+    assert isinstance(state, CliState)
+    return state

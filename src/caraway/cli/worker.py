@@ -1,0 +1,183 @@
+"""``caraway worker``: start a node (banner, logging, pidfile, detaching), then supervise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+
+import click
+
+from caraway import exceptions
+from caraway.app import Caraway
+from caraway.cli.main import state_of
+from caraway.cli.pidfile import Pidfile
+from caraway.routing import queue_names
+from caraway.worker.banner import banner
+from caraway.worker.supervisor import Supervisor
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+
+
+def expand_hostname(template: str) -> str:
+    """``name@%h`` -> ``name@host.example``: %h host, %n short name, %d domain, as Celery."""
+    host = socket.gethostname()
+    short, _, domain = host.partition(".")
+    if "@" not in template and "%" not in template:
+        template = f"{template}@%h"
+    return template.replace("%h", host).replace("%n", short).replace("%d", domain)
+
+
+def expand_path(template: str, hostname: str, index: int | None = None) -> str:
+    """Expand %n %h %d %i %I %p in a pidfile/logfile path (%I: child index, '' for the parent)."""
+    name, _, host = hostname.partition("@")
+    return (
+        template.replace("%n", name)
+        .replace("%h", hostname)
+        .replace("%d", host.partition(".")[2])
+        .replace("%i", str(index or 0))
+        .replace("%I", f"-{index}" if index else "")
+        .replace("%p", hostname)
+    )
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("-c", "--concurrency", type=int, default=None, help="Child processes/threads (default: CPUs).")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork")
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
+@click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
+@click.option("-l", "--loglevel", default="WARNING", type=click.Choice(LEVELS, case_sensitive=False))
+@click.option("-f", "--logfile", default=None, help="Log file (%n, %h, %I expand).")
+@click.option("--pidfile", default=None, help="Write the pid here once ready (%n expands).")
+@click.option("--detach", is_flag=True, help="Run in the background (daemonise).")
+@click.option("--without-gossip", is_flag=True, hidden=True)
+@click.option("--without-mingle", is_flag=True, hidden=True)
+@click.option("--without-heartbeat", is_flag=True, hidden=True)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    concurrency: int | None,
+    pool: str,
+    queues: str | None,
+    hostname: str,
+    task_events: bool,
+    loglevel: str,
+    logfile: str | None,
+    pidfile: str | None,
+    detach: bool,
+    without_gossip: bool,
+    without_mingle: bool,
+    without_heartbeat: bool,
+) -> None:
+    """Start a worker node that runs the app's tasks."""
+    app = state_of(ctx).app()
+    node = expand_hostname(hostname)
+    pid_path = expand_path(pidfile, node) if pidfile else None
+    guard = Pidfile(pid_path) if pid_path else None
+    if guard is not None:
+        guard.check()
+    if detach:
+        _detach(expand_path(logfile, node) if logfile else None)
+    _setup_logging(loglevel, logfile, node)
+    if task_events:
+        app.conf.worker_send_task_events = True
+    app.loader_import_modules()
+    names = queue_names(queues) if queues else [str(app.conf.task_default_queue)]
+    size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
+    size = 1 if pool == "solo" else size
+    wait_for_broker(app)
+    click.echo(banner(app, hostname=node, concurrency=size, pool=pool,
+                      events=bool(app.conf.worker_send_task_events), queues=names))
+    sys.stdout.flush()
+
+    def ready() -> None:
+        if guard is not None:
+            guard.write()
+
+    def child_init(index: int) -> None:
+        _child_logging(loglevel, logfile, node, index + 1)
+
+    supervisor = Supervisor(app, hostname=node, queues=names, concurrency=size, pool=pool,
+                            on_ready=ready, child_init=child_init)
+    try:
+        code = supervisor.run()
+    finally:
+        if guard is not None:
+            guard.remove()
+    sys.exit(code)
+
+
+def wait_for_broker(app: Caraway) -> None:
+    """Check the broker answers; retry with backoff, then give up with a clear message."""
+    conf = app.conf
+    retry = bool(conf.broker_connection_retry_on_startup)
+    attempts = int(conf.broker_connection_max_retries or 0) if retry else 0
+    delay = 0.5
+    for attempt in range(attempts + 1):
+        try:
+            transport = app.connection()
+            try:
+                transport.size(str(conf.task_default_queue))
+            finally:
+                transport.close()
+            return
+        except Exception as exc:
+            if attempt >= attempts:
+                raise exceptions.BrokerConnectionError(
+                    f"cannot reach the broker at {app.broker_url} after {attempt + 1} "
+                    f"attempt(s): {exc}. Check that it is running and that broker_url is right "
+                    "(broker_connection_max_retries sets how often to try)."
+                ) from exc
+            logging.getLogger("caraway.worker").error(
+                "cannot reach the broker at %s: %s; trying again in %.1fs (attempt %d of %d)",
+                app.broker_url, exc, delay, attempt + 1, attempts,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _setup_logging(level: str, logfile: str | None, node: str) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler: logging.Handler
+    if logfile:
+        path = expand_path(logfile, node)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper().replace("FATAL", "CRITICAL"))
+
+
+def _child_logging(level: str, logfile: str | None, node: str, index: int) -> None:
+    import multiprocessing
+
+    multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
+    if logfile and "%I" in logfile:
+        _setup_logging(level, expand_path(logfile, node, index), node)
+
+
+def _detach(logfile: str | None) -> None:
+    """Daemonise: two forks and a new session; output goes to the log file."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    target = logfile or os.devnull
+    if logfile:
+        os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)

@@ -1,0 +1,49 @@
+"""The start-up banner: what a node runs, against which broker, for which queues."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from caraway import __version__
+from caraway.transports import mask_url
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+
+
+def banner(
+    app: Caraway,
+    *,
+    hostname: str,
+    concurrency: int,
+    pool: str,
+    events: bool,
+    queues: Sequence[str],
+) -> str:
+    backend = app.result_backend_url
+    lines = [
+        f" -------------- {hostname} v{__version__}",
+        f"--- ***** ----- {platform.platform()} {datetime.now():%Y-%m-%d %H:%M:%S}",
+        "-- ******* ---- ",
+        "- *** --- * --- [config]",
+        f"- ** ---------- .> app:         {app.main or '__main__'}:{id(app):#x}",
+        f"- ** ---------- .> transport:   {mask_url(app.broker_url)}",
+        f"- ** ---------- .> results:     {mask_url(backend) if backend else 'disabled://'}",
+        f"- *** --- * --- .> concurrency: {concurrency} ({pool})",
+        "-- ******* ---- .> task events: "
+        + ("ON" if events else "OFF (enable -E to monitor tasks in this worker)"),
+        "--- ***** ----- ",
+        " -------------- [queues]",
+    ]
+    for queue in queues:
+        lines.append(f"                .> {queue:<16} exchange={queue}(direct) key={queue}")
+    lines.append("")
+    lines.append("[tasks]")
+    for name in sorted(app.tasks):
+        if not name.startswith("celery."):
+            lines.append(f"  . {name}")
+    lines.append("")
+    return "\n".join(lines)

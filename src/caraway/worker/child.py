@@ -1,0 +1,321 @@
+"""One consumer: fetch with prefetch, decide, run, apply effects, report to the parent.
+
+A prefork child runs one of these with one slot; ``-P threads`` runs one with N slots,
+``-P solo`` one with one slot, both inside the supervisor's process. The consumer owns
+its broker and result connections and does all their I/O on its own thread. Messages it
+holds but has not started go back to the queue on a warm shutdown.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from caraway import exceptions
+from caraway.protocol import message as protocol
+from caraway.protocol.message import TaskMessage
+from caraway.transports.base import Delivery
+from caraway.worker import lifecycle
+from caraway.worker.effects import EffectApplier
+from caraway.worker.execute import Outcome, build_request, run_task, started_meta
+from caraway.worker.pools import InlinePool, ThreadPool
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.task import Task
+
+logger = logging.getLogger("caraway.worker")
+
+Report = Callable[[tuple[Any, ...]], None]
+
+
+@dataclass(slots=True)
+class _Job:
+    delivery: Delivery
+    message: TaskMessage
+    task: Task
+    policy: lifecycle.Policy
+    outcome: Outcome | None = None
+
+
+class Consumer:
+    """The fetch-run-settle loop of one process (or of the threads pool)."""
+
+    def __init__(
+        self,
+        app: Caraway,
+        *,
+        queues: Sequence[str],
+        slots: int,
+        hostname: str,
+        report: Report | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.app = app
+        self.queues = list(queues)
+        self.slots = slots
+        self.hostname = hostname
+        self.owner = f"{hostname}/{os.getpid()}"
+        self.report = report or (lambda event: None)
+        self.stop_event = stop or threading.Event()
+        conf = app.conf
+        self.prefetch = max(1, slots * int(conf.worker_prefetch_multiplier or 1))
+        self.park_horizon = float(conf.broker_park_horizon)
+        self.delivery_cap = int(conf.worker_delivery_cap or 0)
+        self.accept = protocol_accept(conf.accept_content)
+        self.revoked: set[str] = set()
+        self._policies: dict[str, lifecycle.Policy] = {}
+        self._buffer: deque[Delivery] = deque()
+        self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
+        self._inflight = 0
+        self._done: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.processed = 0
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        self.transport = self.app.connection()
+        self.backend = self.app.new_backend()
+        self.effects = EffectApplier(self.app, self.transport, self.backend)
+        pool: InlinePool | ThreadPool = (
+            InlinePool(self._done) if self.slots == 1 else ThreadPool(self.slots, self._done)
+        )
+        self.pool = pool
+        try:
+            while not self.stop_event.is_set():
+                self._settle_finished()
+                self._start_due_held()
+                self._fill_buffer()
+                self._dispatch_buffer()
+                if self._inflight and self.slots > 1:
+                    self._wait_for_completion(0.05)
+        finally:
+            pool.stop()
+            self._settle_finished()
+            self._give_back_unstarted()
+            self.transport.close()
+            if self.backend is not None:
+                self.backend.close()
+
+    def _fill_buffer(self) -> None:
+        room = self.prefetch - len(self._buffer) - self._inflight
+        if room <= 0:
+            return
+        busy = bool(self._buffer) or self._inflight > 0
+        timeout = 0.0 if busy else self._idle_timeout()
+        try:
+            deliveries = self.transport.fetch(
+                self.queues, limit=room, timeout=timeout, owner=self.owner
+            )
+        except exceptions.BrokerConnectionError as exc:
+            logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
+            self.stop_event.wait(1.0)
+            return
+        self._buffer.extend(deliveries)
+
+    def _idle_timeout(self) -> float:
+        if not self._held:
+            return 1.0
+        return max(0.0, min(1.0, self._held[0][0] - time.time()))
+
+    def _dispatch_buffer(self) -> None:
+        while self._buffer and self._inflight < self.slots and not self.stop_event.is_set():
+            self._receive(self._buffer.popleft())
+
+    def _wait_for_completion(self, timeout: float) -> None:
+        try:
+            job = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._finish(job)
+
+    def _settle_finished(self) -> None:
+        while True:
+            try:
+                job = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._finish(job)
+
+    # -- receiving -------------------------------------------------------------------------
+    def _receive(self, delivery: Delivery) -> None:
+        try:
+            message = protocol.decode(delivery.message, accept=self.accept)
+        except exceptions.ProtocolError as exc:
+            task_id = protocol.peek_id(delivery.message)
+            logger.error(
+                "cannot run message %s from queue %r: %s; moved to the dead-letter store",
+                task_id or delivery.tag, delivery.queue, exc,
+            )
+            delivery.dead_letter(f"{type(exc).__name__}: {exc}")
+            return
+        task = self.app._tasks.get(message.task)
+        policy = self._policy(task)
+        stored = self._stored_state(message.id) if self._maybe_duplicate(delivery) else None
+        receipt = lifecycle.on_receipt(
+            message,
+            now=time.time(),
+            park_horizon=self.park_horizon,
+            can_park=self.transport.capabilities.parking,
+            delivery_count=delivery.delivery_count,
+            delivery_cap=self.delivery_cap,
+            stored_state=stored,
+            registered=task is not None,
+            revoked=message.id in self.revoked,
+            registered_names=", ".join(sorted(self._user_task_names())),
+            policy=policy,
+        )
+        if receipt.verdict == "run":
+            assert task is not None
+            self._start(_Job(delivery, message, task, policy))
+        elif receipt.verdict == "park":
+            assert receipt.eta is not None
+            delivery.park(receipt.eta)
+        elif receipt.verdict == "hold":
+            assert receipt.eta is not None
+            heapq.heappush(self._held, (receipt.eta, id(delivery), delivery, message))
+        else:
+            assert receipt.effects is not None
+            if task is None:
+                logger.error("received unregistered task %r (id %s): %s", message.task,
+                             message.id, "stored as FAILURE NotRegistered")
+            elif receipt.effects.reason:
+                logger.info("task %s[%s] not run: %s", message.task, message.id,
+                            receipt.effects.reason)
+            self.effects.apply(delivery, receipt.effects)
+
+    def _maybe_duplicate(self, delivery: Delivery) -> bool:
+        return delivery.redelivered or delivery.delivery_count > 1
+
+    def _stored_state(self, task_id: str) -> str | None:
+        if self.backend is None:
+            return None
+        raw = self.backend.load(task_id)
+        if raw is None:
+            return None
+        from caraway.protocol.results import decode_document
+
+        return str(decode_document(raw).get("status"))
+
+    def _user_task_names(self) -> list[str]:
+        return [name for name in self.app._tasks if not name.startswith("celery.")]
+
+    def _start_due_held(self) -> None:
+        now = time.time()
+        while self._held and self._held[0][0] <= now and self._inflight < self.slots:
+            _, _, delivery, message = heapq.heappop(self._held)
+            task = self.app._tasks.get(message.task)
+            if task is None or message.id in self.revoked:
+                self._buffer.appendleft(delivery)
+                continue
+            self._start(_Job(delivery, message, task, self._policy(task)))
+
+    # -- running ---------------------------------------------------------------------------
+    def _start(self, job: _Job) -> None:
+        message, policy = job.message, job.policy
+        if not policy.acks_late:
+            job.delivery.ack()
+        self.report(("start", message.id, message.task, job.delivery.tag, policy.acks_late,
+                     policy.reject_on_worker_lost, message.time_limit, message.soft_time_limit))
+        if policy.track_started and not policy.ignore_result and self.backend is not None:
+            self.effects.apply(job.delivery, lifecycle.started_effects(
+                message, started_meta(self.hostname)))
+        self._inflight += 1
+        self.pool.submit(lambda: self._execute(job))
+
+    def _execute(self, job: _Job) -> _Job:
+        request = build_request(
+            job.task, job.message, hostname=self.hostname,
+            delivery_info={"exchange": job.delivery.exchange,
+                           "routing_key": job.delivery.routing_key or job.delivery.queue,
+                           "priority": job.message.priority, "redelivered": job.delivery.redelivered},
+        )
+        job.outcome = run_task(job.task, request)
+        return job
+
+    def _finish(self, job: _Job) -> None:
+        self._inflight -= 1
+        outcome = job.outcome
+        assert outcome is not None
+        effects = lifecycle.on_outcome(
+            job.message, outcome, policy=job.policy, conf=self.app.conf,
+            hostname=self.hostname, queue=job.delivery.queue,
+        )
+        if not job.policy.acks_late and effects.settle == "ack":
+            effects.settle = "none"
+        self.effects.apply(job.delivery, effects)
+        self.report(("done", job.message.id))
+        self.processed += 1
+        _log_outcome(job.message, outcome)
+
+    # -- shutting down ---------------------------------------------------------------------
+    def _give_back_unstarted(self) -> None:
+        pending = list(self._buffer) + [entry[2] for entry in self._held]
+        self._buffer.clear()
+        self._held.clear()
+        for delivery in pending:
+            try:
+                delivery.requeue()
+            except Exception:
+                logger.exception("could not requeue %s on shutdown; it returns by lease expiry",
+                                 delivery.tag)
+
+    def _policy(self, task: Task | None) -> lifecycle.Policy:
+        name = task.name if task is not None else ""
+        policy = self._policies.get(name)
+        if policy is None:
+            policy = build_policy(self.app, task)
+            self._policies[name] = policy
+        return policy
+
+
+def build_policy(app: Caraway, task: Task | None) -> lifecycle.Policy:
+    conf = app.conf
+
+    def pick(attribute: str, setting: str) -> Any:
+        value = getattr(task, attribute, None) if task is not None else None
+        return conf[setting] if value is None else value
+
+    return lifecycle.Policy(
+        acks_late=bool(pick("acks_late", "task_acks_late")),
+        acks_on_failure_or_timeout=bool(
+            pick("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout")
+        ),
+        reject_on_worker_lost=bool(pick("reject_on_worker_lost", "task_reject_on_worker_lost")),
+        ignore_result=bool(pick("ignore_result", "task_ignore_result")),
+        store_errors_even_if_ignored=bool(
+            pick("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
+        ),
+        track_started=bool(pick("track_started", "task_track_started")),
+        result_extended=bool(conf.result_extended),
+        result_expires=app.result_expires_seconds(),
+    )
+
+
+def protocol_accept(accept: Any) -> frozenset[str]:
+    from caraway.protocol.serializers import normalize_accept
+
+    return normalize_accept(accept or ["json"])
+
+
+def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
+    if outcome.kind == "success":
+        logger.info("Task %s[%s] succeeded in %.6fs: %.200r", message.task, message.id,
+                    outcome.runtime, outcome.value)
+    elif outcome.kind == "failure":
+        logger.error("Task %s[%s] raised unexpected: %r\n%s", message.task, message.id,
+                     outcome.exc, outcome.traceback or "")
+    elif outcome.kind == "retry":
+        logger.info("Task %s[%s] retry: %s", message.task, message.id, outcome.exc)
+    else:
+        logger.info("Task %s[%s] %s", message.task, message.id, outcome.kind)
+
+
+__all__ = ["Consumer", "build_policy", "protocol"]

@@ -1,0 +1,154 @@
+"""Run one task call and report what happened as an :class:`Outcome`.
+
+This is the only place user code runs in a worker. It sets up ``self.request`` and the
+calling context (so tasks sent from inside get ``parent_id``/``root_id``), calls the
+user's hooks, and turns every way a task can end into data. It does no broker I/O of
+its own; ``retry()`` publishes from inside the task, as in Celery.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from caraway import calling, exceptions, states
+from caraway.protocol.message import TaskMessage
+from caraway.task import Request, Task
+
+OutcomeKind = Literal["success", "failure", "retry", "reject", "ignore"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ended; ``lifecycle.decide`` turns it into effects."""
+
+    kind: OutcomeKind
+    value: Any = None
+    exc: BaseException | None = None
+    traceback: str | None = None
+    runtime: float = 0.0
+    requeue: bool = False
+    children: list[str] | None = None
+
+    @property
+    def state(self) -> str:
+        return {
+            "success": states.SUCCESS,
+            "failure": states.FAILURE,
+            "retry": states.RETRY,
+            "reject": states.REJECTED,
+            "ignore": states.IGNORED,
+        }[self.kind]
+
+
+def build_request(
+    task: Task, message: TaskMessage, *, hostname: str, delivery_info: dict[str, Any],
+    eager: bool = False,
+) -> Request:
+    return Request(
+        id=message.id,
+        task=message.task,
+        args=list(message.args),
+        kwargs=dict(message.kwargs),
+        retries=message.retries,
+        is_eager=eager,
+        hostname=hostname,
+        delivery_info=delivery_info,
+        parent_id=message.parent_id,
+        root_id=message.root_id,
+        group=message.group,
+        group_index=message.group_index,
+        eta=message.eta,
+        expires=message.expires,
+        reply_to=message.reply_to,
+        correlation_id=message.id,
+        origin=message.origin,
+        timelimit=(message.time_limit, message.soft_time_limit),
+        callbacks=message.callbacks,
+        errbacks=message.errbacks,
+        chain=message.chain,
+        chord=message.chord,
+        headers=dict(message.extra_headers),
+        ignore_result=bool(message.ignore_result),
+        message=message,
+    )
+
+
+def run_task(task: Task, request: Request) -> Outcome:
+    """Call the task body with its hooks; never raises for anything the task does."""
+    args, kwargs = request.args, request.kwargs
+    started = time.perf_counter()
+    task.push_request(request)
+    calling.push_current(request)
+    try:
+        task.before_start(request.id or "", args, kwargs)
+        value = task.run(*args, **kwargs)
+    except exceptions.Retry as retry:
+        outcome = Outcome("retry", exc=retry, traceback=tb.format_exc())
+    except exceptions.Ignore:
+        outcome = Outcome("ignore")
+    except exceptions.Reject as reject:
+        outcome = Outcome("reject", exc=reject, requeue=reject.requeue)
+    except Exception as exc:
+        outcome = _failure_or_autoretry(task, request, exc)
+    else:
+        outcome = Outcome("success", value=value)
+    finally:
+        calling.pop_current()
+        task.pop_request()
+    outcome.runtime = time.perf_counter() - started
+    outcome.children = request.headers.get("_children")
+    _run_hooks(task, request, outcome)
+    return outcome
+
+
+def _failure_or_autoretry(task: Task, request: Request, exc: Exception) -> Outcome:
+    trace = tb.format_exc()
+    if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
+        task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
+    ):
+        task.push_request(request)
+        calling.push_current(request)
+        try:
+            options = dict(task.retry_kwargs)
+            if task.retry_backoff and "countdown" not in options:
+                options["countdown"] = task.backoff_delay(request.retries)
+            task.retry(exc=exc, **options)
+        except exceptions.Retry as retry:
+            return Outcome("retry", exc=retry, traceback=trace)
+        except Exception as final:
+            return Outcome("failure", exc=final, traceback=tb.format_exc())
+        finally:
+            calling.pop_current()
+            task.pop_request()
+    return Outcome("failure", exc=exc, traceback=trace)
+
+
+def _run_hooks(task: Task, request: Request, outcome: Outcome) -> None:
+    """User hooks; an exception in one is logged as the task's failure, never lost."""
+    task_id, args, kwargs = request.id or "", request.args, request.kwargs
+    task.push_request(request)
+    try:
+        if outcome.kind == "success":
+            task.on_success(outcome.value, task_id, args, kwargs)
+        elif outcome.kind == "failure" and outcome.exc is not None:
+            task.on_failure(outcome.exc, task_id, args, kwargs, outcome.traceback)
+        elif outcome.kind == "retry" and outcome.exc is not None:
+            cause = getattr(outcome.exc, "exc", None) or outcome.exc
+            task.on_retry(cause, task_id, args, kwargs, outcome.traceback)
+        retval = outcome.value if outcome.kind == "success" else outcome.exc
+        task.after_return(outcome.state, retval, task_id, args, kwargs, outcome.traceback)
+    except Exception as exc:
+        outcome.kind = "failure"
+        outcome.exc = exc
+        outcome.traceback = tb.format_exc()
+    finally:
+        task.pop_request()
+
+
+def started_meta(hostname: str) -> dict[str, Any]:
+    """The ``result`` Celery stores with STARTED."""
+    return {"pid": os.getpid(), "hostname": hostname}

@@ -1,0 +1,62 @@
+"""How user code runs inside one consumer: inline (one slot) or on a few threads.
+
+A pool takes a callable per task and reports completion through a queue the consumer
+drains, so broker I/O stays on the consumer's thread (AMQP acks must use the channel
+that received the message).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+Job = Callable[[], Any]
+
+
+class InlinePool:
+    """One slot: the job runs on the consumer's own thread (prefork children, solo)."""
+
+    slots = 1
+
+    def __init__(self, done: queue.SimpleQueue[Any]) -> None:
+        self._done = done
+
+    def submit(self, job: Job) -> None:
+        self._done.put(job())
+
+    def stop(self) -> None:
+        """Nothing runs in the background."""
+
+
+class ThreadPool:
+    """``slots`` threads taking jobs from a queue (``-P threads``)."""
+
+    def __init__(self, slots: int, done: queue.SimpleQueue[Any]) -> None:
+        self.slots = slots
+        self._done = done
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"caraway-slot-{n}", daemon=True)
+            for n in range(slots)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            self._done.put(job())
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+
+    def stop(self) -> None:
+        """Let running jobs finish, then end the threads."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
