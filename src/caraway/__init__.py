@@ -1,3 +1,25 @@
 """caraway: a distributed task queue for Python, wire-compatible with Celery 5."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from caraway import exceptions, states
+from caraway._version import __version__
+from caraway.app import Caraway
+from caraway.result import AsyncResult, EagerResult, GroupResult
+from caraway.shared import current_app, shared_task
+from caraway.task import Task
+from caraway.utils.log import get_task_logger
+
+__all__ = [
+    "AsyncResult",
+    "Caraway",
+    "EagerResult",
+    "GroupResult",
+    "Task",
+    "__version__",
+    "current_app",
+    "exceptions",
+    "get_task_logger",
+    "shared_task",
+    "states",
+]

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from caraway import __version__
+from caraway._version import __version__
 from caraway.app import Caraway
 from caraway.cli.loader import load_app
 from caraway.exceptions import CarawayError

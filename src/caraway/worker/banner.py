@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from caraway import __version__
+from caraway._version import __version__
 from caraway.transports import mask_url
 
 if TYPE_CHECKING:

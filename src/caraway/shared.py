@@ -1,0 +1,71 @@
+"""``shared_task`` and ``current_app``: tasks and app access for reusable libraries.
+
+A shared task is registered on every app, present and future; the object returned
+behaves as the current app's task, so ``from lib.tasks import add; add.delay(2, 2)``
+works whichever app the process created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from caraway import _state
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.task import Task
+
+
+class _TaskProxy:
+    """Stands for the task named ``name`` on whichever app is current."""
+
+    def __init__(self, name: str, fun: Callable[..., Any]) -> None:
+        self._name = name
+        self.__wrapped__ = fun
+        self.__doc__ = fun.__doc__
+        self.__name__ = fun.__name__
+
+    def _task(self) -> Task:
+        app = _state.get_current_app()
+        return app._tasks[self._name]
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._task(), attribute)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<@shared_task: {self._name}>"
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """Declare a task for every app: ``@shared_task`` or ``@shared_task(bind=True)``."""
+
+    def create(fun: Callable[..., Any]) -> Any:
+        name = options.get("name") or f"{fun.__module__}.{fun.__name__}"
+
+        def register(app: Caraway) -> None:
+            if name not in app._tasks:
+                app.task(**{**options, "name": name})(fun)
+
+        _state.connect_on_app(register)
+        return _TaskProxy(name, fun)
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return create(args[0])
+    return create
+
+
+class _CurrentApp:
+    """``current_app``: attribute access goes to the most recently created app."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(_state.get_current_app(), attribute)
+
+    def __repr__(self) -> str:
+        return f"<current_app: {_state.get_current_app()!r}>"
+
+
+current_app: Any = _CurrentApp()
