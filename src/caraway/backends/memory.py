@@ -1,0 +1,137 @@
+"""In-process result store for eager mode and tests, shared by every backend on one URL.
+
+Documents live in this process's memory keyed by ``memory://name`` (a fork gets a frozen
+copy). ``wait`` sleeps on a ``threading.Condition`` that every store notifies, so a waiter
+wakes as soon as the result is written, with no polling.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from caraway.backends.base import READY, Backend
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        #: task id -> (state, document, expires_at or None)
+        self.results: dict[str, tuple[str, bytes, float | None]] = {}
+        self.groups: dict[str, tuple[bytes, float | None]] = {}
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _store_for(url: str) -> _Store:
+    with _STORES_LOCK:
+        store = _STORES.get(url)
+        if store is None:
+            store = _STORES[url] = _Store()
+        return store
+
+
+def reset(url: str | None = None) -> None:
+    """Drop the results of ``url`` (or of every memory URL) in this process; for tests."""
+    with _STORES_LOCK:
+        if url is None:
+            _STORES.clear()
+        else:
+            _STORES.pop(url, None)
+
+
+def _live(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or expires_at > now
+
+
+def _deadline(expires: float | None) -> float | None:
+    return None if expires is None else time.time() + expires
+
+
+class MemoryBackend(Backend):
+    """Results in this process's memory; see the module docstring."""
+
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        self._store = _store_for(url)
+
+    def store(self, task_id: str, document: bytes, *, state: str, expires: float | None) -> bool:
+        store = self._store
+        with store.cond:
+            current = store.results.get(task_id)
+            if current is not None and current[0] in READY and _live(current[2], time.time()):
+                return False
+            store.results[task_id] = (state, document, _deadline(expires))
+            store.cond.notify_all()
+            return True
+
+    def load(self, task_id: str) -> bytes | None:
+        with self._store.cond:
+            return self._load(task_id)
+
+    def _load(self, task_id: str) -> bytes | None:
+        current = self._store.results.get(task_id)
+        if current is None or not _live(current[2], time.time()):
+            return None
+        return current[1]
+
+    def load_many(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        with self._store.cond:
+            return [self._load(task_id) for task_id in task_ids]
+
+    def wait(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[bytes], bool],
+        timeout: float | None,
+    ) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._store.cond:
+            while True:
+                document = self._load(task_id)
+                if document is not None and until(document):
+                    return document
+                if deadline is None:
+                    self._store.cond.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._store.cond.wait(left)
+
+    def forget(self, task_id: str) -> None:
+        with self._store.cond:
+            self._store.results.pop(task_id, None)
+
+    def save_group(self, group_id: str, document: bytes, *, expires: float | None) -> None:
+        with self._store.cond:
+            self._store.groups[group_id] = (document, _deadline(expires))
+
+    def load_group(self, group_id: str) -> bytes | None:
+        with self._store.cond:
+            current = self._store.groups.get(group_id)
+        if current is None or not _live(current[1], time.time()):
+            return None
+        return current[0]
+
+    def forget_group(self, group_id: str) -> None:
+        with self._store.cond:
+            self._store.groups.pop(group_id, None)
+
+    def cleanup(self) -> int:
+        now = time.time()
+        with self._store.cond:
+            results = self._store.results
+            groups = self._store.groups
+            expired = [key for key, value in results.items() if not _live(value[2], now)]
+            expired_groups = [key for key, value in groups.items() if not _live(value[1], now)]
+            for key in expired:
+                del results[key]
+            for key in expired_groups:
+                del groups[key]
+            return len(expired) + len(expired_groups)

@@ -1,0 +1,399 @@
+"""The transport contract: every broker plug-in passes these, whatever it is built on.
+
+What a transport declares it cannot do (``Capabilities``) is skipped, never faked.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from caraway.protocol.message import Message
+from caraway.transports.base import Delivery, Transport
+from tests.contract.conftest import TransportFactory, make_message
+
+# Replaced per test by ``_private_owners``: a shared broker must not mix tests' claims.
+OWNER = "node@contract/1"
+OTHER = "node@contract/2"
+
+
+@pytest.fixture(autouse=True)
+def _private_owners(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = uuid.uuid4().hex[:8]
+    monkeypatch.setattr(sys.modules[__name__], "OWNER", f"node-{token}@contract/1")
+    monkeypatch.setattr(sys.modules[__name__], "OTHER", f"node-{token}@contract/2")
+
+
+def ids(deliveries: list[Delivery]) -> list[str]:
+    return [delivery.message.headers["id"] for delivery in deliveries]
+
+
+def drain(
+    transport: Transport, queues: list[str], count: int, *, owner: str | None = None
+) -> list[Delivery]:
+    """Fetch until ``count`` deliveries arrived (a fetch may hand out fewer than its limit)."""
+    owner = OWNER if owner is None else owner
+    got: list[Delivery] = []
+    deadline = time.monotonic() + 5
+    while len(got) < count and time.monotonic() < deadline:
+        got += transport.fetch(queues, limit=count - len(got), timeout=0.5, owner=owner)
+    assert len(got) == count, f"expected {count} deliveries, got {len(got)}"
+    return got
+
+
+def ids_of(messages: list[Message]) -> list[str]:
+    return [message.headers["id"] for message in messages]
+
+
+def expect_nothing(transport: Transport, queues: list[str], *, within: float = 0.2) -> None:
+    assert transport.fetch(queues, limit=10, timeout=within, owner=OTHER) == []
+
+
+def test_messages_come_out_in_the_order_they_were_published(
+    transport: Transport, queue: str
+) -> None:
+    messages = [make_message(index) for index in range(5)]
+    for message in messages:
+        transport.publish(message, queue=queue)
+
+    got = drain(transport, [queue], 5)
+
+    assert ids(got) == [message.headers["id"] for message in messages]
+    assert all(delivery.queue == queue for delivery in got)
+
+
+def test_publish_many_publishes_every_message_in_order(transport: Transport, queue: str) -> None:
+    messages = [make_message(index) for index in range(20)]
+
+    transport.publish_many([(message, queue) for message in messages])
+
+    assert ids(drain(transport, [queue], 20)) == [message.headers["id"] for message in messages]
+
+
+def test_a_message_arrives_with_body_headers_and_content_type_unchanged(
+    transport: Transport, queue: str
+) -> None:
+    message = make_message(7)
+    message.body = b"\x00\xffbinary body\n"
+    message.content_type = "application/x-msgpack"
+    message.content_encoding = "binary"
+
+    transport.publish(message, queue=queue)
+    (delivery,) = drain(transport, [queue], 1)
+
+    assert delivery.message.body == message.body
+    assert delivery.message.headers == message.headers
+    assert delivery.message.content_type == "application/x-msgpack"
+    assert delivery.message.content_encoding == "binary"
+    assert delivery.message.properties["correlation_id"] == message.headers["id"]
+    assert not delivery.redelivered
+    if transport.capabilities.delivery_count:
+        assert delivery.delivery_count == 1
+
+
+def test_higher_priority_messages_are_served_first(transport: Transport, queue: str) -> None:
+    if not transport.capabilities.priorities:
+        pytest.skip("transport does not honour priorities")
+    low = [make_message(index, priority=0) for index in range(2)]
+    high = [make_message(index, priority=9) for index in range(2)]
+    for message in (low[0], high[0], low[1], high[1]):
+        transport.publish(message, queue=queue)
+
+    got = ids(drain(transport, [queue], 4))
+
+    first, second = (low, high) if transport.capabilities.priority_low_first else (high, low)
+    assert got == [message.headers["id"] for message in first + second]
+
+
+def test_fetch_on_an_empty_queue_returns_nothing_when_its_timeout_runs_out(
+    transport: Transport, queue: str
+) -> None:
+    started = time.monotonic()
+    assert transport.fetch([queue], limit=5, timeout=0.3, owner=OWNER) == []
+    elapsed = time.monotonic() - started
+    assert 0.25 <= elapsed < 1.5
+
+    started = time.monotonic()
+    assert transport.fetch([queue], limit=5, timeout=0, owner=OWNER) == []
+    assert time.monotonic() - started < 0.5
+
+
+def test_fetch_wakes_promptly_for_a_message_published_while_it_waits(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    consumer, producer = transport_factory(), transport_factory()
+    message = make_message()
+    timer = threading.Timer(0.2, lambda: producer.publish(message, queue=queue))
+    timer.start()
+    try:
+        started = time.monotonic()
+        got = consumer.fetch([queue], limit=1, timeout=5, owner=OWNER)
+        elapsed = time.monotonic() - started
+    finally:
+        timer.cancel()
+        timer.join()
+
+    assert ids(got) == [message.headers["id"]]
+    assert elapsed < 1.5
+
+
+def test_fetch_hands_out_no_more_than_its_limit(transport: Transport, queue: str) -> None:
+    transport.publish_many([(make_message(index), queue) for index in range(5)])
+
+    first = transport.fetch([queue], limit=2, timeout=1, owner=OWNER)
+
+    assert 1 <= len(first) <= 2
+    rest = drain(transport, [queue], 5 - len(first))
+    assert len(set(ids(first + rest))) == 5
+
+
+def test_acked_message_is_gone_for_good(transport: Transport, queue: str) -> None:
+    transport.publish(make_message(), queue=queue)
+    (delivery,) = drain(transport, [queue], 1)
+
+    delivery.ack()
+    delivery.ack()  # idempotent
+
+    assert transport.recover(OWNER) == 0
+    assert transport.size(queue) == 0
+    expect_nothing(transport, [queue])
+
+
+def test_ack_many_acks_every_delivery(transport: Transport, queue: str) -> None:
+    transport.publish_many([(make_message(index), queue) for index in range(4)])
+
+    transport.ack_many(drain(transport, [queue], 4))
+
+    assert transport.recover(OWNER) == 0
+    expect_nothing(transport, [queue])
+
+
+def test_a_claimed_message_is_not_handed_to_anyone_else(transport: Transport, queue: str) -> None:
+    transport.publish(make_message(), queue=queue)
+    drain(transport, [queue], 1)
+
+    assert transport.size(queue) == 0
+    expect_nothing(transport, [queue])
+
+
+def test_requeued_message_is_delivered_again_as_a_redelivery(
+    transport: Transport, queue: str
+) -> None:
+    message = make_message()
+    transport.publish(message, queue=queue)
+    (first,) = drain(transport, [queue], 1)
+
+    first.requeue()
+    (again,) = drain(transport, [queue], 1, owner=OTHER)
+
+    assert ids([again]) == [message.headers["id"]]
+    assert again.redelivered
+    if transport.capabilities.delivery_count:
+        assert again.delivery_count == 2
+
+
+def test_parked_message_is_delivered_only_once_it_falls_due(
+    transport: Transport, queue: str
+) -> None:
+    if not transport.capabilities.parking:
+        pytest.skip("transport cannot park messages")
+    message = make_message()
+    transport.publish(message, queue=queue)
+    (delivery,) = drain(transport, [queue], 1)
+    eta = time.time() + 0.6
+
+    delivery.park(eta)
+
+    assert transport.recover(OWNER) == 0, "a parked message is no longer held by its owner"
+    expect_nothing(transport, [queue], within=0.2)
+    got = transport.fetch([queue], limit=1, timeout=5, owner=OTHER)
+    assert ids(got) == [message.headers["id"]]
+    assert time.time() >= eta - 0.05
+    assert time.time() < eta + 1.5, "a due parked message must wake a waiting fetch promptly"
+    if transport.capabilities.delivery_count:
+        assert got[0].delivery_count == 1, "parking is not a delivery attempt"
+
+
+def test_message_parked_with_a_past_eta_is_ready_at_once(transport: Transport, queue: str) -> None:
+    if not transport.capabilities.parking:
+        pytest.skip("transport cannot park messages")
+    transport.publish(make_message(), queue=queue)
+    (delivery,) = drain(transport, [queue], 1)
+
+    delivery.park(time.time() - 1)
+
+    assert len(transport.fetch([queue], limit=1, timeout=1, owner=OTHER)) == 1
+
+
+def test_claim_whose_lease_expires_is_redelivered_with_count_two(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    transport = transport_factory({"visibility_timeout": 1})
+    if not transport.capabilities.leases:
+        pytest.skip("transport has no leases")
+    message = make_message()
+    transport.publish(message, queue=queue)
+    drain(transport, [queue], 1)
+
+    # polled: a transport may notice expired claims on a sweep between fetches
+    got = drain(transport, [queue], 1, owner=OTHER)
+
+    assert ids(got) == [message.headers["id"]]
+    assert got[0].redelivered
+    if transport.capabilities.delivery_count:
+        assert got[0].delivery_count == 2
+
+
+def test_renewed_claim_is_not_redelivered(transport_factory: TransportFactory, queue: str) -> None:
+    transport = transport_factory({"visibility_timeout": 1})
+    if not transport.capabilities.leases:
+        pytest.skip("transport has no leases")
+    transport.publish(make_message(), queue=queue)
+    drain(transport, [queue], 1)
+
+    # renew three times per lease for two leases' worth of time
+    for _ in range(6):
+        transport.renew(OWNER)
+        expect_nothing(transport, [queue], within=0.33)
+
+    assert transport.recover(OWNER) == 1
+
+
+def test_a_stale_owner_cannot_requeue_a_message_someone_else_now_holds(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    transport = transport_factory({"visibility_timeout": 1})
+    if not transport.capabilities.leases:
+        pytest.skip("transport has no leases")
+    transport.publish(make_message(), queue=queue)
+    (stale,) = drain(transport, [queue], 1)
+    (current,) = drain(transport, [queue], 1, owner=OTHER)
+
+    stale.requeue()
+
+    assert transport.fetch([queue], limit=1, timeout=0.2, owner=OWNER) == []
+    assert current.message.headers["id"] == stale.message.headers["id"]
+
+
+def test_recover_hands_back_only_the_dead_owners_claims_at_once(
+    transport: Transport, queue: str
+) -> None:
+    transport.publish_many([(make_message(index), queue) for index in range(3)])
+    dead = drain(transport, [queue], 2, owner=OWNER)
+    alive = drain(transport, [queue], 1, owner=OTHER)
+
+    assert transport.recover(OWNER) == 2
+
+    back = drain(transport, [queue], 2, owner=OTHER)
+    assert sorted(ids(back)) == sorted(ids(dead))
+    assert all(delivery.redelivered for delivery in back)
+    assert transport.recover(OWNER) == 0
+    assert transport.recover(OTHER) == 3
+    assert sorted(ids(drain(transport, [queue], 3))) == sorted(ids(back + alive))
+
+
+def test_dead_letters_are_listed_requeued_and_purged(transport: Transport, queue: str) -> None:
+    messages = [make_message(index) for index in range(3)]
+    transport.publish_many([(message, queue) for message in messages])
+    for delivery in drain(transport, [queue], 3):
+        delivery.dead_letter(f"poison {delivery.message.headers['id']}")
+
+    assert transport.recover(OWNER) == 0, "a dead-lettered delivery is acked"
+    expect_nothing(transport, [queue])
+    letters = [letter for letter in transport.dead_letters(limit=1000) if letter.queue == queue]
+    assert [letter.message.headers["id"] for letter in letters] == ids_of(messages)
+    assert letters[0].reason == f"poison {messages[0].headers['id']}"
+    assert letters[0].message.body == messages[0].body
+    assert letters[0].failed_at == pytest.approx(time.time(), abs=30)
+
+    assert transport.requeue_dead_letters([letters[0].id]) == 1
+    assert ids(drain(transport, [queue], 1)) == ids_of(messages[:1])
+    remaining = [
+        letter.id for letter in transport.dead_letters(limit=1000) if letter.queue == queue
+    ]
+    assert remaining == [letter.id for letter in letters[1:]]
+
+    assert transport.purge_dead_letters() >= 2
+    assert [letter for letter in transport.dead_letters() if letter.queue == queue] == []
+
+
+def test_requeue_all_dead_letters_puts_every_one_back(transport: Transport, queue: str) -> None:
+    transport.publish_many([(make_message(index), queue) for index in range(2)])
+    for delivery in drain(transport, [queue], 2):
+        delivery.dead_letter("boom")
+
+    assert transport.requeue_dead_letters() >= 2
+
+    assert len(drain(transport, [queue], 2)) == 2
+
+
+def test_purge_empties_one_queue_and_size_counts_ready_messages(
+    transport: Transport, queue: str
+) -> None:
+    other = f"{queue}-other"
+    transport.publish_many([(make_message(index), queue) for index in range(3)])
+    transport.publish(make_message(), queue=other)
+
+    assert transport.size(queue) == 3
+    assert transport.purge(queue) == 3
+    assert transport.size(queue) == 0
+    assert transport.size(other) == 1
+    expect_nothing(transport, [queue])
+    assert transport.purge(other) == 1
+
+
+def test_fetch_over_several_queues_serves_each_and_only_those(
+    transport: Transport, queue: str
+) -> None:
+    first, second, ignored = f"{queue}-a", f"{queue}-b", f"{queue}-c"
+    transport.publish(make_message(1), queue=first)
+    transport.publish(make_message(2), queue=second)
+    transport.publish(make_message(3), queue=ignored)
+
+    got = drain(transport, [first, second], 2)
+
+    assert sorted(delivery.queue for delivery in got) == sorted([first, second])
+    expect_nothing(transport, [first, second])
+    assert transport.size(ignored) == 1
+    transport.purge(ignored)
+
+
+def test_two_handles_on_one_url_share_their_queues(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    producer, consumer = transport_factory(), transport_factory()
+    message = make_message()
+
+    producer.publish(message, queue=queue)
+
+    assert ids(drain(consumer, [queue], 1)) == [message.headers["id"]]
+
+
+def test_each_message_goes_to_exactly_one_of_two_competing_consumers(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    producer = transport_factory()
+    producer.publish_many([(make_message(index), queue) for index in range(40)])
+    seen: list[list[str]] = [[], []]
+
+    def consume(slot: int) -> None:
+        consumer = transport_factory()
+        while True:
+            got = consumer.fetch([queue], limit=3, timeout=0.3, owner=f"node/{slot}")
+            if not got:
+                return
+            seen[slot] += ids(got)
+            consumer.ack_many(got)
+
+    threads = [threading.Thread(target=consume, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(seen[0]) + len(seen[1]) == 40
+    assert len(set(seen[0]) | set(seen[1])) == 40
