@@ -1,0 +1,270 @@
+"""Pure routing: the queue, exchange, routing key and priority a task message goes to.
+
+Owns the precedence between apply_async options, the task's own options and ``task_routes``,
+and parsing ``-Q a,b`` queue lists; it does no I/O and declares nothing. The one thing to know:
+with nothing explicit Celery publishes on the default exchange ``""`` with routing key = queue
+name (docs/protocol.md §3.2), so that is the default ``Route``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from caraway.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from caraway.config import Settings
+
+__all__ = ["Route", "queue_names", "route"]
+
+_FIELDS = ("queue", "exchange", "routing_key", "priority")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one message is published, and with which priority (None: the broker's default)."""
+
+    queue: str
+    exchange: str
+    routing_key: str
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """The routing fields one source gave; None means that source left the field open."""
+
+    queue: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    priority: int | None = None
+
+
+def route(
+    task_name: str,
+    options: Mapping[str, Any],
+    conf: Settings,
+    *,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    task: object = None,
+) -> Route:
+    """Decide where a call to ``task_name`` is published.
+
+    ``options`` is the apply_async options dict as given: ``queue``, ``exchange``,
+    ``routing_key`` and ``priority`` are explicit choices (None or absent: not given), and
+    ``task_queue``, ``task_exchange``, ``task_routing_key`` and ``task_priority`` carry the
+    task's own attributes (``@app.task(queue=...)``); other keys are ignored here and handed
+    to router callables. Precedence, as Celery 5 documents and does: explicit options, then
+    the task's own, then ``task_routes``, then the defaults. A queue chosen at one level also
+    takes exchange and routing key from that level or above, never from a lower one (they
+    described another destination). ``args``, ``kwargs`` and ``task`` are passed to routers.
+
+    Raises ImproperlyConfigured for a malformed route or router, or for a queue that is not
+    declared while ``task_create_missing_queues`` is off.
+    """
+    explicit = _layer(options, "", "apply_async option")
+    own = _layer(options, "task_", "task option")
+    router_options = {key: value for key, value in options.items() if value is not None}
+    for field in _FIELDS:  # routers see the options in effect, as in Celery
+        value = getattr(explicit, field)
+        value = getattr(own, field) if value is None else value
+        if value is not None:
+            router_options[field] = value
+    call = _Call(task_name, args, kwargs or {}, router_options, task)
+    found = _lookup(call, conf.task_routes)
+    routed = _layer(found or {}, "", f"task_routes entry for {task_name!r}")
+    return _resolve([explicit, own, routed], conf)
+
+
+def queue_names(spec: str | Iterable[str]) -> list[str]:
+    """Queue names from ``-Q a,b`` (or repeated ``-Q`` values), de-duplicated, in order."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for part in parts:
+        for raw in part.split(","):
+            name = raw.strip()
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _name(value: Any) -> str | None:
+    """A queue or exchange given by name, or as an object with a ``name`` (kombu's shapes)."""
+    if value is None or isinstance(value, str):
+        return value
+    name = getattr(value, "name", None)
+    if isinstance(name, str):
+        return name
+    raise TypeError
+
+
+def _layer(source: Mapping[str, Any], prefix: str, what: str) -> _Layer:
+    """One source's fields; raises ImproperlyConfigured naming the source and the value."""
+    key = ""
+    try:
+        names = {}
+        for field in ("queue", "exchange", "routing_key"):
+            key = prefix + field
+            names[field] = _name(source.get(key))
+        key = prefix + "priority"
+        priority = source.get(key)
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise TypeError
+    except TypeError:
+        expected = "an int" if key.endswith("priority") else "a name"
+        raise ImproperlyConfigured(
+            f"{what} {key!r} must be {expected}, got {source.get(key)!r}"
+        ) from None
+    return _Layer(priority=priority, **names)
+
+
+def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:
+    """Merge layers, highest first, into the Route; the defaults fill what none gave."""
+    queue = exchange = routing_key = None
+    for layer in layers:
+        exchange = layer.exchange if exchange is None else exchange
+        routing_key = layer.routing_key if routing_key is None else routing_key
+        if layer.queue is not None:
+            queue = layer.queue
+            break  # lower layers' exchange and routing key named another destination
+    priority = next((layer.priority for layer in layers if layer.priority is not None), None)
+    if priority is None:
+        priority = conf.task_default_priority
+    queue = queue or conf.task_default_queue
+    declared = _declared(queue, conf)
+    if exchange is None and routing_key is None:
+        # Celery publishes straight to the queue through the default exchange.
+        return Route(queue, "", queue, priority)
+    if exchange is None:
+        exchange = declared[0]
+    if routing_key is None:
+        routing_key = declared[1]
+    return Route(queue, exchange, routing_key, priority)
+
+
+def _declared(queue: str, conf: Settings) -> tuple[str, str]:
+    """(exchange, routing key) the queue is bound with: as declared, else named like it."""
+    if queue == conf.task_default_queue:
+        found: tuple[str | None, str | None] | None = (
+            conf.task_default_exchange,
+            conf.task_default_routing_key,
+        )
+    else:
+        found = _from_task_queues(queue, conf.task_queues)
+    if found is None:
+        if not conf.task_create_missing_queues:
+            raise ImproperlyConfigured(
+                f"queue {queue!r} is not in task_queues and task_create_missing_queues is "
+                f"off; declare it in task_queues or turn task_create_missing_queues on"
+            )
+        found = (None, None)
+    # A queue made on demand gets a direct exchange and a binding both named like it.
+    return found[0] or queue, found[1] or queue
+
+
+def _from_task_queues(queue: str, queues: Any) -> tuple[str | None, str | None] | None:
+    if isinstance(queues, Mapping):
+        entry = queues.get(queue)
+        if entry is None:
+            return None
+        if isinstance(entry, Mapping):
+            return _name(entry.get("exchange")), entry.get("routing_key")
+        return _name(getattr(entry, "exchange", None)), getattr(entry, "routing_key", None)
+    for entry in queues or ():
+        if _name(entry) == queue:
+            if isinstance(entry, str):
+                return None, None
+            return _name(getattr(entry, "exchange", None)), getattr(entry, "routing_key", None)
+    return None
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What a router is asked about."""
+
+    name: str
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    options: Mapping[str, Any]
+    task: object
+
+
+def _lookup(call: _Call, routes: Any) -> dict[str, Any] | None:
+    """The first route any router gives for ``name``, as an options dict, or None."""
+    if routes is None:
+        return None
+    routers = routes if isinstance(routes, (list, tuple)) else [routes]
+    for router in routers:
+        found = _ask(router, call)
+        if isinstance(found, str):
+            found = {"queue": found}  # a bare string names the queue, as in Celery
+        if found is not None and not isinstance(found, Mapping):
+            raise ImproperlyConfigured(
+                f"router {router!r} returned {found!r} for {call.name!r}; "
+                f"a router returns a dict of options, a queue name or None"
+            )
+        if found:
+            return dict(found)
+    return None
+
+
+def _ask(router: Any, call: _Call) -> object:
+    if isinstance(router, Mapping):
+        return _match(call.name, list(router.items()))
+    if isinstance(router, (list, tuple)):
+        # Celery's "items" form keeps pattern order: [(pattern, route), ...].
+        if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in router):
+            raise ImproperlyConfigured(
+                f"task_routes entry {router!r} is not a list of (pattern, route) pairs"
+            )
+        return _match(call.name, [(pair[0], pair[1]) for pair in router])
+    if isinstance(router, str):
+        router = _import_router(router)
+    route_for_task = getattr(router, "route_for_task", None)
+    if route_for_task is not None:  # the pre-4.0 router class interface
+        return route_for_task(call.name, call.args, call.kwargs)
+    if callable(router):
+        return router(call.name, call.args, call.kwargs, call.options, task=call.task)
+    raise ImproperlyConfigured(
+        f"task_routes entry {router!r} is not a router; use a dict, a list of "
+        f"(pattern, route) pairs, a callable or its import path"
+    )
+
+
+def _match(name: str, pairs: Sequence[tuple[Any, Any]]) -> object:
+    """Exact names win, then glob and regex patterns in the order given (Celery's order)."""
+    for key, value in pairs:
+        if key == name:
+            return value
+    for key, value in pairs:
+        if isinstance(key, re.Pattern) and key.match(name):
+            return value
+        if isinstance(key, str) and "*" in key and _glob(key).match(name):
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern[str]:
+    # As in Celery: '*' matches one or more characters and the match is anchored at the
+    # start only, so the same task_routes send a task to the same queue under both.
+    return re.compile(".+?".join(re.escape(part) for part in pattern.split("*")))
+
+
+@functools.lru_cache(maxsize=64)
+def _import_router(path: str) -> object:
+    """A router given by import path ('pkg.mod:name' or 'pkg.mod.name'); classes are made."""
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        module_name, _, attribute = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"cannot import router {path!r}: {exc}") from exc
+    return found() if isinstance(found, type) else found
