@@ -1,0 +1,211 @@
+"""Lua sources for the Redis transport's atomic steps (claim, restore, park, dead-letter, renew).
+
+Each script moves a message between places in one step, so a crash between two commands
+cannot leave it nowhere. Envelopes are never re-encoded in Lua (cjson would turn ``[]`` into
+``{}`` and round numbers): scripts only decode them to read the tag and routing, and move the
+original bytes. A claim is recorded as ``unacked[tag]`` (kombu's ``[envelope, exchange,
+routing_key]``), ``unacked_index[tag] = time``, ``caraway.claims[tag] = fetch_id .. owner``
+(fetch ids are 32 hex chars) and a member of ``caraway.owner.<owner>``.
+"""
+
+from __future__ import annotations
+
+# Shared helper: forget every trace of a claim except what the caller moves elsewhere.
+_RELEASE = """
+local function owner_of(holder)
+  if not holder then return nil end
+  return string.sub(holder, 33)
+end
+local function release(unacked, index, claims, prefix, tag)
+  redis.call('HDEL', unacked, tag)
+  redis.call('ZREM', index, tag)
+  local holder = redis.call('HGET', claims, tag)
+  if holder then
+    redis.call('HDEL', claims, tag)
+    redis.call('SREM', prefix .. 'caraway.owner.' .. owner_of(holder), tag)
+  end
+end
+"""
+
+_DEAD = """
+local function bury(dead, dead_index, dead_seq, record, failed_at)
+  local id = redis.call('INCR', dead_seq)
+  redis.call('HSET', dead, id, record)
+  redis.call('ZADD', dead_index, failed_at, id)
+  return id
+end
+"""
+
+#: KEYS: unacked, unacked_index, claims, owner set, deliveries, schedule, dead, dead index,
+#:       dead seq, then the queue list keys in claim order.
+#: ARGV: limit, now, holder (fetch id .. owner), prefix, promote limit, then one unprefixed
+#:       list key per queue key (reported back so the caller knows where each came from).
+#: Returns {next_due_or_empty, key1, env1, count1, key2, env2, count2, ...}.
+CLAIM = (
+    _DEAD
+    + """
+local unacked, index, claims, owner_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local deliveries, schedule = KEYS[5], KEYS[6]
+local limit, now, holder, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+
+-- Promote due parked messages first (whoever runs this first moves them, exactly once).
+local due = redis.call('ZRANGE', schedule, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
+for _, member in ipairs(due) do
+  redis.call('ZREM', schedule, member)
+  local colon = string.find(member, ':', 1, true)
+  local n = colon and tonumber(string.sub(member, 1, colon - 1))
+  if n then
+    local key = string.sub(member, colon + 1, colon + n)
+    redis.call('RPUSH', prefix .. key, string.sub(member, colon + n + 1))
+  else
+    local record = cjson.encode({queue = '', reason = 'malformed schedule entry',
+                                 failed_at = tonumber(now), envelope = member})
+    bury(KEYS[7], KEYS[8], KEYS[9], record, now)
+  end
+end
+
+local out = {''}
+local taken = 0
+for i = 10, #KEYS do
+  local key, name = KEYS[i], ARGV[i - 4]
+  while taken < limit do
+    local env = redis.call('RPOP', key)
+    if not env then break end
+    local ok, msg = pcall(cjson.decode, env)
+    local tag, exchange, rkey = nil, '', name
+    if ok and type(msg) == 'table' and type(msg['properties']) == 'table' then
+      local props = msg['properties']
+      tag = props['delivery_tag']
+      local info = props['delivery_info']
+      if type(info) == 'table' then
+        if type(info['exchange']) == 'string' then exchange = info['exchange'] end
+        if type(info['routing_key']) == 'string' then rkey = info['routing_key'] end
+      end
+    end
+    if type(tag) ~= 'string' or tag == '' then
+      -- kombu would crash on it too; set it aside instead of losing or looping on it
+      local record = cjson.encode({queue = name, reason = 'envelope without a delivery_tag',
+                                   failed_at = tonumber(now), envelope = env})
+      bury(KEYS[7], KEYS[8], KEYS[9], record, now)
+    else
+      redis.call('HSET', unacked, tag,
+                 '[' .. env .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rkey) .. ']')
+      redis.call('ZADD', index, now, tag)
+      redis.call('HSET', claims, tag, holder)
+      redis.call('SADD', owner_set, tag)
+      local count = redis.call('HINCRBY', deliveries, tag, 1)
+      out[#out + 1] = name
+      out[#out + 1] = env
+      out[#out + 1] = count
+      taken = taken + 1
+    end
+  end
+end
+
+local nxt = redis.call('ZRANGE', schedule, 0, 0, 'WITHSCORES')
+if nxt[2] then out[1] = nxt[2] end
+return out
+"""
+)
+
+#: Put claimed messages back at the head of their lists (consumed next), but only those
+#: still claimed (and, when an owner is named, claimed by it; when a cutoff is given, not
+#: renewed since). KEYS: unacked, unacked_index, claims.
+#: ARGV: prefix, cutoff ('+inf' = any age), then (tag, owner or '', list key, envelope)...
+RESTORE = (
+    _RELEASE
+    + """
+local unacked, index, claims, prefix, cutoff = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
+local restored = 0
+for i = 3, #ARGV, 4 do
+  local tag, owner, key, env = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ok = redis.call('HEXISTS', unacked, tag) == 1
+  if ok and owner ~= '' then
+    ok = owner_of(redis.call('HGET', claims, tag)) == owner
+  end
+  if ok and cutoff ~= '+inf' then
+    local score = redis.call('ZSCORE', index, tag)
+    ok = (not score) or tonumber(score) <= tonumber(cutoff)
+  end
+  if ok then
+    release(unacked, index, claims, prefix, tag)
+    redis.call('RPUSH', prefix .. key, env)
+    restored = restored + 1
+  elseif owner ~= '' then
+    redis.call('SREM', prefix .. 'caraway.owner.' .. owner, tag)
+  end
+end
+return restored
+"""
+)
+
+#: Move a claimed message to the schedule. KEYS: unacked, unacked_index, claims,
+#: deliveries, schedule. ARGV: prefix, tag, owner, eta, member (``<len>:<list key><env>``).
+PARK = (
+    _RELEASE
+    + """
+local unacked, index, claims, prefix, tag = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2]
+if owner_of(redis.call('HGET', claims, tag)) ~= ARGV[3]
+    or redis.call('HEXISTS', unacked, tag) == 0 then
+  redis.call('SREM', prefix .. 'caraway.owner.' .. ARGV[3], tag)
+  return 0
+end
+release(unacked, index, claims, prefix, tag)
+-- a parked message starts its delivery count afresh: waiting is not a failure
+redis.call('HDEL', KEYS[4], tag)
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+return 1
+"""
+)
+
+#: Move a claimed message to the dead-letter store. KEYS: unacked, unacked_index, claims,
+#: deliveries, dead, dead index, dead seq. ARGV: prefix, tag, record JSON, failed_at.
+DEAD_LETTER = (
+    _RELEASE
+    + _DEAD
+    + """
+release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+return bury(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[4])
+"""
+)
+
+#: Requeue dead letters that still exist. KEYS: dead, dead index.
+#: ARGV: prefix, then (id, list key, envelope)...
+REQUEUE_DEAD = """
+local n = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('LPUSH', ARGV[1] .. ARGV[i + 1], ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n
+"""
+
+#: Refresh the index score of every live claim of one owner; drop stale set members.
+#: KEYS: unacked_index, claims, owner set. ARGV: owner, now.
+RENEW = """
+local n = 0
+for _, tag in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local holder = redis.call('HGET', KEYS[2], tag)
+  local mine = holder and string.sub(holder, 33) == ARGV[1]
+  if mine and redis.call('ZSCORE', KEYS[1], tag) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[2], tag)
+    n = n + 1
+  else
+    redis.call('SREM', KEYS[3], tag)
+    if mine then redis.call('HDEL', KEYS[2], tag) end
+  end
+end
+return n
+"""
+
+#: Release a mutex only if we still hold it (kombu's unacked_mutex protocol).
+RELEASE_MUTEX = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

@@ -1,0 +1,600 @@
+"""Redis broker transport with Celery 5.7/kombu 5.7's key layout (docs/protocol.md section 2).
+
+Queues are lists of kombu JSON envelopes (``LPUSH`` to publish, consumed from the right),
+one list per priority bucket (``<queue>``, ``<queue>\\x06\\x163`` ...; lower bucket first).
+Delivery guarantee: at least once. A claim moves a message atomically (Lua) from its list
+into kombu's ``unacked``/``unacked_index`` plus caraway's owner bookkeeping, so a message is
+always in Redis; Celery's visibility sweep and ours restore each other's stale claims.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+
+from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
+from caraway.protocol.envelope import mark_redelivered, pack, unpack
+from caraway.protocol.message import Message
+from caraway.transports import _redis_scripts as lua
+from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
+from caraway.transports.redisurl import connect, parse_redis_url
+
+T = TypeVar("T")
+
+DEFAULT_SEP = "\x06\x16"
+DEFAULT_STEPS = (0, 3, 6, 9)
+_RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
+#: how many due parked messages one claim promotes; the rest follow on the next fetch
+_PROMOTE_BATCH = 100
+_SWEEP_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What a Redis delivery needs to be acked, requeued, parked or dead-lettered."""
+
+    raw: bytes
+    owner: str
+    key: str  # unprefixed list key the message was claimed from
+
+
+class RedisTransport(Transport):
+    """Celery-compatible Redis broker (``redis://``, ``rediss://``, ``redis+socket://``, sentinel).
+
+    ``options`` are Celery's ``broker_transport_options``: ``visibility_timeout`` (3600 s),
+    ``global_keyprefix``, ``priority_steps``, ``sep``, ``socket_timeout``,
+    ``socket_connect_timeout``, ``health_check_interval``, ``ssl`` (``broker_use_ssl``),
+    ``master_name`` (sentinel), plus caraway's ``polling_interval`` (1 s, the longest an idle
+    fetch goes without checking every queue, priority bucket and the schedule) and
+    ``max_retries`` (3; connection errors are retried with backoff, then raised as
+    :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect).
+
+    Latency: an idle fetch blocks on one list only (bucket 0 of the first queue, rotated
+    between calls); a message arriving on another queue or priority bucket, or a parked
+    message falling due, is picked up within ``polling_interval``.
+    """
+
+    capabilities = Capabilities(
+        parking=True,
+        leases=True,
+        priorities=True,
+        priority_low_first=True,
+        delivery_count=True,
+    )
+
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        opts = self.options
+        self.visibility_timeout = float(opts.get("visibility_timeout", 3600))
+        self.prefix = str(opts.get("global_keyprefix", "") or "")
+        self.sep = str(opts.get("sep", DEFAULT_SEP))
+        self.priority_steps = tuple(
+            sorted(int(s) for s in opts.get("priority_steps", DEFAULT_STEPS))
+        )
+        self.polling_interval = float(opts.get("polling_interval", 1.0))
+        self.max_retries = int(opts.get("max_retries", 3))
+        self.sweep_interval = float(
+            opts.get("visibility_sweep_interval", min(60.0, max(1.0, self.visibility_timeout / 4)))
+        )
+        self._mutex_expire_ms = int(float(opts.get("unacked_mutex_expire", 300)) * 1000)
+        self._where = parse_redis_url(url).redacted()
+        self.client = connect(url, opts)
+        self._claim = self.client.register_script(lua.CLAIM)
+        self._restore = self.client.register_script(lua.RESTORE)
+        self._park = self.client.register_script(lua.PARK)
+        self._bury = self.client.register_script(lua.DEAD_LETTER)
+        self._unbury = self.client.register_script(lua.REQUEUE_DEAD)
+        self._renew = self.client.register_script(lua.RENEW)
+        self._unlock = self.client.register_script(lua.RELEASE_MUTEX)
+        self._declared: set[tuple[str, str, str]] = set()
+        self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
+        self._next_sweep = 0.0
+        self._rotation = 0
+        socket_timeout = opts.get("socket_timeout")
+        if socket_timeout:
+            # a blocking read must return before the socket gives up on it
+            self.polling_interval = min(self.polling_interval, float(socket_timeout) * 0.8)
+
+    # -- key names ---------------------------------------------------------------------
+
+    def _k(self, name: str) -> str:
+        return self.prefix + name
+
+    def queue_key(self, queue: str, priority: int = 0) -> str:
+        """The list a message of ``priority`` on ``queue`` lives in (kombu's bucket rule)."""
+        step = self._bucket(priority)
+        return f"{queue}{self.sep}{step}" if step else queue
+
+    def _bucket(self, priority: int) -> int:
+        priority = max(0, min(9, priority))
+        return max((s for s in self.priority_steps if s <= priority), default=0)
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        return [self.queue_key(queue, step) for step in self.priority_steps]
+
+    def _owner_key(self, owner: str) -> str:
+        return self._k(f"caraway.owner.{owner}")
+
+    def _bookkeeping_keys(self) -> list[str]:
+        return [self._k("unacked"), self._k("unacked_index"), self._k("caraway.claims")]
+
+    def _dead_keys(self) -> list[str]:
+        return [self._k("caraway.dead"), self._k("caraway.dead.index"), self._k("caraway.dead.seq")]
+
+    # -- retries -----------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying connection errors with backoff; map redis errors to ours."""
+        delay = 0.1
+        for attempt in range(self.max_retries + 1):
+            try:
+                return fn()
+            except _RETRYABLE as exc:
+                if attempt == self.max_retries:
+                    raise BrokerConnectionError(
+                        f"Redis at {self._where} unreachable during {what} after "
+                        f"{attempt + 1} attempts: {exc}; check the server and broker_url"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except redis.RedisError as exc:
+                raise BrokerError(f"Redis {what} failed at {self._where}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- publishing --------------------------------------------------------------------
+
+    def publish(
+        self,
+        message: Message,
+        *,
+        queue: str,
+        exchange: str = "",
+        routing_key: str | None = None,
+    ) -> None:
+        self.publish_batch([(message, queue, exchange, routing_key)])
+
+    def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        self.publish_batch([(message, queue, "", None) for message, queue in items])
+
+    def publish_batch(self, items: Sequence[tuple[Message, str, str, str | None]]) -> None:
+        """Publish ``(message, queue, exchange, routing_key)`` items in one round trip.
+
+        Queues not yet declared by this transport get their binding-table entries in the
+        same MULTI (section 2.4), as Celery 5.7's publisher writes them.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        declared: list[tuple[str, str, str]] = []
+        for message, queue, exchange, routing_key in items:
+            rkey = routing_key or queue
+            declared += self._declare_into(pipe, queue, exchange, rkey)
+            priority = _priority_of(message)
+            raw = pack(
+                message,
+                exchange=exchange,
+                routing_key=rkey,
+                delivery_tag=str(uuid.uuid4()),
+                priority=priority,
+            )
+            pipe.lpush(self._k(self.queue_key(queue, priority)), raw)
+        self._call("publish", pipe.execute)
+        self._declared.update(declared)
+
+    def _declare_into(
+        self, pipe: Any, queue: str, exchange: str, routing_key: str
+    ) -> list[tuple[str, str, str]]:
+        # Celery declares a queue on an exchange of its own name; a message sent to the
+        # default exchange "" is routed by queue name and needs no other binding.
+        bind_exchange = exchange or queue
+        bind_key = routing_key if exchange else queue
+        entry = (bind_exchange, bind_key, queue)
+        if entry in self._declared:
+            return []
+        member = f"{bind_key}{self.sep}{self.sep}{queue}"
+        pipe.sadd(self._k(f"_kombu.binding.{bind_exchange}"), member)
+        pipe.sadd(self._k(f"_kombu.binding_permanent.{bind_exchange}"), member)
+        return [entry]
+
+    def declare(self, queue: str, *, exchange: str = "", routing_key: str | None = None) -> None:
+        """Write ``queue``'s binding-table entries (once per queue per transport)."""
+        pipe = self.client.pipeline(transaction=True)
+        new = self._declare_into(pipe, queue, exchange, routing_key or queue)
+        if new:
+            self._call("declare", pipe.execute)
+            self._declared.update(new)
+
+    # -- fetching ----------------------------------------------------------------------
+
+    def fetch(
+        self, queues: Sequence[str], *, limit: int, timeout: float, owner: str
+    ) -> list[Delivery]:
+        if not queues or limit <= 0:
+            return []
+        for queue in queues:
+            self.declare(queue)
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._maybe_sweep()
+        order = list(queues)
+        shift = self._rotation % len(order)
+        self._rotation += 1
+        order = order[shift:] + order[:shift]
+        keys = [self.queue_key(q, step) for step in self.priority_steps for q in order]
+        while True:
+            found, next_due = self._claim_once(keys, limit, owner)
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            wait = min(remaining, self.polling_interval)
+            if next_due is not None:
+                wait = min(wait, max(0.0, next_due - time.time()))
+            if wait >= 0.01:  # 0 would block forever in Redis
+                self._block(keys[0], wait)
+
+    def _block(self, key: str, wait: float) -> None:
+        # A no-op move (tail back to tail) blocks until the list has a message without
+        # taking it out of Redis, so waiting can never lose one.
+        full = self._k(key)
+        # redis-py's stub says int; Redis >= 6 takes fractional seconds
+        self._call("fetch", lambda: self.client.blmove(full, full, wait, "RIGHT", "RIGHT"))  # type: ignore[arg-type]
+
+    def _claim_once(
+        self, keys: list[str], limit: int, owner: str
+    ) -> tuple[list[Delivery], float | None]:
+        attempts = 0
+        while True:
+            fetch_id = uuid.uuid4().hex
+            try:
+                if self._doubtful:
+                    self._release_doubtful()
+                reply = self._run_claim(keys, limit, owner, fetch_id)
+                break
+            except _RETRYABLE as exc:
+                # The script may have run with its reply lost: its claims are released
+                # (by fetch id) before the next claim, so none stay stranded with us.
+                self._doubtful.add((owner, fetch_id))
+                attempts += 1
+                if attempts > self.max_retries:
+                    raise BrokerConnectionError(
+                        f"Redis at {self._where} unreachable during fetch after "
+                        f"{attempts} attempts: {exc}; the worker should reconnect"
+                    ) from exc
+                time.sleep(min(0.1 * 2 ** (attempts - 1), 2.0))
+            except redis.RedisError as exc:
+                raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
+        next_due = float(reply[0]) if reply[0] else None
+        deliveries = []
+        for index in range(1, len(reply), 3):
+            key = _text(reply[index])
+            delivery = self._delivery(key, reply[index + 1], int(reply[index + 2]), owner)
+            if delivery is not None:
+                deliveries.append(delivery)
+        return deliveries, next_due
+
+    def _run_claim(self, keys: list[str], limit: int, owner: str, fetch_id: str) -> Any:
+        bookkeeping = [
+            *self._bookkeeping_keys(),
+            self._owner_key(owner),
+            self._k("caraway.deliveries"),
+            self._k("caraway.schedule"),
+            *self._dead_keys(),
+        ]
+        args: list[Any] = [
+            limit,
+            repr(time.time()),
+            fetch_id + owner,
+            self.prefix,
+            _PROMOTE_BATCH,
+            *keys,
+        ]
+        return self._claim(keys=bookkeeping + [self._k(k) for k in keys], args=args)
+
+    def _delivery(self, key: str, raw: bytes, count: int, owner: str) -> Delivery | None:
+        held = _Held(raw=raw, owner=owner, key=key)
+        try:
+            unpacked = unpack(raw)
+        except (ProtocolError, ValueError, KeyError, TypeError) as exc:
+            tag = _tag_of(raw)
+            self._bury_claim(tag, held, self._queue_of(key), f"cannot unpack envelope: {exc}")
+            return None
+        return Delivery(
+            message=unpacked.message,
+            queue=self._queue_of(key),
+            tag=unpacked.delivery_tag,
+            transport=self,
+            redelivered=unpacked.redelivered,
+            delivery_count=count,
+            state=held,
+            exchange=unpacked.exchange,
+            routing_key=unpacked.routing_key,
+        )
+
+    def _queue_of(self, key: str) -> str:
+        head, sep, step = key.rpartition(self.sep)
+        if sep and step.isdigit() and int(step) in self.priority_steps:
+            return head
+        return key
+
+    # -- settling deliveries ------------------------------------------------------------
+
+    def ack(self, delivery: Delivery) -> None:
+        self.ack_many([delivery])
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        unacked, index, claims = self._bookkeeping_keys()
+        pipe = self.client.pipeline(transaction=True)
+        for delivery in deliveries:
+            held = _held(delivery)
+            pipe.zrem(index, delivery.tag)
+            pipe.hdel(unacked, delivery.tag)
+            pipe.hdel(claims, delivery.tag)
+            pipe.hdel(self._k("caraway.deliveries"), delivery.tag)
+            pipe.srem(self._owner_key(held.owner), delivery.tag)
+        self._call("ack", pipe.execute)
+
+    def requeue(self, delivery: Delivery) -> None:
+        held = _held(delivery)
+        entry = [delivery.tag, held.owner, held.key, mark_redelivered(held.raw)]
+        self._call("requeue", lambda: self._run_restore(entry, cutoff="+inf"))
+
+    def park(self, delivery: Delivery, eta: float) -> None:
+        """Move the delivery to ``caraway.schedule`` until ``eta``; its envelope is kept intact
+        (with its ``eta`` header) so whichever worker gets it after promotion, Celery's too,
+        sees the same message."""
+        held = _held(delivery)
+        key = held.key.encode()
+        member = f"{len(key)}:".encode() + key + held.raw
+        self._call(
+            "park",
+            lambda: self._park(
+                keys=[
+                    *self._bookkeeping_keys(),
+                    self._k("caraway.deliveries"),
+                    self._k("caraway.schedule"),
+                ],
+                args=[self.prefix, delivery.tag, held.owner, repr(float(eta)), member],
+            ),
+        )
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._bury_claim(delivery.tag, _held(delivery), delivery.queue, reason)
+
+    def _bury_claim(self, tag: str, held: _Held, queue: str, reason: str) -> None:
+        now = time.time()
+        record = json.dumps(
+            {"queue": queue, "reason": reason, "failed_at": now, "envelope": _text(held.raw)}
+        )
+        keys = [*self._bookkeeping_keys(), self._k("caraway.deliveries"), *self._dead_keys()]
+        self._call(
+            "dead_letter",
+            lambda: self._bury(keys=keys, args=[self.prefix, tag, record, repr(now)]),
+        )
+
+    # -- owners, recovery and the visibility sweep --------------------------------------
+
+    def renew(self, owner: str) -> None:
+        keys = [self._k("unacked_index"), self._k("caraway.claims"), self._owner_key(owner)]
+        self._call("renew", lambda: self._renew(keys=keys, args=[owner, repr(time.time())]))
+
+    def recover(self, owner: str) -> int:
+        return self._call("recover", lambda: self._recover_owner(owner))
+
+    def _recover_owner(self, owner: str, fetch_id: str = "") -> int:
+        """Restore ``owner``'s claims (only those of ``fetch_id`` when given)."""
+        tags = [_text(t) for t in self.client.smembers(self._owner_key(owner))]
+        if not tags:
+            return 0
+        holders = self.client.hmget(self._k("caraway.claims"), tags)
+        mine = [
+            tag
+            for tag, holder in zip(tags, holders, strict=True)
+            if holder is not None
+            and _text(holder)[32:] == owner
+            and _text(holder).startswith(fetch_id)
+        ]
+        # Redelivered only when a consumer may have seen it; a lost claim reply was not seen.
+        return self._restore_tags(mine, owner=owner, cutoff="+inf", mark=not fetch_id)
+
+    def _release_doubtful(self) -> None:
+        for owner, fetch_id in sorted(self._doubtful):
+            self._recover_owner(owner, fetch_id)
+            self._doubtful.discard((owner, fetch_id))
+
+    def restore_visible(self) -> int:
+        """Restore claims not renewed within ``visibility_timeout`` (kombu's sweep, same mutex)."""
+        return self._call("visibility sweep", self._sweep)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.sweep_interval
+            self.restore_visible()
+
+    def _sweep(self) -> int:
+        token = uuid.uuid4().hex
+        mutex = self._k("unacked_mutex")
+        if not self.client.set(mutex, token, nx=True, px=self._mutex_expire_ms):
+            return 0  # another consumer (ours or Celery's) is sweeping
+        try:
+            cutoff = time.time() - self.visibility_timeout
+            stale = self.client.zrange(
+                self._k("unacked_index"),
+                cutoff,
+                0,
+                desc=True,
+                byscore=True,
+                offset=0,
+                num=_SWEEP_BATCH,
+            )
+            tags = [_text(tag) for tag in _list(stale)]
+            return self._restore_tags(tags, owner="", cutoff=repr(cutoff), mark=True)
+        finally:
+            self._unlock(keys=[mutex], args=[token])
+
+    def _restore_tags(self, tags: list[str], *, owner: str, cutoff: str, mark: bool) -> int:
+        if not tags:
+            return 0
+        records: list[Any] = self.client.hmget(self._k("unacked"), tags)
+        entries: list[Any] = []
+        orphans: list[str] = []
+        for tag, record in zip(tags, records, strict=True):
+            if record is None:
+                orphans.append(tag)
+                continue
+            key, envelope = self._restore_target(record)
+            entries += [tag, owner, key, mark_redelivered(envelope) if mark else envelope]
+        if orphans:
+            # index entries without a record (kombu drops them the same way)
+            self.client.zrem(self._k("unacked_index"), *orphans)
+        return self._run_restore(entries, cutoff=cutoff) if entries else 0
+
+    def _run_restore(self, entries: list[Any], *, cutoff: str) -> int:
+        restored = self._restore(
+            keys=self._bookkeeping_keys(), args=[self.prefix, cutoff, *entries]
+        )
+        return int(restored)
+
+    def _restore_target(self, record: bytes) -> tuple[str, bytes]:
+        """The list key and envelope bytes for an ``unacked`` record written by anyone."""
+        envelope, exchange, routing_key = json.loads(record)
+        queue = self._lookup(str(exchange), str(routing_key))
+        priority = _int(envelope.get("properties", {}).get("priority"))
+        return self.queue_key(queue, priority), json.dumps(envelope).encode()
+
+    def _lookup(self, exchange: str, routing_key: str) -> str:
+        """The queue a message goes back to, as kombu resolves it (direct bindings only)."""
+        if not exchange:
+            return routing_key
+        members = self.client.smembers(self._k(f"_kombu.binding.{exchange}"))
+        for member in sorted(_text(m) for m in members):
+            key, _pattern, queue = member.split(self.sep, 2)
+            if key == routing_key:
+                return queue
+        return routing_key
+
+    # -- queues and dead letters -------------------------------------------------------
+
+    def size(self, queue: str) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._queue_keys(queue):
+            pipe.llen(self._k(key))
+        return sum(self._call("size", pipe.execute))
+
+    def purge(self, queue: str) -> int:
+        pipe = self.client.pipeline(transaction=True)
+        keys = [self._k(key) for key in self._queue_keys(queue)]
+        for key in keys:
+            pipe.llen(key)
+        pipe.delete(*keys)
+        replies = self._call("purge", pipe.execute)
+        return int(sum(replies[: len(keys)]))
+
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        dead, index, _seq = self._dead_keys()
+
+        def read() -> list[DeadLetter]:
+            ids = [_text(i) for i in _list(self.client.zrange(index, 0, limit - 1))]
+            records: list[Any] = self.client.hmget(dead, ids) if ids else []
+            return [
+                _dead_letter(i, record)
+                for i, record in zip(ids, records, strict=True)
+                if record is not None
+            ]
+
+        return self._call("dead_letters", read)
+
+    def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        dead, index, _seq = self._dead_keys()
+
+        def run() -> int:
+            wanted = (
+                [str(i) for i in ids]
+                if ids is not None
+                else [_text(i) for i in _list(self.client.zrange(index, 0, -1))]
+            )
+            if not wanted:
+                return 0
+            args: list[Any] = [self.prefix]
+            records: list[Any] = self.client.hmget(dead, wanted)
+            for dead_id, record in zip(wanted, records, strict=True):
+                target = self._dead_target(record)
+                if target is not None:
+                    args += [dead_id, *target]
+            return int(self._unbury(keys=[dead, index], args=args)) if len(args) > 1 else 0
+
+        return self._call("requeue_dead_letters", run)
+
+    def _dead_target(self, record: bytes | None) -> tuple[str, str] | None:
+        if record is None:
+            return None
+        data = json.loads(record)
+        envelope = str(data["envelope"])
+        try:
+            priority = _int(json.loads(envelope)["properties"].get("priority"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # not a usable envelope: stays in the store for a human
+        return self.queue_key(str(data["queue"]), priority), envelope
+
+    def purge_dead_letters(self) -> int:
+        dead, index, _seq = self._dead_keys()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zcard(index)
+        pipe.delete(dead, index)
+        return int(self._call("purge_dead_letters", pipe.execute)[0])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _held(delivery: Delivery) -> _Held:
+    if not isinstance(delivery.state, _Held):
+        raise BrokerError(f"delivery {delivery.tag!r} was not handed out by a RedisTransport")
+    return delivery.state
+
+
+def _priority_of(message: Message) -> int:
+    return max(0, min(9, _int(message.properties.get("priority"))))
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value or [])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _tag_of(raw: bytes) -> str:
+    return str(json.loads(raw)["properties"]["delivery_tag"])
+
+
+def _dead_letter(dead_id: str, record: bytes) -> DeadLetter:
+    data = json.loads(record)
+    envelope = str(data.get("envelope", ""))
+    try:
+        message = unpack(envelope).message
+    except (ProtocolError, ValueError, KeyError, TypeError):
+        # what could not be decoded is shown as its raw bytes
+        message = Message(
+            body=envelope.encode(), headers={}, content_type="application/octet-stream"
+        )
+    return DeadLetter(
+        id=dead_id,
+        queue=str(data.get("queue", "")),
+        reason=str(data.get("reason", "")),
+        message=message,
+        failed_at=float(data.get("failed_at", 0.0)),
+    )

@@ -1,0 +1,211 @@
+"""Redis URLs as Celery spells them -> a connected redis-py client (shared by broker and backend).
+
+Accepts ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS, options from the URL
+query or ``options['ssl']``, Celery's ``broker_use_ssl``), ``redis+socket:///path`` and
+``unix:///path`` (db via ``?virtual_host=`` or ``?db=``), and
+``sentinel://host:port;sentinel://host2:port`` with ``options['master_name']``.
+The one thing to know: clients are built with redis-py's own retries switched off unless
+``retries`` is given, because the broker must decide itself which commands are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from caraway.exceptions import ImproperlyConfigured
+
+_TCP_SCHEMES = {"redis": False, "rediss": True}
+_SOCKET_SCHEMES = {"redis+socket", "unix", "socket"}
+#: client keyword arguments taken over verbatim from the transport/backend options
+_CLIENT_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "health_check_interval",
+    "max_connections",
+    "client_name",
+)
+_CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where a Redis URL points: one server (tcp or unix socket) or a sentinel group."""
+
+    kind: str  # "tcp" | "unix" | "sentinel"
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    path: str = ""
+    tls: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    query: dict[str, str] = field(default_factory=dict)
+
+    def redacted(self) -> str:
+        """The target for log and error messages, without its password."""
+        if self.kind == "unix":
+            return f"unix://{self.path}?db={self.db}"
+        if self.kind == "sentinel":
+            hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"sentinel://{hosts}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse a Celery-style Redis URL; raises ImproperlyConfigured for anything else."""
+    if url.startswith("sentinel://"):
+        return _parse_sentinel(url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    if scheme in _SOCKET_SCHEMES:
+        if not parts.path:
+            raise ImproperlyConfigured(f"redis socket URL {url!r} has no socket path")
+        db = _db(query.pop("virtual_host", query.pop("db", "0")), url)
+        return RedisTarget(
+            kind="unix",
+            path=unquote(parts.path),
+            db=db,
+            password=_password(parts.password),
+            username=_user(parts.username),
+            query=query,
+        )
+    if scheme not in _TCP_SCHEMES:
+        raise ImproperlyConfigured(
+            f"not a Redis URL: {url!r}; use redis://, rediss://, redis+socket:// or sentinel://"
+        )
+    return RedisTarget(
+        kind="tcp",
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=_db(parts.path.strip("/") or query.pop("db", "0"), url),
+        username=_user(parts.username),
+        password=_password(parts.password),
+        tls=_TCP_SCHEMES[scheme],
+        query=query,
+    )
+
+
+def connect(url: str, options: dict[str, Any] | None = None, *, retries: int = 0) -> redis.Redis:
+    """A redis-py client for ``url`` with Celery's transport ``options`` applied.
+
+    ``retries`` > 0 turns on redis-py's retry with exponential backoff for connection
+    errors; leave it at 0 for commands that must not silently run twice.
+    """
+    options = dict(options or {})
+    target = parse_redis_url(url)
+    kwargs = _client_kwargs(target, options, retries)
+    if target.kind == "sentinel":
+        master = options.get("master_name")
+        if not master:
+            raise ImproperlyConfigured(
+                "a sentinel:// URL needs the master's name: set "
+                "broker_transport_options={'master_name': '<name>'}"
+            )
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels),
+            sentinel_kwargs=options.get("sentinel_kwargs"),
+            **kwargs,
+        )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            str(master), db=target.db
+        )
+        return client
+    if target.kind == "unix":
+        return redis.Redis(unix_socket_path=target.path, db=target.db, **kwargs)
+    return redis.Redis(host=target.host, port=target.port, db=target.db, **kwargs)
+
+
+def _client_kwargs(target: RedisTarget, options: dict[str, Any], retries: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        key: options[key] for key in _CLIENT_OPTIONS if options.get(key) is not None
+    }
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        if key in target.query:
+            kwargs[key] = float(target.query[key])
+    if target.password is not None:
+        kwargs["password"] = target.password
+    if target.username is not None:
+        kwargs["username"] = target.username
+    if retries > 0:
+        kwargs["retry"] = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    else:
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    if target.tls or options.get("ssl"):
+        kwargs.update(_tls_kwargs(target, options.get("ssl")))
+    return kwargs
+
+
+def _tls_kwargs(target: RedisTarget, ssl_options: Any) -> dict[str, Any]:
+    """TLS settings from the URL query and ``broker_use_ssl`` (the dict wins)."""
+    merged: dict[str, Any] = {k: v for k, v in target.query.items() if k.startswith("ssl_")}
+    if isinstance(ssl_options, dict):
+        merged.update(ssl_options)
+    kwargs: dict[str, Any] = {"ssl": True}
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"):
+        if merged.get(key) is not None:
+            kwargs[key] = merged[key]
+    if "ssl_cert_reqs" in merged:
+        kwargs["ssl_cert_reqs"] = _cert_reqs(merged["ssl_cert_reqs"])
+    return kwargs
+
+
+def _cert_reqs(value: Any) -> ssl.VerifyMode:
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    name = str(value).lower().removeprefix("cert_")
+    if name not in _CERT_REQS:
+        raise ImproperlyConfigured(
+            f"unknown ssl_cert_reqs {value!r}; use CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE"
+        )
+    return _CERT_REQS[name]
+
+
+def _parse_sentinel(url: str) -> RedisTarget:
+    hosts: list[tuple[str, int]] = []
+    password: str | None = None
+    username: str | None = None
+    db = 0
+    for index, part in enumerate(url.split(";")):
+        parts = urlsplit(part.strip())
+        if parts.scheme != "sentinel":
+            raise ImproperlyConfigured(f"every part of {url!r} must be a sentinel:// URL")
+        hosts.append((parts.hostname or "localhost", parts.port or 26379))
+        if index == 0:
+            password = _password(parts.password)
+            username = _user(parts.username)
+            db = _db(parts.path.strip("/") or "0", url)
+    return RedisTarget(
+        kind="sentinel", db=db, password=password, username=username, sentinels=tuple(hosts)
+    )
+
+
+def _db(text: str, url: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ImproperlyConfigured(f"Redis db in {url!r} must be a number, not {text!r}") from None
+
+
+def _password(raw: str | None) -> str | None:
+    return unquote(raw) if raw else None
+
+
+def _user(raw: str | None) -> str | None:
+    return unquote(raw) if raw else None

@@ -1,0 +1,403 @@
+"""The Redis transport against a real server: Celery's key layout, claims, leases, parking."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from caraway.exceptions import BrokerConnectionError
+from caraway.protocol.envelope import unpack
+from caraway.protocol.message import Message
+from caraway.transports.base import Delivery
+from caraway.transports.redis import RedisTransport
+
+pytestmark = pytest.mark.redis
+
+MakeMessage = Callable[..., Message]
+SEP = "\x06\x16"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+
+
+def ids(deliveries: list[Delivery]) -> list[str]:
+    return [d.message.headers["id"] for d in deliveries]
+
+
+def test_publish_pushes_a_kombu_envelope_with_a_unique_tag(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    first, second = make_message(), make_message()
+    transport.publish(first, queue="q")
+    transport.publish(second, queue="q")
+
+    stored = raw.lrange(f"{prefix}q", 0, -1)
+    envelopes = [json.loads(item) for item in stored]
+    # LPUSH: the newest message is at the left end
+    assert [e["headers"]["id"] for e in envelopes] == [second.headers["id"], first.headers["id"]]
+    props = envelopes[1]["properties"]
+    assert props["delivery_info"] == {"exchange": "", "routing_key": "q"}
+    assert props["body_encoding"] == "base64"
+    assert props["priority"] == 0
+    tags = {e["properties"]["delivery_tag"] for e in envelopes}
+    assert len(tags) == 2
+    assert all(uuid.UUID(tag).version == 4 for tag in tags)
+    assert unpack(stored[1]).message.body == first.body
+
+
+def test_declaring_a_queue_writes_both_binding_tables_once(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish(make_message(), queue="lopri")
+    member = f"lopri{SEP}{SEP}lopri".encode()
+    assert raw.smembers(f"{prefix}_kombu.binding.lopri") == {member}
+    assert raw.smembers(f"{prefix}_kombu.binding_permanent.lopri") == {member}
+
+    # once per queue per transport: a second publish does not write the tables again
+    raw.delete(f"{prefix}_kombu.binding.lopri")
+    transport.publish(make_message(), queue="lopri")
+    assert raw.exists(f"{prefix}_kombu.binding.lopri") == 0
+
+
+def test_binding_member_matches_the_celery_capture(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    vector = json.loads((VECTORS / "redis-queue-lopri.json").read_text())
+    transport.publish(make_message(), queue="lopri")
+    for key in ("_kombu.binding.lopri", "_kombu.binding_permanent.lopri"):
+        expected = {m.encode() for m in vector["redis_keys"][key]["value"]}
+        assert raw.smembers(prefix + key) == expected
+
+
+def test_priorities_land_in_kombu_bucket_keys(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    vector = json.loads((VECTORS / "redis-priority.json").read_text())
+    captured = {k for k in vector["redis_keys"] if not k.startswith("_kombu")}
+    for priority in (0, 1, 3, 5, 6, 9):
+        transport.publish(make_message(priority=priority), queue="celery")
+    ours = {k.decode()[len(prefix) :] for k in raw.keys(f"{prefix}celery*")}
+    assert ours == captured == {"celery", f"celery{SEP}3", f"celery{SEP}6", f"celery{SEP}9"}
+    assert raw.llen(f"{prefix}celery{SEP}3") == 2
+    assert transport.size("celery") == 6
+
+
+def test_fetch_serves_the_lower_bucket_first_and_fifo_within_a_bucket(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    published = [make_message(priority=p) for p in (9, 0, 6, 0, 3)]
+    transport.publish_many([(m, "q") for m in published])
+    got = transport.fetch(["q"], limit=10, timeout=1, owner="n/1")
+    order = [published[i].headers["id"] for i in (1, 3, 4, 2, 0)]
+    assert ids(got) == order
+
+
+def test_fetch_takes_bucket_zero_of_every_queue_before_higher_buckets(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    low_a, high_b = make_message(priority=6), make_message(priority=0)
+    transport.publish(low_a, queue="a")
+    transport.publish(high_b, queue="b")
+    got = transport.fetch(["a", "b"], limit=2, timeout=1, owner="n/1")
+    assert ids(got) == [high_b.headers["id"], low_a.headers["id"]]
+    assert [d.queue for d in got] == ["b", "a"]
+
+
+def test_fetch_returns_at_most_limit_and_leaves_the_rest(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    transport.publish_many([(make_message(), "q") for _ in range(5)])
+    assert len(transport.fetch(["q"], limit=3, timeout=1, owner="n/1")) == 3
+    assert transport.size("q") == 2
+
+
+def test_claim_is_recorded_where_celery_looks_for_it(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish(make_message(), queue="q")
+    before = time.time()
+    (delivery,) = transport.fetch(["q"], limit=1, timeout=1, owner="node/7")
+
+    record = json.loads(raw.hget(f"{prefix}unacked", delivery.tag) or b"null")
+    assert record[1:] == ["", "q"]
+    assert record[0]["properties"]["delivery_tag"] == delivery.tag
+    score = raw.zscore(f"{prefix}unacked_index", delivery.tag)
+    assert score is not None and before - 1 <= score <= time.time() + 1
+    assert raw.smembers(f"{prefix}caraway.owner.node/7") == {delivery.tag.encode()}
+    assert transport.size("q") == 0
+    assert delivery.delivery_count == 1 and not delivery.redelivered
+
+
+def test_ack_removes_every_trace_of_the_claim(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish_many([(make_message(), "q") for _ in range(3)])
+    deliveries = transport.fetch(["q"], limit=3, timeout=1, owner="n/1")
+    deliveries[0].ack()
+    transport.ack_many(deliveries[1:])
+    for key in ("unacked", "unacked_index", "caraway.claims", "caraway.owner.n/1"):
+        assert raw.exists(prefix + key) == 0, key
+    assert transport.recover("n/1") == 0
+
+
+def test_requeue_puts_the_message_next_in_line_marked_redelivered(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    first, second = make_message(), make_message()
+    transport.publish_many([(first, "q"), (second, "q")])
+    (delivery,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    delivery.requeue()
+    (again,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    assert again.message.headers["id"] == first.headers["id"]
+    assert again.redelivered
+    assert again.delivery_count == 2
+
+
+def test_killed_consumer_messages_come_back_by_recover(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    victim, survivor = make_transport(), make_transport()
+    victim.publish_many([(make_message(), "q") for _ in range(3)])
+    taken = victim.fetch(["q"], limit=2, timeout=1, owner="host/100")
+    assert len(taken) == 2  # ... and the consumer dies without acking
+
+    assert survivor.recover("host/100") == 2
+    back = survivor.fetch(["q"], limit=5, timeout=1, owner="host/101")
+    assert set(ids(taken)) <= set(ids(back))
+    assert all(d.redelivered for d in back if d.message.headers["id"] in ids(taken))
+    assert survivor.recover("host/100") == 0
+
+
+def test_recover_leaves_other_owners_claims_alone(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    transport.publish_many([(make_message(), "q") for _ in range(2)])
+    transport.fetch(["q"], limit=1, timeout=1, owner="a/1")
+    transport.fetch(["q"], limit=1, timeout=1, owner="b/1")
+    assert transport.recover("a/1") == 1
+    assert transport.size("q") == 1
+
+
+def test_visibility_sweep_restores_stale_claims_but_not_renewed_ones(
+    make_transport: Callable[..., RedisTransport],
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+) -> None:
+    transport = make_transport(visibility_timeout=30)
+    dead, alive = make_message(), make_message()
+    transport.publish_many([(dead, "q"), (alive, "q")])
+    (lost,) = transport.fetch(["q"], limit=1, timeout=1, owner="gone/1")
+    (held,) = transport.fetch(["q"], limit=1, timeout=1, owner="live/1")
+    # both claims are older than the visibility timeout ...
+    old = time.time() - 60
+    raw.zadd(f"{prefix}unacked_index", {lost.tag: old, held.tag: old})
+    transport.renew("live/1")  # ... but the live owner renews its own
+
+    assert transport.restore_visible() == 1
+    (back,) = transport.fetch(["q"], limit=5, timeout=1, owner="other/1")
+    assert back.message.headers["id"] == dead.headers["id"]
+    assert back.redelivered
+    assert raw.hexists(f"{prefix}unacked", held.tag)
+
+
+def test_sweep_stands_aside_while_another_consumer_holds_the_mutex(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish(make_message(), queue="q")
+    (claim,) = transport.fetch(["q"], limit=1, timeout=1, owner="gone/1")
+    raw.zadd(f"{prefix}unacked_index", {claim.tag: time.time() - 7200})
+    raw.set(f"{prefix}unacked_mutex", "celery-token", px=60000)
+    assert transport.restore_visible() == 0
+    assert raw.get(f"{prefix}unacked_mutex") == b"celery-token"
+    raw.delete(f"{prefix}unacked_mutex")
+    assert transport.restore_visible() == 1
+    assert raw.exists(f"{prefix}unacked_mutex") == 0
+
+
+def test_sweep_restores_a_claim_celery_left_behind(
+    transport: RedisTransport, raw: redis.Redis, prefix: str
+) -> None:
+    vector = json.loads((VECTORS / "redis-unacked.json").read_text())
+    (tag, record) = next(iter(vector["during_execution"]["unacked"]["value"].items()))
+    raw.hset(f"{prefix}unacked", tag, record)
+    raw.zadd(f"{prefix}unacked_index", {tag: time.time() - 7200})
+
+    assert transport.restore_visible() == 1
+    (back,) = transport.fetch(["celery"], limit=1, timeout=1, owner="n/1")
+    assert back.tag == tag
+    assert back.redelivered
+    assert back.message.headers["task"] == "wtasks.slow"
+
+
+def test_restore_follows_the_binding_table_of_a_named_exchange(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish(make_message(), queue="video", exchange="media", routing_key="media.video")
+    assert raw.smembers(f"{prefix}_kombu.binding.media") == {f"media.video{SEP}{SEP}video".encode()}
+    (claim,) = transport.fetch(["video"], limit=1, timeout=1, owner="gone/1")
+    assert (claim.exchange, claim.routing_key) == ("media", "media.video")
+    raw.zadd(f"{prefix}unacked_index", {claim.tag: time.time() - 7200})
+    assert transport.restore_visible() == 1
+    assert transport.size("video") == 1
+
+
+def test_parked_message_keeps_its_envelope_and_returns_when_due(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    eta_header = "2030-01-01T00:00:00+00:00"
+    transport.publish(make_message(eta=eta_header), queue="q")
+    (delivery,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    envelope = delivery.state.raw
+    delivery.park(time.time() + 0.3)
+
+    assert raw.hexists(f"{prefix}unacked", delivery.tag) == 0
+    (member,) = raw.zrange(f"{prefix}caraway.schedule", 0, -1)
+    assert member.endswith(envelope)
+    assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
+
+    start = time.monotonic()
+    (back,) = transport.fetch(["q"], limit=1, timeout=3, owner="n/1")
+    assert time.monotonic() - start < 1.5
+    assert back.tag == delivery.tag
+    assert back.message.headers["eta"] == eta_header
+    assert raw.zcard(f"{prefix}caraway.schedule") == 0
+
+
+def test_due_parked_message_is_promoted_exactly_once_with_two_fetchers(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    producer = make_transport()
+    producer.publish_many([(make_message(), "q") for _ in range(4)])
+    parked = producer.fetch(["q"], limit=4, timeout=1, owner="p/1")
+    due = time.time() + 0.2
+    for delivery in parked:
+        delivery.park(due)
+
+    fetchers = [make_transport(), make_transport()]
+    results: list[list[Delivery]] = [[], []]
+
+    def consume(index: int) -> None:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and sum(map(len, results)) < 4:
+            results[index] += fetchers[index].fetch(["q"], limit=1, timeout=0.3, owner=f"f/{index}")
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    got = ids(results[0]) + ids(results[1])
+    assert sorted(got) == sorted(ids(parked))  # each once, none lost
+    assert producer.size("q") == 0
+
+
+def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    first, second = make_message(), make_message()
+    transport.publish_many([(first, "q"), (second, "q")])
+    a, b = transport.fetch(["q"], limit=2, timeout=1, owner="n/1")
+    a.dead_letter("kept killing its child")
+    b.dead_letter("undecodable")
+    assert raw.hlen(f"{prefix}unacked") == 0
+
+    letters = transport.dead_letters()
+    assert [(d.queue, d.reason) for d in letters] == [
+        ("q", "kept killing its child"),
+        ("q", "undecodable"),
+    ]
+    assert letters[0].message.headers["id"] == first.headers["id"]
+    assert letters[0].failed_at == pytest.approx(time.time(), abs=5)
+
+    assert transport.requeue_dead_letters([letters[0].id]) == 1
+    assert ids(transport.fetch(["q"], limit=5, timeout=1, owner="n/1")) == [first.headers["id"]]
+    assert transport.purge_dead_letters() == 1
+    assert transport.dead_letters() == []
+
+
+def test_envelope_without_a_tag_is_set_aside_not_lost_or_retried(
+    transport: RedisTransport, raw: redis.Redis, prefix: str
+) -> None:
+    raw.lpush(f"{prefix}q", b'{"body": "e30=", "properties": {}}')
+    assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
+    (letter,) = transport.dead_letters()
+    assert "delivery_tag" in letter.reason
+    assert letter.queue == "q"
+
+
+def test_purge_and_size_cover_every_priority_bucket(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    transport.publish_many([(make_message(priority=p), "q") for p in (0, 3, 6, 9, 9)])
+    assert transport.size("q") == 5
+    assert transport.purge("q") == 5
+    assert transport.size("q") == 0
+
+
+def test_idle_fetch_wakes_when_a_message_arrives(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    consumer, producer = make_transport(polling_interval=5), make_transport()
+    message = make_message()
+    timer = threading.Timer(0.2, lambda: producer.publish(message, queue="q"))
+    timer.start()
+    try:
+        start = time.monotonic()
+        got = consumer.fetch(["q"], limit=1, timeout=4, owner="n/1")
+        elapsed = time.monotonic() - start
+    finally:
+        timer.join()
+    assert ids(got) == [message.headers["id"]]
+    assert elapsed < 1.5  # woken by the blocking wait, not the 5 s re-check
+
+
+def test_fetch_on_an_empty_queue_returns_nothing_after_the_timeout(
+    transport: RedisTransport,
+) -> None:
+    start = time.monotonic()
+    assert transport.fetch(["q"], limit=4, timeout=0.3, owner="n/1") == []
+    assert 0.25 <= time.monotonic() - start < 2
+
+
+def test_claim_whose_reply_was_lost_is_released_before_the_next_claim(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    message = make_message()
+    transport.publish(message, queue="q")
+    # The script runs but its reply never arrives (connection dropped mid-fetch).
+    transport._run_claim(["q"], 1, "n/1", "f" * 32)
+    transport._doubtful.add(("n/1", "f" * 32))
+
+    (got,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    assert got.message.headers["id"] == message.headers["id"]
+    assert not got.redelivered  # nobody saw it the first time
+    assert transport._doubtful == set()
+
+
+def test_unreachable_redis_raises_broker_connection_error() -> None:
+    transport = RedisTransport(
+        "redis://127.0.0.1:1/0", options={"max_retries": 1, "socket_connect_timeout": 0.5}
+    )
+    try:
+        with pytest.raises(BrokerConnectionError, match=r"127\.0\.0\.1:1"):
+            transport.fetch(["q"], limit=1, timeout=0.1, owner="n/1")
+    finally:
+        transport.close()
+
+
+def test_global_keyprefix_applies_to_every_key(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish(make_message(), queue="q")
+    (delivery,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    delivery.park(time.time() + 60)
+    names: set[Any] = {k.decode() for k in raw.keys(f"{prefix}*")}
+    assert {f"{prefix}_kombu.binding.q", f"{prefix}caraway.schedule"} <= names
+    assert raw.exists("caraway.schedule", "_kombu.binding.q") == 0
