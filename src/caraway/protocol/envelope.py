@@ -89,8 +89,10 @@ def unpack(raw: bytes | str) -> Unpacked:
     retried or forwarded task.
     """
     envelope = _parse(raw)
-    properties = envelope.get("properties") or {}
-    headers = envelope.get("headers") or {}
+    properties = envelope.get("properties")
+    properties = {} if properties is None else properties
+    headers = envelope.get("headers")
+    headers = {} if headers is None else headers
     if not isinstance(properties, dict) or not isinstance(headers, dict):
         raise ProtocolError("envelope headers and properties must be JSON objects")
     tag = properties.get("delivery_tag")

@@ -4,6 +4,7 @@ JSON is the default and the hot path: orjson encodes, and every value JSON canno
 natively becomes kombu's ``{"__type__": ..., "__value__": ...}`` tag (docs/protocol.md
 §1.5) so Celery peers get a datetime back, not a string. Decoding checks the content
 type against ``accept`` first: nothing outside it is ever parsed (pickle runs code).
+Known gap: orjson writes inf/nan as null, where kombu writes Infinity/NaN.
 """
 
 from __future__ import annotations
@@ -265,8 +266,11 @@ def loads(body: bytes, content_type: str, content_encoding: str, *, accept: froz
         return loads_json(body)
     try:
         return _decode_other(body, content_type)
-    except (ProtocolError, ImproperlyConfigured):
+    except ProtocolError:
         raise
+    except ImproperlyConfigured as exc:
+        # A message we cannot read is the message's problem, handled per message.
+        raise ProtocolError(str(exc)) from exc
     except Exception as exc:  # each codec has its own error types; report them alike
         raise ProtocolError(f"cannot decode {content_type!r} body: {exc}") from exc
 
