@@ -81,6 +81,10 @@ def _body(envelope: dict[str, Any], properties: dict[str, Any]) -> bytes:
         raise ProtocolError(f"envelope body is not valid base64: {exc}") from exc
 
 
+def _has_tags(raw: bytes | str) -> bool:
+    return b"__type__" in raw if isinstance(raw, bytes) else "__type__" in raw
+
+
 def unpack(raw: bytes | str) -> Unpacked:
     """Read an envelope written by kombu or :func:`pack`. ProtocolError if malformed.
 
@@ -102,7 +106,7 @@ def unpack(raw: bytes | str) -> Unpacked:
     redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered", False))
     message = Message(
         body=_body(envelope, properties),
-        headers=untag(headers),
+        headers=untag(headers) if _has_tags(raw) else headers,
         content_type=envelope.get("content-type") or "application/json",
         content_encoding=envelope.get("content-encoding") or "utf-8",
         properties={k: v for k, v in properties.items() if k not in _ENVELOPE_PROPERTIES},

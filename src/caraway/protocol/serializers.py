@@ -95,12 +95,23 @@ _SLOW_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
 
 
 def _has_uuid(value: Any) -> bool:
-    if isinstance(value, uuid.UUID):
-        return True
-    if isinstance(value, dict):
-        return any(_has_uuid(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_uuid(item) for item in value)
+    # Iterative and type-exact for plain leaves: this runs on every message that carries
+    # a UUID-shaped string (task ids in canvas options), so it must stay cheap.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        elif isinstance(item, uuid.UUID):
+            return True
+        else:
+            continue
+        for child in children:
+            kind = type(child)
+            if kind is not str and kind is not int and child is not None:
+                stack.append(child)
     return False
 
 
