@@ -483,6 +483,11 @@ class Settings(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"<Settings: {len(self.changes())} changed from the defaults>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy, deepcopy and pickle rebuild through __init__: the slots are only ever set
+        # there, and a copy must own its dicts so changing it leaves the original alone.
+        return (_rebuild, (dict(self._values), set(self._explicit)))
+
     def update(self, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Set several settings at once; nothing changes unless every name and value is valid.
 
@@ -563,6 +568,13 @@ OPTIONS: Mapping[str, Option[Any, Any]] = types.MappingProxyType(
 _ALIASES: Mapping[str, str] = {
     old: option.name for option in OPTIONS.values() for old in option.old
 }
+
+
+def _rebuild(values: dict[str, Any], explicit: set[str]) -> Settings:
+    conf = Settings()
+    conf._values.update(values)
+    conf._explicit.update(explicit)
+    return conf
 
 
 def _resolve(name: str) -> str:

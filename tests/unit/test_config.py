@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 import types
 from collections.abc import Iterator
@@ -80,6 +82,19 @@ def test_every_alias_names_exactly_one_setting() -> None:
     assert len(aliases) == len(set(aliases))
     assert not set(aliases) & set(OPTIONS)
     assert all(alias.isupper() for alias in aliases)
+
+
+def test_a_copy_is_independent_and_survives_pickling() -> None:
+    conf = Settings(worker_concurrency=2, task_routes={"a": "b"})
+    clone = copy.copy(conf)
+    clone.worker_concurrency = 5
+    assert conf.worker_concurrency == 2
+    deep = copy.deepcopy(conf)
+    deep.task_routes["a"] = "c"
+    assert conf.task_routes == {"a": "b"}
+    restored = pickle.loads(pickle.dumps(conf))
+    assert restored == conf
+    assert restored.setdefault("worker_concurrency", 9) == 2
 
 
 def test_effective_concurrency_falls_back_to_the_cpu_count() -> None:
