@@ -192,3 +192,10 @@ def test_naive_datetime_keeps_no_offset_like_kombu() -> None:
         {"__type__": "datetime", "__value__": "2030-01-02T03:04:05"}
     ]
     assert _roundtrip([naive]) == [naive]
+
+
+def test_integers_beyond_64_bits_decode_exactly() -> None:
+    body = b"[-9223372036854775809, 123456789012345678901234567890, 1.5]"
+    decoded = loads(body, "application/json", "utf-8", accept=JSON_ONLY)
+    assert decoded == [-9223372036854775809, 123456789012345678901234567890, 1.5]
+    assert all(type(value) is int for value in decoded[:2])

@@ -51,6 +51,10 @@ _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATAC
 # orjson writes uuid.UUID natively as a plain string and has no passthrough for it, so
 # after the fast encode we look for UUID-shaped strings; only then is the value walked.
 _UUID_TEXT = re.compile(rb'"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"')
+# orjson reads integers beyond 64 bits as floats; the stdlib keeps them exact, so a run
+# of 19+ digits (2**63 has 19) sends the text to the stdlib.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 _HINT = "pass plain data or add 'pickle' to accept_content and use serializer='pickle'"
 
 
@@ -182,12 +186,19 @@ def untag(value: Any) -> Any:
     return value
 
 
+def _has_long_number(data: bytes | str) -> bool:
+    if isinstance(data, bytes):
+        return _LONG_DIGITS.search(data) is not None
+    return _LONG_DIGITS_TEXT.search(data) is not None
+
+
 def loads_json_plain(data: bytes | str) -> Any:
     """Parse JSON text without touching tags; ProtocolError when it is not JSON."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
+    if not _has_long_number(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     # The stdlib accepts what Python peers may send and orjson refuses (NaN, Infinity,
     # lone surrogates), so it gets a second look before we give up.
     try:
