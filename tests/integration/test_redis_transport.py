@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -13,11 +14,12 @@ from typing import Any
 import pytest
 import redis
 
-from caraway.exceptions import BrokerConnectionError
+from caraway.exceptions import BrokerConnectionError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
 from caraway.transports.base import Delivery
 from caraway.transports.redis import RedisTransport
+from caraway.transports.redisurl import connect, parse_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -401,3 +403,75 @@ def test_global_keyprefix_applies_to_every_key(
     names: set[Any] = {k.decode() for k in raw.keys(f"{prefix}*")}
     assert {f"{prefix}_kombu.binding.q", f"{prefix}caraway.schedule"} <= names
     assert raw.exists("caraway.schedule", "_kombu.binding.q") == 0
+
+
+def test_claimed_envelope_that_cannot_be_unpacked_is_dead_lettered(
+    transport: RedisTransport, raw: redis.Redis, prefix: str
+) -> None:
+    envelope = {
+        "body": "not base64!",
+        "headers": {"task": "x", "id": "1"},
+        "properties": {"delivery_tag": "t-1", "body_encoding": "base64"},
+    }
+    raw.lpush(f"{prefix}q", json.dumps(envelope))
+    assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
+    (letter,) = transport.dead_letters()
+    assert letter.reason.startswith("cannot unpack envelope")
+    assert raw.hlen(f"{prefix}unacked") == 0
+    assert raw.scard(f"{prefix}caraway.owner.n/1") == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "redis://:s3cret@cache:6380/4",
+            {
+                "kind": "tcp",
+                "host": "cache",
+                "port": 6380,
+                "db": 4,
+                "password": "s3cret",
+                "tls": False,
+            },
+        ),
+        (
+            "rediss://user:pw@h/2?ssl_cert_reqs=CERT_NONE",
+            {"tls": True, "db": 2, "username": "user"},
+        ),
+        (
+            "redis+socket:///run/redis.sock?virtual_host=3",
+            {"kind": "unix", "path": "/run/redis.sock", "db": 3},
+        ),
+        (
+            "sentinel://:pw@s1:26379/1;sentinel://s2:26380",
+            {
+                "kind": "sentinel",
+                "db": 1,
+                "password": "pw",
+                "sentinels": (("s1", 26379), ("s2", 26380)),
+            },
+        ),
+    ],
+)
+def test_celery_redis_urls_are_understood(url: str, expected: dict[str, Any]) -> None:
+    target = parse_redis_url(url)
+    assert {name: getattr(target, name) for name in expected} == expected
+    assert "s3cret" not in target.redacted() and "pw" not in target.redacted()
+
+
+def test_sentinel_without_master_name_says_how_to_fix_it() -> None:
+    with pytest.raises(ImproperlyConfigured, match="master_name"):
+        connect("sentinel://127.0.0.1:26379")
+
+
+def test_tls_options_from_broker_use_ssl_reach_the_client() -> None:
+    client = connect(
+        "rediss://127.0.0.1:6379/0", {"ssl": {"ssl_cert_reqs": "required", "ssl_ca_certs": "/ca"}}
+    )
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+        assert kwargs["ssl_ca_certs"] == "/ca"
+    finally:
+        client.close()

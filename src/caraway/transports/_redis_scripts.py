@@ -40,7 +40,7 @@ end
 #:       dead seq, then the queue list keys in claim order.
 #: ARGV: limit, now, holder (fetch id .. owner), prefix, promote limit, then one unprefixed
 #:       list key per queue key (reported back so the caller knows where each came from).
-#: Returns {next_due_or_empty, key1, env1, count1, key2, env2, count2, ...}.
+#: Returns {next_due_or_empty, key1, env1, count1, tag1, key2, env2, count2, tag2, ...}.
 CLAIM = (
     _DEAD
     + """
@@ -97,6 +97,7 @@ for i = 10, #KEYS do
       out[#out + 1] = name
       out[#out + 1] = env
       out[#out + 1] = count
+      out[#out + 1] = tag
       taken = taken + 1
     end
   end

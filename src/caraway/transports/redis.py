@@ -268,9 +268,9 @@ class RedisTransport(Transport):
                 raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
         next_due = float(reply[0]) if reply[0] else None
         deliveries = []
-        for index in range(1, len(reply), 3):
-            key = _text(reply[index])
-            delivery = self._delivery(key, reply[index + 1], int(reply[index + 2]), owner)
+        for index in range(1, len(reply), 4):
+            key, raw, count, tag = reply[index : index + 4]
+            delivery = self._delivery(_text(key), raw, int(count), _text(tag), owner)
             if delivery is not None:
                 deliveries.append(delivery)
         return deliveries, next_due
@@ -293,12 +293,12 @@ class RedisTransport(Transport):
         ]
         return self._claim(keys=bookkeeping + [self._k(k) for k in keys], args=args)
 
-    def _delivery(self, key: str, raw: bytes, count: int, owner: str) -> Delivery | None:
+    def _delivery(self, key: str, raw: bytes, count: int, tag: str, owner: str) -> Delivery | None:
         held = _Held(raw=raw, owner=owner, key=key)
         try:
             unpacked = unpack(raw)
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
-            tag = _tag_of(raw)
+            # claimed but unusable: set aside with the reason rather than handed out
             self._bury_claim(tag, held, self._queue_of(key), f"cannot unpack envelope: {exc}")
             return None
         return Delivery(
@@ -368,7 +368,12 @@ class RedisTransport(Transport):
     def _bury_claim(self, tag: str, held: _Held, queue: str, reason: str) -> None:
         now = time.time()
         record = json.dumps(
-            {"queue": queue, "reason": reason, "failed_at": now, "envelope": _text(held.raw)}
+            {
+                "queue": queue,
+                "reason": reason,
+                "failed_at": now,
+                "envelope": held.raw.decode(errors="replace"),
+            }
         )
         keys = [*self._bookkeeping_keys(), self._k("caraway.deliveries"), *self._dead_keys()]
         self._call(
@@ -575,10 +580,6 @@ def _list(value: Any) -> list[Any]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _tag_of(raw: bytes) -> str:
-    return str(json.loads(raw)["properties"]["delivery_tag"])
 
 
 def _dead_letter(dead_id: str, record: bytes) -> DeadLetter:
