@@ -1,10 +1,8 @@
 """Body serializers: json (with kombu's type tags), msgpack and yaml if installed, pickle.
 
-JSON is the default and the hot path: orjson encodes, and every value JSON cannot hold
-natively becomes kombu's ``{"__type__": ..., "__value__": ...}`` tag (docs/protocol.md
-§1.5) so Celery peers get a datetime back, not a string. Decoding checks the content
-type against ``accept`` first: nothing outside it is ever parsed (pickle runs code).
-Known gap: orjson writes inf/nan as null, where kombu writes Infinity/NaN.
+JSON is the hot path: orjson encodes, and values JSON cannot hold become kombu's
+``{"__type__", "__value__"}`` tags (protocol.md §1.5); inf/nan become null (kombu: NaN).
+Decoding checks the content type against ``accept`` first: nothing outside it is parsed.
 """
 
 from __future__ import annotations
