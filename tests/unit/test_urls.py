@@ -1,0 +1,181 @@
+"""Broker and backend URLs: scheme -> plug-in class, SQLite paths, and password masking."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import caraway.transports as transports
+from caraway.backends import BACKEND_ALIASES, get_backend
+from caraway.backends.memory import MemoryBackend
+from caraway.backends.sqlite import SQLiteBackend
+from caraway.exceptions import ImproperlyConfigured
+from caraway.transports import (
+    TRANSPORT_ALIASES,
+    default_sqlite_path,
+    get_transport,
+    mask_url,
+)
+from caraway.transports.memory import MemoryTransport
+from caraway.transports.sqlite import SQLiteTransport, sqlite_path
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_memory_url_opens_the_memory_transport() -> None:
+    transport = get_transport("memory://urls-test", options={"visibility_timeout": 5})
+
+    assert isinstance(transport, MemoryTransport)
+    assert transport.options == {"visibility_timeout": 5}
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "SQLITE://"])
+def test_bare_sqlite_url_means_the_default_file_in_the_current_directory(
+    in_tmp: Path, url: str
+) -> None:
+    transport = get_transport(url)
+
+    assert isinstance(transport, SQLiteTransport)
+    assert transport.path == str(in_tmp / "caraway.sqlite3") == default_sqlite_path()
+
+
+def test_sqlite_paths_follow_sqlalchemy_relative_and_absolute_forms(in_tmp: Path) -> None:
+    assert sqlite_path("sqlite:///jobs.db") == str(in_tmp / "jobs.db")
+    assert sqlite_path("sqlite:////var/lib/app/jobs.db") == "/var/lib/app/jobs.db"
+    assert sqlite_path("db+sqlite:///results.db") == str(in_tmp / "results.db")
+
+
+def test_sqlite_path_is_fixed_when_the_transport_is_opened(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = get_transport("sqlite:///jobs.db")
+    monkeypatch.chdir(in_tmp.parent)
+
+    assert isinstance(transport, SQLiteTransport)
+    assert transport.path == str(in_tmp / "jobs.db")
+
+
+def test_sqlite_url_with_a_host_is_rejected_with_the_right_spelling() -> None:
+    with pytest.raises(ImproperlyConfigured, match="sqlite:////absolute"):
+        sqlite_path("sqlite://somehost/jobs.db")
+
+
+@pytest.mark.parametrize(
+    "scheme", ["redis", "rediss", "redis+socket", "sentinel", "amqp", "pyamqp", "amqps"]
+)
+def test_network_schemes_map_to_their_plug_in(scheme: str) -> None:
+    expected = "RedisTransport" if "redis" in scheme or scheme == "sentinel" else "AMQPTransport"
+    assert TRANSPORT_ALIASES[scheme].endswith(f":{expected}")
+
+
+def test_unknown_scheme_is_an_error_listing_the_known_ones() -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        get_transport("kafka://localhost:9092")
+
+    message = str(info.value)
+    assert "'kafka'" in message
+    for scheme in ("memory://", "sqlite://", "redis://", "amqp://"):
+        assert scheme in message
+
+
+def test_url_without_a_scheme_is_an_error() -> None:
+    with pytest.raises(ImproperlyConfigured, match="no scheme"):
+        get_transport("localhost:6379")
+
+
+def test_missing_client_library_names_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fake_redis_plugin.py").write_text("import redis\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` fail
+    monkeypatch.setitem(TRANSPORT_ALIASES, "fakeredis", "fake_redis_plugin:Transport")
+
+    with pytest.raises(ImproperlyConfigured, match=r"pip install 'caraway\[redis\]'"):
+        get_transport("fakeredis://localhost")
+
+
+def test_plug_in_not_shipped_yet_is_reported_as_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(TRANSPORT_ALIASES, "future", "caraway.transports.no_such_module:X")
+
+    with pytest.raises(ImproperlyConfigured, match="not available in this version"):
+        get_transport("future://host")
+
+
+def test_third_party_transport_is_found_through_its_entry_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entry = metadata.EntryPoint(
+        name="custom",
+        value="caraway.transports.memory:MemoryTransport",
+        group="caraway.transports",
+    )
+
+    def entry_points(*, group: str) -> list[metadata.EntryPoint]:
+        return [entry] if group == "caraway.transports" else []
+
+    monkeypatch.setattr(transports.metadata, "entry_points", entry_points)
+
+    assert isinstance(get_transport("custom://x"), MemoryTransport)
+
+
+def test_entry_point_that_is_not_a_transport_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TRANSPORT_ALIASES, "wrong", "caraway.backends.memory:MemoryBackend")
+
+    with pytest.raises(ImproperlyConfigured, match="not a Transport"):
+        get_transport("wrong://x")
+
+
+@pytest.mark.parametrize("url", ["memory://", "cache+memory://"])
+def test_memory_backend_urls(url: str) -> None:
+    assert isinstance(get_backend(url), MemoryBackend)
+
+
+def test_bare_sqlite_backend_shares_the_default_file_with_the_broker(in_tmp: Path) -> None:
+    backend = get_backend("sqlite://")
+
+    assert isinstance(backend, SQLiteBackend)
+    assert backend.path == default_sqlite_path() == str(in_tmp / "caraway.sqlite3")
+
+
+def test_backend_schemes_include_redis_and_rpc() -> None:
+    assert BACKEND_ALIASES["redis"].endswith(":RedisBackend")
+    assert BACKEND_ALIASES["rpc"].endswith(":RPCBackend")
+
+
+def test_unknown_backend_scheme_is_an_error_listing_the_known_ones() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"result backend scheme 'mongodb'.*rpc://"):
+        get_backend("mongodb://localhost")
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://:s3cret@localhost:6379/0", "redis://:**@localhost:6379/0"),
+        ("amqp://guest:guest@localhost:5672//", "amqp://guest:**@localhost:5672//"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("sqlite:///jobs.db", "sqlite:///jobs.db"),
+        (
+            "sentinel://:a@h1:26379;sentinel://:b@h2:26379",
+            "sentinel://:**@h1:26379;sentinel://:**@h2:26379",
+        ),
+    ],
+)
+def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_unknown_scheme_error_does_not_leak_the_password() -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        get_transport("kafka://user:hunter2@localhost")
+
+    assert "hunter2" not in str(info.value)
