@@ -119,11 +119,15 @@ class _Notifier:
         box = _Box(channel.encode())
         with self._state:
             self._boxes.setdefault(box.channel, []).append(box)
-        with self._io:
-            if box.channel not in self._subscribed:
-                self._pubsub.subscribe(box.channel)
-                self._await_confirmation(box.channel, time.monotonic() + timeout)
-                self._subscribed.add(box.channel)
+        try:
+            with self._io:
+                if box.channel not in self._subscribed:
+                    self._pubsub.subscribe(box.channel)
+                    self._await_confirmation(box.channel, time.monotonic() + timeout)
+                    self._subscribed.add(box.channel)
+        except BaseException:
+            self.close(box)
+            raise
         return box
 
     def _await_confirmation(self, channel: bytes, deadline: float) -> None:
@@ -152,6 +156,10 @@ class _Notifier:
                     message = self._pubsub.get_message(timeout=min(remaining, 0.2))
                     if message is not None:
                         self._dispatch(message)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    # redis-py resubscribes on reconnect; the caller re-reads the key
+                    # meanwhile (and reports the error if Redis stays away)
+                    return None
                 finally:
                     self._io.release()
             else:
