@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from caraway.exceptions import BrokerError
+from caraway.transports.base import Delivery
 from caraway.transports.sqlite import SQLiteTransport
 from tests.contract.conftest import make_message
 
@@ -162,7 +163,7 @@ def test_claims_of_a_consumer_killed_with_sigkill_come_back(
 
     if comes_back_by == "recover":
         assert transport.recover("node/doomed") == 5
-    deliveries = []
+    deliveries: list[Delivery] = []
     deadline = time.monotonic() + 10
     while len(deliveries) < 8 and time.monotonic() < deadline:
         deliveries += transport.fetch([QUEUE], limit=8, timeout=1, owner="node/heir")

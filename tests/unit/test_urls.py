@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import caraway.transports as transports
 from caraway.backends import BACKEND_ALIASES, get_backend
 from caraway.backends.memory import MemoryBackend
 from caraway.backends.sqlite import SQLiteBackend
@@ -123,7 +122,7 @@ def test_third_party_transport_is_found_through_its_entry_point(
     def entry_points(*, group: str) -> list[metadata.EntryPoint]:
         return [entry] if group == "caraway.transports" else []
 
-    monkeypatch.setattr(transports.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
 
     assert isinstance(get_transport("custom://x"), MemoryTransport)
 
