@@ -17,11 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import click
 import pytest
-from click.testing import CliRunner
-
-from caraway.cli.multi import multi
 
 HOST = "testhost"
 
@@ -124,7 +120,7 @@ def run_multi(
 ) -> subprocess.CompletedProcess[str]:
     extra = [f"--cmd={workdir / 'fake_worker.py'}"] if fake else []
     return subprocess.run(
-        [sys.executable, "-m", "caraway.cli.multi", *args, "-n", HOST, *extra],
+        [sys.executable, "-m", "caraway", "multi", *args, "-n", HOST, *extra],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -315,19 +311,31 @@ def test_names_expand_and_get_print_per_node_facts(workdir: Path) -> None:
     )
 
 
-def test_multi_receives_app_given_to_the_top_level_group() -> None:
-    @click.group()
-    @click.option("-A", "--app")
-    def root(app: str | None) -> None:
-        pass
+def test_multi_receives_options_given_to_the_caraway_command(workdir: Path) -> None:
+    global_part = ["-A", "proj", "-b", "sqlite:///x.db"]
+    done = subprocess.run(
+        [sys.executable, "-m", "caraway", *global_part, "multi", "show", "w1", "-n", HOST],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"-m caraway --app=proj --broker=sqlite:///x.db worker -n w1@{HOST}" in done.stdout
+    again = run_multi(workdir, "show", "w1", "-A", "other", fake=False)
+    assert "-m caraway -A other worker" in again.stdout
 
-    root.add_command(multi)
-    result = CliRunner().invoke(root, ["-A", "proj", "multi", "show", "w1", "-n", HOST, "-c", "2"])
-    assert result.exit_code == 0, result.output
-    assert f"-m caraway --app=proj worker -n w1@{HOST}" in result.output
-    again = CliRunner().invoke(root, ["-A", "proj", "multi", "show", "w1", "-A", "other"])
-    assert "--app=proj" not in again.output
-    assert "-A other worker" in again.output
+
+def test_the_standalone_module_runs_multi_too(workdir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "caraway.cli.multi", "names", "2", "-n", HOST],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.split() == [f"celery1@{HOST}", f"celery2@{HOST}"]
 
 
 # --- the real worker --------------------------------------------------------------------------
@@ -354,7 +362,8 @@ def project(workdir: Path) -> Path:
 
 
 def _project_env(project: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(project)}
+    paths = [str(project), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _call_add(project: Path, x: int, y: int) -> str:

@@ -80,10 +80,13 @@ COMMANDS = (
 )
 # Options of the top-level ``caraway`` group that workers must also receive when the user
 # wrote them before ``multi`` (``caraway -A proj multi start w1``).
+# Keyed by the group's parameter names (main.py calls --app's parameter ``app_spec``).
 _ROOT_GLOBALS = {
+    "app_spec": ("--app", "-A"),
     "app": ("--app", "-A"),
     "broker": ("--broker", "-b"),
     "result_backend": ("--result-backend",),
+    "workdir": ("--workdir",),
 }
 
 
@@ -458,10 +461,10 @@ def run(
 def _with_root_globals(ctx: click.Context, argv: list[str]) -> list[str]:
     """Add the options the user gave the top-level group (``caraway -A proj multi ...``)."""
     params = ctx.find_root().params if ctx.parent is not None else {}
-    extra = []
+    extra: list[str] = []
     for name, spellings in _ROOT_GLOBALS.items():
         value = params.get(name)
-        given = any(arg.split("=")[0] in spellings for arg in argv)
+        given = any(arg.split("=")[0] in spellings for arg in [*argv, *extra])
         if isinstance(value, str) and value and not given:
             extra.append(f"{spellings[0]}={value}")
     if not extra:
@@ -485,8 +488,11 @@ def _with_root_globals(ctx: click.Context, argv: list[str]) -> list[str]:
 @click.pass_context
 def multi(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Start, stop and restart detached worker nodes, as ``celery multi``."""
-    argv = _with_root_globals(ctx, [*args, *ctx.args])
-    ctx.exit(run(argv))
+    code = run(_with_root_globals(ctx, [*args, *ctx.args]))
+    if code != EX_OK:
+        # sys.exit, not ctx.exit: the caraway group runs click with standalone_mode=False,
+        # which turns ctx.exit's code into an ignored return value.
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover - lets `python -m caraway.cli.multi` run alone

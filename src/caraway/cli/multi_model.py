@@ -61,9 +61,7 @@ _MULTI_KEYS = frozenset(
 )
 # Options of the top-level ``caraway`` command: they must come before the ``worker``
 # subcommand, as with Celery 5 where --app is global only.
-_GLOBAL_KEYS = frozenset(
-    {"-A", "--app", "-b", "--broker", "--result-backend", "--workdir", "--config", "--loader"}
-)
+_GLOBAL_KEYS = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--workdir"})
 _TEMPLATE = re.compile(r"%([A-Za-z])")
 
 
