@@ -18,7 +18,7 @@ from caraway import _state, calling, states
 from caraway.backends import get_backend
 from caraway.backends.base import Backend
 from caraway.config import Settings
-from caraway.exceptions import NotRegistered, ResultsDisabled
+from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol import message as protocol
 from caraway.protocol import results as result_protocol
 from caraway.result import AsyncResult, GroupResult
@@ -91,7 +91,7 @@ class Caraway:
     def config_from_envvar(self, variable_name: str, namespace: str | None = None) -> None:
         module = os.environ.get(variable_name)
         if not module:
-            raise ResultsDisabled(f"environment variable {variable_name} is not set")
+            raise ImproperlyConfigured(f"environment variable {variable_name} is not set; it should name a config module")
         self.config_from_object(module, namespace=namespace)
 
     @property
@@ -110,7 +110,7 @@ class Caraway:
             return f"sqlite:///{self._default_sqlite}"
         if url:
             return str(url)
-        if not self.conf.broker_url or str(self.conf.broker_url).startswith("sqlite"):
+        if not self.conf.broker_url:
             return self.broker_url
         return None
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from caraway.cli.main import state_of
+from caraway.cli.context import state_of
 from caraway.protocol.message import peek_id
 
 

@@ -8,42 +8,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import click
 
 from caraway._version import __version__
 from caraway.app import Caraway
-from caraway.cli.loader import load_app
+from caraway.cli.context import CliState
 from caraway.exceptions import CarawayError
-
-
-@dataclass
-class CliState:
-    """What the global options said; subcommands ask it for the app."""
-
-    app_spec: str | None = None
-    broker: str | None = None
-    result_backend: str | None = None
-    workdir: str | None = None
-    preset: Caraway | None = None
-    _app: Caraway | None = None
-
-    def app(self) -> Caraway:
-        if self._app is None:
-            if self.preset is not None:
-                app = self.preset
-            elif self.app_spec:
-                app = load_app(self.app_spec, workdir=self.workdir)
-            else:
-                app = Caraway("default")
-            if self.broker:
-                app.conf.broker_url = self.broker
-            if self.result_backend:
-                app.conf.result_backend = self.result_backend
-            self._app = app
-        return self._app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,9 +78,3 @@ def run(state: CliState, argv: list[str] | None) -> None:
     except CarawayError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
-
-
-def state_of(ctx: click.Context) -> CliState:
-    state: Any = ctx.find_object(CliState)
-    assert isinstance(state, CliState)
-    return state

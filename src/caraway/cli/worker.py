@@ -12,7 +12,7 @@ import click
 
 from caraway import exceptions
 from caraway.app import Caraway
-from caraway.cli.main import state_of
+from caraway.cli.context import state_of
 from caraway.cli.pidfile import Pidfile
 from caraway.routing import queue_names
 from caraway.worker.banner import banner

@@ -82,6 +82,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.shutdown: str | None = None  # None, "warm" or "cold"
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
         self._stop_thread = threading.Event()
         self.default_time_limit = app.conf.task_time_limit
 
@@ -178,10 +179,10 @@ class Supervisor:
     def _read_reports(self, child: Child) -> None:
         try:
             data = os.read(child.reader, 65536)
-        except BlockingIOError:
+        except (BlockingIOError, OSError):
             return
         if not data:
-            self.selector.unregister(child.reader)
+            self._unregister(child.reader)
             return
         child.buffer += data
         *lines, child.buffer = child.buffer.split(b"\n")
@@ -208,11 +209,14 @@ class Supervisor:
             self._child_exited(child, status)
 
     def _close_child(self, child: Child) -> None:
+        self._unregister(child.reader)
+        os.close(child.reader)
+
+    def _unregister(self, fd: int) -> None:
         try:
-            self.selector.unregister(child.reader)
+            self.selector.unregister(fd)
         except (KeyError, ValueError):
             pass
-        os.close(child.reader)
 
     def _child_exited(self, child: Child, status: int) -> None:
         owner = f"{self.hostname}/{child.pid}"

@@ -1,0 +1,146 @@
+"""App and task behaviour on the in-process memory broker and eager mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from caraway import Caraway, shared_task, states
+from caraway.exceptions import NotRegistered, UnknownSetting
+
+
+def _app(**settings: object) -> Caraway:
+    return Caraway("proj", broker="memory://test-app", backend="memory://test-app",
+                   set_as_current=False, **settings)
+
+
+def test_task_name_defaults_to_module_and_function() -> None:
+    app = _app()
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert add.name == f"{__name__}.add"
+    assert app.tasks[add.name] is add
+
+
+def test_calling_a_task_runs_the_function_directly() -> None:
+    app = _app()
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert add(2, 2) == 4
+
+
+def test_delay_with_arguments_that_do_not_fit_raises_type_error_before_sending() -> None:
+    app = _app()
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(TypeError, match="missing a required argument"):
+        add.delay(2)
+    assert app.producer.size("celery") == 0
+
+
+def test_delay_publishes_a_protocol_v2_message_to_the_default_queue() -> None:
+    app = _app()
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    app.producer.purge("celery")
+    result = add.delay(2, 2)
+    deliveries = app.producer.fetch(["celery"], limit=1, timeout=0, owner="t")
+    assert deliveries[0].message.headers["task"] == add.name
+    assert deliveries[0].message.headers["id"] == result.id
+    assert result.state == states.PENDING
+
+
+def test_apply_runs_eagerly_and_keeps_the_failure() -> None:
+    app = _app()
+
+    @app.task
+    def boom() -> None:
+        raise ValueError("kaboom")
+
+    result = boom.apply()
+    assert result.failed() and result.state == states.FAILURE
+    with pytest.raises(ValueError, match="kaboom"):
+        result.get()
+    assert isinstance(result.get(propagate=False), ValueError)
+
+
+def test_always_eager_runs_delay_in_process() -> None:
+    app = _app(task_always_eager=True)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert add.delay(2, 3).get() == 5
+
+
+def test_bound_task_sees_its_request() -> None:
+    app = _app()
+
+    @app.task(bind=True)
+    def whoami(self: object) -> str | None:
+        return self.request.id  # type: ignore[attr-defined,no-any-return]
+
+    assert whoami.apply(task_id="abc").get() == "abc"
+
+
+def test_unknown_setting_in_constructor_says_did_you_mean() -> None:
+    with pytest.raises(UnknownSetting, match="result_expires"):
+        _app(result_expire=10)
+
+
+def test_unknown_task_name_lists_registered_tasks() -> None:
+    app = _app()
+
+    @app.task(name="proj.tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(NotRegistered, match="proj.tasks.add"):
+        app.get_task("proj.tasks.ad")
+
+
+def test_shared_task_registers_on_apps_created_later() -> None:
+    @shared_task(name="lib.tasks.double")
+    def double(x: int) -> int:
+        return x * 2
+
+    app = Caraway("later", broker="memory://shared", set_as_current=True)
+    assert "lib.tasks.double" in app.tasks
+    assert double(4) == 8
+
+
+def test_config_from_object_reads_lowercase_settings() -> None:
+    app = _app()
+
+    class Config:
+        result_expires = 60
+        task_track_started = True
+
+    app.config_from_object(Config)
+    assert app.conf.result_expires == 60
+    assert app.conf.task_track_started is True
+
+
+def test_no_broker_means_one_sqlite_file_for_broker_and_results(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CARAWAY_BROKER_URL", raising=False)
+    app = Caraway("proj", set_as_current=False)
+    assert app.broker_url == f"sqlite:///{tmp_path / 'caraway.sqlite3'}"
+    assert app.result_backend_url == app.broker_url
+
+
+def test_broker_without_backend_disables_results() -> None:
+    app = Caraway("proj", broker="redis://localhost", set_as_current=False)
+    assert app.result_backend_url is None
