@@ -23,8 +23,19 @@ def start_worker(name: str, *extra: str) -> subprocess.Popen[bytes]:
     pidfile = RUN / f"{name}.pid"
     pidfile.unlink(missing_ok=True)
     log = open(RUN / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the worker's life
-    command = [sys.executable, "-m", "caraway", "-A", "proj", "worker", "--loglevel=info",
-               "-n", f"{name}@%h", f"--pidfile={pidfile}", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "caraway",
+        "-A",
+        "proj",
+        "worker",
+        "--loglevel=info",
+        "-n",
+        f"{name}@%h",
+        f"--pidfile={pidfile}",
+        *extra,
+    ]
     print("$", " ".join(["caraway", *command[3:]]))
     process = subprocess.Popen(command, cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -38,7 +49,7 @@ def start_worker(name: str, *extra: str) -> subprocess.Popen[bytes]:
 
 def show(label: str, value: object) -> None:
     print(f">>> {label}")
-    print(value)
+    print(value if isinstance(value, (str, int, bool)) else repr(value))
 
 
 def examples() -> None:
@@ -66,13 +77,14 @@ def examples() -> None:
     show("res.failed()", res.failed())
     show("res.successful()", res.successful())
     show("res.state", repr(res.state))
-    show("app.AsyncResult('this-id-does-not-exist').state",
-         repr(app.AsyncResult("this-id-does-not-exist").state))
+    show(
+        "app.AsyncResult('this-id-does-not-exist').state",
+        repr(app.AsyncResult("this-id-does-not-exist").state),
+    )
     started = time.monotonic()
     value = lopri.get(timeout=30)
     waited = time.monotonic() - started
-    show(f"lopri result, run by the lopri worker after its countdown (waited {waited:.1f}s)",
-         value)
+    show(f"lopri result, run by the lopri worker after its countdown (waited {waited:.1f}s)", value)
 
 
 def main() -> None:

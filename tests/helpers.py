@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,8 +16,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -120,19 +125,38 @@ def write_project(base: Path, app_source: str = PROJ_APP, tasks_source: str = PR
 class Worker:
     """A real ``caraway -A proj worker`` process, stopped by ``stop()`` whatever happens."""
 
-    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None,
-                 name: str = "w1") -> None:
+    def __init__(
+        self, cwd: Path, *args: str, env: dict[str, str] | None = None, name: str = "w1"
+    ) -> None:
         self.cwd = cwd
         self.name = name
         self.pidfile = cwd / f"{name}.pid"
         self.logfile = cwd / f"{name}.log"
         self.pidfile.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "caraway", "-A", "proj", "worker", "-l", "info",
-                   "-n", f"{name}@%h", f"--pidfile={self.pidfile}", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "caraway",
+            "-A",
+            "proj",
+            "worker",
+            "-l",
+            "info",
+            "-n",
+            f"{name}@%h",
+            f"--pidfile={self.pidfile}",
+            *args,
+        ]
         full_env = {**os.environ, "PYTHONPATH": str(cwd), **(env or {})}
         self._log = open(self.logfile, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 30.0) -> Worker:
         def ready() -> bool:
@@ -147,8 +171,9 @@ class Worker:
         return self.logfile.read_text(errors="replace")
 
     def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
-                             text=True, check=False).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout
         return [int(pid) for pid in out.split()]
 
     def stop(self, timeout: float = 20.0) -> int | None:
@@ -159,10 +184,8 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._log.close()
         return self.process.returncode
 

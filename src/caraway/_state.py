@@ -23,7 +23,7 @@ _finalizers: list[Callable[[Caraway], Any]] = []
 
 
 def set_current_app(app: Caraway) -> None:
-    global _current
+    global _current  # noqa: PLW0603 - the one process-wide "current app"
     with _lock:
         _current = app
 

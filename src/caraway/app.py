@@ -21,8 +21,10 @@ from caraway.config import Settings
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol import message as protocol
 from caraway.protocol import results as result_protocol
-from caraway.result import AsyncResult, GroupResult
-from caraway.task import Request, Task, build_task
+from caraway.result import AsyncResult as AsyncResultType
+from caraway.result import GroupResult as GroupResultType
+from caraway.task import Request, build_task
+from caraway.task import Task as TaskType
 from caraway.transports import get_transport
 from caraway.transports.base import Transport
 
@@ -47,7 +49,7 @@ class Caraway:
     disabled, as in Celery, and reading one raises :class:`ResultsDisabled`.
     """
 
-    Task: type[Task] = Task
+    Task: type[TaskType] = TaskType
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class Caraway:
         include: Sequence[str] | None = None,
         *,
         set_as_current: bool = True,
-        task_cls: type[Task] | None = None,
+        task_cls: type[TaskType] | None = None,
         **settings: Any,
     ) -> None:
         self.main = main
@@ -74,7 +76,7 @@ class Caraway:
         if task_cls is not None:
             self.Task = task_cls
         self._default_sqlite = os.path.abspath(DEFAULT_SQLITE_FILE)
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
         self._imported = False
         self._control: Any = None
@@ -91,7 +93,9 @@ class Caraway:
     def config_from_envvar(self, variable_name: str, namespace: str | None = None) -> None:
         module = os.environ.get(variable_name)
         if not module:
-            raise ImproperlyConfigured(f"environment variable {variable_name} is not set; it should name a config module")
+            raise ImproperlyConfigured(
+                f"environment variable {variable_name} is not set; it should name a config module"
+            )
         self.config_from_object(module, namespace=namespace)
 
     @property
@@ -116,15 +120,15 @@ class Caraway:
 
     # -- tasks -----------------------------------------------------------------------------
     @overload
-    def task(self, fun: F) -> Task: ...
+    def task(self, fun: F) -> TaskType: ...
 
     @overload
-    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], TaskType]: ...
 
     def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
 
-        def register(function: Callable[..., Any]) -> Task:
+        def register(function: Callable[..., Any]) -> TaskType:
             base = options.pop("base", None)
             task = build_task(self, function, base, options)
             self._tasks[task.name] = task
@@ -137,17 +141,17 @@ class Caraway:
         return register
 
     @property
-    def tasks(self) -> Mapping[str, Task]:
+    def tasks(self) -> Mapping[str, TaskType]:
         """Registered tasks by name (importing ``include``/``imports`` modules first)."""
         self.loader_import_modules()
         return self._tasks
 
-    def register_task(self, task: Task) -> Task:
+    def register_task(self, task: TaskType) -> TaskType:
         task.app = self
         self._tasks[task.name] = task
         return task
 
-    def get_task(self, name: str) -> Task:
+    def get_task(self, name: str) -> TaskType:
         """The task registered as ``name``; raises NotRegistered listing what there is."""
         try:
             return self._tasks[name]
@@ -167,7 +171,9 @@ class Caraway:
             importlib.import_module(name)
 
     def autodiscover_tasks(
-        self, packages: Iterable[str] | Callable[[], Iterable[str]] = (), related_name: str = "tasks",
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] = (),
+        related_name: str = "tasks",
         force: bool = True,
     ) -> None:
         """Import ``<package>.tasks`` for each package that has one (Django-style layout)."""
@@ -231,9 +237,9 @@ class Caraway:
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         *,
-        _task: Task | None = None,
+        _task: TaskType | None = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> AsyncResultType:
         """Send a task by name, for tasks this process cannot import."""
         task = _task if _task is not None else self._tasks.get(name)
         message, route = calling.build_message(
@@ -249,9 +255,11 @@ class Caraway:
             message.ignore_result = None
         if message.priority is None and route.priority is not None:
             message.priority = route.priority
-        serializer = options.get("serializer") or (
-            getattr(task, "serializer", None) if task else None
-        ) or self.conf.task_serializer
+        serializer = (
+            options.get("serializer")
+            or (getattr(task, "serializer", None) if task else None)
+            or self.conf.task_serializer
+        )
         wire = protocol.encode(message, serializer=serializer)
         self.producer.publish(
             wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
@@ -263,15 +271,15 @@ class Caraway:
         return result
 
     # -- results ---------------------------------------------------------------------------
-    def AsyncResult(  # noqa: N802 - Celery's name
-        self, id: str, task_name: str | None = None, parent: AsyncResult | None = None
-    ) -> AsyncResult:
-        return AsyncResult(id, app=self, task_name=task_name, parent=parent)
+    def AsyncResult(
+        self, id: str, task_name: str | None = None, parent: AsyncResultType | None = None
+    ) -> AsyncResultType:
+        return AsyncResultType(id, app=self, task_name=task_name, parent=parent)
 
-    def GroupResult(  # noqa: N802 - Celery's name
-        self, id: str, results: Sequence[AsyncResult] | None = None
-    ) -> GroupResult:
-        return GroupResult(id, list(results or ()), app=self)
+    def GroupResult(
+        self, id: str, results: Sequence[AsyncResultType] | None = None
+    ) -> GroupResultType:
+        return GroupResultType(id, list(results or ()), app=self)
 
     def require_backend(self) -> Backend:
         backend = self.backend
@@ -323,9 +331,8 @@ class Caraway:
     def control(self) -> Any:
         """Remote control of the worker nodes (broadcast commands)."""
         if self._control is None:
-            from caraway.worker.control import Control
-
-            self._control = Control(self)
+            control = importlib.import_module("caraway.worker.control")
+            self._control = control.Control(self)
         return self._control
 
     def close(self) -> None:

@@ -1,28 +1,28 @@
 """Every error caraway raises, in one tree.
 
-    CarawayError
-    ├── ImproperlyConfigured          a setting, URL or app is wrong; the message says how to fix it
-    │   └── UnknownSetting            a setting name that does not exist (with "did you mean")
-    ├── NotRegistered (KeyError)      a task name this process does not know
-    ├── TimeoutError                  AsyncResult.get(timeout=...) ran out
-    ├── ResultsDisabled               no result backend configured, yet a result was asked for
-    ├── BackendError                  the result store failed or holds something unreadable
-    ├── BrokerError                   the broker failed
-    │   └── BrokerConnectionError     ... could not be reached (after the configured retries)
-    ├── ProtocolError                 a message that cannot be decoded
-    │   └── ContentDisallowed         its content type is not in accept_content
-    ├── SerializationError            arguments or a return value the serializer cannot encode
-    └── TaskError                     what a task's failure is reported as
-        ├── WorkerLostError           the process running it died
-        ├── TimeLimitExceeded         the hard time limit killed it
-        ├── SoftTimeLimitExceeded     raised inside the task at its soft time limit
-        ├── TaskRevokedError          it was revoked (or expired) before it ran
-        ├── ChordError                a chord header task failed, so the body cannot run
-        ├── MaxRetriesExceededError   retry() was called once too often
-        └── RemoteTaskError           a failure whose exception type this process cannot import
+CarawayError
+├── ImproperlyConfigured          a setting, URL or app is wrong; the message says how to fix it
+│   └── UnknownSetting            a setting name that does not exist (with "did you mean")
+├── NotRegistered (KeyError)      a task name this process does not know
+├── TimeoutError                  AsyncResult.get(timeout=...) ran out
+├── ResultsDisabled               no result backend configured, yet a result was asked for
+├── BackendError                  the result store failed or holds something unreadable
+├── BrokerError                   the broker failed
+│   └── BrokerConnectionError     ... could not be reached (after the configured retries)
+├── ProtocolError                 a message that cannot be decoded
+│   └── ContentDisallowed         its content type is not in accept_content
+├── SerializationError            arguments or a return value the serializer cannot encode
+└── TaskError                     what a task's failure is reported as
+    ├── WorkerLostError           the process running it died
+    ├── TimeLimitExceeded         the hard time limit killed it
+    ├── SoftTimeLimitExceeded     raised inside the task at its soft time limit
+    ├── TaskRevokedError          it was revoked (or expired) before it ran
+    ├── ChordError                a chord header task failed, so the body cannot run
+    ├── MaxRetriesExceededError   retry() was called once too often
+    └── RemoteTaskError           a failure whose exception type this process cannot import
 
-    TaskSignal (BaseException-free control flow raised *by* tasks, not errors):
-        Retry, Reject, Ignore
+TaskSignal (BaseException-free control flow raised *by* tasks, not errors):
+    Retry, Reject, Ignore
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class NotRegistered(CarawayError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class TimeoutError(CarawayError, builtins.TimeoutError):  # noqa: A001 - Celery's public name
+class TimeoutError(CarawayError, builtins.TimeoutError):
     """The operation did not finish within the given timeout."""
 
 

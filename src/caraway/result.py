@@ -184,9 +184,9 @@ class AsyncResult:
     @staticmethod
     def _value(document: dict[str, Any]) -> Any:
         value = document.get("result")
-        if document.get("status") in states.EXCEPTION_STATES and isinstance(value, dict):
-            if "exc_type" in value:
-                return protocol.exception_from_dict(value)
+        failed = document.get("status") in states.EXCEPTION_STATES
+        if failed and isinstance(value, dict) and "exc_type" in value:
+            return protocol.exception_from_dict(value)
         return value
 
     def forget(self) -> None:
@@ -195,8 +195,12 @@ class AsyncResult:
         self.app.require_backend().forget(self.id)
 
     def revoke(
-        self, connection: Any = None, terminate: bool = False, signal: str | None = None,
-        wait: bool = False, timeout: float | None = None,
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
     ) -> None:
         """Ask every worker not to run this task (or to stop it, with ``terminate``)."""
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
@@ -226,7 +230,13 @@ class EagerResult(AsyncResult):
     """The result of ``apply()``/eager mode: already known, never stored."""
 
     def __init__(
-        self, id: str, value: Any, state: str, *, app: Caraway, traceback: str | None = None,
+        self,
+        id: str,
+        value: Any,
+        state: str,
+        *,
+        app: Caraway,
+        traceback: str | None = None,
         task_name: str | None = None,
     ) -> None:
         super().__init__(id, app=app, task_name=task_name)
@@ -254,7 +264,16 @@ class EagerResult(AsyncResult):
             return self._raw_value
         return super()._exception(document)
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> Any:
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        follow_parents: bool = True,
+        disable_sync_subtasks: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         if propagate and self.state in states.PROPAGATE_STATES:
             raise self._exception(self._document())
         return self._raw_value
@@ -296,9 +315,7 @@ class GroupResult:
     def waiting(self) -> bool:
         return not self.ready()
 
-    def get(
-        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> list[Any]:
+    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> list[Any]:
         return self.join(timeout=timeout, propagate=propagate, **kwargs)
 
     def join(

@@ -224,9 +224,7 @@ class Task:
             self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=options.get("task_id"), **options)
-        return self.app.send_task(
-            self.name, args, kwargs, _task=self, **options
-        )
+        return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 
     def apply(
         self,
@@ -298,13 +296,13 @@ class Task:
     def backoff_delay(self, retries: int) -> float:
         """Delay before retry number ``retries + 1`` under ``retry_backoff`` (exponential)."""
         factor = 1.0 if self.retry_backoff is True else float(self.retry_backoff)
-        delay = min(factor * (2**retries), float(self.retry_backoff_max))
+        delay: float = min(factor * (2**retries), float(self.retry_backoff_max))
         if self.retry_jitter:
-            delay = random.uniform(0, delay)  # noqa: S311 - spreading load, not security
+            delay = random.uniform(0, delay)
         return delay
 
     # -- results and signatures ------------------------------------------------------------
-    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+    def AsyncResult(self, task_id: str) -> AsyncResult:
         return self.app.AsyncResult(task_id, task_name=self.name)
 
     def update_state(
@@ -317,7 +315,9 @@ class Task:
         self.app.store_state(task_id, state, meta, request=self.request)
 
     def signature(
-        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
         from caraway.canvas import Signature

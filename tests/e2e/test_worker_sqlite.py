@@ -19,10 +19,12 @@ def _tasks():  # imported late: the project fixture creates the package
     return proj.tasks
 
 
-@pytest.mark.parametrize("pool", [["-c", "2"], ["-P", "threads", "-c", "2"]],
-                         ids=["prefork", "threads"])
-def test_seed_calling_examples_on_a_real_worker(project: Path, workers: list[Worker],
-                                                pool: list[str]) -> None:
+@pytest.mark.parametrize(
+    "pool", [["-c", "2"], ["-P", "threads", "-c", "2"]], ids=["prefork", "threads"]
+)
+def test_seed_calling_examples_on_a_real_worker(
+    project: Path, workers: list[Worker], pool: list[str]
+) -> None:
     workers.append(Worker(project, *pool).wait_ready())
     tasks = _tasks()
     assert tasks.add.delay(2, 2).get(timeout=10) == 4
@@ -42,8 +44,9 @@ def test_seed_calling_examples_on_a_real_worker(project: Path, workers: list[Wor
     assert app.AsyncResult("this-id-does-not-exist").state == "PENDING"
 
 
-def test_banner_names_transport_concurrency_queues_and_tasks(project: Path,
-                                                             workers: list[Worker]) -> None:
+def test_banner_names_transport_concurrency_queues_and_tasks(
+    project: Path, workers: list[Worker]
+) -> None:
     worker = Worker(project, "-c", "2", "-Q", "celery,lopri").wait_ready()
     workers.append(worker)
     log = worker.log()
@@ -54,8 +57,9 @@ def test_banner_names_transport_concurrency_queues_and_tasks(project: Path,
     assert "  . proj.tasks.add" in log
 
 
-def test_countdown_task_waits_for_its_eta_and_runs_on_its_queue(project: Path,
-                                                                workers: list[Worker]) -> None:
+def test_countdown_task_waits_for_its_eta_and_runs_on_its_queue(
+    project: Path, workers: list[Worker]
+) -> None:
     workers.append(Worker(project, "-c", "1", "-Q", "lopri").wait_ready())
     sent = time.monotonic()
     result = _tasks().add.apply_async((2, 2), queue="lopri", countdown=1.5)
@@ -98,8 +102,12 @@ def test_result_expires_after_result_expires(project: Path, workers: list[Worker
     result = _tasks().add.delay(1, 1)
     assert result.get(timeout=10) == 2
     # a new handle each time: a handle caches a final result, as Celery's does
-    wait_until(lambda: result.app.AsyncResult(result.id).state == states.PENDING, timeout=10, interval=0.1,
-               message="the result to expire")
+    wait_until(
+        lambda: result.app.AsyncResult(result.id).state == states.PENDING,
+        timeout=10,
+        interval=0.1,
+        message="the result to expire",
+    )
 
 
 def test_get_times_out_with_caraway_timeout_error(project: Path) -> None:
@@ -111,8 +119,9 @@ def test_get_times_out_with_caraway_timeout_error(project: Path) -> None:
 def test_results_disabled_when_broker_given_without_backend(project: Path) -> None:
     from caraway import Caraway
 
-    app = Caraway("nobackend", broker=f"sqlite:///{project / 'other.sqlite3'}",
-                  set_as_current=False)
+    app = Caraway(
+        "nobackend", broker=f"sqlite:///{project / 'other.sqlite3'}", set_as_current=False
+    )
 
     @app.task(name="nobackend.add")
     def add(x: int, y: int) -> int:
@@ -123,8 +132,9 @@ def test_results_disabled_when_broker_given_without_backend(project: Path) -> No
         result.get(timeout=1)
 
 
-def test_killed_child_task_is_redelivered_with_acks_late(project: Path,
-                                                         workers: list[Worker]) -> None:
+def test_killed_child_task_is_redelivered_with_acks_late(
+    project: Path, workers: list[Worker]
+) -> None:
     worker = Worker(project, "-c", "2").wait_ready()
     workers.append(worker)
     result = _tasks().die_once.delay(str(project / "died"))

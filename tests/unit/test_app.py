@@ -9,8 +9,13 @@ from caraway.exceptions import NotRegistered, UnknownSetting
 
 
 def _app(**settings: object) -> Caraway:
-    return Caraway("proj", broker="memory://test-app", backend="memory://test-app",
-                   set_as_current=False, **settings)
+    return Caraway(
+        "proj",
+        broker="memory://test-app",
+        backend="memory://test-app",
+        set_as_current=False,
+        **settings,
+    )
 
 
 def test_task_name_defaults_to_module_and_function() -> None:
@@ -107,7 +112,7 @@ def test_unknown_task_name_lists_registered_tasks() -> None:
     def add(x: int, y: int) -> int:
         return x + y
 
-    with pytest.raises(NotRegistered, match="proj.tasks.add"):
+    with pytest.raises(NotRegistered, match=r"proj\.tasks\.add"):
         app.get_task("proj.tasks.ad")
 
 

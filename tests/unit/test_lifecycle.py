@@ -20,8 +20,15 @@ def _message(**fields: object) -> TaskMessage:
 
 def _receipt(message: TaskMessage, **overrides: object) -> lifecycle.Receipt:
     options: dict[str, object] = dict(
-        now=NOW, park_horizon=60.0, can_park=True, delivery_count=1, delivery_cap=5,
-        stored_state=None, registered=True, revoked=False, policy=lifecycle.Policy(),
+        now=NOW,
+        park_horizon=60.0,
+        can_park=True,
+        delivery_count=1,
+        delivery_cap=5,
+        stored_state=None,
+        registered=True,
+        revoked=False,
+        policy=lifecycle.Policy(),
     )
     options.update(overrides)
     return lifecycle.on_receipt(message, **options)  # type: ignore[arg-type]
@@ -46,7 +53,7 @@ def test_message_over_the_delivery_cap_is_dead_lettered_with_worker_lost() -> No
     receipt = _receipt(_message(), delivery_count=6)
     assert receipt.verdict == "settle" and receipt.effects is not None
     assert receipt.effects.settle == "dead_letter"
-    task_id, state, document = receipt.effects.results[0]
+    _task_id, state, document = receipt.effects.results[0]
     assert state == states.FAILURE
     assert document["result"]["exc_type"] == "WorkerLostError"
 
@@ -73,11 +80,23 @@ def test_far_eta_is_parked_and_near_eta_is_held() -> None:
 
 
 def test_success_stores_result_and_publishes_the_next_chain_step() -> None:
-    step = {"task": "proj.tasks.mul", "args": [8], "kwargs": {}, "options": {"task_id": "t2"},
-            "subtask_type": None, "immutable": False}
+    step = {
+        "task": "proj.tasks.mul",
+        "args": [8],
+        "kwargs": {},
+        "options": {"task_id": "t2"},
+        "subtask_type": None,
+        "immutable": False,
+    }
     message = _message(chain=[step])
-    effects = lifecycle.on_outcome(message, Outcome("success", value=4), policy=lifecycle.Policy(),
-                                   conf=Settings(), hostname="w@h", queue="celery")
+    effects = lifecycle.on_outcome(
+        message,
+        Outcome("success", value=4),
+        policy=lifecycle.Policy(),
+        conf=Settings(),
+        hostname="w@h",
+        queue="celery",
+    )
     assert effects.results[0][1] == states.SUCCESS
     assert effects.results[0][2]["result"] == 4
     follow = effects.publish[0]
@@ -89,26 +108,47 @@ def test_success_stores_result_and_publishes_the_next_chain_step() -> None:
 
 
 def test_immutable_callback_does_not_get_the_result() -> None:
-    link = {"task": "proj.tasks.add", "args": [1, 1], "kwargs": {}, "options": {},
-            "immutable": True}
-    effects = lifecycle.on_outcome(_message(callbacks=[link]), Outcome("success", value=4),
-                                   policy=lifecycle.Policy(), conf=Settings(), hostname="w",
-                                   queue="celery")
+    link = {
+        "task": "proj.tasks.add",
+        "args": [1, 1],
+        "kwargs": {},
+        "options": {},
+        "immutable": True,
+    }
+    effects = lifecycle.on_outcome(
+        _message(callbacks=[link]),
+        Outcome("success", value=4),
+        policy=lifecycle.Policy(),
+        conf=Settings(),
+        hostname="w",
+        queue="celery",
+    )
     assert effects.publish[0].message.args == [1, 1]
 
 
 def test_ignored_result_is_not_stored() -> None:
-    effects = lifecycle.on_outcome(_message(), Outcome("success", value=4),
-                                   policy=lifecycle.Policy(ignore_result=True), conf=Settings(),
-                                   hostname="w", queue="celery")
+    effects = lifecycle.on_outcome(
+        _message(),
+        Outcome("success", value=4),
+        policy=lifecycle.Policy(ignore_result=True),
+        conf=Settings(),
+        hostname="w",
+        queue="celery",
+    )
     assert effects.results == [] and effects.settle == "ack"
 
 
 def test_retry_stores_retry_state_with_the_cause() -> None:
     outcome = Outcome("retry", exc=Retry(exc=KeyError("again"), when=1.0), traceback="tb")
-    effects = lifecycle.on_outcome(_message(), outcome, policy=lifecycle.Policy(),
-                                   conf=Settings(), hostname="w", queue="celery")
-    task_id, state, document = effects.results[0]
+    effects = lifecycle.on_outcome(
+        _message(),
+        outcome,
+        policy=lifecycle.Policy(),
+        conf=Settings(),
+        hostname="w",
+        queue="celery",
+    )
+    _task_id, state, document = effects.results[0]
     assert state == states.RETRY
     assert document["result"]["exc_type"] == "KeyError"
     assert document["date_done"] is None
@@ -116,16 +156,27 @@ def test_retry_stores_retry_state_with_the_cause() -> None:
 
 def test_failure_with_acks_late_and_no_ack_on_failure_is_dead_lettered() -> None:
     policy = lifecycle.Policy(acks_late=True, acks_on_failure_or_timeout=False)
-    effects = lifecycle.on_outcome(_message(), Outcome("failure", exc=ValueError("x")),
-                                   policy=policy, conf=Settings(), hostname="w", queue="celery")
+    effects = lifecycle.on_outcome(
+        _message(),
+        Outcome("failure", exc=ValueError("x")),
+        policy=policy,
+        conf=Settings(),
+        hostname="w",
+        queue="celery",
+    )
     assert effects.settle == "dead_letter"
     assert effects.results[0][1] == states.FAILURE
 
 
 def test_reject_with_requeue_requeues() -> None:
-    effects = lifecycle.on_outcome(_message(), Outcome("reject", requeue=True),
-                                   policy=lifecycle.Policy(), conf=Settings(), hostname="w",
-                                   queue="celery")
+    effects = lifecycle.on_outcome(
+        _message(),
+        Outcome("reject", requeue=True),
+        policy=lifecycle.Policy(),
+        conf=Settings(),
+        hostname="w",
+        queue="celery",
+    )
     assert effects.settle == "requeue"
 
 

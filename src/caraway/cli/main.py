@@ -25,7 +25,10 @@ from caraway.exceptions import CarawayError
 @click.version_option(__version__, prog_name="caraway")
 @click.pass_context
 def cli(
-    ctx: click.Context, app_spec: str | None, broker: str | None, result_backend: str | None,
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    result_backend: str | None,
     workdir: str | None,
 ) -> None:
     """caraway: a distributed task queue, wire-compatible with Celery 5."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from caraway.exceptions import ImproperlyConfigured
@@ -39,10 +40,8 @@ class Pidfile:
 
     def remove(self) -> None:
         if self.read() == os.getpid():
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
 
 def pid_alive(pid: int) -> bool:

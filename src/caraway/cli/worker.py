@@ -45,12 +45,16 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("-c", "--concurrency", type=int, default=None, help="Child processes/threads (default: CPUs).")
+@click.option(
+    "-c", "--concurrency", type=int, default=None, help="Child processes/threads (default: CPUs)."
+)
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
-@click.option("-l", "--loglevel", default="WARNING", type=click.Choice(LEVELS, case_sensitive=False))
+@click.option(
+    "-l", "--loglevel", default="WARNING", type=click.Choice(LEVELS, case_sensitive=False)
+)
 @click.option("-f", "--logfile", default=None, help="Log file (%n, %h, %I expand).")
 @click.option("--pidfile", default=None, help="Write the pid here once ready (%n expands).")
 @click.option("--detach", is_flag=True, help="Run in the background (daemonise).")
@@ -90,8 +94,16 @@ def worker(
     size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
     size = 1 if pool == "solo" else size
     wait_for_broker(app)
-    click.echo(banner(app, hostname=node, concurrency=size, pool=pool,
-                      events=bool(app.conf.worker_send_task_events), queues=names))
+    click.echo(
+        banner(
+            app,
+            hostname=node,
+            concurrency=size,
+            pool=pool,
+            events=bool(app.conf.worker_send_task_events),
+            queues=names,
+        )
+    )
     sys.stdout.flush()
 
     def ready() -> None:
@@ -101,8 +113,15 @@ def worker(
     def child_init(index: int) -> None:
         _child_logging(loglevel, logfile, node, index + 1)
 
-    supervisor = Supervisor(app, hostname=node, queues=names, concurrency=size, pool=pool,
-                            on_ready=ready, child_init=child_init)
+    supervisor = Supervisor(
+        app,
+        hostname=node,
+        queues=names,
+        concurrency=size,
+        pool=pool,
+        on_ready=ready,
+        child_init=child_init,
+    )
     try:
         code = supervisor.run()
     finally:
@@ -134,7 +153,11 @@ def wait_for_broker(app: Caraway) -> None:
                 ) from exc
             logging.getLogger("caraway.worker").error(
                 "cannot reach the broker at %s: %s; trying again in %.1fs (attempt %d of %d)",
-                app.broker_url, exc, delay, attempt + 1, attempts,
+                app.broker_url,
+                exc,
+                delay,
+                attempt + 1,
+                attempts,
             )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -142,13 +165,12 @@ def wait_for_broker(app: Caraway) -> None:
 
 def _setup_logging(level: str, logfile: str | None, node: str) -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler: logging.Handler
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
     if logfile:
         path = expand_path(logfile, node)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handler = logging.FileHandler(path)
+        handler: logging.Handler = logging.FileHandler(path)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -152,7 +152,9 @@ class Consumer:
             task_id = protocol.peek_id(delivery.message)
             logger.error(
                 "cannot run message %s from queue %r: %s; moved to the dead-letter store",
-                task_id or delivery.tag, delivery.queue, exc,
+                task_id or delivery.tag,
+                delivery.queue,
+                exc,
             )
             delivery.dead_letter(f"{type(exc).__name__}: {exc}")
             return
@@ -184,11 +186,16 @@ class Consumer:
         else:
             assert receipt.effects is not None
             if task is None:
-                logger.error("received unregistered task %r (id %s): %s", message.task,
-                             message.id, "stored as FAILURE NotRegistered")
+                logger.error(
+                    "received unregistered task %r (id %s): %s",
+                    message.task,
+                    message.id,
+                    "stored as FAILURE NotRegistered",
+                )
             elif receipt.effects.reason:
-                logger.info("task %s[%s] not run: %s", message.task, message.id,
-                            receipt.effects.reason)
+                logger.info(
+                    "task %s[%s] not run: %s", message.task, message.id, receipt.effects.reason
+                )
             self.effects.apply(delivery, receipt.effects)
 
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
@@ -222,20 +229,36 @@ class Consumer:
         message, policy = job.message, job.policy
         if not policy.acks_late:
             job.delivery.ack()
-        self.report(("start", message.id, message.task, job.delivery.tag, policy.acks_late,
-                     policy.reject_on_worker_lost, message.time_limit, message.soft_time_limit))
+        self.report(
+            (
+                "start",
+                message.id,
+                message.task,
+                job.delivery.tag,
+                policy.acks_late,
+                policy.reject_on_worker_lost,
+                message.time_limit,
+                message.soft_time_limit,
+            )
+        )
         if policy.track_started and not policy.ignore_result and self.backend is not None:
-            self.effects.apply(job.delivery, lifecycle.started_effects(
-                message, started_meta(self.hostname)))
+            self.effects.apply(
+                job.delivery, lifecycle.started_effects(message, started_meta(self.hostname))
+            )
         self._inflight += 1
         self.pool.submit(lambda: self._execute(job))
 
     def _execute(self, job: _Job) -> _Job:
         request = build_request(
-            job.task, job.message, hostname=self.hostname,
-            delivery_info={"exchange": job.delivery.exchange,
-                           "routing_key": job.delivery.routing_key or job.delivery.queue,
-                           "priority": job.message.priority, "redelivered": job.delivery.redelivered},
+            job.task,
+            job.message,
+            hostname=self.hostname,
+            delivery_info={
+                "exchange": job.delivery.exchange,
+                "routing_key": job.delivery.routing_key or job.delivery.queue,
+                "priority": job.message.priority,
+                "redelivered": job.delivery.redelivered,
+            },
         )
         job.outcome = run_task(job.task, request)
         return job
@@ -245,8 +268,12 @@ class Consumer:
         outcome = job.outcome
         assert outcome is not None
         effects = lifecycle.on_outcome(
-            job.message, outcome, policy=job.policy, conf=self.app.conf,
-            hostname=self.hostname, queue=job.delivery.queue,
+            job.message,
+            outcome,
+            policy=job.policy,
+            conf=self.app.conf,
+            hostname=self.hostname,
+            queue=job.delivery.queue,
         )
         if not job.policy.acks_late and effects.settle == "ack":
             effects.settle = "none"
@@ -264,8 +291,9 @@ class Consumer:
             try:
                 delivery.requeue()
             except Exception:
-                logger.exception("could not requeue %s on shutdown; it returns by lease expiry",
-                                 delivery.tag)
+                logger.exception(
+                    "could not requeue %s on shutdown; it returns by lease expiry", delivery.tag
+                )
 
     def _policy(self, task: Task | None) -> lifecycle.Policy:
         name = task.name if task is not None else ""
@@ -307,11 +335,21 @@ def protocol_accept(accept: Any) -> frozenset[str]:
 
 def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
     if outcome.kind == "success":
-        logger.info("Task %s[%s] succeeded in %.6fs: %.200r", message.task, message.id,
-                    outcome.runtime, outcome.value)
+        logger.info(
+            "Task %s[%s] succeeded in %.6fs: %.200r",
+            message.task,
+            message.id,
+            outcome.runtime,
+            outcome.value,
+        )
     elif outcome.kind == "failure":
-        logger.error("Task %s[%s] raised unexpected: %r\n%s", message.task, message.id,
-                     outcome.exc, outcome.traceback or "")
+        logger.error(
+            "Task %s[%s] raised unexpected: %r\n%s",
+            message.task,
+            message.id,
+            outcome.exc,
+            outcome.traceback or "",
+        )
     elif outcome.kind == "retry":
         logger.info("Task %s[%s] retry: %s", message.task, message.id, outcome.exc)
     else:

@@ -28,5 +28,6 @@ def join_chord(
     group_id = join[0]
     logger.error(
         "chord %s: this worker cannot complete chords yet (canvas support lands with the "
-        "canvas issue); the chord body will not run", group_id,
+        "canvas issue); the chord body will not run",
+        group_id,
     )

@@ -26,8 +26,14 @@ def run_eagerly(
     task_id = options.get("task_id") or str(uuid.uuid4())
     retries = int(options.get("retries") or 0)
     while True:
-        message = TaskMessage(id=task_id, task=task.name, args=list(args), kwargs=dict(kwargs),
-                              retries=retries, root_id=task_id)
+        message = TaskMessage(
+            id=task_id,
+            task=task.name,
+            args=list(args),
+            kwargs=dict(kwargs),
+            retries=retries,
+            root_id=task_id,
+        )
         request = build_request(task, message, hostname="eager", delivery_info={}, eager=True)
         outcome = run_task(task, request)
         if outcome.kind != "retry":
@@ -40,5 +46,6 @@ def run_eagerly(
     if app.conf.task_eager_propagates and exc is not None and outcome.kind == "failure":
         raise exc
     state = states.FAILURE if outcome.kind == "failure" else outcome.state
-    return EagerResult(task_id, exc, state, app=app, traceback=outcome.traceback,
-                       task_name=task.name)
+    return EagerResult(
+        task_id, exc, state, app=app, traceback=outcome.traceback, task_name=task.name
+    )

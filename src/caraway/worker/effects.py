@@ -37,7 +37,9 @@ class EffectApplier:
         for follow in effects.publish:
             wire = protocol.encode(follow.message, serializer=self.serializer)
             self.transport.publish(
-                wire, queue=follow.route.queue, exchange=follow.route.exchange,
+                wire,
+                queue=follow.route.queue,
+                exchange=follow.route.exchange,
                 routing_key=follow.route.routing_key,
             )
         if effects.chord_join is not None:

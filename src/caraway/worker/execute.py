@@ -45,7 +45,11 @@ class Outcome:
 
 
 def build_request(
-    task: Task, message: TaskMessage, *, hostname: str, delivery_info: dict[str, Any],
+    task: Task,
+    message: TaskMessage,
+    *,
+    hostname: str,
+    delivery_info: dict[str, Any],
     eager: bool = False,
 ) -> Request:
     return Request(
@@ -107,8 +111,10 @@ def run_task(task: Task, request: Request) -> Outcome:
 
 def _failure_or_autoretry(task: Task, request: Request, exc: Exception) -> Outcome:
     trace = tb.format_exc()
-    if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
-        task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
+    if (
+        task.autoretry_for
+        and isinstance(exc, task.autoretry_for)
+        and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
     ):
         task.push_request(request)
         calling.push_current(request)

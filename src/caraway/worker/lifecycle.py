@@ -90,11 +90,11 @@ def on_receipt(
         effects.settle, effects.reason = "dead_letter", str(error)
         return Receipt("settle", effects)
     if not registered:
-        error = exceptions.NotRegistered(
+        unknown = exceptions.NotRegistered(
             f"task {message.task!r} is not registered in this worker; registered: "
             f"{registered_names or '(none)'}"
         )
-        return Receipt("settle", failure_effects(message, error, None, policy, force=True))
+        return Receipt("settle", failure_effects(message, unknown, None, policy, force=True))
     if revoked or (message.expires is not None and message.expires.timestamp() <= now):
         why = "revoked" if revoked else "expired"
         return Receipt("settle", revoked_effects(message, why, policy))
@@ -134,7 +134,12 @@ def on_outcome(
 
 
 def success_effects(
-    message: TaskMessage, outcome: Outcome, policy: Policy, conf: Any, *, hostname: str,
+    message: TaskMessage,
+    outcome: Outcome,
+    policy: Policy,
+    conf: Any,
+    *,
+    hostname: str,
     queue: str,
 ) -> Effects:
     effects = Effects()
@@ -142,8 +147,13 @@ def success_effects(
         extended = _extended(message, hostname, queue) if policy.result_extended else None
         children = [docs.result_tuple(child) for child in outcome.children or ()]
         document = docs.result_document(
-            message.id, states.SUCCESS, outcome.value, children=children,
-            group_id=message.group, parent_id=message.parent_id, extended=extended,
+            message.id,
+            states.SUCCESS,
+            outcome.value,
+            children=children,
+            group_id=message.group,
+            parent_id=message.parent_id,
+            extended=extended,
         )
         effects.results.append((message.id, states.SUCCESS, document))
     for callback in message.callbacks or ():
@@ -155,7 +165,11 @@ def success_effects(
         effects.publish.append(follow)
     if message.chord is not None and message.group:
         effects.chord_join = (
-            message.group, message.group_index, states.SUCCESS, outcome.value, message.chord
+            message.group,
+            message.group_index,
+            states.SUCCESS,
+            outcome.value,
+            message.chord,
         )
     return effects
 
@@ -172,13 +186,21 @@ def failure_effects(
     keep = force or policy.store_errors_even_if_ignored
     if keep or not (policy.ignore_result or message.ignore_result):
         document = docs.result_document(
-            message.id, states.FAILURE, docs.exception_to_dict(exc), traceback=traceback,
-            group_id=message.group, parent_id=message.parent_id,
+            message.id,
+            states.FAILURE,
+            docs.exception_to_dict(exc),
+            traceback=traceback,
+            group_id=message.group,
+            parent_id=message.parent_id,
         )
         effects.results.append((message.id, states.FAILURE, document))
     if message.chord is not None and message.group:
         effects.chord_join = (
-            message.group, message.group_index, states.FAILURE, exc, message.chord
+            message.group,
+            message.group_index,
+            states.FAILURE,
+            exc,
+            message.chord,
         )
     return effects
 
@@ -188,8 +210,12 @@ def retry_effects(message: TaskMessage, outcome: Outcome, policy: Policy) -> Eff
     cause = getattr(retry, "exc", None) or retry
     assert cause is not None
     document = docs.result_document(
-        message.id, states.RETRY, docs.exception_to_dict(cause), traceback=outcome.traceback,
-        children=[docs.result_tuple(message.id)], group_id=message.group,
+        message.id,
+        states.RETRY,
+        docs.exception_to_dict(cause),
+        traceback=outcome.traceback,
+        children=[docs.result_tuple(message.id)],
+        group_id=message.group,
         parent_id=message.parent_id,
     )
     return Effects(results=[(message.id, states.RETRY, document)])
@@ -198,20 +224,32 @@ def retry_effects(message: TaskMessage, outcome: Outcome, policy: Policy) -> Eff
 def revoked_effects(message: TaskMessage, why: str, policy: Policy) -> Effects:
     error = exceptions.TaskRevokedError(why)
     document = docs.result_document(
-        message.id, states.REVOKED, docs.exception_to_dict(error), children=None,
-        group_id=message.group, parent_id=message.parent_id,
+        message.id,
+        states.REVOKED,
+        docs.exception_to_dict(error),
+        children=None,
+        group_id=message.group,
+        parent_id=message.parent_id,
     )
     document["children"] = None
     effects = Effects(results=[(message.id, states.REVOKED, document)], reason=why)
     if message.chord is not None and message.group:
-        effects.chord_join = (message.group, message.group_index, states.REVOKED, error,
-                              message.chord)
+        effects.chord_join = (
+            message.group,
+            message.group_index,
+            states.REVOKED,
+            error,
+            message.chord,
+        )
     return effects
 
 
 def started_effects(message: TaskMessage, meta: Mapping[str, Any]) -> Effects:
     document = docs.result_document(
-        message.id, states.STARTED, dict(meta), group_id=message.group,
+        message.id,
+        states.STARTED,
+        dict(meta),
+        group_id=message.group,
         parent_id=message.parent_id,
     )
     return Effects(results=[(message.id, states.STARTED, document)], settle="none")
@@ -254,8 +292,9 @@ def _follow_up(
         reply_to=options.get("reply_to") or parent.reply_to,
         priority=options.get("priority"),
     )
-    route_options = {k: v for k, v in options.items() if k in ("queue", "exchange",
-                                                               "routing_key", "priority")}
+    route_options = {
+        k: v for k, v in options.items() if k in ("queue", "exchange", "routing_key", "priority")
+    }
     return FollowUp(message, route(name, route_options, conf))
 
 

@@ -9,6 +9,7 @@ consumer on a thread of this process instead of forking.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -110,7 +111,10 @@ class Supervisor:
     def _start_in_process_consumer(self) -> threading.Thread:
         slots = 1 if self.pool == "solo" else self.concurrency
         self.consumer = Consumer(
-            self.app, queues=self.queues, slots=slots, hostname=self.hostname,
+            self.app,
+            queues=self.queues,
+            slots=slots,
+            hostname=self.hostname,
             stop=self._stop_thread,
         )
         thread = threading.Thread(target=self.consumer.run, name="caraway-consumer")
@@ -172,7 +176,11 @@ class Supervisor:
             os.write(writer, orjson.dumps(event) + b"\n")
 
         Consumer(
-            self.app, queues=self.queues, slots=1, hostname=self.hostname, report=report,
+            self.app,
+            queues=self.queues,
+            slots=1,
+            hostname=self.hostname,
+            report=report,
             stop=stop,
         ).run()
 
@@ -213,10 +221,8 @@ class Supervisor:
         os.close(child.reader)
 
     def _unregister(self, fd: int) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
 
     def _child_exited(self, child: Child, status: int) -> None:
         owner = f"{self.hostname}/{child.pid}"
@@ -224,15 +230,23 @@ class Supervisor:
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and running is None
         if not clean:
             how = _describe_exit(status)
-            logger.error("child %d (pid %d) %s%s", child.index, child.pid, how,
-                         f" while running {running.name}[{running.task_id}]" if running else "")
+            logger.error(
+                "child %d (pid %d) %s%s",
+                child.index,
+                child.pid,
+                how,
+                f" while running {running.name}[{running.task_id}]" if running else "",
+            )
         if running is not None:
             self._lost_task(running, child)
         try:
             recovered = self.transport.recover(owner)
         except Exception:
-            logger.exception("could not hand back the messages child pid %d held; they "
-                             "return when their lease expires", child.pid)
+            logger.exception(
+                "could not hand back the messages child pid %d held; they "
+                "return when their lease expires",
+                child.pid,
+            )
             recovered = 0
         if recovered:
             logger.info("handed back %d message(s) held by child pid %d", recovered, child.pid)
@@ -247,8 +261,11 @@ class Supervisor:
                 f"({running.time_limit}s) and its process was killed"
             )
         elif running.acks_late and running.reject_on_worker_lost:
-            logger.warning("task %s[%s] will be redelivered (acks_late, "
-                           "task_reject_on_worker_lost)", running.name, running.task_id)
+            logger.warning(
+                "task %s[%s] will be redelivered (acks_late, task_reject_on_worker_lost)",
+                running.name,
+                running.task_id,
+            )
             return
         else:
             error = exceptions.WorkerLostError(
@@ -261,8 +278,12 @@ class Supervisor:
         if self.backend is None:
             return
         document = docs.result_document(task_id, states.FAILURE, docs.exception_to_dict(error))
-        self.backend.store(task_id, docs.encode_document(document), state=states.FAILURE,
-                           expires=self.app.result_expires_seconds())
+        self.backend.store(
+            task_id,
+            docs.encode_document(document),
+            state=states.FAILURE,
+            expires=self.app.result_expires_seconds(),
+        )
 
     def _enforce_time_limits(self) -> None:
         now = time.monotonic()
@@ -272,8 +293,13 @@ class Supervisor:
                 continue
             limit = running.time_limit or self.default_time_limit
             if limit and now - running.started > limit:
-                logger.error("task %s[%s] hit its hard time limit (%ss); killing pid %d",
-                             running.name, running.task_id, limit, child.pid)
+                logger.error(
+                    "task %s[%s] hit its hard time limit (%ss); killing pid %d",
+                    running.name,
+                    running.task_id,
+                    limit,
+                    child.pid,
+                )
                 child.killed_for = "time_limit"
                 running.time_limit = limit
                 _kill(child.pid, signal.SIGKILL)
@@ -307,8 +333,10 @@ class Supervisor:
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if self.shutdown is None:
             self.shutdown = "warm"
-            logger.warning("worker: warm shutdown (running tasks finish; send the signal "
-                           "again or SIGQUIT for a cold shutdown)")
+            logger.warning(
+                "worker: warm shutdown (running tasks finish; send the signal "
+                "again or SIGQUIT for a cold shutdown)"
+            )
             self._signal_children(signal.SIGTERM)
             self._stop_thread.set()
         else:
@@ -316,8 +344,10 @@ class Supervisor:
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         self.shutdown = "cold"
-        logger.warning("worker: cold shutdown (running tasks are stopped; with acks_late "
-                       "their messages are redelivered)")
+        logger.warning(
+            "worker: cold shutdown (running tasks are stopped; with acks_late "
+            "their messages are redelivered)"
+        )
         self._signal_children(signal.SIGKILL)
         self._stop_thread.set()
         if self.pool != "prefork":
@@ -329,10 +359,8 @@ class Supervisor:
 
 
 def _kill(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _describe_exit(status: int) -> str:
