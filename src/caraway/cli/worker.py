@@ -133,7 +133,8 @@ def worker(
 def wait_for_broker(app: Caraway) -> None:
     """Check the broker answers; retry with backoff, then give up with a clear message."""
     conf = app.conf
-    retry = bool(conf.broker_connection_retry_on_startup)
+    on_startup = conf.broker_connection_retry_on_startup
+    retry = bool(conf.broker_connection_retry if on_startup is None else on_startup)
     attempts = int(conf.broker_connection_max_retries or 0) if retry else 0
     delay = 0.5
     for attempt in range(attempts + 1):
