@@ -1,0 +1,126 @@
+"""The seed's calling examples on real caraway workers with Redis as broker and backend.
+
+Redis db 10 is ours alone: flushed before and after each test. Workers are real
+``caraway worker`` processes, stopped in fixtures whatever the test does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from caraway import states
+from tests.helpers import Worker, wait_until
+from tests.integration.redisproj import clean_db, redis_project, tasks
+
+pytestmark = pytest.mark.redis
+
+URL = "redis://127.0.0.1:6379/10"
+
+
+@pytest.fixture
+def db() -> Iterator[redis.Redis]:
+    yield from clean_db(URL)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: redis.Redis) -> Iterator[Path]:
+    yield from redis_project(tmp_path, monkeypatch, URL)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def test_seed_calling_examples_run_on_a_redis_worker(
+    project: Path, workers: list[Worker], db: redis.Redis
+) -> None:
+    worker = Worker(project, "-c", "2").wait_ready()
+    workers.append(worker)
+    proj = tasks()
+    assert proj.add.delay(2, 2).get(timeout=10) == 4
+    assert proj.add.apply_async((2, 3)).get(timeout=10) == 5
+    failing = proj.boom.delay()
+    with pytest.raises(ValueError, match="kaboom"):
+        failing.get(timeout=10)
+    assert isinstance(failing.get(propagate=False), ValueError)
+    assert failing.state == states.FAILURE
+    assert "ValueError: kaboom" in (failing.traceback or "")
+    assert proj.app.AsyncResult("no-such-task-id").state == states.PENDING
+    assert "redis://127.0.0.1:6379/10" in worker.log()
+    # Celery's result key, readable by anyone who knows the layout
+    assert db.exists(f"celery-task-meta-{failing.id}")
+    assert db.llen("celery") == 0 and db.hlen("unacked") == 0
+
+
+def test_countdown_on_queue_lopri_waits_for_its_eta(
+    project: Path, workers: list[Worker], db: redis.Redis
+) -> None:
+    workers.append(Worker(project, "-c", "1", "-Q", "lopri").wait_ready())
+    sent = time.monotonic()
+    result = tasks().add.apply_async((2, 2), queue="lopri", countdown=1.5)
+    assert result.get(timeout=15) == 4
+    assert time.monotonic() - sent >= 1.4
+    assert db.sismember("_kombu.binding.lopri", b"lopri\x06\x16\x06\x16lopri")
+
+
+def test_started_state_is_visible_during_a_slow_task_with_track_started(
+    project: Path, workers: list[Worker]
+) -> None:
+    workers.append(Worker(project, "-c", "1").wait_ready())
+    result = tasks().slow.delay(1.0)
+    wait_until(lambda: result.state == states.STARTED, timeout=10, message="STARTED")
+    assert result.info["pid"] > 0
+    assert result.get(timeout=10) == 1.0
+    assert result.state == states.SUCCESS
+
+
+def test_retried_task_goes_through_retry_states_then_succeeds(
+    project: Path, workers: list[Worker]
+) -> None:
+    workers.append(Worker(project, "-c", "1").wait_ready())
+    result = tasks().flaky.delay(str(project / "flaky-count"), 2)
+    seen: list[str] = []
+
+    def finished() -> bool:
+        state = result.state
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        return state == states.SUCCESS
+
+    wait_until(finished, timeout=20, interval=0.005, message="SUCCESS after retries")
+    assert result.get(timeout=1) == 2
+    assert states.RETRY in seen
+    assert seen[-1] == states.SUCCESS
+
+
+def test_killed_child_task_is_redelivered_with_acks_late(
+    project: Path, workers: list[Worker], db: redis.Redis
+) -> None:
+    worker = Worker(project, "-c", "1").wait_ready()
+    workers.append(worker)
+    result = tasks().die_once.delay(str(project / "died"))
+    assert result.get(timeout=20) == "survived"
+    assert "killed by SIGKILL" in worker.log()
+    wait_until(lambda: db.hlen("unacked") == 0, timeout=5, message="unacked to drain")
+
+
+def test_two_workers_share_a_batch_and_each_task_runs_once(
+    project: Path, workers: list[Worker], db: redis.Redis
+) -> None:
+    workers.append(Worker(project, "-c", "1", name="w1").wait_ready())
+    workers.append(Worker(project, "-P", "threads", "-c", "2", name="w2").wait_ready())
+    results = [tasks().mark.delay("seen", n) for n in range(60)]
+    assert [r.get(timeout=20) for r in results] == list(range(60))
+    assert db.scard("seen") == 60
+    assert db.llen("seen:runs") == 60
