@@ -71,7 +71,7 @@ def test_unknown_task_is_stored_as_not_registered_and_logged_with_the_registered
     result = _app().send_task("proj.tasks.ad", (2, 2))
     from caraway.exceptions import NotRegistered
 
-    with pytest.raises(NotRegistered, match="proj.tasks.add"):
+    with pytest.raises(NotRegistered, match=r"proj\.tasks\.add"):
         result.get(timeout=10)
     assert result.state == states.FAILURE
     assert "proj.tasks.ad" in worker.log() and "proj.tasks.mul" in worker.log()
