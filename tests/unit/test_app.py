@@ -149,3 +149,35 @@ def test_no_broker_means_one_sqlite_file_for_broker_and_results(tmp_path, monkey
 def test_broker_without_backend_disables_results() -> None:
     app = Caraway("proj", broker="redis://localhost", set_as_current=False)
     assert app.result_backend_url is None
+
+
+def test_task_hooks_run_around_the_body() -> None:
+    from caraway import Task
+
+    calls: list[str] = []
+
+    class Tracked(Task):
+        def on_success(self, retval, task_id, args, kwargs):  # type: ignore[no-untyped-def]
+            calls.append(f"success:{retval}")
+
+        def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
+            calls.append(f"failure:{exc}")
+
+        def after_return(self, status, retval, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
+            calls.append(f"after:{status}")
+
+    app = _app()
+
+    @app.task(base=Tracked)
+    def div(x: int, y: int) -> float:
+        return x / y
+
+    div.apply((4, 2))
+    div.apply((1, 0))
+    assert calls == ["success:2.0", "after:SUCCESS", "failure:division by zero", "after:FAILURE"]
+
+
+def test_get_task_logger_logs_under_the_module_name() -> None:
+    from caraway import get_task_logger
+
+    assert get_task_logger("proj.tasks").name == "proj.tasks"
