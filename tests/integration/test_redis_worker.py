@@ -71,7 +71,7 @@ def test_countdown_on_queue_lopri_waits_for_its_eta(
     result = tasks().add.apply_async((2, 2), queue="lopri", countdown=1.5)
     assert result.get(timeout=15) == 4
     assert time.monotonic() - sent >= 1.4
-    assert db.sismember("_kombu.binding.lopri", b"lopri\x06\x16\x06\x16lopri")
+    assert db.sismember("_kombu.binding.lopri", "lopri\x06\x16\x06\x16lopri")
 
 
 def test_started_state_is_visible_during_a_slow_task_with_track_started(
@@ -93,7 +93,7 @@ def test_retried_task_goes_through_retry_states_then_succeeds(
     seen: list[str] = []
 
     def finished() -> bool:
-        state = result.state
+        state: str = result.state
         if not seen or seen[-1] != state:
             seen.append(state)
         return state == states.SUCCESS
