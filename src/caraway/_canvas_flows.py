@@ -1,0 +1,515 @@
+"""The composite canvases: chain, group, chord, and the batch signatures map/starmap/chunks.
+
+Each is a :class:`~caraway.canvas.Signature` in Celery's dict form, its parts in
+``kwargs`` (``tasks``; ``header``/``body``; ``task``/``it``/``n``). The one thing to know:
+only the first messages are published from here; a chain's later steps ride in the first
+message's ``embed.chain`` and a chord's body in every header message's ``embed.chord``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from caraway.canvas import (
+    Signature,
+    _check_serialisable,
+    _require_chord_backend,
+    _split_options,
+    _strip_repeated_module,
+    attach,
+    maybe_signature,
+    to_wire,
+)
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.result import GroupResult
+
+
+def _sig(value: Any, app: Caraway | None) -> Signature:
+    found = maybe_signature(value, app)
+    if found is None:
+        raise ValueError("a canvas member cannot be None")
+    return found
+
+
+def _options(data: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(data.get("options") or {})
+
+
+class _Composite(Signature):
+    """Shared by chain and group: partial kwargs go to members, not into ``kwargs``."""
+
+    def _merge(
+        self,
+        args: Iterable[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        return (*(args or ()), *self.args), dict(kwargs or {}), {**self.options, **(options or {})}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def reprcall(self, *args: Any, **kwargs: Any) -> str:
+        return repr(self)
+
+
+class _chain(_Composite):
+    """Steps run one after another, each result prepended to the next step's args."""
+
+    _results: list[Any]
+
+    def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        steps: list[Signature] = []
+        for task in tasks:
+            step = _sig(task, app)
+            steps.extend(step.tasks if isinstance(step, _chain) else [step])
+        Signature.__init__(
+            self, "celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app
+        )
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        tasks = (data.get("kwargs") or {}).get("tasks") or []
+        found = cls([Signature.from_dict(task, app) for task in tasks], app=app, **_options(data))
+        found["args"] = tuple(data.get("args") or ())
+        return found
+
+    @property
+    def tasks(self) -> list[Signature]:
+        value: list[Signature] = self.kwargs["tasks"]
+        return value
+
+    def _prepared(self, join: Mapping[str, Any]) -> list[Signature]:
+        steps = _prepare_steps(self.tasks, self._app)
+        if not steps:
+            raise ValueError("cannot apply an empty chain")
+        if join:
+            steps[-1] = attach(steps[-1], join)
+        reply_to = self.app.thread_oid
+        results: list[Any] = []
+        for step in steps:
+            if step is not steps[0] and not step.subtask_type:
+                step.options.setdefault("reply_to", reply_to)
+            result = step.freeze()
+            if results and getattr(result, "parent", True) is None:
+                result.parent = results[-1]
+            results.append(result)
+        self.kwargs["tasks"] = steps
+        self._results = results
+        return steps
+
+    def freeze(self, _id: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        self._prepared({})
+        return self._results[-1]
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Publish the first step with the rest in ``embed.chain``; the last step's result."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
+        join, shared = _split_options(merged)
+        steps = self._prepared(join)
+        _check_serialisable(self)
+        first, rest = steps[0], steps[1:]
+        for key in ("link", "link_error"):
+            if merged.get(key):
+                last = steps[-1] if rest else first
+                for callback in _listify(merged[key]):
+                    getattr(last, key)(callback)
+        if rest:
+            shared["chain"] = [to_wire(step) for step in reversed(rest)]
+        first.apply_async(merged_args, merged_kwargs, **shared)
+        return self._results[-1]
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run every step here in order (eager mode); the last step's EagerResult."""
+        merged_args, merged_kwargs, _ = self._merge(args, kwargs, options)
+        result: Any = None
+        for index, step in enumerate(_prepare_steps(self.tasks, self._app)):
+            if index == 0:
+                result = step.apply(merged_args, merged_kwargs)
+            else:
+                result = step.apply((result.get(),))
+        return result
+
+    def __repr__(self) -> str:
+        if not self.tasks:
+            return f"<chain@{id(self):#x}: empty>"
+        text = " | ".join(repr(task) for task in self.tasks)
+        return _strip_repeated_module(self.tasks[0].name, text)
+
+
+chain = _chain
+
+
+def _listify(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _prepare_steps(tasks: list[Signature], app: Caraway | None) -> list[Signature]:
+    """Clone the steps; ``group | next`` becomes ``chord(group, next)`` (as Celery does), and
+    whatever follows a chord moves into its body, so the worker's ``embed.chain`` only ever
+    holds plain tasks up to one final composite step (it publishes steps as plain messages).
+    """
+    steps = [task.clone() for task in tasks]
+    upgraded: list[Signature] = []
+    index = 0
+    while index < len(steps):
+        step = steps[index]
+        if isinstance(step, group) and index + 1 < len(steps):
+            step = chord(step, steps[index + 1], app=app)
+            index += 1
+        upgraded.append(step)
+        index += 1
+    for position, step in enumerate(upgraded):
+        if isinstance(step, chord) and position < len(upgraded) - 1 and step.body is not None:
+            body = _chain(step.body, *upgraded[position + 1 :], app=app)
+            upgraded[position] = chord(step.header, body, app=app, **step.options)
+            return upgraded[: position + 1]
+    return upgraded
+
+
+class group(_Composite):
+    """Members run in parallel; ``g(10)`` prepends 10 to every (mutable) member's args."""
+
+    def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        members = [_sig(task, app) for task in tasks]
+        Signature.__init__(
+            self, "celery.group", (), {"tasks": members}, options, subtask_type="group", app=app
+        )
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        tasks = (data.get("kwargs") or {}).get("tasks") or []
+        found = cls([Signature.from_dict(task, app) for task in tasks], app=app, **_options(data))
+        found["args"] = tuple(data.get("args") or ())
+        return found
+
+    @property
+    def tasks(self) -> list[Signature]:
+        value: list[Signature] = self.kwargs["tasks"]
+        return value
+
+    def members(self) -> list[Signature]:
+        """Copies of the members, nested groups unrolled into this one (as Celery does)."""
+        found: list[Signature] = []
+        for task in self.tasks:
+            found.extend(task.members() if isinstance(task, group) else [task.clone()])
+        return found
+
+    def freeze(self, _id: str | None = None, *args: Any, **kwargs: Any) -> GroupResult:
+        if _id is not None:
+            self.options["task_id"] = _id
+        group_id = str(self.options.setdefault("task_id", _new_id()))
+        members = self.members()
+        results = [member.freeze() for member in members]
+        self.kwargs["tasks"] = members
+        return self.app.GroupResult(group_id, results)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        """Publish every member with ``group_id``/``group_index``; a GroupResult in order."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
+        group_id = str(merged.get("task_id") or _new_id())
+        _, shared = _split_options(merged)
+        members = self.members()
+        _check_serialisable(self)
+        results = [
+            member.apply_async(
+                merged_args, merged_kwargs, group_id=group_id, group_index=index, **shared
+            )
+            for index, member in enumerate(members)
+        ]
+        return self.app.GroupResult(group_id, results)
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
+        group_id = str(merged.get("task_id") or _new_id())
+        results = [member.apply(merged_args, merged_kwargs) for member in self.members()]
+        return self.app.GroupResult(group_id, results)
+
+    def __repr__(self) -> str:
+        if not self.tasks:
+            return "group(<empty>)"
+        return _strip_repeated_module(self.tasks[0].name, f"group({self.tasks!r})")
+
+
+def _new_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def _as_group(header: Any, app: Caraway | None) -> group:
+    if isinstance(header, group):
+        return header
+    if isinstance(header, Mapping):
+        found = Signature.from_dict(header, app)
+        return found if isinstance(found, group) else group([found], app=app)
+    return group(header, app=app)
+
+
+class chord(Signature):
+    """A header group, then a body called with the list of the header's results, in order."""
+
+    def __init__(
+        self,
+        header: Any,
+        body: Any = None,
+        task: str = "celery.chord",
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        app: Caraway | None = None,
+        **options: Any,
+    ) -> None:
+        parts = {
+            "kwargs": dict(kwargs or {}),
+            "header": _as_group(header, app),
+            "body": maybe_signature(body, app),
+        }
+        Signature.__init__(self, task, args, parts, options, subtask_type="chord", app=app)
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        parts = data.get("kwargs") or {}
+        return cls(
+            parts.get("header") or [],
+            parts.get("body"),
+            args=data.get("args"),
+            kwargs=parts.get("kwargs"),
+            app=app,
+            **_options(data),
+        )
+
+    @property
+    def header(self) -> group:
+        value: group = self.kwargs["header"]
+        return value
+
+    @property
+    def body(self) -> Signature | None:
+        value: Signature | None = self.kwargs.get("body")
+        return value
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.header.tasks
+
+    def _merge(
+        self,
+        args: Iterable[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        partial = {**(self.kwargs.get("kwargs") or {}), **(kwargs or {})}
+        return (*(args or ()), *self.args), partial, {**self.options, **(options or {})}
+
+    def __call__(self, body: Any = None, **options: Any) -> Any:
+        """``chord(header, body)()`` or ``chord(header)(body)``: apply it."""
+        return self.apply_async((), {"body": body} if body is not None else {}, **options)
+
+    def _body_for(self, body: Any, join: Mapping[str, Any], group_id: str) -> Signature:
+        found = maybe_signature(body, self._app) or self.body
+        if found is None:
+            raise ValueError("chord has no body: use chord(header, body) or chord(header)(body)")
+        found = attach(found, join) if join else found.clone()
+        found.options.setdefault("group_id", group_id)
+        if not found.subtask_type:
+            found.options.setdefault("reply_to", self.app.thread_oid)
+        return found
+
+    def freeze(self, _id: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Fix the header's group id and the body's task id; returns the body's result."""
+        header = self.header
+        group_id = str(header.options.setdefault("task_id", _new_id()))
+        header.freeze()
+        body = self._body_for(None, {}, group_id)
+        self.kwargs["body"] = body
+        self.options.setdefault("task_id", _id or _new_id())
+        return body.freeze()
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Publish the header with the body in ``embed.chord``; the body's result.
+
+        Raises ImproperlyConfigured when the result backend cannot count the header.
+        """
+        kwargs = dict(kwargs or {})
+        body_arg = kwargs.pop("body", None)
+        app = self.app
+        _require_chord_backend(app)
+        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
+        join, shared = _split_options(merged)
+        header = _as_group(self.header.clone(), self._app)
+        group_id = str(header.options.get("task_id") or _new_id())
+        body = self._body_for(body_arg, join, group_id)
+        for key in ("link", "link_error"):
+            for callback in _listify(merged.get(key) or []):
+                getattr(body, key)(callback)
+        if app.conf.task_always_eager:
+            return chord(header, body, app=self._app).apply(merged_args, merged_kwargs)
+        result = body.freeze()
+        members = header.members()
+        _check_serialisable(chord(header, body, app=self._app))
+        if not members:
+            body.apply_async(([],), **shared)
+            return result
+        body_wire = to_wire(body)
+        backend: Any = app.backend
+        backend.chord_set_size(
+            group_id, len(members), expires=app.result_expires_seconds() or 86400
+        )
+        results = [
+            member.apply_async(
+                merged_args,
+                merged_kwargs,
+                group_id=group_id,
+                group_index=index,
+                chord=body_wire,
+                **shared,
+            )
+            for index, member in enumerate(members)
+        ]
+        if getattr(result, "parent", True) is None:
+            result.parent = app.GroupResult(group_id, results)
+        return result
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        body = self.body
+        if body is None:
+            raise ValueError("chord has no body: use chord(header, body)")
+        merged_args, merged_kwargs, _ = self._merge(args, kwargs, options)
+        values = self.header.apply(merged_args, merged_kwargs).get()
+        return body.apply((values,))
+
+    def __repr__(self) -> str:
+        body = self.body
+        if body is None:
+            return f"<chord without body: {self.tasks!r}>"
+        if isinstance(body, _chain) and body.tasks:
+            first, rest = body.tasks[0], body.tasks[1:]
+            text = f"%({first.reprcall(self.tasks)} | {_chain(rest, app=self._app)!r})"
+            return _strip_repeated_module(first.name, text)
+        return "%" + _strip_repeated_module(body.name, body.reprcall(self.tasks))
+
+
+class xmap(Signature):
+    """One ``celery.map`` message: the worker calls ``task(item)`` for each item in turn."""
+
+    _task_name = "celery.map"
+    _item = "x"
+
+    def __init__(
+        self, task: Any, it: Iterable[Any], app: Caraway | None = None, **options: Any
+    ) -> None:
+        parts = {"task": _sig(task, app), "it": list(it)}
+        Signature.__init__(self, self._task_name, (), parts, options, immutable=True, app=app)
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        parts = data.get("kwargs") or {}
+        return cls(parts["task"], parts.get("it") or [], app=app, **_options(data))
+
+    def __repr__(self) -> str:
+        task = self.kwargs["task"]
+        return f"[{task['task']}({self._item}) for x in {_truncate(repr(self.kwargs['it']))}]"
+
+
+class xstarmap(xmap):
+    """One ``celery.starmap`` message: the worker calls ``task(*item)`` for each item."""
+
+    _task_name = "celery.starmap"
+    _item = "*x"
+
+
+GroupType = group
+
+
+class chunks(Signature):
+    """``it`` split into parts of ``n``; applied as a group of ``celery.starmap`` messages."""
+
+    def __init__(
+        self, task: Any, it: Iterable[Any], n: int, app: Caraway | None = None, **options: Any
+    ) -> None:
+        parts = {"task": _sig(task, app), "it": list(it), "n": int(n)}
+        Signature.__init__(self, "celery.chunks", (), parts, options, immutable=True, app=app)
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        parts = data.get("kwargs") or {}
+        return cls(
+            parts["task"], parts.get("it") or [], parts.get("n") or 1, app=app, **_options(data)
+        )
+
+    def group(self) -> GroupType:
+        task, items, size = self.kwargs["task"], iter(self.kwargs["it"]), self.kwargs["n"]
+        if size < 1:
+            raise ValueError(f"chunks need a size of at least 1, got {size}")
+        parts = iter(lambda: list(itertools.islice(items, size)), [])
+        return GroupType([xstarmap(task, part, app=self._app) for part in parts], app=self._app)
+
+    def __call__(self, *args: Any, **options: Any) -> Any:
+        return self.apply_async(**options)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        return self.group().apply_async(None, None, **{**self.options, **options})
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        return self.group().apply()
+
+
+def _truncate(text: str, limit: int = 100) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + "..."
+
+
+__all__ = ["chain", "chord", "chunks", "group", "xmap", "xstarmap"]

@@ -1,0 +1,444 @@
+"""Canvas: signatures and the workflows built from them (chain, group, chord, map, chunks).
+
+A :class:`Signature` *is* a dict in Celery's wire form ``{task, args, kwargs, options,
+subtask_type, immutable}`` (docs/protocol.md section 1.3), so it travels inside messages
+unchanged. The one thing to know: applying a workflow publishes only its first messages;
+what runs next travels inside them (``embed.chain``/``embed.chord``) and the worker follows
+it, with chord joins counted atomically by the result backend (``worker/chords.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from caraway.exceptions import ImproperlyConfigured, NotRegistered
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.result import AsyncResult
+    from caraway.task import Task
+
+#: options that tie a task to a group or chord; composite canvases hand them to the task
+#: whose completion stands for the whole (a chain's last step, a chord's body)
+_JOIN_OPTIONS = ("group_id", "group_index", "chord")
+#: options that make sense only on one published message, never copied to members
+_PER_MESSAGE = ("task_id", *_JOIN_OPTIONS, "link", "link_error", "chain")
+
+
+def _current_app() -> Caraway:
+    from caraway import _state
+
+    return _state.get_current_app()
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Signature(dict[str, Any]):
+    """A task call's arguments and options, to be applied later or passed to a workflow.
+
+    ``Signature('proj.tasks.add', (2, 2), countdown=10)``, ``add.s(2, 2)``, ``add.si(2)``.
+    Calling it runs the task here; ``delay``/``apply_async`` send it, with partial
+    arguments prepended (unless immutable) and partial kwargs merged.
+    """
+
+    _app: Caraway | None = None
+
+    def __init__(
+        self,
+        task: str | Task | Mapping[str, Any] | None = None,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        subtask_type: str | None = None,
+        immutable: bool = False,
+        app: Caraway | None = None,
+        **extra_options: Any,
+    ) -> None:
+        if isinstance(task, Mapping):
+            _check_dict(task)
+            super().__init__(_copy_fields(task))
+            self._app = app
+            return
+        name = task if isinstance(task, str) or task is None else task.name
+        if task is not None and not isinstance(task, str):
+            app = app or task.app
+        super().__init__(
+            task=name,
+            args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
+            options={**(options or {}), **extra_options},
+            subtask_type=subtask_type,
+            immutable=bool(immutable),
+        )
+        self._app = app
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_task(
+        cls,
+        task: Task,
+        args: Iterable[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> Signature:
+        """What ``task.signature(args, kwargs, **options)`` returns."""
+        options = dict(options)
+        immutable = bool(options.pop("immutable", False))
+        return cls(task, args, kwargs, options, immutable=immutable, app=task.app)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: Caraway | None = None) -> Signature:
+        """Rebuild the right canvas type from Celery's dict form; ValueError when malformed."""
+        _check_dict(data)
+        kind = data.get("subtask_type")
+        target = _TYPES.get(str(kind)) if kind else _BY_TASK.get(str(data.get("task")))
+        if target is not None:
+            return target._from_fields(data, app)
+        return Signature(data, app=app)
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        return Signature(data, app=app)
+
+    # -- fields ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self["task"])
+
+    task = name
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return tuple(self["args"])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        value: dict[str, Any] = self["kwargs"]
+        return value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        value: dict[str, Any] = self["options"]
+        return value
+
+    @property
+    def subtask_type(self) -> str | None:
+        value = self.get("subtask_type")
+        return None if value is None else str(value)
+
+    @property
+    def immutable(self) -> bool:
+        return bool(self.get("immutable"))
+
+    @property
+    def id(self) -> str | None:
+        value = self.options.get("task_id")
+        return None if value is None else str(value)
+
+    @property
+    def app(self) -> Caraway:
+        return self._app if self._app is not None else _current_app()
+
+    @property
+    def type(self) -> Task | None:
+        """The registered Task of this name in this process, or None."""
+        return self.app.tasks.get(self.name)
+
+    # -- partial application ---------------------------------------------------------------
+    def _merge(
+        self,
+        args: Iterable[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        merged_options = {**self.options, **(options or {})}
+        if self.immutable:
+            return self.args, dict(self.kwargs), merged_options
+        return (*(args or ()), *self.args), {**self.kwargs, **(kwargs or {})}, merged_options
+
+    def clone(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        """A deep copy, with partial arguments and options applied."""
+        copy = Signature.from_dict(to_wire(self), app=self._app)
+        if args or kwargs:
+            merged_args, merged_kwargs, _ = copy._merge(args, kwargs, None)
+            copy["args"], copy["kwargs"] = merged_args, merged_kwargs
+        copy.options.update(options)
+        return copy
+
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Set options in place (``queue``, ``countdown``, ``priority``...); returns self."""
+        if immutable is not None:
+            self["immutable"] = bool(immutable)
+        self.options.update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run ``callback`` with this task's result when it succeeds."""
+        self.options.setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Run ``errback`` when this task fails."""
+        self.options.setdefault("link_error", []).append(errback)
+        return errback
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> Any:
+        """Assign the task id now (kept when sent) and return its result handle."""
+        options = self.options
+        if _id is not None:
+            options["task_id"] = _id
+        options.setdefault("task_id", _new_id())
+        for key, value in (
+            ("group_id", group_id),
+            ("chord", chord),
+            ("root_id", root_id),
+            ("parent_id", parent_id),
+            ("group_index", group_index),
+        ):
+            if value is not None:
+                options[key] = value
+        return self.AsyncResult(str(options["task_id"]))
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        return self.app.AsyncResult(task_id, task_name=self.name)
+
+    # -- applying --------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task in this process, as calling the function would (Celery's rule)."""
+        task = self.type
+        if task is None:
+            raise NotRegistered(f"task {self.name!r} is not registered in this process")
+        merged_args, merged_kwargs, _ = self._merge(args, kwargs, None)
+        return task(*merged_args, **merged_kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send the task; partial ``args`` are prepended to the signature's own."""
+        merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
+        wire_options = {key: to_wire(value) for key, value in merged_options.items()}
+        task = self.type
+        if task is not None:
+            return task.apply_async(merged_args, merged_kwargs, **wire_options)
+        return self.app.send_task(self.name, merged_args, merged_kwargs, **wire_options)
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the task here, as a worker would, returning an EagerResult."""
+        task = self.type
+        if task is None:
+            raise NotRegistered(f"task {self.name!r} is not registered in this process")
+        merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
+        task_id = merged_options.get("task_id")
+        return task.apply(merged_args, merged_kwargs, task_id=task_id)
+
+    # -- composing -------------------------------------------------------------------------
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        if not isinstance(other, Signature):
+            return NotImplemented
+        if isinstance(self, group) and not isinstance(other, (group, _chain)):
+            return chord(self, other, app=self._app)
+        left = list(self.tasks) if isinstance(self, _chain) else [self]
+        right = list(other.tasks) if isinstance(other, _chain) else [other]
+        return _chain(*left, *right, app=self._app or other._app)
+
+    def reprcall(self, *args: Any, **kwargs: Any) -> str:
+        merged_args, merged_kwargs, _ = self._merge(args, kwargs, None)
+        parts = [repr(arg) for arg in merged_args]
+        parts += [f"{key}={value!r}" for key, value in merged_kwargs.items()]
+        return f"{self.name}({', '.join(parts)})"
+
+    def __repr__(self) -> str:
+        return self.reprcall()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Signature:
+        return self.clone()
+
+    def __reduce__(self) -> Any:
+        return (Signature.from_dict, (to_wire(self),))
+
+
+def _check_dict(data: Mapping[str, Any]) -> None:
+    task = data.get("task")
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"malformed signature: 'task' must be a task name, got {task!r:.100}")
+    for key, kind in (("args", (list, tuple)), ("kwargs", Mapping), ("options", Mapping)):
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"malformed signature for {task!r}: {key!r} is {value!r:.100}")
+
+
+def _copy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "task": data["task"],
+        "args": tuple(data.get("args") or ()),
+        "kwargs": dict(data.get("kwargs") or {}),
+        "options": dict(data.get("options") or {}),
+        "subtask_type": data.get("subtask_type"),
+        "immutable": bool(data.get("immutable", False)),
+    }
+
+
+def to_wire(value: Any) -> Any:
+    """Plain JSON-ready data: signatures become dicts, tuples lists, recursively."""
+    if isinstance(value, Mapping):
+        return {str(key): to_wire(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_wire(item) for item in value]
+    return value
+
+
+def maybe_signature(value: Any, app: Caraway | None = None) -> Signature | None:
+    """``None`` stays None, a Signature stays itself, a dict becomes the right Signature."""
+    if value is None or isinstance(value, Signature):
+        return value
+    if isinstance(value, Mapping):
+        return Signature.from_dict(value, app=app)
+    raise TypeError(f"expected a signature or its dict form, got {value!r:.100}")
+
+
+def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
+    """``signature('proj.tasks.add', args=(2, 2))``, or a dict from the wire back to a Signature."""
+    app = kwargs.pop("app", None)
+    if isinstance(varies, Mapping):
+        if isinstance(varies, Signature):
+            return varies.clone()
+        return Signature.from_dict(varies, app=app)
+    return Signature(varies, *args, app=app, **kwargs)
+
+
+def _strip_repeated_module(task_name: str, text: str) -> str:
+    """Celery's reprs name the first task in full and drop its module from the rest."""
+    module = task_name.rpartition(".")[0]
+    if not module:
+        return text
+    module += "."
+    start = text.find(module)
+    if start < 0:
+        return text
+    cut = start + len(module)
+    return text[:cut] + text[cut:].replace(module, "")
+
+
+def _require_chord_backend(app: Caraway) -> None:
+    """Refuse a chord up front when nothing could count its header (Celery refuses too)."""
+    hint = (
+        "chords need a result backend that counts the header atomically: set "
+        "result_backend to 'redis://...' or a SQLite file ('sqlite:///results.db')"
+    )
+    if app.conf.task_ignore_result:
+        raise ImproperlyConfigured(f"task_ignore_result is on, so a chord cannot join; {hint}")
+    backend = app.backend
+    if backend is None:
+        raise ImproperlyConfigured(f"no result backend is configured; {hint}")
+    if not getattr(backend, "supports_chords", False):
+        scheme = backend.url.partition("://")[0]
+        raise ImproperlyConfigured(f"the {scheme!r} result backend does not support chords; {hint}")
+
+
+def _check_serialisable(sig: Signature) -> None:
+    """Raise before anything is sent when the workflow's arguments cannot travel."""
+    from caraway.protocol.serializers import dumps_json
+
+    if sig.app.conf.task_serializer == "json":
+        dumps_json(to_wire(sig))
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(join options for the completing task, options every member shares)."""
+    join = {key: options[key] for key in _JOIN_OPTIONS if options.get(key) is not None}
+    shared = {key: value for key, value in options.items() if key not in _PER_MESSAGE}
+    return join, shared
+
+
+def attach(sig: Signature, join: Mapping[str, Any]) -> Signature:
+    """A copy of ``sig`` whose completing task carries ``join`` (group/chord membership).
+
+    A chain hands it to its last step, a chord to its body; a group standing where one
+    task must report (a chain's end, inside a chord header) is wrapped in a chord with
+    ``celery.accumulate`` so its results arrive as one list, in order.
+    """
+    if not join:
+        return sig
+    if isinstance(sig, chord):
+        body = sig.body
+        if body is None:
+            raise ValueError("a chord without a body cannot be part of a group or chord")
+        return chord(sig.header.clone(), attach(body, join), app=sig._app, **sig.options)
+    if isinstance(sig, _chain):
+        tasks = [task.clone() for task in sig.tasks]
+        if not tasks:
+            raise ValueError("an empty chain cannot be part of a group or chord")
+        tasks[-1] = attach(tasks[-1], join)
+        return _chain(*tasks, app=sig._app, **sig.options)
+    if isinstance(sig, group):
+        if "chord" not in join:
+            return sig.clone()
+        accumulate = Signature("celery.accumulate", kwargs={"index": 0}, app=sig._app)
+        return attach(chord(sig.clone(), accumulate, app=sig._app), join)
+    return sig.clone(**join)
+
+
+from caraway._canvas_flows import (  # noqa: E402 - the flows subclass Signature above
+    _chain,
+    chain,
+    chord,
+    chunks,
+    group,
+    xmap,
+    xstarmap,
+)
+
+_TYPES: dict[str, type[Signature]] = {"chain": _chain, "group": group, "chord": chord}
+_BY_TASK: dict[str, type[Signature]] = {
+    "celery.map": xmap,
+    "celery.starmap": xstarmap,
+    "celery.chunks": chunks,
+}
+subtask = signature
+
+__all__ = [
+    "Signature",
+    "attach",
+    "chain",
+    "chord",
+    "chunks",
+    "group",
+    "maybe_signature",
+    "signature",
+    "subtask",
+    "to_wire",
+    "xmap",
+    "xstarmap",
+]
