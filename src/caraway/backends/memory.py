@@ -7,9 +7,11 @@ wakes as soon as the result is written, with no polling.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from caraway.backends.base import READY, Backend
@@ -24,6 +26,19 @@ class _Store:
 
 
 _STORES: dict[str, _Store] = {}
+
+
+@dataclass
+class _ChordCount:
+    size: int | None = None
+    extra: int = 0
+    state: str = "open"
+    #: "<task id>:<index>" -> (group_index score, [1, task id, state, result])
+    members: dict[str, tuple[float, list[Any]]] = field(default_factory=dict)
+
+
+#: url -> group id -> chord count (guarded by that url's store condition)
+_CHORDS: dict[str, dict[str, _ChordCount]] = {}
 _STORES_LOCK = threading.Lock()
 
 
@@ -54,6 +69,8 @@ def _deadline(expires: float | None) -> float | None:
 
 class MemoryBackend(Backend):
     """Results in this process's memory; see the module docstring."""
+
+    supports_chords = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -122,6 +139,53 @@ class MemoryBackend(Backend):
     def forget_group(self, group_id: str) -> None:
         with self._store.cond:
             self._store.groups.pop(group_id, None)
+
+    # -- chords: counted under the store's lock (mirrors RedisBackend.chord_*) -----------
+
+    def _chord(self, group_id: str) -> _ChordCount:
+        return _CHORDS.setdefault(self.url, {}).setdefault(group_id, _ChordCount())
+
+    def chord_set_size(self, group_id: str, size: int, *, expires: float = 86400) -> None:
+        """Record the header size; call before publishing the chord's last header task."""
+        with self._store.cond:
+            self._chord(group_id).size = int(size)
+
+    def chord_extend(self, group_id: str, count: int) -> None:
+        """Expect ``count`` more header results (a header task was replaced by more tasks)."""
+        with self._store.cond:
+            self._chord(group_id).extra += int(count)
+
+    def chord_join(
+        self,
+        group_id: str,
+        task_id: str,
+        index: int | None,
+        state: str,
+        result_json: str,
+        *,
+        expires: float = 86400,
+    ) -> list[Any] | None:
+        """Count one finished header task; the ordered members go to the one completer."""
+        member = json.loads(f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]")
+        score = float("inf") if index is None else float(index)
+        with self._store.cond:
+            chord = self._chord(group_id)
+            if chord.state != "open":
+                return None
+            chord.members.setdefault(f"{task_id}:{index}", (score, member))
+            if chord.size is None or len(chord.members) < chord.size + chord.extra:
+                return None
+            chord.state = "claimed"
+            ordered = sorted(chord.members.values(), key=lambda item: item[0])
+            return [item[1] for item in ordered]
+
+    def chord_done(self, group_id: str) -> bool:
+        """Drop the chord's members and mark it done; True for the completer's call."""
+        with self._store.cond:
+            chord = self._chord(group_id)
+            claimed = chord.state == "claimed"
+            chord.state, chord.members = "done", {}
+            return claimed
 
     def cleanup(self) -> int:
         now = time.time()

@@ -8,6 +8,8 @@ uses ``PRAGMA data_version`` and a 1-50 ms backoff, see ``SQLiteFile.wait_for_ch
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +55,9 @@ class SQLiteBackend(Backend):
 
     Option ``busy_timeout`` (s, default 5): how long SQLite waits for the write lock.
     """
+
+    supports_chords = True
+    _chord_pid = -1
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -138,5 +143,134 @@ class SQLiteBackend(Backend):
 
         return self._db.write(cleanup)
 
+    # -- chords: counted in one transaction (mirrors RedisBackend.chord_*) ---------------
+
+    def _chord_tables(self) -> None:
+        if self._chord_pid == os.getpid():
+            return
+
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in _CHORD_SCHEMA:
+                conn.execute(statement)
+
+        self._db.write(create)
+        self._chord_pid = os.getpid()
+
+    def chord_set_size(self, group_id: str, size: int, *, expires: float = 86400) -> None:
+        """Record the header size; call before publishing the chord's last header task."""
+        self._chord_tables()
+        sql = (
+            "INSERT INTO caraway_chords (group_id, size, expires_at) VALUES (?,?,?) "
+            "ON CONFLICT (group_id) DO UPDATE SET size = excluded.size, "
+            "expires_at = excluded.expires_at"
+        )
+        args = (group_id, int(size), time.time() + expires)
+        self._db.write(lambda conn: conn.execute(sql, args))
+
+    def chord_extend(self, group_id: str, count: int) -> None:
+        """Expect ``count`` more header results (a header task was replaced by more tasks)."""
+        self._chord_tables()
+        sql = "UPDATE caraway_chords SET extra = extra + ? WHERE group_id = ?"
+        self._db.write(lambda conn: conn.execute(sql, (int(count), group_id)))
+
+    def chord_join(
+        self,
+        group_id: str,
+        task_id: str,
+        index: int | None,
+        state: str,
+        result_json: str,
+        *,
+        expires: float = 86400,
+    ) -> list[Any] | None:
+        """Count one finished header task; the ordered ``[1, id, state, result]`` members go
+        to the one caller that completes the count (it must then call :meth:`chord_done`)."""
+        self._chord_tables()
+        score = _LAST if index is None else float(index)
+        member = _chord_member(task_id, state, result_json)
+        marker = f"{task_id}:{index}"
+        deadline = time.time() + expires
+        found = self._db.write(
+            lambda conn: _chord_join(conn, group_id, marker, score, member, deadline)
+        )
+        return None if found is None else [json.loads(item) for item in found]
+
+    def chord_done(self, group_id: str) -> bool:
+        """Drop the chord's parts and mark it done; True for the completer's call."""
+        self._chord_tables()
+
+        def done(conn: sqlite3.Connection) -> bool:
+            changed = conn.execute(
+                "UPDATE caraway_chords SET state = 'done' WHERE group_id = ? AND state = 'claimed'",
+                (group_id,),
+            ).rowcount
+            conn.execute("DELETE FROM caraway_chord_parts WHERE group_id = ?", (group_id,))
+            return bool(changed)
+
+        return self._db.write(done)
+
     def close(self) -> None:
         self._db.close()
+
+
+# -- chord helpers ------------------------------------------------------------------------
+
+_CHORD_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS caraway_chords (group_id TEXT PRIMARY KEY, size INTEGER, "
+    "extra INTEGER NOT NULL DEFAULT 0, joined INTEGER NOT NULL DEFAULT 0, "
+    "state TEXT NOT NULL DEFAULT 'open', claimed_at REAL, expires_at REAL)",
+    "CREATE TABLE IF NOT EXISTS caraway_chord_parts (group_id TEXT NOT NULL, "
+    "marker TEXT NOT NULL, score REAL NOT NULL, member TEXT NOT NULL, "
+    "PRIMARY KEY (group_id, marker))",
+)
+#: a completer that died holding the claim for this long is replaced (Redis: the .c TTL)
+_CHORD_CLAIM_STALE = 21.0
+#: a header task without an index sorts last, as Redis' "+inf" score does
+_LAST = 1e308
+
+
+def _chord_member(task_id: str, state: str, result_json: str) -> str:
+    return f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]"
+
+
+def _chord_join(
+    conn: sqlite3.Connection,
+    group_id: str,
+    marker: str,
+    score: float,
+    member: str,
+    expires_at: float,
+) -> list[str] | None:
+    row = conn.execute(
+        "SELECT size, extra, joined, state, claimed_at FROM caraway_chords WHERE group_id = ?",
+        (group_id,),
+    ).fetchone()
+    if row is not None and row[3] == "done":
+        return None
+    added = conn.execute(
+        "INSERT OR IGNORE INTO caraway_chord_parts (group_id, marker, score, member) "
+        "VALUES (?,?,?,?)",
+        (group_id, marker, score, member),
+    ).rowcount
+    if row is None:
+        conn.execute(
+            "INSERT INTO caraway_chords (group_id, joined, expires_at) VALUES (?,?,?)",
+            (group_id, added, expires_at),
+        )
+        return None
+    size, extra, joined, state, claimed_at = row
+    joined += added
+    conn.execute("UPDATE caraway_chords SET joined = ? WHERE group_id = ?", (joined, group_id))
+    now = time.time()
+    stale = state == "claimed" and (claimed_at or 0) < now - _CHORD_CLAIM_STALE
+    if size is None or joined < size + extra or not (state == "open" or stale):
+        return None
+    conn.execute(
+        "UPDATE caraway_chords SET state = 'claimed', claimed_at = ? WHERE group_id = ?",
+        (now, group_id),
+    )
+    rows = conn.execute(
+        "SELECT member FROM caraway_chord_parts WHERE group_id = ? ORDER BY score, rowid",
+        (group_id,),
+    )
+    return [str(item[0]) for item in rows]

@@ -1,16 +1,23 @@
 """Completing a chord when one of its header tasks finishes.
 
-The join is counted by the result backend atomically (``Backend.chord_join``); the one
-caller that completes the count publishes the body with the ordered header results, or
-marks the body failed with ChordError when a header task failed.
+The join is counted by the result backend atomically (``chord_join``: Redis Lua script,
+SQLite transaction, memory lock); exactly one caller completes the count. That caller
+applies the body with the header results in ``group_index`` order, or, when a header task
+failed, stores FAILURE ``ChordError`` for the body (naming the culprit) and fires its
+errbacks. Either way it then calls ``chord_done`` so late duplicates stop.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from caraway import states
 from caraway.backends.base import Backend
+from caraway.exceptions import ChordError
+from caraway.protocol import results as docs
+from caraway.protocol.serializers import dumps_json, untag
 from caraway.transports.base import Transport
 
 if TYPE_CHECKING:
@@ -18,16 +25,131 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("caraway.worker")
 
+#: (group id, group index, state, value or exception, body signature[, header task id])
+Join = tuple[Any, ...]
 
-def join_chord(
-    app: Caraway,
-    transport: Transport,
-    backend: Backend | None,
-    join: tuple[str, int | None, str, Any, dict[str, Any]],
-) -> None:
-    group_id = join[0]
-    logger.error(
-        "chord %s: this worker cannot complete chords yet (canvas support lands with the "
-        "canvas issue); the chord body will not run",
-        group_id,
+
+def join_chord(app: Caraway, transport: Transport, backend: Backend | None, join: Join) -> None:
+    """Count one finished header task and complete the chord if it was the last."""
+    group_id, index, state, value, body = join[:5]
+    # The header task's id arrives as a sixth element; without it the index stands in
+    # (unique within the chord, which is all the backend's de-duplication needs).
+    task_id = str(join[5]) if len(join) > 5 else f"{group_id}#{index}"
+    counter: Any = backend
+    if backend is None or not getattr(backend, "supports_chords", False):
+        logger.error(
+            "chord %s: the result backend %s cannot count chord headers; the body %s "
+            "will not run (use a redis:// or sqlite:// result backend)",
+            group_id,
+            getattr(backend, "url", None),
+            _body_name(body),
+        )
+        return
+    expires = app.result_expires_seconds() or 86400
+    members = counter.chord_join(
+        group_id, task_id, index, state, _result_json(state, value), expires=expires
     )
+    if members is None:
+        return
+    try:
+        complete_chord(app, group_id, members, body)
+    finally:
+        counter.chord_done(group_id)
+
+
+def complete_chord(
+    app: Caraway, group_id: str, members: Sequence[Sequence[Any]], body: Mapping[str, Any]
+) -> None:
+    """Apply the body with the ordered results, or fail it naming the failed header task."""
+    from caraway.canvas import Signature
+
+    try:
+        callback = Signature.from_dict(body, app=app)
+    except (ValueError, TypeError) as exc:
+        logger.error("chord %s: malformed body signature (%s); not run", group_id, exc)
+        return
+    culprit = next((m for m in members if m[2] in states.PROPAGATE_STATES), None)
+    if culprit is not None:
+        cause = _exception(culprit[3])
+        error = ChordError(f"Dependency {culprit[1]} raised {cause!r}")
+        fail_body(app, callback, error)
+        return
+    values = [untag(member[3]) for member in members]
+    try:
+        callback.apply_async((values,))
+    except Exception as exc:  # any failure to send becomes the body's outcome
+        logger.error("chord %s: the body %s could not be sent: %r", group_id, callback.name, exc)
+        fail_body(app, callback, ChordError(f"Callback error: {exc!r}"))
+
+
+def fail_body(app: Caraway, callback: Any, error: ChordError) -> None:
+    """Store FAILURE for the body (every step of a chain body) and fire its errbacks."""
+    steps = callback.tasks if callback.subtask_type == "chain" else [callback]
+    backend = app.backend
+    for step in steps:
+        if step.id is None or backend is None:
+            continue
+        document = docs.result_document(
+            step.id,
+            states.FAILURE,
+            docs.exception_to_dict(error),
+            group_id=step.options.get("group_id"),
+        )
+        backend.store(
+            step.id,
+            docs.encode_document(document),
+            state=states.FAILURE,
+            expires=app.result_expires_seconds(),
+        )
+    logger.error("chord body %s[%s] failed: %s", callback.name, callback.id, error)
+    for errback in callback.options.get("link_error") or ():
+        _fire_errback(app, errback, steps[-1].id, error)
+
+
+def _fire_errback(app: Caraway, errback: Any, task_id: str | None, error: BaseException) -> None:
+    """Celery's rule: an errback taking (request, exc, traceback) runs here; others are sent
+    with the failed task's id."""
+    from caraway.canvas import Signature
+
+    try:
+        sig = Signature.from_dict(errback, app=app)
+        task = app.tasks.get(sig.name)
+        if task is not None and _takes_request(task):
+            from caraway.task import Request
+
+            sig(Request(id=task_id, task=sig.name), error, None)
+        else:
+            sig.apply_async((task_id,))
+    except Exception as exc:  # an errback's failure must not stop the worker
+        logger.error("errback %r for %s failed: %r", errback, task_id, exc)
+
+
+def _takes_request(task: Any) -> bool:
+    signature = task._signature()
+    if signature is None:
+        return False
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) > 1 or any(p.kind == p.VAR_POSITIONAL for p in positional)
+
+
+def _result_json(state: str, value: Any) -> str:
+    if isinstance(value, BaseException):
+        value = docs.exception_to_dict(value)
+    try:
+        return dumps_json(value).decode()
+    except Exception:  # the join must still count this member
+        return dumps_json(repr(value)).decode()
+
+
+def _exception(value: Any) -> BaseException | Any:
+    if isinstance(value, Mapping) and "exc_type" in value:
+        return docs.exception_from_dict(value)
+    return value
+
+
+def _body_name(body: Any) -> str:
+    return str(body.get("task")) if isinstance(body, Mapping) else repr(body)
