@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("caraway.worker")
 
 Report = Callable[[tuple[Any, ...]], None]
+Commands = Callable[[], list[list[Any]]]
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class Consumer:
         hostname: str,
         report: Report | None = None,
         stop: threading.Event | None = None,
+        commands: Commands | None = None,
     ) -> None:
         self.app = app
         self.queues = list(queues)
@@ -66,6 +68,9 @@ class Consumer:
         self.owner = f"{hostname}/{os.getpid()}"
         self.report = report or (lambda event: None)
         self.stop_event = stop or threading.Event()
+        self.commands = commands or (lambda: [])
+        self.events_enabled = bool(app.conf.worker_send_task_events)
+        self._reported_state: tuple[Any, ...] = ((), ())
         conf = app.conf
         self.prefetch = max(1, slots * int(conf.worker_prefetch_multiplier or 1))
         self.park_horizon = float(conf.broker_park_horizon)
@@ -90,12 +95,14 @@ class Consumer:
         self.pool = pool
         try:
             while not self.stop_event.is_set():
+                self._apply_commands()
                 self._settle_finished()
                 self._start_due_held()
                 self._fill_buffer()
                 self._dispatch_buffer()
                 if self._inflight and self.slots > 1:
                     self._wait_for_completion(0.05)
+                self._report_queue_state()
         finally:
             pool.stop()
             self._settle_finished()
@@ -278,9 +285,41 @@ class Consumer:
         if not job.policy.acks_late and effects.settle == "ack":
             effects.settle = "none"
         self.effects.apply(job.delivery, effects)
-        self.report(("done", job.message.id))
+        self.report(("done", job.message.id, job.message.task, outcome.kind))
         self.processed += 1
         _log_outcome(job.message, outcome)
+
+    # -- remote control --------------------------------------------------------------------
+    def _apply_commands(self) -> None:
+        for command in self.commands():
+            name, args = command[0], command[1:]
+            if name == "revoke":
+                self.revoked.update(args[0])
+            elif name == "add_consumer" and args[0] not in self.queues:
+                self.queues.append(args[0])
+            elif name == "cancel_consumer" and args[0] in self.queues:
+                self.queues.remove(args[0])
+            elif name == "time_limit":
+                task = self.app._tasks.get(args[0])
+                if task is not None:
+                    task.soft_time_limit, task.time_limit = args[1], args[2]
+            elif name == "events":
+                self.events_enabled = bool(args[0])
+            elif name == "rate_limit":
+                task = self.app._tasks.get(args[0])
+                if task is not None:
+                    task.rate_limit = args[1]
+            else:
+                logger.warning("unknown command from the supervisor: %r", command)
+
+    def _report_queue_state(self) -> None:
+        """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""
+        reserved = tuple(_info(d) for d in self._buffer)
+        scheduled = tuple((eta, _info(d)) for eta, _, d, _ in self._held)
+        state = (reserved, scheduled)
+        if state != self._reported_state:
+            self._reported_state = state
+            self.report(("queued", list(reserved), [list(item) for item in scheduled]))
 
     # -- shutting down ---------------------------------------------------------------------
     def _give_back_unstarted(self) -> None:
@@ -325,6 +364,11 @@ def build_policy(app: Caraway, task: Task | None) -> lifecycle.Policy:
         result_extended=bool(conf.result_extended),
         result_expires=app.result_expires_seconds(),
     )
+
+
+def _info(delivery: Delivery) -> tuple[str, str]:
+    headers = delivery.message.headers
+    return str(headers.get("id", "")), str(headers.get("task", ""))
 
 
 def protocol_accept(accept: Any) -> frozenset[str]:

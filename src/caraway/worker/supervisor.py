@@ -4,7 +4,8 @@ With the prefork pool the supervisor forks ``concurrency`` children that each co
 on their own connection; the parent never touches task messages. It stays
 single-threaded (a selector over the children's report pipes and a signal wake-up fd),
 so forking a replacement child is always safe. ``-P solo``/``-P threads`` run the same
-consumer on a thread of this process instead of forking.
+consumer on a thread of this process instead of forking. Remote-control requests are
+answered here (see ``node.py``) and relayed to the children over command pipes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import orjson
 from caraway import exceptions, states
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
+from caraway.worker.node import NodeControl
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -46,19 +48,24 @@ class Running:
     time_limit: float | None
     soft_time_limit: float | None
     started: float = field(default_factory=time.monotonic)
+    wall_started: float = field(default_factory=time.time)
 
 
 @dataclass(slots=True)
 class Child:
     index: int
     pid: int
-    reader: int
+    reader: int = -1
+    writer: int = -1
     running: Running | None = None
     buffer: bytes = b""
     killed_for: str | None = None
+    retiring: bool = False
+    reserved: list[list[str]] = field(default_factory=list)
+    scheduled: list[list[Any]] = field(default_factory=list)
 
 
-class Supervisor:
+class Supervisor(NodeControl):
     """Runs one worker node until it is told to stop."""
 
     def __init__(
@@ -72,20 +79,25 @@ class Supervisor:
         on_ready: Callable[[], None] | None = None,
         child_init: Callable[[int], None] | None = None,
     ) -> None:
+        super().__init__()
         self.app = app
         self.hostname = hostname
         self.queues = list(queues)
         self.concurrency = concurrency
         self.pool = pool
+        self.pid = os.getpid()
         self.on_ready = on_ready or (lambda: None)
         self.child_init = child_init or (lambda index: None)
         self.children: dict[int, Child] = {}
         self.selector = selectors.DefaultSelector()
-        self.shutdown: str | None = None  # None, "warm" or "cold"
+        self.shutdown_mode: str | None = None  # None, "warm" or "cold"
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._stop_thread = threading.Event()
+        self._inline_commands: list[list[Any]] = []
+        self._inline_lock = threading.Lock()
         self.default_time_limit = app.conf.task_time_limit
+        self.control: Any = None
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
@@ -98,28 +110,55 @@ class Supervisor:
             thread = self._start_in_process_consumer()
         self.transport = self.app.connection()
         self.backend = self.app.new_backend()
+        self.control = self._open_control()
         self.on_ready()
         logger.info("%s ready.", self.hostname)
         try:
             self._loop(thread)
         finally:
+            if self.control is not None:
+                self.control.close()
             self.transport.close()
             if self.backend is not None:
                 self.backend.close()
         return 0
 
+    def _open_control(self) -> Any:
+        try:
+            from caraway.worker.control import ControlServer
+        except ImportError:  # remote control lands in its own change
+            return None
+        try:
+            return ControlServer(self.app, node=self)
+        except Exception as exc:
+            logger.error("remote control is unavailable on this node: %s", exc)
+            return None
+
     def _start_in_process_consumer(self) -> threading.Thread:
         slots = 1 if self.pool == "solo" else self.concurrency
+        inline = Child(index=0, pid=os.getpid())
+        self.children[inline.pid] = inline
+
+        def report(event: tuple[Any, ...]) -> None:
+            self._handle_event(inline, list(event))
+
         self.consumer = Consumer(
             self.app,
             queues=self.queues,
             slots=slots,
             hostname=self.hostname,
             stop=self._stop_thread,
+            report=report,
+            commands=self._take_inline_commands,
         )
         thread = threading.Thread(target=self.consumer.run, name="caraway-consumer")
         thread.start()
         return thread
+
+    def _take_inline_commands(self) -> list[list[Any]]:
+        with self._inline_lock:
+            commands, self._inline_commands = self._inline_commands, []
+        return commands
 
     def _loop(self, thread: threading.Thread | None) -> None:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -127,43 +166,56 @@ class Supervisor:
         while True:
             if thread is not None and not thread.is_alive():
                 return
-            if thread is None and self.shutdown and not self.children:
+            if thread is None and self.shutdown_mode and not self.children:
                 return
-            for key, _ in self.selector.select(timeout=0.5):
+            for key, _ in self.selector.select(timeout=0.2):
                 if key.data is None:
                     self._drain_wakeups()
                 else:
                     self._read_reports(key.data)
             self._reap()
             self._enforce_time_limits()
+            if self.control is not None and self.shutdown_mode is None:
+                self._poll_control()
             if time.monotonic() >= next_renew:
                 self._renew_leases()
                 next_renew = time.monotonic() + RENEW_INTERVAL
 
+    def _poll_control(self) -> None:
+        try:
+            self.control.poll()
+        except Exception:
+            logger.exception("remote control request failed; the node carries on")
+
     # -- children --------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        reader, writer = os.pipe()
+        reader, child_writer = os.pipe()
+        child_reader, writer = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child
             os.close(reader)
+            os.close(writer)
             code = 0
             try:
-                self._child_main(index, writer)
+                self._child_main(index, child_writer, child_reader)
             except BaseException:
                 logger.exception("child %d crashed", index)
                 code = 1
             finally:
                 os._exit(code)
-        os.close(writer)
+        os.close(child_writer)
+        os.close(child_reader)
         os.set_blocking(reader, False)
-        child = Child(index=index, pid=pid, reader=reader)
+        os.set_blocking(writer, False)
+        child = Child(index=index, pid=pid, reader=reader, writer=writer)
         self.children[pid] = child
         self.selector.register(reader, selectors.EVENT_READ, child)
 
-    def _child_main(self, index: int, writer: int) -> None:
+    def _child_main(self, index: int, writer: int, commands_fd: int) -> None:
         stop = threading.Event()
         for child in self.children.values():
             os.close(child.reader)
+            os.close(child.writer)
         self.selector.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -171,9 +223,20 @@ class Supervisor:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.child_init(index)
+        os.set_blocking(commands_fd, False)
+        pending = b""
 
         def report(event: tuple[Any, ...]) -> None:
             os.write(writer, orjson.dumps(event) + b"\n")
+
+        def commands() -> list[list[Any]]:
+            nonlocal pending
+            try:
+                pending += os.read(commands_fd, 65536)
+            except BlockingIOError:
+                return []
+            *lines, pending = pending.split(b"\n")
+            return [orjson.loads(line) for line in lines if line]
 
         Consumer(
             self.app,
@@ -182,7 +245,21 @@ class Supervisor:
             hostname=self.hostname,
             report=report,
             stop=stop,
+            commands=commands,
         ).run()
+
+    def relay(self, *command: Any) -> None:
+        """Send a command to every consumer of this node."""
+        line = orjson.dumps(list(command)) + b"\n"
+        for child in self.children.values():
+            if child.writer >= 0:
+                try:
+                    os.write(child.writer, line)
+                except OSError as exc:
+                    logger.warning("could not relay %s to pid %d: %s", command[0], child.pid, exc)
+        if self.pool != "prefork":
+            with self._inline_lock:
+                self._inline_commands.append(list(command))
 
     def _read_reports(self, child: Child) -> None:
         try:
@@ -195,14 +272,20 @@ class Supervisor:
         child.buffer += data
         *lines, child.buffer = child.buffer.split(b"\n")
         for line in lines:
-            event = orjson.loads(line)
-            if event[0] == "start":
-                child.running = Running(*event[1:])
-            elif event[0] == "done":
-                child.running = None
+            self._handle_event(child, orjson.loads(line))
+
+    def _handle_event(self, child: Child, event: list[Any]) -> None:
+        kind = event[0]
+        if kind == "start":
+            child.running = Running(*event[1:8])
+        elif kind == "done":
+            child.running = None
+            self.count_processed(event[2], event[3])
+        elif kind == "queued":
+            child.reserved, child.scheduled = event[1], event[2]
 
     def _reap(self) -> None:
-        while self.children:
+        while self.pool == "prefork" and self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -219,6 +302,7 @@ class Supervisor:
     def _close_child(self, child: Child) -> None:
         self._unregister(child.reader)
         os.close(child.reader)
+        os.close(child.writer)
 
     def _unregister(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -230,13 +314,8 @@ class Supervisor:
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and running is None
         if not clean:
             how = _describe_exit(status)
-            logger.error(
-                "child %d (pid %d) %s%s",
-                child.index,
-                child.pid,
-                how,
-                f" while running {running.name}[{running.task_id}]" if running else "",
-            )
+            doing = f" while running {running.name}[{running.task_id}]" if running else ""
+            logger.error("child %d (pid %d) %s%s", child.index, child.pid, how, doing)
         if running is not None:
             self._lost_task(running, child)
         try:
@@ -250,11 +329,14 @@ class Supervisor:
             recovered = 0
         if recovered:
             logger.info("handed back %d message(s) held by child pid %d", recovered, child.pid)
-        if self.shutdown is None:
+        if self.shutdown_mode is None and not child.retiring:
             self._spawn(child.index)
 
     def _lost_task(self, running: Running, child: Child) -> None:
         """Record the fate of the task a dead child was running."""
+        if child.killed_for == "revoked":
+            self._store(running.task_id, states.REVOKED, exceptions.TaskRevokedError("terminated"))
+            return
         if child.killed_for == "time_limit":
             error: BaseException = exceptions.TimeLimitExceeded(
                 f"task {running.name}[{running.task_id}] exceeded its time limit "
@@ -272,26 +354,31 @@ class Supervisor:
                 f"worker process (pid {child.pid}) exited while running task "
                 f"{running.name}[{running.task_id}]"
             )
-        self._store_failure(running.task_id, error)
+        self.count_processed(running.name, "failure")
+        self._store(running.task_id, states.FAILURE, error)
 
-    def _store_failure(self, task_id: str, error: BaseException) -> None:
+    def _store(self, task_id: str, state: str, error: BaseException) -> None:
         if self.backend is None:
             return
-        document = docs.result_document(task_id, states.FAILURE, docs.exception_to_dict(error))
+        document = docs.result_document(task_id, state, docs.exception_to_dict(error))
+        if state == states.REVOKED:
+            document["children"] = None
         self.backend.store(
             task_id,
             docs.encode_document(document),
-            state=states.FAILURE,
+            state=state,
             expires=self.app.result_expires_seconds(),
         )
 
     def _enforce_time_limits(self) -> None:
+        if self.pool != "prefork":
+            return
         now = time.monotonic()
         for child in list(self.children.values()):
             running = child.running
             if running is None or child.killed_for:
                 continue
-            limit = running.time_limit or self.default_time_limit
+            limit = running.time_limit or self.task_time_limit(running.name)
             if limit and now - running.started > limit:
                 logger.error(
                     "task %s[%s] hit its hard time limit (%ss); killing pid %d",
@@ -304,10 +391,52 @@ class Supervisor:
                 running.time_limit = limit
                 _kill(child.pid, signal.SIGKILL)
 
+    def task_time_limit(self, name: str) -> float | None:
+        task = self.app._tasks.get(name)
+        limit = getattr(task, "time_limit", None) if task is not None else None
+        value = limit or self.default_time_limit
+        return float(value) if value else None
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the child running ``task_id`` (revoke with terminate=True)."""
+        for child in self.children.values():
+            if child.running is not None and child.running.task_id == task_id:
+                if child.pid == os.getpid():
+                    logger.warning(
+                        "cannot terminate %s: the %s pool runs tasks in the worker's own process",
+                        task_id,
+                        self.pool,
+                    )
+                    return False
+                child.killed_for = "revoked"
+                _kill(child.pid, signum)
+                return True
+        return False
+
+    def grow(self, count: int) -> int:
+        if self.pool != "prefork":
+            return 0
+        used = {child.index for child in self.children.values()}
+        for _ in range(count):
+            index = next(i for i in range(len(used) + 1) if i not in used)
+            used.add(index)
+            self._spawn(index)
+        self.concurrency += count
+        return self.concurrency
+
+    def shrink(self, count: int) -> int:
+        if self.pool != "prefork":
+            return 0
+        live = [child for child in self.children.values() if not child.retiring]
+        idle_first = sorted(live, key=lambda child: child.running is not None)
+        for child in idle_first[: max(0, min(count, len(live) - 1))]:
+            child.retiring = True
+            _kill(child.pid, signal.SIGTERM)
+            self.concurrency -= 1
+        return self.concurrency
+
     def _renew_leases(self) -> None:
         owners = [f"{self.hostname}/{pid}" for pid in self.children]
-        if self.pool != "prefork":
-            owners.append(f"{self.hostname}/{os.getpid()}")
         for owner in owners:
             try:
                 self.transport.renew(owner)
@@ -330,20 +459,25 @@ class Supervisor:
         except BlockingIOError:
             pass
 
-    def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        if self.shutdown is None:
-            self.shutdown = "warm"
+    def request_shutdown(self) -> None:
+        """Warm shutdown: running tasks finish, unstarted messages go back."""
+        if self.shutdown_mode is None:
+            self.shutdown_mode = "warm"
             logger.warning(
                 "worker: warm shutdown (running tasks finish; send the signal "
                 "again or SIGQUIT for a cold shutdown)"
             )
             self._signal_children(signal.SIGTERM)
             self._stop_thread.set()
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if self.shutdown_mode is None:
+            self.request_shutdown()
         else:
             self._on_cold_signal(signum, frame)
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
-        self.shutdown = "cold"
+        self.shutdown_mode = "cold"
         logger.warning(
             "worker: cold shutdown (running tasks are stopped; with acks_late "
             "their messages are redelivered)"
@@ -355,7 +489,8 @@ class Supervisor:
 
     def _signal_children(self, signum: int) -> None:
         for pid in list(self.children):
-            _kill(pid, signum)
+            if pid != os.getpid():
+                _kill(pid, signum)
 
 
 def _kill(pid: int, signum: int) -> None:

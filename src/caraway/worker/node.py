@@ -1,0 +1,230 @@
+"""What a node tells and does for remote control (``inspect``/``control``).
+
+``NodeControl`` is the supervisor's side of the remote-control seam: it answers from the
+supervisor's bookkeeping (children's reports of what they run and hold) and relays
+changes (revocations, consumers, limits) to the consumers. Reply shapes follow Celery's
+so that Celery's tools read them.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from caraway.ratelimit import parse_rate
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.worker.supervisor import Child
+
+
+class NodeControl:
+    """Mixin for the Supervisor: the ``NodeView`` a ControlServer talks to."""
+
+    app: Caraway
+    hostname: str
+    pool: str
+    concurrency: int
+    queues: list[str]
+    pid: int
+    children: dict[int, Child]
+
+    def __init__(self) -> None:
+        self.started_at = time.monotonic()
+        self.totals: Counter[str] = Counter()
+        self.failures = 0
+        self.revoked_ids: dict[str, float] = {}
+        self.events_enabled = False
+
+    # provided by the Supervisor
+    def relay(self, *command: Any) -> None:
+        raise NotImplementedError
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        raise NotImplementedError
+
+    def grow(self, count: int) -> int:
+        raise NotImplementedError
+
+    def shrink(self, count: int) -> int:
+        raise NotImplementedError
+
+    def request_shutdown(self) -> None:
+        raise NotImplementedError
+
+    # bookkeeping
+    def count_processed(self, name: str, kind: str) -> None:
+        self.totals[name] += 1
+        if kind == "failure":
+            self.failures += 1
+
+    # -- inspect ---------------------------------------------------------------------------
+    def active(self) -> list[dict[str, Any]]:
+        found = []
+        for child in self.children.values():
+            running = child.running
+            if running is None:
+                continue
+            found.append(
+                {
+                    "id": running.task_id,
+                    "name": running.name,
+                    "args": None,
+                    "kwargs": None,
+                    "type": running.name,
+                    "hostname": self.hostname,
+                    "time_start": running.wall_started,
+                    "acknowledged": not running.acks_late,
+                    "delivery_info": {"routing_key": None, "redelivered": False},
+                    "worker_pid": child.pid,
+                }
+            )
+        return found
+
+    def reserved(self) -> list[dict[str, Any]]:
+        return [
+            self._request_info(task_id, name, child.pid)
+            for child in self.children.values()
+            for task_id, name in child.reserved
+        ]
+
+    def scheduled(self) -> list[dict[str, Any]]:
+        return [
+            {"eta": eta, "priority": 0, "request": self._request_info(info[0], info[1], child.pid)}
+            for child in self.children.values()
+            for eta, info in child.scheduled
+        ]
+
+    def _request_info(self, task_id: str, name: str, pid: int) -> dict[str, Any]:
+        return {
+            "id": task_id,
+            "name": name,
+            "type": name,
+            "hostname": self.hostname,
+            "acknowledged": False,
+            "worker_pid": pid,
+        }
+
+    def registered(self) -> list[str]:
+        return sorted(name for name in self.app.tasks if not name.startswith("celery."))
+
+    def revoked(self) -> list[str]:
+        return sorted(self.revoked_ids)
+
+    def query_task(self, ids: list[str]) -> dict[str, Any]:
+        wanted = set(ids)
+        found: dict[str, Any] = {}
+        for item in self.active():
+            if item["id"] in wanted:
+                found[item["id"]] = ["active", item]
+        for item in self.reserved():
+            if item["id"] in wanted:
+                found[item["id"]] = ["reserved", item]
+        return found
+
+    def stats(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        pids = [child.pid for child in self.children.values()]
+        return {
+            "total": dict(self.totals),
+            "pid": self.pid,
+            "clock": 0,
+            "uptime": int(time.monotonic() - self.started_at),
+            "pool": {
+                "implementation": self.pool,
+                "max-concurrency": self.concurrency,
+                "processes": pids,
+                "max-tasks-per-child": self.app.conf.worker_max_tasks_per_child,
+                "put-guarded-by-semaphore": False,
+                "timeouts": [
+                    self.app.conf.task_soft_time_limit or 0,
+                    self.app.conf.task_time_limit or 0,
+                ],
+            },
+            "prefetch_count": self.concurrency * int(self.app.conf.worker_prefetch_multiplier),
+            "broker": {
+                "transport": self.app.broker_url.partition("://")[0],
+                "hostname": self.app.broker_url.partition("://")[2].partition("/")[0],
+            },
+            "rusage": {
+                "utime": usage.ru_utime + children.ru_utime,
+                "stime": usage.ru_stime + children.ru_stime,
+                "maxrss": usage.ru_maxrss,
+            },
+            "failed": self.failures,
+            "sw_ident": "caraway",
+        }
+
+    def conf(self) -> dict[str, Any]:
+        from caraway.transports import mask_url
+
+        shown = {}
+        for name, value in self.app.conf.changes().items():
+            shown[name] = mask_url(value) if isinstance(value, str) and "://" in value else value
+        return shown
+
+    # -- control ---------------------------------------------------------------------------
+    def revoke(
+        self, task_ids: list[str], terminate: bool = False, signal_name: str = "SIGTERM"
+    ) -> None:
+        now = time.time()
+        for task_id in task_ids:
+            self.revoked_ids[task_id] = now
+        self.relay("revoke", list(task_ids))
+        if terminate:
+            signum = _signal_number(signal_name)
+            for task_id in task_ids:
+                self.terminate(task_id, signum)
+
+    def set_rate_limit(self, task: str, rate: str | None) -> None:
+        parse_rate(rate)
+        found = self.app._tasks.get(task)
+        if found is None:
+            raise KeyError(f"unknown task {task!r}")
+        found.rate_limit = rate
+        self.relay("rate_limit", task, rate)
+
+    def set_time_limit(self, task: str, soft: float | None, hard: float | None) -> None:
+        found = self.app._tasks.get(task)
+        if found is None:
+            raise KeyError(f"unknown task {task!r}")
+        found.soft_time_limit, found.time_limit = soft, hard
+        self.relay("time_limit", task, soft, hard)
+
+    def add_consumer(self, queue: str) -> None:
+        if queue not in self.queues:
+            self.queues.append(queue)
+        self.relay("add_consumer", queue)
+
+    def cancel_consumer(self, queue: str) -> None:
+        if queue in self.queues:
+            self.queues.remove(queue)
+        self.relay("cancel_consumer", queue)
+
+    def pool_grow(self, n: int = 1) -> int:
+        return self.grow(n)
+
+    def pool_shrink(self, n: int = 1) -> int:
+        return self.shrink(n)
+
+    def shutdown(self) -> None:
+        self.request_shutdown()
+
+    def set_events(self, enabled: bool) -> None:
+        self.events_enabled = enabled
+        self.relay("events", enabled)
+
+
+def _signal_number(name: str | int | None) -> int:
+    if name is None:
+        return signal.SIGTERM
+    if isinstance(name, int):
+        return name
+    text = name.upper()
+    if not text.startswith("SIG"):
+        text = f"SIG{text}"
+    return int(getattr(signal, text, signal.SIGTERM))
