@@ -35,6 +35,11 @@ def _sig(value: Any, app: Caraway | None) -> Signature:
     return found
 
 
+def _app_of(sigs: Iterable[Signature]) -> Caraway | None:
+    """A canvas built without ``app=`` uses its members' app (their tasks know it)."""
+    return next((sig._app for sig in sigs if sig._app is not None), None)
+
+
 def _options(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data.get("options") or {})
 
@@ -69,6 +74,7 @@ class _chain(_Composite):
         for task in tasks:
             step = _sig(task, app)
             steps.extend(step.tasks if isinstance(step, _chain) else [step])
+        app = app or _app_of(steps)
         Signature.__init__(
             self, "celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app
         )
@@ -192,6 +198,7 @@ class group(_Composite):
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
             tasks = tuple(tasks[0])
         members = [_sig(task, app) for task in tasks]
+        app = app or _app_of(members)
         Signature.__init__(
             self, "celery.group", (), {"tasks": members}, options, subtask_type="group", app=app
         )
@@ -291,11 +298,10 @@ class chord(Signature):
         app: Caraway | None = None,
         **options: Any,
     ) -> None:
-        parts = {
-            "kwargs": dict(kwargs or {}),
-            "header": _as_group(header, app),
-            "body": maybe_signature(body, app),
-        }
+        header_group = _as_group(header, app)
+        body_sig = maybe_signature(body, app)
+        app = app or _app_of([header_group, *([body_sig] if body_sig is not None else [])])
+        parts = {"kwargs": dict(kwargs or {}), "header": header_group, "body": body_sig}
         Signature.__init__(self, task, args, parts, options, subtask_type="chord", app=app)
 
     @classmethod
@@ -403,8 +409,9 @@ class chord(Signature):
             )
             for index, member in enumerate(members)
         ]
-        if getattr(result, "parent", True) is None:
-            result.parent = app.GroupResult(group_id, results)
+        # Celery sets the header's GroupResult as the body result's parent; ours waits until
+        # GroupResult can take part in AsyncResult.get()'s parent walk (_raise_if_failed).
+        result.header = app.GroupResult(group_id, results)
         return result
 
     def apply(
