@@ -325,13 +325,16 @@ def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
 
 
 def test_envelope_without_a_tag_is_set_aside_not_lost_or_retried(
-    transport: RedisTransport, raw: redis.Redis, prefix: str
+    transport: RedisTransport, raw: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     raw.lpush(f"{prefix}q", b'{"body": "e30=", "properties": {}}')
-    assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
+    with caplog.at_level("ERROR", logger="caraway.transports.redis"):
+        assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
     (letter,) = transport.dead_letters()
     assert "delivery_tag" in letter.reason
     assert letter.queue == "q"
+    # never silent: one line naming the dead letter's id
+    assert f"as dead letter(s) {letter.id} " in caplog.text
 
 
 def test_purge_and_size_cover_every_priority_bucket(
@@ -406,7 +409,7 @@ def test_global_keyprefix_applies_to_every_key(
 
 
 def test_claimed_envelope_that_cannot_be_unpacked_is_dead_lettered(
-    transport: RedisTransport, raw: redis.Redis, prefix: str
+    transport: RedisTransport, raw: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     envelope = {
         "body": "not base64!",
@@ -414,9 +417,11 @@ def test_claimed_envelope_that_cannot_be_unpacked_is_dead_lettered(
         "properties": {"delivery_tag": "t-1", "body_encoding": "base64"},
     }
     raw.lpush(f"{prefix}q", json.dumps(envelope))
-    assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
+    with caplog.at_level("ERROR", logger="caraway.transports.redis"):
+        assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
     (letter,) = transport.dead_letters()
     assert letter.reason.startswith("cannot unpack envelope")
+    assert "message t-1 on queue 'q' is not a usable envelope" in caplog.text
     assert raw.hlen(f"{prefix}unacked") == 0
     assert raw.scard(f"{prefix}caraway.owner.n/1") == 0
 

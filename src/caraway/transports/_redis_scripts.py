@@ -40,7 +40,8 @@ end
 #:       dead seq, then the queue list keys in claim order.
 #: ARGV: limit, now, holder (fetch id .. owner), prefix, promote limit, then one unprefixed
 #:       list key per queue key (reported back so the caller knows where each came from).
-#: Returns {next_due_or_empty, key1, env1, count1, tag1, key2, env2, count2, tag2, ...}.
+#: Returns {next_due_or_empty, dead_ids, key1, env1, count1, tag1, key2, ...} where dead_ids
+#: lists (comma-separated) what this claim set aside, so the caller can log it.
 CLAIM = (
     _DEAD
     + """
@@ -48,6 +49,7 @@ local unacked, index, claims, owner_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local deliveries, schedule = KEYS[5], KEYS[6]
 local limit, now, holder, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
 
+local buried = {}
 -- Promote due parked messages first (whoever runs this first moves them, exactly once).
 local due = redis.call('ZRANGE', schedule, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
 for _, member in ipairs(due) do
@@ -60,11 +62,11 @@ for _, member in ipairs(due) do
   else
     local record = cjson.encode({queue = '', reason = 'malformed schedule entry',
                                  failed_at = tonumber(now), envelope = member})
-    bury(KEYS[7], KEYS[8], KEYS[9], record, now)
+    buried[#buried + 1] = bury(KEYS[7], KEYS[8], KEYS[9], record, now)
   end
 end
 
-local out = {''}
+local out = {'', ''}
 local taken = 0
 for i = 10, #KEYS do
   local key, name = KEYS[i], ARGV[i - 4]
@@ -86,7 +88,7 @@ for i = 10, #KEYS do
       -- kombu would crash on it too; set it aside instead of losing or looping on it
       local record = cjson.encode({queue = name, reason = 'envelope without a delivery_tag',
                                    failed_at = tonumber(now), envelope = env})
-      bury(KEYS[7], KEYS[8], KEYS[9], record, now)
+      buried[#buried + 1] = bury(KEYS[7], KEYS[8], KEYS[9], record, now)
     else
       redis.call('HSET', unacked, tag,
                  '[' .. env .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rkey) .. ']')
@@ -105,6 +107,7 @@ end
 
 local nxt = redis.call('ZRANGE', schedule, 0, 0, 'WITHSCORES')
 if nxt[2] then out[1] = nxt[2] end
+out[2] = table.concat(buried, ',')
 return out
 """
 )

@@ -10,6 +10,7 @@ always in Redis; Celery's visibility sweep and ours restore each other's stale c
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transpor
 from caraway.transports.redisurl import connect, parse_redis_url
 
 T = TypeVar("T")
+
+logger = logging.getLogger("caraway.transports.redis")
 
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_STEPS = (0, 3, 6, 9)
@@ -267,8 +270,15 @@ class RedisTransport(Transport):
             except redis.RedisError as exc:
                 raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
         next_due = float(reply[0]) if reply[0] else None
+        if reply[1]:
+            logger.error(
+                "set aside unusable message(s) from %s as dead letter(s) %s (no parsable "
+                "envelope or delivery_tag); see `caraway dead-letters list`",
+                self._where,
+                _text(reply[1]),
+            )
         deliveries = []
-        for index in range(1, len(reply), 4):
+        for index in range(2, len(reply), 4):
             key, raw, count, tag = reply[index : index + 4]
             delivery = self._delivery(_text(key), raw, int(count), _text(tag), owner)
             if delivery is not None:
@@ -299,7 +309,15 @@ class RedisTransport(Transport):
             unpacked = unpack(raw)
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
             # claimed but unusable: set aside with the reason rather than handed out
-            self._bury_claim(tag, held, self._queue_of(key), f"cannot unpack envelope: {exc}")
+            queue = self._queue_of(key)
+            self._bury_claim(tag, held, queue, f"cannot unpack envelope: {exc}")
+            logger.error(
+                "message %s on queue %r is not a usable envelope (%s); moved to the "
+                "dead-letter store",
+                tag,
+                queue,
+                exc,
+            )
             return None
         return Delivery(
             message=unpacked.message,
