@@ -58,6 +58,17 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("-f", "--logfile", default=None, help="Log file (%n, %h, %I expand).")
 @click.option("--pidfile", default=None, help="Write the pid here once ready (%n expands).")
 @click.option("--detach", is_flag=True, help="Run in the background (daemonise).")
+@click.option(
+    "--max-tasks-per-child", type=int, default=None, help="Replace a child after N tasks."
+)
+@click.option(
+    "--max-memory-per-child", type=int, default=None, help="Replace a child above N KiB resident."
+)
+@click.option("--autoscale", default=None, help="MAX,MIN children, grown and shrunk with load.")
+@click.option("--time-limit", type=float, default=None, help="Hard time limit (s) for every task.")
+@click.option("--soft-time-limit", type=float, default=None, help="Soft time limit (s).")
+@click.option("--prefetch-multiplier", type=int, default=None, help="worker_prefetch_multiplier.")
+@click.option("-S", "--statedb", default=None, help="Keep revoked task ids in this file.")
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
@@ -73,6 +84,13 @@ def worker(
     logfile: str | None,
     pidfile: str | None,
     detach: bool,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
+    autoscale: str | None,
+    time_limit: float | None,
+    soft_time_limit: float | None,
+    prefetch_multiplier: int | None,
+    statedb: str | None,
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
@@ -89,10 +107,20 @@ def worker(
     _setup_logging(loglevel, logfile, node)
     if task_events:
         app.conf.worker_send_task_events = True
+    overrides = {
+        "task_time_limit": time_limit,
+        "task_soft_time_limit": soft_time_limit,
+        "worker_prefetch_multiplier": prefetch_multiplier,
+        "worker_state_db": statedb,
+    }
+    app.conf.update({key: value for key, value in overrides.items() if value is not None})
+    scale = _parse_autoscale(autoscale)
     app.loader_import_modules()
     names = queue_names(queues) if queues else [str(app.conf.task_default_queue)]
     size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
     size = 1 if pool == "solo" else size
+    if scale is not None:
+        size = scale[1] or 1
     wait_for_broker(app)
     click.echo(
         banner(
@@ -128,6 +156,24 @@ def worker(
         if guard is not None:
             guard.remove()
     sys.exit(code)
+
+
+def _parse_autoscale(value: str | None) -> tuple[int, int] | None:
+    """``--autoscale=10,3`` -> (10, 3); a single number means (n, 0) as in Celery."""
+    if not value:
+        return None
+    high, _, low = value.partition(",")
+    try:
+        bounds = int(high), int(low or 0)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not MAX,MIN (e.g. 10,3)", param_hint="--autoscale"
+        ) from None
+    if bounds[1] > bounds[0] or bounds[0] < 1:
+        raise click.BadParameter(
+            f"{value!r}: need MAX >= MIN and MAX >= 1", param_hint="--autoscale"
+        )
+    return bounds
 
 
 def wait_for_broker(app: Caraway) -> None:

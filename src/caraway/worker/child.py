@@ -27,6 +27,7 @@ from caraway.worker import lifecycle
 from caraway.worker.effects import EffectApplier
 from caraway.worker.execute import Outcome, build_request, run_task, started_meta
 from caraway.worker.pools import InlinePool, ThreadPool
+from caraway.worker.ratelimits import SharedBuckets
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -60,6 +61,9 @@ class Consumer:
         report: Report | None = None,
         stop: threading.Event | None = None,
         commands: Commands | None = None,
+        buckets: SharedBuckets | None = None,
+        max_tasks: int | None = None,
+        max_memory_kib: int | None = None,
     ) -> None:
         self.app = app
         self.queues = list(queues)
@@ -69,6 +73,10 @@ class Consumer:
         self.report = report or (lambda event: None)
         self.stop_event = stop or threading.Event()
         self.commands = commands or (lambda: [])
+        self.buckets = buckets
+        self.max_tasks = max_tasks
+        self.max_memory_kib = max_memory_kib
+        self._rate_waiting: set[int] = set()
         self.events_enabled = bool(app.conf.worker_send_task_events)
         self._reported_state: tuple[Any, ...] = ((), ())
         conf = app.conf
@@ -112,7 +120,7 @@ class Consumer:
                 self.backend.close()
 
     def _fill_buffer(self) -> None:
-        room = self.prefetch - len(self._buffer) - self._inflight
+        room = self.prefetch - len(self._buffer) - self._inflight - len(self._rate_waiting)
         if room <= 0:
             return
         busy = bool(self._buffer) or self._inflight > 0
@@ -183,7 +191,7 @@ class Consumer:
         )
         if receipt.verdict == "run":
             assert task is not None
-            self._start(_Job(delivery, message, task, policy))
+            self._try_start(_Job(delivery, message, task, policy))
         elif receipt.verdict == "park":
             assert receipt.eta is not None
             delivery.park(receipt.eta)
@@ -224,12 +232,23 @@ class Consumer:
     def _start_due_held(self) -> None:
         now = time.time()
         while self._held and self._held[0][0] <= now and self._inflight < self.slots:
-            _, _, delivery, message = heapq.heappop(self._held)
+            _, key, delivery, message = heapq.heappop(self._held)
+            self._rate_waiting.discard(key)
             task = self.app._tasks.get(message.task)
             if task is None or message.id in self.revoked:
                 self._buffer.appendleft(delivery)
                 continue
-            self._start(_Job(delivery, message, task, self._policy(task)))
+            self._try_start(_Job(delivery, message, task, self._policy(task)))
+
+    def _try_start(self, job: _Job) -> None:
+        """Start ``job`` unless its task's rate limit says wait; then hold it, not block."""
+        wait = self.buckets.take(job.task.name) if self.buckets is not None else 0.0
+        if wait <= 0:
+            self._start(job)
+            return
+        key = id(job.delivery)
+        self._rate_waiting.add(key)
+        heapq.heappush(self._held, (time.time() + wait, key, job.delivery, job.message))
 
     # -- running ---------------------------------------------------------------------------
     def _start(self, job: _Job) -> None:
@@ -288,6 +307,25 @@ class Consumer:
         self.report(("done", job.message.id, job.message.task, outcome.kind))
         self.processed += 1
         _log_outcome(job.message, outcome)
+        self._maybe_retire()
+
+    def _maybe_retire(self) -> None:
+        """Stop after ``max_tasks`` or above ``max_memory_kib``; the supervisor forks anew."""
+        if self.max_tasks and self.processed >= self.max_tasks:
+            logger.info(
+                "child pid %d ran %d tasks (max per child); replacing it",
+                os.getpid(),
+                self.processed,
+            )
+            self.stop_event.set()
+        elif self.max_memory_kib and _rss_kib() > self.max_memory_kib:
+            logger.info(
+                "child pid %d uses %d KiB, above the %d KiB per child; replacing it",
+                os.getpid(),
+                _rss_kib(),
+                self.max_memory_kib,
+            )
+            self.stop_event.set()
 
     # -- remote control --------------------------------------------------------------------
     def _apply_commands(self) -> None:
@@ -364,6 +402,16 @@ def build_policy(app: Caraway, task: Task | None) -> lifecycle.Policy:
         result_extended=bool(conf.result_extended),
         result_expires=app.result_expires_seconds(),
     )
+
+
+def _rss_kib() -> int:
+    """Resident memory of this process now, in KiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
 def _info(delivery: Delivery) -> tuple[str, str]:

@@ -9,12 +9,16 @@ its own; ``retry()`` publishes from inside the task, as in Celery.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import traceback as tb
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from caraway import calling, exceptions, states
+from caraway import calling, exceptions, signals, states
 from caraway.protocol.message import TaskMessage
 from caraway.task import Request, Task
 
@@ -87,9 +91,12 @@ def run_task(task: Task, request: Request) -> Outcome:
     started = time.perf_counter()
     task.push_request(request)
     calling.push_current(request)
+    signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs)
+    soft = request.timelimit[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
     try:
-        task.before_start(request.id or "", args, kwargs)
-        value = task.run(*args, **kwargs)
+        with soft_time_limit(soft):
+            task.before_start(request.id or "", args, kwargs)
+            value = task.run(*args, **kwargs)
     except exceptions.Retry as retry:
         outcome = Outcome("retry", exc=retry, traceback=tb.format_exc())
     except exceptions.Ignore:
@@ -106,7 +113,62 @@ def run_task(task: Task, request: Request) -> Outcome:
     outcome.runtime = time.perf_counter() - started
     outcome.children = request.headers.get("_children")
     _run_hooks(task, request, outcome)
+    _send_signals(task, request, outcome)
     return outcome
+
+
+def _send_signals(task: Task, request: Request, outcome: Outcome) -> None:
+    if outcome.kind == "success":
+        signals.task_success.send(sender=task, result=outcome.value)
+    elif outcome.kind == "failure":
+        signals.task_failure.send(
+            sender=task,
+            task_id=request.id,
+            exception=outcome.exc,
+            args=request.args,
+            kwargs=request.kwargs,
+            traceback=outcome.traceback,
+            einfo=outcome.traceback,
+        )
+    elif outcome.kind == "retry":
+        signals.task_retry.send(
+            sender=task,
+            request=request,
+            reason=getattr(outcome.exc, "exc", None) or outcome.exc,
+            einfo=outcome.traceback,
+        )
+    signals.task_postrun.send(
+        sender=task,
+        task_id=request.id,
+        task=task,
+        args=request.args,
+        kwargs=request.kwargs,
+        retval=outcome.value,
+        state=outcome.state,
+    )
+
+
+@contextmanager
+def soft_time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in the task after ``seconds`` (main thread only).
+
+    Signals reach only the main thread, which is where prefork children run tasks; the
+    threads pool cannot interrupt a running thread, so there the limit is not enforced.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise exceptions.SoftTimeLimitExceeded(f"soft time limit ({seconds}s) exceeded")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _failure_or_autoretry(task: Task, request: Request, exc: Exception) -> Outcome:

@@ -8,16 +8,25 @@ so that Celery's tools read them.
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from caraway.exceptions import ImproperlyConfigured
 from caraway.ratelimit import parse_rate
+
+#: how long and how many revoked ids a node remembers (Celery's defaults)
+REVOKE_EXPIRES = 10800.0
+REVOKES_MAX = 50000
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.worker.ratelimits import SharedBuckets
     from caraway.worker.supervisor import Child
 
 
@@ -31,6 +40,7 @@ class NodeControl:
     queues: list[str]
     pid: int
     children: dict[int, Child]
+    buckets: SharedBuckets
 
     def __init__(self) -> None:
         self.started_at = time.monotonic()
@@ -38,6 +48,37 @@ class NodeControl:
         self.failures = 0
         self.revoked_ids: dict[str, float] = {}
         self.events_enabled = False
+
+    # -- revoked ids survive restarts with --statedb ------------------------------------------
+    def load_state(self) -> None:
+        path = self.app.conf.worker_state_db
+        if not path:
+            return
+        try:
+            with open(path, "rb") as handle:
+                stored = orjson.loads(handle.read())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ImproperlyConfigured(f"cannot read the state db {path}: {exc}") from exc
+        cutoff = time.time() - REVOKE_EXPIRES
+        self.revoked_ids = {
+            key: when for key, when in stored.get("revoked", {}).items() if when > cutoff
+        }
+
+    def save_state(self) -> None:
+        path = self.app.conf.worker_state_db
+        if not path:
+            return
+        cutoff = time.time() - REVOKE_EXPIRES
+        recent = sorted(
+            ((when, key) for key, when in self.revoked_ids.items() if when > cutoff), reverse=True
+        )[:REVOKES_MAX]
+        self.revoked_ids = {key: when for when, key in recent}
+        temporary = f"{path}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(orjson.dumps({"revoked": self.revoked_ids}))
+        os.replace(temporary, path)
 
     # provided by the Supervisor
     def relay(self, *command: Any) -> None:
@@ -174,6 +215,7 @@ class NodeControl:
         now = time.time()
         for task_id in task_ids:
             self.revoked_ids[task_id] = now
+        self.save_state()
         self.relay("revoke", list(task_ids))
         if terminate:
             signum = _signal_number(signal_name)
@@ -186,6 +228,7 @@ class NodeControl:
         if found is None:
             raise KeyError(f"unknown task {task!r}")
         found.rate_limit = rate
+        self.buckets.set_rate(task, rate)
         self.relay("rate_limit", task, rate)
 
     def set_time_limit(self, task: str, soft: float | None, hard: float | None) -> None:

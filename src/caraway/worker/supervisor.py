@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from caraway import exceptions, states
+from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
 from caraway.worker.node import NodeControl
+from caraway.worker.ratelimits import SharedBuckets
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("caraway.worker")
 
 RENEW_INTERVAL = 5.0
+AUTOSCALE_KEEPALIVE = 5.0  # seconds of spare children before one is retired
 
 
 @dataclass(slots=True)
@@ -78,8 +80,19 @@ class Supervisor(NodeControl):
         pool: str,
         on_ready: Callable[[], None] | None = None,
         child_init: Callable[[int], None] | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        autoscale: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
+        self.autoscale = autoscale
+        self._idle_since: float | None = None
+        self.buckets = SharedBuckets(
+            (name, getattr(task, "rate_limit", None) or app.conf.task_default_rate_limit)
+            for name, task in app.tasks.items()
+        )
         self.app = app
         self.hostname = hostname
         self.queues = list(queues)
@@ -101,6 +114,7 @@ class Supervisor(NodeControl):
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
+        self.load_state()
         self._install_signals()
         if self.pool == "prefork":
             for index in range(self.concurrency):
@@ -113,9 +127,11 @@ class Supervisor(NodeControl):
         self.control = self._open_control()
         self.on_ready()
         logger.info("%s ready.", self.hostname)
+        signals.worker_ready.send(sender=self)
         try:
             self._loop(thread)
         finally:
+            signals.worker_shutdown.send(sender=self)
             if self.control is not None:
                 self.control.close()
             self.transport.close()
@@ -175,6 +191,7 @@ class Supervisor(NodeControl):
                     self._read_reports(key.data)
             self._reap()
             self._enforce_time_limits()
+            self._autoscale()
             if self.control is not None and self.shutdown_mode is None:
                 self._poll_control()
             if time.monotonic() >= next_renew:
@@ -210,6 +227,8 @@ class Supervisor(NodeControl):
         child = Child(index=index, pid=pid, reader=reader, writer=writer)
         self.children[pid] = child
         self.selector.register(reader, selectors.EVENT_READ, child)
+        if self.revoked_ids:
+            os.write(writer, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
 
     def _child_main(self, index: int, writer: int, commands_fd: int) -> None:
         stop = threading.Event()
@@ -434,6 +453,26 @@ class Supervisor(NodeControl):
             _kill(child.pid, signal.SIGTERM)
             self.concurrency -= 1
         return self.concurrency
+
+    def _autoscale(self) -> None:
+        """Grow while every child is busy, shrink after a while of idleness (--autoscale)."""
+        if self.autoscale is None or self.pool != "prefork" or self.shutdown_mode:
+            return
+        high, low = self.autoscale
+        live = [child for child in self.children.values() if not child.retiring]
+        busy = sum(1 for child in live if child.running is not None or child.reserved)
+        if busy == len(live) and len(live) < high:
+            self._idle_since = None
+            self.grow(1)
+        elif busy < len(live) - 1 and len(live) > low:
+            now = time.monotonic()
+            if self._idle_since is None:
+                self._idle_since = now
+            elif now - self._idle_since > AUTOSCALE_KEEPALIVE:
+                self._idle_since = None
+                self.shrink(1)
+        else:
+            self._idle_since = None
 
     def _renew_leases(self) -> None:
         owners = [f"{self.hostname}/{pid}" for pid in self.children]
