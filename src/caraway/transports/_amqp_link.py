@@ -1,0 +1,255 @@
+"""One AMQP 0-9-1 connection (py-amqp) for the AMQP transport: URL, channels, I/O thread.
+
+A :class:`Link` owns a consume channel (qos, consume, ack) and a publish channel in
+confirm mode, and an I/O thread that drains the socket so heartbeats are answered and
+deliveries arrive while the caller runs a long task. py-amqp is not thread-safe: every
+use of the connection or a channel holds :attr:`Link.lock`. A broken link is never
+repaired in place; the transport opens a new one (a new ``generation``).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import amqp
+
+from caraway.exceptions import BrokerError, ImproperlyConfigured
+
+logger = logging.getLogger("caraway.transports.amqp")
+
+#: what says "this connection is gone": reconnect, never retry on the same link
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    amqp.exceptions.ConnectionError,
+    OSError,
+    EOFError,
+)
+CHANNEL_ERRORS: tuple[type[BaseException], ...] = (amqp.exceptions.ChannelError,)
+
+_DEFAULT_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
+
+
+@dataclass(frozen=True, slots=True)
+class AMQPParams:
+    """Where and how to connect, read from the URL and ``broker_transport_options``."""
+
+    host: str
+    port: int
+    userid: str
+    password: str
+    virtual_host: str
+    ssl: Any
+    heartbeat: float
+    connect_timeout: float
+
+    def redacted(self) -> str:
+        vhost = "/" if self.virtual_host == "/" else f"/{self.virtual_host}"
+        return f"amqp://{self.userid}:**@{self.host}:{self.port}{vhost}"
+
+
+def parse_amqp_url(url: str, options: dict[str, Any]) -> AMQPParams:
+    """Read ``amqp://user:password@host:port/vhost?heartbeat=10`` as Celery does.
+
+    A missing user or password is ``guest``; an empty path or ``//`` is the vhost ``/``;
+    ``amqps://`` turns TLS on (``options['ssl']`` may give an SSL context or dict).
+    Options win over the URL query; ``heartbeat`` 0 turns heartbeats off.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ImproperlyConfigured(f"{url!r} is not an amqp://, pyamqp:// or amqps:// URL")
+    query = dict(parse_qsl(parts.query))
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    ssl: Any = options.get("ssl", query.get("ssl"))
+    if scheme == "amqps" and not ssl:
+        ssl = True
+    if isinstance(ssl, str):
+        ssl = ssl.lower() in {"1", "true", "yes", "on"}
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"bad port in AMQP URL: {exc}") from exc
+    return AMQPParams(
+        host=parts.hostname or "localhost",
+        port=port,
+        userid=unquote(parts.username) if parts.username else "guest",
+        password=unquote(parts.password) if parts.password else "guest",
+        virtual_host=unquote(path) or "/",
+        ssl=ssl or False,
+        heartbeat=float(options.get("heartbeat", query.get("heartbeat", 120.0)) or 0),
+        connect_timeout=float(
+            options.get("connect_timeout", query.get("connect_timeout", 4.0)) or 4.0
+        ),
+    )
+
+
+class Link:
+    """A live connection: consume channel, confirming publish channel, I/O thread."""
+
+    def __init__(self, params: AMQPParams, *, generation: int, confirms: bool) -> None:
+        self.params = params
+        self.generation = generation
+        self.confirms = confirms
+        self.confirm_timeout = 30.0
+        self.lock = threading.RLock()
+        self.broken: BaseException | None = None
+        self._stop = threading.Event()
+        self._unconfirmed: set[int] = set()
+        self._nacked: list[int] = []
+        self._returned: deque[tuple[str, str, str]] = deque()
+        self._seq = 0
+        self.conn = amqp.Connection(
+            host=f"{params.host}:{params.port}",
+            userid=params.userid,
+            password=params.password,
+            virtual_host=params.virtual_host,
+            ssl=params.ssl,
+            heartbeat=params.heartbeat,
+            connect_timeout=params.connect_timeout,
+        )
+        self.conn.connect()
+        self.consume_channel = self._open_channel()
+        self.publish_channel = self._open_publish_channel()
+        self._thread = threading.Thread(
+            target=self._service, name=f"caraway-amqp-io-{generation}", daemon=True
+        )
+        self._thread.start()
+
+    # -- channels ---------------------------------------------------------------------
+    def _open_channel(self) -> Any:
+        channel = self.conn.channel()
+        # Bodies stay bytes: decoding them is the protocol layer's business.
+        channel.auto_decode = False
+        return channel
+
+    def _open_publish_channel(self) -> Any:
+        channel = self._open_channel()
+        channel.events["basic_return"].add(self._on_return)
+        if self.confirms:
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
+            channel.confirm_select()
+        self._seq = 0
+        self._unconfirmed.clear()
+        return channel
+
+    def reopen_publish_channel(self) -> None:
+        """After a channel error (e.g. PRECONDITION_FAILED) closed the publish channel."""
+        with self.lock:
+            self.publish_channel = self._open_publish_channel()
+
+    # -- confirms and returns (called from drain_events, lock held) ----------------------
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed.difference_update([t for t in self._unconfirmed if t <= tag])
+        else:
+            self._unconfirmed.discard(tag)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._nacked.append(tag)
+        self._on_ack(tag, multiple)
+
+    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        self._returned.append((exchange, routing_key, str(exc)))
+
+    def publish(self, items: Sequence[tuple[Any, str, str]], *, mandatory: bool) -> None:
+        """Publish ``(amqp.Message, exchange, routing_key)`` items; confirm them once.
+
+        With confirms on, returns only when the broker acked every item: one wait for the
+        whole batch, not one round trip per message. Raises BrokerError for a nack or an
+        unroutable (returned) message.
+        """
+        with self.lock:
+            channel = self.publish_channel
+            self._returned.clear()
+            self._nacked.clear()
+            for message, exchange, routing_key in items:
+                channel.basic_publish(
+                    message, exchange=exchange, routing_key=routing_key, mandatory=mandatory
+                )
+                self._seq += 1
+                if self.confirms:
+                    self._unconfirmed.add(self._seq)
+            if self.confirms:
+                self._wait_confirms()
+            returned = list(self._returned)
+            nacked = list(self._nacked)
+        if returned:
+            exchange, routing_key, reason = returned[0]
+            raise BrokerError(
+                f"{len(returned)} message(s) unroutable: exchange {exchange!r} routing key "
+                f"{routing_key!r} reached no queue ({reason}); declare the queue first"
+            )
+        if nacked:
+            raise BrokerError(f"the broker refused (nacked) {len(nacked)} published message(s)")
+
+    def _wait_confirms(self) -> None:
+        deadline = time.monotonic() + self.confirm_timeout
+        while self._unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no publisher confirm within {self.confirm_timeout}s "
+                    f"for {len(self._unconfirmed)} message(s)"
+                )
+            self.conn.drain_events(timeout=min(remaining, 1.0))
+
+    # -- the I/O thread ------------------------------------------------------------------
+    def _service(self) -> None:
+        tick = 1.0 if not self.params.heartbeat else min(1.0, self.params.heartbeat / 4)
+        try:
+            while not self._stop.is_set():
+                sock = self.conn.transport.sock if self.conn.transport else None
+                if sock is None:
+                    raise OSError("AMQP socket closed")
+                # Wait without the lock, so publishers and ackers are never held up by it.
+                readable, _, _ = select.select([sock], [], [], tick)
+                with self.lock:
+                    if self._stop.is_set():
+                        return
+                    if readable:
+                        self._drain_ready()
+                    self.conn.heartbeat_tick()
+        except Exception as exc:  # any failure here means the link is unusable
+            if not self._stop.is_set():
+                logger.warning("AMQP connection to %s lost: %r", self.params.redacted(), exc)
+                self.broken = exc
+
+    def _drain_ready(self) -> None:
+        while True:
+            try:
+                self.conn.drain_events(timeout=0)
+            except TimeoutError:
+                return
+
+    def check(self) -> None:
+        """Raise the error that broke this link, if any."""
+        if self.broken is not None:
+            raise ConnectionResetError(f"AMQP link broken: {self.broken!r}")
+
+    def close(self) -> None:
+        self._stop.set()
+        with self.lock:
+            if self.broken is not None:
+                self._force_close()  # no close handshake on a dead socket: it could hang
+            else:
+                try:
+                    self.conn.close()
+                except Exception as exc:  # the broker may have gone in the meantime
+                    logger.debug("closing AMQP connection: %r", exc)
+                    self._force_close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _force_close(self) -> None:
+        try:
+            self.conn.collect()
+        except Exception as exc:  # last resort: nothing more can be done with it
+            logger.debug("collecting AMQP connection: %r", exc)

@@ -1,0 +1,539 @@
+"""RabbitMQ (AMQP 0-9-1) broker transport, declared and used as Celery 5 does (protocol.md s3).
+
+Entities: per queue a durable direct exchange and a durable queue of the same name bound
+with routing key = queue; tasks go to the default exchange "" with routing key = queue,
+persistent, with publisher confirms. Delivery guarantee: at least once -- a delivery stays
+unacked on the broker until acked, and RabbitMQ itself requeues whatever a closed
+connection held (so ``recover`` has nothing to do). Far ETAs park in ``_amqp_delay``'s ladder.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import amqp
+
+from caraway.exceptions import BrokerConnectionError, BrokerError
+from caraway.protocol.message import Message
+from caraway.transports import _amqp_delay as ladder
+from caraway.transports._amqp_link import (
+    CHANNEL_ERRORS,
+    CONNECTION_ERRORS,
+    Link,
+    parse_amqp_url,
+)
+from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
+
+T = TypeVar("T")
+logger = logging.getLogger("caraway.transports.amqp")
+
+DEAD_QUEUE = "caraway.dead"
+#: basic properties copied between :class:`Message` and AMQP (content type/encoding apart)
+_PROPERTIES = (
+    "correlation_id",
+    "reply_to",
+    "delivery_mode",
+    "priority",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "type",
+    "user_id",
+    "app_id",
+)
+_DEAD_HEADERS = ("x-caraway-dead-id", "x-caraway-reason", "x-caraway-queue", "x-caraway-failed-at")
+
+
+@dataclass(slots=True)
+class _Held:
+    """What settling an AMQP delivery needs: the link it came on and its delivery tag."""
+
+    generation: int
+    delivery_tag: int
+    settled: bool = False
+
+
+class AMQPTransport(Transport):
+    """Celery-compatible RabbitMQ broker (``amqp://``, ``pyamqp://``, ``amqps://``).
+
+    ``options`` (``broker_transport_options``): ``heartbeat`` (120 s; 0 = off),
+    ``connect_timeout`` (4 s), ``ssl`` (``broker_use_ssl``), ``max_retries`` (3; connection
+    errors are retried with backoff on a new connection, then raised as
+    BrokerConnectionError), ``confirm_publish`` (True), ``prefetch_count`` (default: the
+    first fetch's ``limit``), ``max_priority`` (adds ``x-max-priority``), ``queue_type``
+    (``"classic"`` or ``"quorum"``).
+    """
+
+    capabilities = Capabilities(parking=True, priorities=True, durable=True)
+
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        opts = self.options
+        self.params = parse_amqp_url(url, opts)
+        self.max_retries = int(opts.get("max_retries", 3))
+        self.confirm_publish = bool(opts.get("confirm_publish", True))
+        prefetch = opts.get("prefetch_count")
+        self.prefetch_count: int | None = int(prefetch) if prefetch else None
+        max_priority = opts.get("max_priority")
+        self.max_priority: int | None = int(max_priority) if max_priority else None
+        self.queue_type = str(opts.get("queue_type") or "classic")
+        self._where = self.params.redacted()
+        self._link: Link | None = None
+        self._generation = 0
+        self._connect_lock = threading.Lock()
+        self._arrived = threading.Condition()
+        self._inbox: deque[tuple[int, str, Any]] = deque()
+        self._reset_link_state()
+
+    def _reset_link_state(self) -> None:
+        self._declared: set[str] = set()
+        self._consuming: set[str] = set()
+        self._qos_set = False
+        self._ladder_ready = False
+        self._delay_bound: set[str] = set()
+
+    # -- the connection ----------------------------------------------------------------
+    def _ensure_link(self) -> Link:
+        with self._connect_lock:
+            link = self._link
+            if link is not None and link.broken is None:
+                return link
+            if link is not None:
+                self._drop(link)
+            self._generation += 1
+            self._link = Link(
+                self.params,
+                generation=self._generation,
+                confirms=self.confirm_publish,
+            )
+            return self._link
+
+    def _drop(self, link: Link | None) -> None:
+        """Forget a dead link; RabbitMQ requeues whatever it held unacked."""
+        if link is None:
+            return
+        if link.broken is None:
+            link.broken = ConnectionResetError("dropped by the transport")
+        link.close()
+        if self._link is link:
+            self._link = None
+            self._reset_link_state()
+        with self._arrived:
+            self._inbox = deque(entry for entry in self._inbox if entry[0] != link.generation)
+
+    def _run(self, what: str, fn: Callable[[Link], T]) -> T:
+        """Run ``fn`` on a live link; reconnect with backoff on connection errors."""
+        delay = 0.2
+        for attempt in range(self.max_retries + 1):
+            link: Link | None = None
+            try:
+                link = self._ensure_link()
+                with link.lock:
+                    link.check()
+                    return fn(link)
+            except CHANNEL_ERRORS as exc:
+                assert link is not None
+                self._after_channel_error(link)
+                raise BrokerError(f"AMQP {what} failed at {self._where}: {exc}") from exc
+            except CONNECTION_ERRORS as exc:
+                with self._connect_lock:
+                    self._drop(link)
+                if attempt == self.max_retries:
+                    raise BrokerConnectionError(
+                        f"RabbitMQ at {self._where} unreachable during {what} after "
+                        f"{attempt + 1} attempts: {exc!r}; check the server and broker_url"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _after_channel_error(self, link: Link) -> None:
+        # A closed consume channel loses its consumers: start over on a new connection.
+        if not link.consume_channel.is_open:
+            with self._connect_lock:
+                self._drop(link)
+        elif not link.publish_channel.is_open:
+            link.reopen_publish_channel()
+
+    # -- declaring ---------------------------------------------------------------------
+    def queue_arguments(self) -> dict[str, Any]:
+        """The arguments task queues are declared with (must match Celery's exactly)."""
+        if self.queue_type == "quorum":
+            return {"x-queue-type": "quorum"}
+        if self.max_priority is not None:
+            return {"x-max-priority": self.max_priority}
+        return {}
+
+    def _declare(self, link: Link, queue: str) -> None:
+        if queue in self._declared:
+            return
+        channel = link.publish_channel
+        arguments = self.queue_arguments()
+        try:
+            channel.queue_declare(
+                queue, durable=True, exclusive=False, auto_delete=False, arguments=arguments
+            )
+        except amqp.exceptions.PreconditionFailed as exc:
+            # Declared by someone else with other arguments: use it as it is, loudly.
+            link.reopen_publish_channel()
+            channel = link.publish_channel
+            channel.queue_declare(queue, passive=True)
+            logger.warning(
+                "queue %r exists with arguments other than %r (%s); using it as it is",
+                queue,
+                arguments,
+                exc,
+            )
+        channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+        channel.queue_bind(queue, exchange=queue, routing_key=queue)
+        self._declared.add(queue)
+
+    def declare(self, queue: str) -> None:
+        """Declare ``queue`` with its exchange and binding as Celery does."""
+        self._run("declare", lambda link: self._declare(link, queue))
+
+    # -- publishing --------------------------------------------------------------------
+    def publish(
+        self,
+        message: Message,
+        *,
+        queue: str,
+        exchange: str = "",
+        routing_key: str | None = None,
+    ) -> None:
+        self.publish_batch([(message, queue, exchange, routing_key)])
+
+    def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        self.publish_batch([(message, queue, "", None) for message, queue in items])
+
+    def publish_batch(self, items: Sequence[tuple[Message, str, str, str | None]]) -> None:
+        """Publish ``(message, queue, exchange, routing_key)`` items; one confirm wait."""
+        if not items:
+            return
+
+        def run(link: Link) -> None:
+            wire = []
+            for message, queue, exchange, routing_key in items:
+                self._declare(link, queue)
+                wire.append((to_amqp(message), exchange, routing_key or queue))
+            link.publish(wire, mandatory=True)
+
+        self._run("publish", run)
+
+    # -- consuming ---------------------------------------------------------------------
+    def _on_message(self, generation: int, queue: str, message: Any) -> None:
+        with self._arrived:
+            self._inbox.append((generation, queue, message))
+            self._arrived.notify()
+
+    def _consume(self, link: Link, queues: Sequence[str], limit: int) -> Link:
+        channel = link.consume_channel
+        if not self._qos_set:
+            # Once per channel: the worker's later fetches ask only for the room left.
+            self.prefetch_count = self.prefetch_count or limit
+            channel.basic_qos(0, self.prefetch_count, False)
+            self._qos_set = True
+        for queue in queues:
+            if queue in self._consuming:
+                continue
+            self._declare(link, queue)
+
+            def callback(
+                message: Any, queue: str = queue, generation: int = link.generation
+            ) -> None:
+                self._on_message(generation, queue, message)
+
+            def cancelled(tag: str, queue: str = queue) -> None:
+                # The queue was deleted under us: the next fetch declares it again.
+                logger.warning("RabbitMQ cancelled the consumer of queue %r", queue)
+                self._consuming.discard(queue)
+                self._declared.discard(queue)
+
+            channel.basic_consume(queue, callback=callback, no_ack=False, on_cancel=cancelled)
+            self._consuming.add(queue)
+        return link
+
+    def fetch(
+        self, queues: Sequence[str], *, limit: int, timeout: float, owner: str
+    ) -> list[Delivery]:
+        """Deliveries the I/O thread has received (up to ``limit``), waiting for the first.
+
+        The consumer prefetch is set once, from ``prefetch_count`` or this first ``limit``;
+        RabbitMQ pushes up to that many and they wait here, unacked, until fetched.
+        """
+        if not queues or limit <= 0:
+            return []
+        link = self._run("consume", lambda link: self._consume(link, queues, limit))
+        deadline = time.monotonic() + max(0.0, timeout)
+        batch: list[tuple[int, str, Any]] = []
+        with self._arrived:
+            while not self._inbox and link.broken is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.wait(min(remaining, 0.5))
+            while self._inbox and len(batch) < limit:
+                entry = self._inbox.popleft()
+                if entry[0] == link.generation:
+                    batch.append(entry)
+        return [self._delivery(generation, queue, raw) for generation, queue, raw in batch]
+
+    def _delivery(self, generation: int, queue: str, raw: Any) -> Delivery:
+        info = raw.delivery_info
+        return Delivery(
+            message=from_amqp(raw),
+            queue=queue,
+            tag=str(info["delivery_tag"]),
+            transport=self,
+            redelivered=bool(info.get("redelivered")),
+            state=_Held(generation, int(info["delivery_tag"])),
+            exchange=str(info.get("exchange") or ""),
+            routing_key=str(info.get("routing_key") or queue),
+        )
+
+    # -- settling ----------------------------------------------------------------------
+    def _settle(self, delivery: Delivery, what: str, op: Callable[[Any, int], None]) -> None:
+        held = _held(delivery)
+        if held.settled:
+            return  # a second ack of one tag would close the channel (PRECONDITION_FAILED)
+        held.settled = True
+        link = self._link
+        if link is None or link.generation != held.generation or link.broken is not None:
+            logger.warning(
+                "cannot %s delivery %s: its connection closed, so RabbitMQ already requeued it",
+                what,
+                delivery.tag,
+            )
+            return
+        try:
+            with link.lock:
+                op(link.consume_channel, held.delivery_tag)
+        except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
+            logger.warning(
+                "%s of delivery %s failed (%r); RabbitMQ requeues it", what, delivery.tag, exc
+            )
+            with self._connect_lock:
+                self._drop(link)
+
+    def ack(self, delivery: Delivery) -> None:
+        self._settle(delivery, "ack", lambda channel, tag: channel.basic_ack(tag))
+
+    def requeue(self, delivery: Delivery) -> None:
+        self._settle(delivery, "requeue", lambda channel, tag: channel.basic_reject(tag, True))
+
+    def _still_held(self, delivery: Delivery) -> bool:
+        held = _held(delivery)
+        link = self._link
+        return (
+            not held.settled
+            and link is not None
+            and link.broken is None
+            and link.generation == held.generation
+        )
+
+    def park(self, delivery: Delivery, eta: float) -> None:
+        """Send the message through the delay ladder, then ack it (see ``_amqp_delay``).
+
+        It comes back to its queue with its headers (``eta`` included) and properties
+        intact, minus ``expiration``: a TTL would let it leave a level early.
+        """
+        if not self._still_held(delivery):
+            self.ack(delivery)  # logs that the broker has it back already
+            return
+        seconds = ladder.delay_seconds(eta, time.time())
+        message = delivery.message
+        headers = {**message.headers, **ladder.bit_headers(seconds)}
+        properties = {k: v for k, v in message.properties.items() if k != "expiration"}
+        parked = Message(
+            message.body, headers, message.content_type, message.content_encoding, properties
+        )
+
+        def run(link: Link) -> None:
+            if not self._ladder_ready:
+                ladder.declare_ladder(link.publish_channel)
+                self._ladder_ready = True
+            if delivery.queue not in self._delay_bound:
+                link.publish_channel.queue_bind(
+                    delivery.queue, exchange=ladder.DELIVER, routing_key=delivery.queue
+                )
+                self._delay_bound.add(delivery.queue)
+            link.publish(
+                [(to_amqp(parked), ladder.entry_exchange(), delivery.queue)], mandatory=True
+            )
+
+        self._run("park", run)
+        self.ack(delivery)
+
+    # -- dead letters ------------------------------------------------------------------
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Publish a copy to the durable ``caraway.dead`` queue with the reason, then ack."""
+        if not self._still_held(delivery):
+            self.ack(delivery)
+            return
+        message = delivery.message
+        headers = {
+            **message.headers,
+            "x-caraway-dead-id": uuid.uuid4().hex,
+            "x-caraway-reason": reason,
+            "x-caraway-queue": delivery.queue,
+            "x-caraway-failed-at": time.time(),
+        }
+        copy = Message(
+            message.body,
+            headers,
+            message.content_type,
+            message.content_encoding,
+            {k: v for k, v in message.properties.items() if k != "expiration"},
+        )
+        self._run("dead_letter", lambda link: self._publish_dead(link, copy))
+        self.ack(delivery)
+
+    def _publish_dead(self, link: Link, message: Message) -> None:
+        if DEAD_QUEUE not in self._declared:
+            link.publish_channel.queue_declare(
+                DEAD_QUEUE, durable=True, exclusive=False, auto_delete=False
+            )
+            self._declared.add(DEAD_QUEUE)
+        link.publish([(to_amqp(message), "", DEAD_QUEUE)], mandatory=True)
+
+    def _drain_dead(
+        self, link: Link, keep: Callable[[DeadLetter], bool], limit: int | None
+    ) -> list[tuple[DeadLetter, Any]]:
+        """Take up to ``limit`` dead letters on the publish channel; return those ``keep``
+        accepts unacked (the caller acks them), rejecting the rest back in order."""
+        channel = link.publish_channel
+        if DEAD_QUEUE not in self._declared:
+            channel.queue_declare(DEAD_QUEUE, durable=True, exclusive=False, auto_delete=False)
+            self._declared.add(DEAD_QUEUE)
+        taken: list[tuple[DeadLetter, Any]] = []
+        others: list[int] = []
+        while limit is None or len(taken) + len(others) < limit:
+            raw = channel.basic_get(DEAD_QUEUE, no_ack=False)
+            if raw is None:
+                break
+            letter = _dead_letter(raw)
+            if keep(letter):
+                taken.append((letter, raw))
+            else:
+                others.append(int(raw.delivery_info["delivery_tag"]))
+        for tag in others:
+            channel.basic_reject(tag, True)
+        return taken
+
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        def run(link: Link) -> list[DeadLetter]:
+            taken = self._drain_dead(link, lambda letter: True, limit)
+            for _, raw in taken:
+                link.publish_channel.basic_reject(int(raw.delivery_info["delivery_tag"]), True)
+            return [letter for letter, _ in taken]
+
+        return self._run("dead_letters", run)
+
+    def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        wanted = None if ids is None else {str(i) for i in ids}
+
+        def run(link: Link) -> int:
+            taken = self._drain_dead(
+                link, lambda letter: wanted is None or str(letter.id) in wanted, None
+            )
+            for letter, raw in taken:
+                self._declare(link, letter.queue)
+                link.publish([(to_amqp(letter.message), "", letter.queue)], mandatory=True)
+                link.publish_channel.basic_ack(int(raw.delivery_info["delivery_tag"]))
+            return len(taken)
+
+        return self._run("requeue_dead_letters", run)
+
+    def purge_dead_letters(self) -> int:
+        return self.purge(DEAD_QUEUE)
+
+    # -- queues ------------------------------------------------------------------------
+    def size(self, queue: str) -> int:
+        def run(link: Link) -> int:
+            try:
+                _, count, _ = link.publish_channel.queue_declare(queue, passive=True)
+            except amqp.exceptions.NotFound:
+                link.reopen_publish_channel()
+                return 0
+            return int(count)
+
+        return self._run("size", run)
+
+    def purge(self, queue: str) -> int:
+        def run(link: Link) -> int:
+            try:
+                return int(link.publish_channel.queue_purge(queue) or 0)
+            except amqp.exceptions.NotFound:
+                link.reopen_publish_channel()
+                return 0
+
+        return self._run("purge", run)
+
+    def renew(self, owner: str) -> None:
+        """Nothing to renew: RabbitMQ holds a delivery for as long as its connection lives."""
+
+    def recover(self, owner: str) -> int:
+        """0: a dead child's connection died with it, and RabbitMQ requeued its deliveries."""
+        return 0
+
+    def close(self) -> None:
+        with self._connect_lock:
+            self._drop(self._link)
+
+
+def to_amqp(message: Message) -> Any:
+    """The py-amqp message for ``message``: headers as a field table, Celery's properties."""
+    properties = {
+        key: message.properties[key]
+        for key in _PROPERTIES
+        if message.properties.get(key) is not None
+    }
+    return amqp.Message(
+        body=message.body,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        application_headers=dict(message.headers),
+        **properties,
+    )
+
+
+def from_amqp(raw: Any) -> Message:
+    """A received py-amqp message as :class:`Message`, minus the ladder's routing headers."""
+    props = raw.properties
+    headers = props.get("application_headers") or {}
+    body = raw.body if isinstance(raw.body, bytes) else str(raw.body).encode()
+    return Message(
+        body=body,
+        headers={k: v for k, v in headers.items() if not ladder.is_ladder_header(k)},
+        content_type=str(props.get("content_type") or ""),
+        content_encoding=str(props.get("content_encoding") or ""),
+        properties={key: props[key] for key in _PROPERTIES if props.get(key) is not None},
+    )
+
+
+def _held(delivery: Delivery) -> _Held:
+    if not isinstance(delivery.state, _Held):
+        raise BrokerError(f"delivery {delivery.tag!r} was not handed out by an AMQPTransport")
+    return delivery.state
+
+
+def _dead_letter(raw: Any) -> DeadLetter:
+    message = from_amqp(raw)
+    headers = message.headers
+    letter = DeadLetter(
+        id=str(headers.get("x-caraway-dead-id") or raw.delivery_info["delivery_tag"]),
+        queue=str(headers.get("x-caraway-queue") or "celery"),
+        reason=str(headers.get("x-caraway-reason") or ""),
+        message=message,
+        failed_at=float(headers.get("x-caraway-failed-at") or 0.0),
+    )
+    for name in _DEAD_HEADERS:
+        headers.pop(name, None)
+    return letter
