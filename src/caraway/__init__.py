@@ -5,6 +5,7 @@ from __future__ import annotations
 from caraway import exceptions, states
 from caraway._version import __version__
 from caraway.app import Caraway
+from caraway.canvas import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
 from caraway.result import AsyncResult, EagerResult, GroupResult
 from caraway.shared import current_app, shared_task
 from caraway.task import Task
@@ -15,11 +16,19 @@ __all__ = [
     "Caraway",
     "EagerResult",
     "GroupResult",
+    "Signature",
     "Task",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_app",
     "exceptions",
     "get_task_logger",
+    "group",
     "shared_task",
+    "signature",
     "states",
+    "xmap",
+    "xstarmap",
 ]

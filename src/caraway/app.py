@@ -17,6 +17,7 @@ from typing import Any, TypeVar, overload
 from caraway import _state, calling, states
 from caraway.backends import get_backend
 from caraway.backends.base import Backend
+from caraway.builtins import register_builtins
 from caraway.config import Settings
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol import message as protocol
@@ -80,7 +81,9 @@ class Caraway:
         self._local = _PerThread()
         self._imported = False
         self._control: Any = None
+        self._group_result_cls: type[GroupResultType] | None = None
         self._builtins_registered = False
+        register_builtins(self)
         if set_as_current:
             _state.set_current_app(self)
         _state.register_app(self)
@@ -276,10 +279,12 @@ class Caraway:
     ) -> AsyncResultType:
         return AsyncResultType(id, app=self, task_name=task_name, parent=parent)
 
-    def GroupResult(
-        self, id: str, results: Sequence[AsyncResultType] | None = None
-    ) -> GroupResultType:
-        return GroupResultType(id, list(results or ()), app=self)
+    @property
+    def GroupResult(self) -> type[GroupResultType]:
+        """``app.GroupResult(id, results)`` and ``app.GroupResult.restore(id)``, as in Celery."""
+        if self._group_result_cls is None:
+            self._group_result_cls = _bind_group_result(self)
+        return self._group_result_cls
 
     def require_backend(self) -> Backend:
         backend = self.backend
@@ -350,3 +355,18 @@ class Caraway:
 
 def is_final(state: str) -> bool:
     return state in states.READY_STATES
+
+
+def _bind_group_result(app: Caraway) -> type[GroupResultType]:
+    class GroupResult(GroupResultType):
+        def __init__(
+            self, id: str | None, results: Sequence[AsyncResultType] | None = None, **kw: Any
+        ) -> None:
+            super().__init__(id, list(results or ()), app=kw.get("app", app))
+
+        @classmethod
+        def restore(cls, id: str, *, app: Caraway = app) -> GroupResultType | None:
+            raw = app.require_backend().load_group(id)
+            return None if raw is None else cls.from_document(id, raw, app=app)
+
+    return GroupResult

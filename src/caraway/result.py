@@ -33,7 +33,7 @@ class AsyncResult:
         *,
         app: Caraway,
         task_name: str | None = None,
-        parent: AsyncResult | None = None,
+        parent: AsyncResult | GroupResult | None = None,
     ) -> None:
         self.id = id
         self.app = app
@@ -285,11 +285,19 @@ class EagerResult(AsyncResult):
 class GroupResult:
     """The results of a group's tasks, in the order the group listed them."""
 
-    def __init__(self, id: str | None, results: Sequence[AsyncResult], *, app: Caraway) -> None:
+    def __init__(
+        self,
+        id: str | None,
+        results: Sequence[AsyncResult] | None = None,
+        *,
+        app: Caraway | None = None,
+    ) -> None:
+        from caraway._state import get_current_app
+
         self.id = id
-        self.results = list(results)
-        self.app = app
-        self.parent: AsyncResult | None = None
+        self.results = list(results or ())
+        self.app = app if app is not None else get_current_app()
+        self.parent: AsyncResult | GroupResult | None = None
 
     def __iter__(self) -> Iterator[AsyncResult]:
         return iter(self.results)
@@ -314,6 +322,13 @@ class GroupResult:
 
     def waiting(self) -> bool:
         return not self.ready()
+
+    def _raise_if_failed(self) -> None:
+        """Raise the first failed member's error (lets a GroupResult be a result's parent)."""
+        if self.parent is not None:
+            self.parent._raise_if_failed()
+        for result in self.results:
+            result._raise_if_failed()
 
     def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> list[Any]:
         return self.join(timeout=timeout, propagate=propagate, **kwargs)
@@ -352,8 +367,10 @@ class GroupResult:
     @classmethod
     def restore(cls, id: str, *, app: Caraway) -> GroupResult | None:
         raw = app.require_backend().load_group(id)
-        if raw is None:
-            return None
+        return None if raw is None else cls.from_document(id, raw, app=app)
+
+    @classmethod
+    def from_document(cls, id: str, raw: bytes, *, app: Caraway) -> GroupResult:
         tree = protocol.decode_document(raw)["result"]
         children = [app.AsyncResult(item[0][0]) for item in tree[1]]
         return cls(id, children, app=app)

@@ -8,16 +8,19 @@ before the delivery is acked, so a crash in between repeats work rather than los
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caraway.backends.base import Backend
 from caraway.protocol import message as protocol
 from caraway.protocol import results as docs
+from caraway.protocol.message import TaskMessage
 from caraway.transports.base import Delivery, Transport
-from caraway.worker.lifecycle import Effects
+from caraway.worker.execute import build_request
+from caraway.worker.lifecycle import Effects, errback_follow_up
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.task import Task
 
 logger = logging.getLogger("caraway.worker")
 
@@ -42,11 +45,40 @@ class EffectApplier:
                 exchange=follow.route.exchange,
                 routing_key=follow.route.routing_key,
             )
+        if effects.errbacks is not None:
+            self.run_errbacks(*effects.errbacks)
         if effects.chord_join is not None:
             from caraway.worker.chords import join_chord
 
             join_chord(self.app, self.transport, self.backend, effects.chord_join)
         self.settle(delivery, effects)
+
+    def run_errbacks(
+        self,
+        signatures: list[dict[str, Any]],
+        failed: TaskMessage,
+        exc: BaseException,
+        traceback: str | None,
+    ) -> None:
+        """Celery's rule: an errback taking more than one argument is called here as
+        ``errback(request, exc, traceback)``; any other is published with the task id."""
+        for signature in signatures:
+            task = self.app._tasks.get(str(signature.get("task")))
+            if task is not None and _takes_request(task):
+                request = build_request(task, failed, hostname="", delivery_info={})
+                try:
+                    task(request, exc, traceback, *(signature.get("args") or ()))
+                except Exception:
+                    logger.exception("errback %s for task %s raised", task.name, failed.id)
+                continue
+            follow = errback_follow_up(signature, failed, self.app.conf)
+            wire = protocol.encode(follow.message, serializer=self.serializer)
+            self.transport.publish(
+                wire,
+                queue=follow.route.queue,
+                exchange=follow.route.exchange,
+                routing_key=follow.route.routing_key,
+            )
 
     def store(self, effects: Effects) -> None:
         if self.backend is None:
@@ -64,3 +96,16 @@ class EffectApplier:
             delivery.requeue()
         elif effects.settle == "dead_letter":
             delivery.dead_letter(effects.reason or "set aside by the worker")
+
+
+def _takes_request(task: Task) -> bool:
+    """True when the errback task accepts (request, exc, traceback)."""
+    signature = task._signature()
+    if signature is None:
+        return False
+    params = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(params) > 1 or any(p.kind is p.VAR_POSITIONAL for p in params)

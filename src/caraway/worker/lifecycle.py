@@ -54,7 +54,9 @@ class Effects:
     settle: Literal["ack", "requeue", "dead_letter", "none"] = "ack"
     reason: str | None = None
     #: a chord header finished: (group id, index, state, value, body signature)
-    chord_join: tuple[str, int | None, str, Any, dict[str, Any]] | None = None
+    chord_join: tuple[str, int | None, str, Any, dict[str, Any], str] | None = None
+    #: a failed task's ``link_error`` signatures, with the error and its traceback
+    errbacks: tuple[list[dict[str, Any]], TaskMessage, BaseException, str | None] | None = None
 
 
 @dataclass(slots=True)
@@ -170,6 +172,7 @@ def success_effects(
             states.SUCCESS,
             outcome.value,
             message.chord,
+            message.id,
         )
     return effects
 
@@ -201,7 +204,10 @@ def failure_effects(
             states.FAILURE,
             exc,
             message.chord,
+            message.id,
         )
+    if message.errbacks:
+        effects.errbacks = (list(message.errbacks), message, exc, traceback)
     return effects
 
 
@@ -240,6 +246,7 @@ def revoked_effects(message: TaskMessage, why: str, policy: Policy) -> Effects:
             states.REVOKED,
             error,
             message.chord,
+            message.id,
         )
     return effects
 
@@ -264,6 +271,11 @@ def _extended(message: TaskMessage, hostname: str, queue: str) -> dict[str, Any]
         "retries": message.retries,
         "queue": queue,
     }
+
+
+def errback_follow_up(signature: Mapping[str, Any], failed: TaskMessage, conf: Any) -> FollowUp:
+    """An errback published as a task, given the failed task's id (old-style errbacks)."""
+    return _follow_up(signature, failed.id, failed, conf)
 
 
 def _follow_up(
