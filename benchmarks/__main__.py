@@ -1,0 +1,177 @@
+"""``python -m benchmarks``: parse the options, prepare both systems, run, report.
+
+Celery's virtualenv is created on first use; the Redis db is claimed (it must be empty or
+the benchmark's own) before anything is flushed. Ctrl-C or SIGTERM stops every process the
+run started and still prints the table of what was measured so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks import procs, report
+from benchmarks.catalog import BROKERS, WORKLOADS, Options
+from benchmarks.celery_env import celery_python
+from benchmarks.runner import Results, run_all
+from benchmarks.systems import REPO, BrokerOps, System, parse_result, repo_python
+
+QUICK = {"n": 1000, "round_trips": 100, "chord_size": 100, "repeat": 1}
+FULL = {"n": 10000, "round_trips": 500, "chord_size": 1000, "repeat": 3}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Compare caraway and Celery 5.7.0 on the same broker in one run.",
+    )
+    parser.add_argument("--broker", default="redis", choices=(*BROKERS, "all"))
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, from {','.join(WORKLOADS)}",
+    )
+    parser.add_argument("--n", type=int, help="tasks for W1, W1b, W2 (default 10000)")
+    parser.add_argument("--repeat", type=int, help="repetitions per system (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts and one repetition: a smoke run"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="doc whose results section to rewrite (default docs/benchmarks.md; "
+        "a --quick run writes it only when --out is given)",
+    )
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=9,
+        help="private Redis db, flushed around each measurement (default 9)",
+    )
+    return parser
+
+
+def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
+    workloads = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {', '.join(unknown)}; choose from {WORKLOADS}")
+    counts = dict(QUICK if args.quick else FULL)
+    if args.n is not None:
+        counts["n"] = args.n
+    if args.repeat is not None:
+        counts["repeat"] = args.repeat
+    if counts["n"] < 2 or counts["repeat"] < 1:
+        raise SystemExit("--n must be at least 2 and --repeat at least 1")
+    return Options(
+        brokers=BROKERS if args.broker == "all" else (args.broker,),
+        workloads=tuple(w for w in WORKLOADS if w in workloads),
+        quick=args.quick,
+        redis_db=args.redis_db,
+        command=shlex.join(["python", "-m", "benchmarks", *argv]),
+        n=counts["n"],
+        round_trips=counts["round_trips"],
+        chord_size=counts["chord_size"],
+        repeat=counts["repeat"],
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def _describe(system: System) -> dict[str, Any]:
+    argv = [str(system.python), "-m", "benchmarks.scripts.describe", system.name]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        info = parse_result(procs.run(argv, env=env, cwd=REPO, timeout=60))
+    except (procs.ScriptFailed, RuntimeError) as exc:
+        return {"error": str(exc)}
+    if system.name == "caraway":
+        git = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        info["commit"] = git.stdout.strip() or None
+    return info
+
+
+def _header(options: Options, systems: list[System], ops: BrokerOps) -> report.Header:
+    versions = ops.call("probe")
+    return report.Header(
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        command=options.command,
+        cpus=os.cpu_count() or 0,
+        cpu_model=_cpu_model(),
+        redis=versions.get("redis"),
+        rabbitmq=versions.get("rabbitmq"),
+        caraway=_describe(systems[0]),
+        celery=_describe(systems[1]),
+        options=options,
+    )
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every finally, like Ctrl-C
+
+
+def _finish(header: report.Header, results: Results, out: Path | None) -> None:
+    text = report.render(header, results)
+    print()
+    print(text)
+    saved = report.write_json(REPO / "benchmarks" / "results", header, results)
+    print(f"results: {saved.relative_to(REPO)}")
+    if out is not None:
+        report.write_section(out, text)
+        print(f"table written to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    options = options_from(args, argv)
+    out = args.out if args.out is not None or options.quick else REPO / "docs" / "benchmarks.md"
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # a shell starts background jobs with SIGINT ignored; Ctrl-C must still stop the run
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    systems = [System("caraway", repo_python()), System("celery", celery_python())]
+    ops = BrokerOps(systems[1].python, options)
+    try:
+        ops.call("claim")
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    header = _header(options, systems, ops)
+    results: Results = {}
+    code = 0
+    try:
+        results = run_all(systems, options, ops, results)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything, reporting what was measured", file=sys.stderr)
+        code = 130
+    finally:
+        procs.stop_all()
+        ops.call("release")
+    _finish(header, results, out if code == 0 else None)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

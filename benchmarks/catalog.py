@@ -1,0 +1,117 @@
+"""What can be measured: brokers, workloads, the figures each reports and the issue's targets.
+
+Pure data plus the run options. A figure's ``better`` says which direction wins, so the
+report can tell whether a caraway/Celery ratio meets its target without knowing the workload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BROKERS = ("redis", "amqp", "sqlite")
+WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5")
+SYSTEMS = ("caraway", "celery")
+
+WORKLOAD_TITLES = {
+    "W1": "enqueue",
+    "W1b": "group send",
+    "W2": "drain",
+    "W3": "round trip",
+    "W4": "chord",
+    "W5": "worker memory after W2",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound on the caraway/Celery ratio (``ratio``) and optionally on caraway's own figure."""
+
+    ratio: float
+    at_least: bool
+    absolute: float | None = None
+    note: str = ""
+
+    def text(self) -> str:
+        sign = ">=" if self.at_least else "<="
+        extra = f" and >= {self.absolute:g}" if self.absolute is not None else ""
+        return f"{sign} {self.ratio:g}x{extra}{self.note}"
+
+    def met(self, ratio: float, caraway_value: float) -> bool:
+        ok = ratio >= self.ratio if self.at_least else ratio <= self.ratio
+        if self.absolute is not None:
+            ok = ok and caraway_value >= self.absolute
+        return ok
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number a workload reports: its key in the script's output, unit and direction."""
+
+    workload: str
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    targets: dict[str, Target] = field(default_factory=dict)
+
+
+_ANY = ("redis", "amqp", "sqlite")
+
+FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "W1",
+        "rate",
+        "enqueue",
+        "tasks/s",
+        True,
+        {
+            "redis": Target(4.5, True),
+            "amqp": Target(1.0, True, note=" (caraway with confirms)"),
+        },
+    ),
+    Figure("W1b", "rate", "group send", "tasks/s", True, {b: Target(10.0, True) for b in _ANY}),
+    Figure(
+        "W2",
+        "rate",
+        "drain",
+        "tasks/s",
+        True,
+        {
+            "redis": Target(10.0, True),
+            "amqp": Target(5.0, True),
+            "sqlite": Target(10.0, True, absolute=3000.0),
+        },
+    ),
+    Figure("W3", "p50", "round trip p50", "ms", False, {"redis": Target(0.4, False)}),
+    Figure("W3", "p90", "round trip p90", "ms", False),
+    Figure("W3", "p99", "round trip p99", "ms", False, {"redis": Target(0.5, False)}),
+    Figure("W4", "seconds", "chord", "s", False, {b: Target(0.1, False) for b in _ANY}),
+    Figure("W5", "pss_mib", "worker PSS", "MiB", False, {b: Target(0.5, False) for b in _ANY}),
+    Figure("W5", "rss_mib", "worker RSS", "MiB", False),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The run as the command line asked for it (counts already adjusted for ``--quick``)."""
+
+    brokers: tuple[str, ...]
+    workloads: tuple[str, ...]
+    n: int
+    round_trips: int
+    chord_size: int
+    repeat: int
+    quick: bool
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 9
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    command: str = "python -m benchmarks"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+
+def figures_for(workload: str) -> tuple[Figure, ...]:
+    return tuple(figure for figure in FIGURES if figure.workload == workload)

@@ -1,0 +1,173 @@
+"""Turn the runner's samples into the header, the medians table, the JSON file and the doc.
+
+The table shows each figure's median with its min-max over the repetitions and the
+caraway/Celery ratio of the medians; the target column says whether the issue's bound
+holds. ``write_section`` replaces only the text between the two markers in the doc.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.catalog import FIGURES, WORKLOAD_TITLES, Figure, Options
+from benchmarks.runner import Outcome, Results
+
+START = "<!-- benchmarks:results:start -->"
+END = "<!-- benchmarks:results:end -->"
+BROKER_TITLES = {
+    "redis": "Redis",
+    "amqp": "RabbitMQ (results in Redis)",
+    "sqlite": "SQLite",
+}
+
+
+@dataclass(frozen=True)
+class Header:
+    """Who ran what, where: printed above the table and stored in the JSON file."""
+
+    date: str
+    command: str
+    cpus: int
+    cpu_model: str
+    redis: str | None
+    rabbitmq: str | None
+    caraway: dict[str, Any]
+    celery: dict[str, Any]
+    options: Options
+
+    def lines(self) -> list[str]:
+        o = self.options
+        mode = " (--quick: smoke-run counts, not for comparison)" if o.quick else ""
+        return [
+            f"Run {self.date}: `{self.command}`{mode}",
+            "",
+            f"- Machine: {self.cpus} CPUs (nproc), {self.cpu_model}; "
+            f"Redis {self.redis or 'unreachable'}; RabbitMQ {self.rabbitmq or 'unreachable'}",
+            f"- caraway {_config(self.caraway)}",
+            f"- Celery {_config(self.celery)} (its defaults)",
+            f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3), chord of "
+            f"{o.chord_size} (W4); median of {o.repeat} run(s), min-max in brackets",
+        ]
+
+
+def _config(info: dict[str, Any]) -> str:
+    if "error" in info:
+        return f"(unknown: {info['error']})"
+    acks = "late acks" if info.get("acks_late") else "early acks"
+    commit = f", git {info['commit']}" if info.get("commit") else ""
+    return (
+        f"{info.get('version')} (Python {info.get('python')}{commit}): worker prefork -c 2, "
+        f"prefetch multiplier {info.get('prefetch_multiplier')}, {acks}, "
+        f"{str(info.get('serializer', '')).upper()}"
+    )
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _cell(outcome: Outcome | None, key: str) -> tuple[str, float | None]:
+    if outcome is None:
+        return "not run", None
+    if outcome.status:
+        return outcome.status, None
+    values = outcome.samples.get(key)
+    if not values:
+        return "no data", None
+    median = statistics.median(values)
+    if len(values) == 1:
+        return _number(median), median
+    return f"{_number(median)} ({_number(min(values))}-{_number(max(values))})", median
+
+
+def _row(broker: str, figure: Figure, cells: dict[str, Outcome]) -> str:
+    caraway_text, caraway = _cell(cells.get("caraway"), figure.key)
+    celery_text, celery = _cell(cells.get("celery"), figure.key)
+    ratio_text, target_text = "", ""
+    target = figure.targets.get(broker)
+    if caraway is not None and celery:
+        ratio = caraway / celery
+        ratio_text = f"{ratio:.3g}x"
+        if target is not None:
+            target_text = f"{target.text()}: {'met' if target.met(ratio, caraway) else 'missed'}"
+    elif target is not None:
+        target_text = target.text()
+    title = f"{figure.workload} {WORKLOAD_TITLES[figure.workload]}"
+    better = "higher" if figure.higher_is_better else "lower"
+    label = f"{figure.label} ({figure.unit}, {better} is better)"
+    return (
+        f"| {BROKER_TITLES[broker]} | {title} | {label} | {caraway_text} | {celery_text} "
+        f"| {ratio_text} | {target_text} |"
+    )
+
+
+def table(results: Results, options: Options) -> list[str]:
+    lines = [
+        "| Broker | Workload | Figure | caraway | Celery 5.7.0 | caraway/Celery | Target |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for broker in options.brokers:
+        by_workload = results.get(broker, {})
+        for figure in FIGURES:
+            if figure.workload in options.workloads:
+                lines.append(_row(broker, figure, by_workload.get(figure.workload, {})))
+    return lines
+
+
+def render(header: Header, results: Results) -> str:
+    return "\n".join([*header.lines(), "", *table(results, header.options)]) + "\n"
+
+
+def write_json(directory: Path, header: Header, results: Results) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    # "2026-11-27 05:09:10 UTC" -> "20261127T050910Z"
+    day, clock, _ = header.date.split(" ")
+    stamp = f"{day.replace('-', '')}T{clock.replace(':', '')}Z"
+    path = directory / f"{stamp}.json"
+    document = {
+        "date": header.date,
+        "command": header.command,
+        "machine": {
+            "cpus": header.cpus,
+            "cpu_model": header.cpu_model,
+            "redis": header.redis,
+            "rabbitmq": header.rabbitmq,
+        },
+        "systems": {"caraway": header.caraway, "celery": header.celery},
+        "options": {k: v for k, v in vars(header.options).items() if k != "command"},
+        "results": {
+            broker: {
+                workload: {
+                    system: {
+                        "status": outcome.status,
+                        "detail": outcome.detail,
+                        "samples": outcome.samples,
+                    }
+                    for system, outcome in cells.items()
+                }
+                for workload, cells in by_workload.items()
+            }
+            for broker, by_workload in results.items()
+        },
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def write_section(doc: Path, text: str) -> None:
+    """Replace the marked results section of ``doc`` (appending one if it has none)."""
+    current = doc.read_text() if doc.exists() else ""
+    block = f"{START}\n{text.rstrip()}\n{END}"
+    if START in current and END in current:
+        before, _, rest = current.partition(START)
+        _, _, after = rest.partition(END)
+        updated = before + block + after
+    else:
+        updated = current.rstrip() + ("\n\n" if current else "") + block + "\n"
+    doc.write_text(updated)

@@ -1,0 +1,153 @@
+"""The measurement loop: per broker, per workload, N repetitions alternating the systems.
+
+A unit runs one workload once for one system inside a fresh ``Session`` and returns its
+figures by workload (the drain unit serves both W2 and W5). Each repetition swaps which
+system goes first, so slow drift on the machine does not always fall on the same side.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks import procs
+from benchmarks.catalog import Options
+from benchmarks.systems import BrokerOps, Session, System, Unsupported
+
+Figures = dict[str, dict[str, float]]
+
+
+@dataclass
+class Outcome:
+    """One (broker, workload, system) cell: samples per figure key, or why there are none."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    status: str | None = None  # "n/a (...)" or "error: ..."
+    detail: str | None = None  # the full reason behind ``status``
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.samples.setdefault(key, []).append(float(value))
+
+
+#: results[broker][workload][system]
+Results = dict[str, dict[str, dict[str, Outcome]]]
+
+
+def _enqueue(session: Session, options: Options) -> Figures:
+    result = session.script("enqueue", options.n, timeout=120 + options.n * 0.05)
+    return {"W1": {"rate": result["rate"]}}
+
+
+def _group_send(session: Session, options: Options) -> Figures:
+    result = session.script("group_send", options.n, timeout=120 + options.n * 0.05)
+    return {"W1b": {"rate": result["rate"]}}
+
+
+def _drain(session: Session, options: Options) -> Figures:
+    ids = session.workdir / "ids.json"
+    session.script("fill", options.n, ids, timeout=120 + options.n * 0.05)
+    worker = session.start_worker()
+    result = session.script("drain_wait", ids, 60 + options.n * 0.1, timeout=120 + options.n * 0.1)
+    if result["wrong"]:
+        raise RuntimeError(f"{result['wrong']} drained tasks returned a wrong value")
+    memory = procs.tree_memory(worker.pid)
+    return {
+        "W2": {"rate": result["rate"]},
+        "W5": {"pss_mib": memory.pss_mib, "rss_mib": memory.rss_mib},
+    }
+
+
+def _round_trip(session: Session, options: Options) -> Figures:
+    session.start_worker()
+    result = session.script("roundtrip", options.round_trips, timeout=180 + options.round_trips * 2)
+    return {"W3": {key: result[key] for key in ("p50", "p90", "p99")}}
+
+
+def _chord(session: Session, options: Options) -> Figures:
+    session.start_worker()
+    result = session.script("chord", options.chord_size, timeout=720)
+    return {"W4": {"seconds": result["seconds"]}}
+
+
+Unit = Callable[[Session, Options], Figures]
+
+#: (broker, system) -> status, once a system said it has no transport for that broker
+_NO_TRANSPORT: dict[tuple[str, str], str] = {}
+
+#: unit name -> (function, the workloads it reports)
+UNITS: dict[str, tuple[Unit, tuple[str, ...]]] = {
+    "enqueue": (_enqueue, ("W1",)),
+    "group_send": (_group_send, ("W1b",)),
+    "drain": (_drain, ("W2", "W5")),
+    "round_trip": (_round_trip, ("W3",)),
+    "chord": (_chord, ("W4",)),
+}
+
+
+def units_for(workloads: tuple[str, ...]) -> list[str]:
+    return [name for name, (_, covers) in UNITS.items() if set(covers) & set(workloads)]
+
+
+def run_all(systems: list[System], options: Options, ops: BrokerOps, results: Results) -> Results:
+    """Measure everything ``options`` asks for into ``results`` (filled as it goes, so what
+    was measured before a Ctrl-C is still there for the report)."""
+    for broker in options.brokers:
+        by_workload = results.setdefault(broker, {})
+        for unit in units_for(options.workloads):
+            _, covers = UNITS[unit]
+            cells = {w: by_workload.setdefault(w, {}) for w in covers if w in options.workloads}
+            for rep in range(options.repeat):
+                order = systems if rep % 2 == 0 else systems[::-1]
+                for system in order:
+                    _measure(system, broker, unit, options, ops, cells, rep)
+    return results
+
+
+def _measure(
+    system: System,
+    broker: str,
+    unit: str,
+    options: Options,
+    ops: BrokerOps,
+    cells: dict[str, dict[str, Outcome]],
+    rep: int,
+) -> None:
+    outcomes = {w: cell.setdefault(system.name, Outcome()) for w, cell in cells.items()}
+    if any(o.status for o in outcomes.values()):
+        return  # n/a or broken once: the other repetitions would say the same
+    missing = _NO_TRANSPORT.get((broker, system.name))
+    if missing:
+        _set_status(outcomes, missing, None)
+        return
+    label = f"[{broker} {'/'.join(cells)} {system.name} #{rep + 1}]"
+    started = time.monotonic()
+    function, _ = UNITS[unit]
+    try:
+        with Session(system, broker, options, ops) as session:
+            figures = function(session, options)
+    except Unsupported as exc:
+        short = f"n/a (no {broker} transport yet)" if exc.transport else "n/a (not supported yet)"
+        _set_status(outcomes, short, str(exc))
+        if exc.transport:
+            _NO_TRANSPORT[(broker, system.name)] = short
+        print(f"{label} n/a: {exc}", file=sys.stderr)
+        return
+    except (RuntimeError, OSError) as exc:
+        _set_status(outcomes, f"error: {str(exc)[:200]}", str(exc))
+        print(f"{label} error: {exc}", file=sys.stderr)
+        return
+    for workload, outcome in outcomes.items():
+        outcome.add(figures.get(workload, {}))
+    shown = ", ".join(
+        f"{key}={value:.4g}" for values in figures.values() for key, value in values.items()
+    )
+    print(f"{label} {shown} ({time.monotonic() - started:.1f}s)", file=sys.stderr)
+
+
+def _set_status(outcomes: dict[str, Outcome], status: str, detail: str | None) -> None:
+    for outcome in outcomes.values():
+        outcome.status = status
+        outcome.detail = detail
