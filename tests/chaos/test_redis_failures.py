@@ -159,7 +159,8 @@ def test_every_task_completes_across_a_redis_restart_under_load(
     finally:
         check.close()
     log = workers[0].log()
-    assert "broker connection lost" in log or "crashed" in log, "the outage reached the worker"
+    # the outage was seen (by a child's fetch or the node's control channel), and survived
+    assert "Connection refused" in log, "the outage reached the worker"
     assert workers[0].process.poll() is None, "the worker survived the restart"
 
 
