@@ -103,6 +103,47 @@ def record(path, value):
     return value
 
 
+@app.task(soft_time_limit=0.5)
+def soft_limited(seconds):
+    from caraway.exceptions import SoftTimeLimitExceeded
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return 'cleaned up'
+    return 'finished'
+
+
+@app.task(time_limit=0.5)
+def hard_limited(seconds):
+    time.sleep(seconds)
+    return 'finished'
+
+
+@app.task(rate_limit='5/s')
+def limited(path):
+    with open(path, 'a') as handle:
+        handle.write(f'{time.time()}\\n')
+
+
+@app.task
+def exits_hard():
+    os._exit(3)
+
+
+@app.task
+async def nap(seconds):
+    import asyncio
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(soft_time_limit=0.3)
+async def long_nap(seconds):
+    import asyncio
+    await asyncio.sleep(seconds)
+    return seconds
+
+
 @app.task(bind=True, max_retries=3, track_started=True)
 def flaky(self, marker, failures):
     count = int(open(marker).read()) if os.path.exists(marker) else 0

@@ -201,7 +201,17 @@ class Caraway:
 
     def connection(self) -> Transport:
         """A new broker connection (the caller closes it)."""
-        return get_transport(self.broker_url, options=dict(self.conf.broker_transport_options))
+        conf = self.conf
+        options = dict(conf.broker_transport_options)
+        # how often one publish/fetch retries a dropped connection before raising: the
+        # publish retry policy (Celery's producer rule); the worker's loop retries on top
+        policy = dict(conf.task_publish_retry_policy or {})
+        retries = policy.get("max_retries", 3) if conf.task_publish_retry else 0
+        if retries is not None:
+            options.setdefault("max_retries", int(retries))
+        if conf.broker_use_ssl:
+            options.setdefault("ssl", conf.broker_use_ssl)
+        return get_transport(self.broker_url, options=options)
 
     @property
     def producer(self) -> Transport:
@@ -215,7 +225,10 @@ class Caraway:
         url = self.result_backend_url
         if url is None:
             return None
-        return get_backend(url, options=dict(self.conf.result_backend_transport_options))
+        options = dict(self.conf.result_backend_transport_options)
+        if self.conf.redis_backend_use_ssl:
+            options.setdefault("ssl", self.conf.redis_backend_use_ssl)
+        return get_backend(url, options=options)
 
     @property
     def backend(self) -> Backend | None:

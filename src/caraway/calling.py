@@ -7,9 +7,9 @@ running task inherits its ``root_id`` and gets it as ``parent_id``, as Celery do
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -67,25 +67,22 @@ KNOWN_OPTIONS = frozenset(
 )
 
 
-class _CallContext(threading.local):
-    def __init__(self) -> None:
-        self.requests: list[Request] = []
-
-
-_context = _CallContext()
+#: the task running in this thread or asyncio task; calls made now become its children
+_CURRENT: ContextVar[tuple[Request, ...]] = ContextVar("caraway_current", default=())
 
 
 def push_current(request: Request) -> None:
-    """Mark ``request`` as the task running in this thread (calls made now are its children)."""
-    _context.requests.append(request)
+    """Mark ``request`` as the running task (calls made now are its children)."""
+    _CURRENT.set((*_CURRENT.get(), request))
 
 
 def pop_current() -> None:
-    _context.requests.pop()
+    _CURRENT.set(_CURRENT.get()[:-1])
 
 
 def current_request() -> Request | None:
-    return _context.requests[-1] if _context.requests else None
+    stack = _CURRENT.get()
+    return stack[-1] if stack else None
 
 
 def build_message(

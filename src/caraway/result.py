@@ -7,8 +7,9 @@ rebuilt without importing anything (see ``protocol.results.exception_from_dict``
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,16 @@ class AsyncResult:
         return self._value(document)
 
     wait = get
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
+    ) -> Any:
+        """``get()`` for async code: waits on a worker thread, never blocking the loop."""
+        kwargs.setdefault("disable_sync_subtasks", False)
+        return await asyncio.to_thread(self.get, timeout, propagate, **kwargs)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.aget().__await__()
 
     def _wait(self, timeout: float | None) -> dict[str, Any]:
         document = self._document()

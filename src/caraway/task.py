@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import inspect
 import random
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,9 +55,9 @@ class Request:
     message: Any = None
 
 
-class _RequestStack(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[Request] = []
+#: the requests being run, per thread and per asyncio task (a ContextVar gives both), keyed
+#: by task object so a task calling another task directly sees its own request
+_REQUESTS: ContextVar[tuple[tuple[int, Request], ...]] = ContextVar("caraway_requests", default=())
 
 
 #: Options a task declaration accepts besides the function itself, with their defaults.
@@ -129,7 +129,7 @@ class Task:
     _fun: Callable[..., Any] | None = None
 
     def __init__(self) -> None:
-        self._requests = _RequestStack()
+        self._key = id(self)
 
     # -- what runs -------------------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -151,14 +151,20 @@ class Task:
     # -- request context -------------------------------------------------------------------
     @property
     def request(self) -> Request:
-        stack = self._requests.stack
-        return stack[-1] if stack else Request()
+        for key, request in reversed(_REQUESTS.get()):
+            if key == self._key:
+                return request
+        return Request()
 
     def push_request(self, request: Request) -> None:
-        self._requests.stack.append(request)
+        _REQUESTS.set((*_REQUESTS.get(), (self._key, request)))
 
     def pop_request(self) -> None:
-        self._requests.stack.pop()
+        stack = _REQUESTS.get()
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index][0] == self._key:
+                _REQUESTS.set(stack[:index] + stack[index + 1 :])
+                return
 
     # -- hooks run by the worker (override in a base class) --------------------------------
     def before_start(self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:

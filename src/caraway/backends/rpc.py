@@ -74,7 +74,11 @@ class RPCBackend(Backend):
             heartbeat=0,  # nothing services heartbeats here; a dead socket is reopened
             connect_timeout=params.connect_timeout,
         )
-        conn.connect()
+        try:
+            conn.connect()
+        except BaseException:
+            conn.collect()  # a failed handshake still holds a socket
+            raise
         channel = conn.channel()
         channel.auto_decode = False
         channel.confirm_select()

@@ -47,8 +47,12 @@ def _register() -> None:
     from caraway.cli.deadletters import dead_letters
     from caraway.cli.worker import worker
 
+    from caraway.cli.control import commands
+
     cli.add_command(worker)
     cli.add_command(dead_letters)
+    for command in commands:
+        cli.add_command(command)
     try:
         from caraway.cli.multi import multi
     except ImportError:  # pragma: no cover - multi lands in its own change

@@ -149,6 +149,9 @@ def worker(
         pool=pool,
         on_ready=ready,
         child_init=child_init,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        autoscale=scale,
     )
     try:
         code = supervisor.run()

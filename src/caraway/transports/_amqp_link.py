@@ -114,7 +114,11 @@ class Link:
             heartbeat=params.heartbeat,
             connect_timeout=params.connect_timeout,
         )
-        self.conn.connect()
+        try:
+            self.conn.connect()
+        except BaseException:
+            self._force_close()  # a failed handshake still holds a socket
+            raise
         self.consume_channel = self._open_channel()
         self.publish_channel = self._open_publish_channel()
         self._thread = threading.Thread(

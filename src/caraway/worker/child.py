@@ -25,13 +25,20 @@ from caraway.protocol.message import TaskMessage
 from caraway.transports.base import Delivery
 from caraway.worker import lifecycle
 from caraway.worker.effects import EffectApplier
-from caraway.worker.execute import Outcome, build_request, run_task, started_meta
-from caraway.worker.pools import InlinePool, ThreadPool
+from caraway.worker.execute import (
+    Outcome,
+    build_request,
+    is_async,
+    run_task,
+    run_task_async,
+    started_meta,
+)
+from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
 from caraway.worker.ratelimits import SharedBuckets
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.task import Task
+    from caraway.task import Request, Task
 
 logger = logging.getLogger("caraway.worker")
 
@@ -46,6 +53,7 @@ class _Job:
     task: Task
     policy: lifecycle.Policy
     outcome: Outcome | None = None
+    is_async: bool = False
 
 
 class Consumer:
@@ -89,6 +97,12 @@ class Consumer:
         self._buffer: deque[Delivery] = deque()
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
         self._inflight = 0
+        self._async_inflight = 0
+        self.async_limit = int(conf.worker_async_concurrency or 100)
+        self._async_loop: AsyncLoop | None = None
+        self._async_tasks: dict[str, bool] = {}
+        #: decoded jobs waiting for a free sync slot or async place
+        self._ready: deque[_Job] = deque()
         self._done: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self.processed = 0
 
@@ -108,11 +122,15 @@ class Consumer:
                 self._start_due_held()
                 self._fill_buffer()
                 self._dispatch_buffer()
-                if self._inflight and self.slots > 1:
+                if (self._inflight and self.slots > 1) or self._async_inflight:
                     self._wait_for_completion(0.05)
                 self._report_queue_state()
         finally:
             pool.stop()
+            while self._async_inflight:
+                self._wait_for_completion(0.1)
+            if self._async_loop is not None:
+                self._async_loop.stop()
             self._settle_finished()
             self._give_back_unstarted()
             self.transport.close()
@@ -120,10 +138,11 @@ class Consumer:
                 self.backend.close()
 
     def _fill_buffer(self) -> None:
-        room = self.prefetch - len(self._buffer) - self._inflight - len(self._rate_waiting)
+        waiting = len(self._buffer) + len(self._ready) + len(self._rate_waiting)
+        room = self.prefetch - waiting - self._inflight
         if room <= 0:
             return
-        busy = bool(self._buffer) or self._inflight > 0
+        busy = bool(self._buffer) or self._inflight > 0 or self._async_inflight > 0
         timeout = 0.0 if busy else self._idle_timeout()
         try:
             deliveries = self.transport.fetch(
@@ -141,7 +160,16 @@ class Consumer:
         return max(0.0, min(1.0, self._held[0][0] - time.time()))
 
     def _dispatch_buffer(self) -> None:
-        while self._buffer and self._inflight < self.slots and not self.stop_event.is_set():
+        for _ in range(len(self._ready)):
+            if self.stop_event.is_set():
+                return
+            self._try_start(self._ready.popleft())
+        while self._buffer and not self.stop_event.is_set():
+            sync_full = self._inflight >= self.slots
+            if sync_full and self._async_inflight >= self.async_limit:
+                return
+            if sync_full and any(not job.is_async for job in self._ready):
+                return
             self._receive(self._buffer.popleft())
 
     def _wait_for_completion(self, timeout: float) -> None:
@@ -191,7 +219,7 @@ class Consumer:
         )
         if receipt.verdict == "run":
             assert task is not None
-            self._try_start(_Job(delivery, message, task, policy))
+            self._try_start(_Job(delivery, message, task, policy, is_async=self._is_async(task)))
         elif receipt.verdict == "park":
             assert receipt.eta is not None
             delivery.park(receipt.eta)
@@ -231,17 +259,32 @@ class Consumer:
 
     def _start_due_held(self) -> None:
         now = time.time()
-        while self._held and self._held[0][0] <= now and self._inflight < self.slots:
+        while self._held and self._held[0][0] <= now:
             _, key, delivery, message = heapq.heappop(self._held)
             self._rate_waiting.discard(key)
             task = self.app._tasks.get(message.task)
             if task is None or message.id in self.revoked:
                 self._buffer.appendleft(delivery)
                 continue
-            self._try_start(_Job(delivery, message, task, self._policy(task)))
+            job = _Job(delivery, message, task, self._policy(task), is_async=self._is_async(task))
+            self._try_start(job)
+
+    def _is_async(self, task: Task) -> bool:
+        found = self._async_tasks.get(task.name)
+        if found is None:
+            found = self._async_tasks[task.name] = is_async(task)
+        return found
 
     def _try_start(self, job: _Job) -> None:
         """Start ``job`` unless its task's rate limit says wait; then hold it, not block."""
+        full = (
+            self._async_inflight >= self.async_limit
+            if job.is_async
+            else self._inflight >= self.slots
+        )
+        if full:
+            self._ready.append(job)
+            return
         wait = self.buckets.take(job.task.name) if self.buckets is not None else 0.0
         if wait <= 0:
             self._start(job)
@@ -255,6 +298,17 @@ class Consumer:
         message, policy = job.message, job.policy
         if not policy.acks_late:
             job.delivery.ack()
+        if policy.track_started and not policy.ignore_result and self.backend is not None:
+            self.effects.apply(
+                job.delivery, lifecycle.started_effects(message, started_meta(self.hostname))
+            )
+        if job.is_async:
+            # many run at once and cancel themselves at their limits: not the supervisor's
+            self._async_inflight += 1
+            if self._async_loop is None:
+                self._async_loop = AsyncLoop(self._done)
+            self._async_loop.submit(lambda: self._execute_async(job))
+            return
         self.report(
             (
                 "start",
@@ -267,15 +321,19 @@ class Consumer:
                 message.soft_time_limit,
             )
         )
-        if policy.track_started and not policy.ignore_result and self.backend is not None:
-            self.effects.apply(
-                job.delivery, lifecycle.started_effects(message, started_meta(self.hostname))
-            )
         self._inflight += 1
         self.pool.submit(lambda: self._execute(job))
 
+    async def _execute_async(self, job: _Job) -> _Job:
+        job.outcome = await run_task_async(job.task, self._request(job))
+        return job
+
     def _execute(self, job: _Job) -> _Job:
-        request = build_request(
+        job.outcome = run_task(job.task, self._request(job))
+        return job
+
+    def _request(self, job: _Job) -> Request:
+        return build_request(
             job.task,
             job.message,
             hostname=self.hostname,
@@ -286,11 +344,12 @@ class Consumer:
                 "redelivered": job.delivery.redelivered,
             },
         )
-        job.outcome = run_task(job.task, request)
-        return job
 
     def _finish(self, job: _Job) -> None:
-        self._inflight -= 1
+        if job.is_async:
+            self._async_inflight -= 1
+        else:
+            self._inflight -= 1
         outcome = job.outcome
         assert outcome is not None
         effects = lifecycle.on_outcome(
@@ -304,7 +363,8 @@ class Consumer:
         if not job.policy.acks_late and effects.settle == "ack":
             effects.settle = "none"
         self.effects.apply(job.delivery, effects)
-        self.report(("done", job.message.id, job.message.task, outcome.kind))
+        if not job.is_async:
+            self.report(("done", job.message.id, job.message.task, outcome.kind))
         self.processed += 1
         _log_outcome(job.message, outcome)
         self._maybe_retire()
@@ -361,7 +421,12 @@ class Consumer:
 
     # -- shutting down ---------------------------------------------------------------------
     def _give_back_unstarted(self) -> None:
-        pending = list(self._buffer) + [entry[2] for entry in self._held]
+        pending = (
+            list(self._buffer)
+            + [job.delivery for job in self._ready]
+            + [entry[2] for entry in self._held]
+        )
+        self._ready.clear()
         self._buffer.clear()
         self._held.clear()
         for delivery in pending:

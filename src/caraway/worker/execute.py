@@ -8,6 +8,8 @@ its own; ``retry()`` publishes from inside the task, as in Celery.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import threading
@@ -87,34 +89,97 @@ def build_request(
 
 def run_task(task: Task, request: Request) -> Outcome:
     """Call the task body with its hooks; never raises for anything the task does."""
-    args, kwargs = request.args, request.kwargs
-    started = time.perf_counter()
-    task.push_request(request)
-    calling.push_current(request)
-    signals.task_prerun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs)
-    soft = request.timelimit[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    started = _enter(task, request)
     try:
-        with soft_time_limit(soft):
-            task.before_start(request.id or "", args, kwargs)
-            value = task.run(*args, **kwargs)
-    except exceptions.Retry as retry:
-        outcome = Outcome("retry", exc=retry, traceback=tb.format_exc())
-    except exceptions.Ignore:
-        outcome = Outcome("ignore")
-    except exceptions.Reject as reject:
-        outcome = Outcome("reject", exc=reject, requeue=reject.requeue)
+        with soft_time_limit(soft_limit_of(task, request)):
+            task.before_start(request.id or "", request.args, request.kwargs)
+            value = task.run(*request.args, **request.kwargs)
     except Exception as exc:
-        outcome = _failure_or_autoretry(task, request, exc)
+        outcome = _outcome_of(task, request, exc)
     else:
         outcome = Outcome("success", value=value)
     finally:
-        calling.pop_current()
-        task.pop_request()
+        _leave(task)
+    return _finish(task, request, outcome, started)
+
+
+async def run_task_async(task: Task, request: Request) -> Outcome:
+    """The same for an ``async def`` task, awaited on the consumer's event loop.
+
+    Time limits cancel the coroutine: the soft limit raises SoftTimeLimitExceeded, the
+    hard limit TimeLimitExceeded, in whichever pool the worker runs.
+    """
+    started = _enter(task, request)
+    soft = soft_limit_of(task, request)
+    hard = request.timelimit[0] or task.time_limit or task.app.conf.task_time_limit
+    try:
+        task.before_start(request.id or "", request.args, request.kwargs)
+        value = await _within_limits(task.run(*request.args, **request.kwargs), soft, hard)
+    except Exception as exc:
+        outcome = _outcome_of(task, request, exc)
+    else:
+        outcome = Outcome("success", value=value)
+    finally:
+        _leave(task)
+    return _finish(task, request, outcome, started)
+
+
+async def _within_limits(coroutine: Any, soft: float | None, hard: float | None) -> Any:
+    limit = min(value for value in (soft, hard, float("inf")) if value)
+    if limit == float("inf"):
+        return await coroutine
+    try:
+        return await asyncio.wait_for(coroutine, limit)
+    except asyncio.TimeoutError:
+        if soft and limit == soft:
+            raise exceptions.SoftTimeLimitExceeded(
+                f"soft time limit ({soft}s) exceeded; the coroutine was cancelled"
+            ) from None
+        raise exceptions.TimeLimitExceeded(
+            f"time limit ({hard}s) exceeded; the coroutine was cancelled"
+        ) from None
+
+
+def soft_limit_of(task: Task, request: Request) -> float | None:
+    value = request.timelimit[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    return float(value) if value else None
+
+
+def _enter(task: Task, request: Request) -> float:
+    task.push_request(request)
+    calling.push_current(request)
+    signals.task_prerun.send(
+        sender=task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
+    )
+    return time.perf_counter()
+
+
+def _leave(task: Task) -> None:
+    calling.pop_current()
+    task.pop_request()
+
+
+def _outcome_of(task: Task, request: Request, exc: Exception) -> Outcome:
+    if isinstance(exc, exceptions.Retry):
+        return Outcome("retry", exc=exc, traceback=tb.format_exc())
+    if isinstance(exc, exceptions.Ignore):
+        return Outcome("ignore")
+    if isinstance(exc, exceptions.Reject):
+        return Outcome("reject", exc=exc, requeue=exc.requeue)
+    return _failure_or_autoretry(task, request, exc)
+
+
+def _finish(task: Task, request: Request, outcome: Outcome, started: float) -> Outcome:
     outcome.runtime = time.perf_counter() - started
     outcome.children = request.headers.get("_children")
     _run_hooks(task, request, outcome)
     _send_signals(task, request, outcome)
     return outcome
+
+
+def is_async(task: Task) -> bool:
+    """True for tasks declared with ``async def``."""
+    return inspect.iscoroutinefunction(task._fun if task._fun is not None else task.run)
 
 
 def _send_signals(task: Task, request: Request, outcome: Outcome) -> None:

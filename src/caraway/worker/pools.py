@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 Job = Callable[[], Any]
@@ -60,3 +60,33 @@ class ThreadPool:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join()
+
+
+class AsyncLoop:
+    """An event loop on its own thread, running a consumer's ``async def`` tasks.
+
+    Many coroutines run at once (the consumer bounds them by ``worker_async_concurrency``)
+    beside the pool's sync slots; each one's result goes to the same completion queue.
+    """
+
+    def __init__(self, done: queue.SimpleQueue[Any]) -> None:
+        import asyncio
+
+        self._done = done
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="caraway-async", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        import asyncio
+
+        future = asyncio.run_coroutine_threadsafe(make(), self.loop)
+        future.add_done_callback(lambda finished: self._done.put(finished.result()))
+
+    def stop(self) -> None:
+        """Let running coroutines finish (the consumer waits for them), then stop."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()

@@ -111,6 +111,9 @@ class Supervisor(NodeControl):
         self._inline_lock = threading.Lock()
         self.default_time_limit = app.conf.task_time_limit
         self.control: Any = None
+        visibility = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
+        # renew well inside the lease, however short the user made it
+        self.renew_interval = min(RENEW_INTERVAL, max(0.2, visibility / 3))
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
@@ -166,6 +169,7 @@ class Supervisor(NodeControl):
             stop=self._stop_thread,
             report=report,
             commands=self._take_inline_commands,
+            buckets=self.buckets,
         )
         thread = threading.Thread(target=self.consumer.run, name="caraway-consumer")
         thread.start()
@@ -178,7 +182,7 @@ class Supervisor(NodeControl):
 
     def _loop(self, thread: threading.Thread | None) -> None:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        next_renew = time.monotonic() + RENEW_INTERVAL
+        next_renew = time.monotonic() + self.renew_interval
         while True:
             if thread is not None and not thread.is_alive():
                 return
@@ -196,7 +200,7 @@ class Supervisor(NodeControl):
                 self._poll_control()
             if time.monotonic() >= next_renew:
                 self._renew_leases()
-                next_renew = time.monotonic() + RENEW_INTERVAL
+                next_renew = time.monotonic() + self.renew_interval
 
     def _poll_control(self) -> None:
         try:
@@ -257,15 +261,22 @@ class Supervisor(NodeControl):
             *lines, pending = pending.split(b"\n")
             return [orjson.loads(line) for line in lines if line]
 
-        Consumer(
-            self.app,
-            queues=self.queues,
-            slots=1,
-            hostname=self.hostname,
-            report=report,
-            stop=stop,
-            commands=commands,
-        ).run()
+        signals.worker_process_init.send(sender=None)
+        try:
+            Consumer(
+                self.app,
+                queues=self.queues,
+                slots=1,
+                hostname=self.hostname,
+                report=report,
+                stop=stop,
+                commands=commands,
+                buckets=self.buckets,
+                max_tasks=self.max_tasks_per_child,
+                max_memory_kib=self.max_memory_per_child,
+            ).run()
+        finally:
+            signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
     def relay(self, *command: Any) -> None:
         """Send a command to every consumer of this node."""
@@ -382,12 +393,17 @@ class Supervisor(NodeControl):
         document = docs.result_document(task_id, state, docs.exception_to_dict(error))
         if state == states.REVOKED:
             document["children"] = None
-        self.backend.store(
-            task_id,
-            docs.encode_document(document),
-            state=state,
-            expires=self.app.result_expires_seconds(),
-        )
+        try:
+            self.backend.store(
+                task_id,
+                docs.encode_document(document),
+                state=state,
+                expires=self.app.result_expires_seconds(),
+            )
+        except Exception:
+            logger.exception(
+                "could not store %s for task %s; the result backend failed", state, task_id
+            )
 
     def _enforce_time_limits(self) -> None:
         if self.pool != "prefork":
