@@ -44,10 +44,9 @@ def cli(
 
 
 def _register() -> None:
+    from caraway.cli.control import commands
     from caraway.cli.deadletters import dead_letters
     from caraway.cli.worker import worker
-
-    from caraway.cli.control import commands
 
     cli.add_command(worker)
     cli.add_command(dead_letters)
