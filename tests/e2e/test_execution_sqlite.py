@@ -12,7 +12,7 @@ from caraway.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerL
 from tests.helpers import Worker, wait_until
 
 
-def _tasks():  # noqa: ANN202
+def _tasks():
     import proj.tasks
 
     return proj.tasks
