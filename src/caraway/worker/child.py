@@ -33,6 +33,7 @@ from caraway.worker.execute import (
     run_task_async,
     started_meta,
 )
+from caraway.worker.monitor import TaskEvents
 from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
 from caraway.worker.ratelimits import SharedBuckets
 
@@ -85,7 +86,7 @@ class Consumer:
         self.max_tasks = max_tasks
         self.max_memory_kib = max_memory_kib
         self._rate_waiting: set[int] = set()
-        self.events_enabled = bool(app.conf.worker_send_task_events)
+        self.events = TaskEvents(app, hostname, enabled=bool(app.conf.worker_send_task_events))
         self._reported_state: tuple[Any, ...] = ((), ())
         conf = app.conf
         self.prefetch = max(1, slots * int(conf.worker_prefetch_multiplier or 1))
@@ -131,6 +132,7 @@ class Consumer:
                 self._wait_for_completion(0.1)
             if self._async_loop is not None:
                 self._async_loop.stop()
+            self.events.close()
             self._settle_finished()
             self._give_back_unstarted()
             self.transport.close()
@@ -217,6 +219,7 @@ class Consumer:
             registered_names=", ".join(sorted(self._user_task_names())),
             policy=policy,
         )
+        self.events.received(message)
         if receipt.verdict == "run":
             assert task is not None
             self._try_start(_Job(delivery, message, task, policy, is_async=self._is_async(task)))
@@ -239,6 +242,8 @@ class Consumer:
                 logger.info(
                     "task %s[%s] not run: %s", message.task, message.id, receipt.effects.reason
                 )
+            if receipt.effects.results and receipt.effects.results[0][1] == "REVOKED":
+                self.events.revoked(message, expired=message.id not in self.revoked)
             self.effects.apply(delivery, receipt.effects)
 
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
@@ -302,6 +307,7 @@ class Consumer:
             self.effects.apply(
                 job.delivery, lifecycle.started_effects(message, started_meta(self.hostname))
             )
+        self.events.started(message)
         if job.is_async:
             # many run at once and cancel themselves at their limits: not the supervisor's
             self._async_inflight += 1
@@ -363,6 +369,7 @@ class Consumer:
         if not job.policy.acks_late and effects.settle == "ack":
             effects.settle = "none"
         self.effects.apply(job.delivery, effects)
+        self.events.finished(job.message, outcome)
         if not job.is_async:
             self.report(("done", job.message.id, job.message.task, outcome.kind))
         self.processed += 1
@@ -402,7 +409,7 @@ class Consumer:
                 if task is not None:
                     task.soft_time_limit, task.time_limit = args[1], args[2]
             elif name == "events":
-                self.events_enabled = bool(args[0])
+                self.events.enabled = bool(args[0])
             elif name == "rate_limit":
                 task = self.app._tasks.get(args[0])
                 if task is not None:

@@ -26,6 +26,7 @@ import orjson
 from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
+from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
 from caraway.worker.ratelimits import SharedBuckets
 
@@ -128,6 +129,11 @@ class Supervisor(NodeControl):
         self.transport = self.app.connection()
         self.backend = self.app.new_backend()
         self.control = self._open_control()
+        self.events = TaskEvents(
+            self.app, self.hostname, enabled=bool(self.app.conf.worker_send_task_events)
+        )
+        self.events_enabled = self.events.enabled
+        self._beat("worker-online")
         self.on_ready()
         logger.info("%s ready.", self.hostname)
         signals.worker_ready.send(sender=self)
@@ -135,6 +141,8 @@ class Supervisor(NodeControl):
             self._loop(thread)
         finally:
             signals.worker_shutdown.send(sender=self)
+            self._beat("worker-offline")
+            self.events.close()
             if self.control is not None:
                 self.control.close()
             self.transport.close()
@@ -183,6 +191,7 @@ class Supervisor(NodeControl):
     def _loop(self, thread: threading.Thread | None) -> None:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         next_renew = time.monotonic() + self.renew_interval
+        next_beat = time.monotonic() + HEARTBEAT_FREQ
         while True:
             if thread is not None and not thread.is_alive():
                 return
@@ -198,9 +207,20 @@ class Supervisor(NodeControl):
             self._autoscale()
             if self.control is not None and self.shutdown_mode is None:
                 self._poll_control()
+            if time.monotonic() >= next_beat:
+                self._beat("worker-heartbeat")
+                next_beat = time.monotonic() + HEARTBEAT_FREQ
             if time.monotonic() >= next_renew:
                 self._renew_leases()
                 next_renew = time.monotonic() + self.renew_interval
+
+    def _beat(self, kind: str) -> None:
+        self.events.enabled = self.events_enabled
+        active = sum(1 for child in self.children.values() if child.running is not None)
+        try:
+            self.events.worker(kind, active=active, processed=sum(self.totals.values()))
+        except Exception:
+            logger.exception("could not send %s", kind)
 
     def _poll_control(self) -> None:
         try:

@@ -1,0 +1,126 @@
+"""The worker's task and worker events (``-E``), in Celery's format, off the hot path.
+
+A thin layer between the consumer/supervisor and ``caraway.events.EventDispatcher``:
+it turns messages and outcomes into Celery's event fields, and costs one attribute
+check per call while events are off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from caraway.protocol.message import TaskMessage, safe_repr
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.worker.execute import Outcome
+
+logger = logging.getLogger("caraway.worker")
+
+HEARTBEAT_FREQ = 2.0
+
+
+class TaskEvents:
+    """Sends task-* and worker-* events for one process of a node when enabled."""
+
+    def __init__(self, app: Caraway, hostname: str, *, enabled: bool) -> None:
+        self.app = app
+        self.hostname = hostname
+        self._enabled = enabled
+        self._dispatcher: Any = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled = value
+        if self._dispatcher is not None:
+            self._dispatcher.enabled = value
+
+    def _send(self, kind: str, **fields: Any) -> None:
+        if self._dispatcher is None:
+            try:
+                from caraway.events.dispatcher import EventDispatcher
+            except ImportError as exc:
+                logger.error("task events are unavailable in this build: %s", exc)
+                self._enabled = False
+                return
+            self._dispatcher = EventDispatcher(self.app, hostname=self.hostname, enabled=True)
+        self._dispatcher.send(kind, **fields)
+
+    def received(self, message: TaskMessage) -> None:
+        if not self._enabled:
+            return
+        self._send(
+            "task-received",
+            uuid=message.id,
+            name=message.task,
+            args=message.argsrepr or safe_repr(tuple(message.args)),
+            kwargs=message.kwargsrepr or safe_repr(message.kwargs),
+            root_id=message.root_id,
+            parent_id=message.parent_id,
+            retries=message.retries,
+            eta=message.eta.isoformat() if message.eta else None,
+            expires=message.expires.isoformat() if message.expires else None,
+        )
+
+    def started(self, message: TaskMessage) -> None:
+        if self._enabled:
+            self._send("task-started", uuid=message.id)
+
+    def finished(self, message: TaskMessage, outcome: Outcome) -> None:
+        if not self._enabled:
+            return
+        if outcome.kind == "success":
+            self._send(
+                "task-succeeded",
+                uuid=message.id,
+                result=safe_repr(outcome.value),
+                runtime=outcome.runtime,
+            )
+        elif outcome.kind == "failure":
+            self._send(
+                "task-failed",
+                uuid=message.id,
+                exception=safe_repr(outcome.exc),
+                traceback=outcome.traceback or "",
+            )
+        elif outcome.kind == "retry":
+            self._send(
+                "task-retried",
+                uuid=message.id,
+                exception=safe_repr(outcome.exc),
+                traceback=outcome.traceback or "",
+            )
+        elif outcome.kind == "reject":
+            self._send("task-rejected", uuid=message.id, requeue=outcome.requeue)
+
+    def revoked(self, message: TaskMessage, *, expired: bool, terminated: bool = False) -> None:
+        if self._enabled:
+            self._send(
+                "task-revoked", uuid=message.id, terminated=terminated, signum=None, expired=expired
+            )
+
+    def worker(self, kind: str, *, active: int, processed: int) -> None:
+        """worker-online / worker-heartbeat / worker-offline."""
+        if not self._enabled:
+            return
+        self._send(
+            kind,
+            freq=HEARTBEAT_FREQ,
+            active=active,
+            processed=processed,
+            loadavg=[round(value, 2) for value in os.getloadavg()],
+        )
+
+    def close(self) -> None:
+        if self._dispatcher is not None:
+            try:
+                self._dispatcher.flush()
+                self._dispatcher.close()
+            except Exception:
+                logger.exception("could not flush the last events")
