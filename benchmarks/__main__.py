@@ -109,7 +109,16 @@ def _describe(system: System) -> dict[str, Any]:
             text=True,
             check=False,
         )
-        info["commit"] = git.stdout.strip() or None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        # other work may sit uncommitted in src/: the commit alone would not name what ran
+        suffix = "+uncommitted" if dirty.stdout.strip() else ""
+        info["commit"] = (git.stdout.strip() + suffix) or None
     return info
 
 
@@ -158,14 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
         return 2
-    header = _header(options, systems, ops)
     results: Results = {}
     code = 0
     try:
-        results = run_all(systems, options, ops, results)
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping everything, reporting what was measured", file=sys.stderr)
-        code = 130
+        header = _header(options, systems, ops)
+        try:
+            run_all(systems, options, ops, results)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopped everything; reporting what was measured", file=sys.stderr)
+            code = 130
     finally:
         procs.stop_all()
         ops.call("release")
