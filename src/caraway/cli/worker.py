@@ -194,6 +194,8 @@ def wait_for_broker(app: Caraway) -> None:
             finally:
                 transport.close()
             return
+        except exceptions.ImproperlyConfigured:
+            raise  # a wrong URL or a missing client library will not fix itself
         except Exception as exc:
             if attempt >= attempts:
                 raise exceptions.BrokerConnectionError(

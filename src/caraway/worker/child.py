@@ -116,6 +116,13 @@ class Consumer:
             InlinePool(self._done) if self.slots == 1 else ThreadPool(self.slots, self._done)
         )
         self.pool = pool
+        logger.debug(
+            "consumer pid %d: queues %s, %d slot(s), prefetch %d",
+            os.getpid(),
+            ",".join(self.queues),
+            self.slots,
+            self.prefetch,
+        )
         try:
             while not self.stop_event.is_set():
                 self._apply_commands()
