@@ -1,0 +1,59 @@
+"""``caraway dashboard``: serve the web monitor for the app's broker.
+
+Thin: parse, build the dashboard (caraway.dashboard.server), serve. Binds 127.0.0.1
+unless told otherwise; binding elsewhere without auth prints a warning.
+"""
+
+from __future__ import annotations
+
+import click
+
+from caraway.cli.context import state_of
+from caraway.dashboard.auth import Auth
+from caraway.dashboard.server import DEFAULT_ADDRESS, DEFAULT_PORT, create_dashboard, serve
+from caraway.transports import mask_url
+
+_LOCAL = {"127.0.0.1", "localhost", "::1"}
+
+
+@click.command()
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve.")
+@click.option("--address", default=DEFAULT_ADDRESS, show_default=True, help="Address to bind.")
+@click.option("--basic-auth", metavar="USER:PASS", help="Require HTTP basic auth.")
+@click.option("--auth-token", metavar="TOKEN", help="Require this bearer token.")
+@click.option(
+    "--max-tasks",
+    type=click.IntRange(min=1),
+    default=10000,
+    show_default=True,
+    help="Tasks kept in memory.",
+)
+@click.option(
+    "-Q", "--queues", default="", help="Extra queues to show lengths for (comma-separated)."
+)
+@click.pass_context
+def dashboard(
+    ctx: click.Context,
+    port: int,
+    address: str,
+    basic_auth: str | None,
+    auth_token: str | None,
+    max_tasks: int,
+    queues: str,
+) -> None:
+    """Serve the web monitor: workers, live tasks, queues, JSON API, /metrics."""
+    try:
+        auth = Auth.parse(basic_auth, auth_token)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    app = state_of(ctx).app()
+    extra = [name.strip() for name in queues.split(",") if name.strip()]
+    web = create_dashboard(app, auth=auth, max_tasks=max_tasks, queues=extra)
+    if web.monitor is not None and web.monitor.source is None:
+        click.echo(
+            "warning: caraway.events has no receiver yet; showing remote control only", err=True
+        )
+    if address not in _LOCAL and not auth.enabled:
+        click.echo(f"warning: serving {address} without --basic-auth or --auth-token", err=True)
+    click.echo(f"caraway dashboard on http://{address}:{port} (broker {mask_url(app.broker_url)})")
+    serve(web, address=address, port=port)

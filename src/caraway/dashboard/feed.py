@@ -1,0 +1,201 @@
+"""Where the dashboard's data comes from: an event source, remote control, the broker.
+
+``EventSource`` is the one seam: anything with ``itercapture()`` yielding Celery-format
+event dicts (``caraway.events.EventReceiver`` when present, ``QueueFeed`` in tests).
+``Monitor`` runs two daemon threads: one feeds events into the Cluster and reopens the
+source with backoff when the broker goes away; one polls remote control and queue sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from caraway.dashboard.model import Cluster
+
+logger = logging.getLogger("caraway.dashboard")
+
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 5.0
+
+
+class EventSource(Protocol):
+    """Yields event dicts; may raise when the broker connection drops."""
+
+    def itercapture(
+        self, limit: int | None = None, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]: ...
+
+
+class QueueFeed:
+    """An in-memory EventSource: ``push()`` events, ``itercapture()`` yields them."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def push(self, *events: dict[str, Any]) -> None:
+        for event in events:
+            self._queue.put(event)
+
+    def itercapture(
+        self, limit: int | None = None, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield pushed events; stop after ``limit`` events or ``timeout`` s of silence."""
+        count = 0
+        while limit is None or count < limit:
+            try:
+                event = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return
+            count += 1
+            yield event
+
+
+def receiver_factory(app: Any) -> Callable[[], EventSource] | None:
+    """``caraway.events.EventReceiver`` bound to ``app``, or None while it does not exist."""
+    try:
+        from caraway import events
+    except ImportError:  # pragma: no cover - the package always exists
+        return None
+    receiver = getattr(events, "EventReceiver", None)
+    if receiver is None:
+        return None
+
+    def make() -> EventSource:
+        source: EventSource = receiver(app)
+        return source
+
+    return make
+
+
+class Monitor:
+    """Keeps a Cluster current from an event source, remote control and the broker."""
+
+    def __init__(
+        self,
+        app: Any,
+        cluster: Cluster,
+        *,
+        source: Callable[[], EventSource] | None,
+        poll_interval: float = 2.0,
+        queues: Sequence[str] = (),
+    ) -> None:
+        self.app = app
+        self.cluster = cluster
+        self.source = source
+        self.poll_interval = poll_interval
+        self.extra_queues = list(queues)
+        self.connected = False
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._transport: Any = None
+
+    def start(self) -> None:
+        targets: list[Callable[[], None]] = [self._poll_loop]
+        if self.source is not None:
+            targets.append(self._capture_loop)
+        for target in targets:
+            thread = threading.Thread(target=target, name=f"dashboard-{target.__name__}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._close_transport()
+
+    # -- events ----------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        assert self.source is not None
+        backoff = _BACKOFF_START
+        while not self._stop.is_set():
+            source: EventSource | None = None
+            try:
+                source = self.source()
+                self.connected = True
+                for event in source.itercapture(timeout=1.0):
+                    self.cluster.event(event)
+                    backoff = _BACKOFF_START
+                    if self._stop.is_set():
+                        break
+                if self._stop.is_set():
+                    break
+            except Exception as exc:  # the broker went away: say so, wait, reconnect
+                self.connected = False
+                logger.warning("event capture failed (%s); reconnecting in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+            finally:
+                _close(source)
+
+    # -- polling ---------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self.poll_interval)
+
+    def poll_once(self) -> None:
+        """Ask the nodes about themselves and the broker about its queues, once."""
+        queues = set(self.extra_queues) | {str(self.app.conf.task_default_queue)}
+        try:
+            queues |= self._poll_workers()
+        except Exception as exc:
+            logger.warning("remote control poll failed: %s", exc)
+        try:
+            self.cluster.set_queue_lengths(self._queue_lengths(sorted(queues)))
+        except Exception as exc:
+            logger.warning("queue length poll failed: %s", exc)
+            self._close_transport()
+
+    def _poll_workers(self) -> set[str]:
+        inspect = self.app.control.inspect(timeout=1.0)
+        stats = inspect.stats() or {}
+        active_queues = inspect.active_queues() or {}
+        active = inspect.active() or {}
+        consumed: set[str] = set()
+        for hostname, reply in stats.items():
+            pool = reply.get("pool") or {}
+            names = [str(q.get("name")) for q in active_queues.get(hostname) or ()]
+            consumed.update(names)
+            self.cluster.set_worker_info(
+                hostname,
+                {
+                    "pool": pool.get("implementation"),
+                    "concurrency": pool.get("max-concurrency"),
+                    "queues": names,
+                    "active_tasks": [_brief(task) for task in active.get(hostname) or ()],
+                    "processed": sum((reply.get("total") or {}).values()),
+                },
+                freq=self.poll_interval,
+            )
+        return consumed
+
+    def _queue_lengths(self, names: list[str]) -> dict[str, int]:
+        if self._transport is None:
+            self._transport = self.app.connection()
+        return {name: int(self._transport.size(name)) for name in names}
+
+    def _close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
+
+
+def _brief(task: dict[str, Any]) -> dict[str, Any]:
+    return {key: task.get(key) for key in ("id", "name", "args", "kwargs", "time_start")}
+
+
+def _close(source: object) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
