@@ -177,6 +177,12 @@ def openapi() -> dict[str, Any]:
                 "responses": _ok(_list("Point")),
             }
         },
+        "/api/status": {
+            "get": {
+                "summary": "Whether events are captured and the broker connected",
+                "responses": {"200": {"description": "{events, connected, auth}"}},
+            }
+        },
         "/api/stream": {
             "get": {
                 "summary": "Server-sent events: 'tasks' with changed tasks, 'reset'",

@@ -24,22 +24,27 @@ _BACKOFF_MAX = 5.0
 
 
 class EventSource(Protocol):
-    """Yields event dicts; may raise when the broker connection drops."""
+    """Yields event dicts until ``stop()``; reconnects itself or raises on broker loss."""
 
     def itercapture(
         self, limit: int | None = None, timeout: float | None = None
     ) -> Iterator[dict[str, Any]]: ...
+
+    def stop(self) -> None: ...
 
 
 class QueueFeed:
     """An in-memory EventSource: ``push()`` events, ``itercapture()`` yields them."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
     def push(self, *events: dict[str, Any]) -> None:
         for event in events:
             self._queue.put(event)
+
+    def stop(self) -> None:
+        self._queue.put(None)
 
     def itercapture(
         self, limit: int | None = None, timeout: float | None = None
@@ -50,6 +55,8 @@ class QueueFeed:
             try:
                 event = self._queue.get(timeout=timeout)
             except queue.Empty:
+                return
+            if event is None:
                 return
             count += 1
             yield event
@@ -89,7 +96,7 @@ class Monitor:
         self.source = source
         self.poll_interval = poll_interval
         self.extra_queues = list(queues)
-        self.connected = False
+        self._source: EventSource | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._transport: Any = None
@@ -106,34 +113,39 @@ class Monitor:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        source = self._source
+        if source is not None:
+            source.stop()
         for thread in self._threads:
             thread.join(timeout)
         self._close_transport()
 
     # -- events ----------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """True while the event source is subscribed (a source without the flag: running)."""
+        source = self._source
+        return source is not None and bool(getattr(source, "connected", True))
+
     def _capture_loop(self) -> None:
+        # one long-lived capture: events are fire-and-forget, so every resubscription
+        # would lose what was sent meanwhile; the receiver reconnects by itself
         assert self.source is not None
         backoff = _BACKOFF_START
         while not self._stop.is_set():
-            source: EventSource | None = None
+            source = self._source = self.source()
             try:
-                source = self.source()
-                self.connected = True
-                for event in source.itercapture(timeout=1.0):
+                for event in source.itercapture():
                     self.cluster.event(event)
                     backoff = _BACKOFF_START
-                    if self._stop.is_set():
-                        break
-                if self._stop.is_set():
-                    break
-            except Exception as exc:  # the broker went away: say so, wait, reconnect
-                self.connected = False
-                logger.warning("event capture failed (%s); reconnecting in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+            except Exception as exc:  # a source that gives up: say so, wait, start again
+                logger.warning("event capture failed (%s); restarting in %.1fs", exc, backoff)
             finally:
+                self._source = None
                 _close(source)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
 
     # -- polling ---------------------------------------------------------------
 
