@@ -168,7 +168,10 @@ class Monitor:
             self._close_transport()
 
     def _poll_workers(self) -> set[str]:
-        inspect = self.app.control.inspect(timeout=1.0)
+        # stop waiting once every known node answered; a new node is found by its events,
+        # or on the next poll while none is known
+        known = self.cluster.hostnames()
+        inspect = self.app.control.inspect(timeout=1.0, limit=len(known) or None)
         stats = inspect.stats() or {}
         active_queues = inspect.active_queues() or {}
         active = inspect.active() or {}
