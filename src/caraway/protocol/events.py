@@ -80,6 +80,10 @@ def routing_key(event_type: str) -> str:
     return event_type.replace("-", ".")
 
 
+#: fields Celery sends as ISO 8601 strings
+_DATETIME_FIELDS = ("eta", "expires")
+
+
 def _plain(value: Any) -> Any:
     # eta/expires travel as ISO 8601 strings, as Celery's request keeps them
     if isinstance(value, datetime):
@@ -99,16 +103,15 @@ def build_event(
 ) -> dict[str, Any]:
     """One event document, keys in Celery's order (hostname, utcoffset, pid, clock, ...,
     timestamp, type). ``fields`` cannot override the common keys."""
-    event: dict[str, Any] = {
-        "hostname": hostname,
-        "utcoffset": utcoffset() if offset is None else offset,
-        "pid": pid,
-        "clock": clock,
-    }
+    offset = utcoffset() if offset is None else offset
+    event: dict[str, Any] = {"hostname": hostname, "utcoffset": offset, "pid": pid, "clock": clock}
     if fields:
-        for key, value in fields.items():
-            if key not in event:
-                event[key] = _plain(value)
+        # update() then restore the common keys: cheaper than a per-key loop on a hot path
+        event.update(fields)
+        event.update(hostname=hostname, utcoffset=offset, pid=pid, clock=clock)
+        for key in _DATETIME_FIELDS:
+            if isinstance(event.get(key), datetime):
+                event[key] = _plain(event[key])
     event["timestamp"] = time.time() if timestamp is None else timestamp
     event["type"] = event_type
     return event
