@@ -206,6 +206,16 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queue: str) -> Iter
         client.close()
 
 
+def _close_client_connections() -> None:
+    module = sys.modules.get("proj.caraway")
+    if module is None:
+        return
+    local = module.app._thread_state()
+    for connection in (local.transport, local.backend):
+        if connection is not None:
+            connection.close()
+
+
 @pytest.fixture
 def workers() -> Iterator[list[Any]]:
     started: list[Any] = []

@@ -76,12 +76,12 @@ class RPCBackend(Backend):
         )
         try:
             conn.connect()
+            channel = conn.channel()
+            channel.auto_decode = False
+            channel.confirm_select()
         except BaseException:
-            conn.collect()  # a failed handshake still holds a socket
+            conn.collect()  # a half-opened connection still holds a socket
             raise
-        channel = conn.channel()
-        channel.auto_decode = False
-        channel.confirm_select()
         self._conn, self._channel = conn, channel
         self._declared, self._consumer = False, None
         return channel

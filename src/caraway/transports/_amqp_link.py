@@ -116,11 +116,11 @@ class Link:
         )
         try:
             self.conn.connect()
+            self.consume_channel = self._open_channel()
+            self.publish_channel = self._open_publish_channel()
         except BaseException:
-            self._force_close()  # a failed handshake still holds a socket
+            self._force_close()  # a half-opened connection still holds a socket
             raise
-        self.consume_channel = self._open_channel()
-        self.publish_channel = self._open_publish_channel()
         self._thread = threading.Thread(
             target=self._service, name=f"caraway-amqp-io-{generation}", daemon=True
         )
