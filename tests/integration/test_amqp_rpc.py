@@ -1,0 +1,112 @@
+"""The rpc:// backend on the machine's RabbitMQ: what a worker sends, what the caller reads.
+
+Each test uses a reply queue named like a fresh client oid and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import amqp
+import pytest
+
+from caraway.backends.rpc import RPCBackend
+from caraway.exceptions import BackendError, ImproperlyConfigured
+from caraway.protocol.results import decode_document, encode_document, result_document
+
+pytestmark = pytest.mark.amqp
+
+BROKER = "pyamqp://guest@localhost//"
+
+
+@pytest.fixture
+def oid() -> Iterator[str]:
+    name = str(uuid.uuid4())
+    yield name
+    conn = amqp.Connection("127.0.0.1:5672", connect_timeout=2)
+    try:
+        conn.connect()
+        conn.channel().queue_delete(name)
+        conn.close()
+    except Exception as exc:  # no broker: the tests skipped or failed already
+        conn.collect()
+        pytest.skip(f"no RabbitMQ: {exc!r}")
+
+
+@pytest.fixture
+def pair(oid: str) -> Iterator[tuple[RPCBackend, RPCBackend]]:
+    caller = RPCBackend("rpc://", options={"broker_url": BROKER, "reply_to": oid})
+    worker = RPCBackend("rpc://", options={"broker_url": BROKER})
+    try:
+        caller.on_task_call("first")
+        yield caller, worker
+    finally:
+        caller.close()
+        worker.close()
+
+
+def doc(task_id: str, state: str, value: object = None) -> bytes:
+    return encode_document(result_document(task_id, state, value))
+
+
+def test_worker_result_reaches_the_caller_by_its_reply_queue(
+    pair: tuple[RPCBackend, RPCBackend], oid: str
+) -> None:
+    caller, worker = pair
+    task_id = str(uuid.uuid4())
+    assert worker.store(
+        task_id, doc(task_id, "SUCCESS", 4), state="SUCCESS", expires=None, reply_to=oid
+    )
+    got = caller.wait(task_id, until=lambda d: b"SUCCESS" in d, timeout=10)
+    assert got is not None and decode_document(got)["result"] == 4
+    assert caller.load(task_id) == got
+    caller.forget(task_id)
+    assert caller.load(task_id) is None
+
+
+def test_late_started_message_does_not_hide_the_outcome(
+    pair: tuple[RPCBackend, RPCBackend], oid: str
+) -> None:
+    caller, worker = pair
+    task_id = str(uuid.uuid4())
+    worker.store(task_id, doc(task_id, "SUCCESS", 1), state="SUCCESS", expires=None, reply_to=oid)
+    worker.store(task_id, doc(task_id, "STARTED"), state="STARTED", expires=None, reply_to=oid)
+    other = str(uuid.uuid4())
+    worker.store(other, doc(other, "FAILURE"), state="FAILURE", expires=None, reply_to=oid)
+    assert caller.wait(other, until=lambda d: True, timeout=10) is not None
+    loaded = caller.load(task_id)
+    assert loaded is not None and decode_document(loaded)["status"] == "SUCCESS"
+
+
+def test_result_without_reply_to_is_not_sent_and_a_reader_needs_its_queue(
+    pair: tuple[RPCBackend, RPCBackend],
+) -> None:
+    _, worker = pair
+    assert worker.store("x", doc("x", "SUCCESS"), state="SUCCESS", expires=None) is False
+    with pytest.raises(BackendError, match="reply queue"):
+        worker.load("x")
+    assert RPCBackend.supports_chords is False and RPCBackend.shared is False
+
+
+def test_rpc_backend_refuses_a_non_amqp_broker() -> None:
+    with pytest.raises(ImproperlyConfigured, match="AMQP broker"):
+        RPCBackend("rpc://", options={"broker_url": "redis://localhost"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs: app passes broker_url/reply_to to rpc://, calls on_task_call before "
+    "publishing, and the worker passes the task's reply_to to Backend.store",
+)
+def test_app_gives_the_rpc_backend_its_thread_oid_as_reply_queue(tmp_path: Path) -> None:
+    from caraway import Caraway
+
+    app = Caraway("rpcproj", broker=BROKER, backend="rpc://")
+    backend = app.backend
+    assert isinstance(backend, RPCBackend)
+    try:
+        assert backend.reply_to == app.thread_oid
+    finally:
+        backend.close()
