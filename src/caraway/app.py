@@ -19,9 +19,11 @@ from caraway.backends import get_backend
 from caraway.backends.base import Backend
 from caraway.builtins import register_builtins
 from caraway.config import Settings
+from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol import message as protocol
 from caraway.protocol import results as result_protocol
+from caraway.protocol.events import task_sent_fields
 from caraway.result import AsyncResult as AsyncResultType
 from caraway.result import GroupResult as GroupResultType
 from caraway.task import Request, build_task
@@ -280,6 +282,14 @@ class Caraway:
         self.producer.publish(
             wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
         )
+        if self.conf.task_send_sent_event:
+            fields = task_sent_fields(
+                message,
+                queue=route.queue,
+                exchange=route.exchange or "",
+                routing_key=route.routing_key,
+            )
+            send_task_sent(self, fields)
         parent = calling.current_request()
         result = self.AsyncResult(message.id, task_name=name)
         if parent is not None and options.get("add_to_parent", True):

@@ -38,6 +38,13 @@ class Backend(abc.ABC):
         ``expires`` is seconds from now, or None to keep it forever.
         """
 
+    def store_many(
+        self, items: Sequence[tuple[str, bytes, str]], *, expires: float | None
+    ) -> None:
+        """Store ``(task_id, document, state)`` triples; backends do it in one round trip."""
+        for task_id, document, state in items:
+            self.store(task_id, document, state=state, expires=expires)
+
     @abc.abstractmethod
     def load(self, task_id: str) -> bytes | None:
         """The stored document, or None (PENDING: never written, or expired)."""

@@ -74,6 +74,16 @@ class SQLiteBackend(Backend):
         changed = self._db.write(lambda conn: conn.execute(_STORE, args).rowcount, notify=True)
         return bool(changed)
 
+    def store_many(
+        self, items: Sequence[tuple[str, bytes, str]], *, expires: float | None
+    ) -> None:
+        """All documents in one transaction."""
+        if not items:
+            return
+        now, deadline = time.time(), _expires_at(expires)
+        rows = [(task_id, state, document, deadline, now) for task_id, document, state in items]
+        self._db.write(lambda conn: conn.executemany(_STORE, rows), notify=True)
+
     def load(self, task_id: str) -> bytes | None:
         sql = f"SELECT document FROM caraway_results WHERE task_id = ? AND {_LIVE}"
         args = (task_id, time.time())

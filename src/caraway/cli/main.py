@@ -45,11 +45,15 @@ def cli(
 
 def _register() -> None:
     from caraway.cli.control import commands
+    from caraway.cli.dashboard import dashboard
     from caraway.cli.deadletters import dead_letters
+    from caraway.cli.events import events
     from caraway.cli.worker import worker
 
     cli.add_command(worker)
     cli.add_command(dead_letters)
+    cli.add_command(events)
+    cli.add_command(dashboard)
     for command in commands:
         cli.add_command(command)
     try:

@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("caraway.worker")
 
 Report = Callable[[tuple[Any, ...]], None]
+
+#: a task slower than this makes the consumer write pending results before the next one
+FLUSH_BEFORE_SLOW = 0.005
+#: how often a consumer tells the supervisor what it holds (``inspect reserved``)
+QUEUE_REPORT_INTERVAL = 0.5
 Commands = Callable[[], list[list[Any]]]
 
 
@@ -55,6 +60,7 @@ class _Job:
     policy: lifecycle.Policy
     outcome: Outcome | None = None
     is_async: bool = False
+    acked: bool = False
 
 
 class Consumer:
@@ -70,6 +76,7 @@ class Consumer:
         report: Report | None = None,
         stop: threading.Event | None = None,
         commands: Commands | None = None,
+        flush_reports: Callable[[], None] | None = None,
         buckets: SharedBuckets | None = None,
         max_tasks: int | None = None,
         max_memory_kib: int | None = None,
@@ -82,6 +89,8 @@ class Consumer:
         self.report = report or (lambda event: None)
         self.stop_event = stop or threading.Event()
         self.commands = commands or (lambda: [])
+        self.flush_reports = flush_reports or (lambda: None)
+        self._next_queue_report = 0.0
         self.buckets = buckets
         self.max_tasks = max_tasks
         self.max_memory_kib = max_memory_kib
@@ -98,6 +107,7 @@ class Consumer:
         self._buffer: deque[Delivery] = deque()
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
         self._inflight = 0
+        self._last_runtime = 0.0
         self._async_inflight = 0
         self.async_limit = int(conf.worker_async_concurrency or 100)
         self._async_loop: AsyncLoop | None = None
@@ -132,15 +142,23 @@ class Consumer:
                 self._dispatch_buffer()
                 if (self._inflight and self.slots > 1) or self._async_inflight:
                     self._wait_for_completion(0.05)
+                if not self._buffer and not self._ready:
+                    if self.effects.pending:
+                        self.effects.flush()
+                    self.flush_reports()
                 self._report_queue_state()
         finally:
             pool.stop()
             while self._async_inflight:
                 self._wait_for_completion(0.1)
+            self._settle_finished()
+            self.effects.flush()
             if self._async_loop is not None:
                 self._async_loop.stop()
             self.events.close()
             self._settle_finished()
+            self.effects.flush()
+            self.flush_reports()
             self._give_back_unstarted()
             self.transport.close()
             if self.backend is not None:
@@ -152,7 +170,11 @@ class Consumer:
         if room <= 0:
             return
         busy = bool(self._buffer) or self._inflight > 0 or self._async_inflight > 0
+        if busy and waiting > self.prefetch // 4:
+            return  # enough in hand: fetch in batches, not one round trip per task
         timeout = 0.0 if busy else self._idle_timeout()
+        if timeout > 0:
+            self.effects.flush()
         try:
             deliveries = self.transport.fetch(
                 self.queues, limit=room, timeout=timeout, owner=self.owner
@@ -182,6 +204,9 @@ class Consumer:
             self._receive(self._buffer.popleft())
 
     def _wait_for_completion(self, timeout: float) -> None:
+        if self.effects.pending:
+            self.effects.flush()
+        self.flush_reports()
         try:
             job = self._done.get(timeout=timeout)
         except queue.Empty:
@@ -308,12 +333,21 @@ class Consumer:
     # -- running ---------------------------------------------------------------------------
     def _start(self, job: _Job) -> None:
         message, policy = job.message, job.policy
-        if not policy.acks_late:
+        if not policy.acks_late and (self.backend is None or policy.ignore_result):
+            # nothing stored could stop a rerun if this child dies: ack before running
+            self.effects.flush()
             job.delivery.ack()
+            job.acked = True
+        # Otherwise the ack is written after the run, with the result. Early-ack semantics
+        # hold all the same: if this child dies mid-task the supervisor stores FAILURE
+        # WorkerLostError, and the redelivered message is acked without running.
         if policy.track_started and not policy.ignore_result and self.backend is not None:
-            self.effects.apply(
-                job.delivery, lifecycle.started_effects(message, started_meta(self.hostname))
-            )
+            started = lifecycle.started_effects(message, started_meta(self.hostname))
+            self.effects.apply(job.delivery, started, now=True)
+        elif self.effects.pending and (
+            self._last_runtime > FLUSH_BEFORE_SLOW or self.effects.pending >= self.prefetch * 3
+        ):
+            self.effects.flush()
         self.events.started(message)
         if job.is_async:
             # many run at once and cancel themselves at their limits: not the supervisor's
@@ -334,6 +368,7 @@ class Consumer:
                 message.soft_time_limit,
             )
         )
+        self.flush_reports()  # the supervisor must know what runs before it runs
         self._inflight += 1
         self.pool.submit(lambda: self._execute(job))
 
@@ -373,8 +408,10 @@ class Consumer:
             hostname=self.hostname,
             queue=job.delivery.queue,
         )
-        if not job.policy.acks_late and effects.settle == "ack":
+        if job.acked and effects.settle == "ack":
             effects.settle = "none"
+        if not job.is_async:
+            self._last_runtime = outcome.runtime
         self.effects.apply(job.delivery, effects)
         self.events.finished(job.message, outcome)
         if not job.is_async:
@@ -426,12 +463,17 @@ class Consumer:
 
     def _report_queue_state(self) -> None:
         """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""
+        now = time.monotonic()
+        if now < self._next_queue_report:
+            return
+        self._next_queue_report = now + QUEUE_REPORT_INTERVAL
         reserved = tuple(_info(d) for d in self._buffer)
         scheduled = tuple((eta, _info(d)) for eta, _, d, _ in self._held)
         state = (reserved, scheduled)
         if state != self._reported_state:
             self._reported_state = state
             self.report(("queued", list(reserved), [list(item) for item in scheduled]))
+            self.flush_reports()
 
     # -- shutting down ---------------------------------------------------------------------
     def _give_back_unstarted(self) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from caraway.backends.base import Backend
 from caraway.protocol import message as protocol
 from caraway.protocol import results as docs
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import Message, TaskMessage
 from caraway.transports.base import Delivery, Transport
 from caraway.worker.execute import build_request
 from caraway.worker.lifecycle import Effects, errback_follow_up
@@ -26,7 +26,12 @@ logger = logging.getLogger("caraway.worker")
 
 
 class EffectApplier:
-    """Carries out effects with one consumer's connections."""
+    """Carries out effects with one consumer's connections, batching what it can.
+
+    Result writes, follow-up publishes and acks are queued and written together by
+    ``flush()`` (one round trip each), results before acks. Anything that must see them
+    (errbacks, chord joins, requeues, dead letters, ``now=True``) flushes first.
+    """
 
     def __init__(self, app: Caraway, transport: Transport, backend: Backend | None) -> None:
         self.app = app
@@ -34,24 +39,56 @@ class EffectApplier:
         self.backend = backend
         self.expires = app.result_expires_seconds()
         self.serializer = str(app.conf.task_serializer)
+        self._results: list[tuple[str, bytes, str]] = []
+        self._publish: list[tuple[Message, str]] = []
+        self._acks: list[Delivery] = []
 
-    def apply(self, delivery: Delivery, effects: Effects) -> None:
-        self.store(effects)
+    @property
+    def pending(self) -> int:
+        return len(self._acks) + len(self._results) + len(self._publish)
+
+    def apply(self, delivery: Delivery, effects: Effects, *, now: bool = False) -> None:
+        if self.backend is not None:
+            for task_id, state, document in effects.results:
+                self._results.append((task_id, docs.encode_document(document), state))
         for follow in effects.publish:
             wire = protocol.encode(follow.message, serializer=self.serializer)
-            self.transport.publish(
-                wire,
-                queue=follow.route.queue,
-                exchange=follow.route.exchange,
-                routing_key=follow.route.routing_key,
-            )
+            route = follow.route
+            if route.exchange or (route.routing_key not in (None, route.queue)):
+                self.flush()
+                self.transport.publish(
+                    wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
+                )
+            else:
+                self._publish.append((wire, route.queue))
+        urgent = effects.errbacks is not None or effects.chord_join is not None
+        if urgent or now or effects.settle in ("requeue", "dead_letter"):
+            self.flush()
         if effects.errbacks is not None:
             self.run_errbacks(*effects.errbacks)
         if effects.chord_join is not None:
             from caraway.worker.chords import join_chord
 
             join_chord(self.app, self.transport, self.backend, effects.chord_join)
-        self.settle(delivery, effects)
+        if effects.settle == "ack":
+            self._acks.append(delivery)
+            if now:
+                self.flush()
+        else:
+            self.settle(delivery, effects)
+
+    def flush(self) -> None:
+        """Write queued results, then publishes, then acks (at-least-once order)."""
+        if self._results:
+            results, self._results = self._results, []
+            assert self.backend is not None
+            self.backend.store_many(results, expires=self.expires)
+        if self._publish:
+            publish, self._publish = self._publish, []
+            self.transport.publish_many(publish)
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self.transport.ack_many(acks)
 
     def run_errbacks(
         self,
@@ -78,14 +115,6 @@ class EffectApplier:
                 queue=follow.route.queue,
                 exchange=follow.route.exchange,
                 routing_key=follow.route.routing_key,
-            )
-
-    def store(self, effects: Effects) -> None:
-        if self.backend is None:
-            return
-        for task_id, state, document in effects.results:
-            self.backend.store(
-                task_id, docs.encode_document(document), state=state, expires=self.expires
             )
 
     @staticmethod

@@ -269,8 +269,15 @@ class Supervisor(NodeControl):
         os.set_blocking(commands_fd, False)
         pending = b""
 
+        outbox: list[bytes] = []
+
         def report(event: tuple[Any, ...]) -> None:
-            os.write(writer, orjson.dumps(event) + b"\n")
+            outbox.append(orjson.dumps(event))
+
+        def flush_reports() -> None:
+            if outbox:
+                os.write(writer, b"\n".join(outbox) + b"\n")
+                outbox.clear()
 
         def commands() -> list[list[Any]]:
             nonlocal pending
@@ -291,6 +298,7 @@ class Supervisor(NodeControl):
                 report=report,
                 stop=stop,
                 commands=commands,
+                flush_reports=flush_reports,
                 buckets=self.buckets,
                 max_tasks=self.max_tasks_per_child,
                 max_memory_kib=self.max_memory_per_child,
