@@ -213,6 +213,16 @@ class Caraway:
             options.setdefault("max_retries", int(retries))
         if conf.broker_use_ssl:
             options.setdefault("ssl", conf.broker_use_ssl)
+        amqp_settings = {
+            "heartbeat": conf.broker_heartbeat,
+            "connect_timeout": conf.broker_connection_timeout,
+            "max_priority": conf.task_queue_max_priority,
+            "queue_type": conf.task_default_queue_type,
+        }
+        if self.broker_url.startswith(("amqp", "pyamqp")):
+            for key, value in amqp_settings.items():
+                if value is not None:
+                    options.setdefault(key, value)
         return get_transport(self.broker_url, options=options)
 
     @property
@@ -228,6 +238,12 @@ class Caraway:
         if url is None:
             return None
         options = dict(self.conf.result_backend_transport_options)
+        if url.startswith("rpc"):
+            # results travel back over the broker to this thread's reply queue
+            options.setdefault("broker_url", self.broker_url)
+            options.setdefault("reply_to", self.thread_oid)
+            options.setdefault("expires", self.result_expires_seconds())
+            options.setdefault("persistent", bool(self.conf.result_persistent))
         if self.conf.redis_backend_use_ssl:
             options.setdefault("ssl", self.conf.redis_backend_use_ssl)
         return get_backend(url, options=options)
@@ -279,6 +295,9 @@ class Caraway:
             or self.conf.task_serializer
         )
         wire = protocol.encode(message, serializer=serializer)
+        backend = self.backend if self.result_backend_url else None
+        if backend is not None and not backend.shared and not message.ignore_result:
+            backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
         self.producer.publish(
             wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
         )

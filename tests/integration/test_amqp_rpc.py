@@ -95,11 +95,6 @@ def test_rpc_backend_refuses_a_non_amqp_broker() -> None:
         RPCBackend("rpc://", options={"broker_url": "redis://localhost"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: app passes broker_url/reply_to to rpc://, calls on_task_call before "
-    "publishing, and the worker passes the task's reply_to to Backend.store",
-)
 def test_app_gives_the_rpc_backend_its_thread_oid_as_reply_queue(tmp_path: Path) -> None:
     from caraway import Caraway
 
@@ -110,3 +105,39 @@ def test_app_gives_the_rpc_backend_its_thread_oid_as_reply_queue(tmp_path: Path)
         assert backend.reply_to == app.thread_oid
     finally:
         backend.close()
+
+
+def test_caraway_worker_sends_rpc_results_back_to_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import uuid
+
+    from tests.helpers import Worker, write_project
+
+    write_project(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TEST_BROKER", BROKER)
+    monkeypatch.setenv("TEST_BACKEND", "rpc://")
+    for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
+        del sys.modules[name]
+    queue = f"rpc-e2e-{uuid.uuid4().hex[:8]}"
+    worker = Worker(tmp_path, "-c", "1", "-Q", queue).wait_ready()
+    try:
+        from proj.tasks import add, boom
+
+        assert add.apply_async((2, 2), queue=queue).get(timeout=20) == 4
+        with pytest.raises(ValueError, match="kaboom"):
+            boom.apply_async(queue=queue).get(timeout=20)
+    finally:
+        worker.stop()
+        for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
+            del sys.modules[name]
+        import amqp
+
+        connection = amqp.Connection("localhost:5672", userid="guest", password="guest")
+        connection.connect()
+        try:
+            connection.channel().queue_delete(queue)
+        finally:
+            connection.close()

@@ -29,21 +29,32 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def store(
-        self, task_id: str, document: bytes, *, state: str, expires: float | None
+        self,
+        task_id: str,
+        document: bytes,
+        *,
+        state: str,
+        expires: float | None,
+        reply_to: str | None = None,
     ) -> bool:
         """Write ``document`` for ``task_id``; wake its waiters.
 
         Skipped (returns False) when the stored state is already final (SUCCESS,
         FAILURE, REVOKED), so a redelivered duplicate cannot clobber an outcome.
-        ``expires`` is seconds from now, or None to keep it forever.
+        ``expires`` is seconds from now, or None to keep it forever. ``reply_to`` is the
+        calling client's reply queue (the message's ``reply_to``), which only stores that
+        send results back to the caller (rpc://) need.
         """
 
     def store_many(
-        self, items: Sequence[tuple[str, bytes, str]], *, expires: float | None
+        self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
     ) -> None:
-        """Store ``(task_id, document, state)`` triples; backends do it in one round trip."""
-        for task_id, document, state in items:
-            self.store(task_id, document, state=state, expires=expires)
+        """Store ``(task_id, document, state, reply_to)``; backends do it in one round trip."""
+        for task_id, document, state, reply_to in items:
+            self.store(task_id, document, state=state, expires=expires, reply_to=reply_to)
+
+    def on_task_call(self, task_id: str) -> None:  # noqa: B027 - most stores need nothing
+        """Called by the producer before it publishes a task whose result it will read."""
 
     @abc.abstractmethod
     def load(self, task_id: str) -> bytes | None:

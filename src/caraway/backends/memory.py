@@ -76,7 +76,15 @@ class MemoryBackend(Backend):
         super().__init__(url, options=options)
         self._store = _store_for(url)
 
-    def store(self, task_id: str, document: bytes, *, state: str, expires: float | None) -> bool:
+    def store(
+        self,
+        task_id: str,
+        document: bytes,
+        *,
+        state: str,
+        expires: float | None,
+        reply_to: str | None = None,
+    ) -> bool:
         store = self._store
         with store.cond:
             current = store.results.get(task_id)

@@ -235,13 +235,21 @@ class RedisBackend(Backend):
 
     # -- task results ------------------------------------------------------------------
 
-    def store(self, task_id: str, document: bytes, *, state: str, expires: float | None) -> bool:
+    def store(
+        self,
+        task_id: str,
+        document: bytes,
+        *,
+        state: str,
+        expires: float | None,
+        reply_to: str | None = None,
+    ) -> bool:
         ttl_ms = _ttl_ms(expires)
         key = self.task_key(task_id)
         return bool(self._call("store", lambda: self._store(keys=[key], args=[document, ttl_ms])))
 
     def store_many(
-        self, items: Sequence[tuple[str, bytes, str]], *, expires: float | None
+        self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
     ) -> None:
         """One pipeline of the guarded store script: a batch costs one round trip."""
         if not items:
@@ -250,7 +258,7 @@ class RedisBackend(Backend):
 
         def run() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for task_id, document, _state in items:
+            for task_id, document, _state, _reply_to in items:
                 self._store(keys=[self.task_key(task_id)], args=[document, ttl_ms], client=pipe)
             pipe.execute()
 

@@ -69,19 +69,27 @@ class SQLiteBackend(Backend):
             busy_timeout=float(self.options.get("busy_timeout", 5.0)),
         )
 
-    def store(self, task_id: str, document: bytes, *, state: str, expires: float | None) -> bool:
+    def store(
+        self,
+        task_id: str,
+        document: bytes,
+        *,
+        state: str,
+        expires: float | None,
+        reply_to: str | None = None,
+    ) -> bool:
         args = (task_id, state, document, _expires_at(expires), time.time())
         changed = self._db.write(lambda conn: conn.execute(_STORE, args).rowcount, notify=True)
         return bool(changed)
 
     def store_many(
-        self, items: Sequence[tuple[str, bytes, str]], *, expires: float | None
+        self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
     ) -> None:
         """All documents in one transaction."""
         if not items:
             return
         now, deadline = time.time(), _expires_at(expires)
-        rows = [(task_id, state, document, deadline, now) for task_id, document, state in items]
+        rows = [(task_id, state, document, deadline, now) for task_id, document, state, _ in items]
         self._db.write(lambda conn: conn.executemany(_STORE, rows), notify=True)
 
     def load(self, task_id: str) -> bytes | None:

@@ -39,7 +39,7 @@ class EffectApplier:
         self.backend = backend
         self.expires = app.result_expires_seconds()
         self.serializer = str(app.conf.task_serializer)
-        self._results: list[tuple[str, bytes, str]] = []
+        self._results: list[tuple[str, bytes, str, str | None]] = []
         self._publish: list[tuple[Message, str]] = []
         self._acks: list[Delivery] = []
 
@@ -49,8 +49,11 @@ class EffectApplier:
 
     def apply(self, delivery: Delivery, effects: Effects, *, now: bool = False) -> None:
         if self.backend is not None:
+            own_id = delivery.message.headers.get("id")
+            reply_to = delivery.message.properties.get("reply_to")
             for task_id, state, document in effects.results:
-                self._results.append((task_id, docs.encode_document(document), state))
+                target = reply_to if task_id == own_id else None
+                self._results.append((task_id, docs.encode_document(document), state, target))
         for follow in effects.publish:
             wire = protocol.encode(follow.message, serializer=self.serializer)
             route = follow.route
