@@ -179,3 +179,22 @@ def test_eager_canvases_give_the_seed_results(app: Caraway) -> None:
     assert group(add.s(i) for i in range(3)).apply((10,)).get() == [10, 11, 12]
     assert chord((add.s(i, i) for i in range(10)), xsum.s()).apply().get() == 90
     assert isinstance(xmap(add.s(), [(1, 2)], app=app), Signature)
+
+
+def test_the_worker_sends_a_chord_body_as_a_child_of_the_header_task_that_completed_it(
+    app: Caraway, sent: list[tuple[str, Any, Any, Any]]
+) -> None:
+    from caraway.worker.chords import join_chord
+
+    add, mul, xsum = (app.tasks[f"wtasks.{n}"] for n in ("add", "mul", "xsum"))
+    chord([add.s(1, 1), add.s(2, 2)], xsum.s() | mul.s(10)).apply_async()
+    headers = [call[3] for call in sent]
+    sent.clear()
+    transport: Any = None
+    for index, (options, value) in enumerate(zip(headers, [2, 4], strict=True)):
+        join = (options["group_id"], index, "SUCCESS", value, options["chord"], f"head-{index}")
+        join_chord(app, transport, app.backend, join)
+    assert len(sent) == 1, "the body is sent once, by the last header task"
+    name, args, _, options = sent[0]
+    assert (name, args) == ("wtasks.xsum", [[2, 4]])
+    assert options["parent_id"] == "head-1"

@@ -34,7 +34,8 @@ def join_chord(app: Caraway, transport: Transport, backend: Backend | None, join
     group_id, index, state, value, body = join[:5]
     # The header task's id arrives as a sixth element; without it the index stands in
     # (unique within the chord, which is all the backend's de-duplication needs).
-    task_id = str(join[5]) if len(join) > 5 else f"{group_id}#{index}"
+    header_id = str(join[5]) if len(join) > 5 and join[5] else None
+    task_id = header_id or f"{group_id}#{index}"
     counter: Any = backend
     if backend is None or not getattr(backend, "supports_chords", False):
         logger.error(
@@ -52,15 +53,24 @@ def join_chord(app: Caraway, transport: Transport, backend: Backend | None, join
     if members is None:
         return
     try:
-        complete_chord(app, group_id, members, body)
+        complete_chord(app, group_id, members, body, parent_id=header_id)
     finally:
         counter.chord_done(group_id)
 
 
 def complete_chord(
-    app: Caraway, group_id: str, members: Sequence[Sequence[Any]], body: Mapping[str, Any]
+    app: Caraway,
+    group_id: str,
+    members: Sequence[Sequence[Any]],
+    body: Mapping[str, Any],
+    *,
+    parent_id: str | None = None,
 ) -> None:
-    """Apply the body with the ordered results, or fail it naming the failed header task."""
+    """Apply the body with the ordered results, or fail it naming the failed header task.
+
+    ``parent_id`` is the header task whose completion ran the join: Celery publishes the
+    body from inside that task, so the body's ``parent_id`` names it (chord trees hang on it).
+    """
     from caraway.canvas import Signature
 
     try:
@@ -75,8 +85,9 @@ def complete_chord(
         fail_body(app, callback, error)
         return
     values = [untag(member[3]) for member in members]
+    lineage = {"parent_id": parent_id} if parent_id else {}
     try:
-        callback.apply_async((values,))
+        callback.apply_async((values,), **lineage)
     except Exception as exc:  # any failure to send becomes the body's outcome
         logger.error("chord %s: the body %s could not be sent: %r", group_id, callback.name, exc)
         fail_body(app, callback, ChordError(f"Callback error: {exc!r}"))
