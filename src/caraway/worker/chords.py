@@ -85,7 +85,7 @@ def complete_chord(
         fail_body(app, callback, error)
         return
     values = [untag(member[3]) for member in members]
-    lineage = {"parent_id": parent_id} if parent_id else {}
+    lineage: dict[str, Any] = {"parent_id": parent_id} if parent_id else {}
     try:
         callback.apply_async((values,), **lineage)
     except Exception as exc:  # any failure to send becomes the body's outcome
