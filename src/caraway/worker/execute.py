@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from caraway import calling, exceptions, signals, states
 from caraway.protocol.message import TaskMessage
+from caraway.protocol.serializers import dumps_json
 from caraway.task import Request, Task
 
 OutcomeKind = Literal["success", "failure", "retry", "reject", "ignore"]
@@ -172,9 +173,34 @@ def _outcome_of(task: Task, request: Request, exc: Exception) -> Outcome:
 def _finish(task: Task, request: Request, outcome: Outcome, started: float) -> Outcome:
     outcome.runtime = time.perf_counter() - started
     outcome.children = request.headers.get("_children")
+    _check_storable(task, request, outcome)
     _run_hooks(task, request, outcome)
     _send_signals(task, request, outcome)
     return outcome
+
+
+#: return types JSON stores as they are: no need to try encoding them first
+_PLAIN = frozenset({type(None), bool, int, float, str})
+
+
+def _check_storable(task: Task, request: Request, outcome: Outcome) -> None:
+    """Turn a return value the result document cannot hold into the task's FAILURE.
+
+    Found here, before hooks and signals, the task fails like any other; found later,
+    when the worker writes the result, it would take the consumer down with it.
+    """
+    if outcome.kind != "success" or type(outcome.value) in _PLAIN:
+        return
+    if request.ignore_result and not (request.callbacks or request.chain or request.chord):
+        return
+    try:
+        dumps_json(outcome.value)
+    except exceptions.SerializationError as exc:
+        error = exceptions.SerializationError(
+            f"task {task.name} returned a value that cannot be stored as its result: {exc}"
+        )
+        outcome.kind, outcome.value, outcome.exc = "failure", None, error
+        outcome.traceback = "".join(tb.format_exception_only(type(error), error))
 
 
 def is_async(task: Task) -> bool:

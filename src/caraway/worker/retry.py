@@ -43,12 +43,8 @@ def retry_task(
             f"Can't retry {task.name}[{request.id}] args:{tuple(request.args)} "
             f"kwargs:{request.kwargs}: max_retries={limit} reached"
         )
-    if countdown is None and eta is None:
-        countdown = task.default_retry_delay
-    if countdown is not None and (isinstance(countdown, bool) or countdown < 0):
-        raise ValueError(f"retry countdown must be a non-negative number, not {countdown!r}")
     now = datetime.now(timezone.utc)
-    when = eta if eta is not None else now + timedelta(seconds=float(countdown or 0))
+    when = _when(eta, countdown, task.default_retry_delay, now)
     delay = max(0.0, (when - now).total_seconds())
     signal = exceptions.Retry(exc=exc, when=delay)
     if request.is_eager:
@@ -76,3 +72,21 @@ def retry_task(
     if throw:
         raise signal
     return signal
+
+
+def _when(eta: Any, countdown: Any, default: float, now: datetime) -> datetime:
+    """When the retry is due; TypeError/ValueError naming a bad ``eta`` or ``countdown``."""
+    if eta is not None:
+        if not isinstance(eta, datetime):
+            raise TypeError(
+                f"retry eta must be a datetime, not {eta!r}; use countdown= for seconds"
+            )
+        # a naive eta is UTC, as apply_async reads it
+        return eta if eta.tzinfo is not None else eta.replace(tzinfo=timezone.utc)
+    if countdown is None:
+        countdown = default
+    if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
+        raise TypeError(f"retry countdown must be a number of seconds, not {countdown!r}")
+    if countdown < 0:
+        raise ValueError(f"retry countdown must be a non-negative number, not {countdown!r}")
+    return now + timedelta(seconds=float(countdown))
