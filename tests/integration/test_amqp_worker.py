@@ -87,6 +87,12 @@ def record(path, value):
     with open(path, 'a') as handle:
         handle.write(f'{value} {time.time()}\\n')
     return value
+
+
+@app.task
+def snooze(seconds):
+    time.sleep(seconds)
+    return seconds
 """
 
 
