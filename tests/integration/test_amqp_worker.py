@@ -54,6 +54,8 @@ app.conf.update(
     task_queue_max_priority=int(os.environ.get('TEST_MAX_PRIORITY') or 0) or None,
     task_default_queue_type=os.environ.get('TEST_QUEUE_TYPE') or 'classic',
     worker_prefetch_multiplier=int(os.environ.get('TEST_PREFETCH') or 4),
+    # ride out another test's RabbitMQ restart (backoff capped at 2 s per try)
+    task_publish_retry_policy={'max_retries': 30},
 )
 
 if __name__ == '__main__':
@@ -115,14 +117,22 @@ def rabbit_channel_call(fn: Callable[[Any], Any], *, patience: float = 60.0) -> 
             time.sleep(0.5)
 
 
+_SEEN = {"rabbit": False}
+
+
 def rabbit_available() -> None:
-    """Skip locally (fail in CI) when no RabbitMQ answers within a few seconds."""
+    """Skip locally (fail in CI) when no RabbitMQ answers.
+
+    Once one has answered in this session, a silence is a restart by another test: wait.
+    """
+    patient = _SEEN["rabbit"] or bool(os.environ.get("CI"))
     try:
-        rabbit_channel_call(lambda channel: None, patience=5 if not os.environ.get("CI") else 60)
+        rabbit_channel_call(lambda channel: None, patience=60 if patient else 10)
     except AssertionError as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no RabbitMQ at 127.0.0.1:5672: {exc}")
+    _SEEN["rabbit"] = True
 
 
 def delete_queue(name: str) -> None:
@@ -146,15 +156,21 @@ def queue_depth(name: str) -> int:
 
 
 def rabbitmqctl(*args: str) -> Any:
-    """``rabbitmqctl -q <args> --formatter json`` parsed (the tool itself can be slow)."""
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", *args, "--formatter", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return json.loads(out or "[]")
+    """``rabbitmqctl -q <args> --formatter json`` parsed; retried while the app restarts."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", *args, "--formatter", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode == 0:
+            return json.loads(done.stdout or "[]")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr}")
+        time.sleep(1)
 
 
 def queue_info(name: str) -> dict[str, Any] | None:
