@@ -112,7 +112,7 @@ def build_message(
     root_id = options.get("root_id") or (parent.root_id or parent.id if parent else None)
     hard = options.get("time_limit", _task_attr(task, "time_limit"))
     soft = options.get("soft_time_limit", _task_attr(task, "soft_time_limit"))
-    _check_limits(name, hard, soft)
+    check_limits(name, hard, soft)
     ignore = options.get("ignore_result")
     if ignore is None and task is not None:
         ignore = bool(_task_attr(task, "ignore_result") or conf.task_ignore_result)
@@ -184,7 +184,8 @@ def _expires(value: Any, now: datetime) -> datetime | None:
     return now + timedelta(seconds=value)
 
 
-def _check_limits(name: str, hard: Any, soft: Any) -> None:
+def check_limits(name: str, hard: Any, soft: Any) -> None:
+    """ValueError naming the value unless both limits are positive seconds, soft <= hard."""
     for label, value in (("time_limit", hard), ("soft_time_limit", soft)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0

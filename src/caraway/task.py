@@ -393,12 +393,10 @@ def _validate_options(name: str, attrs: Mapping[str, Any]) -> None:
         raise ValueError(
             f"task {name!r}: max_retries must be a non-negative int or None, not {max_retries!r}"
         )
-    hard, soft = attrs.get("time_limit"), attrs.get("soft_time_limit")
-    if hard is not None and soft is not None and soft > hard:
-        raise ValueError(
-            f"task {name!r}: soft_time_limit ({soft}) is above time_limit ({hard}); "
-            "the soft limit must come first"
-        )
+    from caraway.calling import check_limits
+
+    # the same check every call makes, so a bad limit fails here rather than at each call
+    check_limits(f"task {name!r}", attrs.get("time_limit"), attrs.get("soft_time_limit"))
     rate = attrs.get("rate_limit")
     if rate is not None:
         from caraway.ratelimit import parse_rate

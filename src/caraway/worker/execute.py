@@ -189,8 +189,8 @@ def _check_storable(task: Task, request: Request, outcome: Outcome) -> None:
     Found here, before hooks and signals, the task fails like any other; found later,
     when the worker writes the result, it would take the consumer down with it.
     """
-    if outcome.kind != "success" or type(outcome.value) in _PLAIN:
-        return
+    if outcome.kind != "success" or type(outcome.value) in _PLAIN or request.is_eager:
+        return  # eager results stay in this process, as Celery's do
     if request.ignore_result and not (request.callbacks or request.chain or request.chord):
         return
     try:
