@@ -143,14 +143,17 @@ def delete_queue(name: str) -> None:
     rabbit_channel_call(run)
 
 
-def queue_depth(name: str) -> int:
-    """Ready messages in ``name`` (0 when it does not exist)."""
+def queue_depth(*names: str) -> int:
+    """Ready messages in the queues ``names`` (one that does not exist counts 0)."""
 
     def run(channel: Any) -> int:
-        try:
-            return int(channel.queue_declare(name, passive=True)[1])
-        except amqp.exceptions.NotFound:
-            return 0
+        total = 0
+        for name in names:
+            try:
+                total += int(channel.queue_declare(name, passive=True)[1])
+            except amqp.exceptions.NotFound:
+                channel = channel.connection.channel()  # NOT_FOUND closed the channel
+        return total
 
     return int(rabbit_channel_call(run))
 
@@ -361,8 +364,10 @@ def test_far_countdown_parks_in_the_delay_ladder_and_runs_once_on_time(
     evidence = project / "parked.txt"
     sent = time.time()
     result = seed().record.apply_async((str(evidence), "parked"), countdown=4)
-    # 4 s is level 2 of the ladder (2**2 s): the message waits there, not in the worker
-    wait_until(lambda: queue_depth("caraway.delay.2") >= 1, timeout=3, message="parked")
+    # about 4 s: levels 0-2 of the ladder (1, 2, 4 s) hold it, not the worker
+    levels = [f"caraway.delay.{n}" for n in range(3)]
+    wait_until(lambda: queue_depth(*levels) >= 1, timeout=3, message="parked")
+    assert queue_depth(os.environ["TEST_QUEUE"]) == 0
     assert not result.ready()
     assert result.get(timeout=15) == "parked"
     ((value, ran_at),) = runs(evidence)
