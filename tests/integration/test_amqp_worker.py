@@ -332,9 +332,14 @@ def consumers_of(queue: str) -> list[int]:
     return sorted(int(row["prefetch_count"]) for row in rows if row["queue_name"] == queue)
 
 
-def test_each_child_consumes_with_prefetch_multiplier_times_its_one_slot(
+@pytest.mark.parametrize(
+    ("pool", "expected"),
+    [("prefork", [3, 3]), ("threads", [6])],
+)
+def test_each_consumer_prefetches_multiplier_times_the_tasks_it_runs_at_once(
+    pool: str,
+    expected: list[int],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     queues: Callable[[str], str],
     workers: list[Worker],
 ) -> None:
@@ -342,17 +347,18 @@ def test_each_child_consumes_with_prefetch_multiplier_times_its_one_slot(
     write_seed_project(tmp_path, broker="pyamqp://guest:guest@localhost//")
     queue = queues("prefetch")
     env = {"TEST_QUEUE": queue, "TEST_PREFETCH": "3"}
-    worker = Worker(tmp_path, "-c", "2", env=env).wait_ready()
+    worker = Worker(tmp_path, "-P", pool, "-c", "2", env=env).wait_ready()
     workers.append(worker)
     assert ".> transport:   pyamqp://guest:**@localhost//" in worker.log()
     assert "guest:guest" not in worker.log()
+    # prefork: one consumer per child, 1 slot each; threads: one consumer for 2 slots
     found = wait_until(
-        lambda: consumers_of(queue) if len(consumers_of(queue)) >= 2 else None,
+        lambda: consumers_of(queue) if len(consumers_of(queue)) >= len(expected) else None,
         timeout=20,
         interval=0.5,
-        message="two child consumers",
+        message=f"{len(expected)} consumer(s)",
     )
-    assert found == [3, 3]
+    assert found == expected
 
 
 def test_far_countdown_parks_in_the_delay_ladder_and_runs_once_on_time(
