@@ -43,8 +43,9 @@ def _alive(pid: int) -> bool:
 
 def _kill_everything(project: Path) -> None:
     for pid in _pids(project):
+        # a detached node is not its group's leader (it forked after setsid): use its group
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, 9)
+            os.killpg(os.getpgid(pid), 9)
 
 
 @pytest.mark.slow
