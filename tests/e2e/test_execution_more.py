@@ -156,13 +156,13 @@ def whoami():
 """
 
 
-def _tasks() -> Any:
+def project_tasks() -> Any:
     import proj.tasks  # type: ignore[import-not-found]  # written by the fixture
 
     return proj.tasks
 
 
-def _forget_receivers() -> None:
+def forget_receivers() -> None:
     """The test process imported proj.tasks too: drop its receivers from the registries."""
     for name in signals.__all__:
         registry = getattr(signals, name)
@@ -186,15 +186,24 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield tmp_path
     finally:
-        _forget_receivers()
+        forget_receivers()
         _forget_proj()
 
 
-def _worker(project: Path, workers: list[Worker], *args: str, name: str = "w1") -> Worker:
+def start_worker(project: Path, workers: list[Worker], *args: str, name: str = "w1") -> Worker:
     env = {"CARAWAY_TEST_EVIDENCE": str(project / "evidence")}
     worker = Worker(project, *args, env=env, name=name)
     workers.append(worker)
     return worker.wait_ready()
+
+
+def wait_for_state(result: Any, state: str, workers: list[Worker], timeout: float) -> None:
+    """Wait for ``result`` to reach ``state``; on timeout, show what the workers logged."""
+    try:
+        wait_until(lambda: result.state == state, timeout=timeout, message=state)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {worker.name}\n{worker.log()[-3000:]}" for worker in workers)
+        raise AssertionError(f"{exc}; still {result.state}\n{logs}") from None
 
 
 def evidence(project: Path) -> list[str]:
@@ -225,12 +234,12 @@ def is_subsequence(wanted: list[str], seen: list[str]) -> bool:
 def test_revoked_countdown_task_is_not_run_and_is_stored_revoked(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
-    result = _tasks().sleeper.apply_async((0,), countdown=1.5)
+    start_worker(project, workers, "-c", "1")
+    result = project_tasks().sleeper.apply_async((0,), countdown=1.5)
     result.revoke()
-    wait_until(lambda: result.state == states.REVOKED, timeout=15, message="REVOKED")
+    wait_for_state(result, states.REVOKED, workers, timeout=15)
     assert f"ran {result.id}" not in evidence(project)
-    assert _tasks().add.delay(1, 2).get(timeout=10) == 3
+    assert project_tasks().add.delay(1, 2).get(timeout=10) == 3
 
 
 @pytest.mark.parametrize(
@@ -250,12 +259,12 @@ def test_revoked_countdown_task_is_not_run_and_is_stored_revoked(
 def test_terminate_stops_the_running_task_and_the_worker_keeps_serving(
     project: Path, workers: list[Worker], signal_name: str | None
 ) -> None:
-    _worker(project, workers, "-c", "1")
-    result = _tasks().sleeper.delay(8)
+    start_worker(project, workers, "-c", "1")
+    result = project_tasks().sleeper.delay(8)
     wait_until(lambda: result.state == states.STARTED, timeout=10, message="STARTED")
     result.revoke(terminate=True, signal=signal_name)
-    wait_until(lambda: result.state == states.REVOKED, timeout=5, message="REVOKED")
-    assert _tasks().add.delay(2, 2).get(timeout=15) == 4
+    wait_for_state(result, states.REVOKED, workers, timeout=5)
+    assert project_tasks().add.delay(2, 2).get(timeout=15) == 4
     assert f"finished {result.id}" not in evidence(project)
 
 
@@ -263,10 +272,10 @@ def test_revoked_ids_survive_a_worker_restart_with_statedb(
     project: Path, workers: list[Worker]
 ) -> None:
     statedb = str(project / "worker.state")
-    first = _worker(project, workers, "-c", "1", f"--statedb={statedb}")
-    result = _tasks().sleeper.apply_async((0,), countdown=4)
+    first = start_worker(project, workers, "-c", "1", f"--statedb={statedb}")
+    result = project_tasks().sleeper.apply_async((0,), countdown=4)
     result.revoke()
-    inspect = _tasks().app.control.inspect(timeout=1.0)
+    inspect = project_tasks().app.control.inspect(timeout=1.0)
     wait_until(
         lambda: any(result.id in ids for ids in (inspect.revoked() or {}).values()),
         timeout=10,
@@ -274,26 +283,26 @@ def test_revoked_ids_survive_a_worker_restart_with_statedb(
     )
     first.stop()
     assert result.id in (project / "worker.state").read_text()
-    _worker(project, workers, "-c", "1", f"--statedb={statedb}", name="w2")
-    wait_until(lambda: result.state == states.REVOKED, timeout=15, message="REVOKED")
+    start_worker(project, workers, "-c", "1", f"--statedb={statedb}", name="w2")
+    wait_for_state(result, states.REVOKED, workers, timeout=15)
     assert f"ran {result.id}" not in evidence(project)
 
 
 # -- Reject, Ignore, update_state, request context -------------------------------------------
 def test_reject_with_requeue_runs_the_task_again(project: Path, workers: list[Worker]) -> None:
-    _worker(project, workers, "-c", "1")
-    assert _tasks().rejecting.delay(str(project / "requeued"), True).get(timeout=15) == 2
+    start_worker(project, workers, "-c", "1")
+    assert project_tasks().rejecting.delay(str(project / "requeued"), True).get(timeout=15) == 2
 
 
 def test_reject_without_requeue_dead_letters_the_message_and_runs_it_once(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
+    start_worker(project, workers, "-c", "1")
     marker = project / "dropped"
-    result = _tasks().rejecting.delay(str(marker), False)
+    result = project_tasks().rejecting.delay(str(marker), False)
 
     def dead_letters() -> list[str]:
-        transport = _tasks().app.connection()
+        transport = project_tasks().app.connection()
         try:
             return [letter.reason for letter in transport.dead_letters()]
         finally:
@@ -301,7 +310,7 @@ def test_reject_without_requeue_dead_letters_the_message_and_runs_it_once(
 
     reasons = wait_until(dead_letters, timeout=10, message="a dead letter")
     assert "not now" in reasons[0]
-    assert _tasks().add.delay(1, 1).get(timeout=10) == 2
+    assert project_tasks().add.delay(1, 1).get(timeout=10) == 2
     assert marker.read_text() == "1"
     assert result.state == states.PENDING
 
@@ -309,22 +318,22 @@ def test_reject_without_requeue_dead_letters_the_message_and_runs_it_once(
 def test_ignore_acks_without_storing_a_result_or_running_again(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
+    start_worker(project, workers, "-c", "1")
     marker = project / "ignored"
-    result = _tasks().ignoring.delay(str(marker))
+    result = project_tasks().ignoring.delay(str(marker))
     wait_until(marker.exists, timeout=10, message="the task to run")
-    assert _tasks().add.delay(1, 1).get(timeout=10) == 2
+    assert project_tasks().add.delay(1, 1).get(timeout=10) == 2
     assert result.state == states.PENDING
-    assert _tasks().app.producer.size("celery") == 0
+    assert project_tasks().app.producer.size("celery") == 0
     assert marker.read_text() == "1"
 
 
 def test_update_state_progress_is_visible_while_the_task_runs(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
+    start_worker(project, workers, "-c", "1")
     gate = project / "gate"
-    result = _tasks().progress.delay(str(gate))
+    result = project_tasks().progress.delay(str(gate))
     wait_until(lambda: result.state == "PROGRESS", timeout=10, message="PROGRESS")
     assert result.info == {"step": 1}
     (project / "gate1").touch()
@@ -337,9 +346,9 @@ def test_update_state_progress_is_visible_while_the_task_runs(
 def test_request_context_inside_a_bound_task_has_every_field(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "2")
-    app = _tasks().app
-    outer = _tasks().spawn_context.delay()
+    start_worker(project, workers, "-c", "2")
+    app = project_tasks().app
+    outer = project_tasks().spawn_context.delay()
     inner = app.AsyncResult(outer.get(timeout=10))
     seen = inner.get(timeout=10)
     assert seen["id"] == inner.id
@@ -351,15 +360,15 @@ def test_request_context_inside_a_bound_task_has_every_field(
     assert seen["is_eager"] is False
     from caraway import group
 
-    grouped = group(_tasks().context.s(index) for index in range(2))()
+    grouped = group(project_tasks().context.s(index) for index in range(2))()
     members = grouped.get(timeout=10)
     assert {member["group"] for member in members} == {grouped.id}
 
 
 # -- retries ---------------------------------------------------------------------------------
 def test_retry_state_sequence_of_the_seed_is_observed(project: Path, workers: list[Worker]) -> None:
-    _worker(project, workers, "-c", "1")
-    result = _tasks().flaky_slow.delay(str(project / "flaky"), 2)
+    start_worker(project, workers, "-c", "1")
+    result = project_tasks().flaky_slow.delay(str(project / "flaky"), 2)
     seen = states_seen(result, states.SUCCESS)
     wanted = ["PENDING", "STARTED", "RETRY", "STARTED", "RETRY", "STARTED", "SUCCESS"]
     assert is_subsequence(wanted, seen), seen
@@ -369,9 +378,9 @@ def test_retry_state_sequence_of_the_seed_is_observed(project: Path, workers: li
 def test_autoretry_backoff_grows_exponentially_up_to_its_cap_then_fails_with_the_original(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
+    start_worker(project, workers, "-c", "1")
     stamps = project / "stamps"
-    result = _tasks().backing_off.delay(str(stamps))
+    result = project_tasks().backing_off.delay(str(stamps))
     with pytest.raises(KeyError, match="always"):
         result.get(timeout=20)
     times = [float(line) for line in stamps.read_text().split()]
@@ -386,10 +395,10 @@ def test_autoretry_backoff_grows_exponentially_up_to_its_cap_then_fails_with_the
 def test_max_retries_exceeded_raises_the_original_exception_when_one_was_given(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
+    start_worker(project, workers, "-c", "1")
     with pytest.raises(LookupError, match="the original"):
-        _tasks().exhausts.delay(True).get(timeout=15)
-    failed = _tasks().exhausts.delay(False)
+        project_tasks().exhausts.delay(True).get(timeout=15)
+    failed = project_tasks().exhausts.delay(False)
     with pytest.raises(MaxRetriesExceededError, match="max_retries=1"):
         failed.get(timeout=15)
     assert failed.state == states.FAILURE
@@ -399,9 +408,9 @@ def test_max_retries_exceeded_raises_the_original_exception_when_one_was_given(
 def test_autoscale_grows_under_load_and_shrinks_when_idle(
     project: Path, workers: list[Worker]
 ) -> None:
-    worker = _worker(project, workers, "--autoscale=3,1", "--prefetch-multiplier=1")
+    worker = start_worker(project, workers, "--autoscale=3,1", "--prefetch-multiplier=1")
     assert len(worker.children()) == 1
-    results = [_tasks().sleeper.delay(1.5) for _ in range(6)]
+    results = [project_tasks().sleeper.delay(1.5) for _ in range(6)]
     wait_until(lambda: len(worker.children()) == 3, timeout=15, message="3 children")
     assert [result.get(timeout=30) for result in results] == [1.5] * 6
     wait_until(lambda: len(worker.children()) == 1, timeout=30, message="back to 1 child")
@@ -410,9 +419,9 @@ def test_autoscale_grows_under_load_and_shrinks_when_idle(
 def test_max_memory_per_child_recycles_the_child_without_losing_tasks(
     project: Path, workers: list[Worker]
 ) -> None:
-    worker = _worker(project, workers, "-c", "1", "--max-memory-per-child=150000")
-    first = _tasks().hoard.delay(200)
-    after = [_tasks().whoami.delay() for _ in range(5)]
+    worker = start_worker(project, workers, "-c", "1", "--max-memory-per-child=150000")
+    first = project_tasks().hoard.delay(200)
+    after = [project_tasks().whoami.delay() for _ in range(5)]
     hoarder = first.get(timeout=20)
     pids = [result.get(timeout=20) for result in after]
     assert hoarder not in pids
@@ -421,11 +430,11 @@ def test_max_memory_per_child_recycles_the_child_without_losing_tasks(
 
 # -- signals ---------------------------------------------------------------------------------
 def test_task_and_worker_signal_receivers_fire(project: Path, workers: list[Worker]) -> None:
-    worker = _worker(project, workers, "-c", "1")
-    assert _tasks().add.delay(1, 1).get(timeout=10) == 2
+    worker = start_worker(project, workers, "-c", "1")
+    assert project_tasks().add.delay(1, 1).get(timeout=10) == 2
     with pytest.raises(ValueError):
-        _tasks().boom.delay().get(timeout=10)
-    assert _tasks().flaky.delay(str(project / "flaky"), 1).get(timeout=10) == 1
+        project_tasks().boom.delay().get(timeout=10)
+    assert project_tasks().flaky.delay(str(project / "flaky"), 1).get(timeout=10) == 1
     worker.stop()
     fired = {line.split()[1] for line in evidence(project) if line.startswith("signal ")}
     assert fired == {
@@ -448,20 +457,20 @@ def test_task_and_worker_signal_receivers_fire(project: Path, workers: list[Work
 def test_unserialisable_return_value_fails_the_task_and_the_worker_carries_on(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
-    result = _tasks().unserialisable.delay()
+    start_worker(project, workers, "-c", "1")
+    result = project_tasks().unserialisable.delay()
     with pytest.raises(SerializationError, match="cannot be stored as its result"):
         result.get(timeout=10)
     assert result.state == states.FAILURE
-    assert _tasks().add.delay(2, 3).get(timeout=10) == 5
+    assert project_tasks().add.delay(2, 3).get(timeout=10) == 5
 
 
 def test_a_task_whose_retry_call_raises_fails_with_an_error_naming_the_value(
     project: Path, workers: list[Worker]
 ) -> None:
-    _worker(project, workers, "-c", "1")
+    start_worker(project, workers, "-c", "1")
     with pytest.raises(TypeError, match="'soon'"):
-        _tasks().bad_retry.delay().get(timeout=10)
+        project_tasks().bad_retry.delay().get(timeout=10)
     with pytest.raises(ValueError, match="-1"):
-        _tasks().bad_autoretry.delay().get(timeout=10)
-    assert _tasks().add.delay(2, 3).get(timeout=10) == 5
+        project_tasks().bad_autoretry.delay().get(timeout=10)
+    assert project_tasks().add.delay(2, 3).get(timeout=10) == 5
