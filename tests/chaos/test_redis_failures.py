@@ -106,12 +106,6 @@ def test_acks_late_task_of_a_killed_node_completes_on_a_new_worker(
     wait_until(lambda: db.hlen("unacked") == 0, timeout=5, message="unacked to drain")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs worker change: supervisor renews leases every fixed 5 s "
-    "(RENEW_INTERVAL), so a visibility_timeout under 5 s lets the sweep hand a live "
-    "worker's running task to another consumer; derive the interval from it",
-)
 def test_live_worker_keeps_a_task_longer_than_the_visibility_timeout(
     make_project: ProjectFactory, workers: list[Worker], db: redis.Redis
 ) -> None:

@@ -245,14 +245,7 @@ def test_revoked_countdown_task_is_not_run_and_is_stored_revoked(
 @pytest.mark.parametrize(
     "signal_name",
     [
-        pytest.param(
-            None,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs: Supervisor.terminate to kill the child for SIGTERM/SIGINT "
-                "(the child treats SIGTERM as a warm stop and ignores SIGINT)",
-            ),
-        ),
+        None,
         "SIGKILL",
     ],
 )

@@ -134,35 +134,67 @@ class Consumer:
             self.prefetch,
         )
         try:
+            outage = 0
             while not self.stop_event.is_set():
-                self._apply_commands()
-                self._settle_finished()
-                self._start_due_held()
-                self._fill_buffer()
-                self._dispatch_buffer()
-                if (self._inflight and self.slots > 1) or self._async_inflight:
-                    self._wait_for_completion(0.05)
-                if not self._buffer and not self._ready:
-                    if self.effects.pending:
-                        self.effects.flush()
-                    self.flush_reports()
-                self._report_queue_state()
+                try:
+                    self._step()
+                    outage = 0
+                except (exceptions.BrokerError, exceptions.BackendError) as exc:
+                    outage += 1
+                    pause = min(0.5 * 2 ** (outage - 1), 10.0)
+                    logger.error(
+                        "broker or result store unreachable: %s; retrying in %.1fs "
+                        "(unwritten results and acks are kept)",
+                        exc,
+                        pause,
+                    )
+                    self.stop_event.wait(pause)
         finally:
             pool.stop()
-            while self._async_inflight:
-                self._wait_for_completion(0.1)
-            self._settle_finished()
-            self.effects.flush()
+            self._wait_for_async_tasks()
             if self._async_loop is not None:
                 self._async_loop.stop()
+            self._final_flush()
             self.events.close()
-            self._settle_finished()
-            self.effects.flush()
             self.flush_reports()
             self._give_back_unstarted()
             self.transport.close()
             if self.backend is not None:
                 self.backend.close()
+
+    def _step(self) -> None:
+        """One turn of the loop: settle, start, fetch, dispatch, write."""
+        self._apply_commands()
+        self._settle_finished()
+        self._start_due_held()
+        self._fill_buffer()
+        self._dispatch_buffer()
+        if (self._inflight and self.slots > 1) or self._async_inflight:
+            self._wait_for_completion(0.05)
+        if not self._buffer and not self._ready:
+            if self.effects.pending:
+                self.effects.flush()
+            self.flush_reports()
+        self._report_queue_state()
+
+    def _wait_for_async_tasks(self) -> None:
+        while self._async_inflight:
+            try:
+                self._wait_for_completion(0.1)
+            except (exceptions.BrokerError, exceptions.BackendError) as exc:
+                logger.error("could not settle async tasks at shutdown: %s", exc)
+                return
+
+    def _final_flush(self) -> None:
+        try:
+            self._settle_finished()
+            self.effects.flush()
+        except (exceptions.BrokerError, exceptions.BackendError) as exc:
+            logger.error(
+                "could not write the last results and acks: %s; their messages "
+                "come back when their lease runs out",
+                exc,
+            )
 
     def _fill_buffer(self) -> None:
         waiting = len(self._buffer) + len(self._ready) + len(self._rate_waiting)

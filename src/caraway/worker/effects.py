@@ -82,16 +82,18 @@ class EffectApplier:
 
     def flush(self) -> None:
         """Write queued results, then publishes, then acks (at-least-once order)."""
+        # Each part is dropped from the queue only once written: a broker or store that
+        # fails keeps the rest queued for the next flush (writes are idempotent).
         if self._results:
-            results, self._results = self._results, []
             assert self.backend is not None
-            self.backend.store_many(results, expires=self.expires)
+            self.backend.store_many(self._results, expires=self.expires)
+            self._results = []
         if self._publish:
-            publish, self._publish = self._publish, []
-            self.transport.publish_many(publish)
+            self.transport.publish_many(self._publish)
+            self._publish = []
         if self._acks:
-            acks, self._acks = self._acks, []
-            self.transport.ack_many(acks)
+            self.transport.ack_many(self._acks)
+            self._acks = []
 
     def run_errbacks(
         self,

@@ -114,7 +114,7 @@ class Supervisor(NodeControl):
         self.control: Any = None
         visibility = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
         # renew well inside the lease, however short the user made it
-        self.renew_interval = min(RENEW_INTERVAL, max(0.2, visibility / 3))
+        self.renew_interval = min(RENEW_INTERVAL, max(0.2, visibility / 4))
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
@@ -472,6 +472,9 @@ class Supervisor(NodeControl):
                     )
                     return False
                 child.killed_for = "revoked"
+                # the child takes SIGTERM as a warm stop and ignores SIGINT; terminate means now
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    signum = signal.SIGKILL
                 _kill(child.pid, signum)
                 return True
         return False
