@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from caraway import _state, calling, states
@@ -24,8 +26,10 @@ from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisab
 from caraway.protocol import message as protocol
 from caraway.protocol import results as result_protocol
 from caraway.protocol.events import task_sent_fields
+from caraway.protocol.message import TaskMessage
 from caraway.result import AsyncResult as AsyncResultType
 from caraway.result import GroupResult as GroupResultType
+from caraway.routing import Route
 from caraway.task import Request, build_task
 from caraway.task import Task as TaskType
 from caraway.transports import get_transport
@@ -298,9 +302,25 @@ class Caraway:
         backend = self.backend if self.result_backend_url else None
         if backend is not None and not backend.shared and not message.ignore_result:
             backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
-        self.producer.publish(
-            wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
-        )
+        if self._parks_now(message.eta):
+            assert message.eta is not None
+            self.producer.publish_parked(wire, queue=route.queue, eta=message.eta.timestamp())
+        else:
+            self.producer.publish(
+                wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
+            )
+        return self._sent(message, route, name, options)
+
+    def _parks_now(self, eta: datetime | None) -> bool:
+        """``producer_parks_eta``: far countdowns go straight to the broker's schedule."""
+        if eta is None or not self.conf.producer_parks_eta:
+            return False
+        far = eta.timestamp() - time.time() > float(self.conf.broker_park_horizon)
+        return far and self.producer.capabilities.parking
+
+    def _sent(
+        self, message: TaskMessage, route: Route, name: str, options: Mapping[str, Any]
+    ) -> AsyncResultType:
         if self.conf.task_send_sent_event:
             fields = task_sent_fields(
                 message,
@@ -390,6 +410,8 @@ class Caraway:
         if local.backend is not None:
             local.backend.close()
             local.backend = None
+        if self._control is not None:
+            self._control.close()
 
     def __repr__(self) -> str:
         return f"<Caraway {self.main or '__main__'} at {id(self):#x}>"

@@ -39,6 +39,8 @@ class Capabilities:
     durable: bool = False
     #: each delivery knows how many times it was handed out
     delivery_count: bool = False
+    #: revoked task ids can be recorded on the broker, with an expiry
+    revocations: bool = False
 
 
 @dataclass(slots=True)
@@ -133,6 +135,25 @@ class Transport(abc.ABC):
     def park(self, delivery: Delivery, eta: float) -> None:
         """Move a delivery to the broker's schedule until ``eta`` (unix time)."""
         raise NotImplementedError(f"{type(self).__name__} cannot park messages")
+
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        """Publish straight into the broker's schedule, due at ``eta`` (unix time).
+
+        For fleets that are all caraway (``producer_parks_eta``): a Celery worker only
+        sees the message once it is due. Only called when ``capabilities.parking``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot park messages")
+
+    def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
+        """Parked messages, soonest first, as ``(eta, queue, message)``."""
+        return []
+
+    def record_revoked(self, task_ids: Sequence[str], *, expires: float) -> None:  # noqa: B027
+        """Remember revoked ids on the broker for ``expires`` seconds (capabilities.revocations)."""
+
+    def revoked_ids(self) -> list[str]:
+        """Revoked ids recorded on the broker and not yet expired."""
+        return []
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

@@ -24,6 +24,7 @@ import orjson
 from caraway.exceptions import BrokerError, ImproperlyConfigured
 from caraway.protocol.message import Message
 from caraway.transports import default_sqlite_path
+from caraway.transports._sqlite_extras import ScheduleAndRevocations
 from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
 
 T = TypeVar("T")
@@ -367,7 +368,7 @@ def _message_from(row: Sequence[Any]) -> Message:
     )
 
 
-class SQLiteTransport(Transport):
+class SQLiteTransport(ScheduleAndRevocations, Transport):
     """The embedded default broker; see the module docstring for the table layout.
 
     Options: ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -377,7 +378,12 @@ class SQLiteTransport(Transport):
     """
 
     capabilities = Capabilities(
-        parking=True, leases=True, priorities=True, durable=True, delivery_count=True
+        parking=True,
+        leases=True,
+        priorities=True,
+        durable=True,
+        delivery_count=True,
+        revocations=True,
     )
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:

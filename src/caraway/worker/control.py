@@ -24,6 +24,9 @@ from caraway.protocol.message import Message
 from caraway.protocol.serializers import dumps_json, loads_json
 from caraway.transports.mailbox import REPLY_EXCHANGE, Mailbox, open_mailbox
 
+#: how long a revoked id is kept on the broker (Celery keeps revokes for 3 hours)
+REVOKE_EXPIRES = 10800.0
+
 logger = logging.getLogger("caraway.worker.control")
 
 #: Celery's default broadcast expiry: a node drops a request older than this
@@ -500,8 +503,21 @@ class Control:
     ) -> list[dict[str, Any]] | None:
         """Tell nodes not to run ``task_id`` (and kill it if running when ``terminate``)."""
         ids = task_id if isinstance(task_id, str) else list(task_id)
+        self._record_revoked([ids] if isinstance(ids, str) else ids)
         arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
         return self.broadcast("revoke", arguments, destination, **kwargs)
+
+    def _record_revoked(self, ids: list[str]) -> None:
+        """Also keep the ids on the broker, for nodes that start (or promote a parked
+        countdown) later; the broadcast only reaches nodes connected now."""
+        transport = self.app.connection()
+        try:
+            if transport.capabilities.revocations:
+                transport.record_revoked(ids, expires=REVOKE_EXPIRES)
+        except Exception as exc:
+            logger.warning("could not record revoked ids on the broker: %s", exc)
+        finally:
+            transport.close()
 
     def terminate(
         self,

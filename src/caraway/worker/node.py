@@ -13,6 +13,7 @@ import resource
 import signal
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,6 +27,7 @@ REVOKES_MAX = 50000
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.transports.base import Transport
     from caraway.worker.ratelimits import SharedBuckets
     from caraway.worker.supervisor import Child
 
@@ -41,6 +43,7 @@ class NodeControl:
     pid: int
     children: dict[int, Child]
     buckets: SharedBuckets
+    transport: Transport
 
     def __init__(self) -> None:
         self.started_at = time.monotonic()
@@ -133,11 +136,34 @@ class NodeControl:
         ]
 
     def scheduled(self) -> list[dict[str, Any]]:
-        return [
+        """Countdown tasks this node holds, then those parked on the broker (marked so)."""
+        held = [
             {"eta": eta, "priority": 0, "request": self._request_info(info[0], info[1], child.pid)}
             for child in self.children.values()
             for eta, info in child.scheduled
         ]
+        return held + self.parked_on_broker()
+
+    def parked_on_broker(self) -> list[dict[str, Any]]:
+        try:
+            parked = self.transport.scheduled(limit=100)
+        except Exception:
+            return []
+        found = []
+        for eta, queue, message in parked:
+            info = self._request_info(
+                str(message.headers.get("id", "")), str(message.headers.get("task", "")), 0
+            )
+            info["delivery_info"] = {"routing_key": queue}
+            found.append(
+                {
+                    "eta": datetime.fromtimestamp(eta, timezone.utc).isoformat(),
+                    "priority": message.properties.get("priority") or 0,
+                    "request": info,
+                    "parked": True,
+                }
+            )
+        return found
 
     def _request_info(self, task_id: str, name: str, pid: int) -> dict[str, Any]:
         return {

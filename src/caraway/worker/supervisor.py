@@ -37,6 +37,7 @@ logger = logging.getLogger("caraway.worker")
 
 RENEW_INTERVAL = 5.0
 AUTOSCALE_KEEPALIVE = 5.0  # seconds of spare children before one is retired
+REVOKED_SYNC_INTERVAL = 10.0  # seconds between reads of the broker's revoked ids
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ class Supervisor(NodeControl):
         self._inline_lock = threading.Lock()
         self.default_time_limit = app.conf.task_time_limit
         self.control: Any = None
+        self._next_revoked_sync = 0.0
         visibility = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
         # renew well inside the lease, however short the user made it
         self.renew_interval = min(RENEW_INTERVAL, max(0.2, visibility / 4))
@@ -120,13 +122,14 @@ class Supervisor(NodeControl):
     def run(self) -> int:
         self.load_state()
         self._install_signals()
+        self.transport = self.app.connection()
+        self._sync_revoked()  # before any consumer starts, so none runs a revoked task
         if self.pool == "prefork":
             for index in range(self.concurrency):
                 self._spawn(index)
             thread = None
         else:
             thread = self._start_in_process_consumer()
-        self.transport = self.app.connection()
         self.backend = self.app.new_backend()
         self.control = self._open_control()
         self.events = TaskEvents(
@@ -212,7 +215,26 @@ class Supervisor(NodeControl):
                 next_beat = time.monotonic() + HEARTBEAT_FREQ
             if time.monotonic() >= next_renew:
                 self._renew_leases()
+                if time.monotonic() >= self._next_revoked_sync:
+                    self._sync_revoked()
                 next_renew = time.monotonic() + self.renew_interval
+
+    def _sync_revoked(self) -> None:
+        """Pick up revocations recorded on the broker (made while this node was away)."""
+        self._next_revoked_sync = time.monotonic() + REVOKED_SYNC_INTERVAL
+        if not self.transport.capabilities.revocations:
+            return
+        try:
+            recorded = set(self.transport.revoked_ids())
+        except Exception as exc:
+            logger.warning("could not read revoked ids from the broker: %s", exc)
+            return
+        new = sorted(recorded - set(self.revoked_ids))
+        if new:
+            now = time.time()
+            for task_id in new:
+                self.revoked_ids[task_id] = now
+            self.relay("revoke", new)
 
     def _beat(self, kind: str) -> None:
         self.events.enabled = self.events_enabled
