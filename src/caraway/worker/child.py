@@ -398,6 +398,9 @@ class Consumer:
                 policy.reject_on_worker_lost,
                 message.time_limit,
                 message.soft_time_limit,
+                message.argsrepr,
+                message.kwargsrepr,
+                job.delivery.queue,
             )
         )
         self.flush_reports()  # the supervisor must know what runs before it runs

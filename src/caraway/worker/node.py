@@ -116,13 +116,13 @@ class NodeControl:
                 {
                     "id": running.task_id,
                     "name": running.name,
-                    "args": None,
-                    "kwargs": None,
+                    "args": running.argsrepr,
+                    "kwargs": running.kwargsrepr,
                     "type": running.name,
                     "hostname": self.hostname,
                     "time_start": running.wall_started,
                     "acknowledged": not running.acks_late,
-                    "delivery_info": {"routing_key": None, "redelivered": False},
+                    "delivery_info": {"routing_key": running.queue, "redelivered": False},
                     "worker_pid": child.pid,
                 }
             )

@@ -51,6 +51,9 @@ class Running:
     reject_on_worker_lost: bool
     time_limit: float | None
     soft_time_limit: float | None
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
+    queue: str | None = None
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
 
@@ -357,7 +360,7 @@ class Supervisor(NodeControl):
     def _handle_event(self, child: Child, event: list[Any]) -> None:
         kind = event[0]
         if kind == "start":
-            child.running = Running(*event[1:8])
+            child.running = Running(*event[1:11])
         elif kind == "done":
             child.running = None
             self.count_processed(event[2], event[3])
