@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -99,6 +101,10 @@ class RedisTransport(Transport):
         self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
         self._next_sweep = 0.0
         self._rotation = 0
+        # Publishes go over one connection held by the transport: taking one from the pool
+        # and giving it back (with its liveness poll) cost more than the LPUSH itself.
+        self._direct: Any = None  # a redis-py Connection (its methods are untyped)
+        self._direct_lock = threading.Lock()
         socket_timeout = opts.get("socket_timeout")
         if socket_timeout:
             # a blocking read must return before the socket gives up on it
@@ -169,13 +175,14 @@ class RedisTransport(Transport):
         """Publish ``(message, queue, exchange, routing_key)`` items in one round trip.
 
         Queues not yet declared by this transport get their binding-table entries in the
-        same MULTI (section 2.4), as Celery 5.7's publisher writes them.
+        same MULTI (section 2.4), as Celery 5.7's publisher writes them. One message to a
+        declared queue is a bare LPUSH: there is nothing for a MULTI to make atomic.
         """
-        pipe = self.client.pipeline(transaction=True)
+        commands: list[tuple[Any, ...]] = []
         declared: list[tuple[str, str, str]] = []
         for message, queue, exchange, routing_key in items:
             rkey = routing_key or queue
-            declared += self._declare_into(pipe, queue, exchange, rkey)
+            declared += self._declare_into(commands, queue, exchange, rkey)
             priority = _priority_of(message)
             raw = pack(
                 message,
@@ -184,12 +191,57 @@ class RedisTransport(Transport):
                 delivery_tag=str(uuid.uuid4()),
                 priority=priority,
             )
-            pipe.lpush(self._k(self.queue_key(queue, priority)), raw)
-        self._call("publish", pipe.execute)
+            commands.append(("LPUSH", self._k(self.queue_key(queue, priority)), raw))
+        self._send("publish", commands, transaction=len(commands) > 1)
         self._declared.update(declared)
 
+    def _send(self, what: str, commands: list[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
+        """Run ``commands`` in one round trip (in a MULTI when ``transaction``); raw replies."""
+        if not self._direct_lock.acquire(blocking=False):
+            # another thread is publishing: borrow a pooled connection instead of waiting
+            return self._call(what, lambda: self._via_pool(commands, transaction))
+        try:
+            return self._call(what, lambda: self._via_direct(commands, transaction))
+        finally:
+            self._direct_lock.release()
+
+    def _via_pool(self, commands: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
+        pipe: Any = self.client.pipeline(transaction=transaction)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
+
+    def _via_direct(self, commands: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
+        conn = self._direct
+        if conn is None or conn.pid != os.getpid():
+            # after a fork the parent's connection is not ours to use (nor to close)
+            conn = self._direct = self.client.connection_pool.get_connection()
+        sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
+        try:
+            conn.send_packed_command(conn.pack_commands(sent))
+            replies = [conn.read_response() for _ in sent]
+        except BaseException:
+            # a half-read reply would be taken for the next command's: start afresh
+            self._drop_direct()
+            raise
+        if transaction:
+            queued = replies[1:-1]
+            replies = list(replies[-1] or [])
+            errors = [r for r in queued + replies if isinstance(r, Exception)]
+        else:
+            errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return replies
+
+    def _drop_direct(self) -> None:
+        conn, self._direct = self._direct, None
+        if conn is not None and conn.pid == os.getpid():
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+
     def _declare_into(
-        self, pipe: Any, queue: str, exchange: str, routing_key: str
+        self, commands: list[tuple[Any, ...]], queue: str, exchange: str, routing_key: str
     ) -> list[tuple[str, str, str]]:
         # Celery declares a queue on an exchange of its own name; a message sent to the
         # default exchange "" is routed by queue name and needs no other binding.
@@ -199,16 +251,16 @@ class RedisTransport(Transport):
         if entry in self._declared:
             return []
         member = f"{bind_key}{self.sep}{self.sep}{queue}"
-        pipe.sadd(self._k(f"_kombu.binding.{bind_exchange}"), member)
-        pipe.sadd(self._k(f"_kombu.binding_permanent.{bind_exchange}"), member)
+        commands.append(("SADD", self._k(f"_kombu.binding.{bind_exchange}"), member))
+        commands.append(("SADD", self._k(f"_kombu.binding_permanent.{bind_exchange}"), member))
         return [entry]
 
     def declare(self, queue: str, *, exchange: str = "", routing_key: str | None = None) -> None:
         """Write ``queue``'s binding-table entries (once per queue per transport)."""
-        pipe = self.client.pipeline(transaction=True)
-        new = self._declare_into(pipe, queue, exchange, routing_key or queue)
+        commands: list[tuple[Any, ...]] = []
+        new = self._declare_into(commands, queue, exchange, routing_key or queue)
         if new:
-            self._call("declare", pipe.execute)
+            self._send("declare", commands, transaction=True)
             self._declared.update(new)
 
     # -- fetching ----------------------------------------------------------------------
@@ -572,6 +624,8 @@ class RedisTransport(Transport):
         return int(self._call("purge_dead_letters", pipe.execute)[0])
 
     def close(self) -> None:
+        with self._direct_lock:
+            self._drop_direct()
         self.client.close()
 
 
