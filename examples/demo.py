@@ -81,10 +81,101 @@ def examples() -> None:
         "app.AsyncResult('this-id-does-not-exist').state",
         repr(app.AsyncResult("this-id-does-not-exist").state),
     )
+    workflows()
     started = time.monotonic()
     value = lopri.get(timeout=30)
     waited = time.monotonic() - started
     show(f"lopri result, run by the lopri worker after its countdown (waited {waited:.1f}s)", value)
+
+
+def workflows() -> None:
+    """The seed's "designing workflows" section."""
+    from proj.tasks import add, mul, xsum
+
+    from caraway import chain, chord, group
+
+    show("add.signature((2, 2), countdown=10)", add.signature((2, 2), countdown=10))
+    show("add.s(2, 2)", add.s(2, 2))
+    s1 = add.s(2, 2)
+    show("s1 = add.s(2, 2); s1.delay().get()", s1.delay().get(timeout=10))
+    s2 = add.s(2)
+    show("s2 = add.s(2); s2", s2)
+    show("s2.delay(8).get()", s2.delay(8).get(timeout=10))
+    g1 = group(add.s(i, i) for i in range(5))
+    show("g1 = group(add.s(i, i) for i in range(5)); g1", g1)
+    show("g1().get()", g1().get(timeout=10))
+    g = group(add.s(i) for i in range(10))
+    show("group(add.s(i) for i in range(10))(10).get()", g(10).get(timeout=10))
+    show("chain(add.s(4, 4) | mul.s(8))().get()", chain(add.s(4, 4) | mul.s(8))().get(timeout=10))
+    show("chain(add.s(4) | mul.s(8))(4).get()", chain(add.s(4) | mul.s(8))(4).get(timeout=10))
+    show("(add.s(4, 4) | mul.s(8))().get()", (add.s(4, 4) | mul.s(8))().get(timeout=10))
+    show(
+        "chord((add.s(i, i) for i in range(10)), xsum.s())().get()",
+        chord((add.s(i, i) for i in range(10)), xsum.s())().get(timeout=10),
+    )
+    show(
+        "(group(add.s(i, i) for i in range(10)) | xsum.s())().get()",
+        (group(add.s(i, i) for i in range(10)) | xsum.s())().get(timeout=10),
+    )
+
+
+def multi_examples() -> None:
+    """The seed's "running in the background" section, with `caraway multi`."""
+    print("\n# caraway multi")
+    base = [sys.executable, "-m", "caraway", "multi"]
+    for args in (
+        [
+            "start",
+            "w1",
+            "-A",
+            "proj",
+            "-l",
+            "info",
+            f"--pidfile={RUN}/%n.pid",
+            f"--logfile={RUN}/%n%I.log",
+        ],
+        [
+            "restart",
+            "w1",
+            "-A",
+            "proj",
+            "-l",
+            "info",
+            f"--pidfile={RUN}/%n.pid",
+            f"--logfile={RUN}/%n%I.log",
+        ],
+        [
+            "stopwait",
+            "w1",
+            "-A",
+            "proj",
+            "-l",
+            "info",
+            f"--pidfile={RUN}/%n.pid",
+            f"--logfile={RUN}/%n%I.log",
+        ],
+        [
+            "show",
+            "10",
+            "-A",
+            "proj",
+            "-l",
+            "info",
+            "-Q:1-3",
+            "images,video",
+            "-Q:4,5",
+            "data",
+            "-Q",
+            "default",
+            "-l:4,5",
+            "debug",
+        ],
+    ):
+        print("$ caraway multi " + " ".join(args))
+        done = subprocess.run(
+            base + args, cwd=HERE, capture_output=True, text=True, timeout=120, check=False
+        )
+        print((done.stdout + done.stderr).rstrip())
 
 
 def main() -> None:
@@ -102,6 +193,7 @@ def main() -> None:
         for process in workers:
             process.wait(timeout=30)
         print("workers stopped")
+    multi_examples()
 
 
 if __name__ == "__main__":

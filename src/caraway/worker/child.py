@@ -201,7 +201,7 @@ class Consumer:
         room = self.prefetch - waiting - self._inflight
         if room <= 0:
             return
-        busy = bool(self._buffer) or self._inflight > 0 or self._async_inflight > 0
+        busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
         if busy and waiting > self.prefetch // 4:
             return  # enough in hand: fetch in batches, not one round trip per task
         timeout = 0.0 if busy else self._idle_timeout()
