@@ -348,8 +348,11 @@ class chord(Signature):
         if found is None:
             raise ValueError("chord has no body: use chord(header, body) or chord(header)(body)")
         found = attach(found, join) if join else found.clone()
-        found.options.setdefault("group_id", group_id)
         if not found.subtask_type:
+            # Celery's wire form: a task body names the header's group. A composite body
+            # must not get it: its options' group_id would re-join its last step to this
+            # (already complete) header instead of the chord it is a member of.
+            found.options.setdefault("group_id", group_id)
             found.options.setdefault("reply_to", self.app.thread_oid)
         return found
 

@@ -63,7 +63,7 @@ def canvas_project(
     worker = Worker(tmp_path, "-c", "2", env=env)
     try:
         worker.wait_ready()
-        import proj.tasks
+        import proj.tasks  # type: ignore[import-not-found]  # written by write_project
 
         yield proj.tasks
     finally:
