@@ -299,6 +299,35 @@ def _check_dict(data: Mapping[str, Any]) -> None:
             raise ValueError(f"malformed signature for {task!r}: {key!r} is {value!r:.100}")
 
 
+def check_embed(
+    chain: Any = None, chord: Any = None, callbacks: Any = None, errbacks: Any = None
+) -> None:
+    """Raise ValueError naming the first malformed signature in a message's ``embed``.
+
+    What arrives from the wire is untrusted: ``chain``/``callbacks``/``errbacks`` must be
+    lists of signature dicts and ``chord`` one dict (or None); nested canvases are rebuilt
+    so their members are checked too. The worker calls this before running the task.
+    """
+    for key, value in (("chain", chain), ("callbacks", callbacks), ("errbacks", errbacks)):
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"malformed embed: {key!r} must be a list, got {value!r:.100}")
+        for item in value:
+            _check_embedded(key, item)
+    if chord is not None:
+        _check_embedded("chord", chord)
+
+
+def _check_embedded(key: str, item: Any) -> None:
+    if not isinstance(item, Mapping):
+        raise ValueError(f"malformed embed: {key!r} holds {item!r:.100}, not a signature")
+    try:
+        Signature.from_dict(item)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"malformed embed: {key!r}: {exc}") from exc
+
+
 def _copy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "task": data["task"],
@@ -432,6 +461,7 @@ __all__ = [
     "Signature",
     "attach",
     "chain",
+    "check_embed",
     "chord",
     "chunks",
     "group",

@@ -198,3 +198,32 @@ def test_the_worker_sends_a_chord_body_as_a_child_of_the_header_task_that_comple
     name, args, _, options = sent[0]
     assert (name, args) == ("wtasks.xsum", [[2, 4]])
     assert options["parent_id"] == "head-1"
+
+
+@pytest.mark.parametrize(
+    ("embed", "complaint"),
+    [
+        ({"chain": [{"task": 5}]}, "'task' must be a task name"),
+        ({"chain": "garbage"}, "'chain' must be a list"),
+        ({"callbacks": [{"args": [1]}]}, "'callbacks'"),
+        ({"errbacks": [["not", "a", "dict"]]}, "not a signature"),
+        ({"chord": "zzz"}, "'chord' holds 'zzz'"),
+        ({"chain": [{"task": "celery.chain", "subtask_type": "chain",
+                     "kwargs": {"tasks": [{"args": []}]}}]}, "'chain'"),
+    ],
+)  # fmt: skip
+def test_malformed_embeds_from_the_wire_are_named_before_anything_runs(
+    embed: dict[str, Any], complaint: str
+) -> None:
+    from caraway.canvas import check_embed
+
+    with pytest.raises(ValueError, match=complaint):
+        check_embed(**embed)
+
+
+def test_well_formed_embeds_pass_the_check(app: Caraway) -> None:
+    from caraway.canvas import check_embed
+
+    add, xsum = app.tasks["wtasks.add"], app.tasks["wtasks.xsum"]
+    nested = to_wire(chord([add.s(1, 1), group(add.s(1), add.s(2))], xsum.s()))
+    check_embed(chain=[to_wire(add.s(1))], chord=nested, callbacks=[], errbacks=None)
