@@ -22,7 +22,7 @@ from redis.client import PubSub
 
 from caraway.backends.base import Backend
 from caraway.exceptions import BackendError
-from caraway.transports.redisurl import connect, parse_redis_url
+from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 T = TypeVar("T")
 
@@ -213,7 +213,9 @@ class RedisBackend(Backend):
         self.prefix = str(self.options.get("global_keyprefix", "") or "")
         self._where = parse_redis_url(url).redacted()
         self.client = connect(url, self.options, retries=int(self.options.get("max_retries", 3)))
-        self._store = self.client.register_script(_STORE)
+        # result writes go as EVALSHA over one held connection (no SCRIPT EXISTS per batch)
+        self._held = HeldConnection(self.client)
+        self._store = self._held.script(_STORE)
         self._join = self.client.register_script(_CHORD_JOIN)
         self._extend = self.client.register_script(_CHORD_EXTEND)
         self._done = self.client.register_script(_CHORD_DONE)
@@ -246,23 +248,21 @@ class RedisBackend(Backend):
     ) -> bool:
         ttl_ms = _ttl_ms(expires)
         key = self.task_key(task_id)
-        return bool(self._call("store", lambda: self._store(keys=[key], args=[document, ttl_ms])))
+        command = self._held.evalsha(self._store, [key], [document, ttl_ms])
+        return bool(self._call("store", lambda: self._held.run([command])[0]))
 
     def store_many(
         self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
     ) -> None:
-        """One pipeline of the guarded store script: a batch costs one round trip."""
+        """The guarded store script for every item, sent in one round trip."""
         if not items:
             return
         ttl_ms = _ttl_ms(expires)
-
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for task_id, document, _state, _reply_to in items:
-                self._store(keys=[self.task_key(task_id)], args=[document, ttl_ms], client=pipe)
-            pipe.execute()
-
-        self._call("store", run)
+        commands = [
+            self._held.evalsha(self._store, [self.task_key(task_id)], [document, ttl_ms])
+            for task_id, document, _state, _reply_to in items
+        ]
+        self._call("store", lambda: self._held.run(commands))
 
     def load(self, task_id: str) -> bytes | None:
         return _opt_bytes(self._call("load", lambda: self.client.get(self.task_key(task_id))))
@@ -408,6 +408,7 @@ class RedisBackend(Backend):
         if self._notifier is not None:
             self._notifier.shutdown()
             self._notifier = None
+        self._held.close()
         self.client.close()
 
 

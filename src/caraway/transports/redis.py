@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,7 +24,7 @@ from caraway.protocol.envelope import mark_redelivered, pack, unpack
 from caraway.protocol.message import Message
 from caraway.transports import _redis_scripts as lua
 from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
-from caraway.transports.redisurl import connect, parse_redis_url
+from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 T = TypeVar("T")
 
@@ -90,7 +88,8 @@ class RedisTransport(Transport):
         self._mutex_expire_ms = int(float(opts.get("unacked_mutex_expire", 300)) * 1000)
         self._where = parse_redis_url(url).redacted()
         self.client = connect(url, opts)
-        self._claim = self.client.register_script(lua.CLAIM)
+        self._held = HeldConnection(self.client)
+        self._claim = self._held.script(lua.CLAIM)
         self._restore = self.client.register_script(lua.RESTORE)
         self._park = self.client.register_script(lua.PARK)
         self._bury = self.client.register_script(lua.DEAD_LETTER)
@@ -101,10 +100,6 @@ class RedisTransport(Transport):
         self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
         self._next_sweep = 0.0
         self._rotation = 0
-        # Publishes go over one connection held by the transport: taking one from the pool
-        # and giving it back (with its liveness poll) cost more than the LPUSH itself.
-        self._direct: Any = None  # a redis-py Connection (its methods are untyped)
-        self._direct_lock = threading.Lock()
         socket_timeout = opts.get("socket_timeout")
         if socket_timeout:
             # a blocking read must return before the socket gives up on it
@@ -197,48 +192,7 @@ class RedisTransport(Transport):
 
     def _send(self, what: str, commands: list[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
         """Run ``commands`` in one round trip (in a MULTI when ``transaction``); raw replies."""
-        if not self._direct_lock.acquire(blocking=False):
-            # another thread is publishing: borrow a pooled connection instead of waiting
-            return self._call(what, lambda: self._via_pool(commands, transaction))
-        try:
-            return self._call(what, lambda: self._via_direct(commands, transaction))
-        finally:
-            self._direct_lock.release()
-
-    def _via_pool(self, commands: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
-        pipe: Any = self.client.pipeline(transaction=transaction)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(pipe.execute())
-
-    def _via_direct(self, commands: list[tuple[Any, ...]], transaction: bool) -> list[Any]:
-        conn = self._direct
-        if conn is None or conn.pid != os.getpid():
-            # after a fork the parent's connection is not ours to use (nor to close)
-            conn = self._direct = self.client.connection_pool.get_connection()
-        sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
-        try:
-            conn.send_packed_command(conn.pack_commands(sent))
-            replies = [conn.read_response() for _ in sent]
-        except BaseException:
-            # a half-read reply would be taken for the next command's: start afresh
-            self._drop_direct()
-            raise
-        if transaction:
-            queued = replies[1:-1]
-            replies = list(replies[-1] or [])
-            errors = [r for r in queued + replies if isinstance(r, Exception)]
-        else:
-            errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]
-        return replies
-
-    def _drop_direct(self) -> None:
-        conn, self._direct = self._direct, None
-        if conn is not None and conn.pid == os.getpid():
-            conn.disconnect()
-            self.client.connection_pool.release(conn)
+        return self._call(what, lambda: self._held.run(commands, transaction=transaction))
 
     def _declare_into(
         self, commands: list[tuple[Any, ...]], queue: str, exchange: str, routing_key: str
@@ -353,7 +307,8 @@ class RedisTransport(Transport):
             _PROMOTE_BATCH,
             *keys,
         ]
-        return self._claim(keys=bookkeeping + [self._k(k) for k in keys], args=args)
+        claim = self._held.evalsha(self._claim, bookkeeping + [self._k(k) for k in keys], args)
+        return self._held.run([claim])[0]
 
     def _delivery(self, key: str, raw: bytes, count: int, tag: str, owner: str) -> Delivery | None:
         held = _Held(raw=raw, owner=owner, key=key)
@@ -398,15 +353,19 @@ class RedisTransport(Transport):
         if not deliveries:
             return
         unacked, index, claims = self._bookkeeping_keys()
-        pipe = self.client.pipeline(transaction=True)
+        tags = [delivery.tag for delivery in deliveries]
+        by_owner: dict[str, list[str]] = {}
         for delivery in deliveries:
-            held = _held(delivery)
-            pipe.zrem(index, delivery.tag)
-            pipe.hdel(unacked, delivery.tag)
-            pipe.hdel(claims, delivery.tag)
-            pipe.hdel(self._k("caraway.deliveries"), delivery.tag)
-            pipe.srem(self._owner_key(held.owner), delivery.tag)
-        self._call("ack", pipe.execute)
+            by_owner.setdefault(_held(delivery).owner, []).append(delivery.tag)
+        # one command per structure for the whole batch, not five per delivery
+        commands: list[tuple[Any, ...]] = [
+            ("ZREM", index, *tags),
+            ("HDEL", unacked, *tags),
+            ("HDEL", claims, *tags),
+            ("HDEL", self._k("caraway.deliveries"), *tags),
+        ]
+        commands += [("SREM", self._owner_key(owner), *mine) for owner, mine in by_owner.items()]
+        self._send("ack", commands, transaction=True)
 
     def requeue(self, delivery: Delivery) -> None:
         held = _held(delivery)
@@ -624,8 +583,7 @@ class RedisTransport(Transport):
         return int(self._call("purge_dead_letters", pipe.execute)[0])
 
     def close(self) -> None:
-        with self._direct_lock:
-            self._drop_direct()
+        self._held.close()
         self.client.close()
 
 
