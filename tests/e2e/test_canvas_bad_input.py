@@ -70,9 +70,10 @@ def test_waiting_on_a_chain_raises_as_soon_as_an_earlier_step_fails(proj_tasks: 
     from caraway.canvas import signature
 
     nope = signature("proj.tasks.nope", app=_app(proj_tasks))
-    result = (proj_tasks.add.s(1, 1) | nope | proj_tasks.mul.s(2))()
+    # the first step is slow so get() starts waiting before anything has failed
+    result = (proj_tasks.slow.s(0.5) | nope | proj_tasks.mul.s(2))()
     with pytest.raises(NotRegistered):
-        result.get(timeout=5)
+        result.get(timeout=3)
 
 
 def test_a_chord_header_task_no_worker_has_fails_the_body_with_chord_error_naming_it(
@@ -145,7 +146,8 @@ def test_malformed_embeds_from_the_wire_leave_the_worker_up_and_every_message_ac
         return all(app.AsyncResult(task_id).state in states.READY_STATES for task_id in ids)
 
     wait_until(settled, timeout=15, message=f"{ids} to be settled")
-    assert _queue_size(proj_tasks, "celery") == 0
+    # follow-ups a bad embed caused (a nameless chain step) must drain too
+    wait_until(lambda: _queue_size(proj_tasks, "celery") == 0, timeout=10, message="drained")
     _worker_still_runs(proj_tasks)
 
 
