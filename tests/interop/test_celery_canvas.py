@@ -105,7 +105,7 @@ def processes() -> Iterator[list[Worker | CeleryWorker]]:
 def test_a_celery_chain_and_chord_complete_on_a_caraway_worker_and_caraway_reads_them(
     project: Path, celery_client: Any, processes: list[Worker | CeleryWorker]
 ) -> None:
-    from celery import chain, chord
+    from celery import chain, chord  # type: ignore[import-untyped]  # Celery ships no types
 
     processes.append(Worker(project, "-c", "2").wait_ready())
     add, mul, xsum = celery_client.add, celery_client.mul, celery_client.xsum
