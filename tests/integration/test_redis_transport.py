@@ -19,7 +19,7 @@ from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
 from caraway.transports.base import Delivery
 from caraway.transports.redis import RedisTransport
-from caraway.transports.redisurl import connect, parse_redis_url
+from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -479,4 +479,114 @@ def test_tls_options_from_broker_use_ssl_reach_the_client() -> None:
         assert kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
         assert kwargs["ssl_ca_certs"] == "/ca"
     finally:
+        client.close()
+
+
+# -- producer-side parking, the schedule listing and revocations ------------------------
+
+
+def test_publish_parked_message_is_listed_soonest_first_and_delivered_when_due(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    later, sooner = make_message(), make_message(priority=6)
+    now = time.time()
+    transport.publish_parked(later, queue="q", eta=now + 60)
+    transport.publish_parked(sooner, queue="q", eta=now + 0.3)
+
+    assert raw.llen(f"{prefix}q") == 0
+    listed = transport.scheduled()
+    assert [(queue, m.headers["id"]) for _, queue, m in listed] == [
+        ("q", sooner.headers["id"]),
+        ("q", later.headers["id"]),
+    ]
+    assert listed[0][0] == pytest.approx(now + 0.3, abs=0.001)
+    assert transport.scheduled(limit=1)[0][2].headers["id"] == sooner.headers["id"]
+    # the queue is declared as a publish declares it, so Celery can restore to it
+    assert raw.scard(f"{prefix}_kombu.binding.q") == 1
+
+    (delivery,) = transport.fetch(["q"], limit=2, timeout=3, owner="n/1")
+    assert delivery.message.headers["id"] == sooner.headers["id"]
+    assert delivery.message.properties["priority"] == 6
+    assert [m.headers["id"] for _, _, m in transport.scheduled()] == [later.headers["id"]]
+
+
+def test_scheduled_names_the_queue_of_a_parked_delivery_from_a_priority_bucket(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    message = make_message(priority=9)
+    transport.publish(message, queue="hi")
+    (delivery,) = transport.fetch(["hi"], limit=1, timeout=1, owner="n/1")
+    delivery.park(time.time() + 60)
+
+    ((_eta, queue, listed),) = transport.scheduled()
+    assert queue == "hi"
+    assert listed.headers["id"] == message.headers["id"]
+
+
+def test_revoked_ids_live_under_the_global_prefix_until_they_expire(
+    transport: RedisTransport, raw: redis.Redis, prefix: str
+) -> None:
+    assert transport.capabilities.revocations
+    assert transport.revoked_ids() == []
+    transport.record_revoked(["a", "b"], expires=0.2)
+    transport.record_revoked(["c"], expires=60)
+
+    assert sorted(transport.revoked_ids()) == ["a", "b", "c"]
+    assert raw.zcard(f"{prefix}caraway.revoked") == 3
+    deadline = time.monotonic() + 3
+    while "a" in transport.revoked_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert transport.revoked_ids() == ["c"]
+
+    # expired ids are swept from the zset by the next write, not only hidden on read
+    transport.record_revoked([], expires=60)
+    assert raw.zrange(f"{prefix}caraway.revoked", 0, -1) == [b"c"]
+
+
+def test_publishes_from_many_threads_all_arrive(
+    transport: RedisTransport, make_message: MakeMessage
+) -> None:
+    sent: list[str] = []
+
+    def send() -> None:
+        for _ in range(50):
+            message = make_message()
+            transport.publish(message, queue="q")
+            sent.append(message.headers["id"])
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    got = transport.fetch(["q"], limit=500, timeout=1, owner="n/1")
+    assert sorted(ids(got)) == sorted(sent)
+    assert len(sent) == 200
+
+
+def test_publish_reconnects_after_the_server_drops_the_held_connection(
+    transport: RedisTransport, raw: redis.Redis, make_message: MakeMessage
+) -> None:
+    transport.publish(make_message(), queue="q")
+    held = transport._held._conn
+    held.send_command("CLIENT", "ID")
+    client_id = int(held.read_response())
+    # only this connection: the server is shared with other tests
+    assert raw.client_kill_filter(_id=str(client_id)) == 1
+
+    transport.publish(make_message(), queue="q")
+    assert transport.size("q") == 2
+
+
+def test_a_script_the_server_does_not_know_is_loaded_on_first_use(redis_url: str) -> None:
+    client = connect(redis_url)
+    held = HeldConnection(client)
+    try:
+        marker = uuid.uuid4().hex  # a source no one has loaded yet
+        sha = held.script(f"return '{marker}'")
+        assert client.script_exists(sha) == [False]
+        (reply,) = held.run([held.evalsha(sha, [], [])])
+        assert reply in (marker.encode(), marker)
+    finally:
+        held.close()
         client.close()

@@ -69,6 +69,7 @@ class RedisTransport(Transport):
         priorities=True,
         priority_low_first=True,
         delivery_count=True,
+        revocations=True,
     )
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
@@ -512,6 +513,65 @@ class RedisTransport(Transport):
                 return queue
         return routing_key
 
+    # -- producer-side parking and revocations -----------------------------------------
+
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        """Publish straight into ``caraway.schedule`` (the zset :meth:`park` uses), due at
+        ``eta``; a claim promotes it to its list once due, as it does a parked delivery."""
+        priority = _priority_of(message)
+        key = self.queue_key(queue, priority)
+        raw = pack(
+            message,
+            exchange="",
+            routing_key=queue,
+            delivery_tag=str(uuid.uuid4()),
+            priority=priority,
+        )
+        commands: list[tuple[Any, ...]] = []
+        declared = self._declare_into(commands, queue, "", queue)
+        member = f"{len(key.encode())}:{key}".encode() + raw
+        commands.append(("ZADD", self._k("caraway.schedule"), repr(float(eta)), member))
+        self._send("publish_parked", commands, transaction=len(commands) > 1)
+        self._declared.update(declared)
+
+    def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
+        """Parked messages, soonest first, as ``(eta, queue, message)``; unreadable ones are
+        left out (the claim that promotes them sets them aside)."""
+        schedule = self._k("caraway.schedule")
+        found = self._call(
+            "scheduled", lambda: self.client.zrange(schedule, 0, limit - 1, withscores=True)
+        )
+        listed: list[tuple[float, str, Message]] = []
+        for member, eta in _list(found):
+            head, colon, rest = _bytes(member).partition(b":")
+            if not colon or not head.isdigit():
+                continue
+            size = int(head)
+            try:
+                message = unpack(rest[size:]).message
+            except (ProtocolError, ValueError, KeyError, TypeError):
+                continue
+            listed.append((float(eta), self._queue_of(rest[:size].decode()), message))
+        return listed
+
+    def record_revoked(self, task_ids: Sequence[str], *, expires: float) -> None:
+        """Add ids to ``caraway.revoked`` scored by their expiry; expired ids go on write."""
+        now = time.time()
+        key = self._k("caraway.revoked")
+        commands: list[tuple[Any, ...]] = [("ZREMRANGEBYSCORE", key, "-inf", repr(now))]
+        if task_ids:
+            deadline = repr(now + expires)
+            commands.append(("ZADD", key, *(x for i in task_ids for x in (deadline, i))))
+        self._send("record_revoked", commands, transaction=True)
+
+    def revoked_ids(self) -> list[str]:
+        key = self._k("caraway.revoked")
+        found = self._call(
+            "revoked_ids",
+            lambda: self.client.zrange(key, f"({time.time()!r}", "+inf", byscore=True),
+        )
+        return [_text(task_id) for task_id in _list(found)]
+
     # -- queues and dead letters -------------------------------------------------------
 
     def size(self, queue: str) -> int:
@@ -606,6 +666,10 @@ def _int(value: Any) -> int:
 
 def _list(value: Any) -> list[Any]:
     return list(value or [])
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
 
 
 def _text(value: bytes | str) -> str:
