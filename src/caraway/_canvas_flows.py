@@ -126,6 +126,8 @@ class _chain(_Composite):
         merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
         join, shared = _split_options(merged)
         steps = self._prepared(join)
+        if any(_has_chord(step) for step in steps):
+            _require_chord_backend(self.app)
         _check_serialisable(self)
         first, rest = steps[0], steps[1:]
         for key in ("link", "link_error"):
@@ -166,6 +168,18 @@ chain = _chain
 
 def _listify(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _has_chord(sig: Signature) -> bool:
+    """True when applying ``sig`` joins a chord somewhere (``group | task`` counts too), so a
+    backend that cannot count must refuse it now, not once the worker reaches that step."""
+    if isinstance(sig, chord):
+        return True
+    if isinstance(sig, _chain):
+        return any(_has_chord(step) for step in _prepare_steps(sig.tasks, sig._app))
+    if isinstance(sig, group):
+        return any(_has_chord(member) for member in sig.tasks)
+    return False
 
 
 def _prepare_steps(tasks: list[Signature], app: Caraway | None) -> list[Signature]:
@@ -244,6 +258,8 @@ class group(_Composite):
         group_id = str(merged.get("task_id") or _new_id())
         _, shared = _split_options(merged)
         members = self.members()
+        if any(_has_chord(member) for member in members):
+            _require_chord_backend(self.app)
         _check_serialisable(self)
         results = [
             member.apply_async(

@@ -227,3 +227,13 @@ def test_well_formed_embeds_pass_the_check(app: Caraway) -> None:
     add, xsum = app.tasks["wtasks.add"], app.tasks["wtasks.xsum"]
     nested = to_wire(chord([add.s(1, 1), group(add.s(1), add.s(2))], xsum.s()))
     check_embed(chain=[to_wire(add.s(1))], chord=nested, callbacks=[], errbacks=None)
+
+
+def test_a_chord_nested_in_a_chain_or_group_is_refused_before_anything_is_sent() -> None:
+    app = Caraway("nochords2", broker="memory://nochords2", set_as_current=False)
+    add, xsum = Signature("x.add", (1, 1), app=app), Signature("x.xsum", app=app)
+    inner = chord([add.clone()], xsum.clone(), app=app)
+    for canvas in (add | group(add.clone(), add.clone()) | xsum, group([add.clone(), inner])):
+        with pytest.raises(ImproperlyConfigured, match="result_backend"):
+            canvas.apply_async()
+    assert app.connection().size("celery") == 0
