@@ -2,7 +2,9 @@
 
 A thin layer between the consumer/supervisor and ``caraway.events.EventDispatcher``:
 it turns messages and outcomes into Celery's event fields, and costs one attribute
-check per call while events are off.
+check per call while task events are off. As in Celery, ``enabled`` (``-E``,
+``enable_events``/``disable_events``) switches task events only: worker events are always
+sent, so a monitor sees every node online whatever its task events.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ HEARTBEAT_FREQ = 2.0
 
 
 class TaskEvents:
-    """Sends task-* and worker-* events for one process of a node when enabled."""
+    """Sends task-* events (when enabled) and worker-* events for one process of a node."""
 
     def __init__(self, app: Caraway, hostname: str, *, enabled: bool) -> None:
         self.app = app
@@ -37,9 +39,8 @@ class TaskEvents:
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
+        # task events only: the dispatcher stays on for the worker's heartbeats
         self._enabled = value
-        if self._dispatcher is not None:
-            self._dispatcher.enabled = value
 
     def _send(self, kind: str, **fields: Any) -> None:
         if self._dispatcher is None:
@@ -106,9 +107,7 @@ class TaskEvents:
             )
 
     def worker(self, kind: str, *, active: int, processed: int) -> None:
-        """worker-online / worker-heartbeat / worker-offline."""
-        if not self._enabled:
-            return
+        """worker-online / worker-heartbeat / worker-offline, whatever ``enabled`` says."""
         self._send(
             kind,
             freq=HEARTBEAT_FREQ,
