@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--redis-db",
         type=int,
-        default=9,
-        help="private Redis db, flushed around each measurement (default 9)",
+        default=4,
+        help="private Redis db, flushed around each measurement (default 4)",
     )
     return parser
 

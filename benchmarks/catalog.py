@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BROKERS = ("redis", "amqp", "sqlite")
-WORKLOADS = ("W1", "W1b", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W1b", "W2", "W2E", "W3", "W4", "W5")
 SYSTEMS = ("caraway", "celery")
 
 WORKLOAD_TITLES = {
     "W1": "enqueue",
     "W1b": "group send",
     "W2": "drain",
+    "W2E": "drain, worker with -E",
     "W3": "round trip",
     "W4": "chord",
     "W5": "worker memory after W2",
@@ -82,6 +83,7 @@ FIGURES: tuple[Figure, ...] = (
             "sqlite": Target(10.0, True, absolute=3000.0),
         },
     ),
+    Figure("W2E", "rate", "drain with task events", "tasks/s", True),
     Figure("W3", "p50", "round trip p50", "ms", False, {"redis": Target(0.4, False)}),
     Figure("W3", "p90", "round trip p90", "ms", False),
     Figure("W3", "p99", "round trip p99", "ms", False, {"redis": Target(0.5, False)}),
@@ -104,13 +106,17 @@ class Options:
     quick: bool
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
-    redis_db: int = 9
+    redis_db: int = 4
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     command: str = "python -m benchmarks"
 
     @property
     def redis_url(self) -> str:
         return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+
+#: W2 with -E against W2 without, same system, same run: what sending task events costs
+EVENTS_COST_TARGET = 0.85
 
 
 def figures_for(workload: str) -> tuple[Figure, ...]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.catalog import FIGURES, WORKLOAD_TITLES, Figure, Options
+from benchmarks.catalog import EVENTS_COST_TARGET, FIGURES, WORKLOAD_TITLES, Figure, Options
 from benchmarks.runner import Outcome, Results
 
 START = "<!-- benchmarks:results:start -->"
@@ -120,8 +120,37 @@ def table(results: Results, options: Options) -> list[str]:
     return lines
 
 
+def events_cost(results: Results, options: Options) -> list[str]:
+    """W2 with -E over W2 without, per system: the price of task events, same run."""
+    if not {"W2", "W2E"} <= set(options.workloads):
+        return []
+    lines = [
+        "",
+        f"Events cost (W2 with -E / W2 without, same run; target for caraway >= "
+        f"{EVENTS_COST_TARGET:g}):",
+        "",
+        "| Broker | caraway | Celery 5.7.0 |",
+        "|---|---:|---:|",
+    ]
+    for broker in options.brokers:
+        cells = results.get(broker, {})
+        shown = []
+        for system in ("caraway", "celery"):
+            _, plain = _cell(cells.get("W2", {}).get(system), "rate")
+            _, with_events = _cell(cells.get("W2E", {}).get(system), "rate")
+            text = f"{with_events / plain:.3g}x" if plain and with_events is not None else "n/a"
+            if system == "caraway" and plain and with_events is not None:
+                met = with_events / plain >= EVENTS_COST_TARGET
+                text += f" ({'met' if met else 'missed'})"
+            shown.append(text)
+        lines.append(f"| {BROKER_TITLES[broker]} | {shown[0]} | {shown[1]} |")
+    return lines
+
+
 def render(header: Header, results: Results) -> str:
-    return "\n".join([*header.lines(), "", *table(results, header.options)]) + "\n"
+    options = header.options
+    body = [*header.lines(), "", *table(results, options), *events_cost(results, options)]
+    return "\n".join(body) + "\n"
 
 
 def write_json(directory: Path, header: Header, results: Results) -> Path:

@@ -7,6 +7,7 @@ system goes first, so slow drift on the machine does not always fall on the same
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,17 +48,29 @@ def _group_send(session: Session, options: Options) -> Figures:
 
 
 def _drain(session: Session, options: Options) -> Figures:
+    rate, worker = _drain_rate(session, options, events=False)
+    memory = procs.tree_memory(worker.pid)
+    return {
+        "W2": {"rate": rate},
+        "W5": {"pss_mib": memory.pss_mib, "rss_mib": memory.rss_mib},
+    }
+
+
+def _drain_with_events(session: Session, options: Options) -> Figures:
+    rate, _ = _drain_rate(session, options, events=True)
+    return {"W2E": {"rate": rate}}
+
+
+def _drain_rate(
+    session: Session, options: Options, *, events: bool
+) -> tuple[float, subprocess.Popen[bytes]]:
     ids = session.workdir / "ids.json"
     session.script("fill", options.n, ids, timeout=120 + options.n * 0.05)
-    worker = session.start_worker()
+    worker = session.start_worker(events=events)
     result = session.script("drain_wait", ids, 60 + options.n * 0.1, timeout=120 + options.n * 0.1)
     if result["wrong"]:
         raise RuntimeError(f"{result['wrong']} drained tasks returned a wrong value")
-    memory = procs.tree_memory(worker.pid)
-    return {
-        "W2": {"rate": result["rate"]},
-        "W5": {"pss_mib": memory.pss_mib, "rss_mib": memory.rss_mib},
-    }
+    return float(result["rate"]), worker
 
 
 def _round_trip(session: Session, options: Options) -> Figures:
@@ -82,6 +95,7 @@ UNITS: dict[str, tuple[Unit, tuple[str, ...]]] = {
     "enqueue": (_enqueue, ("W1",)),
     "group_send": (_group_send, ("W1b",)),
     "drain": (_drain, ("W2", "W5")),
+    "drain_events": (_drain_with_events, ("W2E",)),
     "round_trip": (_round_trip, ("W3",)),
     "chord": (_chord, ("W4",)),
 }

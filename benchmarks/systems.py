@@ -89,7 +89,7 @@ class System:
             package=self.package, cls=cls, queue=queue, broker=broker, backend=backend
         )
 
-    def worker_argv(self, *, node: str, pidfile: Path) -> list[str]:
+    def worker_argv(self, *, node: str, pidfile: Path, events: bool = False) -> list[str]:
         return [
             str(self.python),
             "-m",
@@ -106,6 +106,7 @@ class System:
             "-n",
             f"{node}@%h",
             f"--pidfile={pidfile}",
+            *(["-E"] if events else []),
         ]
 
 
@@ -221,11 +222,14 @@ class Session:
             raise Unsupported(reason)
         return result
 
-    def start_worker(self, *, timeout: float = 60.0) -> subprocess.Popen[bytes]:
-        """Start a prefork -c 2 worker and return once its pidfile exists."""
+    def start_worker(
+        self, *, timeout: float = 60.0, events: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start a prefork -c 2 worker (sending task events with ``events``) and return once
+        its pidfile exists."""
         pidfile = self.workdir / f"worker{len(self._workers)}.pid"
         log = self.workdir / f"worker{len(self._workers)}.log"
-        argv = self.system.worker_argv(node=self.tag, pidfile=pidfile)
+        argv = self.system.worker_argv(node=self.tag, pidfile=pidfile, events=events)
         worker = procs.spawn(argv, env=self._env(self.workdir), cwd=self.workdir, log=log)
         self._workers.append(worker)
 
