@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
 
 
+#: how often ``get()`` on a chain step looks at the steps before it while waiting
+PARENT_CHECK_INTERVAL = 1.0
+
+
 def _is_ready(raw: bytes) -> bool:
     return protocol.decode_document(raw).get("status") in states.READY_STATES
 
@@ -146,7 +150,7 @@ class AsyncResult:
             )
         if follow_parents and propagate and self.parent is not None:
             self.parent._raise_if_failed()
-        document = self._wait(timeout)
+        document = self._wait(timeout, check_parents=follow_parents and propagate)
         if propagate and document.get("status") in states.PROPAGATE_STATES:
             raise self._exception(document)
         return self._value(document)
@@ -163,11 +167,24 @@ class AsyncResult:
     def __await__(self) -> Generator[Any, None, Any]:
         return self.aget().__await__()
 
-    def _wait(self, timeout: float | None) -> dict[str, Any]:
+    def _wait(self, timeout: float | None, *, check_parents: bool = False) -> dict[str, Any]:
         document = self._document()
         if document.get("status") in states.READY_STATES:
             return document
-        raw = self.app.require_backend().wait(self.id, until=_is_ready, timeout=timeout)
+        backend = self.app.require_backend()
+        if check_parents and self.parent is not None:
+            # a chain whose earlier step failed never runs this one: wait in slices and
+            # look at the parents between them, raising their failure as Celery does
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                piece = PARENT_CHECK_INTERVAL if left is None else min(left, PARENT_CHECK_INTERVAL)
+                raw = backend.wait(self.id, until=_is_ready, timeout=max(piece, 0.0))
+                if raw is not None or (left is not None and left <= piece):
+                    break
+                self.parent._raise_if_failed()
+        else:
+            raw = backend.wait(self.id, until=_is_ready, timeout=timeout)
         if raw is None:
             raise TimeoutError(
                 f"task {self.id} ({self.task_name or 'unknown task'}) did not finish within "
@@ -267,7 +284,7 @@ class EagerResult(AsyncResult):
 
     info = result
 
-    def _wait(self, timeout: float | None) -> dict[str, Any]:
+    def _wait(self, timeout: float | None, *, check_parents: bool = False) -> dict[str, Any]:
         return self._document()
 
     def _exception(self, document: dict[str, Any]) -> BaseException:

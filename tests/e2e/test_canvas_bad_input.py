@@ -61,11 +61,6 @@ def test_a_chain_stops_at_a_task_no_worker_has_and_its_result_reports_not_regist
     _worker_still_runs(proj_tasks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: AsyncResult.get() to re-check parents while waiting, as Celery's does "
-    "(result.py), or the worker to mark the steps after a failed one (lifecycle.py)",
-)
 def test_waiting_on_a_chain_raises_as_soon_as_an_earlier_step_fails(proj_tasks: Any) -> None:
     from caraway.canvas import signature
 
@@ -151,12 +146,6 @@ def test_malformed_embeds_from_the_wire_leave_the_worker_up_and_every_message_ac
     _worker_still_runs(proj_tasks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs: lifecycle.on_receipt to call caraway.canvas.check_embed and settle a "
-    "malformed embed as FAILURE before running the task (a bad chain/callbacks embed "
-    "crashes the child today, and a nameless chain step is sent on as a task)",
-)
 def test_malformed_embeds_from_the_wire_are_rejected_as_failures_naming_the_embed(
     proj_tasks: Any,
 ) -> None:

@@ -71,7 +71,7 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("-S", "--statedb", default=None, help="Keep revoked task ids in this file.")
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
-@click.option("--without-heartbeat", is_flag=True, hidden=True)
+@click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -107,6 +107,7 @@ def worker(
     _setup_logging(loglevel, logfile, node)
     if task_events:
         app.conf.worker_send_task_events = True
+    heartbeats = not without_heartbeat
     overrides = {
         "task_time_limit": time_limit,
         "task_soft_time_limit": soft_time_limit,
@@ -152,6 +153,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         autoscale=scale,
+        heartbeats=heartbeats,
     )
     try:
         code = supervisor.run()

@@ -168,6 +168,7 @@ class Consumer:
         self._settle_finished()
         self._start_due_held()
         self._fill_buffer()
+        self._apply_commands()  # a command may have come in while the fetch waited
         self._dispatch_buffer()
         if (self._inflight and self.slots > 1) or self._async_inflight:
             self._wait_for_completion(0.05)

@@ -35,6 +35,7 @@ def join_chord(app: Caraway, transport: Transport, backend: Backend | None, join
     # The header task's id arrives as a sixth element; without it the index stands in
     # (unique within the chord, which is all the backend's de-duplication needs).
     header_id = str(join[5]) if len(join) > 5 and join[5] else None
+    root_id = str(join[6]) if len(join) > 6 and join[6] else None
     task_id = header_id or f"{group_id}#{index}"
     counter: Any = backend
     if backend is None or not getattr(backend, "supports_chords", False):
@@ -53,7 +54,7 @@ def join_chord(app: Caraway, transport: Transport, backend: Backend | None, join
     if members is None:
         return
     try:
-        complete_chord(app, group_id, members, body, parent_id=header_id)
+        complete_chord(app, group_id, members, body, parent_id=header_id, root_id=root_id)
     finally:
         counter.chord_done(group_id)
 
@@ -65,6 +66,7 @@ def complete_chord(
     body: Mapping[str, Any],
     *,
     parent_id: str | None = None,
+    root_id: str | None = None,
 ) -> None:
     """Apply the body with the ordered results, or fail it naming the failed header task.
 
@@ -86,6 +88,8 @@ def complete_chord(
         return
     values = [untag(member[3]) for member in members]
     lineage: dict[str, Any] = {"parent_id": parent_id} if parent_id else {}
+    if root_id:
+        lineage["root_id"] = root_id
     try:
         callback.apply_async((values,), **lineage)
     except Exception as exc:  # any failure to send becomes the body's outcome

@@ -9,6 +9,7 @@ with the delivery. No I/O here, so every rule is unit-tested without a broker.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,7 +55,7 @@ class Effects:
     settle: Literal["ack", "requeue", "dead_letter", "none"] = "ack"
     reason: str | None = None
     #: a chord header finished: (group id, index, state, value, body signature)
-    chord_join: tuple[str, int | None, str, Any, dict[str, Any], str] | None = None
+    chord_join: tuple[str, int | None, str, Any, dict[str, Any], str, str | None] | None = None
     #: a failed task's ``link_error`` signatures, with the error and its traceback
     errbacks: tuple[list[dict[str, Any]], TaskMessage, BaseException, str | None] | None = None
 
@@ -97,6 +98,12 @@ def on_receipt(
             f"{registered_names or '(none)'}"
         )
         return Receipt("settle", failure_effects(message, unknown, None, policy, force=True))
+    malformed = _malformed_embed(message)
+    if malformed is not None:
+        bare = dataclasses.replace(message, chain=None, chord=None, callbacks=None, errbacks=None)
+        effects = failure_effects(bare, malformed, None, policy, force=True)
+        effects.reason = str(malformed)
+        return Receipt("settle", effects)
     if revoked or (message.expires is not None and message.expires.timestamp() <= now):
         why = "revoked" if revoked else "expired"
         return Receipt("settle", revoked_effects(message, why, policy))
@@ -107,6 +114,19 @@ def on_receipt(
         if eta > now:
             return Receipt("hold", eta=eta)
     return Receipt("run")
+
+
+def _malformed_embed(message: TaskMessage) -> ValueError | None:
+    """A chain/chord/callback part that is not a signature: fail the task, run nothing."""
+    if not (message.chain or message.chord or message.callbacks or message.errbacks):
+        return None
+    from caraway.canvas import check_embed
+
+    try:
+        check_embed(message.chain, message.chord, message.callbacks, message.errbacks)
+    except ValueError as exc:
+        return exc
+    return None
 
 
 def on_outcome(
@@ -173,6 +193,7 @@ def success_effects(
             outcome.value,
             message.chord,
             message.id,
+            message.root_id,
         )
     return effects
 
@@ -205,6 +226,7 @@ def failure_effects(
             exc,
             message.chord,
             message.id,
+            message.root_id,
         )
     if message.errbacks:
         effects.errbacks = (list(message.errbacks), message, exc, traceback)
@@ -247,6 +269,7 @@ def revoked_effects(message: TaskMessage, why: str, policy: Policy) -> Effects:
             error,
             message.chord,
             message.id,
+            message.root_id,
         )
     return effects
 

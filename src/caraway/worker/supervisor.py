@@ -88,11 +88,13 @@ class Supervisor(NodeControl):
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         autoscale: tuple[int, int] | None = None,
+        heartbeats: bool = True,
     ) -> None:
         super().__init__()
         self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
+        self.heartbeats = heartbeats
         self._idle_since: float | None = None
         self.buckets = SharedBuckets(
             (name, getattr(task, "rate_limit", None) or app.conf.task_default_rate_limit)
@@ -240,6 +242,8 @@ class Supervisor(NodeControl):
             self.relay("revoke", new)
 
     def _beat(self, kind: str) -> None:
+        if not self.heartbeats:
+            return
         self.events.enabled = self.events_enabled
         active = sum(1 for child in self.children.values() if child.running is not None)
         try:
