@@ -183,3 +183,27 @@ def test_reject_with_requeue_requeues() -> None:
 def test_countdown_in_the_past_is_not_parked() -> None:
     message = _message(eta=datetime.now(timezone.utc) - timedelta(seconds=1))
     assert _receipt(message, now=datetime.now(timezone.utc).timestamp()).verdict == "run"
+
+
+def test_a_failed_chain_step_marks_the_steps_it_will_never_run_as_failed() -> None:
+    rest = [
+        {"task": "proj.tasks.add", "args": [1], "kwargs": {}, "options": {"task_id": "t3"}},
+        {"task": "proj.tasks.mul", "args": [8], "kwargs": {}, "options": {"task_id": "t2"}},
+    ]
+    effects = lifecycle.on_outcome(
+        _message(chain=rest),
+        Outcome("failure", exc=ValueError("x")),
+        policy=lifecycle.Policy(),
+        conf=Settings(),
+        hostname="w",
+        queue="celery",
+    )
+    stored = {
+        task_id: (state, doc["result"]["exc_type"]) for task_id, state, doc in effects.results
+    }
+    assert stored == {
+        "t1": ("FAILURE", "ValueError"),
+        "t2": ("FAILURE", "ValueError"),
+        "t3": ("FAILURE", "ValueError"),
+    }
+    assert effects.publish == []

@@ -218,6 +218,7 @@ def failure_effects(
             parent_id=message.parent_id,
         )
         effects.results.append((message.id, states.FAILURE, document))
+        effects.results.extend(_fail_rest_of_chain(message, exc, traceback))
     if message.chord is not None and message.group:
         effects.chord_join = (
             message.group,
@@ -231,6 +232,26 @@ def failure_effects(
     if message.errbacks:
         effects.errbacks = (list(message.errbacks), message, exc, traceback)
     return effects
+
+
+def _fail_rest_of_chain(
+    message: TaskMessage, exc: BaseException, traceback: str | None
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The steps a failed chain will never run end as FAILURE too (as Celery 5 marks them)."""
+    failed = []
+    for step in message.chain or ():
+        options = step.get("options") if isinstance(step, Mapping) else None
+        task_id = options.get("task_id") if isinstance(options, Mapping) else None
+        if task_id:
+            document = docs.result_document(
+                str(task_id),
+                states.FAILURE,
+                docs.exception_to_dict(exc),
+                traceback=traceback,
+                parent_id=message.id,
+            )
+            failed.append((str(task_id), states.FAILURE, document))
+    return failed
 
 
 def retry_effects(message: TaskMessage, outcome: Outcome, policy: Policy) -> Effects:
