@@ -97,8 +97,8 @@ def build_message(
     now: datetime | None = None,
 ) -> tuple[TaskMessage, Route]:
     """Build the message for one call; raises ValueError/TypeError for bad options."""
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
+    if not KNOWN_OPTIONS.issuperset(options):
+        unknown = set(options) - KNOWN_OPTIONS
         raise TypeError(
             f"apply_async() got unknown option(s) {sorted(unknown)}; "
             "see the calling guide for the supported ones"

@@ -70,6 +70,10 @@ def route(
     """
     explicit = _layer(options, "", "apply_async option")
     own = _layer(options, "task_", "task option")
+    routes = conf.task_routes
+    if routes is None or (isinstance(routes, (dict, list, tuple)) and not routes):
+        # the common case, no routers: nothing to ask, so build nothing to ask with
+        return _resolve([explicit, own], conf)
     router_options = {key: value for key, value in options.items() if value is not None}
     for field in _FIELDS:  # routers see the options in effect, as in Celery
         value = getattr(explicit, field)
@@ -77,7 +81,7 @@ def route(
         if value is not None:
             router_options[field] = value
     call = _Call(task_name, args, kwargs or {}, router_options, task)
-    found = _lookup(call, conf.task_routes)
+    found = _lookup(call, routes)
     routed = _layer(found or {}, "", f"task_routes entry for {task_name!r}")
     return _resolve([explicit, own, routed], conf)
 
@@ -104,8 +108,15 @@ def _name(value: Any) -> str | None:
     raise TypeError
 
 
+_EMPTY = _Layer()
+_KEYS = {prefix: tuple(prefix + field for field in _FIELDS) for prefix in ("", "task_")}
+
+
 def _layer(source: Mapping[str, Any], prefix: str, what: str) -> _Layer:
     """One source's fields; raises ImproperlyConfigured naming the source and the value."""
+    keys = _KEYS.get(prefix) or tuple(prefix + field for field in _FIELDS)
+    if all(source.get(key) is None for key in keys):
+        return _EMPTY  # every call without routing options: skip the checks below
     key = ""
     try:
         names = {}

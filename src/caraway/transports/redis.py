@@ -654,7 +654,10 @@ def _held(delivery: Delivery) -> _Held:
 
 
 def _priority_of(message: Message) -> int:
-    return max(0, min(9, _int(message.properties.get("priority"))))
+    priority = message.properties.get("priority")
+    if priority is None:
+        return 0  # most messages: no exception to raise and catch in _int
+    return max(0, min(9, _int(priority)))
 
 
 def _int(value: Any) -> int:
