@@ -45,6 +45,18 @@ def connect_on_app(callback: Callable[[Caraway], Any]) -> None:
         callback(app)
 
 
+def twins(app: Caraway) -> list[Caraway]:
+    """Other live apps with the same main name.
+
+    ``python -m proj.caraway worker`` runs the app module as ``__main__`` while the task
+    modules import it as ``proj.caraway``: two app objects for one project. Celery shares
+    every task between its apps for this reason; caraway shares them between apps of the
+    same name only.
+    """
+    with _lock:
+        return [other for other in _apps if other is not app and other.main == app.main]
+
+
 def get_current_app() -> Caraway:
     """The most recently created app; creates a default one if there is none (as Celery)."""
     with _lock:

@@ -93,6 +93,10 @@ class Caraway:
         if set_as_current:
             _state.set_current_app(self)
         _state.register_app(self)
+        if main:
+            for twin in _state.twins(self):
+                for name, task in twin._tasks.items():
+                    self._tasks.setdefault(name, task)
 
     # -- configuration ---------------------------------------------------------------------
     def config_from_object(self, obj: object | str, namespace: str | None = None) -> None:
@@ -141,6 +145,8 @@ class Caraway:
             base = options.pop("base", None)
             task = build_task(self, function, base, options)
             self._tasks[task.name] = task
+            for twin in _state.twins(self):
+                twin._tasks.setdefault(task.name, task)
             return task
 
         if fun is not None and callable(fun) and not options:

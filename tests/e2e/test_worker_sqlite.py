@@ -188,3 +188,29 @@ def test_warm_shutdown_lets_the_running_task_finish(project: Path) -> None:
         assert result.state == states.SUCCESS
     finally:
         worker.stop()
+
+
+def test_app_start_runs_the_worker_from_the_app_module(project: Path) -> None:
+    """The seed's ``if __name__ == '__main__': app.start()``: the module runs as __main__
+    while the task modules import it under its own name; both apps see the tasks."""
+    import subprocess
+    import sys
+
+    app_module = project / "proj" / "caraway.py"
+    app_module.write_text(
+        app_module.read_text() + "\nif __name__ == '__main__':\n    app.start()\n"
+    )
+    pidfile = project / "start.pid"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proj.caraway", "worker", "-c", "1", f"--pidfile={pidfile}"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(pidfile.exists, timeout=30, message="the worker to start")
+        assert _tasks().add.delay(20, 22).get(timeout=15) == 42
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert "  . proj.tasks.add" in output
