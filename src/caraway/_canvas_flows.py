@@ -261,12 +261,13 @@ class group(_Composite):
         if any(_has_chord(member) for member in members):
             _require_chord_backend(self.app)
         _check_serialisable(self)
-        results = [
-            member.apply_async(
-                merged_args, merged_kwargs, group_id=group_id, group_index=index, **shared
-            )
-            for index, member in enumerate(members)
-        ]
+        with self.app.publishing_batch():  # one round trip for the whole group
+            results = [
+                member.apply_async(
+                    merged_args, merged_kwargs, group_id=group_id, group_index=index, **shared
+                )
+                for index, member in enumerate(members)
+            ]
         return self.app.GroupResult(group_id, results)
 
     def apply(
@@ -417,17 +418,18 @@ class chord(Signature):
         backend.chord_set_size(
             group_id, len(members), expires=app.result_expires_seconds() or 86400
         )
-        results = [
-            member.apply_async(
-                merged_args,
-                merged_kwargs,
-                group_id=group_id,
-                group_index=index,
-                chord=body_wire,
-                **shared,
-            )
-            for index, member in enumerate(members)
-        ]
+        with app.publishing_batch():  # the size is set above, before any header is sent
+            results = [
+                member.apply_async(
+                    merged_args,
+                    merged_kwargs,
+                    group_id=group_id,
+                    group_index=index,
+                    chord=body_wire,
+                    **shared,
+                )
+                for index, member in enumerate(members)
+            ]
         # Celery sets the header's GroupResult as the body result's parent; ours waits until
         # GroupResult can take part in AsyncResult.get()'s parent walk (_raise_if_failed).
         result.header = app.GroupResult(group_id, results)

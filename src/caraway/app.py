@@ -12,7 +12,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
@@ -26,7 +27,7 @@ from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisab
 from caraway.protocol import message as protocol
 from caraway.protocol import results as result_protocol
 from caraway.protocol.events import task_sent_fields
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import Message, TaskMessage
 from caraway.result import AsyncResult as AsyncResultType
 from caraway.result import GroupResult as GroupResultType
 from caraway.routing import Route
@@ -46,6 +47,8 @@ class _PerThread(threading.local):
         self.transport: Transport | None = None
         self.backend: Backend | None = None
         self.oid: str | None = None
+        #: messages held by publishing_batch(), published together when it ends
+        self.batch: list[tuple[Message, str]] | None = None
 
 
 class Caraway:
@@ -312,10 +315,34 @@ class Caraway:
             assert message.eta is not None
             self.producer.publish_parked(wire, queue=route.queue, eta=message.eta.timestamp())
         else:
-            self.producer.publish(
-                wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
-            )
+            local = self._thread_state()
+            plain = not route.exchange and route.routing_key in (None, route.queue)
+            if local.batch is not None and plain:
+                local.batch.append((wire, route.queue))
+            else:
+                self.producer.publish(
+                    wire,
+                    queue=route.queue,
+                    exchange=route.exchange,
+                    routing_key=route.routing_key,
+                )
         return self._sent(message, route, name, options)
+
+    @contextmanager
+    def publishing_batch(self) -> Iterator[None]:
+        """Hold the messages sent inside and publish them in one round trip at the end
+        (a group's members, a chord's header). Nested batches join the outer one."""
+        local = self._thread_state()
+        if local.batch is not None:
+            yield
+            return
+        local.batch = []
+        try:
+            yield
+            if local.batch:
+                self.producer.publish_many(local.batch)
+        finally:
+            local.batch = None
 
     def _parks_now(self, eta: datetime | None) -> bool:
         """``producer_parks_eta``: far countdowns go straight to the broker's schedule."""
