@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -361,8 +362,11 @@ def test_request_context_inside_a_bound_task_has_every_field(
 # -- retries ---------------------------------------------------------------------------------
 def test_retry_state_sequence_of_the_seed_is_observed(project: Path, workers: list[Worker]) -> None:
     start_worker(project, workers, "-c", "1")
-    result = project_tasks().flaky_slow.delay(str(project / "flaky"), 2)
-    seen = states_seen(result, states.SUCCESS)
+    task = project_tasks().flaky_slow
+    task_id = str(uuid.uuid4())
+    before = str(task.AsyncResult(task_id).state)  # a fast worker may start it before a poll
+    result = task.apply_async((str(project / "flaky"), 2), task_id=task_id)
+    seen = [before, *states_seen(result, states.SUCCESS)]
     wanted = ["PENDING", "STARTED", "RETRY", "STARTED", "RETRY", "STARTED", "SUCCESS"]
     assert is_subsequence(wanted, seen), seen
     assert result.get(timeout=1) == 2
