@@ -61,6 +61,21 @@ class _Composite(Signature):
     def reprcall(self, *args: Any, **kwargs: Any) -> str:
         return repr(self)
 
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+        tasks = (data.get("kwargs") or {}).get("tasks") or []
+        build: Any = cls  # chain(*tasks) / group(*tasks), not Signature's constructor
+        found: Signature = build(
+            [Signature.from_dict(task, app) for task in tasks], app=app, **_options(data)
+        )
+        found["args"] = tuple(data.get("args") or ())
+        return found
+
+    @property
+    def tasks(self) -> list[Signature]:
+        value: list[Signature] = self.kwargs["tasks"]
+        return value
+
 
 class _chain(_Composite):
     """Steps run one after another, each result prepended to the next step's args."""
@@ -78,18 +93,6 @@ class _chain(_Composite):
         Signature.__init__(
             self, "celery.chain", (), {"tasks": steps}, options, subtask_type="chain", app=app
         )
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
-        tasks = (data.get("kwargs") or {}).get("tasks") or []
-        found = cls([Signature.from_dict(task, app) for task in tasks], app=app, **_options(data))
-        found["args"] = tuple(data.get("args") or ())
-        return found
-
-    @property
-    def tasks(self) -> list[Signature]:
-        value: list[Signature] = self.kwargs["tasks"]
-        return value
 
     def _prepared(self, join: Mapping[str, Any]) -> list[Signature]:
         steps = _prepare_steps(self.tasks, self._app)
@@ -216,18 +219,6 @@ class group(_Composite):
         Signature.__init__(
             self, "celery.group", (), {"tasks": members}, options, subtask_type="group", app=app
         )
-
-    @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
-        tasks = (data.get("kwargs") or {}).get("tasks") or []
-        found = cls([Signature.from_dict(task, app) for task in tasks], app=app, **_options(data))
-        found["args"] = tuple(data.get("args") or ())
-        return found
-
-    @property
-    def tasks(self) -> list[Signature]:
-        value: list[Signature] = self.kwargs["tasks"]
-        return value
 
     def members(self) -> list[Signature]:
         """Copies of the members, nested groups unrolled into this one (as Celery does)."""
