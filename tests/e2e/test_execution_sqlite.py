@@ -92,9 +92,7 @@ def test_async_tasks_run_concurrently_on_one_child(
     assert time.monotonic() - started < 15
 
 
-def test_async_task_over_its_soft_limit_is_cancelled(
-    project: Path, workers: list[Worker]
-) -> None:
+def test_async_task_over_its_soft_limit_is_cancelled(project: Path, workers: list[Worker]) -> None:
     workers.append(Worker(project, "-P", "threads", "-c", "1").wait_ready())
     with pytest.raises(SoftTimeLimitExceeded):
         _tasks().long_nap.delay(10).get(timeout=10)

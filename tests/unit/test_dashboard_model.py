@@ -69,6 +69,27 @@ def test_a_late_started_event_does_not_undo_success() -> None:
     assert cluster.tasks()[0]["state"] == "SUCCESS"
 
 
+def test_a_first_attempt_flushed_after_the_retry_does_not_undo_it() -> None:
+    # two prefork children: the retried attempt's events can arrive before the first one's
+    cluster = Cluster()
+    cluster.event(task_event("received", "t1", retries=1, timestamp=2.0))
+    cluster.event(task_event("started", "t1", timestamp=2.1))
+    cluster.event(task_event("succeeded", "t1", result="1", timestamp=2.2))
+    cluster.event(task_event("received", "t1", retries=0, name="proj.flaky", timestamp=1.0))
+    cluster.event(task_event("retried", "t1", exception="KeyError()", timestamp=1.1))
+    task = cluster.task("t1")
+    assert task is not None
+    assert (task["state"], task["retries"], task["result"]) == ("SUCCESS", 1, "1")
+    assert task["name"] == "proj.flaky"  # late events still fill in what was unknown
+
+
+def test_an_older_received_event_does_not_move_a_started_task_back() -> None:
+    cluster = Cluster()
+    cluster.event(task_event("started", "t1", timestamp=3.0))
+    cluster.event(task_event("received", "t1", timestamp=2.0))
+    assert cluster.tasks()[0]["state"] == "STARTED"
+
+
 def test_worker_is_online_by_heartbeat_and_offline_after_two_intervals() -> None:
     clock = Clock()
     cluster = Cluster(clock=clock)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from caraway import states
-from caraway.events.state import State
+from caraway.events.state import State, is_late
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
@@ -77,6 +77,30 @@ def test_a_retried_task_can_be_received_and_fail_again() -> None:
         1,
         "Traceback",
     )
+
+
+def test_events_of_a_first_attempt_arriving_after_the_retry_do_not_undo_it() -> None:
+    state = State()
+    for kind, stamp, extra in [
+        ("task-received", 2.0, {"retries": 1}),
+        ("task-started", 2.1, {}),
+        ("task-succeeded", 2.2, {"result": "1"}),
+        ("task-received", 1.0, {"retries": 0, "name": "proj.flaky"}),
+        ("task-retried", 1.1, {"exception": "KeyError()"}),
+    ]:
+        state.event(ev(kind, uuid="t1", timestamp=stamp, **extra))
+    task = state.tasks["t1"]
+    assert (task.state, task.retries, task.result) == (states.SUCCESS, 1, "1")
+    assert task.name == "proj.flaky"
+
+
+def test_is_late_orders_by_precedence_for_final_states_and_by_time_otherwise() -> None:
+    assert is_late(states.SUCCESS, 5.0, states.STARTED, 9.0)
+    assert is_late(states.SUCCESS, 5.0, states.FAILURE, 9.0)
+    assert not is_late(states.STARTED, 5.0, states.SUCCESS, 1.0)
+    assert is_late(states.STARTED, 5.0, states.RECEIVED, 4.0)
+    assert not is_late(states.RETRY, 5.0, states.RECEIVED, 6.0)
+    assert not is_late(states.RECEIVED, None, states.STARTED, None)
 
 
 def test_task_sent_records_the_client_not_a_worker() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caraway import states
+from caraway.events.state import is_late, merge_retries
 
 #: event type -> the state it reports (Celery's events.state mapping)
 TASK_EVENT_STATES = {
@@ -28,7 +29,6 @@ TASK_EVENT_STATES = {
     "task-revoked": states.REVOKED,
     "task-rejected": states.REJECTED,
 }
-FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED})
 #: fields copied from task events when present (None never overwrites a known value)
 _TASK_FIELDS = (
     "name",
@@ -93,6 +93,8 @@ class _Task:
     times: dict[str, float] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
     timestamp: float = 0.0
+    #: the timestamp of the newest event applied, to tell late events from current ones
+    stamp: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {key: self.fields.get(key) for key in _TASK_FIELDS}
@@ -171,12 +173,16 @@ class Cluster:
         else:
             self._tasks.move_to_end(uuid)
         new_state = TASK_EVENT_STATES[kind]
-        # a retried task is received and run again; a late event never undoes a final state
-        if task.state not in FINAL_STATES or new_state in FINAL_STATES:
-            task.state = new_state
+        stamp = event.get("timestamp")
+        stamp = float(stamp) if isinstance(stamp, (int, float)) else None
+        # a retried attempt may report before the one it replaced: late news fills gaps only
+        late = is_late(task.state, task.stamp, new_state, stamp)
+        if not late:
+            task.state, task.stamp = new_state, stamp
         for key in _TASK_FIELDS:
-            if event.get(key) is not None:
+            if event.get(key) is not None and (not late or key not in task.fields):
                 task.fields[key] = event[key]
+        task.fields["retries"] = merge_retries(task.fields.get("retries"), event.get("retries"))
         task.times[kind.removeprefix("task-")] = float(event.get("timestamp") or 0)
         if kind != "task-sent" and event.get("hostname"):
             task.worker = str(event["hostname"])

@@ -60,6 +60,28 @@ _WORKER_FIELDS = frozenset(
 )
 
 
+def is_late(state: str, stamp: float | None, new_state: str, new_stamp: float | None) -> bool:
+    """True when an event reporting ``new_state`` at ``new_stamp`` is older news than the task.
+
+    Events from one task can arrive out of order: a retried task's attempts may run in two
+    processes (or two workers) whose event buffers flush at different times. A final state is
+    never undone by a non-final one, two final states follow precedence, and between other
+    states the event's own timestamp decides. A late event only fills in unknown fields.
+    """
+    if state in states.READY_STATES or new_state in states.READY_STATES:
+        return new_state != state and not states.outranks(new_state, state)
+    if stamp is None or new_stamp is None:
+        return False
+    return new_stamp < stamp
+
+
+def merge_retries(known: int | None, reported: Any) -> int | None:
+    """Attempts only ever add up: the highest ``retries`` seen is the task's."""
+    if not isinstance(reported, int):
+        return known
+    return reported if known is None else max(known, reported)
+
+
 @dataclass
 class Worker:
     """One node as its events describe it."""
@@ -207,14 +229,12 @@ class State:
         attribute = kind[5:]
         if kind in TASK_EVENT_TO_STATE:
             setattr(task, attribute, stamp)
-        # a retried task is received and started again, so RETRY never blocks a change
-        late = states.RETRY not in (new_state, task.state) and states.outranks(
-            task.state, new_state
-        )
+        late = is_late(task.state, task.timestamp, new_state, stamp)
         for key in _TASK_FIELDS.intersection(event):
             # a late event (RECEIVED after SUCCESS) only fills in what is still unknown
             if not late or getattr(task, key) is None:
                 setattr(task, key, event[key])
+        task.retries = merge_retries(task.retries, event.get("retries"))
         if not late:
             task.state = new_state
             task.timestamp = stamp
