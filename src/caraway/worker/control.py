@@ -1,7 +1,7 @@
 """Remote control: the node's ControlServer and the client's Control/Inspect (``app.control``).
 
-Requests and replies are Celery's pidbox documents (docs/protocol.md §6) carried by a
-:class:`~caraway.transports.mailbox.Mailbox`, so Celery's tools and ours see each other.
+Requests and replies are Celery's pidbox documents (:mod:`caraway.protocol.pidbox`) carried
+by a :class:`~caraway.transports.mailbox.Mailbox`, so Celery's tools and ours see each other.
 The one thing to know: :meth:`ControlServer.poll` never blocks, because the supervisor
 calls it from its single-threaded loop; a failing command becomes an ``{"error": ...}``
 reply, never an exception in that loop.
@@ -9,19 +9,24 @@ reply, never an exception in that loop.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from caraway.exceptions import CarawayError, ProtocolError
+from caraway.protocol.events import LamportClock
 from caraway.protocol.message import Message
-from caraway.protocol.serializers import dumps_json, loads_json
+from caraway.protocol.pidbox import (
+    Request,
+    decode_request,
+    encode_reply,
+    encode_request,
+    queue_info,
+)
+from caraway.protocol.serializers import loads_json
 from caraway.transports.mailbox import REPLY_EXCHANGE, Mailbox, open_mailbox
 
 #: how long a revoked id is kept on the broker (Celery keeps revokes for 3 hours)
@@ -74,91 +79,6 @@ class NodeView(Protocol):
     def set_events(self, enabled: bool, /) -> None: ...
 
 
-# -- the pidbox documents ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Request:
-    """One decoded broadcast (docs/protocol.md §6.1)."""
-
-    method: str
-    arguments: dict[str, Any]
-    destination: list[str] | None = None
-    pattern: str | None = None
-    matcher: str | None = None
-    ticket: str | None = None
-    reply_to: dict[str, Any] | None = None
-    expires: float | None = None
-    clock: int = 0
-
-    def is_for(self, hostname: str) -> bool:
-        """Whether node ``hostname`` is addressed (no destination/pattern = everyone)."""
-        if self.destination:
-            return hostname in self.destination
-        if self.pattern:
-            if self.matcher == "pcre":
-                return re.search(self.pattern, hostname) is not None
-            return fnmatch.fnmatchcase(hostname, self.pattern)
-        return True
-
-
-def encode_request(request: Request) -> Message:
-    """The broadcast message Celery's clients publish for ``request``."""
-    body: dict[str, Any] = {
-        "method": request.method,
-        "arguments": request.arguments,
-        "destination": request.destination,
-        "pattern": request.pattern,
-        "matcher": request.matcher,
-    }
-    if request.ticket is not None:
-        body["ticket"] = request.ticket
-        body["reply_to"] = request.reply_to
-    headers: dict[str, Any] = {"clock": request.clock}
-    if request.expires is not None:
-        headers["expires"] = request.expires
-    return Message(body=dumps_json(body), headers=headers, properties={"delivery_mode": 2})
-
-
-def decode_request(message: Message) -> Request:
-    """Read a broadcast; ProtocolError if it is not a pidbox request."""
-    if message.content_type != "application/json":
-        raise ProtocolError(f"pidbox request in {message.content_type!r}; only JSON is accepted")
-    body = loads_json(message.body)
-    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
-        raise ProtocolError(f"not a pidbox request: {body!r:.200}")
-    destination = body.get("destination")
-    expires = message.headers.get("expires")
-    return Request(
-        method=body["method"],
-        arguments=dict(body.get("arguments") or {}),
-        destination=list(destination) if destination else None,
-        pattern=body.get("pattern"),
-        matcher=body.get("matcher"),
-        ticket=body.get("ticket"),
-        reply_to=body.get("reply_to"),
-        expires=float(expires) if expires is not None else None,
-        clock=int(message.headers.get("clock") or 0),
-    )
-
-
-class _Clock:
-    """A Lamport clock: Celery stamps requests and replies with one."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def forward(self) -> int:
-        with self._lock:
-            self.value += 1
-            return self.value
-
-    def adjust(self, other: int) -> None:
-        with self._lock:
-            self.value = max(self.value, other) + 1
-
-
 # -- the commands a node answers --------------------------------------------------------
 
 Handler = Callable[[NodeView, dict[str, Any]], Any]
@@ -170,39 +90,6 @@ def _ids(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(item) for item in value]
-
-
-def _queue_info(name: str) -> dict[str, Any]:
-    # Celery's active_queues shape (vectors/pidbox-redis-active-queues.json)
-    return {
-        "name": name,
-        "exchange": {
-            "name": name,
-            "type": "direct",
-            "arguments": None,
-            "durable": True,
-            "passive": False,
-            "auto_delete": False,
-            "delivery_mode": None,
-            "no_declare": False,
-        },
-        "routing_key": name,
-        "queue_arguments": None,
-        "binding_arguments": None,
-        "consumer_arguments": None,
-        "durable": True,
-        "exclusive": False,
-        "auto_delete": False,
-        "no_ack": False,
-        "alias": None,
-        "bindings": [],
-        "no_declare": None,
-        "expires": None,
-        "message_ttl": None,
-        "max_length": None,
-        "max_length_bytes": None,
-        "max_priority": None,
-    }
 
 
 def _revoke(node: NodeView, args: dict[str, Any], *, terminate: bool | None = None) -> Any:
@@ -269,7 +156,7 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "scheduled": ("inspect", lambda node, args: node.scheduled()),
     "registered": ("inspect", lambda node, args: node.registered()),
     "stats": ("inspect", lambda node, args: node.stats()),
-    "active_queues": ("inspect", lambda node, args: [_queue_info(q) for q in node.queues]),
+    "active_queues": ("inspect", lambda node, args: [queue_info(q) for q in node.queues]),
     "revoked": ("inspect", lambda node, args: node.revoked()),
     "query_task": ("inspect", lambda node, args: node.query_task(_ids(args.get("ids")))),
     "conf": ("inspect", lambda node, args: node.conf()),
@@ -313,7 +200,7 @@ class ControlServer:
         self.app = app
         self.node = node
         self.hostname = node.hostname
-        self.clock = _Clock()
+        self.clock = LamportClock()
         if mailbox is None:
             mailbox = open_mailbox(app.broker_url, dict(app.conf.broker_transport_options))
         self.mailbox = mailbox
@@ -373,10 +260,8 @@ class ControlServer:
 
     def _reply(self, request: Request, reply: Any) -> None:
         assert request.reply_to is not None and request.ticket is not None
-        message = Message(
-            body=dumps_json({self.hostname: reply}),
-            headers={"ticket": request.ticket, "clock": self.clock.forward()},
-            properties={"delivery_mode": 1},
+        message = encode_reply(
+            self.hostname, reply, ticket=request.ticket, clock=self.clock.forward()
         )
         try:
             self.mailbox.reply(
@@ -405,7 +290,7 @@ class Control:
         self.app = app
         self._mailbox = mailbox
         self._lock = threading.Lock()
-        self.clock = _Clock()
+        self.clock = LamportClock()
         self.oid = str(uuid.uuid4())
 
     @property
