@@ -185,3 +185,64 @@ def test_state_accepts_every_captured_celery_event() -> None:
     assert state.event_count == 13
     assert {t["state"] for t in state.tasks_snapshot()} >= {"SUCCESS", "FAILURE", "RETRY"}
     assert state.workers_snapshot()[0]["sw_ident"] == "py-celery"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeats_count_on_arrival_not_on_the_workers_skewed_clock() -> None:
+    clock = Clock(1000.0)
+    state = State(clock=clock)
+    state.event({"type": "worker-heartbeat", "hostname": "w1@h", "freq": 2.0, "timestamp": 5.0})
+    assert state.workers_snapshot()[0]["status"] == "online"
+    clock.now += 4.1
+    assert state.workers_snapshot()[0]["status"] == "offline"
+
+
+def test_a_remote_control_reply_counts_as_a_heartbeat_at_the_polling_interval() -> None:
+    clock = Clock(1000.0)
+    state = State(clock=clock)
+    state.heartbeat("w1@h", freq=5.0)
+    clock.now += 9.9
+    assert [w.hostname for w in state.alive_workers()] == ["w1@h"]
+    state.event({"type": "worker-heartbeat", "hostname": "w1@h", "freq": 2.0})
+    state.heartbeat("w1@h", freq=5.0)
+    assert state.workers["w1@h"].freq == 2.0  # the node's own interval wins once it tells
+
+
+def test_a_worker_event_without_a_hostname_is_counted_and_ignored() -> None:
+    state = State()
+    state.event({"type": "worker-heartbeat", "freq": 2.0})
+    assert (state.event_count, state.workers_snapshot()) == (1, [])
+
+
+def test_a_field_sent_as_none_does_not_erase_a_known_value() -> None:
+    state = State()
+    state.event(ev("task-received", uuid="t", name="add", args="(1, 2)"))
+    state.event(ev("task-started", uuid="t", name=None, args=None))
+    assert (state.tasks["t"].name, state.tasks["t"].args) == ("add", "(1, 2)")
+
+
+def test_event_returns_the_id_of_the_task_it_changed() -> None:
+    state = State()
+    assert state.event(ev("task-received", uuid="t")) == "t"
+    assert state.event(ev("worker-heartbeat", freq=2.0)) is None
+
+
+def test_a_custom_task_event_sets_a_custom_state_as_celery_does() -> None:
+    state = State()
+    state.event(ev("task-started", uuid="t", timestamp=1.0))
+    state.event(ev("task-progress", uuid="t", timestamp=2.0))
+    assert state.tasks["t"].state == "PROGRESS"
+
+
+def test_throughput_counts_outcomes_whose_events_name_no_worker() -> None:
+    state = State(clock=Clock(500.5))
+    state.event({"type": "task-succeeded", "uuid": "t", "timestamp": 1.0})
+    assert state.throughput(window=1) == [{"t": 500, "succeeded": 1, "failed": 0}]
+    assert state.tasks["t"].first_seen == 1.0  # when it was sent, not when it arrived

@@ -1,9 +1,10 @@
 """The cluster as events describe it: workers, tasks and throughput, for monitors.
 
 Feed every event to :meth:`State.event`; read with the ``*_snapshot`` methods, which
-return plain dicts for JSON APIs. A worker is online while its last heartbeat is younger
-than 2 x its ``freq`` (Celery's rule), so a worker that died silently goes offline.
-Tasks are an LRU bounded by ``max_tasks``; late events never move a task's state back.
+return plain dicts for JSON APIs. A worker is online while its last heartbeat (arrival
+time) is younger than 2 x its ``freq`` (Celery's rule), so a worker that died silently
+goes offline. Tasks are an LRU bounded by ``max_tasks``; late events never move a task's
+state back. The dashboard's ``Cluster`` is a thin layer over this one model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +34,8 @@ HEARTBEAT_EXPIRE_FACTOR = 2.0
 #: heartbeat frequency assumed until a worker tells its own
 DEFAULT_FREQ = 2.0
 
-_TASK_FIELDS = frozenset(
+#: fields a task event may carry, copied onto the Task
+TASK_FIELDS = frozenset(
     {
         "name",
         "args",
@@ -55,7 +58,8 @@ _TASK_FIELDS = frozenset(
         "requeue",
     }
 )
-_WORKER_FIELDS = frozenset(
+#: fields a worker event may carry, copied onto the Worker
+WORKER_FIELDS = frozenset(
     {"pid", "freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys"}
 )
 
@@ -103,6 +107,9 @@ class Worker:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    #: worker-* events received; 0 means known only from its task events or a
+    #: remote-control reply, so ``active``/``processed`` are not its own figures
+    worker_events: int = 0
 
     @property
     def heartbeat_expires(self) -> float | None:
@@ -159,6 +166,7 @@ class Task:
     retried: float | None = None
     revoked: float | None = None
     rejected: float | None = None
+    #: when the first event seen was sent (its timestamp), else when it arrived
     first_seen: float = 0.0
     timestamp: float | None = None
     clock: int = 0
@@ -171,11 +179,18 @@ class State:
     """The cluster model: thread-safe, fed by :meth:`event`, read through snapshots.
 
     ``max_tasks``/``max_workers`` bound memory (least recently updated dropped first);
-    ``throughput_window`` is how many seconds of per-second counters are kept.
+    ``throughput_window`` is how many seconds of per-second counters are kept; ``clock``
+    stamps arrivals of events that carry no ``local_received`` (tests pass a fake one).
+    Hold ``lock`` to read several things consistently or to extend an update.
     """
 
     def __init__(
-        self, max_tasks: int = 10_000, max_workers: int = 5_000, throughput_window: int = 300
+        self,
+        max_tasks: int = 10_000,
+        max_workers: int = 5_000,
+        throughput_window: int = 300,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_tasks = max_tasks
         self.max_workers = max_workers
@@ -186,31 +201,52 @@ class State:
         self.event_count = 0
         self.task_count = 0
         self._seconds: deque[list[int]] = deque()  # [second, succeeded, failed]
-        self._lock = threading.RLock()
+        self._clock = clock
+        self.lock = threading.RLock()
 
     # -- feeding ---------------------------------------------------------------------------
-    def event(self, event: dict[str, Any]) -> None:
-        """Apply one event (unknown types are counted and otherwise ignored)."""
+    def event(self, event: dict[str, Any]) -> str | None:
+        """Apply one event; return the id of the task it changed, if any.
+
+        Unknown types, and worker events without a hostname, are counted and otherwise
+        ignored. A task event of a type Celery does not define sets a custom state
+        (``task-progress`` -> ``PROGRESS``), as Celery's monitors do.
+        """
         kind = str(event.get("type", ""))
-        with self._lock:
+        with self.lock:
             self.event_count += 1
-            if kind.startswith("worker-"):
+            if kind.startswith("worker-") and event.get("hostname"):
                 self._worker_event(kind, event)
             elif kind.startswith("task-") and event.get("uuid"):
-                self._task_event(kind, event)
+                return self._task_event(kind, event)
+        return None
 
     def _worker_event(self, kind: str, event: dict[str, Any]) -> None:
-        worker = self._worker(str(event.get("hostname", "")))
-        for key in _WORKER_FIELDS.intersection(event):
+        worker = self._worker(str(event["hostname"]))
+        for key in WORKER_FIELDS.intersection(event):
             setattr(worker, key, event[key])
         worker.freq = float(worker.freq or DEFAULT_FREQ)
         worker.clock = max(worker.clock, int(event.get("clock") or 0))
+        worker.worker_events += 1
         if kind == "worker-offline":
             worker.offline = True
             worker.last_heartbeat = None
         else:
             worker.offline = False
-            worker.last_heartbeat = _received(event)
+            worker.last_heartbeat = self._received(event)
+
+    def heartbeat(self, hostname: str, *, freq: float) -> None:
+        """Count a sign of life that is not an event, such as a remote-control reply.
+
+        A node that answers is online even when it sends no events; ``freq`` is how often
+        the caller asks, and stands for the node's own until the node sends events.
+        """
+        with self.lock:
+            worker = self._worker(hostname)
+            if not worker.worker_events:
+                worker.freq = freq
+            worker.offline = False
+            worker.last_heartbeat = self._clock()
 
     def _worker(self, hostname: str) -> Worker:
         worker = self.workers.get(hostname)
@@ -222,17 +258,18 @@ class State:
             self.workers.move_to_end(hostname)
         return worker
 
-    def _task_event(self, kind: str, event: dict[str, Any]) -> None:
-        task = self._task(str(event["uuid"]))
+    def _task_event(self, kind: str, event: dict[str, Any]) -> str:
         stamp = event.get("timestamp")
+        stamp = float(stamp) if isinstance(stamp, (int, float)) else None
+        task = self._task(str(event["uuid"]), self._received(event) if stamp is None else stamp)
         new_state = TASK_EVENT_TO_STATE.get(kind, kind[5:].upper())
-        attribute = kind[5:]
-        if kind in TASK_EVENT_TO_STATE:
-            setattr(task, attribute, stamp)
+        if kind in TASK_EVENT_TO_STATE and stamp is not None:
+            setattr(task, kind[5:], stamp)  # task.received = the task-received timestamp
         late = is_late(task.state, task.timestamp, new_state, stamp)
-        for key in _TASK_FIELDS.intersection(event):
-            # a late event (RECEIVED after SUCCESS) only fills in what is still unknown
-            if not late or getattr(task, key) is None:
+        for key in TASK_FIELDS.intersection(event):
+            # None never erases a known value; a late event (RECEIVED after SUCCESS) only
+            # fills in what is still unknown
+            if event[key] is not None and (not late or getattr(task, key) is None):
                 setattr(task, key, event[key])
         task.retries = merge_retries(task.retries, event.get("retries"))
         if not late:
@@ -245,24 +282,30 @@ class State:
             task.client = hostname
         elif hostname:
             task.worker = str(hostname)
-            self._count(self._worker(str(hostname)), kind, event)
+            self._count(self._worker(str(hostname)), kind)
+        if kind in ("task-succeeded", "task-failed"):
+            self._tick(self._received(event), 1 if kind == "task-succeeded" else 2)
+        return task.uuid
 
-    def _count(self, worker: Worker, kind: str, event: dict[str, Any]) -> None:
+    def _count(self, worker: Worker, kind: str) -> None:
         if kind == "task-succeeded":
             worker.succeeded += 1
-            self._tick(_received(event), 1)
         elif kind == "task-failed":
             worker.failed += 1
-            self._tick(_received(event), 2)
         elif kind == "task-retried":
             worker.retried += 1
 
-    def _task(self, uuid: str) -> Task:
+    def _received(self, event: dict[str, Any]) -> float:
+        # arrival, not the sender's clock: a worker whose clock is skewed stays online
+        value = event.get("local_received")
+        return float(value) if isinstance(value, (int, float)) else self._clock()
+
+    def _task(self, uuid: str, first_seen: float) -> Task:
         task = self.tasks.get(uuid)
         if task is not None:
             self.tasks.move_to_end(uuid)
             return task
-        task = self.tasks[uuid] = Task(uuid=uuid, first_seen=time.time())
+        task = self.tasks[uuid] = Task(uuid=uuid, first_seen=first_seen)
         self.task_count += 1
         while len(self.tasks) > self.max_tasks:
             _, old = self.tasks.popitem(last=False)
@@ -306,27 +349,27 @@ class State:
 
     # -- reading ---------------------------------------------------------------------------
     def alive_workers(self, now: float | None = None) -> list[Worker]:
-        with self._lock:
+        now = self._clock() if now is None else now
+        with self.lock:
             return [w for w in self.workers.values() if w.alive(now)]
 
     def workers_snapshot(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Every known worker as a dict, with ``status`` online/offline."""
-        now = time.time() if now is None else now
-        with self._lock:
-            return [self._worker_dict(w, now) for w in self.workers.values()]
-
-    def _worker_dict(self, worker: Worker, now: float) -> dict[str, Any]:
-        data = worker.as_dict(now)
-        data["running"] = [
-            t.uuid
-            for t in self.tasks.values()
-            if t.worker == worker.hostname and t.state == states.STARTED
-        ]
-        return data
+        """Every known worker as a dict, with ``status`` online/offline and the ids of
+        the tasks ``running`` on it (STARTED), least recently heard from first."""
+        now = self._clock() if now is None else now
+        with self.lock:
+            running: dict[str, list[str]] = {}
+            for task in self.tasks.values():
+                if task.state == states.STARTED and task.worker is not None:
+                    running.setdefault(task.worker, []).append(task.uuid)
+            return [
+                {**w.as_dict(now), "running": running.get(w.hostname, [])}
+                for w in self.workers.values()
+            ]
 
     def task_snapshot(self, uuid: str) -> dict[str, Any] | None:
         """One task with its ``children`` ids, or None when unknown (or evicted)."""
-        with self._lock:
+        with self.lock:
             task = self.tasks.get(uuid)
             if task is None:
                 return None
@@ -348,7 +391,7 @@ class State:
         """Tasks newest first, filtered: exact ``state``/``worker``, ``name`` substring,
         ``since``/``until`` on first sight, ``search`` in the id, args or kwargs."""
         out: list[dict[str, Any]] = []
-        with self._lock:
+        with self.lock:
             for task in reversed(self.tasks.values()):
                 if _matches(task, state, name, worker, since, until, search):
                     data = task.as_dict()
@@ -361,15 +404,15 @@ class State:
     def counts(self) -> dict[str, int]:
         """How many held tasks are in each state."""
         result: dict[str, int] = {}
-        with self._lock:
+        with self.lock:
             for task in self.tasks.values():
                 result[task.state] = result.get(task.state, 0) + 1
         return result
 
     def throughput(self, window: int = 60, now: float | None = None) -> list[dict[str, int]]:
         """Succeeded/failed per second for the last ``window`` seconds, zeros included."""
-        end = int(time.time() if now is None else now)
-        with self._lock:
+        end = int(self._clock() if now is None else now)
+        with self.lock:
             seen = {b[0]: (b[1], b[2]) for b in self._seconds if b[0] > end - window}
         return [
             {
@@ -381,17 +424,12 @@ class State:
         ]
 
     def clear(self) -> None:
-        with self._lock:
+        with self.lock:
             self.workers.clear()
             self.tasks.clear()
             self.children.clear()
             self._seconds.clear()
             self.event_count = self.task_count = 0
-
-
-def _received(event: dict[str, Any]) -> float:
-    value = event.get("local_received") or event.get("timestamp")
-    return float(value) if isinstance(value, (int, float)) else time.time()
 
 
 def _matches(
