@@ -191,3 +191,27 @@ def test_throughput_counts_successes_and_failures_per_second() -> None:
         {"t": 100, "succeeded": 2, "failed": 0},
         {"t": 101, "succeeded": 0, "failed": 1},
     ]
+
+
+def test_a_node_known_only_from_task_events_counts_its_started_tasks_as_active() -> None:
+    cluster = Cluster()
+    cluster.event(task_event("started", "t1"))
+    cluster.set_worker_info("w1@h", {"processed": 9}, freq=2.0)
+    [worker] = cluster.workers()
+    assert (worker["active"], worker["processed"], worker["status"]) == (1, 9, "online")
+
+
+def test_a_nodes_own_figures_win_over_remote_control_once_it_sends_events() -> None:
+    cluster = Cluster()
+    cluster.events(vector_events("worker-online"))
+    cluster.set_worker_info("wcap@vm", {"processed": 7, "pool": "prefork"}, freq=2.0)
+    [worker] = cluster.workers()
+    assert (worker["processed"], worker["pool"]) == (0, "prefork")  # as worker-online said
+
+
+def test_event_counts_are_kept_by_type_for_every_event() -> None:
+    cluster = Cluster()
+    cluster.event(task_event("received", "a"))
+    cluster.event({"type": "worker-heartbeat"})
+    cluster.event({"type": "nonsense"})
+    assert cluster.event_counts == {"task-received": 1, "worker-heartbeat": 1, "nonsense": 1}

@@ -1,54 +1,28 @@
-"""The dashboard's picture of the cluster, built from Celery-format event dicts.
+"""The dashboard's picture of the cluster: an events ``State`` plus what only the page needs.
 
-Owns workers (online by heartbeat), a bounded LRU of tasks, a change log the live page
-follows, and per-second throughput buckets. Pure and thread-safe: the event thread
-writes through ``event()``, the web handlers read snapshots (plain dicts), and nothing
-here does I/O. Timestamps shown are the events'; throughput is bucketed on arrival time.
+Workers, tasks, the heartbeat rule, the task merge rule, the LRU and throughput are
+``caraway.events.state.State``'s; this module adds the change log the live page follows,
+remote-control info per worker, queue lengths and event counts by type, and shapes State's
+records into the API's dicts (schema in api.py). Thread-safe: the event thread writes
+through ``event()`` under State's lock, web handlers read snapshots. No I/O here.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from caraway import states
-from caraway.events.state import is_late, merge_retries
+from caraway.events.state import TASK_EVENT_TO_STATE, TASK_FIELDS, WORKER_FIELDS, State, Task
 
-#: event type -> the state it reports (Celery's events.state mapping)
-TASK_EVENT_STATES = {
-    "task-sent": states.PENDING,
-    "task-received": states.RECEIVED,
-    "task-started": states.STARTED,
-    "task-succeeded": states.SUCCESS,
-    "task-failed": states.FAILURE,
-    "task-retried": states.RETRY,
-    "task-revoked": states.REVOKED,
-    "task-rejected": states.REJECTED,
-}
-#: fields copied from task events when present (None never overwrites a known value)
-_TASK_FIELDS = (
-    "name",
-    "args",
-    "kwargs",
-    "result",
-    "exception",
-    "traceback",
-    "runtime",
-    "retries",
-    "eta",
-    "expires",
-    "parent_id",
-    "root_id",
-    "queue",
-    "routing_key",
-)
-_WORKER_FIELDS = ("freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys", "pid")
-#: Celery's HEARTBEAT_EXPIRE_WINDOW: a worker is offline after 2x its heartbeat interval
-_EXPIRE_FACTOR = 2.0
+#: State's task fields the API leaves out: routing and revocation details it never showed
+_UNSHOWN_TASK_FIELDS = frozenset({"exchange", "terminated", "signum", "expired", "requeue"})
+#: shown beside uuid, state, worker, timestamp, times and children
+_TASK_FIELDS = tuple(sorted(TASK_FIELDS - _UNSHOWN_TASK_FIELDS))
+#: the Task attributes holding when each kind of event was sent ("received", "started"...)
+_TIMES = tuple(kind.removeprefix("task-") for kind in TASK_EVENT_TO_STATE)
 _THROUGHPUT_SECONDS = 600
 _CHANGELOG_SIZE = 4096
 
@@ -84,57 +58,27 @@ class TaskQuery:
         return True
 
 
-@dataclass
-class _Task:
-    uuid: str
-    state: str = states.PENDING
-    fields: dict[str, Any] = field(default_factory=dict)
-    worker: str | None = None
-    times: dict[str, float] = field(default_factory=dict)
-    children: list[str] = field(default_factory=list)
-    timestamp: float = 0.0
-    #: the timestamp of the newest event applied, to tell late events from current ones
-    stamp: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {key: self.fields.get(key) for key in _TASK_FIELDS}
-        data["retries"] = self.fields.get("retries") or 0
-        data.update(
-            uuid=self.uuid,
-            state=self.state,
-            worker=self.worker,
-            timestamp=self.timestamp,
-            times=dict(self.times),
-            children=list(self.children),
-        )
-        return data
-
-
-@dataclass
-class _Worker:
-    hostname: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    last_seen: float = 0.0
-    offline: bool = False
-    succeeded: int = 0
-    failed: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 class Cluster:
     """Workers, recent tasks and throughput, fed one event dict at a time."""
 
     def __init__(self, *, max_tasks: int = 10000, clock: Callable[[], float] = time.time) -> None:
-        self.max_tasks = max_tasks
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._tasks: OrderedDict[str, _Task] = OrderedDict()
-        self._workers: dict[str, _Worker] = {}
+        self.state = State(max_tasks=max_tasks, throughput_window=_THROUGHPUT_SECONDS, clock=clock)
+        self._lock = self.state.lock
         self._seq = 0
         self._changes: deque[tuple[int, str]] = deque(maxlen=_CHANGELOG_SIZE)
-        self._buckets: deque[list[int]] = deque(maxlen=_THROUGHPUT_SECONDS)
-        self.event_counts: Counter[str] = Counter()
+        self._event_counts: Counter[str] = Counter()
+        self._info: dict[str, dict[str, Any]] = {}
         self.queue_lengths: dict[str, int] = {}
+
+    @property
+    def max_tasks(self) -> int:
+        return self.state.max_tasks
+
+    @property
+    def event_counts(self) -> Counter[str]:
+        """Events received by type (a copy: the event thread keeps counting)."""
+        with self._lock:
+            return self._event_counts.copy()
 
     # -- writing ---------------------------------------------------------------
 
@@ -142,77 +86,15 @@ class Cluster:
         """Apply one event; unknown types are counted and otherwise ignored."""
         kind = str(event.get("type", ""))
         with self._lock:
-            self.event_counts[kind] += 1
-            if kind.startswith("worker-"):
-                self._worker_event(kind, event)
-            elif kind in TASK_EVENT_STATES and event.get("uuid"):
-                self._task_event(kind, event)
+            self._event_counts[kind] += 1
+            uuid = self.state.event(event)
+            if uuid is not None:
+                self._seq += 1
+                self._changes.append((self._seq, uuid))
 
     def events(self, batch: Iterable[dict[str, Any]]) -> None:
         for item in batch:
             self.event(item)
-
-    def _worker_event(self, kind: str, event: dict[str, Any]) -> None:
-        hostname = str(event.get("hostname") or "")
-        if not hostname:
-            return
-        worker = self._workers.setdefault(hostname, _Worker(hostname))
-        for key in _WORKER_FIELDS:
-            if key in event:
-                worker.fields[key] = event[key]
-        worker.last_seen = self._clock()
-        worker.offline = kind == "worker-offline"
-
-    def _task_event(self, kind: str, event: dict[str, Any]) -> None:
-        uuid = str(event["uuid"])
-        task = self._tasks.get(uuid)
-        if task is None:
-            task = self._tasks[uuid] = _Task(uuid, timestamp=float(event.get("timestamp") or 0))
-            while len(self._tasks) > self.max_tasks:
-                self._tasks.popitem(last=False)
-        else:
-            self._tasks.move_to_end(uuid)
-        new_state = TASK_EVENT_STATES[kind]
-        stamp = event.get("timestamp")
-        stamp = float(stamp) if isinstance(stamp, (int, float)) else None
-        # a retried attempt may report before the one it replaced: late news fills gaps only
-        late = is_late(task.state, task.stamp, new_state, stamp)
-        if not late:
-            task.state, task.stamp = new_state, stamp
-        for key in _TASK_FIELDS:
-            if event.get(key) is not None and (not late or key not in task.fields):
-                task.fields[key] = event[key]
-        task.fields["retries"] = merge_retries(task.fields.get("retries"), event.get("retries"))
-        task.times[kind.removeprefix("task-")] = float(event.get("timestamp") or 0)
-        if kind != "task-sent" and event.get("hostname"):
-            task.worker = str(event["hostname"])
-        self._link_parent(task)
-        self._count(kind, task.worker)
-        self._seq += 1
-        self._changes.append((self._seq, uuid))
-
-    def _link_parent(self, task: _Task) -> None:
-        parent = self._tasks.get(str(task.fields.get("parent_id") or ""))
-        if parent is not None and task.uuid not in parent.children:
-            parent.children.append(task.uuid)
-
-    def _count(self, kind: str, hostname: str | None) -> None:
-        if kind not in ("task-succeeded", "task-failed"):
-            return
-        failed = kind == "task-failed"
-        worker = self._workers.get(hostname or "")
-        if worker is not None:
-            worker.succeeded += 0 if failed else 1
-            worker.failed += 1 if failed else 0
-        bucket = self._bucket(int(self._clock()))
-        bucket[2 if failed else 1] += 1
-
-    def _bucket(self, second: int) -> list[int]:
-        if self._buckets and self._buckets[-1][0] == second:
-            return self._buckets[-1]
-        bucket = [second, 0, 0]
-        self._buckets.append(bucket)
-        return bucket
 
     def set_worker_info(self, hostname: str, info: dict[str, Any], *, freq: float) -> None:
         """Record what remote control said about a node (pool, concurrency, queues).
@@ -221,11 +103,10 @@ class Cluster:
         sends no events; ``freq`` is how often we ask.
         """
         with self._lock:
-            worker = self._workers.setdefault(hostname, _Worker(hostname))
-            worker.info.update(info)
-            worker.fields.setdefault("freq", freq)
-            worker.last_seen = self._clock()
-            worker.offline = False
+            self.state.heartbeat(hostname, freq=freq)
+            self._info.setdefault(hostname, {}).update(info)
+            for gone in self._info.keys() - self.state.workers.keys():
+                del self._info[gone]  # evicted from State's bounded worker list
 
     def set_queue_lengths(self, lengths: dict[str, int]) -> None:
         with self._lock:
@@ -233,80 +114,72 @@ class Cluster:
 
     # -- reading ---------------------------------------------------------------
 
-    def _online(self, worker: _Worker, now: float) -> bool:
-        if worker.offline or not worker.last_seen:
-            return False
-        freq = float(worker.fields.get("freq") or 2.0)
-        return now - worker.last_seen <= freq * _EXPIRE_FACTOR
-
     def workers(self) -> list[dict[str, Any]]:
-        now = self._clock()
         with self._lock:
-            active: Counter[str] = Counter(
-                task.worker or "" for task in self._tasks.values() if task.state == states.STARTED
-            )
-            return [
-                self._worker_dict(worker, now, active[worker.hostname])
-                for worker in sorted(self._workers.values(), key=lambda w: w.hostname)
-            ]
-
-    def _worker_dict(self, worker: _Worker, now: float, started: int) -> dict[str, Any]:
-        data: dict[str, Any] = {key: worker.fields.get(key) for key in _WORKER_FIELDS}
-        info = worker.info
-        data.update(
-            hostname=worker.hostname,
-            status="online" if self._online(worker, now) else "offline",
-            last_seen=worker.last_seen or None,
-            succeeded=worker.succeeded,
-            failed=worker.failed,
-            pool=info.get("pool"),
-            concurrency=info.get("concurrency"),
-            queues=list(info.get("queues") or []),
-            active_tasks=info.get("active_tasks") or [],
-        )
-        if data["active"] is None:
-            data["active"] = started
-        if data["processed"] is None:
-            data["processed"] = info.get("processed")
-        return data
+            snapshot = self.state.workers_snapshot()
+            info = {hostname: dict(known) for hostname, known in self._info.items()}
+        workers = [_worker_dict(worker, info.get(worker["hostname"], {})) for worker in snapshot]
+        return sorted(workers, key=lambda worker: str(worker["hostname"]))
 
     def hostnames(self) -> list[str]:
         with self._lock:
-            return sorted(self._workers)
+            return sorted(self.state.workers)
 
     def tasks(self, query: TaskQuery | None = None) -> list[dict[str, Any]]:
         """Newest first, at most ``query.limit``."""
         query = query or TaskQuery()
+        selected: list[dict[str, Any]] = []
+        if query.limit <= 0:
+            return selected
         with self._lock:
-            snapshot = [task.as_dict() for task in reversed(self._tasks.values())]
-        selected = [task for task in snapshot if query.matches(task)]
-        return selected[: max(query.limit, 0)]
+            for task in reversed(self.state.tasks.values()):
+                data = self._task_dict(task)
+                if query.matches(data):
+                    selected.append(data)
+                    if len(selected) >= query.limit:
+                        break
+        return selected
 
     def task(self, uuid: str) -> dict[str, Any] | None:
         """One task with ``tree``: the canvas it belongs to, nested from its root."""
         with self._lock:
-            task = self._tasks.get(uuid)
+            task = self.state.tasks.get(uuid)
             if task is None:
                 return None
-            data = task.as_dict()
-            data["tree"] = self._tree(str(task.fields.get("root_id") or uuid))
+            data = self._task_dict(task)
+            data["tree"] = self._tree(task.root_id or uuid)
+        return data
+
+    def _task_dict(self, task: Task) -> dict[str, Any]:
+        data: dict[str, Any] = {key: getattr(task, key) for key in _TASK_FIELDS}
+        times = {kind: getattr(task, kind) for kind in _TIMES}
+        data.update(
+            uuid=task.uuid,
+            state=task.state,
+            retries=task.retries or 0,
+            worker=task.worker,
+            timestamp=task.first_seen,
+            times={kind: when for kind, when in times.items() if when is not None},
+            children=list(self.state.children.get(task.uuid, ())),
+        )
         return data
 
     def _tree(self, root_id: str) -> dict[str, Any] | None:
         members = {
             task.uuid: task
-            for task in self._tasks.values()
-            if task.uuid == root_id or task.fields.get("root_id") == root_id
+            for task in self.state.tasks.values()
+            if root_id in (task.uuid, task.root_id)
         }
         if root_id not in members:
             return None
+        children = self.state.children
 
         def node(uuid: str, depth: int) -> dict[str, Any]:
             task = members[uuid]
-            kids = [kid for kid in task.children if kid in members] if depth < 64 else []
+            kids = [kid for kid in children.get(uuid, ()) if kid in members] if depth < 64 else []
             return {
                 "uuid": uuid,
-                "name": task.fields.get("name"),
+                "name": task.name,
                 "state": task.state,
                 "children": [node(kid, depth + 1) for kid in kids],
             }
@@ -324,33 +197,45 @@ class Cluster:
             if seq + 1 < oldest:
                 return latest, [], True
             uuids = dict.fromkeys(uuid for number, uuid in self._changes if number > seq)
-            changed = [self._tasks[uuid].as_dict() for uuid in uuids if uuid in self._tasks]
+            tasks = self.state.tasks
+            changed = [self._task_dict(tasks[uuid]) for uuid in uuids if uuid in tasks]
         return latest, changed, False
 
     def throughput(self, seconds: int = 120) -> list[dict[str, int]]:
         """One point per second for the last ``seconds``, zeros included."""
-        now = int(self._clock())
-        with self._lock:
-            counts = {bucket[0]: (bucket[1], bucket[2]) for bucket in self._buckets}
-        points = []
-        for second in range(now - seconds + 1, now + 1):
-            succeeded, failed = counts.get(second, (0, 0))
-            points.append({"t": second, "succeeded": succeeded, "failed": failed})
-        return points
+        return self.state.throughput(window=seconds)
 
     def state_counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(Counter(task.state for task in self._tasks.values()))
+        return self.state.counts()
 
     def runtimes(self) -> dict[str, tuple[int, float]]:
         """Per task name: (count, total seconds) over the tasks in history that finished."""
         totals: dict[str, tuple[int, float]] = {}
         with self._lock:
-            for task in self._tasks.values():
-                runtime = task.fields.get("runtime")
-                if runtime is None:
+            for task in self.state.tasks.values():
+                if task.runtime is None:
                     continue
-                name = str(task.fields.get("name") or "unknown")
+                name = task.name or "unknown"
                 count, total = totals.get(name, (0, 0.0))
-                totals[name] = (count + 1, total + float(runtime))
+                totals[name] = (count + 1, total + float(task.runtime))
         return totals
+
+
+def _worker_dict(worker: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """State's worker snapshot in the API's shape, with what remote control told."""
+    data: dict[str, Any] = {key: worker[key] for key in WORKER_FIELDS}
+    if not worker["worker_events"]:
+        # known only from task events or a remote-control reply: no figures of its own
+        data.update(active=len(worker["running"]), processed=info.get("processed"))
+    data.update(
+        hostname=worker["hostname"],
+        status=worker["status"],
+        last_seen=worker["last_heartbeat"],
+        succeeded=worker["succeeded"],
+        failed=worker["failed"],
+        pool=info.get("pool"),
+        concurrency=info.get("concurrency"),
+        queues=list(info.get("queues") or []),
+        active_tasks=info.get("active_tasks") or [],
+    )
+    return data
