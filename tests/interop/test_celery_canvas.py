@@ -1,17 +1,14 @@
 """Chains and chords across Celery 5.7 and caraway on one Redis: either client, either worker.
 
-Redis db 8 is ours alone, flushed before and after each test. The Celery app module is
-written beside `proj` and declares the same task names. The one thing to know: the
-workflow's later steps travel inside the first messages (``embed.chain``/``embed.chord``)
-and the chord join is counted in Redis, so the worker that runs them must read the
-other side's wire form and counter layout.
+Redis db 8 is ours alone, flushed before and after each test. The Celery app module
+(tests/interop/celeryproc.py) is written beside `proj` and declares the same task names.
+The one thing to know: the workflow's later steps travel inside the first messages
+(``embed.chain``/``embed.chord``) and the chord join is counted in Redis, so the worker
+that runs them must read the other side's wire form and counter layout.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +17,8 @@ import pytest
 import redis
 
 from tests.helpers import Worker
-from tests.integration.redisproj import clean_db, redis_project, require, tasks
-from tests.interop.test_celery_redis import CeleryWorker
+from tests.integration.redisproj import clean_db, redis_project, tasks
+from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
 
 pytestmark = [
     pytest.mark.redis,
@@ -32,74 +29,24 @@ pytestmark = [
 
 URL = "redis://127.0.0.1:6379/8"
 
-CELERY_APP = """
-import os
-
-from celery import Celery
-
-app = Celery('proj', broker=os.environ['TEST_BROKER'], backend=os.environ['TEST_BACKEND'])
-app.conf.update(result_expires=3600, broker_connection_retry_on_startup=True,
-                worker_hijack_root_logger=False)
-
-
-@app.task(name='proj.tasks.add')
-def add(x, y):
-    return x + y
-
-
-@app.task(name='proj.tasks.mul')
-def mul(x, y):
-    return x * y
-
-
-@app.task(name='proj.tasks.xsum')
-def xsum(numbers):
-    return sum(numbers)
-"""
-
 
 @pytest.fixture
 def db() -> Iterator[redis.Redis]:
-    try:
-        importlib.import_module("celery")
-        importlib.import_module("kombu.transport.redis")  # fails without 'packaging'
-    except ImportError as exc:
-        require(False, f"celery 5.7 with packaging is not installed: {exc}")
+    require_celery()
     yield from clean_db(URL)
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: redis.Redis) -> Iterator[Path]:
-    (tmp_path / "celeryproj.py").write_text(textwrap.dedent(CELERY_APP))
-    sys.modules.pop("celeryproj", None)
-    try:
-        yield from redis_project(tmp_path, monkeypatch, URL)
-    finally:
-        sys.modules.pop("celeryproj", None)
+    write_celery_app(tmp_path, tasks=("add", "mul", "xsum"))
+    yield from redis_project(tmp_path, monkeypatch, URL)
 
 
 @pytest.fixture
 def celery_client(project: Path) -> Iterator[Any]:
-    """The Celery app of ``celeryproj`` as a client in this process."""
-    module = importlib.import_module("celeryproj")
-    app = module.app
-    try:
+    """The Celery app module ``celeryproj`` as a client in this process."""
+    with celery_module() as module:
         yield module
-    finally:
-        if "backend" in app.__dict__:
-            app.backend.result_consumer.stop()
-            app.backend.client.close()
-        app.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Worker | CeleryWorker]]:
-    started: list[Worker | CeleryWorker] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            process.stop()
 
 
 def test_a_celery_chain_and_chord_complete_on_a_caraway_worker_and_caraway_reads_them(
@@ -126,7 +73,7 @@ def test_a_caraway_chain_and_chord_complete_on_a_celery_worker_and_celery_reads_
 ) -> None:
     from caraway.canvas import chain, chord
 
-    worker = CeleryWorker(project, "celery").wait_ready()
+    worker = CeleryWorker(project, queues=("celery",)).wait_ready()
     processes.append(worker)
     proj = tasks()
     chained = chain(proj.add.s(4, 4), proj.mul.s(8), proj.add.s(1))()
@@ -144,7 +91,7 @@ def test_one_chord_is_joined_by_a_celery_worker_and_a_caraway_worker_together(
 ) -> None:
     from caraway.canvas import chord
 
-    processes.append(CeleryWorker(project, "celery").wait_ready())
+    processes.append(CeleryWorker(project, queues=("celery",)).wait_ready())
     processes.append(Worker(project, "-c", "1").wait_ready())
     proj = tasks()
     joined = chord((proj.add.s(i, i) for i in range(40)), proj.xsum.s())()

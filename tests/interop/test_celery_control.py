@@ -9,11 +9,8 @@ pidbox exchanges are shared, so nodes get unique names and requests name them.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,32 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from caraway.app import Caraway
 from caraway.worker.control import Control, ControlServer
-from tests.helpers import wait_until
+from tests.integration.redisproj import require
+from tests.interop.celeryproc import CeleryWorker, redis_prefix, write_celery_app
 from tests.unit.test_control_fakes import FakeNode, served
 
 pytestmark = [pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-CELERY_APP = """
-import os
-from celery import Celery
-
-app = Celery('capp', broker=os.environ['TEST_BROKER'])
-app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
-if os.environ.get('TEST_PREFIX'):
-    app.conf.broker_transport_options = {'global_keyprefix': os.environ['TEST_PREFIX']}
-
-
-@app.task(name='tasks.add')
-def add(x, y):
-    return x + y
-"""
 
 CARAWAY_APP = """
 import os
@@ -71,43 +53,23 @@ CARAWAY_CLI = (
 )
 
 
-def _require_celery() -> None:
-    try:
-        importlib.import_module("celery")
-        importlib.import_module("kombu.transport.redis")  # fails without 'packaging'
-    except ImportError as exc:
-        pytest.skip(f"celery 5.7 with packaging is not installed: {exc}")
-
-
 def _require(port: int, what: str) -> None:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError as exc:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"{what} must answer on port {port} in CI: {exc}") from exc
-        pytest.skip(f"no {what} on port {port}: {exc}")
+        require(False, f"no {what} on port {port}: {exc}")
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    _require_celery()
-    (tmp_path / "capp.py").write_text(textwrap.dedent(CELERY_APP))
+    write_celery_app(tmp_path, "capp", main="capp", names="tasks", results=False)
     (tmp_path / "cproj.py").write_text(textwrap.dedent(CARAWAY_APP))
     return tmp_path
 
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    _require(6379, "Redis")
-    value = f"ictl{uuid.uuid4().hex[:10]}:"
-    yield value
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{value}*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    yield from redis_prefix(REDIS_URL, "ictl")
 
 
 def _env(project: Path, broker: str, prefix: str) -> dict[str, str]:
@@ -155,47 +117,11 @@ def test_celery_inspect_ping_sees_a_caraway_node_on_rabbitmq(project: Path) -> N
         assert _celery_ping(project, AMQP_URL, "", node.hostname) == {node.hostname: {"ok": "pong"}}
 
 
-class CeleryWorker:
-    """``celery -A capp worker -P solo`` in its own session; ``stop()`` always ends it."""
-
-    def __init__(self, project: Path, prefix: str, hostname: str) -> None:
-        self.logfile = project / "celery-worker.log"
-        command = [
-            sys.executable, "-m", "celery", "-A", "capp", "worker", "-P", "solo", "-l", "info",
-            "-n", hostname, "--without-mingle", "--without-gossip", "--without-heartbeat",
-        ]  # fmt: skip
-        self._log = open(self.logfile, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command, cwd=project, env=_env(project, REDIS_URL, prefix), stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-    def log(self) -> str:
-        return self.logfile.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"celery worker exited early:\n{self.log()}")
-            return " ready." in self.log()
-
-        wait_until(ready, timeout=30, interval=0.1, message="celery worker to be ready")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self._log.close()
-
-
 @pytest.fixture
 def celery_node(project: Path, prefix: str) -> Iterator[str]:
     hostname = f"cel{uuid.uuid4().hex[:6]}@box"
-    worker = CeleryWorker(project, prefix, hostname)
+    env = {"TEST_BROKER": REDIS_URL, "TEST_PREFIX": prefix}
+    worker = CeleryWorker(project, "capp", hostname=hostname, env=env)
     try:
         worker.wait_ready()
         yield hostname

@@ -8,15 +8,7 @@ tasks with their final states, result and traceback, all learnt from Celery's ev
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import textwrap
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,6 +19,7 @@ import pytest
 
 from caraway.app import Caraway
 from tests.helpers import wait_until
+from tests.interop.celeryproc import CeleryWorker, redis_prefix, require_celery, write_celery_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -34,54 +27,10 @@ pytest.importorskip("uvicorn")
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
-CELERY_APP = """
-import os
-from celery import Celery
-
-app = Celery('cdashapp', broker=os.environ['TEST_BROKER'])
-app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
-app.conf.broker_transport_options = {'global_keyprefix': os.environ['TEST_PREFIX']}
-
-
-@app.task(name='tasks.add')
-def add(x, y):
-    return x + y
-
-
-@app.task(name='tasks.boom')
-def boom(message):
-    raise ValueError(message)
-"""
-
-
-def _require_celery() -> Any:
-    try:
-        celery = importlib.import_module("celery")
-        importlib.import_module("kombu.transport.redis")  # fails without 'packaging'
-    except ImportError as exc:
-        pytest.skip(f"celery 5.7 with packaging is not installed: {exc}")
-    return celery
-
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"Redis must answer on port 6379 in CI: {exc}") from exc
-        pytest.skip(f"no Redis on port 6379: {exc}")
-    value = f"idash{uuid.uuid4().hex[:10]}:"
-    yield value
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{value}*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    yield from redis_prefix(REDIS_URL, "idash")
 
 
 @pytest.fixture
@@ -107,40 +56,26 @@ def dashboard_url(prefix: str) -> Iterator[str]:
 @pytest.fixture
 def celery_worker(tmp_path: Path, prefix: str) -> Iterator[str]:
     """``celery worker -E -P solo`` on the test's prefix; yields its hostname."""
-    _require_celery()
-    (tmp_path / "cdashapp.py").write_text(textwrap.dedent(CELERY_APP))
+    write_celery_app(
+        tmp_path, "cdashapp", tasks=("add", "boom"), main="cdashapp", names="tasks", results=False
+    )
     hostname = f"cdash{uuid.uuid4().hex[:6]}@box"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TEST_BROKER": REDIS_URL,
-           "TEST_PREFIX": prefix}  # fmt: skip
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "cdashapp", "worker", "-E", "-P", "solo",
-             "-l", "info", "-n", hostname, "--without-mingle", "--without-gossip"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    env = {"TEST_BROKER": REDIS_URL, "TEST_PREFIX": prefix}
+    worker = CeleryWorker(tmp_path, "cdashapp", hostname=hostname, events=True, env=env)
     try:
         yield hostname
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                worker.wait(timeout=15)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        worker.stop()
 
 
 @pytest.fixture
 def celery_client(prefix: str) -> Iterator[Any]:
-    celery = _require_celery()
-    client = celery.Celery("cdashclient", broker=REDIS_URL)
+    client = require_celery().Celery("cdashclient", broker=REDIS_URL)
     client.conf.broker_transport_options = {"global_keyprefix": prefix}
     try:
         yield client
     finally:
-        client.close()
+        client.close()  # no result backend to close: the app has none
 
 
 def get(base: str, path: str) -> Any:

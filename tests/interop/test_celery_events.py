@@ -9,12 +9,9 @@ Redis db 15 under a key prefix private to each test (kombu prefixes channels too
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import queue
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,24 +28,11 @@ from caraway.events.dispatcher import EventDispatcher
 from caraway.events.receiver import EventReceiver
 from caraway.events.state import State
 from tests.helpers import wait_until
+from tests.interop.celeryproc import CeleryWorker, redis_prefix, stop_process, write_celery_app
 
 pytestmark = [pytest.mark.slow]
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-CELERY_APP = """
-import os
-from celery import Celery
-
-app = Celery('cevapp', broker=os.environ['TEST_BROKER'])
-app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
-app.conf.broker_transport_options = {'global_keyprefix': os.environ['TEST_PREFIX']}
-
-
-@app.task(name='tasks.add')
-def add(x, y):
-    return x + y
-"""
 
 CELERY_RECEIVER = """
 import json, os
@@ -77,39 +61,14 @@ with app.connection_for_read() as conn:
 """
 
 
-def _require_celery() -> None:
-    try:
-        importlib.import_module("celery")
-        importlib.import_module("kombu.transport.redis")  # fails without 'packaging'
-    except ImportError as exc:
-        pytest.skip(f"celery 5.7 with packaging is not installed: {exc}")
-
-
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError as exc:
-        if os.environ.get("CI"):
-            raise RuntimeError(f"Redis must answer on port 6379 in CI: {exc}") from exc
-        pytest.skip(f"no Redis on port 6379: {exc}")
-    value = f"iev{uuid.uuid4().hex[:10]}:"
-    yield value
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{value}*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    yield from redis_prefix(REDIS_URL, "iev")
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    _require_celery()
-    (tmp_path / "cevapp.py").write_text(textwrap.dedent(CELERY_APP))
+    write_celery_app(tmp_path, "cevapp", main="cevapp", names="tasks", results=False)
     (tmp_path / "cevrecv.py").write_text(textwrap.dedent(CELERY_RECEIVER))
     return tmp_path
 
@@ -127,16 +86,6 @@ def _caraway_app(prefix: str) -> Caraway:
     app = Caraway("cevcar", broker=REDIS_URL)
     app.conf.broker_transport_options = {"global_keyprefix": prefix}
     return app
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 class Watch:
@@ -164,16 +113,11 @@ def test_caraway_state_follows_a_celery_worker(project: Path, prefix: str) -> No
     watch = Watch(app)
     watch.thread.start()
     hostname = f"cev{uuid.uuid4().hex[:6]}@box"
-    log = open(project / "worker.log", "wb")  # noqa: SIM115 - closed below
     worker = None
     try:
         assert watch.receiver.wait_connected(10)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "cevapp", "worker", "-E", "-P", "solo",
-             "-l", "info", "-n", hostname, "--without-mingle", "--without-gossip"],
-            cwd=project, env=_env(project, prefix), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        env = {"TEST_BROKER": REDIS_URL, "TEST_PREFIX": prefix}
+        worker = CeleryWorker(project, "cevapp", hostname=hostname, events=True, env=env)
         wait_until(lambda: watch.seen("worker-online", hostname=hostname), timeout=30)
         wait_until(lambda: watch.seen("worker-heartbeat", hostname=hostname), timeout=15)
         result = app.send_task("tasks.add", (2, 2))
@@ -186,14 +130,13 @@ def test_caraway_state_follows_a_celery_worker(project: Path, prefix: str) -> No
         assert task["worker"] == hostname and task["received"] and task["started"]
         node = next(w for w in watch.state.workers_snapshot() if w["hostname"] == hostname)
         assert node["status"] == "online" and node["sw_ident"] == "py-celery"
-        _stop(worker)
+        worker.stop()
         wait_until(lambda: watch.seen("worker-offline", hostname=hostname), timeout=20)
         node = next(w for w in watch.state.workers_snapshot() if w["hostname"] == hostname)
         assert node["status"] == "offline"
     finally:
         if worker is not None:
-            _stop(worker)
-        log.close()
+            worker.stop()
         watch.receiver.stop()
         watch.thread.join(10)
         app.close()
@@ -246,7 +189,7 @@ def test_celerys_receiver_and_state_read_caraway_events(project: Path, prefix: s
         }  # fmt: skip
     finally:
         dispatcher.close()
-        _stop(receiver)
+        stop_process(receiver)
         reader.join(5)
         if receiver.stdout is not None:
             receiver.stdout.close()

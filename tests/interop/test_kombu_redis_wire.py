@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ import redis
 from caraway.backends.redis import RedisBackend
 from caraway.protocol.message import Message
 from caraway.transports.redis import RedisTransport
+from tests.interop.celeryproc import close_celery_app, redis_prefix, require_celery
 
 pytestmark = [
     pytest.mark.redis,
@@ -34,39 +34,14 @@ REDIS_URL = "redis://127.0.0.1:6379/12"
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 
-def _require(condition: bool, why: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (required in CI)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def celery_mod() -> Any:
-    try:
-        celery = importlib.import_module("celery")
-        importlib.import_module("kombu.transport.redis")  # fails without 'packaging'
-    except ImportError as exc:
-        _require(False, f"celery 5.7 with packaging is not installed: {exc}")
-    return celery
+    return require_celery()
 
 
 @pytest.fixture
 def prefix(celery_mod: Any) -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            _require(False, f"no Redis at {REDIS_URL}: {exc}")
-        value = f"i{uuid.uuid4().hex[:12]}:"
-        yield value
-        keys = list(client.scan_iter(match=f"{value}*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    yield from redis_prefix(REDIS_URL, "i")
 
 
 @pytest.fixture
@@ -123,10 +98,7 @@ def celery_app(celery_mod: Any, prefix: str) -> Iterator[Any]:
     try:
         yield app
     finally:
-        if "backend" in app.__dict__:
-            app.backend.result_consumer.stop()
-            app.backend.client.close()
-        app.close()
+        close_celery_app(app)
 
 
 def _captured_message() -> Message:
