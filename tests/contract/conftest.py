@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -28,6 +28,7 @@ from caraway.transports.base import Transport
 
 TransportFactory = Callable[..., Transport]
 BackendFactory = Callable[..., Backend]
+H = TypeVar("H", Transport, Backend)
 
 #: a Redis db of its own, so other suites running at the same time never see our keys
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -64,26 +65,24 @@ def _plugin_or_skip(module: str) -> None:
         pytest.skip(f"{module} is not importable here: {exc}")
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis"])
-def transport_factory(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[TransportFactory]:
-    """Opens transports on one broker, private to this test; closes them afterwards."""
-    kind: str = request.param
+def _url(kind: str, path: Path, plugin: str) -> str:
+    """Where a ``kind`` broker or store private to this test lives; ``path`` is its SQLite file."""
     if kind == "memory":
-        url = f"memory://{uuid.uuid4()}"
-    elif kind.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'broker.sqlite3'}"
-        if kind == "sqlite-select-then-update":
-            # the claim path for SQLite libraries older than 3.35 (no RETURNING)
-            monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
-    else:
-        _plugin_or_skip("caraway.transports.redis")
-        url = REDIS_URL
-    opened: list[Transport] = []
+        return f"memory://{uuid.uuid4()}"
+    if kind.startswith("sqlite"):
+        return f"sqlite:///{path}"
+    _plugin_or_skip(plugin)
+    return REDIS_URL
 
-    def factory(options: dict[str, Any] | None = None) -> Transport:
-        handle = get_transport(url, options=options)
+
+def _handles(
+    opener: Callable[..., H], url: str, reset: Callable[[str], None]
+) -> Iterator[Callable[..., H]]:
+    """Yield a factory of handles on ``url``; close them all and reset ``url`` afterwards."""
+    opened: list[H] = []
+
+    def factory(options: dict[str, Any] | None = None) -> H:
+        handle = opener(url, options=options)
         opened.append(handle)
         return handle
 
@@ -92,7 +91,20 @@ def transport_factory(
     finally:
         for handle in opened:
             handle.close()
-        memory_transport.reset(url)
+        reset(url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis"])
+def transport_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TransportFactory]:
+    """Opens transports on one broker, private to this test; closes them afterwards."""
+    kind: str = request.param
+    if kind == "sqlite-select-then-update":
+        # the claim path for SQLite libraries older than 3.35 (no RETURNING)
+        monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
+    url = _url(kind, tmp_path / "broker.sqlite3", "caraway.transports.redis")
+    yield from _handles(get_transport, url, memory_transport.reset)
 
 
 @pytest.fixture
@@ -109,27 +121,8 @@ def queue() -> str:
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
-    kind: str = request.param
-    if kind == "memory":
-        url = f"memory://{uuid.uuid4()}"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'results.sqlite3'}"
-    else:
-        _plugin_or_skip("caraway.backends.redis")
-        url = REDIS_URL
-    opened: list[Backend] = []
-
-    def factory(options: dict[str, Any] | None = None) -> Backend:
-        handle = get_backend(url, options=options)
-        opened.append(handle)
-        return handle
-
-    try:
-        yield factory
-    finally:
-        for handle in opened:
-            handle.close()
-        memory_backend.reset(url)
+    url = _url(request.param, tmp_path / "results.sqlite3", "caraway.backends.redis")
+    yield from _handles(get_backend, url, memory_backend.reset)
 
 
 @pytest.fixture
