@@ -4,13 +4,16 @@ Entities exactly as Celery declares them (a mismatch is PRECONDITION_FAILED): fa
 exchange ``celery.pidbox`` and direct ``reply.celery.pidbox``, both non-durable; a node's
 exclusive auto-delete queue ``<hostname>.celery.pidbox`` (x-expires 10 s, x-message-ttl
 300 s) bound with key ``""``; a client's auto-delete ``<oid>.reply.celery.pidbox``
-(x-expires 10 s) bound with key ``<oid>``. Nodes poll with basic.get so they never block.
+(x-expires 10 s) bound with key ``<oid>``. A node consumes its queue (no ack, as Celery
+does) and ``receive`` only reads what has already arrived: the supervisor calls it on
+every wake-up, often once per task, so it must not cost a round trip (basic.get did).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import select
 import time
 from collections import deque
 from collections.abc import Callable
@@ -87,6 +90,7 @@ class AMQPMailbox(Mailbox):
         self._conn: Any = None
         self._channel: Any = None
         self._queue: str | None = None
+        self._requests: deque[Message] = deque()
         self._replies: dict[str, deque[Message]] = {}
         self._consumers: dict[str, str] = {}
 
@@ -134,6 +138,10 @@ class AMQPMailbox(Mailbox):
                 arguments=dict(_NODE_QUEUE_ARGS),
             )
             chan.queue_bind(queue, PIDBOX_EXCHANGE, "")
+            requests = self._requests
+            chan.basic_consume(
+                queue, no_ack=True, callback=lambda raw: requests.append(_from_amqp(raw))
+            )
 
         self._call("declare the pidbox queue", declare)
         self._queue = queue
@@ -148,14 +156,28 @@ class AMQPMailbox(Mailbox):
                 # reconnected after a failure: the exclusive queue died with the connection
                 self._queue = None
                 self.listen(queue[: -len(PIDBOX_EXCHANGE) - 1])
-            messages: list[Message] = []
-            while True:
-                raw = self._chan().basic_get(queue, no_ack=True)
-                if raw is None:
-                    return messages
-                messages.append(_from_amqp(raw))
+            self._read_arrived(self._chan().connection)
+            messages = list(self._requests)
+            self._requests.clear()
+            return messages
 
         return self._call("read the pidbox", drain)
+
+    @staticmethod
+    def _read_arrived(conn: Any) -> None:
+        """Dispatch every frame already on the socket, without waiting for more.
+
+        py-amqp reads no further than the frame it parses, so a socket with nothing to
+        read (TLS: nothing decrypted and pending either) holds nothing but the rest of a
+        partial frame, which the next call reads.
+        """
+        sock = conn.sock
+        pending = getattr(sock, "pending", None)
+        while (pending is not None and pending()) or select.select([sock], [], [], 0)[0]:
+            try:
+                conn.drain_events(timeout=0)
+            except TimeoutError:
+                return
 
     def reply(self, message: Message, *, exchange: str, routing_key: str) -> None:
         self._call(
