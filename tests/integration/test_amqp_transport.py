@@ -193,20 +193,40 @@ def test_unroutable_publish_is_a_broker_error(
     assert transport.size(queue) == 1
 
 
-def test_prefetch_is_set_once_from_the_first_fetch_limit(
+def test_prefetch_is_set_once_to_twice_the_first_fetch_limit(
     make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
 ) -> None:
     producer, consumer, queue = make_transport(), make_transport(), queue_name()
     producer.publish_many([(message(), queue) for _ in range(10)])
     held = fetch_all(consumer, queue, 3)
     assert len(held) == 3
-    # the broker holds back the rest while three are unacked
+    # the next batch is already on its way while the first is run and acked
+    held += fetch_all(consumer, queue, 3)
+    assert len(held) == 6
+    # the broker holds back the rest while six are unacked
     assert consumer.fetch([queue], limit=3, timeout=0.5, owner="t/1") == []
-    assert producer.size(queue) == 7
+    assert producer.size(queue) == 4
     for delivery in held:
         delivery.ack()
         delivery.ack()  # idempotent: a second ack must not close the channel
-    assert len(fetch_all(consumer, queue, 3)) == 3
+    assert len(fetch_all(consumer, queue, 4)) == 4
+
+
+def test_ack_many_leaves_out_of_its_multiple_ack_a_delivery_it_was_not_given(
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+) -> None:
+    producer, consumer, queue = make_transport(), make_transport(), queue_name()
+    producer.publish_many([(message(), queue) for _ in range(6)])
+    held = fetch_all(consumer, queue, 6)
+    assert len(held) == 6
+    consumer.ack_many([held[0], held[1]])  # one multiple ack
+    consumer.ack_many([held[3], held[2], held[5]])  # held[4] is still running
+    consumer.ack_many([held[5]])  # already acked: must not close the channel
+    consumer.close()
+    (back,) = fetch_all(make_transport(), queue, 1)
+    assert back.redelivered
+    assert back.message.headers["id"] == held[4].message.headers["id"]
+    assert producer.size(queue) == 0
 
 
 def test_requeued_delivery_comes_back_redelivered(

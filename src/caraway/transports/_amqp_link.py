@@ -105,6 +105,8 @@ class Link:
         self._nacked: list[int] = []
         self._returned: deque[tuple[str, str, str]] = deque()
         self._seq = 0
+        #: delivery tags received on the consume channel and not acked or rejected yet
+        self.unsettled: set[int] = set()
         self.conn = amqp.Connection(
             host=f"{params.host}:{params.port}",
             userid=params.userid,
@@ -148,6 +150,28 @@ class Link:
         """After a channel error (e.g. PRECONDITION_FAILED) closed the publish channel."""
         with self.lock:
             self.publish_channel = self._open_publish_channel()
+
+    # -- acks (lock held) ------------------------------------------------------------------
+    def ack_tags(self, tags: Sequence[int]) -> None:
+        """Ack ``tags`` of the consume channel in as few frames as RabbitMQ allows.
+
+        One ``multiple`` ack covers every tag below the lowest unsettled tag not in
+        ``tags`` (usually all of them: a worker acks in delivery order); the rest go one
+        by one.
+        """
+        unsettled = self.unsettled
+        wanted = set(tags)
+        blocker = min((t for t in unsettled if t not in wanted), default=None)
+        below = [t for t in tags if blocker is None or t < blocker]
+        singles = [t for t in tags if blocker is not None and t > blocker]
+        channel = self.consume_channel
+        if below:
+            top = max(below)
+            channel.basic_ack(top, multiple=len(below) > 1)
+            unsettled.difference_update([t for t in unsettled if t <= top])
+        for tag in singles:
+            channel.basic_ack(tag)
+            unsettled.discard(tag)
 
     # -- confirms and returns (called from drain_events, lock held) ----------------------
     def _on_ack(self, tag: int, multiple: bool) -> None:

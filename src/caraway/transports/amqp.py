@@ -245,10 +245,9 @@ class AMQPTransport(Transport):
                 continue
             self._declare(link, queue)
 
-            def callback(
-                message: Any, queue: str = queue, generation: int = link.generation
-            ) -> None:
-                self._on_message(generation, queue, message)
+            def callback(message: Any, queue: str = queue, link: Link = link) -> None:
+                link.unsettled.add(message.delivery_info["delivery_tag"])
+                self._on_message(link.generation, queue, message)
 
             def cancelled(tag: str, queue: str = queue) -> None:
                 # The queue was deleted under us: the next fetch declares it again.
@@ -320,6 +319,7 @@ class AMQPTransport(Transport):
         try:
             with link.lock:
                 op(link.consume_channel, held.delivery_tag)
+                link.unsettled.discard(held.delivery_tag)
         except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
             logger.warning(
                 "%s of delivery %s failed (%r); RabbitMQ requeues it", what, delivery.tag, exc
@@ -329,6 +329,36 @@ class AMQPTransport(Transport):
 
     def ack(self, delivery: Delivery) -> None:
         self._settle(delivery, "ack", lambda channel, tag: channel.basic_ack(tag))
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack a batch, with one ``multiple`` basic.ack where RabbitMQ's rule allows.
+
+        ``multiple`` acks every unsettled tag up to the one given, so it covers the tags
+        below the lowest unsettled one left out of the batch (a task still running or
+        waiting); those above it are acked one by one, all in one hold of the lock.
+        """
+        link = self._link
+        tags: list[int] = []
+        for delivery in deliveries:
+            held = _held(delivery)
+            if held.settled:
+                continue
+            if link is None or link.generation != held.generation or link.broken is not None:
+                self.ack(delivery)  # logs that RabbitMQ has it back already
+                continue
+            held.settled = True
+            tags.append(held.delivery_tag)
+        if not tags or link is None:
+            return
+        try:
+            with link.lock:
+                link.ack_tags(tags)
+        except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
+            logger.warning(
+                "ack of %d deliveries failed (%r); RabbitMQ requeues them", len(tags), exc
+            )
+            with self._connect_lock:
+                self._drop(link)
 
     def requeue(self, delivery: Delivery) -> None:
         self._settle(delivery, "requeue", lambda channel, tag: channel.basic_reject(tag, True))
