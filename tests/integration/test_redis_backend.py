@@ -240,3 +240,15 @@ def test_chord_extend_raises_the_expected_count(backend: RedisBackend) -> None:
     backend.chord_extend(group_id, 1)
     assert backend.chord_join(group_id, str(uuid.uuid4()), 0, "SUCCESS", "1") is None
     assert backend.chord_join(group_id, str(uuid.uuid4()), 1, "SUCCESS", "2") is not None
+
+
+def test_store_many_begin_writes_while_the_caller_goes_on(
+    backend: RedisBackend, raw: redis.Redis
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    raw.script_flush()  # the first send meets NOSCRIPT and must load the script itself
+    wait = backend.store_many_begin(
+        [(task_id, doc(task_id, "SUCCESS", 1), "SUCCESS", None) for task_id in ids], expires=60
+    )
+    wait()
+    assert backend.load_many(ids) == [doc(task_id, "SUCCESS", 1) for task_id in ids]

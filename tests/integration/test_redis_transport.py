@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from caraway.exceptions import BrokerConnectionError, ImproperlyConfigured
+from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
 from caraway.transports.base import Delivery
@@ -590,3 +590,61 @@ def test_a_script_the_server_does_not_know_is_loaded_on_first_use(redis_url: str
     finally:
         held.close()
         client.close()
+
+
+def test_ack_then_fetch_acks_and_claims_in_one_round_trip(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish_many([(make_message(), "q") for _ in range(4)])
+    first = transport.fetch(["q"], limit=2, timeout=1, owner="n/1")
+    trips: list[int] = []
+    run = transport._held.run
+
+    def counted(commands: Any, **kwargs: Any) -> Any:
+        trips.append(len(commands))
+        return run(commands, **kwargs)
+
+    transport._held.run = counted  # type: ignore[method-assign]
+    second = transport.ack_then_fetch(first, ["q"], limit=2, timeout=0, owner="n/1")
+    assert len(second) == 2 and trips == [2]  # one ACK script and the claim, one round trip
+    for delivery in first:
+        assert not raw.hexists(prefix + "unacked", delivery.tag)
+        assert not raw.sismember(prefix + "caraway.owner.n/1", delivery.tag)
+    assert all(raw.hexists(prefix + "unacked", d.tag) for d in second)
+
+
+def test_a_claim_whose_acks_failed_is_handed_back_before_the_next_claim(
+    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+) -> None:
+    transport.publish_many([(make_message(), "q") for _ in range(2)])
+    (held,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/2")
+    raw.delete(prefix + "caraway.owner.n/2")
+    raw.set(prefix + "caraway.owner.n/2", "not a set")  # the ack script fails (WRONGTYPE)
+    with pytest.raises(BrokerError, match="WRONGTYPE"):
+        transport.ack_then_fetch([held], ["q"], limit=1, timeout=0, owner="n/1")
+    assert raw.scard(prefix + "caraway.owner.n/1") == 1  # the claim did go through...
+    (again,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    assert not again.redelivered  # ...and was handed back before the next claim
+    assert raw.scard(prefix + "caraway.owner.n/1") == 1
+
+
+def test_held_connection_send_reads_its_replies_later_and_in_order(raw: redis.Redis) -> None:
+    held = HeldConnection(
+        redis.Redis.from_url(
+            f"redis://127.0.0.1:6379/{raw.connection_pool.connection_kwargs['db']}"
+        )
+    )
+    key = f"t{uuid.uuid4().hex}"
+    try:
+        read = held.send([("SET", key, "1"), ("INCR", key)])
+        # using the connection before reading must not mix the two batches' replies up
+        assert held.run([("GET", key)]) == [b"2"]
+        assert read() == [b"OK", 2]
+        read_error = held.send([("INCR", key), ("HGET", key, "x")])
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            read_error()
+        assert held.run([("GET", key)]) == [b"3"]  # the connection stayed in step
+    finally:
+        raw.delete(key)
+        held.close()
+        held.client.close()

@@ -53,6 +53,17 @@ class Backend(abc.ABC):
         for task_id, document, state, reply_to in items:
             self.store(task_id, document, state=state, expires=expires, reply_to=reply_to)
 
+    def store_many_begin(
+        self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
+    ) -> Callable[[], None]:
+        """Start :meth:`store_many`; the returned function waits for it to be done.
+
+        Lets the worker write results while its broker connection claims the next batch;
+        stores that cannot overlap a round trip simply finish here.
+        """
+        self.store_many(items, expires=expires)
+        return _done
+
     def on_task_call(self, task_id: str) -> None:  # noqa: B027 - most stores need nothing
         """Called by the producer before it publishes a task whose result it will read."""
 
@@ -96,3 +107,7 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""
+
+
+def _done() -> None:
+    """A store that finished before it was waited for."""

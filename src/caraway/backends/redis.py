@@ -257,12 +257,30 @@ class RedisBackend(Backend):
         """The guarded store script for every item, sent in one round trip."""
         if not items:
             return
+        commands = self._store_commands(items, expires)
+        self._call("store", lambda: self._held.run(commands))
+
+    def store_many_begin(
+        self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
+    ) -> Callable[[], None]:
+        """Send the store scripts now and read their replies when waited for."""
+        if not items:
+            return lambda: None
+        read = self._call("store", lambda: self._held.send(self._store_commands(items, expires)))
+
+        def wait() -> None:
+            self._call("store", read)
+
+        return wait
+
+    def _store_commands(
+        self, items: Sequence[tuple[str, bytes, str, str | None]], expires: float | None
+    ) -> list[tuple[Any, ...]]:
         ttl_ms = _ttl_ms(expires)
-        commands = [
+        return [
             self._held.evalsha(self._store, [self.task_key(task_id)], [document, ttl_ms])
             for task_id, document, _state, _reply_to in items
         ]
-        self._call("store", lambda: self._held.run(commands))
 
     def load(self, task_id: str) -> bytes | None:
         return _opt_bytes(self._call("load", lambda: self.client.get(self.task_key(task_id))))

@@ -213,3 +213,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+#: KEYS: unacked, unacked_index, claims, deliveries, the owner's set.  ARGV: delivery tags.
+#: One script per owner: a sweep or a claim running between an ack's commands could
+#: otherwise see a claim half forgotten. Returns how many tags it was given.
+ACK = """
+local n = #ARGV
+for first = 1, n, 500 do
+  local last = math.min(first + 499, n)
+  redis.call('HDEL', KEYS[1], unpack(ARGV, first, last))
+  redis.call('ZREM', KEYS[2], unpack(ARGV, first, last))
+  redis.call('HDEL', KEYS[3], unpack(ARGV, first, last))
+  redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
+  redis.call('SREM', KEYS[5], unpack(ARGV, first, last))
+end
+return n
+"""

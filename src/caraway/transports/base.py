@@ -120,6 +120,20 @@ class Transport(abc.ABC):
         first. Returns an empty list on timeout.
         """
 
+    def ack_then_fetch(
+        self,
+        acks: Sequence[Delivery],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        timeout: float,
+        owner: str,
+    ) -> list[Delivery]:
+        """Ack ``acks``, then :meth:`fetch`: the worker's steady state, which transports
+        that can do both in one round trip override."""
+        self.ack_many(acks)
+        return self.fetch(queues, limit=limit, timeout=timeout, owner=owner)
+
     @abc.abstractmethod
     def ack(self, delivery: Delivery) -> None:
         """Forget a delivery for good; idempotent."""

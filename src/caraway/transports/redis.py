@@ -91,6 +91,7 @@ class RedisTransport(Transport):
         self.client = connect(url, opts)
         self._held = HeldConnection(self.client)
         self._claim = self._held.script(lua.CLAIM)
+        self._ack = self._held.script(lua.ACK)
         self._restore = self.client.register_script(lua.RESTORE)
         self._park = self.client.register_script(lua.PARK)
         self._bury = self.client.register_script(lua.DEAD_LETTER)
@@ -223,7 +224,20 @@ class RedisTransport(Transport):
     def fetch(
         self, queues: Sequence[str], *, limit: int, timeout: float, owner: str
     ) -> list[Delivery]:
+        return self.ack_then_fetch((), queues, limit=limit, timeout=timeout, owner=owner)
+
+    def ack_then_fetch(
+        self,
+        acks: Sequence[Delivery],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        timeout: float,
+        owner: str,
+    ) -> list[Delivery]:
+        """The acks travel in the claim's round trip (its pipeline, ahead of the script)."""
         if not queues or limit <= 0:
+            self.ack_many(acks)
             return []
         for queue in queues:
             self.declare(queue)
@@ -234,8 +248,10 @@ class RedisTransport(Transport):
         self._rotation += 1
         order = order[shift:] + order[:shift]
         keys = [self.queue_key(q, step) for step in self.priority_steps for q in order]
+        before = self._ack_commands(acks)
         while True:
-            found, next_due = self._claim_once(keys, limit, owner)
+            found, next_due = self._claim_once(keys, limit, owner, before)
+            before = []
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
@@ -253,7 +269,7 @@ class RedisTransport(Transport):
         self._call("fetch", lambda: self.client.blmove(full, full, wait, "RIGHT", "RIGHT"))  # type: ignore[arg-type]
 
     def _claim_once(
-        self, keys: list[str], limit: int, owner: str
+        self, keys: list[str], limit: int, owner: str, before: list[tuple[Any, ...]]
     ) -> tuple[list[Delivery], float | None]:
         attempts = 0
         while True:
@@ -261,7 +277,7 @@ class RedisTransport(Transport):
             try:
                 if self._doubtful:
                     self._release_doubtful()
-                reply = self._run_claim(keys, limit, owner, fetch_id)
+                reply = self._run_claim(keys, limit, owner, fetch_id, before)
                 break
             except _RETRYABLE as exc:
                 # The script may have run with its reply lost: its claims are released
@@ -292,7 +308,14 @@ class RedisTransport(Transport):
                 deliveries.append(delivery)
         return deliveries, next_due
 
-    def _run_claim(self, keys: list[str], limit: int, owner: str, fetch_id: str) -> Any:
+    def _run_claim(
+        self,
+        keys: list[str],
+        limit: int,
+        owner: str,
+        fetch_id: str,
+        before: Sequence[tuple[Any, ...]] = (),
+    ) -> Any:
         bookkeeping = [
             *self._bookkeeping_keys(),
             self._owner_key(owner),
@@ -309,7 +332,15 @@ class RedisTransport(Transport):
             *keys,
         ]
         claim = self._held.evalsha(self._claim, bookkeeping + [self._k(k) for k in keys], args)
-        return self._held.run([claim])[0]
+        # acks are idempotent: if the reply is lost they are simply sent again
+        replies = self._held.run([*before, claim], raise_errors=False)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            if not isinstance(replies[-1], Exception):
+                # the claim went through but an ack did not: hand the claim back
+                self._doubtful.add((owner, fetch_id))
+            raise failed[0]
+        return replies[-1]
 
     def _delivery(self, key: str, raw: bytes, count: int, tag: str, owner: str) -> Delivery | None:
         held = _Held(raw=raw, owner=owner, key=key)
@@ -351,22 +382,22 @@ class RedisTransport(Transport):
         self.ack_many([delivery])
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
-        if not deliveries:
-            return
+        if deliveries:
+            self._send("ack", self._ack_commands(deliveries), transaction=False)
+
+    def _ack_commands(self, deliveries: Sequence[Delivery]) -> list[tuple[Any, ...]]:
+        """One ACK script per owner for the whole batch, not five commands per delivery."""
         unacked, index, claims = self._bookkeeping_keys()
-        tags = [delivery.tag for delivery in deliveries]
         by_owner: dict[str, list[str]] = {}
         for delivery in deliveries:
             by_owner.setdefault(_held(delivery).owner, []).append(delivery.tag)
-        # one command per structure for the whole batch, not five per delivery
-        commands: list[tuple[Any, ...]] = [
-            ("ZREM", index, *tags),
-            ("HDEL", unacked, *tags),
-            ("HDEL", claims, *tags),
-            ("HDEL", self._k("caraway.deliveries"), *tags),
+        deliveries_key = self._k("caraway.deliveries")
+        return [
+            self._held.evalsha(
+                self._ack, [unacked, index, claims, deliveries_key, self._owner_key(owner)], tags
+            )
+            for owner, tags in by_owner.items()
         ]
-        commands += [("SREM", self._owner_key(owner), *mine) for owner, mine in by_owner.items()]
-        self._send("ack", commands, transaction=True)
 
     def requeue(self, delivery: Delivery) -> None:
         held = _held(delivery)

@@ -15,7 +15,7 @@ import hashlib
 import os
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -219,6 +219,29 @@ def _user(raw: str | None) -> str | None:
 Command = tuple[Any, ...]
 
 
+def _read_reply(conn: Any) -> Any:
+    """One reply, an error reply as a value: the replies after it must still be read."""
+    try:
+        return conn.read_response()
+    except redis.exceptions.ResponseError as exc:
+        return exc
+
+
+@dataclass
+class _Pending:
+    """The replies still owed for one :meth:`HeldConnection.send`."""
+
+    count: int
+    replies: list[Any] | None = None
+    error: BaseException | None = None
+
+    def result(self) -> list[Any]:
+        if self.error is not None:
+            raise self.error
+        assert self.replies is not None
+        return self.replies
+
+
 class HeldConnection:
     """A connection kept out of ``client``'s pool for publish, claim, ack and result writes.
 
@@ -234,6 +257,7 @@ class HeldConnection:
         self._conn: Any = None  # a redis-py Connection (its methods are untyped)
         self._lock = threading.Lock()
         self._scripts: dict[str, str] = {}
+        self._pending: _Pending | None = None
 
     def script(self, source: str) -> str:
         """Register a Lua ``source``; returns the sha to pass to :meth:`evalsha`."""
@@ -245,56 +269,124 @@ class HeldConnection:
     def evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Command:
         return ("EVALSHA", sha, len(keys), *keys, *args)
 
-    def run(self, commands: list[Command], *, transaction: bool = False) -> list[Any]:
+    def run(
+        self, commands: list[Command], *, transaction: bool = False, raise_errors: bool = True
+    ) -> list[Any]:
         """Run ``commands`` in one round trip (inside MULTI/EXEC when ``transaction``).
 
-        Returns the raw replies (no redis-py response callbacks); raises the first error.
+        Returns the raw replies (no redis-py response callbacks); raises the first error,
+        or with ``raise_errors=False`` leaves error replies in the list (connection errors
+        are raised all the same).
         """
+        replies = self._with_scripts(lambda: self._run(commands, transaction))
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors and raise_errors:
+            raise errors[0]
+        return replies
+
+    def send(self, commands: list[Command]) -> Callable[[], list[Any]]:
+        """Send ``commands`` now; the returned function reads their replies.
+
+        For writes whose round trip can overlap another connection's (results written
+        while the broker claims the next batch). Replies not yet read when this connection
+        is next used are read first, so nothing interleaves. The reader raises the first
+        error, as :meth:`run` does.
+        """
+        if not self._lock.acquire(blocking=False):
+            replies = self.run(commands)
+            return lambda: replies
         try:
-            return self._run(commands, transaction)
-        except redis.exceptions.NoScriptError:
+            self._read_pending()
+            conn = self._connection()
+            try:
+                conn.send_packed_command(conn.pack_commands(commands))
+            except BaseException:
+                self._drop()
+                raise
+            pending = self._pending = _Pending(len(commands))
+        finally:
+            self._lock.release()
+
+        def read() -> list[Any]:
+            with self._lock:
+                if self._pending is pending:
+                    self._read_pending()
+            replies = pending.result()
+            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+                return self.run(commands)
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
+            if errors:
+                raise errors[0]
+            return replies
+
+        return read
+
+    def _with_scripts(self, call: Callable[[], list[Any]]) -> list[Any]:
+        replies = call()
+        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
             # the server lost its script cache (restart, SCRIPT FLUSH): load and go again
             for source in self._scripts.values():
                 self.client.script_load(source)
-            return self._run(commands, transaction)
+            replies = call()
+        return replies
 
     def _run(self, commands: list[Command], transaction: bool) -> list[Any]:
         if not self._lock.acquire(blocking=False):
             return self._via_pool(commands, transaction)
         try:
+            self._read_pending()
             return self._via_held(commands, transaction)
         finally:
             self._lock.release()
+
+    def _connection(self) -> Any:
+        conn = self._conn
+        if conn is None or conn.pid != os.getpid():
+            conn = self._conn = self.client.connection_pool.get_connection()
+        return conn
+
+    def _read_pending(self) -> None:
+        """Read the replies of the last :meth:`send` (lock held)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.replies = [_read_reply(self._conn) for _ in range(pending.count)]
+        except BaseException as exc:
+            pending.error = exc
+            self._drop()
 
     def _via_pool(self, commands: list[Command], transaction: bool) -> list[Any]:
         pipe: Any = self.client.pipeline(transaction=transaction)
         for command in commands:
             pipe.execute_command(*command)
-        return list(pipe.execute())
+        return list(pipe.execute(raise_on_error=False))
 
     def _via_held(self, commands: list[Command], transaction: bool) -> list[Any]:
-        conn = self._conn
-        if conn is None or conn.pid != os.getpid():
-            conn = self._conn = self.client.connection_pool.get_connection()
+        conn = self._connection()
         sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
         try:
             conn.send_packed_command(conn.pack_commands(sent))
-            replies = [conn.read_response() for _ in sent]
+            replies = [_read_reply(conn) for _ in sent]
         except BaseException:
             # a half-read reply would be taken for the next command's: start afresh
             self._drop()
             raise
         if transaction:
-            errors = [r for r in replies[1:-1] if isinstance(r, Exception)]
+            queued = [r for r in replies[1:-1] if isinstance(r, Exception)]
+            if queued:  # refused while queueing: EXEC aborted the lot
+                raise queued[0]
+            if isinstance(replies[-1], Exception):
+                raise replies[-1]
             replies = list(replies[-1] or [])
-        else:
-            errors = []
-        errors += [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]
         return replies
 
     def _drop(self) -> None:
+        if self._pending is not None:
+            self._pending.error = redis.exceptions.ConnectionError(
+                "connection dropped before the replies were read"
+            )
+            self._pending = None
         conn, self._conn = self._conn, None
         if conn is not None and conn.pid == os.getpid():
             conn.disconnect()

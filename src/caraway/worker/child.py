@@ -172,8 +172,10 @@ class Consumer:
         self._dispatch_buffer()
         if (self._inflight and self.slots > 1) or self._async_inflight:
             self._wait_for_completion(0.05)
+        self._settle_finished()  # the one slot's task ran inline: settle it with the batch
         if not self._buffer and not self._ready:
-            if self.effects.pending:
+            # the next fetch carries what is queued unless nothing will fetch right away
+            if self.effects.pending and (self._inflight or not self._fetch_room()):
                 self.effects.flush()
             self.flush_reports()
         self._report_queue_state()
@@ -197,21 +199,34 @@ class Consumer:
                 exc,
             )
 
-    def _fill_buffer(self) -> None:
+    def _fetch_room(self) -> int:
+        """How many messages to fetch now: 0 while enough are in hand."""
         waiting = len(self._buffer) + len(self._ready) + len(self._rate_waiting)
         room = self.prefetch - waiting - self._inflight
-        if room <= 0:
+        busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
+        if room <= 0 or (busy and waiting > self.prefetch // 4):
+            return 0  # enough in hand: fetch in batches, not one round trip per task
+        return room
+
+    def _fill_buffer(self) -> None:
+        room = self._fetch_room()
+        if not room:
             return
         busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
-        if busy and waiting > self.prefetch // 4:
-            return  # enough in hand: fetch in batches, not one round trip per task
         timeout = 0.0 if busy else self._idle_timeout()
-        if timeout > 0:
-            self.effects.flush()
-        try:
-            deliveries = self.transport.fetch(
-                self.queues, limit=room, timeout=timeout, owner=self.owner
+
+        def fetch(acks: Sequence[Delivery]) -> list[Delivery]:
+            return self.transport.ack_then_fetch(
+                acks, self.queues, limit=room, timeout=0.0, owner=self.owner
             )
+
+        try:
+            # results, acks and the claim of the next batch in one round trip
+            deliveries = self.effects.flush_then_fetch(fetch)
+            if not deliveries and timeout > 0:
+                deliveries = self.transport.fetch(
+                    self.queues, limit=room, timeout=timeout, owner=self.owner
+                )
         except exceptions.BrokerConnectionError as exc:
             logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
             self.stop_event.wait(1.0)
@@ -448,7 +463,8 @@ class Consumer:
             effects.settle = "none"
         if not job.is_async:
             self._last_runtime = outcome.runtime
-        self.effects.apply(job.delivery, effects)
+        # an early-ack task's ack need not wait for its result (Celery acks before running)
+        self.effects.apply(job.delivery, effects, ordered=job.policy.acks_late)
         self.events.finished(job.message, outcome)
         if not job.is_async:
             self.report(("done", job.message.id, job.message.task, outcome.kind))

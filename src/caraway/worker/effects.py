@@ -2,13 +2,17 @@
 
 Order matters for at-least-once delivery: results are stored and follow-ups published
 before the delivery is acked, so a crash in between repeats work rather than losing it
-(and a repeated run is caught by the stored final state).
+(and a repeated run is caught by the stored final state). The one exception is the ack of
+an early-ack task (Celery acks those before running them): it may travel with the next
+fetch while the result is still being written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from caraway.backends.base import Backend
 from caraway.protocol import message as protocol
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from caraway.task import Task
 
 logger = logging.getLogger("caraway.worker")
+FetchT = TypeVar("FetchT")
 
 
 class EffectApplier:
@@ -42,12 +47,17 @@ class EffectApplier:
         self._results: list[tuple[str, bytes, str, str | None]] = []
         self._publish: list[tuple[Message, str]] = []
         self._acks: list[Delivery] = []
+        #: acks that need not wait for their results (early-ack tasks)
+        self._loose_acks: list[Delivery] = []
 
     @property
     def pending(self) -> int:
-        return len(self._acks) + len(self._results) + len(self._publish)
+        return len(self._acks) + len(self._loose_acks) + len(self._results) + len(self._publish)
 
-    def apply(self, delivery: Delivery, effects: Effects, *, now: bool = False) -> None:
+    def apply(
+        self, delivery: Delivery, effects: Effects, *, now: bool = False, ordered: bool = True
+    ) -> None:
+        """Queue (or carry out) ``effects``; ``ordered=False`` lets the ack overtake results."""
         if self.backend is not None:
             own_id = delivery.message.headers.get("id")
             reply_to = delivery.message.properties.get("reply_to")
@@ -74,7 +84,7 @@ class EffectApplier:
 
             join_chord(self.app, self.transport, self.backend, effects.chord_join)
         if effects.settle == "ack":
-            self._acks.append(delivery)
+            (self._acks if ordered else self._loose_acks).append(delivery)
             if now:
                 self.flush()
         else:
@@ -91,9 +101,44 @@ class EffectApplier:
         if self._publish:
             self.transport.publish_many(self._publish)
             self._publish = []
-        if self._acks:
-            self.transport.ack_many(self._acks)
-            self._acks = []
+        acks = self._acks + self._loose_acks
+        if acks:
+            self.transport.ack_many(acks)
+            self._acks, self._loose_acks = [], []
+
+    def flush_then_fetch(self, fetch: Callable[[Sequence[Delivery]], FetchT]) -> FetchT:
+        """Write what is queued and run ``fetch(acks)`` in as few round trips as order allows.
+
+        The results are sent first and their replies read last, so the write overlaps the
+        fetch; acks go with the fetch (``Transport.ack_then_fetch``). Only when an ack must
+        follow its result (late acks) or a follow-up must be published do the results get
+        waited for before the fetch. A failed result write after a good fetch is kept for
+        the next flush rather than losing the fetched deliveries.
+        """
+        wait = _noop
+        if self._results:
+            assert self.backend is not None
+            wait = self.backend.store_many_begin(self._results, expires=self.expires)
+        try:
+            if self._acks or self._publish:
+                wait, waiting = _noop, wait
+                waiting()
+                self._results = []
+                if self._publish:
+                    self.transport.publish_many(self._publish)
+                    self._publish = []
+            found = fetch(self._acks + self._loose_acks)
+            self._acks, self._loose_acks = [], []
+        except BaseException:
+            with contextlib.suppress(Exception):
+                wait()  # read the replies so the connection stays in step
+            raise
+        try:
+            wait()
+            self._results = []
+        except Exception as exc:
+            logger.error("could not write results: %s; they are written with the next batch", exc)
+        return found
 
     def run_errbacks(
         self,
@@ -130,6 +175,10 @@ class EffectApplier:
             delivery.requeue()
         elif effects.settle == "dead_letter":
             delivery.dead_letter(effects.reason or "set aside by the worker")
+
+
+def _noop() -> None:
+    """Nothing to wait for."""
 
 
 def _takes_request(task: Task) -> bool:

@@ -1,0 +1,100 @@
+"""The order in which a consumer's effects reach the broker and the result store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from caraway import Caraway
+from caraway.backends.memory import MemoryBackend
+from caraway.protocol.message import Message
+from caraway.transports.base import Delivery
+from caraway.transports.memory import MemoryTransport
+from caraway.worker.effects import EffectApplier
+from caraway.worker.lifecycle import Effects
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+
+class RecordingTransport(MemoryTransport):
+    recorder: Recorder
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        self.recorder.log.append("ack " + ",".join(d.tag for d in deliveries))
+
+    def ack_then_fetch(self, acks: Sequence[Delivery], queues: Sequence[str], **kw: Any) -> Any:
+        self.recorder.log.append("fetch acking " + ",".join(d.tag for d in acks))
+        return []
+
+
+class RecordingBackend(MemoryBackend):
+    recorder: Recorder
+
+    def store_many_begin(self, items: Any, *, expires: float | None) -> Callable[[], None]:
+        tags = ",".join(task_id for task_id, *_ in items)
+        self.recorder.log.append(f"send results {tags}")
+        return lambda: self.recorder.log.append(f"results written {tags}")
+
+
+def applier() -> tuple[EffectApplier, Recorder]:
+    app = Caraway("effects", broker="memory://effects", backend="memory://effects")
+    recorder = Recorder()
+    transport = RecordingTransport("memory://effects")
+    backend = RecordingBackend("memory://effects")
+    transport.recorder = backend.recorder = recorder
+    return EffectApplier(app, transport, backend), recorder
+
+
+def delivery(tag: str) -> Delivery:
+    message = Message(body=b"[]", headers={"id": tag, "task": "t"}, properties={})
+    return Delivery(message=message, queue="celery", tag=tag, transport=None)  # type: ignore[arg-type]
+
+
+def success(tag: str) -> Effects:
+    return Effects(results=[(tag, "SUCCESS", {"status": "SUCCESS", "task_id": tag})])
+
+
+def fetch_with(effects: EffectApplier) -> list[Delivery]:
+    transport = effects.transport
+    return effects.flush_then_fetch(
+        lambda acks: transport.ack_then_fetch(acks, ["celery"], limit=4, timeout=0, owner="o")
+    )
+
+
+def test_early_ack_tasks_ack_with_the_next_fetch_while_their_results_are_written() -> None:
+    effects, recorder = applier()
+    for tag in ("a", "b"):
+        effects.apply(delivery(tag), success(tag), ordered=False)
+    assert recorder.log == []  # nothing written per task
+    fetch_with(effects)
+    assert recorder.log == ["send results a,b", "fetch acking a,b", "results written a,b"]
+    assert effects.pending == 0
+
+
+def test_a_late_ack_waits_for_the_results_before_travelling_with_the_fetch() -> None:
+    effects, recorder = applier()
+    effects.apply(delivery("a"), success("a"), ordered=True)
+    effects.apply(delivery("b"), success("b"), ordered=False)
+    fetch_with(effects)
+    assert recorder.log == ["send results a,b", "results written a,b", "fetch acking a,b"]
+
+
+def test_results_that_fail_after_a_good_fetch_are_kept_for_the_next_batch() -> None:
+    effects, recorder = applier()
+    backend = effects.backend
+    assert isinstance(backend, RecordingBackend)
+
+    def failing(items: Any, *, expires: float | None) -> Callable[[], None]:
+        def wait() -> None:
+            raise ConnectionError("store went away")
+
+        return wait
+
+    backend.store_many_begin = failing  # type: ignore[method-assign]
+    effects.apply(delivery("a"), success("a"), ordered=False)
+    assert fetch_with(effects) == []
+    assert recorder.log == ["fetch acking a"]
+    assert effects.pending == 1  # the result, written with the next flush
