@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,44 @@ import amqp
 import pytest
 
 from tests.helpers import Worker, wait_until
-from tests.interop.test_celery_amqp import project, queue, seed_tasks, workers
+from tests.interop.test_celery_amqp import project, queue, seed_tasks
 
 pytestmark = [pytest.mark.amqp, pytest.mark.redis, pytest.mark.slow]
-__all__ = ["project", "queue", "workers"]  # fixtures used by name below
+__all__ = ["project", "queue"]  # fixtures used by name below
+
+# appended to the seed's proj/tasks.py: late-ack tasks a killed node or a restart must not lose
+LATE_TASKS = """
+
+@app.task(acks_late=True)
+def late_once(marker, seconds):
+    # first run records itself and sleeps (the test kills the worker); later runs return
+    import os, time
+    runs = open(marker).read() if os.path.exists(marker) else ''
+    open(marker, 'a').write('x')
+    if not runs:
+        time.sleep(seconds)
+    return len(runs) + 1
+
+
+@app.task(acks_late=True)
+def tick(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+@pytest.fixture
+def workers(project: Path) -> Iterator[list[Worker]]:
+    """Caraway workers on the seed project with the late-ack tasks; all stopped afterwards."""
+    with open(project / "proj" / "tasks.py", "a") as tasks:
+        tasks.write(LATE_TASKS)
+    started: list[Worker] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
 
 
 def _rabbit_answers() -> bool:
