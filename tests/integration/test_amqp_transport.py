@@ -137,6 +137,26 @@ def test_published_message_round_trips_headers_and_properties(
     assert transport.size(queue) == 0
 
 
+def test_a_published_batch_round_trips_bodies_larger_than_a_frame_in_order(
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+) -> None:
+    transport, queue = make_transport(), queue_name()
+    sent = [
+        message(timelimit=[None, 20.5], stamps={"k": [1, "two", True]}, big=2**40),
+        message(),
+        message(),
+    ]
+    sent[1] = Message(b"x" * 300_000, sent[1].headers, properties=sent[1].properties)
+    sent[2] = Message(b"", sent[2].headers, properties={"priority": 3, "delivery_mode": 2})
+    transport.publish_many([(m, queue) for m in sent])
+    got = fetch_all(transport, queue, 3)
+    assert [d.message.headers for d in got] == [m.headers for m in sent]
+    assert [d.message.body for d in got] == [m.body for m in sent]
+    assert [d.message.properties for d in got] == [m.properties for m in sent]
+    transport.ack_many(got)
+    assert transport.size(queue) == 0
+
+
 def test_queue_is_declared_as_celery_declares_it(
     make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
 ) -> None:
