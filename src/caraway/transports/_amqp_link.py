@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import amqp
 
 from caraway.exceptions import BrokerError, ImproperlyConfigured
+from caraway.transports._amqp_wire import basic_properties
 
 logger = logging.getLogger("caraway.transports.amqp")
 
@@ -115,7 +116,8 @@ def publish_frames(
     frame_max: int,
 ) -> bytes:
     """The frames of one basic.publish (AMQP 0-9-1 s4.2.3, s4.2.6): method, content
-    header, then the body split to fit ``frame_max``. Properties are py-amqp's encoding."""
+    header, then the body split to fit ``frame_max``. Properties are encoded as py-amqp
+    encodes them (``_amqp_wire``), by py-amqp itself for a value that module does not know."""
     method = b"".join(
         (
             _BASIC_PUBLISH,
@@ -127,7 +129,11 @@ def publish_frames(
     body = message.body
     if isinstance(body, str):
         body = body.encode(message.properties.setdefault("content_encoding", "utf-8"))
-    header = struct.pack(">HHQ", 60, 0, len(body)) + message._serialize_properties()
+    try:
+        properties = basic_properties(message.properties)
+    except (ValueError, TypeError, OverflowError, struct.error):
+        properties = message._serialize_properties()  # py-amqp's encoding, or its error
+    header = struct.pack(">HHQ", 60, 0, len(body)) + properties
     parts = [
         struct.pack(">BHI", 1, channel_id, len(method)),
         method,
@@ -251,14 +257,7 @@ class Link:
             channel = self.publish_channel
             self._returned.clear()
             self._nacked.clear()
-            if len(items) == 1:
-                message, exchange, routing_key = items[0]
-                channel.basic_publish(
-                    message, exchange=exchange, routing_key=routing_key, mandatory=mandatory
-                )
-                self._sent(1)
-            else:
-                self._publish_many(channel, items, mandatory=mandatory)
+            self._publish_many(channel, items, mandatory=mandatory)
             if self.confirms:
                 self._wait_confirms()
             returned = list(self._returned)
@@ -284,8 +283,7 @@ class Link:
         """Write the frames of many basic.publish in a few large writes, not one each.
 
         py-amqp writes every message on its own (a sendall that gives up the GIL, often to
-        the I/O thread woken by the confirms coming back). Properties are still encoded by
-        py-amqp, so the wire is the same.
+        the I/O thread woken by the confirms coming back).
         """
         if not channel.is_open:
             raise amqp.exceptions.RecoverableConnectionError("publish channel is closed")

@@ -1,0 +1,101 @@
+"""caraway's AMQP property encoder against py-amqp's: the same bytes for the same values.
+
+No broker needed; it lives beside the AMQP transport tests because it guards their wire.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from enum import IntEnum
+from typing import Any
+
+import amqp
+import pytest
+
+from caraway.transports._amqp_link import publish_frames
+from caraway.transports._amqp_wire import basic_properties
+
+
+class _Level(IntEnum):
+    HIGH = 9
+
+
+def _celery_headers() -> dict[str, Any]:
+    return {
+        "lang": "py",
+        "task": "proj.tasks.add",
+        "id": "0b8a9c1e-6f0e-4f4c-9d5e-2f3c1a7b8e90",
+        "shadow": None,
+        "eta": None,
+        "expires": 1795755998.877173,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, 20.5],
+        "root_id": "0b8a9c1e-6f0e-4f4c-9d5e-2f3c1a7b8e90",
+        "parent_id": None,
+        "argsrepr": "(2, 2)",
+        "kwargsrepr": "{}",
+        "origin": "gen1234@host",
+        "ignore_result": False,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+
+
+ODD_VALUES: list[Any] = [
+    2**31 - 1,
+    -(2**31 - 1),
+    -(2**31),
+    2**40,
+    -(2**62),
+    True,
+    0.1,
+    "unicode é ✓ \udcff",
+    b"raw bytes",
+    ("a", 1),
+    {"nested": {"deeper": [1, "two", None, False, {"x": 1.5}]}},
+    Decimal("12.345"),
+    Decimal("-7"),
+    datetime(2026, 11, 27, 7, 50, tzinfo=timezone.utc),
+    _Level.HIGH,
+    [],
+]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=repr)
+def test_a_header_value_is_encoded_byte_for_byte_as_py_amqp_does(value: Any) -> None:
+    properties = {"content_type": "application/json", "application_headers": {"v": value}}
+    expected = amqp.Message(b"", **properties)._serialize_properties()
+    assert basic_properties(properties) == expected
+
+
+def test_celery_task_properties_are_encoded_byte_for_byte_as_py_amqp_does() -> None:
+    properties = {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "application_headers": _celery_headers(),
+        "delivery_mode": 2,
+        "priority": 0,
+        "correlation_id": "0b8a9c1e-6f0e-4f4c-9d5e-2f3c1a7b8e90",
+        "reply_to": "5e1f2a9c-1111-2222-3333-444455556666",
+        "expiration": "60000",
+        "message_id": "m-1",
+        "timestamp": 1795755998,
+        "type": "t",
+        "user_id": "guest",
+        "app_id": "caraway",
+        "cluster_id": "",
+    }
+    expected = amqp.Message(b"", **properties)._serialize_properties()
+    assert basic_properties(properties) == expected
+
+
+def test_a_value_py_amqp_cannot_send_still_fails_as_py_amqp_fails() -> None:
+    message = amqp.Message(b"{}", application_headers={"v": object()})
+    with pytest.raises(ValueError):
+        basic_properties(message.properties)
+    with pytest.raises(amqp.exceptions.FrameSyntaxError):
+        publish_frames(1, message, exchange="", routing_key="q", mandatory=True, frame_max=131072)
