@@ -17,6 +17,7 @@ LEVELS = 24
 PREFIX = "caraway.delay."
 DELIVER = "caraway.delay.deliver"
 _BIT = "caraway-delay-b"  # not "x-...": a headers exchange ignores x- headers when matching
+_BIT0 = f"{_BIT}0"
 
 
 def level_name(level: int) -> str:
@@ -41,6 +42,17 @@ def bit_headers(seconds: int) -> dict[str, str]:
 def is_ladder_header(name: str) -> bool:
     """Headers added by parking or by RabbitMQ's dead-lettering, dropped on receipt."""
     return name.startswith((_BIT, "x-death", "x-first-death-", "x-last-death-"))
+
+
+def without_ladder_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """``headers`` minus the ladder's and dead-lettering's; the same dict if it has none.
+
+    A parked message carries every level's bit (``0`` included) and RabbitMQ adds
+    ``x-death`` whenever it adds the other death headers, so two lookups tell.
+    """
+    if _BIT0 not in headers and "x-death" not in headers:
+        return headers
+    return {k: v for k, v in headers.items() if not is_ladder_header(k)}
 
 
 def declare_ladder(channel: Any) -> None:

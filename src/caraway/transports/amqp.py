@@ -274,7 +274,10 @@ class AMQPTransport(Transport):
         """
         if not queues or limit <= 0:
             return []
-        link = self._run("consume", lambda link: self._consume(link, queues, limit))
+        link = self._link
+        consuming = self._consuming
+        if link is None or link.broken is not None or any(q not in consuming for q in queues):
+            link = self._run("consume", lambda link: self._consume(link, queues, limit))
         deadline = time.monotonic() + max(0.0, timeout)
         batch: list[tuple[int, str, Any]] = []
         with self._arrived:
@@ -542,11 +545,11 @@ def to_amqp(message: Message) -> Any:
 def from_amqp(raw: Any) -> Message:
     """A received py-amqp message as :class:`Message`, minus the ladder's routing headers."""
     props = raw.properties
-    headers = props.get("application_headers") or {}
+    headers = ladder.without_ladder_headers(props.get("application_headers") or {})
     body = raw.body if isinstance(raw.body, bytes) else str(raw.body).encode()
     return Message(
         body=body,
-        headers={k: v for k, v in headers.items() if not ladder.is_ladder_header(k)},
+        headers=headers,
         content_type=str(props.get("content_type") or ""),
         content_encoding=str(props.get("content_encoding") or ""),
         properties={key: props[key] for key in _PROPERTIES if props.get(key) is not None},
