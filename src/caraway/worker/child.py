@@ -404,6 +404,7 @@ class Consumer:
                 self._async_loop = AsyncLoop(self._done)
             self._async_loop.submit(lambda: self._execute_async(job))
             return
+        # reported before it runs (the supervisor must know what a dying child took along)
         self.report(
             (
                 "start",
@@ -419,7 +420,6 @@ class Consumer:
                 job.delivery.queue,
             )
         )
-        self.flush_reports()  # the supervisor must know what runs before it runs
         self._inflight += 1
         self.pool.submit(lambda: self._execute(job))
 

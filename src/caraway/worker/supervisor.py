@@ -29,6 +29,7 @@ from caraway.worker.child import Consumer
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
 from caraway.worker.ratelimits import SharedBuckets
+from caraway.worker.slot import CAPACITY, RunningSlot
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -64,10 +65,20 @@ class Child:
     pid: int
     reader: int = -1
     writer: int = -1
-    running: Running | None = None
+    #: prefork: what the child announced in shared memory
+    slot: RunningSlot | None = None
+    #: threads/solo: what the in-process consumer reported
+    announced: Running | None = None
     buffer: bytes = b""
     killed_for: str | None = None
     retiring: bool = False
+
+    @property
+    def running(self) -> Running | None:
+        if self.slot is None:
+            return self.announced
+        return self.slot.read(_decode_running)
+
     reserved: list[list[str]] = field(default_factory=list)
     scheduled: list[list[Any]] = field(default_factory=list)
 
@@ -261,13 +272,14 @@ class Supervisor(NodeControl):
     def _spawn(self, index: int) -> None:
         reader, child_writer = os.pipe()
         child_reader, writer = os.pipe()
+        slot = RunningSlot()
         pid = os.fork()
         if pid == 0:  # the child
             os.close(reader)
             os.close(writer)
             code = 0
             try:
-                self._child_main(index, child_writer, child_reader)
+                self._child_main(index, child_writer, child_reader, slot)
             except BaseException:
                 logger.exception("child %d crashed", index)
                 code = 1
@@ -277,17 +289,19 @@ class Supervisor(NodeControl):
         os.close(child_reader)
         os.set_blocking(reader, False)
         os.set_blocking(writer, False)
-        child = Child(index=index, pid=pid, reader=reader, writer=writer)
+        child = Child(index=index, pid=pid, reader=reader, writer=writer, slot=slot)
         self.children[pid] = child
         self.selector.register(reader, selectors.EVENT_READ, child)
         if self.revoked_ids:
             os.write(writer, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
 
-    def _child_main(self, index: int, writer: int, commands_fd: int) -> None:
+    def _child_main(self, index: int, writer: int, commands_fd: int, slot: RunningSlot) -> None:
         stop = threading.Event()
         for child in self.children.values():
             os.close(child.reader)
             os.close(child.writer)
+            if child.slot is not None:
+                child.slot.close()  # a sibling's: not ours to read or write
         self.selector.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -301,6 +315,12 @@ class Supervisor(NodeControl):
         outbox: list[bytes] = []
 
         def report(event: tuple[Any, ...]) -> None:
+            kind = event[0]
+            if kind == "start":  # before the task runs, without waking the supervisor
+                slot.write(_encode_running(event[1:]))
+                return
+            if kind == "done":
+                slot.clear()
             outbox.append(orjson.dumps(event))
 
         def flush_reports() -> None:
@@ -364,9 +384,9 @@ class Supervisor(NodeControl):
     def _handle_event(self, child: Child, event: list[Any]) -> None:
         kind = event[0]
         if kind == "start":
-            child.running = Running(*event[1:11])
+            child.announced = Running(*event[1:11])
         elif kind == "done":
-            child.running = None
+            child.announced = None
             self.count_processed(event[2], event[3])
         elif kind == "queued":
             child.reserved, child.scheduled = event[1], event[2]
@@ -385,6 +405,8 @@ class Supervisor(NodeControl):
             self._read_reports(child)
             self._close_child(child)
             self._child_exited(child, status)
+            if child.slot is not None:
+                child.slot.close()
 
     def _close_child(self, child: Child) -> None:
         self._unregister(child.reader)
@@ -606,6 +628,19 @@ class Supervisor(NodeControl):
         for pid in list(self.children):
             if pid != os.getpid():
                 _kill(pid, signum)
+
+
+def _encode_running(fields: Sequence[Any]) -> bytes:
+    """A child's announcement: the "start" report's fields and when it started."""
+    payload = orjson.dumps([*fields, time.monotonic(), time.time()])
+    if len(payload) > CAPACITY:  # huge argument reprs: the rest matters more
+        shortened = [*fields[:7], None, None, *fields[9:]]
+        payload = orjson.dumps([*shortened, time.monotonic(), time.time()])
+    return payload
+
+
+def _decode_running(payload: bytes) -> Running:
+    return Running(*orjson.loads(payload))
 
 
 def _kill(pid: int, signum: int) -> None:
