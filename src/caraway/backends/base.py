@@ -53,6 +53,17 @@ class Backend(abc.ABC):
         for task_id, document, state, reply_to in items:
             self.store(task_id, document, state=state, expires=expires, reply_to=reply_to)
 
+    def chord_join_many(
+        self, joins: Sequence[tuple[str, str, int | None, str, str]], *, expires: float = 86400
+    ) -> list[list[Any] | None]:
+        """``chord_join`` for each ``(group_id, task_id, index, state, result_json)``, in
+        order (only for ``supports_chords`` backends); one round trip where the store can."""
+        join = getattr(self, "chord_join")  # noqa: B009 - defined by supports_chords backends
+        return [
+            join(group_id, task_id, index, state, result_json, expires=expires)
+            for group_id, task_id, index, state, result_json in joins
+        ]
+
     def store_many_begin(
         self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
     ) -> Callable[[], None]:

@@ -216,7 +216,7 @@ class RedisBackend(Backend):
         # result writes go as EVALSHA over one held connection (no SCRIPT EXISTS per batch)
         self._held = HeldConnection(self.client)
         self._store = self._held.script(_STORE)
-        self._join = self.client.register_script(_CHORD_JOIN)
+        self._join = self._held.script(_CHORD_JOIN)
         self._extend = self.client.register_script(_CHORD_EXTEND)
         self._done = self.client.register_script(_CHORD_DONE)
         self._notifier: _Notifier | None = None
@@ -384,19 +384,38 @@ class RedisBackend(Backend):
         must publish the callback (or fail it when a member's state is FAILURE/REVOKED)
         and then call :meth:`chord_done`. A redelivered header task counts once.
         """
+        return self.chord_join_many(
+            [(group_id, task_id, index, state, result_json)], expires=expires
+        )[0]
+
+    def chord_join_many(
+        self, joins: Sequence[tuple[str, str, int | None, str, str]], *, expires: float = 86400
+    ) -> list[list[Any] | None]:
+        """:meth:`chord_join` for each ``(group_id, task_id, index, state, result_json)``,
+        counted in one round trip; the completers' extra steps follow for the winners."""
+        commands, tokens = [], []
+        for group_id, task_id, index, state, result_json in joins:
+            keys = self._chord_keys(group_id)
+            member = f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]"
+            score = "+inf" if index is None else str(index)
+            token = uuid.uuid4().hex
+            tokens.append(token)
+            commands.append(
+                self._held.evalsha(
+                    self._join,
+                    [keys["j"], keys["t"], keys["s"], keys["d"], keys["group"], keys["c"]],
+                    [f"{task_id}:{index}", member, score, int(expires), token, _CLAIM_TTL],
+                )
+            )
+        won = self._call("chord_join", lambda: self._held.run(commands))
+        return [
+            self._completer(join[0], token) if count else None
+            for join, token, count in zip(joins, tokens, won, strict=True)
+        ]
+
+    def _completer(self, group_id: str, token: str) -> list[Any]:
+        """The ordered members, for the one caller whose join completed the count."""
         keys = self._chord_keys(group_id)
-        member = f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]"
-        score = "+inf" if index is None else str(index)
-        token = uuid.uuid4().hex
-        won = self._call(
-            "chord_join",
-            lambda: self._join(
-                keys=[keys["j"], keys["t"], keys["s"], keys["d"], keys["group"], keys["c"]],
-                args=[f"{task_id}:{index}", member, score, int(expires), token, _CLAIM_TTL],
-            ),
-        )
-        if not won:
-            return None
         self._chord_tokens[group_id] = token
         # Keep the claim while the callback is being published (Celery extends it too).
         self._call(

@@ -31,32 +31,46 @@ Join = tuple[Any, ...]
 
 def join_chord(app: Caraway, transport: Transport, backend: Backend | None, join: Join) -> None:
     """Count one finished header task and complete the chord if it was the last."""
-    group_id, index, state, value, body = join[:5]
-    # The header task's id arrives as a sixth element; without it the index stands in
-    # (unique within the chord, which is all the backend's de-duplication needs).
-    header_id = str(join[5]) if len(join) > 5 and join[5] else None
-    root_id = str(join[6]) if len(join) > 6 and join[6] else None
-    task_id = header_id or f"{group_id}#{index}"
-    counter: Any = backend
+    join_chords(app, transport, backend, [join])
+
+
+def join_chords(
+    app: Caraway, transport: Transport, backend: Backend | None, joins: Sequence[Join]
+) -> None:
+    """Count finished header tasks (one round trip where the backend can) and complete
+    each chord whose count they finish."""
+    if not joins:
+        return
     if backend is None or not getattr(backend, "supports_chords", False):
-        logger.error(
-            "chord %s: the result backend %s cannot count chord headers; the body %s "
-            "will not run (use a redis:// or sqlite:// result backend)",
-            group_id,
-            getattr(backend, "url", None),
-            _body_name(body),
-        )
+        for join in joins:
+            logger.error(
+                "chord %s: the result backend %s cannot count chord headers; the body %s "
+                "will not run (use a redis:// or sqlite:// result backend)",
+                join[0],
+                getattr(backend, "url", None),
+                _body_name(join[4]),
+            )
         return
+    counted = []
+    for join in joins:
+        group_id, index, state, value = join[:4]
+        # The header task's id arrives as a sixth element; without it the index stands in
+        # (unique within the chord, which is all the backend's de-duplication needs).
+        header_id = str(join[5]) if len(join) > 5 and join[5] else None
+        task_id = header_id or f"{group_id}#{index}"
+        counted.append((group_id, task_id, index, state, _result_json(state, value)))
     expires = app.result_expires_seconds() or 86400
-    members = counter.chord_join(
-        group_id, task_id, index, state, _result_json(state, value), expires=expires
-    )
-    if members is None:
-        return
-    try:
-        complete_chord(app, group_id, members, body, parent_id=header_id, root_id=root_id)
-    finally:
-        counter.chord_done(group_id)
+    won = backend.chord_join_many(counted, expires=expires)
+    for join, members in zip(joins, won, strict=True):
+        if members is None:
+            continue
+        group_id, body = join[0], join[4]
+        header_id = str(join[5]) if len(join) > 5 and join[5] else None
+        root_id = str(join[6]) if len(join) > 6 and join[6] else None
+        try:
+            complete_chord(app, group_id, members, body, parent_id=header_id, root_id=root_id)
+        finally:
+            backend.chord_done(group_id)  # type: ignore[attr-defined]
 
 
 def complete_chord(

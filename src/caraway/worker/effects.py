@@ -49,10 +49,13 @@ class EffectApplier:
         self._acks: list[Delivery] = []
         #: acks that need not wait for their results (early-ack tasks)
         self._loose_acks: list[Delivery] = []
+        #: finished chord header tasks to count
+        self._joins: list[tuple[Any, ...]] = []
 
     @property
     def pending(self) -> int:
-        return len(self._acks) + len(self._loose_acks) + len(self._results) + len(self._publish)
+        queued = (self._acks, self._loose_acks, self._results, self._publish, self._joins)
+        return sum(len(items) for items in queued)
 
     def apply(
         self, delivery: Delivery, effects: Effects, *, now: bool = False, ordered: bool = True
@@ -74,15 +77,14 @@ class EffectApplier:
                 )
             else:
                 self._publish.append((wire, route.queue))
-        urgent = effects.errbacks is not None or effects.chord_join is not None
+        if effects.chord_join is not None:
+            # counted with the batch, after its results and before its acks
+            self._joins.append(effects.chord_join)
+        urgent = effects.errbacks is not None
         if urgent or now or effects.settle in ("requeue", "dead_letter"):
             self.flush()
         if effects.errbacks is not None:
             self.run_errbacks(*effects.errbacks)
-        if effects.chord_join is not None:
-            from caraway.worker.chords import join_chord
-
-            join_chord(self.app, self.transport, self.backend, effects.chord_join)
         if effects.settle == "ack":
             (self._acks if ordered else self._loose_acks).append(delivery)
             if now:
@@ -98,6 +100,7 @@ class EffectApplier:
             assert self.backend is not None
             self.backend.store_many(self._results, expires=self.expires)
             self._results = []
+        self._join_chords()
         if self._publish:
             self.transport.publish_many(self._publish)
             self._publish = []
@@ -120,10 +123,11 @@ class EffectApplier:
             assert self.backend is not None
             wait = self.backend.store_many_begin(self._results, expires=self.expires)
         try:
-            if self._acks or self._publish:
+            if self._acks or self._publish or self._joins:
                 wait, waiting = _noop, wait
                 waiting()
                 self._results = []
+                self._join_chords()
                 if self._publish:
                     self.transport.publish_many(self._publish)
                     self._publish = []
@@ -139,6 +143,13 @@ class EffectApplier:
         except Exception as exc:
             logger.error("could not write results: %s; they are written with the next batch", exc)
         return found
+
+    def _join_chords(self) -> None:
+        if self._joins:
+            from caraway.worker.chords import join_chords
+
+            join_chords(self.app, self.transport, self.backend, self._joins)
+            self._joins = []
 
     def run_errbacks(
         self,
