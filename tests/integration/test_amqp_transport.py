@@ -340,3 +340,24 @@ def test_fetch_reconnects_after_the_connection_is_killed(
     (fresh,) = fetch_all(transport, queue, 1)
     assert fresh.message.headers["id"] == sent.headers["id"] and not fresh.redelivered
     fresh.ack()
+
+
+def test_a_consumer_that_stops_fetching_keeps_its_connection_through_heartbeats(
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+) -> None:
+    # The consumer reads its own deliveries when it fetches; while it runs a long task
+    # and fetches nothing, the I/O thread must still read (heartbeats, deliveries).
+    producer, consumer, queue = make_transport(), make_transport(heartbeat=1), queue_name()
+    producer.publish(message(), queue=queue)
+    (held,) = fetch_all(consumer, queue, 1)
+    link = consumer._link
+    assert link is not None
+    producer.publish(message(), queue=queue)
+    wait_until(lambda: len(consumer._inbox) == 1, message="the I/O thread to read it")
+    time.sleep(3.5)  # a "long task": over three heartbeat intervals without a fetch
+    assert link.broken is None and consumer._link is link
+    held.ack()
+    (second,) = fetch_all(consumer, queue, 1)
+    assert not second.redelivered
+    second.ack()
+    assert producer.size(queue) == 0

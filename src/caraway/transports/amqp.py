@@ -262,7 +262,7 @@ class AMQPTransport(Transport):
     def fetch(
         self, queues: Sequence[str], *, limit: int, timeout: float, owner: str
     ) -> list[Delivery]:
-        """Deliveries the I/O thread has received (up to ``limit``), waiting for the first.
+        """Deliveries received (up to ``limit``), waiting up to ``timeout`` for the first.
 
         The consumer prefetch is set once, from ``prefetch_count`` or twice this first
         ``limit``; RabbitMQ pushes up to that many and they wait here, unacked, until
@@ -280,16 +280,18 @@ class AMQPTransport(Transport):
             link = self._run("consume", lambda link: self._consume(link, queues, limit))
         deadline = time.monotonic() + max(0.0, timeout)
         batch: list[tuple[int, str, Any]] = []
-        with self._arrived:
-            while not self._inbox and link.broken is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.wait(min(remaining, 0.5))
-            while self._inbox and len(batch) < limit:
-                entry = self._inbox.popleft()
-                if entry[0] == link.generation:
-                    batch.append(entry)
+        while True:
+            with link.lock:
+                link.read_arrived()  # in this thread: see Link.read_arrived
+            with self._arrived:
+                while self._inbox and len(batch) < limit:
+                    entry = self._inbox.popleft()
+                    if entry[0] == link.generation:
+                        batch.append(entry)
+            remaining = deadline - time.monotonic()
+            if batch or link.broken is not None or remaining <= 0:
+                break
+            link.wait_readable(min(remaining, 0.5))
         return [self._delivery(generation, queue, raw) for generation, queue, raw in batch]
 
     def _delivery(self, generation: int, queue: str, raw: Any) -> Delivery:
