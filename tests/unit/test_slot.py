@@ -55,3 +55,26 @@ def test_an_announcement_too_large_for_the_slot_is_refused() -> None:
         assert slot.read(len) == CAPACITY
     finally:
         slot.close()
+
+
+def test_the_command_count_written_by_the_parent_is_seen_by_the_child() -> None:
+    slot = RunningSlot()
+    reader, writer = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child waits until the count says a command is there
+            while slot.commands_sent() < 2:
+                pass
+            os._exit(0 if os.read(reader, 100) == b"a\nb\n" else 1)
+        os.write(writer, b"a\n")
+        slot.note_command()
+        os.write(writer, b"b\n")
+        slot.note_command()
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        slot.write(b"running")  # the child's announcement does not touch the count
+        assert slot.commands_sent() == 2
+    finally:
+        os.close(reader)
+        os.close(writer)
+        slot.close()

@@ -26,10 +26,11 @@ import orjson
 from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
+from caraway.worker.childlink import ChildLink
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
 from caraway.worker.ratelimits import SharedBuckets
-from caraway.worker.slot import CAPACITY, RunningSlot
+from caraway.worker.slot import RunningSlot
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -294,6 +295,7 @@ class Supervisor(NodeControl):
         self.selector.register(reader, selectors.EVENT_READ, child)
         if self.revoked_ids:
             os.write(writer, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
+            slot.note_command()
 
     def _child_main(self, index: int, writer: int, commands_fd: int, slot: RunningSlot) -> None:
         stop = threading.Event()
@@ -309,34 +311,7 @@ class Supervisor(NodeControl):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.child_init(index)
-        os.set_blocking(commands_fd, False)
-        pending = b""
-
-        outbox: list[bytes] = []
-
-        def report(event: tuple[Any, ...]) -> None:
-            kind = event[0]
-            if kind == "start":  # before the task runs, without waking the supervisor
-                slot.write(_encode_running(event[1:]))
-                return
-            if kind == "done":
-                slot.clear()
-            outbox.append(orjson.dumps(event))
-
-        def flush_reports() -> None:
-            if outbox:
-                os.write(writer, b"\n".join(outbox) + b"\n")
-                outbox.clear()
-
-        def commands() -> list[list[Any]]:
-            nonlocal pending
-            try:
-                pending += os.read(commands_fd, 65536)
-            except BlockingIOError:
-                return []
-            *lines, pending = pending.split(b"\n")
-            return [orjson.loads(line) for line in lines if line]
-
+        link = ChildLink(slot, writer, commands_fd)
         signals.worker_process_init.send(sender=None)
         try:
             Consumer(
@@ -344,10 +319,10 @@ class Supervisor(NodeControl):
                 queues=self.queues,
                 slots=1,
                 hostname=self.hostname,
-                report=report,
+                report=link.report,
                 stop=stop,
-                commands=commands,
-                flush_reports=flush_reports,
+                commands=link.commands,
+                flush_reports=link.flush_reports,
                 buckets=self.buckets,
                 max_tasks=self.max_tasks_per_child,
                 max_memory_kib=self.max_memory_per_child,
@@ -362,6 +337,8 @@ class Supervisor(NodeControl):
             if child.writer >= 0:
                 try:
                     os.write(child.writer, line)
+                    if child.slot is not None:
+                        child.slot.note_command()
                 except OSError as exc:
                     logger.warning("could not relay %s to pid %d: %s", command[0], child.pid, exc)
         if self.pool != "prefork":
@@ -628,15 +605,6 @@ class Supervisor(NodeControl):
         for pid in list(self.children):
             if pid != os.getpid():
                 _kill(pid, signum)
-
-
-def _encode_running(fields: Sequence[Any]) -> bytes:
-    """A child's announcement: the "start" report's fields and when it started."""
-    payload = orjson.dumps([*fields, time.monotonic(), time.time()])
-    if len(payload) > CAPACITY:  # huge argument reprs: the rest matters more
-        shortened = [*fields[:7], None, None, *fields[9:]]
-        payload = orjson.dumps([*shortened, time.monotonic(), time.time()])
-    return payload
 
 
 def _decode_running(payload: bytes) -> Running:
