@@ -36,6 +36,26 @@ local function bury(dead, dead_index, dead_seq, record, failed_at)
 end
 """
 
+# Reading an envelope's routing without decoding it: cjson.decode of a 1 KB envelope costs
+# more than all of a claim's writes. A key followed by '":' can only be a key (inside a JSON
+# string the quote after it would be escaped), so a key found once, with a plain string
+# value, is the one the full decode would find; anything else goes to cjson.
+_PEEK = """
+local function peek(env, name)
+  local key = '"' .. name .. '":'
+  local first = string.find(env, key, 1, true)
+  if not first or string.find(env, key, first + #key, true) then return nil end
+  local open = first + #key
+  if string.sub(env, open, open) == ' ' then open = open + 1 end
+  if string.sub(env, open, open) ~= '"' then return nil end
+  local close = string.find(env, '"', open + 1, true)
+  if not close then return nil end
+  local value = string.sub(env, open + 1, close - 1)
+  if string.find(value, '\\\\', 1, true) then return nil end
+  return value
+end
+"""
+
 #: KEYS: unacked, unacked_index, claims, owner set, deliveries, schedule, dead, dead index,
 #:       dead seq, then the queue list keys in claim order.
 #: ARGV: limit, now, holder (fetch id .. owner), prefix, promote limit, then one unprefixed
@@ -44,6 +64,7 @@ end
 #: lists (comma-separated) what this claim set aside, so the caller can log it.
 CLAIM = (
     _DEAD
+    + _PEEK
     + """
 local unacked, index, claims, owner_set = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local deliveries, schedule = KEYS[5], KEYS[6]
@@ -68,20 +89,26 @@ end
 
 local out = {'', ''}
 local taken = 0
+-- the claims' writes, one command per structure for the batch
+local held, indexed, holders, owned, tags = {}, {}, {}, {}, {}
 for i = 10, #KEYS do
   local key, name = KEYS[i], ARGV[i - 4]
   while taken < limit do
     local env = redis.call('RPOP', key)
     if not env then break end
-    local ok, msg = pcall(cjson.decode, env)
-    local tag, exchange, rkey = nil, '', name
-    if ok and type(msg) == 'table' and type(msg['properties']) == 'table' then
-      local props = msg['properties']
-      tag = props['delivery_tag']
-      local info = props['delivery_info']
-      if type(info) == 'table' then
-        if type(info['exchange']) == 'string' then exchange = info['exchange'] end
-        if type(info['routing_key']) == 'string' then rkey = info['routing_key'] end
+    local tag, exchange, rkey = peek(env, 'delivery_tag'), peek(env, 'exchange'),
+                                peek(env, 'routing_key')
+    if not (tag and exchange and rkey) then
+      local ok, msg = pcall(cjson.decode, env)
+      tag, exchange, rkey = nil, '', name
+      if ok and type(msg) == 'table' and type(msg['properties']) == 'table' then
+        local props = msg['properties']
+        tag = props['delivery_tag']
+        local info = props['delivery_info']
+        if type(info) == 'table' then
+          if type(info['exchange']) == 'string' then exchange = info['exchange'] end
+          if type(info['routing_key']) == 'string' then rkey = info['routing_key'] end
+        end
       end
     end
     if type(tag) ~= 'string' or tag == '' then
@@ -90,19 +117,29 @@ for i = 10, #KEYS do
                                    failed_at = tonumber(now), envelope = env})
       buried[#buried + 1] = bury(KEYS[7], KEYS[8], KEYS[9], record, now)
     else
-      redis.call('HSET', unacked, tag,
-                 '[' .. env .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rkey) .. ']')
-      redis.call('ZADD', index, now, tag)
-      redis.call('HSET', claims, tag, holder)
-      redis.call('SADD', owner_set, tag)
-      local count = redis.call('HINCRBY', deliveries, tag, 1)
+      held[#held + 1] = tag
+      held[#held + 1] = '[' .. env .. ', ' .. cjson.encode(exchange) .. ', '
+                        .. cjson.encode(rkey) .. ']'
+      indexed[#indexed + 1] = now
+      indexed[#indexed + 1] = tag
+      holders[#holders + 1] = tag
+      holders[#holders + 1] = holder
+      owned[#owned + 1] = tag
       out[#out + 1] = name
       out[#out + 1] = env
-      out[#out + 1] = count
+      out[#out + 1] = redis.call('HINCRBY', deliveries, tag, 1)
       out[#out + 1] = tag
       taken = taken + 1
     end
   end
+end
+-- in slices: unpack() is bounded by Lua's stack
+for first = 1, #owned, 1000 do
+  local last = math.min(first + 999, #owned)
+  redis.call('HSET', unacked, unpack(held, 2 * first - 1, 2 * last))
+  redis.call('ZADD', index, unpack(indexed, 2 * first - 1, 2 * last))
+  redis.call('HSET', claims, unpack(holders, 2 * first - 1, 2 * last))
+  redis.call('SADD', owner_set, unpack(owned, first, last))
 end
 
 local nxt = redis.call('ZRANGE', schedule, 0, 0, 'WITHSCORES')
