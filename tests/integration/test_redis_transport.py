@@ -648,3 +648,35 @@ def test_held_connection_send_reads_its_replies_later_and_in_order(raw: redis.Re
         raw.delete(key)
         held.close()
         held.client.close()
+
+
+@pytest.mark.parametrize(
+    ("separators", "extra_headers"),
+    [
+        ((", ", ": "), {}),  # kombu's json.dumps
+        ((",", ":"), {}),  # compact, as orjson writes it
+        ((", ", ": "), {"delivery_tag": "decoy", "exchange": "decoy"}),  # keys seen twice
+        ((", ", ": "), {"note": 'quoted \\"delivery_tag\\": \\"decoy\\"'}),
+    ],
+)
+def test_a_claim_reads_the_tag_and_routing_from_properties_whatever_the_spelling(
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    separators: tuple[str, str],
+    extra_headers: dict[str, str],
+) -> None:
+    message = make_message()
+    transport.publish(message, queue="q")
+    envelope = json.loads(raw.rpop(f"{prefix}q"))  # type: ignore[arg-type]
+    envelope["headers"].update(extra_headers)
+    envelope["properties"]["delivery_tag"] = "tag-1"
+    envelope["properties"]["delivery_info"] = {"exchange": "ex", "routing_key": "rk"}
+    raw.lpush(f"{prefix}q", json.dumps(envelope, separators=separators))
+    (got,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    assert got.tag == "tag-1"
+    held = json.loads(raw.hget(f"{prefix}unacked", "tag-1"))  # type: ignore[arg-type]
+    assert held[1:] == ["ex", "rk"]  # what kombu restores it by
+    got.ack()
+    assert raw.hlen(f"{prefix}unacked") == 0
