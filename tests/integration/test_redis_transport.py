@@ -680,3 +680,16 @@ def test_a_claim_reads_the_tag_and_routing_from_properties_whatever_the_spelling
     assert held[1:] == ["ex", "rk"]  # what kombu restores it by
     got.ack()
     assert raw.hlen(f"{prefix}unacked") == 0
+
+
+def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
+    from caraway.transports.redisurl import pack_commands
+
+    conn = redis.Connection()
+    commands = [
+        ("SET", "k", b"\x00bytes\r\n", 7, -2.5, "ünïcode"),
+        ("EVALSHA", "a" * 40, 2, "k1", "k2", 1e-7, 10**20),
+    ]
+    assert pack_commands(commands) == b"".join(conn.pack_commands(commands))
+    with pytest.raises(redis.DataError, match="cannot send bool"):
+        pack_commands([("SET", "k", True)])

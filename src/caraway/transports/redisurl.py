@@ -219,6 +219,33 @@ def _user(raw: str | None) -> str | None:
 Command = tuple[Any, ...]
 
 
+def pack_commands(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, as one buffer: a third of what redis-py's general packer costs,
+    which matters on the worker's hot path (a claim is one command of twenty-odd args)."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)
+            if kind is bytes:
+                data = arg
+            elif kind is str:
+                data = arg.encode()
+            elif kind is int or kind is float:
+                data = repr(arg).encode()
+            elif isinstance(arg, (bytes, str)):  # subclasses
+                data = bytes(arg) if isinstance(arg, bytes) else str(arg).encode()
+            elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+                data = repr(float(arg) if isinstance(arg, float) else int(arg)).encode()
+            else:
+                raise redis.exceptions.DataError(
+                    f"cannot send {type(arg).__name__} {arg!r} to Redis: "
+                    "pass bytes, str, int or float"
+                )
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 def _read_reply(conn: Any) -> Any:
     """One reply, an error reply as a value: the replies after it must still be read."""
     try:
@@ -299,7 +326,7 @@ class HeldConnection:
             self._read_pending()
             conn = self._connection()
             try:
-                conn.send_packed_command(conn.pack_commands(commands))
+                conn.send_packed_command([pack_commands(commands)])
             except BaseException:
                 self._drop()
                 raise
@@ -366,7 +393,7 @@ class HeldConnection:
         conn = self._connection()
         sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
         try:
-            conn.send_packed_command(conn.pack_commands(sent))
+            conn.send_packed_command([pack_commands(sent)])
             replies = [_read_reply(conn) for _ in sent]
         except BaseException:
             # a half-read reply would be taken for the next command's: start afresh
