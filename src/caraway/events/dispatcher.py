@@ -35,14 +35,31 @@ SW_SYS = platform.system()
 
 #: seconds between flushes of buffered task events (Celery flushes every loop tick)
 FLUSH_INTERVAL = 0.2
-#: a buffer this long wakes the flusher at once
-BUFFER_LIMIT = 100
+#: a buffer this long wakes the flusher at once (each wake takes the GIL from the worker
+#: for a while: a 2-core drain with events showed it; the interval bounds the delay anyway)
+BUFFER_LIMIT = 500
 #: events per task.multi message
 BATCH_SIZE = 500
 #: events kept while the broker is unreachable; older ones are dropped beyond this
 MAX_BUFFER = 10_000
 #: at most one warning per this many seconds while the broker keeps failing
 _WARN_EVERY = 30.0
+
+
+#: this process's pid, kept by a fork hook: os.getpid() is a system call, and send() runs
+#: per event (three per task)
+class _Process:
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Process.forked)
+
+#: event type -> its group, for the few types a process sends (send() runs per event)
+_GROUPS: dict[str, str] = {}
 
 
 class _Outbox:
@@ -101,13 +118,18 @@ class EventDispatcher:
         """Queue one event; returns the document, or None when nothing is sent."""
         if not self.enabled or self._closed:
             return None
-        if self.group is not None and proto.group_of(event_type) != self.group:
+        group = _GROUPS.get(event_type)
+        if group is None:
+            group = proto.group_of(event_type)
+            if len(_GROUPS) < 64:  # the task and worker types, and a few custom ones
+                _GROUPS[event_type] = group
+        if self.group is not None and group != self.group:
             return None
         if event_type in proto.WORKER_EVENTS:
             fields.setdefault("sw_ident", SW_IDENT)
             fields.setdefault("sw_ver", __version__)
             fields.setdefault("sw_sys", SW_SYS)
-        pid = os.getpid()
+        pid = _Process.pid
         event = proto.build_event(
             event_type,
             hostname=self.hostname,
@@ -124,7 +146,9 @@ class EventDispatcher:
         box.queued += 1
         if box.thread is None:
             self._start(box)
-        if proto.group_of(event_type) not in self.buffer_group or len(box.buffer) >= BUFFER_LIMIT:
+        # is_set() first: set() takes a lock and notifies even when already set
+        wake = group not in self.buffer_group or len(box.buffer) >= BUFFER_LIMIT
+        if wake and not box.wake.is_set():
             box.wake.set()
         return event
 
