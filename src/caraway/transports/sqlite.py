@@ -24,8 +24,8 @@ import orjson
 from caraway.exceptions import BrokerError, ImproperlyConfigured
 from caraway.protocol.message import Message
 from caraway.transports import default_sqlite_path
-from caraway.transports._sqlite_extras import ScheduleAndRevocations
-from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
+from caraway.transports._sqlite_extras import QueuesAndDeadLetters, ScheduleAndRevocations
+from caraway.transports.base import Capabilities, Delivery, Transport
 
 T = TypeVar("T")
 
@@ -368,7 +368,7 @@ def _message_from(row: Sequence[Any]) -> Message:
     )
 
 
-class SQLiteTransport(ScheduleAndRevocations, Transport):
+class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
     """The embedded default broker; see the module docstring for the table layout.
 
     Options: ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -555,70 +555,6 @@ class SQLiteTransport(ScheduleAndRevocations, Transport):
     def recover(self, owner: str) -> int:
         sql = f"{_HAND_BACK} WHERE owner = ?"
         return int(self._db.write(lambda conn: conn.execute(sql, (owner,)).rowcount, notify=True))
-
-    # -- queues ---------------------------------------------------------------------------
-
-    def purge(self, queue: str) -> int:
-        def purge(conn: sqlite3.Connection) -> int:
-            conn.execute(_PROMOTE, (time.time(),))
-            sql = "DELETE FROM caraway_messages WHERE queue = ? AND visible_at = 0"
-            return int(conn.execute(sql, (queue,)).rowcount)
-
-        return self._db.write(purge)
-
-    def size(self, queue: str) -> int:
-        # ready rows, plus parked rows and expired claims that the next claim will promote
-        sql = (
-            "SELECT (SELECT count(*) FROM caraway_messages WHERE queue = ? AND visible_at = 0)"
-            " + (SELECT count(*) FROM caraway_messages WHERE visible_at > 0 "
-            "AND visible_at <= ? AND queue = ?)"
-        )
-        args = (queue, time.time(), queue)
-        return int(self._db.read(lambda conn: conn.execute(sql, args).fetchone()[0]))
-
-    # -- dead letters ---------------------------------------------------------------------
-
-    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
-        sql = (
-            f"SELECT {_MESSAGE_FIELDS}, id, queue, reason, failed_at "
-            "FROM caraway_dead_letters ORDER BY id LIMIT ?"
-        )
-        rows = self._db.read(lambda conn: conn.execute(sql, (limit,)).fetchall())
-        return [
-            DeadLetter(
-                id=row[7],
-                queue=row[8],
-                reason=row[9],
-                message=_message_from(row),
-                failed_at=row[10],
-            )
-            for row in rows
-        ]
-
-    def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
-        move = (
-            "INSERT INTO caraway_messages (queue, priority, enqueued_at, "
-            f"{_MESSAGE_FIELDS}) SELECT queue, priority, ?, {_MESSAGE_FIELDS} "
-            "FROM caraway_dead_letters"
-        )
-
-        def requeue(conn: sqlite3.Connection) -> int:
-            now = time.time()
-            if ids is None:
-                conn.execute(f"{move} ORDER BY id", (now,))
-                return int(conn.execute("DELETE FROM caraway_dead_letters").rowcount)
-            moved = 0
-            for part in chunks([int(value) for value in ids]):
-                where = f" WHERE id IN ({placeholders(len(part))})"
-                conn.execute(f"{move}{where} ORDER BY id", (now, *part))
-                moved += conn.execute(f"DELETE FROM caraway_dead_letters{where}", part).rowcount
-            return moved
-
-        return self._db.write(requeue, notify=True)
-
-    def purge_dead_letters(self) -> int:
-        sql = "DELETE FROM caraway_dead_letters"
-        return int(self._db.write(lambda conn: conn.execute(sql).rowcount))
 
     def close(self) -> None:
         self._db.close()
