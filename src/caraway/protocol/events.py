@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from caraway.exceptions import ProtocolError
 from caraway.protocol.message import Message, TaskMessage, safe_repr
 
@@ -117,10 +119,23 @@ def build_event(
     return event
 
 
+#: what json.dumps would hand to ``default`` goes to it here too (datetimes, dataclasses)
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 def _dumps(value: Any) -> bytes:
-    # kombu publishes events with json.dumps defaults; unknown objects become reprs
-    # because event fields are for display and a bad value must not stop the send
-    return json.dumps(value, default=safe_repr).encode("utf-8")
+    # Unknown objects become reprs: event fields are for display and a bad value must not
+    # stop the send. orjson first (a worker with -E encodes three events per task); what
+    # it refuses (ints over 64 bits) goes through json. NaN comes out as null, valid JSON.
+    try:
+        return orjson.dumps(value, default=safe_repr, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, default=safe_repr).encode("utf-8")
 
 
 def encode(events: dict[str, Any] | list[dict[str, Any]], *, hostname: str) -> Message:
@@ -140,9 +155,12 @@ def decode(body: bytes | str) -> list[dict[str, Any]]:
     Raises ProtocolError for anything else (not JSON, not objects, no ``type``).
     """
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"event body is not JSON: {exc}") from exc
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # NaN and Infinity, which Python's json writes and orjson refuses
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"event body is not JSON: {exc}") from exc
     items = parsed if isinstance(parsed, list) else [parsed]
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
