@@ -34,6 +34,7 @@ from caraway.worker.execute import (
     started_meta,
 )
 from caraway.worker.monitor import TaskEvents
+from caraway.worker.policy import _info, _log_outcome, _rss_kib, build_policy, protocol_accept
 from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
 from caraway.worker.ratelimits import SharedBuckets
 
@@ -552,73 +553,6 @@ class Consumer:
             policy = build_policy(self.app, task)
             self._policies[name] = policy
         return policy
-
-
-def build_policy(app: Caraway, task: Task | None) -> lifecycle.Policy:
-    conf = app.conf
-
-    def pick(attribute: str, setting: str) -> Any:
-        value = getattr(task, attribute, None) if task is not None else None
-        return conf[setting] if value is None else value
-
-    return lifecycle.Policy(
-        acks_late=bool(pick("acks_late", "task_acks_late")),
-        acks_on_failure_or_timeout=bool(
-            pick("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout")
-        ),
-        reject_on_worker_lost=bool(pick("reject_on_worker_lost", "task_reject_on_worker_lost")),
-        ignore_result=bool(pick("ignore_result", "task_ignore_result")),
-        store_errors_even_if_ignored=bool(
-            pick("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
-        ),
-        track_started=bool(pick("track_started", "task_track_started")),
-        result_extended=bool(conf.result_extended),
-        result_expires=app.result_expires_seconds(),
-    )
-
-
-def _rss_kib() -> int:
-    """Resident memory of this process now, in KiB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as handle:
-            pages = int(handle.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
-
-
-def _info(delivery: Delivery) -> tuple[str, str]:
-    headers = delivery.message.headers
-    return str(headers.get("id", "")), str(headers.get("task", ""))
-
-
-def protocol_accept(accept: Any) -> frozenset[str]:
-    from caraway.protocol.serializers import normalize_accept
-
-    return normalize_accept(accept or ["json"])
-
-
-def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
-    if outcome.kind == "success":
-        logger.info(
-            "Task %s[%s] succeeded in %.6fs: %.200r",
-            message.task,
-            message.id,
-            outcome.runtime,
-            outcome.value,
-        )
-    elif outcome.kind == "failure":
-        logger.error(
-            "Task %s[%s] raised unexpected: %r\n%s",
-            message.task,
-            message.id,
-            outcome.exc,
-            outcome.traceback or "",
-        )
-    elif outcome.kind == "retry":
-        logger.info("Task %s[%s] retry: %s", message.task, message.id, outcome.exc)
-    else:
-        logger.info("Task %s[%s] %s", message.task, message.id, outcome.kind)
 
 
 __all__ = ["Consumer", "build_policy", "protocol"]
