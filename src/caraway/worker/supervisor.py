@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +26,7 @@ from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
 from caraway.worker.childlink import ChildLink
+from caraway.worker.children import Child, Running, _describe_exit, _kill
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
 from caraway.worker.ratelimits import SharedBuckets
@@ -40,48 +40,6 @@ logger = logging.getLogger("caraway.worker")
 RENEW_INTERVAL = 5.0
 AUTOSCALE_KEEPALIVE = 5.0  # seconds of spare children before one is retired
 REVOKED_SYNC_INTERVAL = 10.0  # seconds between reads of the broker's revoked ids
-
-
-@dataclass(slots=True)
-class Running:
-    """What a child reported it is running."""
-
-    task_id: str
-    name: str
-    tag: str
-    acks_late: bool
-    reject_on_worker_lost: bool
-    time_limit: float | None
-    soft_time_limit: float | None
-    argsrepr: str | None = None
-    kwargsrepr: str | None = None
-    queue: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    wall_started: float = field(default_factory=time.time)
-
-
-@dataclass(slots=True)
-class Child:
-    index: int
-    pid: int
-    reader: int = -1
-    writer: int = -1
-    #: prefork: what the child announced in shared memory
-    slot: RunningSlot | None = None
-    #: threads/solo: what the in-process consumer reported
-    announced: Running | None = None
-    buffer: bytes = b""
-    killed_for: str | None = None
-    retiring: bool = False
-
-    @property
-    def running(self) -> Running | None:
-        if self.slot is None:
-            return self.announced
-        return self.slot.read(_decode_running)
-
-    reserved: list[list[str]] = field(default_factory=list)
-    scheduled: list[list[Any]] = field(default_factory=list)
 
 
 class Supervisor(NodeControl):
@@ -607,21 +565,4 @@ class Supervisor(NodeControl):
                 _kill(pid, signum)
 
 
-def _decode_running(payload: bytes) -> Running:
-    return Running(*orjson.loads(payload))
-
-
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-def _describe_exit(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = str(number)
-        return f"was killed by {name}"
-    return f"exited with code {os.WEXITSTATUS(status)}"
+__all__ = ["Child", "Running", "Supervisor"]
