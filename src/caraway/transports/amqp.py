@@ -66,12 +66,12 @@ class AMQPTransport(Transport):
     ``options`` (``broker_transport_options``): ``heartbeat`` (120 s; 0 = off),
     ``connect_timeout`` (4 s), ``ssl`` (``broker_use_ssl``), ``max_retries`` (3; connection
     errors are retried with backoff on a new connection, then raised as
-    BrokerConnectionError), ``confirm_publish`` (True), ``prefetch_count`` (default: twice
-    the first fetch's ``limit``, see :meth:`fetch`), ``max_priority`` (adds
+    BrokerConnectionError), ``confirm_publish`` (True), ``prefetch_count`` (default: the
+    first fetch's ``limit``, see :meth:`fetch`), ``max_priority`` (adds
     ``x-max-priority``), ``queue_type`` (``"classic"`` or ``"quorum"``).
     """
 
-    capabilities = Capabilities(parking=True, priorities=True, durable=True)
+    capabilities = Capabilities(parking=True, priorities=True, durable=True, free_acks=True)
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -237,7 +237,7 @@ class AMQPTransport(Transport):
         channel = link.consume_channel
         if not self._qos_set:
             # Once per channel: the worker's later fetches ask only for the room left.
-            self.prefetch_count = self.prefetch_count or 2 * limit
+            self.prefetch_count = self.prefetch_count or limit
             channel.basic_qos(0, self.prefetch_count, False)
             self._qos_set = True
         for queue in queues:
@@ -264,13 +264,10 @@ class AMQPTransport(Transport):
     ) -> list[Delivery]:
         """Deliveries received (up to ``limit``), waiting up to ``timeout`` for the first.
 
-        The consumer prefetch is set once, from ``prefetch_count`` or twice this first
-        ``limit``; RabbitMQ pushes up to that many and they wait here, unacked, until
-        fetched. Twice, because the worker acks a batch after running it (with its results):
-        a window of ``limit`` would hold only tasks already run, and the next batch would
-        wait a broker round trip after every ack (W2 drain: about 1.0k/s against 1.9k/s).
-        Celery acks at the start instead, so its ``limit`` counts waiting messages only;
-        here ``limit`` still do.
+        The consumer prefetch is set once, from ``prefetch_count`` or this first ``limit``;
+        RabbitMQ pushes up to that many and they wait here, unacked, until fetched. The
+        worker acks an early-ack task as it starts (``capabilities.free_acks``), as Celery
+        does, so the window refills while a batch runs and holds what Celery's would.
         """
         if not queues or limit <= 0:
             return []

@@ -41,6 +41,9 @@ class Capabilities:
     delivery_count: bool = False
     #: revoked task ids can be recorded on the broker, with an expiry
     revocations: bool = False
+    #: an ack is a frame sent, not a round trip waited for: the worker acks an early-ack
+    #: task as it starts, as Celery does, instead of batching the ack with its result
+    free_acks: bool = False
 
 
 @dataclass(slots=True)

@@ -387,6 +387,11 @@ class Consumer:
             self.effects.flush()
             job.delivery.ack()
             job.acked = True
+        elif not policy.acks_late and self.transport.capabilities.free_acks:
+            # Celery's early ack, where it costs a frame rather than a round trip (AMQP):
+            # the broker refills the prefetch window while the batch runs
+            job.delivery.ack()
+            job.acked = True
         # Otherwise the ack is written after the run, with the result. Early-ack semantics
         # hold all the same: if this child dies mid-task the supervisor stores FAILURE
         # WorkerLostError, and the redelivered message is acked without running.
