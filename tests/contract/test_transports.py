@@ -172,6 +172,21 @@ def test_ack_many_acks_every_delivery(transport: Transport, queue: str) -> None:
     expect_nothing(transport, [queue])
 
 
+def test_ack_then_fetch_settles_the_last_batch_and_claims_the_next(
+    transport: Transport, queue: str
+) -> None:
+    transport.publish_many([(make_message(index), queue) for index in range(4)])
+    first = drain(transport, [queue], 2)
+
+    second = transport.ack_then_fetch(first, [queue], limit=2, timeout=0.5, owner=OWNER)
+    second += drain(transport, [queue], 2 - len(second))  # a fetch may hand out fewer
+
+    assert len(second) == 2
+    assert {d.tag for d in second}.isdisjoint(d.tag for d in first)
+    assert transport.recover(OWNER) == 2  # only the second batch was still held
+    assert len(drain(transport, [queue], 2, owner=OTHER)) == 2
+
+
 def test_a_claimed_message_is_not_handed_to_anyone_else(transport: Transport, queue: str) -> None:
     transport.publish(make_message(), queue=queue)
     drain(transport, [queue], 1)

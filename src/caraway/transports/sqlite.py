@@ -442,6 +442,30 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
                 return []
             self._db.wait_for_change(token, deadline=deadline, wake_at=next_due)
 
+    def ack_then_fetch(
+        self,
+        acks: Sequence[Delivery],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        timeout: float,
+        owner: str,
+    ) -> list[Delivery]:
+        """The acks are deleted in the claim's own transaction: one write instead of two."""
+        tags = [int(delivery.tag) for delivery in acks]
+        if not tags or limit <= 0 or not queues:
+            self.ack_many(acks)
+            return self.fetch(queues, limit=limit, timeout=timeout, owner=owner)
+
+        def work(conn: sqlite3.Connection) -> tuple[list[Any], float | None]:
+            self._delete_ids(conn, tags)
+            return self._claim(conn, queues, limit, owner)
+
+        rows, _next_due = self._db.write(work)
+        if rows or timeout <= 0:
+            return [self._delivery(row, owner) for row in rows]
+        return self.fetch(queues, limit=limit, timeout=timeout, owner=owner)
+
     def _claim(
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, owner: str
     ) -> tuple[list[Any], float | None]:
