@@ -9,16 +9,14 @@ that runs them must read the other side's wire form and counter layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from tests.helpers import Worker
-from tests.integration.redisproj import clean_db, redis_project, tasks
-from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
+from tests.integration.redisproj import tasks
+from tests.interop.celeryproc import CeleryWorker
 
 pytestmark = [
     pytest.mark.redis,
@@ -30,23 +28,7 @@ pytestmark = [
 URL = "redis://127.0.0.1:6379/8"
 
 
-@pytest.fixture
-def db() -> Iterator[redis.Redis]:
-    require_celery()
-    yield from clean_db(URL)
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: redis.Redis) -> Iterator[Path]:
-    write_celery_app(tmp_path, tasks=("add", "mul", "xsum"))
-    yield from redis_project(tmp_path, monkeypatch, URL)
-
-
-@pytest.fixture
-def celery_client(project: Path) -> Iterator[Any]:
-    """The Celery app module ``celeryproj`` as a client in this process."""
-    with celery_module() as module:
-        yield module
+CELERY_TASKS = ("add", "mul", "xsum")  # the conftest's db/project/celery_client read these and URL
 
 
 def test_a_celery_chain_and_chord_complete_on_a_caraway_worker_and_caraway_reads_them(

@@ -9,7 +9,6 @@ messages.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import redis
 
 from caraway import states
 from tests.helpers import Worker, wait_until
-from tests.integration.redisproj import clean_db, redis_project, tasks
-from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
+from tests.integration.redisproj import tasks
+from tests.interop.celeryproc import CeleryWorker
 
 pytestmark = [
     pytest.mark.redis,
@@ -31,23 +30,7 @@ pytestmark = [
 URL = "redis://127.0.0.1:6379/11"
 
 
-@pytest.fixture
-def db() -> Iterator[redis.Redis]:
-    require_celery()
-    yield from clean_db(URL)
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: redis.Redis) -> Iterator[Path]:
-    write_celery_app(tmp_path, tasks=("add", "boom", "mark"))
-    yield from redis_project(tmp_path, monkeypatch, URL)
-
-
-@pytest.fixture
-def celery_client(project: Path) -> Iterator[Any]:
-    """The Celery app module ``celeryproj`` as a client in this process."""
-    with celery_module() as module:
-        yield module
+CELERY_TASKS = ("add", "boom", "mark")  # the conftest's db/project/celery_client read these and URL
 
 
 def test_celery_client_tasks_run_on_a_caraway_worker_and_read_with_celery(
