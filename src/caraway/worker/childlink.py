@@ -9,6 +9,7 @@ flushes. Commands are read from their pipe only when the page's count says one w
 from __future__ import annotations
 
 import os
+import select
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +42,7 @@ class ChildLink:
 
     def flush_reports(self) -> None:
         if self._outbox:
-            os.write(self.reports_fd, b"\n".join(self._outbox) + b"\n")
+            write_all(self.reports_fd, b"\n".join(self._outbox) + b"\n")
             self._outbox.clear()
 
     def commands(self) -> list[list[Any]]:
@@ -59,6 +60,20 @@ class ChildLink:
                 break
         *lines, self._pending = self._pending.split(b"\n")
         return [orjson.loads(line) for line in lines if line]
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte: a pipe write returns early when a signal or a stop (a debugger, py-spy)
+    interrupts it midway, or when a non-blocking pipe fills; a torn line would be read as
+    garbage by the other end."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+            continue
+        view = view[written:]
 
 
 def encode_running(fields: Sequence[Any]) -> bytes:
