@@ -168,11 +168,40 @@ class Signature(dict[str, Any]):
         **options: Any,
     ) -> Signature:
         """A deep copy, with partial arguments and options applied."""
-        copy = Signature.from_dict(to_wire(self), app=self._app)
+        copy = self._plain_copy()
+        if copy is None:
+            copy = Signature.from_dict(to_wire(self), app=self._app)
         if args or kwargs:
             merged_args, merged_kwargs, _ = copy._merge(args, kwargs, None)
             copy["args"], copy["kwargs"] = merged_args, merged_kwargs
         copy.options.update(options)
+        return copy
+
+    def _plain_copy(self) -> Signature | None:
+        """The copy a group member needs, without the wire round trip: only for a plain
+        task signature whose options and arguments are flat scalars (nothing to share)."""
+        if type(self) is not Signature or self.subtask_type is not None or self.name in _BY_TASK:
+            return None
+        options, args, kwargs = self["options"], self["args"], self["kwargs"]
+        if not (
+            type(options) is dict
+            and type(kwargs) is dict
+            and all(type(v) in _SCALARS for v in options.values())
+            and all(type(v) in _SCALARS for v in args)
+            and all(type(v) in _SCALARS for v in kwargs.values())
+        ):
+            return None
+        copy = Signature.__new__(Signature)
+        dict.__init__(
+            copy,
+            task=self["task"],
+            args=tuple(args),
+            kwargs=dict(kwargs),
+            options=dict(options),
+            subtask_type=None,
+            immutable=bool(self.get("immutable", False)),
+        )
+        copy._app = self._app
         return copy
 
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
@@ -339,8 +368,13 @@ def _copy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def to_wire(value: Any) -> Any:
     """Plain JSON-ready data: signatures become dicts, tuples lists, recursively."""
+    if type(value) in _SCALARS:  # most values: skip the two ABC checks
+        return value
     if isinstance(value, Mapping):
         return {str(key): to_wire(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
