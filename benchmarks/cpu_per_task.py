@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
+    parser.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
+    parser.add_argument("-c", "--concurrency", type=int, default=2)
     args = parser.parse_args()
     url = f"redis://127.0.0.1:6379/{args.redis_db}"
     client = redis.Redis.from_url(url)
@@ -77,7 +79,8 @@ def main() -> None:
             [python, "fill.py", str(args.n)], cwd=tmp, env=env, check=True, capture_output=True
         )
         waiting = [f"celery-task-meta-{i}" for i in filled.stdout.decode().split()]
-        argv = [python, "-m", "caraway", "-A", "benchapp", "worker", "-c", "2", "-l", "warning"]
+        argv = [python, "-m", "caraway", "-A", "benchapp", "worker", "-l", "warning"]
+        argv += ["-P", args.pool, "-c", str(args.concurrency)]
         rabbit = rabbit_pid()
         before = redis_cpu(client)
         rabbit_before = cpu_seconds(rabbit) if rabbit else 0.0

@@ -205,8 +205,10 @@ class Consumer:
         waiting = len(self._buffer) + len(self._ready) + len(self._rate_waiting)
         room = self.prefetch - waiting - self._inflight
         busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
-        if room <= 0 or (busy and waiting > self.prefetch // 4):
-            return 0  # enough in hand: fetch in batches, not one round trip per task
+        if room <= 0 or (busy and waiting > 0):
+            # enough in hand: refill only once the buffer is spent, so each claim carries
+            # a full batch (a claim per task or two doubled Redis's CPU per task)
+            return 0
         return room
 
     def _fill_buffer(self) -> None:
