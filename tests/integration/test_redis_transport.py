@@ -683,7 +683,7 @@ def test_a_claim_reads_the_tag_and_routing_from_properties_whatever_the_spelling
 
 
 def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
-    from caraway.transports.redisurl import pack_commands
+    from caraway.transports.redisurl import _pack_commands_py, pack_commands
 
     conn = redis.Connection()
     commands = [
@@ -691,5 +691,6 @@ def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
         ("EVALSHA", "a" * 40, 2, "k1", "k2", 1e-7, 10**20),
     ]
     assert pack_commands(commands) == b"".join(conn.pack_commands(commands))
+    assert _pack_commands_py(commands) == pack_commands(commands)  # hiredis's and ours
     with pytest.raises(redis.DataError, match="cannot send bool"):
         pack_commands([("SET", "k", True)])

@@ -218,10 +218,26 @@ def _user(raw: str | None) -> str | None:
 
 Command = tuple[Any, ...]
 
+_hiredis_pack: Callable[[Command], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # the "redis" extra brings hiredis; without it, the Python packer
+    _hiredis_pack = None
+
 
 def pack_commands(commands: Sequence[Command]) -> bytes:
-    """Commands in RESP, as one buffer: a third of what redis-py's general packer costs,
-    which matters on the worker's hot path (a claim is one command of twenty-odd args)."""
+    """Commands in RESP, as one buffer: hiredis's C packer when it is installed (half the
+    cost of the Python one below), which matters on the worker's hot path (a claim is one
+    command of twenty-odd args)."""
+    if _hiredis_pack is not None:
+        try:
+            return b"".join([_hiredis_pack(command) for command in commands])
+        except TypeError:
+            pass  # a value hiredis refuses: the Python packer names it, or sends a subclass
+    return _pack_commands_py(commands)
+
+
+def _pack_commands_py(commands: Sequence[Command]) -> bytes:
     out: list[bytes] = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))
