@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.catalog import EVENTS_COST_TARGET, FIGURES, WORKLOAD_TITLES, Figure, Options
-from benchmarks.runner import Outcome, Results
+from benchmarks.runner import SQLITE_ROUND_TRIPS, Outcome, Results
 
 START = "<!-- benchmarks:results:start -->"
 END = "<!-- benchmarks:results:end -->"
@@ -49,7 +49,8 @@ class Header:
             f"Redis {self.redis or 'unreachable'}; RabbitMQ {self.rabbitmq or 'unreachable'}",
             f"- caraway {_config(self.caraway)}",
             f"- Celery {_config(self.celery)} (its defaults)",
-            f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3), chord of "
+            f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3; "
+            f"{min(o.round_trips, SQLITE_ROUND_TRIPS)} on SQLite), chord of "
             f"{o.chord_size} (W4); median of {o.repeat} run(s), min-max in brackets",
         ]
 
