@@ -14,7 +14,7 @@ import amqp
 import pytest
 
 from caraway.transports._amqp_link import publish_frames
-from caraway.transports._amqp_wire import basic_properties
+from caraway.transports._amqp_wire import FrameError, basic_properties, split_frames
 
 
 class _Level(IntEnum):
@@ -99,3 +99,27 @@ def test_a_value_py_amqp_cannot_send_still_fails_as_py_amqp_fails() -> None:
         basic_properties(message.properties)
     with pytest.raises(amqp.exceptions.FrameSyntaxError):
         publish_frames(1, message, exchange="", routing_key="q", mandatory=True, frame_max=131072)
+
+
+def _frames(body: bytes, **properties: Any) -> bytes:
+    message = amqp.Message(body, **properties)
+    return publish_frames(
+        1, message, exchange="", routing_key="celery", mandatory=False, frame_max=131072
+    )
+
+
+def test_split_frames_keeps_an_incomplete_frame_for_the_next_read() -> None:
+    frames = _frames(b"body-one", content_type="a") + _frames(b"x" * 300)
+    whole, rest = split_frames(frames)
+    assert rest == b""
+    assert [frame_type for frame_type, _, _ in whole] == [1, 2, 3, 1, 2, 3]
+    assert whole[2][2] == b"body-one" and whole[5][2] == b"x" * 300
+    for cut in range(len(frames)):  # a recv may end anywhere
+        first, kept = split_frames(frames[:cut])
+        second, left = split_frames(kept + frames[cut:])
+        assert first + second == whole and left == b""
+
+
+def test_split_frames_refuses_a_stream_out_of_step() -> None:
+    with pytest.raises(FrameError, match="0xCE"):
+        split_frames(_frames(b"b")[:-1] + b"\x00")
