@@ -5,6 +5,7 @@ No broker needed; it lives beside the AMQP transport tests because it guards the
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import IntEnum
@@ -12,8 +13,11 @@ from typing import Any
 
 import amqp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caraway.transports._amqp_link import publish_frames
+from caraway.transports._amqp_read import DeliveredMessage, frame_handler
 from caraway.transports._amqp_wire import FrameError, basic_properties, split_frames
 
 
@@ -123,3 +127,80 @@ def test_split_frames_keeps_an_incomplete_frame_for_the_next_read() -> None:
 def test_split_frames_refuses_a_stream_out_of_step() -> None:
     with pytest.raises(FrameError, match="0xCE"):
         split_frames(_frames(b"b")[:-1] + b"\x00")
+
+
+def _decoded_both_ways(properties: dict[str, Any]) -> tuple[Any, Any]:
+    """(py-amqp's reading, ours) of a content header carrying ``properties``."""
+    header = struct.pack(">HHQ", 60, 0, 2) + basic_properties(properties)
+    theirs = amqp.Message(frame_method=(60, 60), frame_args=b"")
+    theirs.inbound_header(header)
+    ours = DeliveredMessage(frame_method=(60, 60), frame_args=b"")
+    ours.inbound_header(header)
+    return theirs.properties, ours.properties
+
+
+def test_delivered_celery_properties_decode_as_py_amqp_decodes_them() -> None:
+    properties = {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "application_headers": _celery_headers(),
+        "delivery_mode": 2,
+        "priority": 3,
+        "correlation_id": "0b8a9c1e",
+        "reply_to": "r",
+        "timestamp": 1795755998,
+        "cluster_id": "",
+    }
+    theirs, ours = _decoded_both_ways(properties)
+    assert ours == theirs
+    assert ours["application_headers"]["timelimit"] == [None, 20.5]
+
+
+@pytest.mark.parametrize("value", [*ODD_VALUES, b"\xff\xfe not utf-8"], ids=repr)
+def test_a_delivered_header_value_decodes_as_py_amqp_decodes_it(value: Any) -> None:
+    """Decimals, timestamps, bytes and invalid UTF-8 go to py-amqp's decoder: same result."""
+    theirs, ours = _decoded_both_ways({"application_headers": {"v": value, "w": [value]}})
+    assert ours == theirs
+    assert type(ours["application_headers"]["v"]) is type(theirs["application_headers"]["v"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+        | st.floats(allow_nan=False)
+        | st.text(),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=20), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_any_json_like_header_decodes_as_py_amqp_decodes_it(value: Any) -> None:
+    theirs, ours = _decoded_both_ways({"application_headers": {"v": value}})
+    assert ours == theirs
+
+
+def test_frames_become_the_message_py_amqp_would_deliver() -> None:
+    """Method, header and two body frames in; one basic.deliver with its message out."""
+    delivered: list[tuple[Any, ...]] = []
+
+    class _Conn:
+        bytes_recv = 0
+
+    on_frame = frame_handler(_Conn(), lambda *args: delivered.append(args))
+    method = struct.pack(">HH", 60, 60) + b"\x03tag"
+    header = struct.pack(">HHQ", 60, 0, 6) + basic_properties({"content_type": "a/b"})
+    assert on_frame((1, 1, method)) is False
+    assert on_frame((8, 0, b"")) is False  # a heartbeat between frames is fine
+    assert on_frame((2, 1, header)) is False
+    assert on_frame((3, 1, b"abc")) is False
+    assert on_frame((3, 1, b"def")) is True
+    [(channel, sig, args, message)] = delivered
+    assert (channel, sig, args) == (1, (60, 60), method)
+    assert message.body == b"abcdef" and message.properties == {"content_type": "a/b"}
+    assert on_frame((1, 1, struct.pack(">HH", 60, 11))) is True  # basic.qos-ok: no content
+    with pytest.raises(amqp.exceptions.UnexpectedFrame):
+        on_frame((3, 1, b"stray body"))

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import amqp
 
 from caraway.exceptions import BrokerError, ImproperlyConfigured
+from caraway.transports._amqp_read import frame_handler
 from caraway.transports._amqp_wire import basic_properties, split_frames
 
 logger = logging.getLogger("caraway.transports.amqp")
@@ -181,6 +182,7 @@ class Link:
             ssl=params.ssl,
             heartbeat=params.heartbeat,
             connect_timeout=params.connect_timeout,
+            frame_handler=frame_handler,  # py-amqp's framing, our faster property decoder
         )
         try:
             self.conn.connect()

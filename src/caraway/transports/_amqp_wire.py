@@ -25,22 +25,22 @@ _double = struct.Struct(">d").pack
 _INT_MAX = 2147483647
 
 #: basic properties in flag order (AMQP 0-9-1 s1.8.2), with how each is encoded
-_SHORTSTR, _TABLE, _OCTET, _TIMESTAMP = range(4)
-_PROPERTIES = (
-    ("content_type", _SHORTSTR),
-    ("content_encoding", _SHORTSTR),
-    ("application_headers", _TABLE),
-    ("delivery_mode", _OCTET),
-    ("priority", _OCTET),
-    ("correlation_id", _SHORTSTR),
-    ("reply_to", _SHORTSTR),
-    ("expiration", _SHORTSTR),
-    ("message_id", _SHORTSTR),
-    ("timestamp", _TIMESTAMP),
-    ("type", _SHORTSTR),
-    ("user_id", _SHORTSTR),
-    ("app_id", _SHORTSTR),
-    ("cluster_id", _SHORTSTR),
+SHORTSTR, TABLE, OCTET, TIMESTAMP = range(4)
+PROPERTY_NAMES = (
+    ("content_type", SHORTSTR),
+    ("content_encoding", SHORTSTR),
+    ("application_headers", TABLE),
+    ("delivery_mode", OCTET),
+    ("priority", OCTET),
+    ("correlation_id", SHORTSTR),
+    ("reply_to", SHORTSTR),
+    ("expiration", SHORTSTR),
+    ("message_id", SHORTSTR),
+    ("timestamp", TIMESTAMP),
+    ("type", SHORTSTR),
+    ("user_id", SHORTSTR),
+    ("app_id", SHORTSTR),
+    ("cluster_id", SHORTSTR),
 )
 
 
@@ -49,15 +49,15 @@ def basic_properties(properties: Mapping[str, Any]) -> bytes:
     flags = 0
     parts: list[bytes] = []
     bit = 1 << 15
-    for name, kind in _PROPERTIES:
+    for name, kind in PROPERTY_NAMES:
         value = properties.get(name)
         if value is not None:
             flags |= bit
-            if kind == _SHORTSTR:
+            if kind == SHORTSTR:
                 parts.append(_shortstr(value))
-            elif kind == _TABLE:
+            elif kind == TABLE:
                 parts.append(table(value))
-            elif kind == _OCTET:
+            elif kind == OCTET:
                 parts.append(bytes((value,)))
             else:
                 parts.append(_ulonglong(value))
