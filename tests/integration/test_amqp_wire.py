@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caraway.transports._amqp_link import publish_frames
+from caraway.transports._amqp_link import ack_frame, publish_frames
 from caraway.transports._amqp_read import DeliveredMessage, frame_handler
 from caraway.transports._amqp_wire import FrameError, basic_properties, split_frames
 
@@ -204,3 +204,11 @@ def test_frames_become_the_message_py_amqp_would_deliver() -> None:
     assert on_frame((1, 1, struct.pack(">HH", 60, 11))) is True  # basic.qos-ok: no content
     with pytest.raises(amqp.exceptions.UnexpectedFrame):
         on_frame((3, 1, b"stray body"))
+
+
+@pytest.mark.parametrize(("tag", "multiple"), [(1, False), (2**40 + 7, True)])
+def test_ack_frame_is_the_basic_ack_py_amqp_writes(tag: int, multiple: bool) -> None:
+    args = amqp.serialization.dumps("Lb", (tag, multiple))
+    payload = struct.pack(">HH", 60, 80) + args
+    expected = struct.pack(">BHI", 1, 3, len(payload)) + payload + b"\xce"
+    assert ack_frame(3, tag, multiple=multiple) == expected

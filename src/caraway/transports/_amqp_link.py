@@ -38,6 +38,7 @@ CHANNEL_ERRORS: tuple[type[BaseException], ...] = (amqp.exceptions.ChannelError,
 
 _DEFAULT_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 _READ_SIZE = 262144
+_ACK_FRAME = struct.Struct(">BHIHHQ?B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,12 @@ def publish_frames(
     return b"".join(parts)
 
 
+def ack_frame(channel_id: int, tag: int, *, multiple: bool) -> bytes:
+    """basic.ack (AMQP 0-9-1 s1.8.3.13): class 60, method 80, delivery tag, multiple bit;
+    a struct.pack instead of py-amqp's generic method writer."""
+    return _ACK_FRAME.pack(1, channel_id, 13, 60, 80, tag, multiple, 0xCE)
+
+
 class Link:
     """A live connection: consume channel, confirming publish channel, I/O thread."""
 
@@ -232,14 +239,30 @@ class Link:
         blocker = min((t for t in unsettled if t not in wanted), default=None)
         below = [t for t in tags if blocker is None or t < blocker]
         singles = [t for t in tags if blocker is not None and t > blocker]
-        channel = self.consume_channel
+        frames: list[bytes] = []
         if below:
             top = max(below)
-            channel.basic_ack(top, multiple=len(below) > 1)
+            frames.append(self._ack_frame(top, multiple=len(below) > 1))
             unsettled.difference_update([t for t in unsettled if t <= top])
         for tag in singles:
-            channel.basic_ack(tag)
+            frames.append(self._ack_frame(tag, multiple=False))
             unsettled.discard(tag)
+        if frames:
+            self.write_frames(frames)
+
+    def ack_tag(self, tag: int) -> None:
+        """Ack one tag (an early ack as its task starts) with one write of one frame."""
+        self.write_frames([self._ack_frame(tag, multiple=False)])
+        self.unsettled.discard(tag)
+
+    def _ack_frame(self, tag: int, *, multiple: bool) -> bytes:
+        return ack_frame(self.consume_channel.channel_id, tag, multiple=multiple)
+
+    def write_frames(self, frames: Sequence[bytes]) -> None:
+        if not self.consume_channel.is_open:
+            raise amqp.exceptions.RecoverableConnectionError("consume channel is closed")
+        self.conn.transport.write(b"".join(frames))
+        self.conn.bytes_sent += 1  # what py-amqp's heartbeat check counts
 
     # -- confirms and returns (called from drain_events, lock held) ----------------------
     def _on_ack(self, tag: int, multiple: bool) -> None:

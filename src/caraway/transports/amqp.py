@@ -305,7 +305,7 @@ class AMQPTransport(Transport):
         )
 
     # -- settling ----------------------------------------------------------------------
-    def _settle(self, delivery: Delivery, what: str, op: Callable[[Any, int], None]) -> None:
+    def _settle(self, delivery: Delivery, what: str, op: Callable[[Link, int], None]) -> None:
         held = _held(delivery)
         if held.settled:
             return  # a second ack of one tag would close the channel (PRECONDITION_FAILED)
@@ -320,7 +320,7 @@ class AMQPTransport(Transport):
             return
         try:
             with link.lock:
-                op(link.consume_channel, held.delivery_tag)
+                op(link, held.delivery_tag)
                 link.unsettled.discard(held.delivery_tag)
         except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
             logger.warning(
@@ -330,7 +330,7 @@ class AMQPTransport(Transport):
                 self._drop(link)
 
     def ack(self, delivery: Delivery) -> None:
-        self._settle(delivery, "ack", lambda channel, tag: channel.basic_ack(tag))
+        self._settle(delivery, "ack", Link.ack_tag)
 
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Ack a batch, with one ``multiple`` basic.ack where RabbitMQ's rule allows.
@@ -363,7 +363,9 @@ class AMQPTransport(Transport):
                 self._drop(link)
 
     def requeue(self, delivery: Delivery) -> None:
-        self._settle(delivery, "requeue", lambda channel, tag: channel.basic_reject(tag, True))
+        self._settle(
+            delivery, "requeue", lambda link, tag: link.consume_channel.basic_reject(tag, True)
+        )
 
     def _still_held(self, delivery: Delivery) -> bool:
         held = _held(delivery)
