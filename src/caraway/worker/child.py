@@ -299,7 +299,8 @@ class Consumer:
             stored_state=stored,
             registered=task is not None,
             revoked=message.id in self.revoked,
-            registered_names=", ".join(sorted(self._user_task_names())),
+            # only an unregistered task's error names them: not worth a sort per message
+            registered_names="" if task else ", ".join(sorted(self._user_task_names())),
             policy=policy,
         )
         self.events.received(message)

@@ -54,8 +54,14 @@ class EffectApplier:
 
     @property
     def pending(self) -> int:
-        queued = (self._acks, self._loose_acks, self._results, self._publish, self._joins)
-        return sum(len(items) for items in queued)
+        # asked several times per task: plain additions, not a generator
+        return (
+            len(self._acks)
+            + len(self._loose_acks)
+            + len(self._results)
+            + len(self._publish)
+            + len(self._joins)
+        )
 
     def apply(
         self, delivery: Delivery, effects: Effects, *, now: bool = False, ordered: bool = True
