@@ -76,10 +76,19 @@ def table(values: Mapping[str, Any]) -> bytes:
     """A field table: long size, then name (short string), type tag and value per field."""
     parts: list[bytes] = []
     for key, value in values.items():
-        parts.append(_shortstr(key))
+        name = _KEYS.get(key)
+        if name is None:
+            name = _shortstr(key)
+            if len(_KEYS) < 1024 and type(key) is str:  # header names repeat: keep them
+                _KEYS[key] = name
+        parts.append(name)
         parts.append(_item(value))
     data = b"".join(parts)
     return _long(len(data)) + data
+
+
+#: encoded field names seen so far (a task message's ~25 header names, over and over)
+_KEYS: dict[str, bytes] = {}
 
 
 def _array(values: Sequence[Any]) -> bytes:
