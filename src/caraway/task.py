@@ -248,6 +248,8 @@ class Task:
         signature = self._signature()
         if signature is None:
             return
+        if not kwargs and len(args) == self.__dict__.get("_plain_arity"):
+            return  # f(a, b) called with two positional arguments: nothing to bind
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -266,6 +268,10 @@ class Task:
             params = list(signature.parameters.values())[1:]
             signature = signature.replace(parameters=params)
         self.__dict__["_cached_signature"] = signature
+        plain = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY
+        if all(p.kind in plain for p in signature.parameters.values()):
+            # every call with exactly this many positional arguments fits
+            self.__dict__["_plain_arity"] = len(signature.parameters)
         return signature
 
     # -- retrying --------------------------------------------------------------------------

@@ -48,7 +48,19 @@ def test_delay_with_arguments_that_do_not_fit_raises_type_error_before_sending()
 
     with pytest.raises(TypeError, match="missing a required argument"):
         add.delay(2)
-    assert app.producer.size("celery") == 0
+    add.delay(1, 2)  # the quick check for exactly as many positional arguments
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        add.delay(1, 2, 3)
+    with pytest.raises(TypeError, match="multiple values for argument 'x'"):
+        add.apply_async((1, 2), {"x": 3})
+
+    @app.task
+    def scale(x: int, *, by: int) -> int:
+        return x * by
+
+    with pytest.raises(TypeError, match="missing a required argument: 'by'"):
+        scale.delay(2)  # one positional argument for one positional parameter is not enough
+    assert app.producer.size("celery") == 1
 
 
 def test_delay_publishes_a_protocol_v2_message_to_the_default_queue() -> None:
