@@ -6,18 +6,74 @@ printed as one line and exit non-zero; tracebacks are for bugs.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from caraway._version import __version__
-from caraway.app import Caraway
 from caraway.cli.context import CliState
 from caraway.exceptions import CarawayError
 
+if TYPE_CHECKING:
+    from caraway.app import Caraway
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+#: subcommand -> "module:attribute" of its click command. A subcommand's module (and what it
+#: imports: the dashboard's server, the events monitor, ``multi``...) is imported only when
+#: that subcommand runs or help lists it, so a worker process does not hold them all.
+_COMMANDS: dict[str, str] = {
+    "worker": "caraway.cli.worker:worker",
+    "dead-letters": "caraway.cli.deadletters:dead_letters",
+    "events": "caraway.cli.events:events",
+    "dashboard": "caraway.cli.dashboard:dashboard",
+    "inspect": "caraway.cli.control:inspect",
+    "control": "caraway.cli.control:control",
+    "status": "caraway.cli.control:status",
+    "purge": "caraway.cli.control:purge",
+    "call": "caraway.cli.control:call",
+    "result": "caraway.cli.control:result",
+    "report": "caraway.cli.control:report",
+    "multi": "caraway.cli.multi:multi",
+}
+#: lists of commands registered whole, for a name not in ``_COMMANDS`` and for help
+_COMMAND_LISTS = ("caraway.cli.control:commands",)
+
+
+def _load(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (see ``_COMMANDS``)."""
+
+    def _register_lists(self) -> None:
+        for target in _COMMAND_LISTS:
+            for command in _load(target):
+                if command.name:
+                    self.commands.setdefault(command.name, command)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._register_lists()
+        return sorted({*self.commands, *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in _COMMANDS:
+            loaded = _load(_COMMANDS[cmd_name])
+            if not isinstance(loaded, click.Command):  # pragma: no cover - a wrong table entry
+                raise TypeError(f"{_COMMANDS[cmd_name]} is not a click command")
+            command = self.commands.setdefault(cmd_name, loaded)
+        elif command is None:
+            self._register_lists()
+            command = self.commands.get(cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-A", "--app", "app_spec", metavar="APP", help="proj, proj.module or proj.module:app")
 @click.option("-b", "--broker", help="Broker URL (overrides the app's broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides the app's setting).")
@@ -41,29 +97,6 @@ def cli(
     state.broker = broker or state.broker
     state.result_backend = result_backend or state.result_backend
     state.workdir = workdir
-
-
-def _register() -> None:
-    from caraway.cli.control import commands
-    from caraway.cli.dashboard import dashboard
-    from caraway.cli.deadletters import dead_letters
-    from caraway.cli.events import events
-    from caraway.cli.worker import worker
-
-    cli.add_command(worker)
-    cli.add_command(dead_letters)
-    cli.add_command(events)
-    cli.add_command(dashboard)
-    for command in commands:
-        cli.add_command(command)
-    try:
-        from caraway.cli.multi import multi
-    except ImportError:  # pragma: no cover - multi lands in its own change
-        return
-    cli.add_command(multi)
-
-
-_register()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
