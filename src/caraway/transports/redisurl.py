@@ -154,7 +154,23 @@ def _client_kwargs(target: RedisTarget, options: dict[str, Any], retries: int) -
         kwargs["retry"] = Retry(NoBackoff(), 0)
     if target.tls or options.get("ssl"):
         kwargs.update(_tls_kwargs(target, options.get("ssl")))
+    kwargs.update(_quiet_client_kwargs())
     return kwargs
+
+
+def _quiet_client_kwargs() -> dict[str, Any]:
+    """redis-py 8 looks its own version up in the package metadata for every client (1.2 MiB
+    per prefork child, 0.5 ms a client) and negotiates maintenance notifications, which only
+    Redis Enterprise sends: name the version ourselves and leave them off."""
+    try:
+        from redis.driver_info import DriverInfo
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py < 8 has neither
+        return {}
+    return {
+        "driver_info": DriverInfo(lib_version=redis.__version__),
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
 
 
 def _tls_kwargs(target: RedisTarget, ssl_options: Any) -> dict[str, Any]:
