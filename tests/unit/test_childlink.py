@@ -53,3 +53,15 @@ def test_short_writes_are_completed(
     assert calls["n"] > 3
     lines = _read_lines(reports_r, 50)
     assert lines == [["done", f"task-{index}", "x" * 40] for index in range(50)]
+
+
+def test_an_unreadable_command_is_dropped_and_the_next_one_read(
+    pipes: tuple[int, int, int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, reports_w, commands_r, commands_w = pipes
+    slot = RunningSlot()
+    link = ChildLink(slot, reports_w, commands_r)
+    os.write(commands_w, b'["revoke", ["a"\n["shutdown"]\n')
+    slot.note_command()
+    assert link.commands() == [["shutdown"]]
+    assert "unreadable command" in caplog.text

@@ -8,6 +8,7 @@ flushes. Commands are read from their pipe only when the page's count says one w
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import time
@@ -19,6 +20,7 @@ import orjson
 from caraway.worker.slot import CAPACITY, RunningSlot
 
 _CHUNK = 65536
+logger = logging.getLogger("caraway.worker")
 
 
 class ChildLink:
@@ -59,7 +61,14 @@ class ChildLink:
             if len(chunk) < _CHUNK:
                 break
         *lines, self._pending = self._pending.split(b"\n")
-        return [orjson.loads(line) for line in lines if line]
+        commands = []
+        for line in lines:
+            if line:
+                try:
+                    commands.append(orjson.loads(line))
+                except orjson.JSONDecodeError:  # as in the supervisor: drop it, carry on
+                    logger.error("unreadable command from the supervisor: %.200r", line)
+        return commands
 
 
 def write_all(fd: int, data: bytes) -> None:

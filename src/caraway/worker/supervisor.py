@@ -359,7 +359,14 @@ class Supervisor(NodeControl):
         child.buffer += data
         *lines, child.buffer = child.buffer.split(b"\n")
         for line in lines:
-            self._handle_event(child, orjson.loads(line))
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                # never the case since reports are written whole; if it were, one lost
+                # report is better than a dead node
+                logger.error("unreadable report from child pid %d: %.200r", child.pid, line)
+                continue
+            self._handle_event(child, event)
 
     def _handle_event(self, child: Child, event: list[Any]) -> None:
         kind = event[0]
