@@ -694,3 +694,17 @@ def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
     assert _pack_commands_py(commands) == pack_commands(commands)  # hiredis's and ours
     with pytest.raises(redis.DataError, match="cannot send bool"):
         pack_commands([("SET", "k", True)])
+
+
+def test_pack_commands_writes_a_float_subclass_as_its_value() -> None:
+    """hiredis would write numpy's float64 as ``np.float64(1.5)``: such values take the
+    Python packer, which writes what ``float()`` gives."""
+    from caraway.transports.redisurl import pack_commands
+
+    class Scaled(float):
+        def __repr__(self) -> str:
+            return f"Scaled({float(self)})"
+
+    assert (
+        pack_commands([("SET", "k", Scaled(1.5))]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n1.5\r\n"
+    )

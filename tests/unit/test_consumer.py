@@ -47,3 +47,15 @@ def test_consumer_never_blocks_on_fetch_while_decoded_tasks_wait_for_a_slot(
         stop.set()
         thread.join(timeout=10)
     assert blocked_while_waiting == []
+
+
+def test_a_rate_held_message_does_not_stop_the_threads_pool_fetching() -> None:
+    """Only messages ready to run make a consumer wait with its refill: a task held for its
+    rate limit (up to an hour at 1/h) must not leave the other slots idle meanwhile."""
+    app = Caraway("consumer", broker="memory://consumer-rate", set_as_current=False)
+    consumer = Consumer(app, queues=["celery"], slots=4, hostname="t@h")
+    consumer._inflight = 1  # one long task running
+    consumer._rate_waiting.add(1)  # one message waiting for its token
+    assert consumer._fetch_room() == consumer.prefetch - 2
+    consumer._buffer.append(object())  # type: ignore[arg-type]  # a message in hand
+    assert consumer._fetch_room() == 0

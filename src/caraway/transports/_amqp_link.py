@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import struct
 import threading
 import time
@@ -239,6 +240,7 @@ class Link:
         blocker = min((t for t in unsettled if t not in wanted), default=None)
         below = [t for t in tags if blocker is None or t < blocker]
         singles = [t for t in tags if blocker is not None and t > blocker]
+        self._require_open()  # before building frames: a closed channel has no id
         frames: list[bytes] = []
         if below:
             top = max(below)
@@ -252,15 +254,19 @@ class Link:
 
     def ack_tag(self, tag: int) -> None:
         """Ack one tag (an early ack as its task starts) with one write of one frame."""
+        self._require_open()
         self.write_frames([self._ack_frame(tag, multiple=False)])
         self.unsettled.discard(tag)
 
     def _ack_frame(self, tag: int, *, multiple: bool) -> bytes:
         return ack_frame(self.consume_channel.channel_id, tag, multiple=multiple)
 
-    def write_frames(self, frames: Sequence[bytes]) -> None:
-        if not self.consume_channel.is_open:
+    def _require_open(self) -> None:
+        if not self.consume_channel.is_open or self.conn.transport is None:
             raise amqp.exceptions.RecoverableConnectionError("consume channel is closed")
+
+    def write_frames(self, frames: Sequence[bytes]) -> None:
+        self._require_open()
         self.conn.transport.write(b"".join(frames))
         self.conn.bytes_sent += 1  # what py-amqp's heartbeat check counts
 
@@ -443,7 +449,10 @@ class Link:
         """
         transport = self.conn.transport
         while select.select([sock], [], [], 0)[0]:
-            chunk = sock.recv(_READ_SIZE)
+            try:
+                chunk = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return  # select's readiness was a false alarm: never wait here, lock held
             if not chunk:
                 raise ConnectionResetError("the broker closed the connection")
             frames, transport._read_buffer = split_frames(transport._read_buffer + chunk)

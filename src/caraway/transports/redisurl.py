@@ -245,12 +245,14 @@ def pack_commands(commands: Sequence[Command]) -> bytes:
     """Commands in RESP, as one buffer: hiredis's C packer when it is installed (half the
     cost of the Python one below), which matters on the worker's hot path (a claim is one
     command of twenty-odd args)."""
-    if _hiredis_pack is not None:
-        try:
-            return b"".join([_hiredis_pack(command) for command in commands])
-        except TypeError:
-            pass  # a value hiredis refuses: the Python packer names it, or sends a subclass
+    if _hiredis_pack is not None and all(
+        type(arg) in _PLAIN for command in commands for arg in command
+    ):  # hiredis writes a subclass (numpy's float64) with its own repr: those go below
+        return b"".join([_hiredis_pack(command) for command in commands])
     return _pack_commands_py(commands)
+
+
+_PLAIN = frozenset({bytes, str, int, float})
 
 
 def _pack_commands_py(commands: Sequence[Command]) -> bytes:

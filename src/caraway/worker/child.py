@@ -205,7 +205,7 @@ class Consumer:
         waiting = len(self._buffer) + len(self._ready) + len(self._rate_waiting)
         room = self.prefetch - waiting - self._inflight
         busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
-        if room <= 0 or (busy and waiting > 0):
+        if room <= 0 or (busy and (self._buffer or self._ready)):
             # enough in hand: refill only once the buffer is spent, so each claim carries
             # a full batch (a claim per task or two doubled Redis's CPU per task)
             return 0

@@ -271,6 +271,7 @@ class Supervisor(NodeControl):
         for name in ("caraway.worker.control", *CHILD_MODULES):
             with contextlib.suppress(ImportError):
                 importlib.import_module(name)
+        gc.collect()  # garbage frozen now would never be freed, here or in any child
         gc.freeze()
 
     def _spawn(self, index: int) -> None:
