@@ -65,3 +65,29 @@ def test_an_unreadable_command_is_dropped_and_the_next_one_read(
     slot.note_command()
     assert link.commands() == [["shutdown"]]
     assert "unreadable command" in caplog.text
+
+
+def test_a_command_larger_than_the_pipe_goes_whole_as_the_child_reads(
+    pipes: tuple[int, int, int, int],
+) -> None:
+    """The supervisor's end is non-blocking: a 100 KB revoke list fills the 64 KiB pipe, and
+    the rest waits in the child's outbox instead of being cut off."""
+    from caraway.worker.children import Child
+    from caraway.worker.supervisor import Supervisor
+
+    _, reports_w, commands_r, commands_w = pipes
+    os.set_blocking(commands_w, False)
+    slot = RunningSlot()
+    child = Child(index=0, pid=os.getpid(), writer=commands_w, slot=slot)
+    supervisor = Supervisor.__new__(Supervisor)  # only its pipe writing is under test
+    ids = [f"{index:036d}" for index in range(2500)]
+    supervisor._send_command(child, orjson.dumps(["revoke", ids]) + b"\n")
+    supervisor._send_command(child, b'["shutdown"]\n')
+    assert child.outbox, "the pipe took part of it; the rest waits in order"
+    link = ChildLink(slot, reports_w, commands_r)
+    got: list[list[object]] = []
+    for _ in range(10):
+        got += link.commands()
+        supervisor._flush_commands(child)  # what the supervisor's loop does each turn
+    assert got == [["revoke", ids], ["shutdown"]]
+    assert child.outbox == b""

@@ -49,6 +49,8 @@ class Child:
     #: threads/solo: what the in-process consumer reported
     announced: Running | None = None
     buffer: bytes = b""
+    #: commands the pipe could not take yet (see ``Supervisor._send_command``)
+    outbox: bytes = b""
     killed_for: str | None = None
     retiring: bool = False
 

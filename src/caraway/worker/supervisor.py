@@ -189,6 +189,9 @@ class Supervisor(NodeControl):
                     self._drain_wakeups()
                 else:
                     self._read_reports(key.data)
+            for child in self.children.values():
+                if child.outbox:
+                    self._flush_commands(child)
             self._reap()
             self._enforce_time_limits()
             self._autoscale()
@@ -298,8 +301,7 @@ class Supervisor(NodeControl):
         self.children[pid] = child
         self.selector.register(reader, selectors.EVENT_READ, child)
         if self.revoked_ids:
-            os.write(writer, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
-            slot.note_command()
+            self._send_command(child, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
 
     def _child_main(self, index: int, writer: int, commands_fd: int, slot: RunningSlot) -> None:
         stop = threading.Event()
@@ -339,15 +341,34 @@ class Supervisor(NodeControl):
         line = orjson.dumps(list(command)) + b"\n"
         for child in self.children.values():
             if child.writer >= 0:
-                try:
-                    os.write(child.writer, line)
-                    if child.slot is not None:
-                        child.slot.note_command()
-                except OSError as exc:
-                    logger.warning("could not relay %s to pid %d: %s", command[0], child.pid, exc)
+                self._send_command(child, line)
         if self.pool != "prefork":
             with self._inline_lock:
                 self._inline_commands.append(list(command))
+
+    def _send_command(self, child: Child, line: bytes) -> None:
+        """Queue ``line`` for the child's command pipe and write what the pipe takes now.
+
+        The pipe is non-blocking (a child deep in a task must not stall the node): what does
+        not fit waits in the child's outbox, in order, and the loop writes it as the child
+        reads. A line is never cut short and left so, which the child would read as garbage.
+        """
+        child.outbox += line
+        self._flush_commands(child)
+
+    def _flush_commands(self, child: Child) -> None:
+        while child.outbox:
+            try:
+                written = os.write(child.writer, child.outbox)
+            except BlockingIOError:
+                break  # the pipe is full: the loop tries again
+            except OSError as exc:
+                logger.warning("could not send commands to pid %d: %s", child.pid, exc)
+                child.outbox = b""
+                return
+            child.outbox = child.outbox[written:]
+        if child.slot is not None:
+            child.slot.note_command()
 
     def _read_reports(self, child: Child) -> None:
         try:
