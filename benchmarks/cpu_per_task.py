@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
     parser.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
     parser.add_argument("-c", "--concurrency", type=int, default=2)
+    parser.add_argument("-E", "--events", action="store_true", help="worker sends task events")
     args = parser.parse_args()
     url = f"redis://127.0.0.1:6379/{args.redis_db}"
     client = redis.Redis.from_url(url)
@@ -80,7 +81,7 @@ def main() -> None:
         )
         waiting = [f"celery-task-meta-{i}" for i in filled.stdout.decode().split()]
         argv = [python, "-m", "caraway", "-A", "benchapp", "worker", "-l", "warning"]
-        argv += ["-P", args.pool, "-c", str(args.concurrency)]
+        argv += ["-P", args.pool, "-c", str(args.concurrency), *(["-E"] if args.events else [])]
         rabbit = rabbit_pid()
         before = redis_cpu(client)
         rabbit_before = cpu_seconds(rabbit) if rabbit else 0.0
