@@ -232,3 +232,42 @@ def test_itercapture_ends_at_its_timeout_without_events(app: Caraway) -> None:
     started = time.monotonic()
     assert list(EventReceiver(app).itercapture(timeout=0.3)) == []
     assert time.monotonic() - started < 2
+
+
+def test_a_worker_consumer_publishes_full_batches_itself_and_never_waits_on_failure(
+    app: Caraway,
+) -> None:
+    """``caller_flushes``: the consumer's thread publishes each full batch (no handing the GIL
+    to the flusher mid-drain); with the broker down it leaves retries to the flusher."""
+    from caraway.events.dispatcher import BATCH_SIZE
+
+    publishers: list[int] = []
+
+    class _Bus(_FlakyBus):
+        def publish(self, message: Message, *, routing_key: str) -> None:
+            publishers.append(threading.get_ident())
+            super().publish(message, routing_key=routing_key)
+
+    _FlakyBus.fail, _FlakyBus.published = False, []
+    dispatcher = EventDispatcher(
+        app,
+        hostname="w1@h",
+        flush_interval=30.0,  # the flusher's timer stays out of the way
+        bus_factory=lambda a: _Bus("memory://"),
+        caller_flushes=True,
+    )
+    try:
+        for n in range(BATCH_SIZE):
+            dispatcher.send("task-started", uuid=str(n))
+        assert publishers == [threading.get_ident()], "published by the caller, at once"
+        _FlakyBus.fail = True
+        started = time.perf_counter()
+        for n in range(3 * BATCH_SIZE):
+            dispatcher.send("task-started", uuid=f"down-{n}")
+        assert time.perf_counter() - started < 0.5, "no pause in the caller"
+        assert len(publishers) == 2, "one try, then the flusher's business for a while"
+        _FlakyBus.fail = False
+        assert dispatcher.flush(5)
+    finally:
+        dispatcher.close()
+    assert _FlakyBus.published == ["task.multi"] * 4  # 500 at once, then 1,500 in three

@@ -50,7 +50,9 @@ class TaskEvents:
                 logger.error("task events are unavailable in this build: %s", exc)
                 self._enabled = False
                 return
-            self._dispatcher = EventDispatcher(self.app, hostname=self.hostname, enabled=True)
+            self._dispatcher = EventDispatcher(
+                self.app, hostname=self.hostname, enabled=True, caller_flushes=True
+            )
         self._dispatcher.send(kind, **fields)
 
     def received(self, message: TaskMessage) -> None:
