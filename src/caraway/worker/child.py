@@ -204,8 +204,7 @@ class Consumer:
         """How many messages to fetch now: 0 while enough are in hand."""
         waiting = len(self._buffer) + len(self._ready) + len(self._rate_waiting)
         room = self.prefetch - waiting - self._inflight
-        busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
-        if room <= 0 or (busy and (self._buffer or self._ready)):
+        if room <= 0 or self._buffer or self._ready:
             # enough in hand: refill only once the buffer is spent, so each claim carries
             # a full batch (a claim per task or two doubled Redis's CPU per task)
             return 0

@@ -11,8 +11,6 @@ answered here (see ``node.py``) and relayed to the children over command pipes.
 from __future__ import annotations
 
 import contextlib
-import gc
-import importlib
 import logging
 import os
 import selectors
@@ -28,7 +26,7 @@ from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
 from caraway.worker.childlink import ChildLink
-from caraway.worker.children import Child, Running, _describe_exit, _kill
+from caraway.worker.children import Child, Running, _describe_exit, _kill, prepare_to_fork
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
 from caraway.worker.ratelimits import SharedBuckets
@@ -38,12 +36,6 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
 
 logger = logging.getLogger("caraway.worker")
-
-#: modules a prefork child imports only on its first chord, retry or callback; imported
-#: before the fork instead, since an import in a child writes the new code and the import
-#: system's tables to that child's own pages (measured: the first chord and retry in a child
-#: cost it 0.7 MiB more when these came after the fork; preloading them costs nothing seen)
-CHILD_MODULES = ("caraway.canvas", "caraway.worker.chords", "caraway.worker.retry")
 
 RENEW_INTERVAL = 5.0
 AUTOSCALE_KEEPALIVE = 5.0  # seconds of spare children before one is retired
@@ -108,7 +100,7 @@ class Supervisor(NodeControl):
         self.transport = self.app.connection()
         self._sync_revoked()  # before any consumer starts, so none runs a revoked task
         if self.pool == "prefork":
-            self._prepare_to_fork()
+            prepare_to_fork(self.app)
             for index in range(self.concurrency):
                 self._spawn(index)
             thread = None
@@ -240,43 +232,6 @@ class Supervisor(NodeControl):
             logger.exception("remote control request failed; the node carries on")
 
     # -- children --------------------------------------------------------------------------
-    def _prepare_to_fork(self) -> None:
-        """Make the children share as much of this process's memory as they can.
-
-        A forked child shares every page with the parent until either writes to it. So,
-        before the first fork: import what this node opens only after forking (result
-        backend, remote-control mailbox, event bus) and what children import on first use,
-        so that neither the parent nor each child imports it again on its own pages; then
-        move every object alive now to the collector's permanent generation
-        (``gc.freeze``), so that a full collection in a child, which writes to the header of
-        every object it examines, never examines (and copies) the objects it inherited.
-        Frozen objects are never collected, which costs nothing for the ones that live as
-        long as the process (modules, the app); later forks do not freeze again.
-        """
-        from caraway.backends import BACKEND_ALIASES
-        from caraway.events.bus import BUS_ALIASES
-        from caraway.transports import resolve
-        from caraway.transports.mailbox import MAILBOX_ALIASES
-
-        plugins = [
-            (self.app.broker_url, MAILBOX_ALIASES, "caraway.mailboxes", "mailbox"),
-            (self.app.broker_url, BUS_ALIASES, "caraway.event_buses", "event bus"),
-        ]
-        if self.app.result_backend_url:
-            plugins.append(
-                (self.app.result_backend_url, BACKEND_ALIASES, "caraway.backends", "result backend")
-            )
-        for url, aliases, group, kind in plugins:
-            try:
-                resolve(url, aliases, group=group, kind=kind)
-            except Exception as exc:  # opening it after the fork reports the error
-                logger.debug("not preloading the %s for %s: %s", kind, url, exc)
-        for name in ("caraway.worker.control", *CHILD_MODULES):
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
-        gc.collect()  # garbage frozen now would never be freed, here or in any child
-        gc.freeze()
-
     def _spawn(self, index: int) -> None:
         reader, child_writer = os.pipe()
         child_reader, writer = os.pipe()
