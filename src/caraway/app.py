@@ -10,29 +10,26 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, TypeVar, overload
 
-from caraway import _state, calling, states
+from caraway import current, publish
 from caraway.backends import get_backend
 from caraway.backends.base import Backend
-from caraway.builtins import register_builtins
+from caraway.builtins import BUILTINS
 from caraway.config import Settings
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
-from caraway.protocol import message as protocol
-from caraway.protocol import results as result_protocol
 from caraway.protocol.events import task_sent_fields
-from caraway.protocol.message import Message, TaskMessage
+from caraway.publish import Outgoing, Publisher
+from caraway.request import current_request
 from caraway.result import AsyncResult as AsyncResultType
 from caraway.result import GroupResult as GroupResultType
-from caraway.routing import Route
-from caraway.task import Request, build_task
+from caraway.result import ResultHost
 from caraway.task import Task as TaskType
+from caraway.task import build_task
 from caraway.transports import get_transport
 from caraway.transports.base import Transport
 
@@ -47,8 +44,6 @@ class _PerThread(threading.local):
         self.transport: Transport | None = None
         self.backend: Backend | None = None
         self.oid: str | None = None
-        #: messages held by publishing_batch(), published together when it ends
-        self.batch: list[tuple[Message, str]] | None = None
 
 
 class Caraway:
@@ -91,13 +86,15 @@ class Caraway:
         self._imported = False
         self._control: Any = None
         self._group_result_cls: type[GroupResultType] | None = None
-        self._builtins_registered = False
-        register_builtins(self)
+        #: the one publish path, for every task message this app sends
+        self.publisher = Publisher(self.conf, on_sent=self._on_sent)
+        for name, function, options in BUILTINS:
+            self.task(name=name, bind=True, typing=False, **options)(function)
         if set_as_current:
-            _state.set_current_app(self)
-        _state.register_app(self)
+            current.set_current_app(self)
+        current.register_app(self)
         if main:
-            for twin in _state.twins(self):
+            for twin in current.twins(self):
                 for name, task in twin._tasks.items():
                     self._tasks.setdefault(name, task)
 
@@ -145,10 +142,10 @@ class Caraway:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
 
         def register(function: Callable[..., Any]) -> TaskType:
-            base = options.pop("base", None)
+            base = options.pop("base", None) or self.Task
             task = build_task(self, function, base, options)
             self._tasks[task.name] = task
-            for twin in _state.twins(self):
+            for twin in current.twins(self):
                 twin._tasks.setdefault(task.name, task)
             return task
 
@@ -255,7 +252,7 @@ class Caraway:
             # results travel back over the broker to this thread's reply queue
             options.setdefault("broker_url", self.broker_url)
             options.setdefault("reply_to", self.thread_oid)
-            options.setdefault("expires", self.result_expires_seconds())
+            options.setdefault("expires", self.conf.result_expires_seconds())
             options.setdefault("persistent", bool(self.conf.result_persistent))
         if self.conf.redis_backend_use_ssl:
             options.setdefault("ssl", self.conf.redis_backend_use_ssl)
@@ -289,89 +286,57 @@ class Caraway:
     ) -> AsyncResultType:
         """Send a task by name, for tasks this process cannot import."""
         task = _task if _task is not None else self._tasks.get(name)
-        message, route = calling.build_message(
+        outgoing = publish.build(
             name,
             tuple(args or ()),
             dict(kwargs or {}),
             options,
             conf=self.conf,
             task=task,
+            by_name=_task is None,
             reply_to=self.thread_oid,
         )
-        if _task is None and options.get("ignore_result") is None:
-            message.ignore_result = None
-        if message.priority is None and route.priority is not None:
-            message.priority = route.priority
-        serializer = (
-            options.get("serializer")
-            or (getattr(task, "serializer", None) if task else None)
-            or self.conf.task_serializer
-        )
-        wire = protocol.encode(message, serializer=serializer)
-        backend = self.backend if self.result_backend_url else None
-        if backend is not None and not backend.shared and not message.ignore_result:
-            backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
-        if self._parks_now(message.eta):
-            assert message.eta is not None
-            self.producer.publish_parked(wire, queue=route.queue, eta=message.eta.timestamp())
+        message = outgoing.message
+        if not message.ignore_result and self.result_backend_url:
+            backend = self.backend
+            if backend is not None and not backend.shared:
+                backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
+        held = publish.held()
+        if held is not None:
+            held.append(outgoing)
         else:
-            local = self._thread_state()
-            plain = not route.exchange and route.routing_key in (None, route.queue)
-            if local.batch is not None and plain:
-                local.batch.append((wire, route.queue))
-            else:
-                self.producer.publish(
-                    wire,
-                    queue=route.queue,
-                    exchange=route.exchange,
-                    routing_key=route.routing_key,
-                )
-        return self._sent(message, route, name, options)
+            self.publisher.send(self.producer, [outgoing])
+        parent = current_request()
+        if parent is not None and options.get("add_to_parent", True):
+            parent.headers.setdefault("_children", []).append(message.id)
+        return AsyncResultType(message.id, app=self, task_name=name)
 
     @contextmanager
     def publishing_batch(self) -> Iterator[None]:
         """Hold the messages sent inside and publish them in one round trip at the end
         (a group's members, a chord's header). Nested batches join the outer one."""
-        local = self._thread_state()
-        if local.batch is not None:
+        with publish.holding() as held:
             yield
-            return
-        local.batch = []
-        try:
-            yield
-            if local.batch:
-                self.producer.publish_many(local.batch)
-        finally:
-            local.batch = None
+        if held:
+            self.publisher.send(self.producer, held)
 
-    def _parks_now(self, eta: datetime | None) -> bool:
-        """``producer_parks_eta``: far countdowns go straight to the broker's schedule."""
-        if eta is None or not self.conf.producer_parks_eta:
-            return False
-        far = eta.timestamp() - time.time() > float(self.conf.broker_park_horizon)
-        return far and self.producer.capabilities.parking
-
-    def _sent(
-        self, message: TaskMessage, route: Route, name: str, options: Mapping[str, Any]
-    ) -> AsyncResultType:
+    def _on_sent(self, outgoing: Outgoing) -> None:
+        """A task-sent event for each message sent, with ``task_send_sent_event``."""
         if self.conf.task_send_sent_event:
+            target = outgoing.route
             fields = task_sent_fields(
-                message,
-                queue=route.queue,
-                exchange=route.exchange or "",
-                routing_key=route.routing_key,
+                outgoing.message,
+                queue=target.queue,
+                exchange=target.exchange or "",
+                routing_key=target.routing_key,
             )
             send_task_sent(self, fields)
-        parent = calling.current_request()
-        result = self.AsyncResult(message.id, task_name=name)
-        if parent is not None and options.get("add_to_parent", True):
-            parent.headers.setdefault("_children", []).append(message.id)
-        return result
 
     # -- results ---------------------------------------------------------------------------
     def AsyncResult(
         self, id: str, task_name: str | None = None, parent: AsyncResultType | None = None
     ) -> AsyncResultType:
+        """The result handle of task ``id`` on this app."""
         return AsyncResultType(id, app=self, task_name=task_name, parent=parent)
 
     @property
@@ -391,35 +356,11 @@ class Caraway:
             )
         return backend
 
-    def store_state(
-        self, task_id: str, state: str, meta: Any, *, request: Request | None = None
-    ) -> None:
-        """Write a state document (custom states from ``update_state``)."""
-        backend = self.require_backend()
-        document = result_protocol.result_document(
-            task_id,
-            state,
-            meta,
-            parent_id=request.parent_id if request else None,
-            group_id=request.group if request else None,
-        )
-        backend.store(
-            task_id,
-            result_protocol.encode_document(document),
-            state=state,
-            expires=self.result_expires_seconds(),
-        )
-
-    def result_expires_seconds(self) -> float | None:
-        value = self.conf.result_expires
-        if value is None:
-            return None
-        seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
-        return seconds or None
-
     # -- command line ----------------------------------------------------------------------
     def start(self, argv: Sequence[str] | None = None) -> None:
         """Run the ``caraway`` command line for this app (``if __name__ == '__main__'``)."""
+        # The one upward import in the package (import-linter lists it): the command line
+        # sits above the app, since it loads apps; Celery's API runs it from the app.
         from caraway.cli.main import run_for_app
 
         run_for_app(self, list(argv) if argv is not None else None)
@@ -450,20 +391,20 @@ class Caraway:
         return f"<Caraway {self.main or '__main__'} at {id(self):#x}>"
 
 
-def is_final(state: str) -> bool:
-    return state in states.READY_STATES
+def _bind_group_result(bound: Caraway) -> type[GroupResultType]:
+    """``app.GroupResult``: Celery's GroupResult class whose handles default to ``bound``."""
 
-
-def _bind_group_result(app: Caraway) -> type[GroupResultType]:
     class GroupResult(GroupResultType):
         def __init__(
             self, id: str | None, results: Sequence[AsyncResultType] | None = None, **kw: Any
         ) -> None:
-            super().__init__(id, list(results or ()), app=kw.get("app", app))
+            super().__init__(id, list(results or ()), app=kw.get("app", bound))
 
         @classmethod
-        def restore(cls, id: str, *, app: Caraway = app) -> GroupResultType | None:
-            raw = app.require_backend().load_group(id)
-            return None if raw is None else cls.from_document(id, raw, app=app)
+        def restore(cls, id: str, *, app: ResultHost | None = None) -> GroupResultType | None:
+            return super().restore(id, app=app or bound)
 
     return GroupResult
+
+
+current.set_default_factory(lambda: Caraway("default"))

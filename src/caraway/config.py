@@ -110,6 +110,14 @@ class Settings(OptionTable, Mapping[str, Any]):
         """worker_concurrency, or the CPU count when it is None or 0."""
         return self.worker_concurrency or os.cpu_count() or 1
 
+    def result_expires_seconds(self) -> float | None:
+        """``result_expires`` in seconds (a timedelta or a number); None or 0: never."""
+        value = self.result_expires
+        if value is None:
+            return None
+        seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+        return seconds or None
+
     def from_object(self, obj: object | str, *, namespace: str | None = None) -> list[str]:
         """Read settings from a module (or its dotted name, ``pkg.mod:attr`` too), object or dict.
 

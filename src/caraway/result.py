@@ -11,14 +11,35 @@ import asyncio
 import time
 from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from caraway import calling, states
-from caraway.exceptions import TimeoutError
+from caraway import current, states
+from caraway.backends.base import Backend
+from caraway.config import Settings
+from caraway.exceptions import TaskRevokedError, TimeoutError
 from caraway.protocol import results as protocol
+from caraway.request import current_request
 
-if TYPE_CHECKING:
-    from caraway.app import Caraway
+
+class ResultHost(Protocol):
+    """What a result handle needs of its app (``caraway.app.Caraway`` is one)."""
+
+    conf: Settings
+
+    def require_backend(self) -> Backend:
+        """This thread's result backend; ResultsDisabled when none is configured."""
+
+    @property
+    def control(self) -> Any:
+        """Remote control (``revoke``)."""
+
+
+def _app(app: ResultHost | None) -> ResultHost:
+    """``app``, or the current app for a handle built without one (as Celery does)."""
+    if app is not None:
+        return app
+    found: ResultHost = current.get_current_app()
+    return found
 
 
 #: how often ``get()`` on a chain step looks at the steps before it while waiting
@@ -36,14 +57,17 @@ class AsyncResult:
         self,
         id: str,
         *,
-        app: Caraway,
+        app: ResultHost | None = None,
         task_name: str | None = None,
         parent: AsyncResult | GroupResult | None = None,
     ) -> None:
         self.id = id
-        self.app = app
+        self.app = _app(app)
         self.task_name = task_name
         self.parent = parent
+        #: a chord body's result: the header's results (Celery makes them the parent; ours
+        #: waits until GroupResult takes part in get()'s parent walk)
+        self.header: GroupResult | None = None
         self._cache: dict[str, Any] | None = None
 
     @property
@@ -114,7 +138,7 @@ class AsyncResult:
     @property
     def children(self) -> list[AsyncResult]:
         found = self._document().get("children") or []
-        return [self.app.AsyncResult(item[0][0]) for item in found if item and item[0]]
+        return [AsyncResult(item[0][0], app=self.app) for item in found if item and item[0]]
 
     def ready(self) -> bool:
         """True once the task reached SUCCESS, FAILURE or REVOKED."""
@@ -143,7 +167,7 @@ class AsyncResult:
         :class:`caraway.exceptions.TimeoutError` when ``timeout`` seconds pass first.
         ``interval`` is accepted for Celery compatibility; waiting is event-driven.
         """
-        if disable_sync_subtasks and calling.current_request() is not None:
+        if disable_sync_subtasks and current_request() is not None:
             raise RuntimeError(
                 "Never call result.get() within a task: it can deadlock the worker. "
                 "Use a chain or a chord, or pass disable_sync_subtasks=False if you must."
@@ -205,8 +229,6 @@ class AsyncResult:
         value = self._value(document)
         if isinstance(value, BaseException):
             return value
-        from caraway.exceptions import TaskRevokedError
-
         return TaskRevokedError(f"task {self.id} ended as {document.get('status')}")
 
     @staticmethod
@@ -263,7 +285,7 @@ class EagerResult(AsyncResult):
         value: Any,
         state: str,
         *,
-        app: Caraway,
+        app: ResultHost | None = None,
         traceback: str | None = None,
         task_name: str | None = None,
     ) -> None:
@@ -318,13 +340,13 @@ class GroupResult:
         id: str | None,
         results: Sequence[AsyncResult] | None = None,
         *,
-        app: Caraway | None = None,
+        app: ResultHost | None = None,
     ) -> None:
-        from caraway._state import get_current_app
-
         self.id = id
         self.results = list(results or ())
-        self.app = app if app is not None else get_current_app()
+        if app is None and self.results:
+            app = self.results[0].app
+        self.app = _app(app)
         self.parent: AsyncResult | GroupResult | None = None
 
     def __iter__(self) -> Iterator[AsyncResult]:
@@ -389,18 +411,20 @@ class GroupResult:
             raise ValueError("cannot save a group result without an id")
         backend = self.app.require_backend()
         document = protocol.encode_document({"result": self.as_tuple()})
-        backend.save_group(self.id, document, expires=self.app.result_expires_seconds())
+        backend.save_group(self.id, document, expires=self.app.conf.result_expires_seconds())
         return self
 
     @classmethod
-    def restore(cls, id: str, *, app: Caraway) -> GroupResult | None:
-        raw = app.require_backend().load_group(id)
-        return None if raw is None else cls.from_document(id, raw, app=app)
+    def restore(cls, id: str, *, app: ResultHost | None = None) -> GroupResult | None:
+        """The group saved as ``id``, or None."""
+        host = _app(app)
+        raw = host.require_backend().load_group(id)
+        return None if raw is None else cls.from_document(id, raw, app=host)
 
     @classmethod
-    def from_document(cls, id: str, raw: bytes, *, app: Caraway) -> GroupResult:
+    def from_document(cls, id: str, raw: bytes, *, app: ResultHost) -> GroupResult:
         tree = protocol.decode_document(raw)["result"]
-        children = [app.AsyncResult(item[0][0]) for item in tree[1]]
+        children = [AsyncResult(item[0][0], app=app) for item in tree[1]]
         return cls(id, children, app=app)
 
     def __repr__(self) -> str:

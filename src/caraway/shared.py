@@ -8,13 +8,11 @@ works whichever app the process created.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from caraway import _state
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
-    from caraway.task import Task
+from caraway import current
+from caraway.app import Caraway
+from caraway.taskbase import TaskBase
 
 
 class _TaskProxy:
@@ -26,9 +24,9 @@ class _TaskProxy:
         self.__doc__ = fun.__doc__
         self.__name__ = fun.__name__
 
-    def _task(self) -> Task:
-        app = _state.get_current_app()
-        return app._tasks[self._name]
+    def _task(self) -> TaskBase:
+        task: TaskBase = current.get_current_app().tasks[self._name]
+        return task
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._task(), attribute)
@@ -50,7 +48,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
             if name not in app._tasks:
                 app.task(**{**options, "name": name})(fun)
 
-        _state.connect_on_app(register)
+        current.connect_on_app(register)
         return _TaskProxy(name, fun)
 
     if len(args) == 1 and callable(args[0]) and not options:
@@ -62,10 +60,10 @@ class _CurrentApp:
     """``current_app``: attribute access goes to the most recently created app."""
 
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(_state.get_current_app(), attribute)
+        return getattr(current.get_current_app(), attribute)
 
     def __repr__(self) -> str:
-        return f"<current_app: {_state.get_current_app()!r}>"
+        return f"<current_app: {current.get_current_app()!r}>"
 
 
 current_app: Any = _CurrentApp()

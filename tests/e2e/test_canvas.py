@@ -13,14 +13,7 @@ import pytest
 from caraway.exceptions import ChordError
 from tests.helpers import PROJ_APP, PROJ_TASKS, Worker, write_project
 
-CANVAS_APP = (
-    PROJ_APP
-    + """
-from caraway.builtins import register_builtins
-
-register_builtins(app)
-"""
-)
+CANVAS_APP = PROJ_APP  # every app registers Celery's built-in tasks itself
 
 REDIS_ENV = {
     "TEST_BROKER": "redis://127.0.0.1:6379/11",

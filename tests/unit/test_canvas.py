@@ -184,20 +184,25 @@ def test_eager_canvases_give_the_seed_results(app: Caraway) -> None:
 def test_the_worker_sends_a_chord_body_as_a_child_of_the_header_task_that_completed_it(
     app: Caraway, sent: list[tuple[str, Any, Any, Any]]
 ) -> None:
-    from caraway.worker.chords import join_chord
+    from caraway.chords import join_chords
+    from caraway.lifecycle import ChordJoin
 
     add, mul, xsum = (app.tasks[f"wtasks.{n}"] for n in ("add", "mul", "xsum"))
     chord([add.s(1, 1), add.s(2, 2)], xsum.s() | mul.s(10)).apply_async()
     headers = [call[3] for call in sent]
-    sent.clear()
-    transport: Any = None
+    # from here on the real publish path, which join_chords holds
+    app.send_task = Caraway.send_task.__get__(app)  # type: ignore[method-assign]
+    outgoing = []
     for index, (options, value) in enumerate(zip(headers, [2, 4], strict=True)):
-        join = (options["group_id"], index, "SUCCESS", value, options["chord"], f"head-{index}")
-        join_chord(app, transport, app.backend, join)
-    assert len(sent) == 1, "the body is sent once, by the last header task"
-    name, args, _, options = sent[0]
-    assert (name, args) == ("wtasks.xsum", [[2, 4]])
-    assert options["parent_id"] == "head-1"
+        join = ChordJoin(
+            options["group_id"], index, "SUCCESS", value, options["chord"], f"head-{index}", None
+        )
+        outgoing.extend(join_chords(app, app.backend, [join]))
+    assert len(sent) == 2, "completing a chord hands its messages back; it sends nothing itself"
+    assert len(outgoing) == 1, "the body is sent once, by the last header task"
+    message = outgoing[0].message
+    assert (message.task, message.args) == ("wtasks.xsum", [[2, 4]])
+    assert message.parent_id == "head-1"
 
 
 @pytest.mark.parametrize(
@@ -207,7 +212,7 @@ def test_the_worker_sends_a_chord_body_as_a_child_of_the_header_task_that_comple
         ({"chain": "garbage"}, "'chain' must be a list"),
         ({"callbacks": [{"args": [1]}]}, "'callbacks'"),
         ({"errbacks": [["not", "a", "dict"]]}, "not a signature"),
-        ({"chord": "zzz"}, "'chord' holds 'zzz'"),
+        ({"chord": "zzz"}, "'chord': 'zzz' is not a signature"),
         ({"chain": [{"task": "celery.chain", "subtask_type": "chain",
                      "kwargs": {"tasks": [{"args": []}]}}]}, "'chain'"),
     ],
@@ -215,14 +220,14 @@ def test_the_worker_sends_a_chord_body_as_a_child_of_the_header_task_that_comple
 def test_malformed_embeds_from_the_wire_are_named_before_anything_runs(
     embed: dict[str, Any], complaint: str
 ) -> None:
-    from caraway.canvas import check_embed
+    from caraway.protocol.signatures import check_embed
 
     with pytest.raises(ValueError, match=complaint):
         check_embed(**embed)
 
 
 def test_well_formed_embeds_pass_the_check(app: Caraway) -> None:
-    from caraway.canvas import check_embed
+    from caraway.protocol.signatures import check_embed
 
     add, xsum = app.tasks["wtasks.add"], app.tasks["wtasks.xsum"]
     nested = to_wire(chord([add.s(1, 1), group(add.s(1), add.s(2))], xsum.s()))

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from caraway.app import Caraway
 from caraway.cli.context import CliState
 from caraway.cli.control import commands
+from caraway.protocol import results as docs
 from caraway.worker.control import ControlServer
 from tests.unit.test_control_fakes import FakeNode, served
 
@@ -157,7 +158,10 @@ def test_purge_asks_first_and_force_skips_the_question(app: Caraway) -> None:
 
 
 def test_result_prints_the_stored_value(app: Caraway) -> None:
-    app.store_state("tid-1", "SUCCESS", {"sum": 4})
+    document = docs.result_document("tid-1", "SUCCESS", {"sum": 4})
+    app.require_backend().store(
+        "tid-1", docs.encode_document(document), state="SUCCESS", expires=None
+    )
     result = run(app, "result", "tid-1")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"sum": 4}

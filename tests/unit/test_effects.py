@@ -7,11 +7,11 @@ from typing import Any
 
 from caraway import Caraway
 from caraway.backends.memory import MemoryBackend
+from caraway.effects import EffectApplier
+from caraway.lifecycle import Effects
 from caraway.protocol.message import Message
 from caraway.transports.base import Delivery
 from caraway.transports.memory import MemoryTransport
-from caraway.worker.effects import EffectApplier
-from caraway.worker.lifecycle import Effects
 
 
 class Recorder:
@@ -45,7 +45,7 @@ def applier() -> tuple[EffectApplier, Recorder]:
     transport = RecordingTransport("memory://effects")
     backend = RecordingBackend("memory://effects")
     transport.recorder = backend.recorder = recorder
-    return EffectApplier(app, transport, backend), recorder
+    return EffectApplier(app, transport, backend, app.publisher), recorder
 
 
 def delivery(tag: str) -> Delivery:

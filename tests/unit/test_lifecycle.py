@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from caraway import states
+from caraway import lifecycle, states
 from caraway.config import Settings
 from caraway.exceptions import Retry
+from caraway.lifecycle import Outcome
 from caraway.protocol.message import TaskMessage
-from caraway.worker import lifecycle
-from caraway.worker.execute import Outcome
 
 NOW = 1_800_000_000.0
 

@@ -19,28 +19,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from caraway import exceptions
+from caraway import exceptions, lifecycle
+from caraway.effects import EffectApplier
+from caraway.execution import build_request, run_task, run_task_async, started_meta
+from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
+from caraway.protocol.results import decode_document
 from caraway.transports.base import Delivery
-from caraway.worker import lifecycle
-from caraway.worker.effects import EffectApplier
-from caraway.worker.execute import (
-    Outcome,
-    build_request,
-    is_async,
-    run_task,
-    run_task_async,
-    started_meta,
-)
 from caraway.worker.monitor import TaskEvents
-from caraway.worker.policy import _info, _log_outcome, _rss_kib, build_policy, protocol_accept
+from caraway.worker.policy import _info, _log_outcome, _rss_kib, protocol_accept
 from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
 from caraway.worker.ratelimits import SharedBuckets
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.task import Request, Task
+    from caraway.request import Request
+    from caraway.taskbase import TaskBase
 
 logger = logging.getLogger("caraway.worker")
 
@@ -57,7 +52,7 @@ Commands = Callable[[], list[list[Any]]]
 class _Job:
     delivery: Delivery
     message: TaskMessage
-    task: Task
+    task: TaskBase
     policy: lifecycle.Policy
     outcome: Outcome | None = None
     is_async: bool = False
@@ -122,7 +117,7 @@ class Consumer:
     def run(self) -> None:
         self.transport = self.app.connection()
         self.backend = self.app.new_backend()
-        self.effects = EffectApplier(self.app, self.transport, self.backend)
+        self.effects = EffectApplier(self.app, self.transport, self.backend, self.app.publisher)
         pool: InlinePool | ThreadPool = (
             InlinePool(self._done) if self.slots == 1 else ThreadPool(self.slots, self._done)
         )
@@ -338,8 +333,6 @@ class Consumer:
         raw = self.backend.load(task_id)
         if raw is None:
             return None
-        from caraway.protocol.results import decode_document
-
         return str(decode_document(raw).get("status"))
 
     def _user_task_names(self) -> list[str]:
@@ -357,10 +350,10 @@ class Consumer:
             job = _Job(delivery, message, task, self._policy(task), is_async=self._is_async(task))
             self._try_start(job)
 
-    def _is_async(self, task: Task) -> bool:
+    def _is_async(self, task: TaskBase) -> bool:
         found = self._async_tasks.get(task.name)
         if found is None:
-            found = self._async_tasks[task.name] = is_async(task)
+            found = self._async_tasks[task.name] = task.is_async()
         return found
 
     def _try_start(self, job: _Job) -> None:
@@ -441,7 +434,6 @@ class Consumer:
 
     def _request(self, job: _Job) -> Request:
         return build_request(
-            job.task,
             job.message,
             hostname=self.hostname,
             delivery_info={
@@ -553,13 +545,13 @@ class Consumer:
                     "could not requeue %s on shutdown; it returns by lease expiry", delivery.tag
                 )
 
-    def _policy(self, task: Task | None) -> lifecycle.Policy:
+    def _policy(self, task: TaskBase | None) -> lifecycle.Policy:
         name = task.name if task is not None else ""
         policy = self._policies.get(name)
         if policy is None:
-            policy = build_policy(self.app, task)
+            policy = build_policy(self.app.conf, task)
             self._policies[name] = policy
         return policy
 
 
-__all__ = ["Consumer", "build_policy", "protocol"]
+__all__ = ["Consumer"]

@@ -96,7 +96,7 @@ def _describe_exit(status: int) -> str:
 #: before the fork instead, since an import in a child writes the new code and the import
 #: system's tables to that child's own pages (measured: the first chord and retry in a child
 #: cost it 0.7 MiB more when these came after the fork; preloading them costs nothing seen)
-CHILD_MODULES = ("caraway.canvas", "caraway.worker.chords", "caraway.worker.retry")
+CHILD_MODULES = ("caraway.canvas", "caraway.chords")
 
 
 def prepare_to_fork(app: Caraway) -> None:

@@ -17,7 +17,7 @@ from caraway.protocol.message import TaskMessage, safe_repr
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.worker.execute import Outcome
+    from caraway.lifecycle import Outcome
 
 logger = logging.getLogger("caraway.worker")
 

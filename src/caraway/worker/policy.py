@@ -10,41 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from caraway.lifecycle import Outcome
 from caraway.protocol.message import TaskMessage
 from caraway.transports.base import Delivery
-from caraway.worker import lifecycle
-from caraway.worker.execute import Outcome
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
-    from caraway.task import Task
 
 logger = logging.getLogger("caraway.worker")
-
-
-def build_policy(app: Caraway, task: Task | None) -> lifecycle.Policy:
-    conf = app.conf
-
-    def pick(attribute: str, setting: str) -> Any:
-        value = getattr(task, attribute, None) if task is not None else None
-        return conf[setting] if value is None else value
-
-    return lifecycle.Policy(
-        acks_late=bool(pick("acks_late", "task_acks_late")),
-        acks_on_failure_or_timeout=bool(
-            pick("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout")
-        ),
-        reject_on_worker_lost=bool(pick("reject_on_worker_lost", "task_reject_on_worker_lost")),
-        ignore_result=bool(pick("ignore_result", "task_ignore_result")),
-        store_errors_even_if_ignored=bool(
-            pick("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
-        ),
-        track_started=bool(pick("track_started", "task_track_started")),
-        result_extended=bool(conf.result_extended),
-        result_expires=app.result_expires_seconds(),
-    )
 
 
 def _rss_kib() -> int:

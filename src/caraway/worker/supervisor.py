@@ -441,7 +441,7 @@ class Supervisor(NodeControl):
                 task_id,
                 docs.encode_document(document),
                 state=state,
-                expires=self.app.result_expires_seconds(),
+                expires=self.app.conf.result_expires_seconds(),
             )
         except Exception:
             logger.exception(

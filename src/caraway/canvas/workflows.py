@@ -1,41 +1,41 @@
 """The composite canvases: chain, group, chord, and the batch signatures map/starmap/chunks.
 
-Each is a :class:`~caraway.canvas.Signature` in Celery's dict form, its parts in
+Each is a :class:`~caraway.canvas.signature.Signature` in Celery's dict form, its parts in
 ``kwargs`` (``tasks``; ``header``/``body``; ``task``/``it``/``n``). The one thing to know:
 only the first messages are published from here; a chain's later steps ride in the first
-message's ``embed.chain`` and a chord's body in every header message's ``embed.chord``.
+message's ``embed.chain`` and a chord's body in every header message's ``embed.chord``,
+and the worker follows them (chord joins counted by the result backend, ``caraway.chords``).
 """
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
-from caraway.canvas import (
+from caraway.canvas.signature import (
     Signature,
-    _check_serialisable,
-    _require_chord_backend,
-    _split_options,
-    _strip_repeated_module,
-    attach,
+    check_serialisable,
     maybe_signature,
+    new_id,
+    require_chord_backend,
+    split_options,
+    strip_repeated_module,
     to_wire,
 )
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
-    from caraway.result import GroupResult
+from caraway.result import AsyncResult, GroupResult
+from caraway.taskbase import AppLike
 
 
-def _sig(value: Any, app: Caraway | None) -> Signature:
+def _sig(value: Any, app: AppLike | None) -> Signature:
     found = maybe_signature(value, app)
     if found is None:
         raise ValueError("a canvas member cannot be None")
     return found
 
 
-def _app_of(sigs: Iterable[Signature]) -> Caraway | None:
+def _app_of(sigs: Iterable[Signature]) -> AppLike | None:
     """A canvas built without ``app=`` uses its members' app (their tasks know it)."""
     return next((sig._app for sig in sigs if sig._app is not None), None)
 
@@ -44,8 +44,19 @@ def _options(data: Mapping[str, Any]) -> dict[str, Any]:
     return dict(data.get("options") or {})
 
 
-class _Composite(Signature):
-    """Shared by chain and group: partial kwargs go to members, not into ``kwargs``."""
+def _listify(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+#: what applying a composite returns: a GroupResult for a group, the last result otherwise
+ResultT = TypeVar("ResultT")
+
+
+class _Composite(Signature, Generic[ResultT], abc.ABC):
+    """What chain, group and chord share: how a call is opened before their own sending.
+
+    Partial kwargs go to the members, not into ``kwargs``.
+    """
 
     def _merge(
         self,
@@ -61,8 +72,51 @@ class _Composite(Signature):
     def reprcall(self, *args: Any, **kwargs: Any) -> str:
         return repr(self)
 
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultT:
+        """Run it here under ``task_always_eager``; otherwise check everything that can be
+        checked before anything is sent (a backend that can count a chord it contains, the
+        arguments' encoding), then send its first messages.
+
+        Raises ImproperlyConfigured when a chord in it has nothing to count its header.
+        """
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
+        if self._joins_chord():
+            require_chord_backend(self.app)
+        check_serialisable(self)
+        return self._send(merged_args, merged_kwargs, merged)
+
+    def _joins_chord(self) -> bool:
+        """True when applying this joins a chord somewhere (``group | task`` counts too)."""
+        return False
+
+    @abc.abstractmethod
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> ResultT:
+        """Run it here, as eager mode does."""
+
+    @abc.abstractmethod
+    def _send(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> ResultT:
+        """Send its first messages; what the caller gets back."""
+
+
+class _Members(_Composite[ResultT]):
+    """Chain and group: their parts are a list of signatures in ``kwargs.tasks``."""
+
     @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+    def _from_fields(cls, data: Mapping[str, Any], app: AppLike | None) -> Signature:
         tasks = (data.get("kwargs") or {}).get("tasks") or []
         build: Any = cls  # chain(*tasks) / group(*tasks), not Signature's constructor
         found: Signature = build(
@@ -77,12 +131,16 @@ class _Composite(Signature):
         return value
 
 
-class _chain(_Composite):
+def _joins_chord(sig: Signature) -> bool:
+    return isinstance(sig, _Composite) and bool(sig._joins_chord())
+
+
+class _chain(_Members[Any], kind="chain"):
     """Steps run one after another, each result prepended to the next step's args."""
 
     _results: list[Any]
 
-    def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
+    def __init__(self, *tasks: Any, app: AppLike | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
             tasks = tuple(tasks[0])
         steps: list[Signature] = []
@@ -117,30 +175,21 @@ class _chain(_Composite):
         self._prepared({})
         return self._results[-1]
 
-    def apply_async(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
+    def _joins_chord(self) -> bool:
+        return any(_joins_chord(step) for step in _prepare_steps(self.tasks, self._app))
+
+    def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         """Publish the first step with the rest in ``embed.chain``; the last step's result."""
-        if self.app.conf.task_always_eager:
-            return self.apply(args, kwargs, **options)
-        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
-        join, shared = _split_options(merged)
+        join, shared = split_options(options)
         steps = self._prepared(join)
-        if any(_has_chord(step) for step in steps):
-            _require_chord_backend(self.app)
-        _check_serialisable(self)
         first, rest = steps[0], steps[1:]
+        last = steps[-1]
         for key in ("link", "link_error"):
-            if merged.get(key):
-                last = steps[-1] if rest else first
-                for callback in _listify(merged[key]):
-                    getattr(last, key)(callback)
+            for callback in _listify(options.get(key) or []):
+                getattr(last, key)(callback)
         if rest:
             shared["chain"] = [to_wire(step) for step in reversed(rest)]
-        first.apply_async(merged_args, merged_kwargs, **shared)
+        first.apply_async(args, kwargs, **shared)
         return self._results[-1]
 
     def apply(
@@ -163,29 +212,13 @@ class _chain(_Composite):
         if not self.tasks:
             return f"<chain@{id(self):#x}: empty>"
         text = " | ".join(repr(task) for task in self.tasks)
-        return _strip_repeated_module(self.tasks[0].name, text)
+        return strip_repeated_module(self.tasks[0].name, text)
 
 
 chain = _chain
 
 
-def _listify(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _has_chord(sig: Signature) -> bool:
-    """True when applying ``sig`` joins a chord somewhere (``group | task`` counts too), so a
-    backend that cannot count must refuse it now, not once the worker reaches that step."""
-    if isinstance(sig, chord):
-        return True
-    if isinstance(sig, _chain):
-        return any(_has_chord(step) for step in _prepare_steps(sig.tasks, sig._app))
-    if isinstance(sig, group):
-        return any(_has_chord(member) for member in sig.tasks)
-    return False
-
-
-def _prepare_steps(tasks: list[Signature], app: Caraway | None) -> list[Signature]:
+def _prepare_steps(tasks: list[Signature], app: AppLike | None) -> list[Signature]:
     """Clone the steps; ``group | next`` becomes ``chord(group, next)`` (as Celery does), and
     whatever follows a chord moves into its body, so the worker's ``embed.chain`` only ever
     holds plain tasks up to one final composite step (it publishes steps as plain messages).
@@ -208,10 +241,10 @@ def _prepare_steps(tasks: list[Signature], app: Caraway | None) -> list[Signatur
     return upgraded
 
 
-class group(_Composite):
+class group(_Members[GroupResult], kind="group"):
     """Members run in parallel; ``g(10)`` prepends 10 to every (mutable) member's args."""
 
-    def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
+    def __init__(self, *tasks: Any, app: AppLike | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
             tasks = tuple(tasks[0])
         members = [_sig(task, app) for task in tasks]
@@ -230,36 +263,27 @@ class group(_Composite):
     def freeze(self, _id: str | None = None, *args: Any, **kwargs: Any) -> GroupResult:
         if _id is not None:
             self.options["task_id"] = _id
-        group_id = str(self.options.setdefault("task_id", _new_id()))
+        group_id = str(self.options.setdefault("task_id", new_id()))
         members = self.members()
         results = [member.freeze() for member in members]
         self.kwargs["tasks"] = members
-        return self.app.GroupResult(group_id, results)
+        return GroupResult(group_id, results, app=self.app)
 
-    def apply_async(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+    def _joins_chord(self) -> bool:
+        return any(_joins_chord(member) for member in self.tasks)
+
+    def _send(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> GroupResult:
         """Publish every member with ``group_id``/``group_index``; a GroupResult in order."""
-        if self.app.conf.task_always_eager:
-            return self.apply(args, kwargs, **options)
-        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
-        group_id = str(merged.get("task_id") or _new_id())
-        _, shared = _split_options(merged)
-        members = self.members()
-        if any(_has_chord(member) for member in members):
-            _require_chord_backend(self.app)
-        _check_serialisable(self)  # a member routed to an exchange is sent outside the batch
+        group_id = str(options.get("task_id") or new_id())
+        _, shared = split_options(options)
         with self.app.publishing_batch():  # one round trip for the whole group
             results = [
-                member.apply_async(
-                    merged_args, merged_kwargs, group_id=group_id, group_index=index, **shared
-                )
-                for index, member in enumerate(members)
+                member.apply_async(args, kwargs, group_id=group_id, group_index=index, **shared)
+                for index, member in enumerate(self.members())
             ]
-        return self.app.GroupResult(group_id, results)
+        return GroupResult(group_id, results, app=self.app)
 
     def apply(
         self,
@@ -268,23 +292,17 @@ class group(_Composite):
         **options: Any,
     ) -> GroupResult:
         merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
-        group_id = str(merged.get("task_id") or _new_id())
+        group_id = str(merged.get("task_id") or new_id())
         results = [member.apply(merged_args, merged_kwargs) for member in self.members()]
-        return self.app.GroupResult(group_id, results)
+        return GroupResult(group_id, results, app=self.app)
 
     def __repr__(self) -> str:
         if not self.tasks:
             return "group(<empty>)"
-        return _strip_repeated_module(self.tasks[0].name, f"group({self.tasks!r})")
+        return strip_repeated_module(self.tasks[0].name, f"group({self.tasks!r})")
 
 
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
-
-
-def _as_group(header: Any, app: Caraway | None) -> group:
+def _as_group(header: Any, app: AppLike | None) -> group:
     if isinstance(header, group):
         return header
     if isinstance(header, Mapping):
@@ -293,7 +311,7 @@ def _as_group(header: Any, app: Caraway | None) -> group:
     return group(header, app=app)
 
 
-class chord(Signature):
+class chord(_Composite[Any], kind="chord"):
     """A header group, then a body called with the list of the header's results, in order."""
 
     def __init__(
@@ -303,7 +321,7 @@ class chord(Signature):
         task: str = "celery.chord",
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        app: Caraway | None = None,
+        app: AppLike | None = None,
         **options: Any,
     ) -> None:
         header_group = _as_group(header, app)
@@ -313,7 +331,7 @@ class chord(Signature):
         Signature.__init__(self, task, args, parts, options, subtask_type="chord", app=app)
 
     @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+    def _from_fields(cls, data: Mapping[str, Any], app: AppLike | None) -> Signature:
         parts = data.get("kwargs") or {}
         return cls(
             parts.get("header") or [],
@@ -367,11 +385,11 @@ class chord(Signature):
     def freeze(self, _id: str | None = None, *args: Any, **kwargs: Any) -> Any:
         """Fix the header's group id and the body's task id; returns the body's result."""
         header = self.header
-        group_id = str(header.options.setdefault("task_id", _new_id()))
+        group_id = str(header.options.setdefault("task_id", new_id()))
         header.freeze()
         body = self._body_for(None, {}, group_id)
         self.kwargs["body"] = body
-        self.options.setdefault("task_id", _id or _new_id())
+        self.options.setdefault("task_id", _id or new_id())
         return body.freeze()
 
     def apply_async(
@@ -382,48 +400,44 @@ class chord(Signature):
     ) -> Any:
         """Publish the header with the body in ``embed.chord``; the body's result.
 
-        Raises ImproperlyConfigured when the result backend cannot count the header.
+        ``kwargs['body']`` (``chord(header)(body)``) stands for the body. Raises
+        ImproperlyConfigured when the result backend cannot count the header.
         """
         kwargs = dict(kwargs or {})
-        body_arg = kwargs.pop("body", None)
+        body = kwargs.pop("body", None)
+        target = self if body is None else chord(self.header, body, app=self._app, **self.options)
+        return _Composite.apply_async(target, args, kwargs, **options)
+
+    def _joins_chord(self) -> bool:
+        return True
+
+    def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         app = self.app
-        _require_chord_backend(app)
-        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
-        join, shared = _split_options(merged)
+        join, shared = split_options(options)
         header = _as_group(self.header.clone(), self._app)
-        group_id = str(header.options.get("task_id") or _new_id())
-        body = self._body_for(body_arg, join, group_id)
+        group_id = str(header.options.get("task_id") or new_id())
+        body = self._body_for(None, join, group_id)
         for key in ("link", "link_error"):
-            for callback in _listify(merged.get(key) or []):
+            for callback in _listify(options.get(key) or []):
                 getattr(body, key)(callback)
-        if app.conf.task_always_eager:
-            return chord(header, body, app=self._app).apply(merged_args, merged_kwargs)
-        result = body.freeze()
+        result: AsyncResult = body.freeze()
         members = header.members()
-        _check_serialisable(chord(header, body, app=self._app))
         if not members:
             body.apply_async(([],), **shared)
             return result
         body_wire = to_wire(body)
         backend: Any = app.backend
         backend.chord_set_size(
-            group_id, len(members), expires=app.result_expires_seconds() or 86400
+            group_id, len(members), expires=app.conf.result_expires_seconds() or 86400
         )
         with app.publishing_batch():  # the size is set above, before any header is sent
             results = [
                 member.apply_async(
-                    merged_args,
-                    merged_kwargs,
-                    group_id=group_id,
-                    group_index=index,
-                    chord=body_wire,
-                    **shared,
+                    args, kwargs, group_id=group_id, group_index=index, chord=body_wire, **shared
                 )
                 for index, member in enumerate(members)
             ]
-        # Celery sets the header's GroupResult as the body result's parent; ours waits until
-        # GroupResult can take part in AsyncResult.get()'s parent walk (_raise_if_failed).
-        result.header = app.GroupResult(group_id, results)
+        result.header = GroupResult(group_id, results, app=app)
         return result
 
     def apply(
@@ -432,10 +446,15 @@ class chord(Signature):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        body = self.body
+        kwargs = dict(kwargs or {})
+        body = maybe_signature(kwargs.pop("body", None), self._app) or self.body
         if body is None:
             raise ValueError("chord has no body: use chord(header, body)")
-        merged_args, merged_kwargs, _ = self._merge(args, kwargs, options)
+        merged_args, merged_kwargs, merged = self._merge(args, kwargs, options)
+        body = body.clone()
+        for key in ("link", "link_error"):
+            for callback in _listify(merged.get(key) or []):
+                getattr(body, key)(callback)
         values = self.header.apply(merged_args, merged_kwargs).get()
         return body.apply((values,))
 
@@ -446,24 +465,52 @@ class chord(Signature):
         if isinstance(body, _chain) and body.tasks:
             first, rest = body.tasks[0], body.tasks[1:]
             text = f"%({first.reprcall(self.tasks)} | {_chain(rest, app=self._app)!r})"
-            return _strip_repeated_module(first.name, text)
-        return "%" + _strip_repeated_module(body.name, body.reprcall(self.tasks))
+            return strip_repeated_module(first.name, text)
+        return "%" + strip_repeated_module(body.name, body.reprcall(self.tasks))
 
 
-class xmap(Signature):
+def attach(sig: Signature, join: Mapping[str, Any]) -> Signature:
+    """A copy of ``sig`` whose completing task carries ``join`` (group/chord membership).
+
+    A chain hands it to its last step, a chord to its body; a group standing where one
+    task must report (a chain's end, inside a chord header) is wrapped in a chord with
+    ``celery.accumulate`` so its results arrive as one list, in order.
+    """
+    if not join:
+        return sig
+    if isinstance(sig, chord):
+        body = sig.body
+        if body is None:
+            raise ValueError("a chord without a body cannot be part of a group or chord")
+        return chord(sig.header.clone(), attach(body, join), app=sig._app, **sig.options)
+    if isinstance(sig, _chain):
+        tasks = [task.clone() for task in sig.tasks]
+        if not tasks:
+            raise ValueError("an empty chain cannot be part of a group or chord")
+        tasks[-1] = attach(tasks[-1], join)
+        return _chain(*tasks, app=sig._app, **sig.options)
+    if isinstance(sig, group):
+        if "chord" not in join:
+            return sig.clone()
+        accumulate = Signature("celery.accumulate", kwargs={"index": 0}, app=sig._app)
+        return attach(chord(sig.clone(), accumulate, app=sig._app), join)
+    return sig.clone(**join)
+
+
+class xmap(Signature, builtin="celery.map"):
     """One ``celery.map`` message: the worker calls ``task(item)`` for each item in turn."""
 
     _task_name = "celery.map"
     _item = "x"
 
     def __init__(
-        self, task: Any, it: Iterable[Any], app: Caraway | None = None, **options: Any
+        self, task: Any, it: Iterable[Any], app: AppLike | None = None, **options: Any
     ) -> None:
         parts = {"task": _sig(task, app), "it": list(it)}
         Signature.__init__(self, self._task_name, (), parts, options, immutable=True, app=app)
 
     @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+    def _from_fields(cls, data: Mapping[str, Any], app: AppLike | None) -> Signature:
         parts = data.get("kwargs") or {}
         return cls(parts["task"], parts.get("it") or [], app=app, **_options(data))
 
@@ -472,38 +519,38 @@ class xmap(Signature):
         return f"[{task['task']}({self._item}) for x in {_truncate(repr(self.kwargs['it']))}]"
 
 
-class xstarmap(xmap):
+class xstarmap(xmap, builtin="celery.starmap"):
     """One ``celery.starmap`` message: the worker calls ``task(*item)`` for each item."""
 
     _task_name = "celery.starmap"
     _item = "*x"
 
 
-GroupType = group
+_group = group  # ``chunks.group()`` is a method: the class, by another name, inside it
 
 
-class chunks(Signature):
+class chunks(Signature, builtin="celery.chunks"):
     """``it`` split into parts of ``n``; applied as a group of ``celery.starmap`` messages."""
 
     def __init__(
-        self, task: Any, it: Iterable[Any], n: int, app: Caraway | None = None, **options: Any
+        self, task: Any, it: Iterable[Any], n: int, app: AppLike | None = None, **options: Any
     ) -> None:
         parts = {"task": _sig(task, app), "it": list(it), "n": int(n)}
         Signature.__init__(self, "celery.chunks", (), parts, options, immutable=True, app=app)
 
     @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+    def _from_fields(cls, data: Mapping[str, Any], app: AppLike | None) -> Signature:
         parts = data.get("kwargs") or {}
         return cls(
             parts["task"], parts.get("it") or [], parts.get("n") or 1, app=app, **_options(data)
         )
 
-    def group(self) -> GroupType:
+    def group(self) -> _group:
         task, items, size = self.kwargs["task"], iter(self.kwargs["it"]), self.kwargs["n"]
         if size < 1:
             raise ValueError(f"chunks need a size of at least 1, got {size}")
         parts = iter(lambda: list(itertools.islice(items, size)), [])
-        return GroupType([xstarmap(task, part, app=self._app) for part in parts], app=self._app)
+        return _group([xstarmap(task, part, app=self._app) for part in parts], app=self._app)
 
     def __call__(self, *args: Any, **options: Any) -> Any:
         return self.apply_async(**options)
@@ -531,4 +578,4 @@ def _truncate(text: str, limit: int = 100) -> str:
     return text[:limit].rsplit(" ", 1)[0] + "..."
 
 
-__all__ = ["chain", "chord", "chunks", "group", "xmap", "xstarmap"]
+__all__ = ["attach", "chain", "chord", "chunks", "group", "xmap", "xstarmap"]

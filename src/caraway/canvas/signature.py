@@ -1,24 +1,24 @@
-"""Canvas: signatures and the workflows built from them (chain, group, chord, map, chunks).
+"""Signature: one task call's arguments and options, as a dict in Celery's wire form.
 
-A :class:`Signature` *is* a dict in Celery's wire form ``{task, args, kwargs, options,
-subtask_type, immutable}`` (docs/protocol.md section 1.3), so it travels inside messages
-unchanged. The one thing to know: applying a workflow publishes only its first messages;
-what runs next travels inside them (``embed.chain``/``embed.chord``) and the worker follows
-it, with chord joins counted atomically by the result backend (``worker/chords.py``).
+A :class:`Signature` *is* a dict ``{task, args, kwargs, options, subtask_type, immutable}``
+(docs/protocol.md section 1.3), so it travels inside messages unchanged. The composite
+canvases (:mod:`caraway.canvas.workflows`) subclass it and register themselves by
+``subtask_type`` or built-in task name, so :meth:`Signature.from_dict` rebuilds the right
+type without this module naming them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
+from caraway import current
 from caraway.exceptions import ImproperlyConfigured, NotRegistered
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
-    from caraway.result import AsyncResult
-    from caraway.task import Task
+from caraway.protocol.serializers import dumps_json
+from caraway.protocol.signatures import check_fields
+from caraway.result import AsyncResult
+from caraway.taskbase import AppLike, TaskBase
 
 #: options that tie a task to a group or chord; composite canvases hand them to the task
 #: whose completion stands for the whole (a chain's last step, a chord's body)
@@ -27,14 +27,18 @@ _JOIN_OPTIONS = ("group_id", "group_index", "chord")
 _PER_MESSAGE = ("task_id", *_JOIN_OPTIONS, "link", "link_error", "chain")
 
 
-def _current_app() -> Caraway:
-    from caraway import _state
+def _current_app() -> AppLike:
+    app: AppLike = current.get_current_app()
+    return app
 
-    return _state.get_current_app()
 
-
-def _new_id() -> str:
+def new_id() -> str:
     return str(uuid.uuid4())
+
+
+#: composite canvases by ``subtask_type``, and batch signatures by built-in task name
+_TYPES: dict[str, type[Signature]] = {}
+_BY_TASK: dict[str, type[Signature]] = {}
 
 
 class Signature(dict[str, Any]):
@@ -45,22 +49,34 @@ class Signature(dict[str, Any]):
     arguments prepended (unless immutable) and partial kwargs merged.
     """
 
-    _app: Caraway | None = None
+    _app: AppLike | None = None
+    #: what the wire form's ``subtask_type`` (or a built-in task name) makes of a dict
+    kind: ClassVar[str | None] = None
+
+    def __init_subclass__(
+        cls, *, kind: str | None = None, builtin: str | None = None, **rest: Any
+    ) -> None:
+        super().__init_subclass__(**rest)
+        if kind is not None:
+            cls.kind = kind
+            _TYPES[kind] = cls
+        if builtin is not None:
+            _BY_TASK[builtin] = cls
 
     def __init__(
         self,
-        task: str | Task | Mapping[str, Any] | None = None,
+        task: str | TaskBase | Mapping[str, Any] | None = None,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         *,
         subtask_type: str | None = None,
         immutable: bool = False,
-        app: Caraway | None = None,
+        app: AppLike | None = None,
         **extra_options: Any,
     ) -> None:
         if isinstance(task, Mapping):
-            _check_dict(task)
+            check_fields(task)
             super().__init__(_copy_fields(task))
             self._app = app
             return
@@ -81,7 +97,7 @@ class Signature(dict[str, Any]):
     @classmethod
     def from_task(
         cls,
-        task: Task,
+        task: TaskBase,
         args: Iterable[Any] | None,
         kwargs: Mapping[str, Any] | None,
         options: Mapping[str, Any],
@@ -92,9 +108,9 @@ class Signature(dict[str, Any]):
         return cls(task, args, kwargs, options, immutable=immutable, app=task.app)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: Caraway | None = None) -> Signature:
+    def from_dict(cls, data: Mapping[str, Any], app: AppLike | None = None) -> Signature:
         """Rebuild the right canvas type from Celery's dict form; ValueError when malformed."""
-        _check_dict(data)
+        check_fields(data)
         kind = data.get("subtask_type")
         target = _TYPES.get(str(kind)) if kind else _BY_TASK.get(str(data.get("task")))
         if target is not None:
@@ -102,7 +118,7 @@ class Signature(dict[str, Any]):
         return Signature(data, app=app)
 
     @classmethod
-    def _from_fields(cls, data: Mapping[str, Any], app: Caraway | None) -> Signature:
+    def _from_fields(cls, data: Mapping[str, Any], app: AppLike | None) -> Signature:
         return Signature(data, app=app)
 
     # -- fields ----------------------------------------------------------------------------
@@ -141,11 +157,11 @@ class Signature(dict[str, Any]):
         return None if value is None else str(value)
 
     @property
-    def app(self) -> Caraway:
+    def app(self) -> AppLike:
         return self._app if self._app is not None else _current_app()
 
     @property
-    def type(self) -> Task | None:
+    def type(self) -> TaskBase | None:
         """The registered Task of this name in this process, or None."""
         return self.app.tasks.get(self.name)
 
@@ -237,7 +253,7 @@ class Signature(dict[str, Any]):
         options = self.options
         if _id is not None:
             options["task_id"] = _id
-        options.setdefault("task_id", _new_id())
+        options.setdefault("task_id", new_id())
         for key, value in (
             ("group_id", group_id),
             ("chord", chord),
@@ -250,7 +266,7 @@ class Signature(dict[str, Any]):
         return self.AsyncResult(str(options["task_id"]))
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
-        return self.app.AsyncResult(task_id, task_name=self.name)
+        return AsyncResult(task_id, app=self.app, task_name=self.name)
 
     # -- applying --------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -294,13 +310,14 @@ class Signature(dict[str, Any]):
 
     # -- composing -------------------------------------------------------------------------
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        """``a | b``: a chain, or a chord when a group is followed by one task (Celery's rule)."""
         if not isinstance(other, Signature):
             return NotImplemented
-        if isinstance(self, group) and not isinstance(other, (group, _chain)):
-            return chord(self, other, app=self._app)
-        left = list(self.tasks) if isinstance(self, _chain) else [self]
-        right = list(other.tasks) if isinstance(other, _chain) else [other]
-        return _chain(*left, *right, app=self._app or other._app)
+        if self.kind == "group" and other.kind not in ("group", "chain"):
+            return _TYPES["chord"](self, other, app=self._app)
+        left = list(self.kwargs["tasks"]) if self.kind == "chain" else [self]
+        right = list(other.kwargs["tasks"]) if other.kind == "chain" else [other]
+        return _TYPES["chain"](*left, *right, app=self._app or other._app)
 
     def reprcall(self, *args: Any, **kwargs: Any) -> str:
         merged_args, merged_kwargs, _ = self._merge(args, kwargs, None)
@@ -316,45 +333,6 @@ class Signature(dict[str, Any]):
 
     def __reduce__(self) -> Any:
         return (Signature.from_dict, (to_wire(self),))
-
-
-def _check_dict(data: Mapping[str, Any]) -> None:
-    task = data.get("task")
-    if not isinstance(task, str) or not task:
-        raise ValueError(f"malformed signature: 'task' must be a task name, got {task!r:.100}")
-    for key, kind in (("args", (list, tuple)), ("kwargs", Mapping), ("options", Mapping)):
-        value = data.get(key)
-        if value is not None and not isinstance(value, kind):
-            raise ValueError(f"malformed signature for {task!r}: {key!r} is {value!r:.100}")
-
-
-def check_embed(
-    chain: Any = None, chord: Any = None, callbacks: Any = None, errbacks: Any = None
-) -> None:
-    """Raise ValueError naming the first malformed signature in a message's ``embed``.
-
-    What arrives from the wire is untrusted: ``chain``/``callbacks``/``errbacks`` must be
-    lists of signature dicts and ``chord`` one dict (or None); nested canvases are rebuilt
-    so their members are checked too. The worker calls this before running the task.
-    """
-    for key, value in (("chain", chain), ("callbacks", callbacks), ("errbacks", errbacks)):
-        if value is None:
-            continue
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"malformed embed: {key!r} must be a list, got {value!r:.100}")
-        for item in value:
-            _check_embedded(key, item)
-    if chord is not None:
-        _check_embedded("chord", chord)
-
-
-def _check_embedded(key: str, item: Any) -> None:
-    if not isinstance(item, Mapping):
-        raise ValueError(f"malformed embed: {key!r} holds {item!r:.100}, not a signature")
-    try:
-        Signature.from_dict(item)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"malformed embed: {key!r}: {exc}") from exc
 
 
 def _copy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,7 +360,7 @@ def to_wire(value: Any) -> Any:
     return value
 
 
-def maybe_signature(value: Any, app: Caraway | None = None) -> Signature | None:
+def maybe_signature(value: Any, app: AppLike | None = None) -> Signature | None:
     """``None`` stays None, a Signature stays itself, a dict becomes the right Signature."""
     if value is None or isinstance(value, Signature):
         return value
@@ -401,7 +379,7 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
     return Signature(varies, *args, app=app, **kwargs)
 
 
-def _strip_repeated_module(task_name: str, text: str) -> str:
+def strip_repeated_module(task_name: str, text: str) -> str:
     """Celery's reprs name the first task in full and drop its module from the rest."""
     module = task_name.rpartition(".")[0]
     if not module:
@@ -414,7 +392,7 @@ def _strip_repeated_module(task_name: str, text: str) -> str:
     return text[:cut] + text[cut:].replace(module, "")
 
 
-def _require_chord_backend(app: Caraway) -> None:
+def require_chord_backend(app: AppLike) -> None:
     """Refuse a chord up front when nothing could count its header (Celery refuses too)."""
     hint = (
         "chords need a result backend that counts the header atomically: set "
@@ -430,79 +408,17 @@ def _require_chord_backend(app: Caraway) -> None:
         raise ImproperlyConfigured(f"the {scheme!r} result backend does not support chords; {hint}")
 
 
-def _check_serialisable(sig: Signature) -> None:
+def check_serialisable(sig: Signature) -> None:
     """Raise before anything is sent when the workflow's arguments cannot travel."""
-    from caraway.protocol.serializers import dumps_json
-
     if sig.app.conf.task_serializer == "json":
         dumps_json(to_wire(sig))
 
 
-def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(join options for the completing task, options every member shares)."""
     join = {key: options[key] for key in _JOIN_OPTIONS if options.get(key) is not None}
     shared = {key: value for key, value in options.items() if key not in _PER_MESSAGE}
     return join, shared
 
 
-def attach(sig: Signature, join: Mapping[str, Any]) -> Signature:
-    """A copy of ``sig`` whose completing task carries ``join`` (group/chord membership).
-
-    A chain hands it to its last step, a chord to its body; a group standing where one
-    task must report (a chain's end, inside a chord header) is wrapped in a chord with
-    ``celery.accumulate`` so its results arrive as one list, in order.
-    """
-    if not join:
-        return sig
-    if isinstance(sig, chord):
-        body = sig.body
-        if body is None:
-            raise ValueError("a chord without a body cannot be part of a group or chord")
-        return chord(sig.header.clone(), attach(body, join), app=sig._app, **sig.options)
-    if isinstance(sig, _chain):
-        tasks = [task.clone() for task in sig.tasks]
-        if not tasks:
-            raise ValueError("an empty chain cannot be part of a group or chord")
-        tasks[-1] = attach(tasks[-1], join)
-        return _chain(*tasks, app=sig._app, **sig.options)
-    if isinstance(sig, group):
-        if "chord" not in join:
-            return sig.clone()
-        accumulate = Signature("celery.accumulate", kwargs={"index": 0}, app=sig._app)
-        return attach(chord(sig.clone(), accumulate, app=sig._app), join)
-    return sig.clone(**join)
-
-
-from caraway._canvas_flows import (  # noqa: E402 - the flows subclass Signature above
-    _chain,
-    chain,
-    chord,
-    chunks,
-    group,
-    xmap,
-    xstarmap,
-)
-
-_TYPES: dict[str, type[Signature]] = {"chain": _chain, "group": group, "chord": chord}
-_BY_TASK: dict[str, type[Signature]] = {
-    "celery.map": xmap,
-    "celery.starmap": xstarmap,
-    "celery.chunks": chunks,
-}
 subtask = signature
-
-__all__ = [
-    "Signature",
-    "attach",
-    "chain",
-    "check_embed",
-    "chord",
-    "chunks",
-    "group",
-    "maybe_signature",
-    "signature",
-    "subtask",
-    "to_wire",
-    "xmap",
-    "xstarmap",
-]

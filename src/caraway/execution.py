@@ -1,58 +1,43 @@
-"""Run one task call and report what happened as an :class:`Outcome`.
+"""Run one task call, as a worker or eagerly, and report what happened as an Outcome.
 
-This is the only place user code runs in a worker. It sets up ``self.request`` and the
-calling context (so tasks sent from inside get ``parent_id``/``root_id``), calls the
-user's hooks, and turns every way a task can end into data. It does no broker I/O of
-its own; ``retry()`` publishes from inside the task, as in Celery.
+This is the only place user code runs. It sets up ``self.request`` and the calling
+context (so tasks sent from inside get ``parent_id``/``root_id``), calls the user's hooks,
+and turns every way a task can end into data; :mod:`caraway.lifecycle` decides what that
+means and the caller applies it (the worker through :mod:`caraway.effects`, eager mode
+here). It does no broker I/O of its own: a retry is a message the run hands back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import logging
 import os
 import signal
 import threading
 import time
 import traceback as tb
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from caraway import calling, exceptions, signals, states
+from caraway import exceptions, signals, states
+from caraway.canvas import Signature
+from caraway.lifecycle import Errbacks, Outcome
 from caraway.protocol.message import TaskMessage
 from caraway.protocol.serializers import dumps_json
-from caraway.task import Request, Task
+from caraway.publish import signature_list
+from caraway.request import Request, pop_current, push_current
+from caraway.result import EagerResult
+from caraway.taskbase import AppLike, TaskBase
 
-OutcomeKind = Literal["success", "failure", "retry", "reject", "ignore"]
+logger = logging.getLogger("caraway.worker")
 
-
-@dataclass(slots=True)
-class Outcome:
-    """How a run ended; ``lifecycle.decide`` turns it into effects."""
-
-    kind: OutcomeKind
-    value: Any = None
-    exc: BaseException | None = None
-    traceback: str | None = None
-    runtime: float = 0.0
-    requeue: bool = False
-    children: list[str] | None = None
-
-    @property
-    def state(self) -> str:
-        return {
-            "success": states.SUCCESS,
-            "failure": states.FAILURE,
-            "retry": states.RETRY,
-            "reject": states.REJECTED,
-            "ignore": states.IGNORED,
-        }[self.kind]
+#: how a follow-up signature is applied: (signature dict, the value it is applied to)
+Send = Callable[[Mapping[str, Any], Any], None]
 
 
 def build_request(
-    task: Task,
     message: TaskMessage,
     *,
     hostname: str,
@@ -88,7 +73,7 @@ def build_request(
     )
 
 
-def run_task(task: Task, request: Request) -> Outcome:
+def run_task(task: TaskBase, request: Request) -> Outcome:
     """Call the task body with its hooks; never raises for anything the task does."""
     started = _enter(task, request)
     try:
@@ -104,7 +89,7 @@ def run_task(task: Task, request: Request) -> Outcome:
     return _finish(task, request, outcome, started)
 
 
-async def run_task_async(task: Task, request: Request) -> Outcome:
+async def run_task_async(task: TaskBase, request: Request) -> Outcome:
     """The same for an ``async def`` task, awaited on the consumer's event loop.
 
     Time limits cancel the coroutine: the soft limit raises SoftTimeLimitExceeded, the
@@ -141,26 +126,26 @@ async def _within_limits(coroutine: Any, soft: float | None, hard: float | None)
         ) from None
 
 
-def soft_limit_of(task: Task, request: Request) -> float | None:
+def soft_limit_of(task: TaskBase, request: Request) -> float | None:
     value = request.timelimit[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
     return float(value) if value else None
 
 
-def _enter(task: Task, request: Request) -> float:
+def _enter(task: TaskBase, request: Request) -> float:
     task.push_request(request)
-    calling.push_current(request)
+    push_current(request)
     signals.task_prerun.send(
         sender=task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
     )
     return time.perf_counter()
 
 
-def _leave(task: Task) -> None:
-    calling.pop_current()
+def _leave(task: TaskBase) -> None:
+    pop_current()
     task.pop_request()
 
 
-def _outcome_of(task: Task, request: Request, exc: Exception) -> Outcome:
+def _outcome_of(task: TaskBase, request: Request, exc: Exception) -> Outcome:
     if isinstance(exc, exceptions.Retry):
         return Outcome("retry", exc=exc, traceback=tb.format_exc())
     if isinstance(exc, exceptions.Ignore):
@@ -170,9 +155,10 @@ def _outcome_of(task: Task, request: Request, exc: Exception) -> Outcome:
     return _failure_or_autoretry(task, request, exc)
 
 
-def _finish(task: Task, request: Request, outcome: Outcome, started: float) -> Outcome:
+def _finish(task: TaskBase, request: Request, outcome: Outcome, started: float) -> Outcome:
     outcome.runtime = time.perf_counter() - started
     outcome.children = request.headers.get("_children")
+    outcome.resends = list(request.resends)
     _check_storable(task, request, outcome)
     _run_hooks(task, request, outcome)
     _send_signals(task, request, outcome)
@@ -183,7 +169,7 @@ def _finish(task: Task, request: Request, outcome: Outcome, started: float) -> O
 _PLAIN = frozenset({type(None), bool, int, float, str})
 
 
-def _check_storable(task: Task, request: Request, outcome: Outcome) -> None:
+def _check_storable(task: TaskBase, request: Request, outcome: Outcome) -> None:
     """Turn a return value the result document cannot hold into the task's FAILURE.
 
     Found here, before hooks and signals, the task fails like any other; found later,
@@ -203,12 +189,7 @@ def _check_storable(task: Task, request: Request, outcome: Outcome) -> None:
         outcome.traceback = "".join(tb.format_exception_only(type(error), error))
 
 
-def is_async(task: Task) -> bool:
-    """True for tasks declared with ``async def``."""
-    return inspect.iscoroutinefunction(task._fun if task._fun is not None else task.run)
-
-
-def _send_signals(task: Task, request: Request, outcome: Outcome) -> None:
+def _send_signals(task: TaskBase, request: Request, outcome: Outcome) -> None:
     if outcome.kind == "success":
         signals.task_success.send(sender=task, result=outcome.value)
     elif outcome.kind == "failure":
@@ -262,7 +243,7 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _failure_or_autoretry(task: Task, request: Request, exc: Exception) -> Outcome:
+def _failure_or_autoretry(task: TaskBase, request: Request, exc: Exception) -> Outcome:
     trace = tb.format_exc()
     if (
         task.autoretry_for
@@ -270,7 +251,7 @@ def _failure_or_autoretry(task: Task, request: Request, exc: Exception) -> Outco
         and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
     ):
         task.push_request(request)
-        calling.push_current(request)
+        push_current(request)
         try:
             options = dict(task.retry_kwargs)
             if task.retry_backoff and "countdown" not in options:
@@ -281,12 +262,12 @@ def _failure_or_autoretry(task: Task, request: Request, exc: Exception) -> Outco
         except Exception as final:
             return Outcome("failure", exc=final, traceback=tb.format_exc())
         finally:
-            calling.pop_current()
+            pop_current()
             task.pop_request()
     return Outcome("failure", exc=exc, traceback=trace)
 
 
-def _run_hooks(task: Task, request: Request, outcome: Outcome) -> None:
+def _run_hooks(task: TaskBase, request: Request, outcome: Outcome) -> None:
     """User hooks; an exception in one is logged as the task's failure, never lost."""
     task_id, args, kwargs = request.id or "", request.args, request.kwargs
     task.push_request(request)
@@ -311,3 +292,79 @@ def _run_hooks(task: Task, request: Request, outcome: Outcome) -> None:
 def started_meta(hostname: str) -> dict[str, Any]:
     """The ``result`` Celery stores with STARTED."""
     return {"pid": os.getpid(), "hostname": hostname}
+
+
+# -- errbacks, in the worker and eagerly ---------------------------------------------------
+def fire_errbacks(app: AppLike, errbacks: Errbacks, *, send: Send) -> None:
+    """Celery's rule for a failed task's ``link_error``: an errback task that takes more
+    than one argument is called here as ``errback(request, exc, traceback)``; any other is
+    applied with the failed task's id, through ``send``. An errback's own failure is logged,
+    never raised: it must not change the failed task's outcome."""
+    failed = errbacks.failed
+    for signature in errbacks.signatures:
+        task = app.tasks.get(str(signature.get("task")))
+        if task is None or not task.takes_request():
+            send(signature, failed.id)
+            continue
+        request = build_request(failed, hostname="", delivery_info={})
+        try:
+            task(request, errbacks.exc, errbacks.traceback, *(signature.get("args") or ()))
+        except Exception:
+            logger.exception("errback %s for task %s raised", task.name, failed.id)
+
+
+# -- eager mode --------------------------------------------------------------------------
+def run_eagerly(
+    task: TaskBase, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any]
+) -> EagerResult:
+    """Run ``task`` here as a worker would, retries in place, then its callbacks, chain
+    and errbacks (applied as Celery's eager trace applies them: ``apply_async``, which runs
+    them here too under ``task_always_eager``). Raises with ``task_eager_propagates``."""
+    task_id = options.get("task_id") or str(uuid.uuid4())
+    message = TaskMessage(
+        id=task_id,
+        task=task.name,
+        args=list(args),
+        kwargs=dict(kwargs),
+        retries=int(options.get("retries") or 0),
+        root_id=options.get("root_id") or task_id,
+        parent_id=options.get("parent_id"),
+        callbacks=signature_list(options.get("link")),
+        errbacks=signature_list(options.get("link_error")),
+        chain=options.get("chain"),
+    )
+    while True:
+        request = build_request(message, hostname="eager", delivery_info={}, eager=True)
+        outcome = run_task(task, request)
+        if outcome.kind != "retry":
+            break
+        message.retries += 1
+    app = task.app
+    _follow_eagerly(app, message, outcome)
+    if outcome.kind == "success":
+        return EagerResult(task_id, outcome.value, states.SUCCESS, app=app, task_name=task.name)
+    exc = outcome.exc
+    if app.conf.task_eager_propagates and exc is not None and outcome.kind == "failure":
+        raise exc
+    state = states.FAILURE if outcome.kind == "failure" else outcome.state
+    return EagerResult(
+        task_id, exc, state, app=app, traceback=outcome.traceback, task_name=task.name
+    )
+
+
+def _follow_eagerly(app: AppLike, message: TaskMessage, outcome: Outcome) -> None:
+    lineage: dict[str, Any] = {"parent_id": message.id, "root_id": message.root_id}
+
+    def send(signature: Mapping[str, Any], value: Any, **options: Any) -> None:
+        Signature.from_dict(signature, app=app).apply_async((value,), **lineage, **options)
+
+    if outcome.kind == "success":
+        for callback in message.callbacks or ():
+            send(callback, outcome.value)
+        if message.chain:
+            *rest, step = message.chain
+            send(step, outcome.value, chain=rest or None)
+    elif outcome.kind == "failure" and message.errbacks and outcome.exc is not None:
+        failed = Errbacks(list(message.errbacks), message, outcome.exc, outcome.traceback)
+        fire_errbacks(app, failed, send=send)
+

@@ -12,16 +12,44 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from caraway import exceptions, states
+from caraway.config import Settings
 from caraway.protocol import results as docs
 from caraway.protocol.message import TaskMessage
-from caraway.routing import Route, route
-from caraway.worker.execute import Outcome
+from caraway.protocol.signatures import check_embed
+from caraway.publish import Outgoing, follow_up
+from caraway.taskbase import TaskBase
 
 Verdict = Literal["run", "hold", "park", "settle"]
+OutcomeKind = Literal["success", "failure", "retry", "reject", "ignore"]
+_STATE_OF = {
+    "success": states.SUCCESS,
+    "failure": states.FAILURE,
+    "retry": states.RETRY,
+    "reject": states.REJECTED,
+    "ignore": states.IGNORED,
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ended; :func:`on_outcome` turns it into effects."""
+
+    kind: OutcomeKind
+    value: Any = None
+    exc: BaseException | None = None
+    traceback: str | None = None
+    runtime: float = 0.0
+    requeue: bool = False
+    children: list[str] | None = None
+    #: messages the run asked to publish once it ends (a retry's)
+    resends: list[Outgoing] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return _STATE_OF[self.kind]
 
 
 @dataclass(slots=True)
@@ -38,12 +66,52 @@ class Policy:
     result_expires: float | None = 86400.0
 
 
-@dataclass(slots=True)
-class FollowUp:
-    """A message the worker publishes because of this one (callback, chain step)."""
+def build_policy(conf: Settings, task: TaskBase | None) -> Policy:
+    """A task's policy: its own options where it sets them, the app's settings elsewhere."""
 
-    message: TaskMessage
-    route: Route
+    def pick(attribute: str, setting: str) -> Any:
+        value = getattr(task, attribute, None) if task is not None else None
+        return conf[setting] if value is None else value
+
+    return Policy(
+        acks_late=bool(pick("acks_late", "task_acks_late")),
+        acks_on_failure_or_timeout=bool(
+            pick("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout")
+        ),
+        reject_on_worker_lost=bool(pick("reject_on_worker_lost", "task_reject_on_worker_lost")),
+        ignore_result=bool(pick("ignore_result", "task_ignore_result")),
+        store_errors_even_if_ignored=bool(
+            pick("store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
+        ),
+        track_started=bool(pick("track_started", "task_track_started")),
+        result_extended=bool(conf.result_extended),
+        result_expires=conf.result_expires_seconds(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChordJoin:
+    """A chord header task finished: count it, and complete the chord if it was the last."""
+
+    group_id: str
+    index: int | None
+    state: str
+    #: the header task's return value, or its exception
+    value: Any
+    #: the body signature (Celery's dict form)
+    body: dict[str, Any]
+    header_id: str
+    root_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Errbacks:
+    """A failed task's ``link_error`` signatures, with the error and its traceback."""
+
+    signatures: list[dict[str, Any]]
+    failed: TaskMessage
+    exc: BaseException
+    traceback: str | None
 
 
 @dataclass(slots=True)
@@ -51,13 +119,11 @@ class Effects:
     """Everything that should happen after a decision, in order: store, publish, settle."""
 
     results: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    publish: list[FollowUp] = field(default_factory=list)
+    publish: list[Outgoing] = field(default_factory=list)
     settle: Literal["ack", "requeue", "dead_letter", "none"] = "ack"
     reason: str | None = None
-    #: a chord header finished: (group id, index, state, value, body signature)
-    chord_join: tuple[str, int | None, str, Any, dict[str, Any], str, str | None] | None = None
-    #: a failed task's ``link_error`` signatures, with the error and its traceback
-    errbacks: tuple[list[dict[str, Any]], TaskMessage, BaseException, str | None] | None = None
+    chord_join: ChordJoin | None = None
+    errbacks: Errbacks | None = None
 
 
 @dataclass(slots=True)
@@ -120,8 +186,6 @@ def _malformed_embed(message: TaskMessage) -> ValueError | None:
     """A chain/chord/callback part that is not a signature: fail the task, run nothing."""
     if not (message.chain or message.chord or message.callbacks or message.errbacks):
         return None
-    from caraway.canvas import check_embed
-
     try:
         check_embed(message.chain, message.chord, message.callbacks, message.errbacks)
     except ValueError as exc:
@@ -134,11 +198,25 @@ def on_outcome(
     outcome: Outcome,
     *,
     policy: Policy,
-    conf: Any,
+    conf: Settings,
     hostname: str,
     queue: str,
 ) -> Effects:
     """Turn a finished run into what must be stored, published and acked."""
+    effects = _effects_of(message, outcome, policy, conf, hostname, queue)
+    # what the run asked to send (a retry) goes out with the rest, before the ack
+    effects.publish.extend(outcome.resends)
+    return effects
+
+
+def _effects_of(
+    message: TaskMessage,
+    outcome: Outcome,
+    policy: Policy,
+    conf: Settings,
+    hostname: str,
+    queue: str,
+) -> Effects:
     if outcome.kind == "success":
         return success_effects(message, outcome, policy, conf, hostname=hostname, queue=queue)
     if outcome.kind == "retry":
@@ -159,7 +237,7 @@ def success_effects(
     message: TaskMessage,
     outcome: Outcome,
     policy: Policy,
-    conf: Any,
+    conf: Settings,
     *,
     hostname: str,
     queue: str,
@@ -179,23 +257,29 @@ def success_effects(
         )
         effects.results.append((message.id, states.SUCCESS, document))
     for callback in message.callbacks or ():
-        effects.publish.append(_follow_up(callback, outcome.value, message, conf))
+        effects.publish.append(follow_up(callback, outcome.value, message, conf))
     if message.chain:
         *rest, step = message.chain
-        follow = _follow_up(step, outcome.value, message, conf)
+        follow = follow_up(step, outcome.value, message, conf)
         follow.message.chain = list(rest)
         effects.publish.append(follow)
-    if message.chord is not None and message.group:
-        effects.chord_join = (
-            message.group,
-            message.group_index,
-            states.SUCCESS,
-            outcome.value,
-            message.chord,
-            message.id,
-            message.root_id,
-        )
+    effects.chord_join = _chord_join(message, states.SUCCESS, outcome.value)
     return effects
+
+
+def _chord_join(message: TaskMessage, state: str, value: Any) -> ChordJoin | None:
+    """What a chord header task's end counts, or None when it is no chord's header."""
+    if message.chord is None or not message.group:
+        return None
+    return ChordJoin(
+        message.group,
+        message.group_index,
+        state,
+        value,
+        message.chord,
+        message.id,
+        message.root_id,
+    )
 
 
 def failure_effects(
@@ -219,18 +303,9 @@ def failure_effects(
         )
         effects.results.append((message.id, states.FAILURE, document))
         effects.results.extend(_fail_rest_of_chain(message, exc, traceback))
-    if message.chord is not None and message.group:
-        effects.chord_join = (
-            message.group,
-            message.group_index,
-            states.FAILURE,
-            exc,
-            message.chord,
-            message.id,
-            message.root_id,
-        )
+    effects.chord_join = _chord_join(message, states.FAILURE, exc)
     if message.errbacks:
-        effects.errbacks = (list(message.errbacks), message, exc, traceback)
+        effects.errbacks = Errbacks(list(message.errbacks), message, exc, traceback)
     return effects
 
 
@@ -282,16 +357,7 @@ def revoked_effects(message: TaskMessage, why: str, policy: Policy) -> Effects:
     )
     document["children"] = None
     effects = Effects(results=[(message.id, states.REVOKED, document)], reason=why)
-    if message.chord is not None and message.group:
-        effects.chord_join = (
-            message.group,
-            message.group_index,
-            states.REVOKED,
-            error,
-            message.chord,
-            message.id,
-            message.root_id,
-        )
+    effects.chord_join = _chord_join(message, states.REVOKED, error)
     return effects
 
 
@@ -315,44 +381,3 @@ def _extended(message: TaskMessage, hostname: str, queue: str) -> dict[str, Any]
         "retries": message.retries,
         "queue": queue,
     }
-
-
-def errback_follow_up(signature: Mapping[str, Any], failed: TaskMessage, conf: Any) -> FollowUp:
-    """An errback published as a task, given the failed task's id (old-style errbacks)."""
-    return _follow_up(signature, failed.id, failed, conf)
-
-
-def _follow_up(
-    signature: Mapping[str, Any], value: Any, parent: TaskMessage, conf: Any
-) -> FollowUp:
-    """A signature dict from the wire, applied to the parent's result."""
-    import uuid
-
-    options = dict(signature.get("options") or {})
-    args = list(signature.get("args") or ())
-    if not signature.get("immutable"):
-        args = [value, *args]
-    name = str(signature["task"])
-    message = TaskMessage(
-        id=options.get("task_id") or str(uuid.uuid4()),
-        task=name,
-        args=args,
-        kwargs=dict(signature.get("kwargs") or {}),
-        callbacks=options.get("link") and list(options["link"]),
-        errbacks=options.get("link_error") and list(options["link_error"]),
-        chord=options.get("chord"),
-        group=options.get("group_id"),
-        group_index=options.get("group_index"),
-        root_id=parent.root_id or parent.id,
-        parent_id=parent.id,
-        reply_to=options.get("reply_to") or parent.reply_to,
-        priority=options.get("priority"),
-    )
-    route_options = {
-        k: v for k, v in options.items() if k in ("queue", "exchange", "routing_key", "priority")
-    }
-    return FollowUp(message, route(name, route_options, conf))
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

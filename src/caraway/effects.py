@@ -1,4 +1,4 @@
-"""Apply :class:`~caraway.worker.lifecycle.Effects`: the lifecycle's only I/O.
+"""Apply :class:`~caraway.lifecycle.Effects`: the worker's only I/O after a task runs.
 
 Order matters for at-least-once delivery: results are stored and follow-ups published
 before the delivery is acked, so a crash in between repeats work rather than losing it
@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from caraway.backends.base import Backend
-from caraway.protocol import message as protocol
+from caraway.chords import join_chords
+from caraway.execution import fire_errbacks
+from caraway.lifecycle import ChordJoin, Effects, Errbacks
 from caraway.protocol import results as docs
-from caraway.protocol.message import Message, TaskMessage
+from caraway.publish import Outgoing, Publisher, follow_up
+from caraway.taskbase import AppLike
 from caraway.transports.base import Delivery, Transport
-from caraway.worker.execute import build_request
-from caraway.worker.lifecycle import Effects, errback_follow_up
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
-    from caraway.task import Task
 
 logger = logging.getLogger("caraway.worker")
 FetchT = TypeVar("FetchT")
@@ -38,19 +35,25 @@ class EffectApplier:
     (errbacks, chord joins, requeues, dead letters, ``now=True``) flushes first.
     """
 
-    def __init__(self, app: Caraway, transport: Transport, backend: Backend | None) -> None:
+    def __init__(
+        self,
+        app: AppLike,
+        transport: Transport,
+        backend: Backend | None,
+        publisher: Publisher,
+    ) -> None:
         self.app = app
         self.transport = transport
         self.backend = backend
-        self.expires = app.result_expires_seconds()
-        self.serializer = str(app.conf.task_serializer)
+        self.publisher = publisher
+        self.expires = app.conf.result_expires_seconds()
         self._results: list[tuple[str, bytes, str, str | None]] = []
-        self._publish: list[tuple[Message, str]] = []
+        self._publish: list[Outgoing] = []
         self._acks: list[Delivery] = []
         #: acks that need not wait for their results (early-ack tasks)
         self._loose_acks: list[Delivery] = []
         #: finished chord header tasks to count
-        self._joins: list[tuple[Any, ...]] = []
+        self._joins: list[ChordJoin] = []
 
     @property
     def pending(self) -> int:
@@ -73,16 +76,7 @@ class EffectApplier:
             for task_id, state, document in effects.results:
                 target = reply_to if task_id == own_id else None
                 self._results.append((task_id, docs.encode_document(document), state, target))
-        for follow in effects.publish:
-            wire = protocol.encode(follow.message, serializer=self.serializer)
-            route = follow.route
-            if route.exchange or (route.routing_key not in (None, route.queue)):
-                self.flush()
-                self.transport.publish(
-                    wire, queue=route.queue, exchange=route.exchange, routing_key=route.routing_key
-                )
-            else:
-                self._publish.append((wire, route.queue))
+        self._publish.extend(effects.publish)
         if effects.chord_join is not None:
             # counted with the batch, after its results and before its acks
             self._joins.append(effects.chord_join)
@@ -90,7 +84,7 @@ class EffectApplier:
         if urgent or now or effects.settle in ("requeue", "dead_letter"):
             self.flush()
         if effects.errbacks is not None:
-            self.run_errbacks(*effects.errbacks)
+            self.run_errbacks(effects.errbacks)
         if effects.settle == "ack":
             (self._acks if ordered else self._loose_acks).append(delivery)
             if now:
@@ -107,9 +101,7 @@ class EffectApplier:
             self.backend.store_many(self._results, expires=self.expires)
             self._results = []
         self._join_chords()
-        if self._publish:
-            self.transport.publish_many(self._publish)
-            self._publish = []
+        self._send()
         acks = self._acks + self._loose_acks
         if acks:
             self.transport.ack_many(acks)
@@ -134,9 +126,7 @@ class EffectApplier:
                 waiting()
                 self._results = []
                 self._join_chords()
-                if self._publish:
-                    self.transport.publish_many(self._publish)
-                    self._publish = []
+                self._send()
             found = fetch(self._acks + self._loose_acks)
             self._acks, self._loose_acks = [], []
         except BaseException:
@@ -152,37 +142,22 @@ class EffectApplier:
 
     def _join_chords(self) -> None:
         if self._joins:
-            from caraway.worker.chords import join_chords
-
-            join_chords(self.app, self.transport, self.backend, self._joins)
+            self._publish.extend(join_chords(self.app, self.backend, self._joins))
             self._joins = []
 
-    def run_errbacks(
-        self,
-        signatures: list[dict[str, Any]],
-        failed: TaskMessage,
-        exc: BaseException,
-        traceback: str | None,
-    ) -> None:
-        """Celery's rule: an errback taking more than one argument is called here as
-        ``errback(request, exc, traceback)``; any other is published with the task id."""
-        for signature in signatures:
-            task = self.app._tasks.get(str(signature.get("task")))
-            if task is not None and _takes_request(task):
-                request = build_request(task, failed, hostname="", delivery_info={})
-                try:
-                    task(request, exc, traceback, *(signature.get("args") or ()))
-                except Exception:
-                    logger.exception("errback %s for task %s raised", task.name, failed.id)
-                continue
-            follow = errback_follow_up(signature, failed, self.app.conf)
-            wire = protocol.encode(follow.message, serializer=self.serializer)
-            self.transport.publish(
-                wire,
-                queue=follow.route.queue,
-                exchange=follow.route.exchange,
-                routing_key=follow.route.routing_key,
-            )
+    def _send(self) -> None:
+        """Publish the queued follow-ups through the one publish path, on this connection."""
+        if self._publish:
+            self.publisher.send(self.transport, self._publish)
+            self._publish = []
+
+    def run_errbacks(self, errbacks: Errbacks) -> None:
+        """Fire a failed task's errbacks; those sent as tasks go out with the next flush."""
+
+        def send(signature: Mapping[str, Any], value: Any) -> None:
+            self._publish.append(follow_up(signature, value, errbacks.failed, self.app.conf))
+
+        fire_errbacks(self.app, errbacks, send=send)
 
     @staticmethod
     def settle(delivery: Delivery, effects: Effects) -> None:
@@ -196,16 +171,3 @@ class EffectApplier:
 
 def _noop() -> None:
     """Nothing to wait for."""
-
-
-def _takes_request(task: Task) -> bool:
-    """True when the errback task accepts (request, exc, traceback)."""
-    signature = task._signature()
-    if signature is None:
-        return False
-    params = [
-        p
-        for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]
-    return len(params) > 1 or any(p.kind is p.VAR_POSITIONAL for p in params)

@@ -1,0 +1,360 @@
+"""The one publish path: every task message caraway sends is built and sent here.
+
+``build`` turns a call (name, args, kwargs, options) into an :class:`Outgoing`; it is pure
+apart from the clock and the running task's context (``countdown`` becomes ``eta``, a call
+made inside a task inherits its ``root_id`` and gets it as ``parent_id``, as in Celery).
+``follow_up`` and ``retry`` build the messages a finished run causes. :meth:`Publisher.send`
+is the only place that hands task messages to a transport: ``delay``, ``send_task``,
+canvas, retries and the worker's follow-ups all end there. ``holding`` collects what is
+sent inside it, so its caller can send it in one round trip (a group's members) or through
+its own connection (a worker completing a chord).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from caraway.config import Settings
+from caraway.protocol import message as protocol
+from caraway.protocol.message import TaskMessage
+from caraway.request import Request, current_request
+from caraway.routing import Route, route
+from caraway.taskbase import TaskBase, check_limits
+from caraway.transports.base import Transport
+
+#: options apply_async understands; anything else is a caller's mistake
+KNOWN_OPTIONS = frozenset(
+    {
+        "countdown",
+        "eta",
+        "expires",
+        "queue",
+        "exchange",
+        "routing_key",
+        "priority",
+        "task_id",
+        "headers",
+        "serializer",
+        "ignore_result",
+        "time_limit",
+        "soft_time_limit",
+        "link",
+        "link_error",
+        "shadow",
+        "parent_id",
+        "root_id",
+        "group_id",
+        "group_index",
+        "chord",
+        "chain",
+        "retries",
+        "reply_to",
+        "compression",
+        "retry",
+        "retry_policy",
+        "delivery_mode",
+        "mandatory",
+        "immediate",
+        "declare",
+        "add_to_parent",
+        "producer",
+        "connection",
+        "publisher",
+        "stamped_headers",
+        "stamps",
+        "subtask_type",
+        "immutable",
+        "chord_size",
+    }
+)
+_ROUTE_OPTIONS = ("queue", "exchange", "routing_key", "priority")
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A task message ready to be sent: what, where, and how its body is encoded."""
+
+    message: TaskMessage
+    route: Route
+    serializer: str
+
+
+# -- building ----------------------------------------------------------------------------
+def build(
+    name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: Mapping[str, Any],
+    *,
+    conf: Settings,
+    task: TaskBase | None = None,
+    by_name: bool = False,
+    reply_to: str | None = None,
+    now: datetime | None = None,
+) -> Outgoing:
+    """The message for one call of ``name``; TypeError/ValueError for bad options.
+
+    ``task`` (the registered task, if this process has it) supplies defaults for expiry,
+    limits, routing and serializer. ``by_name`` marks ``send_task``: a task this caller
+    does not declare leaves ``ignore_result`` to the worker unless the options set it.
+    """
+    if not KNOWN_OPTIONS.issuperset(options):
+        unknown = set(options) - KNOWN_OPTIONS
+        raise TypeError(
+            f"apply_async() got unknown option(s) {sorted(unknown)}; "
+            "see the calling guide for the supported ones"
+        )
+    now = now or datetime.now(timezone.utc)
+    task_id = options.get("task_id") or str(uuid.uuid4())
+    parent = current_request()
+    hard = options.get("time_limit", task.time_limit if task else None)
+    soft = options.get("soft_time_limit", task.soft_time_limit if task else None)
+    check_limits(name, hard, soft)
+    message = TaskMessage(
+        id=task_id,
+        task=name,
+        args=list(args),
+        kwargs=dict(kwargs),
+        callbacks=signature_list(options.get("link")),
+        errbacks=signature_list(options.get("link_error")),
+        chain=options.get("chain"),
+        chord=options.get("chord"),
+        eta=_eta(options, now),
+        expires=_expires(options.get("expires", task.expires if task else None), now),
+        retries=int(options.get("retries") or 0),
+        group=options.get("group_id"),
+        group_index=options.get("group_index"),
+        root_id=options.get("root_id") or (parent.root_id or parent.id if parent else None),
+        parent_id=options.get("parent_id") or (parent.id if parent else None),
+        shadow=options.get("shadow"),
+        time_limit=hard,
+        soft_time_limit=soft,
+        ignore_result=_ignore_result(options, task, conf, by_name),
+        reply_to=options.get("reply_to") or reply_to,
+        priority=options.get("priority"),
+        extra_headers=dict(options.get("headers") or {}),
+    )
+    message.root_id = message.root_id or task_id
+    target = route(name, {**_task_route_options(task), **options}, conf)
+    if message.priority is None and target.priority is not None:
+        message.priority = target.priority
+    serializer = (
+        options.get("serializer") or (task.serializer if task else None) or conf.task_serializer
+    )
+    return Outgoing(message, target, str(serializer))
+
+
+def _ignore_result(
+    options: Mapping[str, Any], task: TaskBase | None, conf: Settings, by_name: bool
+) -> bool | None:
+    ignore = options.get("ignore_result")
+    if ignore is None and task is not None and not by_name:
+        ignore = bool(task.ignore_result or conf.task_ignore_result)
+    return None if ignore is None else bool(ignore)
+
+
+def _task_route_options(task: TaskBase | None) -> dict[str, Any]:
+    if task is None:
+        return {}
+    found = {key: getattr(task, key) for key in _ROUTE_OPTIONS}
+    return {f"task_{key}": value for key, value in found.items() if value is not None}
+
+
+def _eta(options: Mapping[str, Any], now: datetime) -> datetime | None:
+    countdown = options.get("countdown")
+    eta = options.get("eta")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
+            raise TypeError(f"countdown must be a number of seconds, not {countdown!r}")
+        if countdown < 0:
+            raise ValueError(f"countdown must not be negative, got {countdown!r}")
+        return now + timedelta(seconds=countdown)
+    if eta is None:
+        return None
+    if not isinstance(eta, datetime):
+        raise TypeError(f"eta must be a datetime, not {eta!r}; use countdown= for seconds")
+    return eta if eta.tzinfo else eta.replace(tzinfo=timezone.utc)
+
+
+def _expires(value: Any, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, timedelta):
+        return now + value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expires must be seconds or a datetime, not {value!r}")
+    return now + timedelta(seconds=value)
+
+
+def signature_list(value: Any) -> list[dict[str, Any]] | None:
+    """``link``/``link_error`` as given (one signature or several) -> a list of dicts."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [dict(item) for item in items]
+
+
+def follow_up(
+    signature: Mapping[str, Any], value: Any, parent: TaskMessage, conf: Settings
+) -> Outgoing:
+    """A signature dict from the wire (a callback, errback or chain step) applied to
+    ``value``, the parent's result (or its id, for an errback)."""
+    options = dict(signature.get("options") or {})
+    args = list(signature.get("args") or ())
+    if not signature.get("immutable"):
+        args = [value, *args]
+    name = str(signature["task"])
+    message = TaskMessage(
+        id=options.get("task_id") or str(uuid.uuid4()),
+        task=name,
+        args=args,
+        kwargs=dict(signature.get("kwargs") or {}),
+        callbacks=options.get("link") and list(options["link"]),
+        errbacks=options.get("link_error") and list(options["link_error"]),
+        chord=options.get("chord"),
+        group=options.get("group_id"),
+        group_index=options.get("group_index"),
+        root_id=parent.root_id or parent.id,
+        parent_id=parent.id,
+        reply_to=options.get("reply_to") or parent.reply_to,
+        priority=options.get("priority"),
+    )
+    route_options = {key: value for key, value in options.items() if key in _ROUTE_OPTIONS}
+    return Outgoing(message, route(name, route_options, conf), str(conf.task_serializer))
+
+
+def retry(
+    task: TaskBase,
+    request: Request,
+    *,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    when: datetime,
+    queue: str | None,
+) -> Outgoing:
+    """The message that runs ``request`` again at ``when``: same id (the caller's
+    AsyncResult follows it), one more retry, the canvas parts carried on (protocol §1.4)."""
+    original = request.message
+    if not isinstance(original, TaskMessage):
+        raise RuntimeError(f"{task.name}.retry() called outside of a running task")
+    message = replace(
+        original,
+        args=list(args) if args is not None else list(request.args),
+        kwargs=dict(kwargs) if kwargs is not None else dict(request.kwargs),
+        retries=request.retries + 1,
+        eta=when,
+        parent_id=request.id,
+        extra_headers=dict(original.extra_headers),
+    )
+    queue = queue or request.delivery_info.get("routing_key")
+    conf = task.app.conf
+    target = route(task.name, {"queue": queue} if queue else {}, conf)
+    return Outgoing(message, target, str(task.serializer or conf.task_serializer))
+
+
+# -- sending -----------------------------------------------------------------------------
+#: what ``holding()`` collects in this thread or asyncio task (None: send at once)
+_HELD: ContextVar[list[Outgoing] | None] = ContextVar("caraway_held", default=None)
+
+
+def held() -> list[Outgoing] | None:
+    """The list an enclosing :func:`holding` collects into, or None."""
+    return _HELD.get()
+
+
+@contextmanager
+def holding() -> Iterator[list[Outgoing] | None]:
+    """Collect what is sent inside instead of sending it.
+
+    Yields the list to send at the end, or None when an enclosing ``holding()`` already
+    collects (its owner sends everything, once).
+    """
+    if _HELD.get() is not None:
+        yield None
+        return
+    collected: list[Outgoing] = []
+    token = _HELD.set(collected)
+    try:
+        yield collected
+    finally:
+        _HELD.reset(token)
+
+
+class Publisher:
+    """Hands task messages to a transport; the one place that does.
+
+    Producers send through their thread's connection, a worker consumer through its own;
+    both call :meth:`send`. ``on_sent`` runs for each message once the broker has it (the
+    app's ``task-sent`` events).
+    """
+
+    def __init__(
+        self, conf: Settings, *, on_sent: Callable[[Outgoing], None] | None = None
+    ) -> None:
+        self.conf = conf
+        self.on_sent = on_sent
+
+    def send(self, transport: Transport, items: Sequence[Outgoing]) -> None:
+        """Publish ``items`` in order, in as few round trips as their routes allow.
+
+        Every message is encoded before any is sent, so one that cannot be encoded stops
+        the whole batch. Far countdowns go straight to the broker's schedule when
+        ``producer_parks_eta`` is on; plain routes (default exchange, key = queue) go in one
+        ``publish_many``; a route through an exchange is published on its own.
+        """
+        if len(items) == 1:
+            self._send_one(transport, items[0])
+        else:
+            self._send_many(transport, items)
+        if self.on_sent is not None:
+            for item in items:
+                self.on_sent(item)
+
+    def _send_one(self, transport: Transport, item: Outgoing) -> None:
+        wire = protocol.encode(item.message, serializer=item.serializer)
+        target = item.route
+        eta = self._parks(transport, item)
+        if eta is not None:
+            transport.publish_parked(wire, queue=target.queue, eta=eta)
+        else:
+            transport.publish(
+                wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
+            )
+
+    def _send_many(self, transport: Transport, items: Sequence[Outgoing]) -> None:
+        encoded = [protocol.encode(item.message, serializer=item.serializer) for item in items]
+        plain = []
+        for item, wire in zip(items, encoded, strict=True):
+            target = item.route
+            eta = self._parks(transport, item)
+            if eta is not None:
+                transport.publish_parked(wire, queue=target.queue, eta=eta)
+            elif target.exchange or target.routing_key not in (None, target.queue):
+                transport.publish(
+                    wire,
+                    queue=target.queue,
+                    exchange=target.exchange,
+                    routing_key=target.routing_key,
+                )
+            else:
+                plain.append((wire, target.queue))
+        if plain:
+            transport.publish_many(plain)
+
+    def _parks(self, transport: Transport, item: Outgoing) -> float | None:
+        """The ETA to park ``item`` at on the broker now (``producer_parks_eta``), or None."""
+        eta = item.message.eta
+        if eta is None or not self.conf.producer_parks_eta:
+            return None
+        due = eta.timestamp()
+        if due - datetime.now(timezone.utc).timestamp() <= float(self.conf.broker_park_horizon):
+            return None
+        return due if transport.capabilities.parking else None
