@@ -1,5 +1,9 @@
-"""What the global options said, shared by every subcommand (kept apart from main.py so
-subcommand modules can import it without a cycle)."""
+"""What the global options said, shared by every subcommand.
+
+It holds the app only as the options name it (or as ``app.start()`` hands it over), typed
+as the core sees apps: this module sits below the app, which imports the command line for
+``app.start()``. Subcommands get the app itself from :func:`caraway.cli.loader.app_of`.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +12,21 @@ from typing import Any
 
 import click
 
-from caraway.app import Caraway
-from caraway.cli.loader import load_app
+from caraway.taskbase import AppLike
 
 
 @dataclass
 class CliState:
-    """What the global options said; subcommands ask it for the app."""
+    """What the global options said; :func:`caraway.cli.loader.app_of` loads the app once."""
 
     app_spec: str | None = None
     broker: str | None = None
     result_backend: str | None = None
     workdir: str | None = None
-    preset: Caraway | None = None
-    _app: Caraway | None = None
-
-    def app(self) -> Caraway:
-        if self._app is None:
-            if self.preset is not None:
-                app = self.preset
-            elif self.app_spec:
-                app = load_app(self.app_spec, workdir=self.workdir)
-            else:
-                app = Caraway("default")
-            if self.broker:
-                app.conf.broker_url = self.broker
-            if self.result_backend:
-                app.conf.result_backend = self.result_backend
-            self._app = app
-        return self._app
+    #: the app chosen before the options were read (``app.start()``, tests)
+    preset: AppLike | None = None
+    #: the app once loaded, with the options' broker and backend applied
+    loaded: AppLike | None = None
 
 
 def state_of(ctx: click.Context) -> CliState:

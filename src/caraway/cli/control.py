@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from caraway.cli.context import state_of
+from caraway.cli.loader import app_of
 from caraway.transports import mask_url
 from caraway.worker.control import COMMANDS, Control
 
@@ -151,7 +151,7 @@ def _run(
     timeout: float,
     as_json: bool,
 ) -> None:
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     control: Control = app.control
     try:
         replies = (
@@ -205,7 +205,7 @@ control = _broadcast_command("control", _CONTROL_ARGS)
 @click.pass_context
 def status(ctx: click.Context, destination: str | None, timeout: float, as_json: bool) -> None:
     """One line per node that answers a ping."""
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     try:
         replies = app.control.ping(destination=_destination(destination), timeout=timeout)
     finally:
@@ -244,7 +244,7 @@ def _known_queues(app: Any) -> list[str]:
 @click.pass_context
 def purge(ctx: click.Context, queues: str | None, exclude_queues: str | None, force: bool) -> None:
     """Delete every waiting task message from the queues."""
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     names = _destination(queues) or _known_queues(app)
     excluded = set(_destination(exclude_queues) or ())
     names = [name for name in names if name not in excluded]
@@ -301,7 +301,7 @@ def call(
         except ValueError as exc:
             raise BadUsage(f"--eta: {exc}") from None
     options = {key: value for key, value in options.items() if value is not None}
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     result = app.send_task(name, args, kwargs, **options)
     click.echo(result.id)
 
@@ -315,7 +315,7 @@ def call(
 @click.pass_context
 def result(ctx: click.Context, task_id: str, show_traceback: bool, timeout: float | None) -> None:
     """Print the result of task TASK_ID (waiting for it, as Celery does)."""
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     found = app.AsyncResult(task_id)
     if show_traceback:
         click.echo(found.traceback or "")
@@ -342,7 +342,7 @@ def _version(package: str) -> str | None:
 @click.pass_context
 def report(ctx: click.Context) -> None:
     """Print versions, platform and settings for bug reports (passwords masked)."""
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     software = [f"{name}:{_version(name)}" for name in ("caraway", "redis", "amqp", "celery")]
     software = [item for item in software if not item.endswith(":None")]
     click.echo(f"software -> {' '.join(software)} py:{platform.python_version()}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from caraway.cli.context import state_of
+from caraway.cli.loader import app_of
 from caraway.dashboard.auth import Auth
 from caraway.dashboard.server import DEFAULT_ADDRESS, DEFAULT_PORT, create_dashboard, serve
 from caraway.transports import mask_url
@@ -46,7 +46,7 @@ def dashboard(
         auth = Auth.parse(basic_auth, auth_token)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     extra = [name.strip() for name in queues.split(",") if name.strip()]
     web = create_dashboard(app, auth=auth, max_tasks=max_tasks, queues=extra)
     if web.monitor is not None and web.monitor.source is None:

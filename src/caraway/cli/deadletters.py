@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from caraway.cli.context import state_of
+from caraway.cli.loader import app_of
 from caraway.protocol.message import peek_id
 
 
@@ -20,7 +20,7 @@ def dead_letters() -> None:
 @click.pass_context
 def list_dead(ctx: click.Context, limit: int) -> None:
     """Show dead letters with their reason."""
-    transport = state_of(ctx).app().connection()
+    transport = app_of(ctx).connection()
     try:
         letters = transport.dead_letters(limit=limit)
     finally:
@@ -42,7 +42,7 @@ def list_dead(ctx: click.Context, limit: int) -> None:
 @click.pass_context
 def requeue_dead(ctx: click.Context, ids: tuple[str, ...]) -> None:
     """Put dead letters back on their queues (all of them when no ID is given)."""
-    transport = state_of(ctx).app().connection()
+    transport = app_of(ctx).connection()
     try:
         count = transport.requeue_dead_letters(list(ids) or None)
     finally:
@@ -57,7 +57,7 @@ def purge_dead(ctx: click.Context, force: bool) -> None:
     """Delete every dead letter."""
     if not force:
         click.confirm("Delete every dead letter for good?", abort=True)
-    transport = state_of(ctx).app().connection()
+    transport = app_of(ctx).connection()
     try:
         count = transport.purge_dead_letters()
     finally:

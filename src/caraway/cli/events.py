@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from caraway.cli.context import state_of
+from caraway.cli.loader import app_of
 from caraway.events.receiver import EventReceiver
 from caraway.events.state import State
 from caraway.exceptions import ImproperlyConfigured
@@ -159,7 +159,7 @@ def events(
     timeout: float | None,
 ) -> None:
     """Watch the cluster's events: workers and recent tasks, live."""
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     if frequency <= 0:
         raise click.BadParameter("must be above 0", param_hint="--frequency")
     shot = load_camera(camera) if camera else None

@@ -3,6 +3,7 @@
 For a module without ``:``, the app is an attribute named ``app``, ``caraway`` or
 ``celery``, else the only Caraway instance in it, else the same search in its
 submodules ``caraway`` and ``celery`` (the seed's ``proj/celery.py`` layout).
+:func:`app_of` is how a subcommand gets its app.
 """
 
 from __future__ import annotations
@@ -12,8 +13,31 @@ import os
 import sys
 from types import ModuleType
 
+import click
+
 from caraway.app import Caraway
+from caraway.cli.context import state_of
 from caraway.exceptions import ImproperlyConfigured
+
+
+def app_of(ctx: click.Context) -> Caraway:
+    """The app the global options name (loaded once), their broker and backend applied."""
+    state = state_of(ctx)
+    if state.loaded is None:
+        if state.preset is not None:
+            app = state.preset
+        elif state.app_spec:
+            app = load_app(state.app_spec, workdir=state.workdir)
+        else:
+            app = Caraway("default")
+        if state.broker:
+            app.conf.broker_url = state.broker
+        if state.result_backend:
+            app.conf.result_backend = state.result_backend
+        state.loaded = app
+    if not isinstance(state.loaded, Caraway):
+        raise ImproperlyConfigured(f"{state.loaded!r} is not a Caraway app")
+    return state.loaded
 
 _ATTRIBUTES = ("app", "caraway", "celery")
 _SUBMODULES = ("caraway", "celery")

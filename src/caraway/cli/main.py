@@ -9,17 +9,14 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from caraway._version import __version__
 from caraway.cli.context import CliState
 from caraway.exceptions import CarawayError
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
-
+from caraway.taskbase import AppLike
 
 #: subcommand -> "module:attribute" of its click command. A subcommand's module (and what it
 #: imports: the dashboard's server, the events monitor, ``multi``...) is imported only when
@@ -104,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(CliState(), list(argv) if argv is not None else None)
 
 
-def run_for_app(app: Caraway, argv: list[str] | None) -> None:
+def run_for_app(app: AppLike, argv: list[str] | None) -> None:
     """``app.start()``: the command line with ``app`` already chosen."""
     run(CliState(preset=app), argv)
 

@@ -12,7 +12,7 @@ import click
 
 from caraway import exceptions
 from caraway.app import Caraway
-from caraway.cli.context import state_of
+from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
 from caraway.routing import queue_names
 from caraway.worker.banner import banner
@@ -96,7 +96,7 @@ def worker(
     without_heartbeat: bool,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
-    app = state_of(ctx).app()
+    app = app_of(ctx)
     node = expand_hostname(hostname)
     pid_path = expand_path(pidfile, node) if pidfile else None
     guard = Pidfile(pid_path) if pid_path else None

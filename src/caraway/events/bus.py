@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol.events import EXCHANGE
 from caraway.protocol.message import Message
+from caraway.taskbase import AppLike
 from caraway.transports import resolve
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
 
 #: scheme -> "module:Class"
 BUS_ALIASES: dict[str, str] = {
@@ -110,7 +108,7 @@ def open_bus(
     return cls(url, options=options, settings=settings)
 
 
-def settings_of(app: Caraway) -> BusSettings:
+def settings_of(app: AppLike) -> BusSettings:
     """The app's event settings, with Celery's defaults for unset ones."""
     conf = app.conf
     return BusSettings(
@@ -123,7 +121,7 @@ def settings_of(app: Caraway) -> BusSettings:
     )
 
 
-def bus_for(app: Caraway) -> EventBus:
+def bus_for(app: AppLike) -> EventBus:
     """A new event bus on ``app``'s broker (the caller closes it)."""
     options = dict(app.conf.broker_transport_options)
     if app.conf.broker_use_ssl:

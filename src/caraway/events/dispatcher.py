@@ -17,15 +17,13 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from caraway._version import __version__
 from caraway.events.bus import EventBus, bus_for
 from caraway.protocol import events as proto
 from caraway.protocol.message import default_origin
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
+from caraway.taskbase import AppLike
 
 logger = logging.getLogger("caraway.events")
 
@@ -96,7 +94,7 @@ class EventDispatcher:
 
     def __init__(
         self,
-        app: Caraway,
+        app: AppLike,
         hostname: str | None = None,
         enabled: bool = True,
         group: str | None = None,
@@ -324,7 +322,7 @@ _SENT_DISPATCHERS: weakref.WeakKeyDictionary[Any, EventDispatcher] = weakref.Wea
 _SENT_LOCK = threading.Lock()
 
 
-def _sent_dispatcher(app: Caraway) -> EventDispatcher:
+def _sent_dispatcher(app: AppLike) -> EventDispatcher:
     with _SENT_LOCK:
         dispatcher = _SENT_DISPATCHERS.get(app)
         if dispatcher is None:
@@ -342,7 +340,7 @@ def _flush_at_exit(ref: weakref.ref[EventDispatcher]) -> None:
         dispatcher.close(timeout=2.0)
 
 
-def send_task_sent(app: Caraway, message_fields: Mapping[str, Any]) -> None:
+def send_task_sent(app: AppLike, message_fields: Mapping[str, Any]) -> None:
     """Send ``task-sent`` for one published task when ``task_send_sent_event`` is on.
 
     ``message_fields`` are the event's fields (see ``protocol.events.task_sent_fields``).

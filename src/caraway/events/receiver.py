@@ -12,14 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from caraway.events.bus import EventBus, bus_for
 from caraway.exceptions import CarawayError
 from caraway.protocol import events as proto
-
-if TYPE_CHECKING:
-    from caraway.app import Caraway
+from caraway.taskbase import AppLike
 
 logger = logging.getLogger("caraway.events")
 
@@ -41,11 +39,11 @@ class EventReceiver:
 
     def __init__(
         self,
-        app: Caraway,
+        app: AppLike,
         handlers: Mapping[str, Handler] | None = None,
         *,
         binding: str = "#",
-        bus_factory: Callable[[Caraway], EventBus] | None = None,
+        bus_factory: Callable[[AppLike], EventBus] | None = None,
     ) -> None:
         self.app = app
         self.handlers = dict(handlers or {})
