@@ -361,7 +361,7 @@ class Caraway:
         """Run the ``caraway`` command line for this app (``if __name__ == '__main__'``)."""
         # The one upward import in the package (import-linter lists it): the command line
         # sits above the app, since it loads apps; Celery's API runs it from the app.
-        from caraway.cli.main import run_for_app
+        from caraway.cli.main import run_for_app  # noqa: PLC0415 - see above
 
         run_for_app(self, list(argv) if argv is not None else None)
 

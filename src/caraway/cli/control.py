@@ -11,6 +11,7 @@ import json
 import platform
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from importlib import metadata
 from typing import Any
 
@@ -294,8 +295,6 @@ def call(
     args = _json_arg("args", args_json, list)
     kwargs = _json_arg("kwargs", kwargs_json, dict)
     if options.get("eta"):
-        from datetime import datetime
-
         try:
             options["eta"] = datetime.fromisoformat(options["eta"])
         except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 import sys
@@ -233,8 +234,6 @@ def _setup_logging(level: str, logfile: str | None, node: str) -> None:
 
 
 def _child_logging(level: str, logfile: str | None, node: str, index: int) -> None:
-    import multiprocessing
-
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
     if logfile and "%I" in logfile:
         _setup_logging(level, expand_path(logfile, node, index), node)

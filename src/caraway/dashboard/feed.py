@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from caraway.dashboard.model import Cluster
+from caraway.events.receiver import EventReceiver
 
 logger = logging.getLogger("caraway.dashboard")
 
@@ -62,19 +63,11 @@ class QueueFeed:
             yield event
 
 
-def receiver_factory(app: Any) -> Callable[[], EventSource] | None:
-    """``caraway.events.EventReceiver`` bound to ``app``, or None while it does not exist."""
-    try:
-        from caraway import events
-    except ImportError:  # pragma: no cover - the package always exists
-        return None
-    receiver = getattr(events, "EventReceiver", None)
-    if receiver is None:
-        return None
+def receiver_factory(app: Any) -> Callable[[], EventSource]:
+    """Makes a :class:`~caraway.events.receiver.EventReceiver` bound to ``app``."""
 
     def make() -> EventSource:
-        source: EventSource = receiver(app)
-        return source
+        return EventReceiver(app)
 
     return make
 

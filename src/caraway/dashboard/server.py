@@ -40,7 +40,7 @@ def create_dashboard(
 
 def _uvicorn() -> Any:
     try:
-        import uvicorn
+        import uvicorn  # noqa: PLC0415 - optional: the 'dashboard' extra
     except ImportError as exc:
         raise ImproperlyConfigured(
             "the dashboard needs uvicorn: pip install 'caraway[dashboard]'"

@@ -14,6 +14,7 @@ from typing import Any
 
 from caraway.lifecycle import Outcome
 from caraway.protocol.message import TaskMessage
+from caraway.protocol.serializers import normalize_accept
 from caraway.transports.base import Delivery
 
 logger = logging.getLogger("caraway.worker")
@@ -35,8 +36,6 @@ def _info(delivery: Delivery) -> tuple[str, str]:
 
 
 def protocol_accept(accept: Any) -> frozenset[str]:
-    from caraway.protocol.serializers import normalize_accept
-
     return normalize_accept(accept or ["json"])
 
 

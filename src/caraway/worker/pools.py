@@ -7,6 +7,7 @@ that received the message).
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable, Coroutine
@@ -70,8 +71,6 @@ class AsyncLoop:
     """
 
     def __init__(self, done: queue.SimpleQueue[Any]) -> None:
-        import asyncio
-
         self._done = done
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -80,8 +79,6 @@ class AsyncLoop:
         self._thread.start()
 
     def submit(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-        import asyncio
-
         future = asyncio.run_coroutine_threadsafe(make(), self.loop)
         future.add_done_callback(lambda finished: self._done.put(finished.result()))
 
