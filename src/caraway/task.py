@@ -405,7 +405,7 @@ def _validate_options(name: str, attrs: Mapping[str, Any]) -> None:
     check_limits(f"task {name!r}", attrs.get("time_limit"), attrs.get("soft_time_limit"))
     rate = attrs.get("rate_limit")
     if rate is not None:
-        from caraway.ratelimit import parse_rate
+        from caraway.rates import parse_rate
 
         parse_rate(rate)
 

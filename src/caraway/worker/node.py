@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from caraway.exceptions import ImproperlyConfigured
-from caraway.ratelimit import parse_rate
+from caraway.rates import parse_rate
 
 #: how long and how many revoked ids a node remembers (Celery's defaults)
 REVOKE_EXPIRES = 10800.0
@@ -28,7 +28,7 @@ REVOKES_MAX = 50000
 if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.transports.base import Transport
-    from caraway.worker.ratelimits import SharedBuckets
+    from caraway.worker.buckets import SharedBuckets
     from caraway.worker.supervisor import Child
 
 

@@ -24,12 +24,12 @@ import orjson
 
 from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
-from caraway.worker.child import Consumer
+from caraway.worker.buckets import SharedBuckets
 from caraway.worker.childlink import ChildLink
 from caraway.worker.children import Child, Running, _describe_exit, _kill, prepare_to_fork
+from caraway.worker.consumer import Consumer
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
-from caraway.worker.ratelimits import SharedBuckets
 from caraway.worker.slot import RunningSlot
 
 if TYPE_CHECKING:

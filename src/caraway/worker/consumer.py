@@ -24,6 +24,7 @@ from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
 from caraway.transports.base import Delivery
 from caraway.worker import lifecycle
+from caraway.worker.buckets import SharedBuckets
 from caraway.worker.effects import EffectApplier
 from caraway.worker.execute import (
     Outcome,
@@ -36,7 +37,6 @@ from caraway.worker.execute import (
 from caraway.worker.monitor import TaskEvents
 from caraway.worker.policy import _info, _log_outcome, _rss_kib, build_policy, protocol_accept
 from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
-from caraway.worker.ratelimits import SharedBuckets
 
 if TYPE_CHECKING:
     from caraway.app import Caraway

@@ -1,8 +1,8 @@
-"""Rate strings (``'10/s'``, ``'100/m'``, ``'1000/h'``) and the token bucket they drive."""
+"""Rate strings (``'10/s'``, ``'100/m'``, ``'1000/h'``) as tasks per second: what a
+task's ``rate_limit`` means, for the app that checks it and the worker's token buckets.
+"""
 
 from __future__ import annotations
-
-import time
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -33,28 +33,3 @@ def parse_rate(rate: str | float | int | None) -> float:
     if number < 0:
         raise ValueError(f"rate limit {rate!r} is negative")
     return number / _UNITS[unit[0]]
-
-
-class TokenBucket:
-    """A classic token bucket: ``rate`` tokens a second, holding at most ``capacity``."""
-
-    def __init__(self, rate: float, capacity: float = 1.0) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self._tokens = capacity
-        self._stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def take(self) -> float:
-        """Take a token; returns 0 when one was there, else seconds until one will be."""
-        if self.rate <= 0:
-            return 0.0
-        self._refill()
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate

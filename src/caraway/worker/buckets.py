@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import Iterable
 
-from caraway.ratelimit import parse_rate
+from caraway.rates import parse_rate
 
 _SLOT = struct.Struct("ddd")  # rate (tokens/s), tokens, last refill (monotonic)
 _RATE = struct.Struct("d")
