@@ -431,7 +431,7 @@ class Caraway:
     def control(self) -> Any:
         """Remote control of the worker nodes (broadcast commands)."""
         if self._control is None:
-            control = importlib.import_module("caraway.worker.control")
+            control = importlib.import_module("caraway.control")
             self._control = control.Control(self)
         return self._control
 
