@@ -20,6 +20,15 @@ import orjson
 
 from caraway.exceptions import ImproperlyConfigured
 from caraway.rates import parse_rate
+from caraway.worker.ipc import (
+    AddConsumer,
+    CancelConsumer,
+    Command,
+    Revoke,
+    SetRateLimit,
+    SetTaskEvents,
+    SetTimeLimit,
+)
 
 #: how long and how many revoked ids a node remembers (Celery's defaults)
 REVOKE_EXPIRES = 10800.0
@@ -29,7 +38,7 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.transports.base import Transport
     from caraway.worker.buckets import SharedBuckets
-    from caraway.worker.supervisor import Child
+    from caraway.worker.children import Child
 
 
 class NodeControl:
@@ -84,7 +93,7 @@ class NodeControl:
         os.replace(temporary, path)
 
     # provided by the Supervisor
-    def relay(self, *command: Any) -> None:
+    def relay(self, command: Command) -> None:
         raise NotImplementedError
 
     def terminate(self, task_id: str, signum: int) -> bool:
@@ -132,7 +141,7 @@ class NodeControl:
         return [
             self._request_info(task_id, name, child.pid)
             for child in self.children.values()
-            for task_id, name in child.reserved
+            for task_id, name in child.holding.reserved
         ]
 
     def scheduled(self) -> list[dict[str, Any]]:
@@ -140,7 +149,7 @@ class NodeControl:
         held = [
             {"eta": eta, "priority": 0, "request": self._request_info(info[0], info[1], child.pid)}
             for child in self.children.values()
-            for eta, info in child.scheduled
+            for eta, info in child.holding.scheduled
         ]
         return held + self.parked_on_broker()
 
@@ -242,7 +251,7 @@ class NodeControl:
         for task_id in task_ids:
             self.revoked_ids[task_id] = now
         self.save_state()
-        self.relay("revoke", list(task_ids))
+        self.relay(Revoke(tuple(task_ids)))
         if terminate:
             signum = _signal_number(signal_name)
             for task_id in task_ids:
@@ -255,24 +264,24 @@ class NodeControl:
             raise KeyError(f"unknown task {task!r}")
         found.rate_limit = rate
         self.buckets.set_rate(task, rate)
-        self.relay("rate_limit", task, rate)
+        self.relay(SetRateLimit(task, rate))
 
     def set_time_limit(self, task: str, soft: float | None, hard: float | None) -> None:
         found = self.app._tasks.get(task)
         if found is None:
             raise KeyError(f"unknown task {task!r}")
         found.soft_time_limit, found.time_limit = soft, hard
-        self.relay("time_limit", task, soft, hard)
+        self.relay(SetTimeLimit(task, soft, hard))
 
     def add_consumer(self, queue: str) -> None:
         if queue not in self.queues:
             self.queues.append(queue)
-        self.relay("add_consumer", queue)
+        self.relay(AddConsumer(queue))
 
     def cancel_consumer(self, queue: str) -> None:
         if queue in self.queues:
             self.queues.remove(queue)
-        self.relay("cancel_consumer", queue)
+        self.relay(CancelConsumer(queue))
 
     def pool_grow(self, n: int = 1) -> int:
         return self.grow(n)
@@ -285,7 +294,7 @@ class NodeControl:
 
     def set_events(self, enabled: bool) -> None:
         self.events_enabled = enabled
-        self.relay("events", enabled)
+        self.relay(SetTaskEvents(enabled))
 
 
 def _signal_number(name: str | int | None) -> int:

@@ -20,17 +20,24 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
 from caraway.worker.buckets import SharedBuckets
-from caraway.worker.childlink import ChildLink
-from caraway.worker.children import Child, Running, _describe_exit, _kill, prepare_to_fork
+from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
 from caraway.worker.consumer import Consumer
+from caraway.worker.ipc import (
+    ChildEnd,
+    Command,
+    Holding,
+    Link,
+    Report,
+    Revoke,
+    TaskFinished,
+    TaskStarted,
+    encode,
+)
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
-from caraway.worker.slot import RunningSlot
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -84,7 +91,7 @@ class Supervisor(NodeControl):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._stop_thread = threading.Event()
-        self._inline_commands: list[list[Any]] = []
+        self._inline_commands: list[Command] = []
         self._inline_lock = threading.Lock()
         self.default_time_limit = app.conf.task_time_limit
         self.control: Any = None
@@ -145,8 +152,8 @@ class Supervisor(NodeControl):
         inline = Child(index=0, pid=os.getpid())
         self.children[inline.pid] = inline
 
-        def report(event: tuple[Any, ...]) -> None:
-            self._handle_event(inline, list(event))
+        def report(record: Report) -> None:
+            self._on_report(inline, record)
 
         self.consumer = Consumer(
             self.app,
@@ -162,7 +169,7 @@ class Supervisor(NodeControl):
         thread.start()
         return thread
 
-    def _take_inline_commands(self) -> list[list[Any]]:
+    def _take_inline_commands(self) -> list[Command]:
         with self._inline_lock:
             commands, self._inline_commands = self._inline_commands, []
         return commands
@@ -182,8 +189,8 @@ class Supervisor(NodeControl):
                 else:
                     self._read_reports(key.data)
             for child in self.children.values():
-                if child.outbox:
-                    self._flush_commands(child)
+                if child.link is not None and child.link.outbox:
+                    child.link.flush()
             self._reap()
             self._enforce_time_limits()
             self._autoscale()
@@ -213,7 +220,7 @@ class Supervisor(NodeControl):
             now = time.time()
             for task_id in new:
                 self.revoked_ids[task_id] = now
-            self.relay("revoke", new)
+            self.relay(Revoke(tuple(new)))
 
     def _beat(self, kind: str) -> None:
         if not self.heartbeats:
@@ -233,38 +240,29 @@ class Supervisor(NodeControl):
 
     # -- children --------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        reader, child_writer = os.pipe()
-        child_reader, writer = os.pipe()
-        slot = RunningSlot()
+        link = Link()
         pid = os.fork()
         if pid == 0:  # the child
-            os.close(reader)
-            os.close(writer)
             code = 0
             try:
-                self._child_main(index, child_writer, child_reader, slot)
+                self._child_main(index, link.child_end())
             except BaseException:
                 logger.exception("child %d crashed", index)
                 code = 1
             finally:
                 os._exit(code)
-        os.close(child_writer)
-        os.close(child_reader)
-        os.set_blocking(reader, False)
-        os.set_blocking(writer, False)
-        child = Child(index=index, pid=pid, reader=reader, writer=writer, slot=slot)
+        end = link.supervisor_end(pid)
+        child = Child(index=index, pid=pid, link=end)
         self.children[pid] = child
-        self.selector.register(reader, selectors.EVENT_READ, child)
+        self.selector.register(end.reader, selectors.EVENT_READ, child)
         if self.revoked_ids:
-            self._send_command(child, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
+            end.send(encode(Revoke(tuple(self.revoked_ids))))
 
-    def _child_main(self, index: int, writer: int, commands_fd: int, slot: RunningSlot) -> None:
+    def _child_main(self, index: int, link: ChildEnd) -> None:
         stop = threading.Event()
         for child in self.children.values():
-            os.close(child.reader)
-            os.close(child.writer)
-            if child.slot is not None:
-                child.slot.close()  # a sibling's: not ours to read or write
+            if child.link is not None:
+                child.link.close()  # a sibling's: not ours to read or write
         self.selector.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -272,7 +270,6 @@ class Supervisor(NodeControl):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.child_init(index)
-        link = ChildLink(slot, writer, commands_fd)
         signals.worker_process_init.send(sender=None)
         try:
             Consumer(
@@ -291,69 +288,33 @@ class Supervisor(NodeControl):
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
-    def relay(self, *command: Any) -> None:
-        """Send a command to every consumer of this node."""
-        line = orjson.dumps(list(command)) + b"\n"
+    def relay(self, command: Command) -> None:
+        """Send ``command`` to every consumer of this node."""
+        line = encode(command)
         for child in self.children.values():
-            if child.writer >= 0:
-                self._send_command(child, line)
+            if child.link is not None:
+                child.link.send(line)
         if self.pool != "prefork":
             with self._inline_lock:
-                self._inline_commands.append(list(command))
-
-    def _send_command(self, child: Child, line: bytes) -> None:
-        """Queue ``line`` for the child's command pipe and write what the pipe takes now.
-
-        The pipe is non-blocking (a child deep in a task must not stall the node): what does
-        not fit waits in the child's outbox, in order, and the loop writes it as the child
-        reads. A line is never cut short and left so, which the child would read as garbage.
-        """
-        child.outbox += line
-        self._flush_commands(child)
-
-    def _flush_commands(self, child: Child) -> None:
-        while child.outbox:
-            try:
-                written = os.write(child.writer, child.outbox)
-            except BlockingIOError:
-                break  # the pipe is full: the loop tries again
-            except OSError as exc:
-                logger.warning("could not send commands to pid %d: %s", child.pid, exc)
-                child.outbox = b""
-                return
-            child.outbox = child.outbox[written:]
-        if child.slot is not None:
-            child.slot.note_command()
+                self._inline_commands.append(command)
 
     def _read_reports(self, child: Child) -> None:
-        try:
-            data = os.read(child.reader, 65536)
-        except (BlockingIOError, OSError):
+        assert child.link is not None
+        reports = child.link.read_reports()
+        if reports is None:  # the child closed its end
+            self._unregister(child.link.reader)
             return
-        if not data:
-            self._unregister(child.reader)
-            return
-        child.buffer += data
-        *lines, child.buffer = child.buffer.split(b"\n")
-        for line in lines:
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                # never the case since reports are written whole; if it were, one lost
-                # report is better than a dead node
-                logger.error("unreadable report from child pid %d: %.200r", child.pid, line)
-                continue
-            self._handle_event(child, event)
+        for report in reports:
+            self._on_report(child, report)
 
-    def _handle_event(self, child: Child, event: list[Any]) -> None:
-        kind = event[0]
-        if kind == "start":
-            child.announced = Running(*event[1:11])
-        elif kind == "done":
+    def _on_report(self, child: Child, report: Report) -> None:
+        if isinstance(report, TaskStarted):
+            child.announced = report
+        elif isinstance(report, TaskFinished):
             child.announced = None
-            self.count_processed(event[2], event[3])
-        elif kind == "queued":
-            child.reserved, child.scheduled = event[1], event[2]
+            self.count_processed(report.name, report.outcome)
+        elif isinstance(report, Holding):
+            child.holding = report
 
     def _reap(self) -> None:
         while self.pool == "prefork" and self.children:
@@ -366,16 +327,12 @@ class Supervisor(NodeControl):
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            assert child.link is not None
             self._read_reports(child)
-            self._close_child(child)
+            self._unregister(child.link.reader)
+            child.link.close_pipes()
             self._child_exited(child, status)
-            if child.slot is not None:
-                child.slot.close()
-
-    def _close_child(self, child: Child) -> None:
-        self._unregister(child.reader)
-        os.close(child.reader)
-        os.close(child.writer)
+            child.link.close()  # the page, once _child_exited has read what it announced
 
     def _unregister(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -386,7 +343,7 @@ class Supervisor(NodeControl):
         running = child.running
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and running is None
         if not clean:
-            how = _describe_exit(status)
+            how = describe_exit(status)
             doing = f" while running {running.name}[{running.task_id}]" if running else ""
             logger.error("child %d (pid %d) %s%s", child.index, child.pid, how, doing)
         if running is not None:
@@ -405,7 +362,7 @@ class Supervisor(NodeControl):
         if self.shutdown_mode is None and not child.retiring:
             self._spawn(child.index)
 
-    def _lost_task(self, running: Running, child: Child) -> None:
+    def _lost_task(self, running: TaskStarted, child: Child) -> None:
         """Record the fate of the task a dead child was running."""
         if child.killed_for == "revoked":
             self._store(running.task_id, states.REVOKED, exceptions.TaskRevokedError("terminated"))
@@ -413,7 +370,7 @@ class Supervisor(NodeControl):
         if child.killed_for == "time_limit":
             error: BaseException = exceptions.TimeLimitExceeded(
                 f"task {running.name}[{running.task_id}] exceeded its time limit "
-                f"({running.time_limit}s) and its process was killed"
+                f"({child.limit_hit}s) and its process was killed"
             )
         elif running.acks_late and running.reject_on_worker_lost:
             logger.warning(
@@ -465,9 +422,8 @@ class Supervisor(NodeControl):
                     limit,
                     child.pid,
                 )
-                child.killed_for = "time_limit"
-                running.time_limit = limit
-                _kill(child.pid, signal.SIGKILL)
+                child.killed_for, child.limit_hit = "time_limit", limit
+                kill(child.pid, signal.SIGKILL)
 
     def task_time_limit(self, name: str) -> float | None:
         task = self.app._tasks.get(name)
@@ -490,7 +446,7 @@ class Supervisor(NodeControl):
                 # the child takes SIGTERM as a warm stop and ignores SIGINT; terminate means now
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     signum = signal.SIGKILL
-                _kill(child.pid, signum)
+                kill(child.pid, signum)
                 return True
         return False
 
@@ -512,7 +468,7 @@ class Supervisor(NodeControl):
         idle_first = sorted(live, key=lambda child: child.running is not None)
         for child in idle_first[: max(0, min(count, len(live) - 1))]:
             child.retiring = True
-            _kill(child.pid, signal.SIGTERM)
+            kill(child.pid, signal.SIGTERM)
             self.concurrency -= 1
         return self.concurrency
 
@@ -522,7 +478,7 @@ class Supervisor(NodeControl):
             return
         high, low = self.autoscale
         live = [child for child in self.children.values() if not child.retiring]
-        busy = sum(1 for child in live if child.running is not None or child.reserved)
+        busy = sum(1 for child in live if child.running is not None or child.holding.reserved)
         if busy == len(live) and len(live) < high:
             self._idle_since = None
             self.grow(1)
@@ -591,7 +547,7 @@ class Supervisor(NodeControl):
     def _signal_children(self, signum: int) -> None:
         for pid in list(self.children):
             if pid != os.getpid():
-                _kill(pid, signum)
+                kill(pid, signum)
 
 
-__all__ = ["Child", "Running", "Supervisor"]
+__all__ = ["Supervisor"]
