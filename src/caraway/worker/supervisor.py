@@ -5,7 +5,8 @@ on their own connection; the parent never touches task messages. It stays
 single-threaded (a selector over the children's report pipes and a signal wake-up fd),
 so forking a replacement child is always safe. ``-P solo``/``-P threads`` run the same
 consumer on a thread of this process instead of forking. Remote-control requests are
-answered here (see ``node.py``) and relayed to the children over command pipes.
+answered by the node's NodeControl (``node.py``), which the supervisor holds and serves
+(``Supervised``): it relays commands to the consumers (``ipc.py``), kills, grows, shrinks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from caraway.protocol import results as docs
 from caraway.worker.buckets import SharedBuckets
 from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
 from caraway.worker.consumer import Consumer
+from caraway.worker.control import ControlServer
 from caraway.worker.ipc import (
     ChildEnd,
     Command,
@@ -41,6 +43,7 @@ from caraway.worker.node import NodeControl
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.transports.base import Transport
 
 logger = logging.getLogger("caraway.worker")
 
@@ -49,8 +52,10 @@ AUTOSCALE_KEEPALIVE = 5.0  # seconds of spare children before one is retired
 REVOKED_SYNC_INTERVAL = 10.0  # seconds between reads of the broker's revoked ids
 
 
-class Supervisor(NodeControl):
+class Supervisor:
     """Runs one worker node until it is told to stop."""
+
+    transport: Transport  # opened by run()
 
     def __init__(
         self,
@@ -67,7 +72,6 @@ class Supervisor(NodeControl):
         autoscale: tuple[int, int] | None = None,
         heartbeats: bool = True,
     ) -> None:
-        super().__init__()
         self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
@@ -79,7 +83,6 @@ class Supervisor(NodeControl):
         )
         self.app = app
         self.hostname = hostname
-        self.queues = list(queues)
         self.concurrency = concurrency
         self.pool = pool
         self.pid = os.getpid()
@@ -94,7 +97,16 @@ class Supervisor(NodeControl):
         self._inline_commands: list[Command] = []
         self._inline_lock = threading.Lock()
         self.default_time_limit = app.conf.task_time_limit
-        self.control: Any = None
+        self.node = NodeControl(
+            app,
+            hostname=hostname,
+            pool=pool,
+            pid=self.pid,
+            queues=queues,
+            buckets=self.buckets,
+            supervisor=self,
+        )
+        self.control: ControlServer | None = None
         self._next_revoked_sync = 0.0
         visibility = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
         # renew well inside the lease, however short the user made it
@@ -102,7 +114,7 @@ class Supervisor(NodeControl):
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
-        self.load_state()
+        self.node.load_state()
         self._install_signals()
         self.transport = self.app.connection()
         self._sync_revoked()  # before any consumer starts, so none runs a revoked task
@@ -115,10 +127,7 @@ class Supervisor(NodeControl):
             thread = self._start_in_process_consumer()
         self.backend = self.app.new_backend()
         self.control = self._open_control()
-        self.events = TaskEvents(
-            self.app, self.hostname, enabled=bool(self.app.conf.worker_send_task_events)
-        )
-        self.events_enabled = self.events.enabled
+        self.events = TaskEvents(self.app, self.hostname, enabled=self.node.events_enabled)
         self._beat("worker-online")
         self.on_ready()
         logger.info("%s ready.", self.hostname)
@@ -136,13 +145,9 @@ class Supervisor(NodeControl):
                 self.backend.close()
         return 0
 
-    def _open_control(self) -> Any:
+    def _open_control(self) -> ControlServer | None:
         try:
-            from caraway.worker.control import ControlServer
-        except ImportError:  # remote control lands in its own change
-            return None
-        try:
-            return ControlServer(self.app, node=self)
+            return ControlServer(self.app, node=self.node)
         except Exception as exc:
             logger.error("remote control is unavailable on this node: %s", exc)
             return None
@@ -157,7 +162,7 @@ class Supervisor(NodeControl):
 
         self.consumer = Consumer(
             self.app,
-            queues=self.queues,
+            queues=self.node.queues,
             slots=slots,
             hostname=self.hostname,
             stop=self._stop_thread,
@@ -195,7 +200,7 @@ class Supervisor(NodeControl):
             self._enforce_time_limits()
             self._autoscale()
             if self.control is not None and self.shutdown_mode is None:
-                self._poll_control()
+                self._poll_control(self.control)
             if time.monotonic() >= next_beat:
                 self._beat("worker-heartbeat")
                 next_beat = time.monotonic() + HEARTBEAT_FREQ
@@ -211,30 +216,25 @@ class Supervisor(NodeControl):
         if not self.transport.capabilities.revocations:
             return
         try:
-            recorded = set(self.transport.revoked_ids())
+            recorded = self.transport.revoked_ids()
         except Exception as exc:
             logger.warning("could not read revoked ids from the broker: %s", exc)
             return
-        new = sorted(recorded - set(self.revoked_ids))
-        if new:
-            now = time.time()
-            for task_id in new:
-                self.revoked_ids[task_id] = now
-            self.relay(Revoke(tuple(new)))
+        self.node.learn_revoked(recorded)
 
     def _beat(self, kind: str) -> None:
         if not self.heartbeats:
             return
-        self.events.enabled = self.events_enabled
+        self.events.enabled = self.node.events_enabled
         active = sum(1 for child in self.children.values() if child.running is not None)
         try:
-            self.events.worker(kind, active=active, processed=sum(self.totals.values()))
+            self.events.worker(kind, active=active, processed=self.node.processed)
         except Exception:
             logger.exception("could not send %s", kind)
 
-    def _poll_control(self) -> None:
+    def _poll_control(self, control: ControlServer) -> None:
         try:
-            self.control.poll()
+            control.poll()
         except Exception:
             logger.exception("remote control request failed; the node carries on")
 
@@ -255,8 +255,8 @@ class Supervisor(NodeControl):
         child = Child(index=index, pid=pid, link=end)
         self.children[pid] = child
         self.selector.register(end.reader, selectors.EVENT_READ, child)
-        if self.revoked_ids:
-            end.send(encode(Revoke(tuple(self.revoked_ids))))
+        if self.node.revoked_ids:
+            end.send(encode(Revoke(tuple(self.node.revoked_ids))))
 
     def _child_main(self, index: int, link: ChildEnd) -> None:
         stop = threading.Event()
@@ -274,7 +274,7 @@ class Supervisor(NodeControl):
         try:
             Consumer(
                 self.app,
-                queues=self.queues,
+                queues=self.node.queues,
                 slots=1,
                 hostname=self.hostname,
                 report=link.report,
@@ -312,7 +312,7 @@ class Supervisor(NodeControl):
             child.announced = report
         elif isinstance(report, TaskFinished):
             child.announced = None
-            self.count_processed(report.name, report.outcome)
+            self.node.count_processed(report.name, report.outcome)
         elif isinstance(report, Holding):
             child.holding = report
 
@@ -384,7 +384,7 @@ class Supervisor(NodeControl):
                 f"worker process (pid {child.pid}) exited while running task "
                 f"{running.name}[{running.task_id}]"
             )
-        self.count_processed(running.name, "failure")
+        self.node.count_processed(running.name, "failure")
         self._store(running.task_id, states.FAILURE, error)
 
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
