@@ -17,6 +17,10 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from caraway.backends import BACKEND_ALIASES
+from caraway.events.bus import BUS_ALIASES
+from caraway.transports import resolve
+from caraway.transports.mailbox import MAILBOX_ALIASES
 from caraway.worker.ipc import Holding, SupervisorEnd, TaskStarted
 
 if TYPE_CHECKING:
@@ -88,11 +92,6 @@ def prepare_to_fork(app: Caraway) -> None:
     Frozen objects are never collected, which costs nothing for the ones that live as
     long as the process (modules, the app); later forks do not freeze again.
     """
-    from caraway.backends import BACKEND_ALIASES
-    from caraway.events.bus import BUS_ALIASES
-    from caraway.transports import resolve
-    from caraway.transports.mailbox import MAILBOX_ALIASES
-
     plugins = [
         (app.broker_url, MAILBOX_ALIASES, "caraway.mailboxes", "mailbox"),
         (app.broker_url, BUS_ALIASES, "caraway.event_buses", "event bus"),
@@ -106,7 +105,7 @@ def prepare_to_fork(app: Caraway) -> None:
             resolve(url, aliases, group=group, kind=kind)
         except Exception as exc:  # opening it after the fork reports the error
             logger.debug("not preloading the %s for %s: %s", kind, url, exc)
-    for name in ("caraway.worker.control", *CHILD_MODULES):
+    for name in CHILD_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     gc.collect()  # garbage frozen now would never be freed, here or in any child

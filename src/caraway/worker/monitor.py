@@ -13,6 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from caraway.events.dispatcher import EventDispatcher
 from caraway.protocol.message import TaskMessage, safe_repr
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class TaskEvents:
         self.app = app
         self.hostname = hostname
         self._enabled = enabled
-        self._dispatcher: Any = None
+        self._dispatcher: EventDispatcher | None = None
 
     @property
     def enabled(self) -> bool:
@@ -44,12 +45,6 @@ class TaskEvents:
 
     def _send(self, kind: str, **fields: Any) -> None:
         if self._dispatcher is None:
-            try:
-                from caraway.events.dispatcher import EventDispatcher
-            except ImportError as exc:
-                logger.error("task events are unavailable in this build: %s", exc)
-                self._enabled = False
-                return
             self._dispatcher = EventDispatcher(
                 self.app, hostname=self.hostname, enabled=True, caller_flushes=True
             )
