@@ -98,7 +98,7 @@ class Consumer:
         self.slots = slots
         self.hostname = hostname
         self.owner = f"{hostname}/{os.getpid()}"
-        self.report = report or (lambda event: None)
+        self.report = report or (lambda record: None)
         self.stop_event = stop or threading.Event()
         self.commands = commands or (lambda: [])
         self.flush_reports = flush_reports or (lambda: None)
@@ -426,16 +426,16 @@ class Consumer:
         # reported before it runs (the supervisor must know what a dying child took along)
         self.report(
             TaskStarted(
-                message.id,
-                message.task,
-                job.delivery.tag,
-                policy.acks_late,
-                policy.reject_on_worker_lost,
-                message.time_limit,
-                message.soft_time_limit,
-                message.argsrepr,
-                message.kwargsrepr,
-                job.delivery.queue,
+                task_id=message.id,
+                name=message.task,
+                delivery_tag=job.delivery.tag,
+                acks_late=policy.acks_late,
+                reject_on_worker_lost=policy.reject_on_worker_lost,
+                time_limit=message.time_limit,
+                soft_time_limit=message.soft_time_limit,
+                argsrepr=message.argsrepr,
+                kwargsrepr=message.kwargsrepr,
+                queue=job.delivery.queue,
             )
         )
         self._inflight += 1
