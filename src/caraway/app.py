@@ -20,6 +20,7 @@ from caraway.backends import get_backend
 from caraway.backends.base import Backend
 from caraway.builtins import BUILTINS
 from caraway.config import Settings
+from caraway.control import Control
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol.events import task_sent_fields
@@ -84,7 +85,7 @@ class Caraway:
         self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
         self._imported = False
-        self._control: Any = None
+        self._control: Control | None = None
         self._group_result_cls: type[GroupResultType] | None = None
         #: the one publish path, for every task message this app sends
         self.publisher = Publisher(self.conf, on_sent=self._on_sent)
@@ -369,11 +370,10 @@ class Caraway:
         self.start(["worker", *(argv or [])])
 
     @property
-    def control(self) -> Any:
+    def control(self) -> Control:
         """Remote control of the worker nodes (broadcast commands)."""
         if self._control is None:
-            control = importlib.import_module("caraway.worker.control")
-            self._control = control.Control(self)
+            self._control = Control(self)
         return self._control
 
     def close(self) -> None:

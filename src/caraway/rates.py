@@ -1,4 +1,6 @@
-"""Rate strings (``'10/s'``, ``'100/m'``, ``'1000/h'``) as tasks per second."""
+"""Rate strings (``'10/s'``, ``'100/m'``, ``'1000/h'``) as tasks per second: what a
+task's ``rate_limit`` means, for the app that checks it and the worker's token buckets.
+"""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol
 
 from caraway import exceptions, rates
 from caraway.backends.base import Backend
+from caraway.transports.base import Transport
 from caraway.config import Settings
 from caraway.protocol import results as docs
 from caraway.request import Request, pop_request, push_request, request_of
@@ -93,6 +94,9 @@ class AppLike(ResultHost, Protocol):
 
     def publishing_batch(self) -> AbstractContextManager[None]:
         """Hold what is sent inside and publish it in one round trip at the end."""
+
+    def connection(self) -> Transport:
+        """A new broker connection (the caller closes it)."""
 
 
 class TaskBase(abc.ABC):

@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from caraway.app import Caraway
+from caraway.control import Control
 from caraway.protocol.message import Message
 from caraway.transports.mailbox import open_mailbox
-from caraway.worker.control import Control, ControlServer
+from caraway.worker.control import ControlServer
 from tests.unit.test_control_fakes import FakeNode, served
 
 REDIS_URL = "redis://127.0.0.1:6379/14"

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from caraway.app import Caraway
-from caraway.worker.control import Control
+from caraway.control import Control
 from tests.helpers import Worker, wait_until, write_project
 
 pytestmark = [pytest.mark.slow]

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from caraway.app import Caraway
-from caraway.worker.control import Control, ControlServer
+from caraway.control import Control
+from caraway.worker.control import ControlServer
 from tests.integration.redisproj import require
 from tests.interop.celeryproc import CeleryWorker, redis_prefix, write_celery_app
 from tests.unit.test_control_fakes import FakeNode, served

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway
-from caraway.worker.child import Consumer
+from caraway.worker.consumer import Consumer
 
 
 def test_consumer_never_blocks_on_fetch_while_decoded_tasks_wait_for_a_slot(

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from caraway.worker.slot import CAPACITY, RunningSlot
+from caraway.worker.ipc import CAPACITY, RunningSlot
 
 
 def test_an_announcement_written_in_a_forked_child_is_read_by_the_parent() -> None:

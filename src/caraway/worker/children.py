@@ -1,9 +1,9 @@
 """The supervisor's record of its children: what each is and what it runs, how to signal
 one and how to describe its exit, and what to do before forking them.
 
-A prefork child announces its running task in shared memory (``slot``); a threads/solo
-consumer reports it in-process (``announced``). ``supervisor.py`` re-exports ``Child``
-and ``Running`` for those who import them from there.
+A prefork child announces its running task through its link's shared page
+(:class:`~caraway.worker.ipc.SupervisorEnd`); a threads/solo consumer reports it
+in-process (``announced``). How either talks to the supervisor is :mod:`caraway.worker.ipc`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import importlib
 import logging
 import os
 import signal
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
-
-from caraway.worker.slot import RunningSlot
+from caraway.backends import BACKEND_ALIASES
+from caraway.events.bus import BUS_ALIASES
+from caraway.transports import resolve
+from caraway.transports.mailbox import MAILBOX_ALIASES
+from caraway.worker.ipc import Holding, SupervisorEnd, TaskStarted
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -29,59 +30,38 @@ logger = logging.getLogger("caraway.worker")
 
 
 @dataclass(slots=True)
-class Running:
-    """What a child reported it is running."""
-
-    task_id: str
-    name: str
-    tag: str
-    acks_late: bool
-    reject_on_worker_lost: bool
-    time_limit: float | None
-    soft_time_limit: float | None
-    argsrepr: str | None = None
-    kwargsrepr: str | None = None
-    queue: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    wall_started: float = field(default_factory=time.time)
-
-
-@dataclass(slots=True)
 class Child:
+    """One consumer of the node: a forked process, or the in-process one (threads/solo)."""
+
     index: int
     pid: int
-    reader: int = -1
-    writer: int = -1
-    #: prefork: what the child announced in shared memory
-    slot: RunningSlot | None = None
-    #: threads/solo: what the in-process consumer reported
-    announced: Running | None = None
-    buffer: bytes = b""
-    #: commands the pipe could not take yet (see ``Supervisor._send_command``)
-    outbox: bytes = b""
+    #: prefork: the supervisor's end of the link with the child process
+    link: SupervisorEnd | None = None
+    #: threads/solo: what the in-process consumer reported it runs
+    announced: TaskStarted | None = None
+    #: what the consumer last reported it holds, not started
+    holding: Holding = field(default_factory=Holding)
+    #: why the supervisor killed it: "time_limit" or "revoked"
     killed_for: str | None = None
+    #: the hard time limit it was killed for exceeding (seconds)
+    limit_hit: float | None = None
     retiring: bool = False
 
     @property
-    def running(self) -> Running | None:
-        if self.slot is None:
+    def running(self) -> TaskStarted | None:
+        if self.link is None:
             return self.announced
-        return self.slot.read(_decode_running)
-
-    reserved: list[list[str]] = field(default_factory=list)
-    scheduled: list[list[Any]] = field(default_factory=list)
+        return self.link.running()
 
 
-def _decode_running(payload: bytes) -> Running:
-    return Running(*orjson.loads(payload))
-
-
-def _kill(pid: int, signum: int) -> None:
+def kill(pid: int, signum: int) -> None:
+    """Send ``signum`` to ``pid`` unless it has gone already."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
 
 
-def _describe_exit(status: int) -> str:
+def describe_exit(status: int) -> str:
+    """``waitpid``'s status in words, for a log line."""
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
@@ -112,11 +92,6 @@ def prepare_to_fork(app: Caraway) -> None:
     Frozen objects are never collected, which costs nothing for the ones that live as
     long as the process (modules, the app); later forks do not freeze again.
     """
-    from caraway.backends import BACKEND_ALIASES
-    from caraway.events.bus import BUS_ALIASES
-    from caraway.transports import resolve
-    from caraway.transports.mailbox import MAILBOX_ALIASES
-
     plugins = [
         (app.broker_url, MAILBOX_ALIASES, "caraway.mailboxes", "mailbox"),
         (app.broker_url, BUS_ALIASES, "caraway.event_buses", "event bus"),
@@ -130,7 +105,7 @@ def prepare_to_fork(app: Caraway) -> None:
             resolve(url, aliases, group=group, kind=kind)
         except Exception as exc:  # opening it after the fork reports the error
             logger.debug("not preloading the %s for %s: %s", kind, url, exc)
-    for name in ("caraway.worker.control", *CHILD_MODULES):
+    for name in CHILD_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     gc.collect()  # garbage frozen now would never be freed, here or in any child

@@ -32,7 +32,7 @@ class TaskEvents:
         self.app = app
         self.hostname = hostname
         self._enabled = enabled
-        self._dispatcher: Any = None
+        self._dispatcher: EventDispatcher | None = None
 
     @property
     def enabled(self) -> bool:

@@ -1,9 +1,10 @@
 """What a node tells and does for remote control (``inspect``/``control``).
 
-``NodeControl`` is the supervisor's side of the remote-control seam: it answers from the
-supervisor's bookkeeping (children's reports of what they run and hold) and relays
-changes (revocations, consumers, limits) to the consumers. Reply shapes follow Celery's
-so that Celery's tools read them.
+``NodeControl`` holds a node's remote-control state (revoked ids, counts, queues, events on
+or off) and answers from it and from the children's reports of what they run and hold; it
+changes the node through what the supervisor offers it (:class:`Supervised`: relay a
+command to the consumers, terminate a task, grow, shrink, shut down). A ControlServer talks
+to it as its ``NodeView``. Reply shapes follow Celery's so that Celery's tools read them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,24 @@ import resource
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from caraway.exceptions import ImproperlyConfigured
 from caraway.rates import parse_rate
+from caraway.transports import mask_url
+from caraway.worker.ipc import (
+    AddConsumer,
+    CancelConsumer,
+    Command,
+    Revoke,
+    SetRateLimit,
+    SetTaskEvents,
+    SetTimeLimit,
+)
 
 #: how long and how many revoked ids a node remembers (Celery's defaults)
 REVOKE_EXPIRES = 10800.0
@@ -28,29 +40,58 @@ REVOKES_MAX = 50000
 if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.transports.base import Transport
-    from caraway.worker.ratelimits import SharedBuckets
-    from caraway.worker.supervisor import Child
+    from caraway.worker.buckets import SharedBuckets
+    from caraway.worker.children import Child
+
+
+class Supervised(Protocol):
+    """What NodeControl needs of the supervisor it answers for (the Supervisor is one)."""
+
+    @property
+    def children(self) -> Mapping[int, Child]: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def transport(self) -> Transport: ...
+
+    def relay(self, command: Command, /) -> None: ...
+    def terminate(self, task_id: str, signum: int, /) -> bool: ...
+    def grow(self, count: int, /) -> int: ...
+    def shrink(self, count: int, /) -> int: ...
+    def request_shutdown(self) -> None: ...
 
 
 class NodeControl:
-    """Mixin for the Supervisor: the ``NodeView`` a ControlServer talks to."""
+    """A node's remote-control state and answers: the ``NodeView`` a ControlServer talks to."""
 
-    app: Caraway
-    hostname: str
-    pool: str
-    concurrency: int
-    queues: list[str]
-    pid: int
-    children: dict[int, Child]
-    buckets: SharedBuckets
-    transport: Transport
-
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        app: Caraway,
+        *,
+        hostname: str,
+        pool: str,
+        pid: int,
+        queues: Sequence[str],
+        buckets: SharedBuckets,
+        supervisor: Supervised,
+    ) -> None:
+        self.app = app
+        self.hostname = hostname
+        self.pool = pool
+        self.pid = pid
+        #: the queues the node's consumers take from; remote control adds and cancels
+        self.queues = list(queues)
+        self.buckets = buckets
+        self._supervisor = supervisor
         self.started_at = time.monotonic()
         self.totals: Counter[str] = Counter()
         self.failures = 0
         self.revoked_ids: dict[str, float] = {}
-        self.events_enabled = False
+        self.events_enabled = bool(app.conf.worker_send_task_events)
+
+    @property
+    def concurrency(self) -> int:
+        return self._supervisor.concurrency
 
     # -- revoked ids survive restarts with --statedb ------------------------------------------
     def load_state(self) -> None:
@@ -83,32 +124,29 @@ class NodeControl:
             handle.write(orjson.dumps({"revoked": self.revoked_ids}))
         os.replace(temporary, path)
 
-    # provided by the Supervisor
-    def relay(self, *command: Any) -> None:
-        raise NotImplementedError
+    def learn_revoked(self, task_ids: Iterable[str]) -> None:
+        """Revocations recorded elsewhere (on the broker): keep and relay the ones not known."""
+        new = sorted(set(task_ids) - set(self.revoked_ids))
+        if new:
+            now = time.time()
+            for task_id in new:
+                self.revoked_ids[task_id] = now
+            self._supervisor.relay(Revoke(tuple(new)))
 
-    def terminate(self, task_id: str, signum: int) -> bool:
-        raise NotImplementedError
-
-    def grow(self, count: int) -> int:
-        raise NotImplementedError
-
-    def shrink(self, count: int) -> int:
-        raise NotImplementedError
-
-    def request_shutdown(self) -> None:
-        raise NotImplementedError
-
-    # bookkeeping
-    def count_processed(self, name: str, kind: str) -> None:
+    # -- bookkeeping -----------------------------------------------------------------------
+    def count_processed(self, name: str, outcome: str) -> None:
         self.totals[name] += 1
-        if kind == "failure":
+        if outcome == "failure":
             self.failures += 1
+
+    @property
+    def processed(self) -> int:
+        return sum(self.totals.values())
 
     # -- inspect ---------------------------------------------------------------------------
     def active(self) -> list[dict[str, Any]]:
         found = []
-        for child in self.children.values():
+        for child in self._supervisor.children.values():
             running = child.running
             if running is None:
                 continue
@@ -131,22 +169,22 @@ class NodeControl:
     def reserved(self) -> list[dict[str, Any]]:
         return [
             self._request_info(task_id, name, child.pid)
-            for child in self.children.values()
-            for task_id, name in child.reserved
+            for child in self._supervisor.children.values()
+            for task_id, name in child.holding.reserved
         ]
 
     def scheduled(self) -> list[dict[str, Any]]:
         """Countdown tasks this node holds, then those parked on the broker (marked so)."""
         held = [
             {"eta": eta, "priority": 0, "request": self._request_info(info[0], info[1], child.pid)}
-            for child in self.children.values()
-            for eta, info in child.scheduled
+            for child in self._supervisor.children.values()
+            for eta, info in child.holding.scheduled
         ]
         return held + self.parked_on_broker()
 
     def parked_on_broker(self) -> list[dict[str, Any]]:
         try:
-            parked = self.transport.scheduled(limit=100)
+            parked = self._supervisor.transport.scheduled(limit=100)
         except Exception:
             return []
         found = []
@@ -195,7 +233,7 @@ class NodeControl:
     def stats(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        pids = [child.pid for child in self.children.values()]
+        pids = [child.pid for child in self._supervisor.children.values()]
         return {
             "total": dict(self.totals),
             "pid": self.pid,
@@ -227,8 +265,6 @@ class NodeControl:
         }
 
     def conf(self) -> dict[str, Any]:
-        from caraway.transports import mask_url
-
         shown = {}
         for name, value in self.app.conf.changes().items():
             shown[name] = mask_url(value) if isinstance(value, str) and "://" in value else value
@@ -242,11 +278,11 @@ class NodeControl:
         for task_id in task_ids:
             self.revoked_ids[task_id] = now
         self.save_state()
-        self.relay("revoke", list(task_ids))
+        self._supervisor.relay(Revoke(tuple(task_ids)))
         if terminate:
             signum = _signal_number(signal_name)
             for task_id in task_ids:
-                self.terminate(task_id, signum)
+                self._supervisor.terminate(task_id, signum)
 
     def set_rate_limit(self, task: str, rate: str | None) -> None:
         parse_rate(rate)
@@ -255,37 +291,37 @@ class NodeControl:
             raise KeyError(f"unknown task {task!r}")
         found.rate_limit = rate
         self.buckets.set_rate(task, rate)
-        self.relay("rate_limit", task, rate)
+        self._supervisor.relay(SetRateLimit(task, rate))
 
     def set_time_limit(self, task: str, soft: float | None, hard: float | None) -> None:
         found = self.app._tasks.get(task)
         if found is None:
             raise KeyError(f"unknown task {task!r}")
         found.soft_time_limit, found.time_limit = soft, hard
-        self.relay("time_limit", task, soft, hard)
+        self._supervisor.relay(SetTimeLimit(task, soft, hard))
 
     def add_consumer(self, queue: str) -> None:
         if queue not in self.queues:
             self.queues.append(queue)
-        self.relay("add_consumer", queue)
+        self._supervisor.relay(AddConsumer(queue))
 
     def cancel_consumer(self, queue: str) -> None:
         if queue in self.queues:
             self.queues.remove(queue)
-        self.relay("cancel_consumer", queue)
+        self._supervisor.relay(CancelConsumer(queue))
 
     def pool_grow(self, n: int = 1) -> int:
-        return self.grow(n)
+        return self._supervisor.grow(n)
 
     def pool_shrink(self, n: int = 1) -> int:
-        return self.shrink(n)
+        return self._supervisor.shrink(n)
 
     def shutdown(self) -> None:
-        self.request_shutdown()
+        self._supervisor.request_shutdown()
 
     def set_events(self, enabled: bool) -> None:
         self.events_enabled = enabled
-        self.relay("events", enabled)
+        self._supervisor.relay(SetTaskEvents(enabled))
 
 
 def _signal_number(name: str | int | None) -> int:

@@ -5,7 +5,8 @@ on their own connection; the parent never touches task messages. It stays
 single-threaded (a selector over the children's report pipes and a signal wake-up fd),
 so forking a replacement child is always safe. ``-P solo``/``-P threads`` run the same
 consumer on a thread of this process instead of forking. Remote-control requests are
-answered here (see ``node.py``) and relayed to the children over command pipes.
+answered by the node's NodeControl (``node.py``), which the supervisor holds and serves
+(``Supervised``): it relays commands to the consumers (``ipc.py``), kills, grows, shrinks.
 """
 
 from __future__ import annotations
@@ -20,20 +21,29 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from caraway import exceptions, signals, states
 from caraway.protocol import results as docs
-from caraway.worker.child import Consumer
-from caraway.worker.childlink import ChildLink
-from caraway.worker.children import Child, Running, _describe_exit, _kill, prepare_to_fork
+from caraway.worker.buckets import SharedBuckets
+from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
+from caraway.worker.consumer import Consumer
+from caraway.worker.control import ControlServer
+from caraway.worker.ipc import (
+    ChildEnd,
+    Command,
+    Holding,
+    Link,
+    Report,
+    Revoke,
+    TaskFinished,
+    TaskStarted,
+    encode,
+)
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskEvents
 from caraway.worker.node import NodeControl
-from caraway.worker.ratelimits import SharedBuckets
-from caraway.worker.slot import RunningSlot
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.transports.base import Transport
 
 logger = logging.getLogger("caraway.worker")
 
@@ -42,8 +52,10 @@ AUTOSCALE_KEEPALIVE = 5.0  # seconds of spare children before one is retired
 REVOKED_SYNC_INTERVAL = 10.0  # seconds between reads of the broker's revoked ids
 
 
-class Supervisor(NodeControl):
+class Supervisor:
     """Runs one worker node until it is told to stop."""
+
+    transport: Transport  # opened by run()
 
     def __init__(
         self,
@@ -60,7 +72,6 @@ class Supervisor(NodeControl):
         autoscale: tuple[int, int] | None = None,
         heartbeats: bool = True,
     ) -> None:
-        super().__init__()
         self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
@@ -72,7 +83,6 @@ class Supervisor(NodeControl):
         )
         self.app = app
         self.hostname = hostname
-        self.queues = list(queues)
         self.concurrency = concurrency
         self.pool = pool
         self.pid = os.getpid()
@@ -84,10 +94,19 @@ class Supervisor(NodeControl):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._stop_thread = threading.Event()
-        self._inline_commands: list[list[Any]] = []
+        self._inline_commands: list[Command] = []
         self._inline_lock = threading.Lock()
         self.default_time_limit = app.conf.task_time_limit
-        self.control: Any = None
+        self.node = NodeControl(
+            app,
+            hostname=hostname,
+            pool=pool,
+            pid=self.pid,
+            queues=queues,
+            buckets=self.buckets,
+            supervisor=self,
+        )
+        self.control: ControlServer | None = None
         self._next_revoked_sync = 0.0
         visibility = float(app.conf.broker_transport_options.get("visibility_timeout", 3600))
         # renew well inside the lease, however short the user made it
@@ -95,7 +114,7 @@ class Supervisor(NodeControl):
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
-        self.load_state()
+        self.node.load_state()
         self._install_signals()
         self.transport = self.app.connection()
         self._sync_revoked()  # before any consumer starts, so none runs a revoked task
@@ -108,10 +127,7 @@ class Supervisor(NodeControl):
             thread = self._start_in_process_consumer()
         self.backend = self.app.new_backend()
         self.control = self._open_control()
-        self.events = TaskEvents(
-            self.app, self.hostname, enabled=bool(self.app.conf.worker_send_task_events)
-        )
-        self.events_enabled = self.events.enabled
+        self.events = TaskEvents(self.app, self.hostname, enabled=self.node.events_enabled)
         self._beat("worker-online")
         self.on_ready()
         logger.info("%s ready.", self.hostname)
@@ -129,13 +145,9 @@ class Supervisor(NodeControl):
                 self.backend.close()
         return 0
 
-    def _open_control(self) -> Any:
+    def _open_control(self) -> ControlServer | None:
         try:
-            from caraway.worker.control import ControlServer
-        except ImportError:  # remote control lands in its own change
-            return None
-        try:
-            return ControlServer(self.app, node=self)
+            return ControlServer(self.app, node=self.node)
         except Exception as exc:
             logger.error("remote control is unavailable on this node: %s", exc)
             return None
@@ -145,12 +157,12 @@ class Supervisor(NodeControl):
         inline = Child(index=0, pid=os.getpid())
         self.children[inline.pid] = inline
 
-        def report(event: tuple[Any, ...]) -> None:
-            self._handle_event(inline, list(event))
+        def report(record: Report) -> None:
+            self._on_report(inline, record)
 
         self.consumer = Consumer(
             self.app,
-            queues=self.queues,
+            queues=self.node.queues,
             slots=slots,
             hostname=self.hostname,
             stop=self._stop_thread,
@@ -162,7 +174,7 @@ class Supervisor(NodeControl):
         thread.start()
         return thread
 
-    def _take_inline_commands(self) -> list[list[Any]]:
+    def _take_inline_commands(self) -> list[Command]:
         with self._inline_lock:
             commands, self._inline_commands = self._inline_commands, []
         return commands
@@ -182,13 +194,13 @@ class Supervisor(NodeControl):
                 else:
                     self._read_reports(key.data)
             for child in self.children.values():
-                if child.outbox:
-                    self._flush_commands(child)
+                if child.link is not None and child.link.outbox:
+                    child.link.flush()
             self._reap()
             self._enforce_time_limits()
             self._autoscale()
             if self.control is not None and self.shutdown_mode is None:
-                self._poll_control()
+                self._poll_control(self.control)
             if time.monotonic() >= next_beat:
                 self._beat("worker-heartbeat")
                 next_beat = time.monotonic() + HEARTBEAT_FREQ
@@ -204,67 +216,53 @@ class Supervisor(NodeControl):
         if not self.transport.capabilities.revocations:
             return
         try:
-            recorded = set(self.transport.revoked_ids())
+            recorded = self.transport.revoked_ids()
         except Exception as exc:
             logger.warning("could not read revoked ids from the broker: %s", exc)
             return
-        new = sorted(recorded - set(self.revoked_ids))
-        if new:
-            now = time.time()
-            for task_id in new:
-                self.revoked_ids[task_id] = now
-            self.relay("revoke", new)
+        self.node.learn_revoked(recorded)
 
     def _beat(self, kind: str) -> None:
         if not self.heartbeats:
             return
-        self.events.enabled = self.events_enabled
+        self.events.enabled = self.node.events_enabled
         active = sum(1 for child in self.children.values() if child.running is not None)
         try:
-            self.events.worker(kind, active=active, processed=sum(self.totals.values()))
+            self.events.worker(kind, active=active, processed=self.node.processed)
         except Exception:
             logger.exception("could not send %s", kind)
 
-    def _poll_control(self) -> None:
+    def _poll_control(self, control: ControlServer) -> None:
         try:
-            self.control.poll()
+            control.poll()
         except Exception:
             logger.exception("remote control request failed; the node carries on")
 
     # -- children --------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
-        reader, child_writer = os.pipe()
-        child_reader, writer = os.pipe()
-        slot = RunningSlot()
+        link = Link()
         pid = os.fork()
         if pid == 0:  # the child
-            os.close(reader)
-            os.close(writer)
             code = 0
             try:
-                self._child_main(index, child_writer, child_reader, slot)
+                self._child_main(index, link.child_end())
             except BaseException:
                 logger.exception("child %d crashed", index)
                 code = 1
             finally:
                 os._exit(code)
-        os.close(child_writer)
-        os.close(child_reader)
-        os.set_blocking(reader, False)
-        os.set_blocking(writer, False)
-        child = Child(index=index, pid=pid, reader=reader, writer=writer, slot=slot)
+        end = link.supervisor_end(pid)
+        child = Child(index=index, pid=pid, link=end)
         self.children[pid] = child
-        self.selector.register(reader, selectors.EVENT_READ, child)
-        if self.revoked_ids:
-            self._send_command(child, orjson.dumps(["revoke", list(self.revoked_ids)]) + b"\n")
+        self.selector.register(end.reader, selectors.EVENT_READ, child)
+        if self.node.revoked_ids:
+            end.send(encode(Revoke(tuple(self.node.revoked_ids))))
 
-    def _child_main(self, index: int, writer: int, commands_fd: int, slot: RunningSlot) -> None:
+    def _child_main(self, index: int, link: ChildEnd) -> None:
         stop = threading.Event()
         for child in self.children.values():
-            os.close(child.reader)
-            os.close(child.writer)
-            if child.slot is not None:
-                child.slot.close()  # a sibling's: not ours to read or write
+            if child.link is not None:
+                child.link.close()  # a sibling's: not ours to read or write
         self.selector.close()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -272,12 +270,11 @@ class Supervisor(NodeControl):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.child_init(index)
-        link = ChildLink(slot, writer, commands_fd)
         signals.worker_process_init.send(sender=None)
         try:
             Consumer(
                 self.app,
-                queues=self.queues,
+                queues=self.node.queues,
                 slots=1,
                 hostname=self.hostname,
                 report=link.report,
@@ -291,69 +288,33 @@ class Supervisor(NodeControl):
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
-    def relay(self, *command: Any) -> None:
-        """Send a command to every consumer of this node."""
-        line = orjson.dumps(list(command)) + b"\n"
+    def relay(self, command: Command) -> None:
+        """Send ``command`` to every consumer of this node."""
+        line = encode(command)
         for child in self.children.values():
-            if child.writer >= 0:
-                self._send_command(child, line)
+            if child.link is not None:
+                child.link.send(line)
         if self.pool != "prefork":
             with self._inline_lock:
-                self._inline_commands.append(list(command))
-
-    def _send_command(self, child: Child, line: bytes) -> None:
-        """Queue ``line`` for the child's command pipe and write what the pipe takes now.
-
-        The pipe is non-blocking (a child deep in a task must not stall the node): what does
-        not fit waits in the child's outbox, in order, and the loop writes it as the child
-        reads. A line is never cut short and left so, which the child would read as garbage.
-        """
-        child.outbox += line
-        self._flush_commands(child)
-
-    def _flush_commands(self, child: Child) -> None:
-        while child.outbox:
-            try:
-                written = os.write(child.writer, child.outbox)
-            except BlockingIOError:
-                break  # the pipe is full: the loop tries again
-            except OSError as exc:
-                logger.warning("could not send commands to pid %d: %s", child.pid, exc)
-                child.outbox = b""
-                return
-            child.outbox = child.outbox[written:]
-        if child.slot is not None:
-            child.slot.note_command()
+                self._inline_commands.append(command)
 
     def _read_reports(self, child: Child) -> None:
-        try:
-            data = os.read(child.reader, 65536)
-        except (BlockingIOError, OSError):
+        assert child.link is not None
+        reports = child.link.read_reports()
+        if reports is None:  # the child closed its end
+            self._unregister(child.link.reader)
             return
-        if not data:
-            self._unregister(child.reader)
-            return
-        child.buffer += data
-        *lines, child.buffer = child.buffer.split(b"\n")
-        for line in lines:
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                # never the case since reports are written whole; if it were, one lost
-                # report is better than a dead node
-                logger.error("unreadable report from child pid %d: %.200r", child.pid, line)
-                continue
-            self._handle_event(child, event)
+        for report in reports:
+            self._on_report(child, report)
 
-    def _handle_event(self, child: Child, event: list[Any]) -> None:
-        kind = event[0]
-        if kind == "start":
-            child.announced = Running(*event[1:11])
-        elif kind == "done":
+    def _on_report(self, child: Child, report: Report) -> None:
+        if isinstance(report, TaskStarted):
+            child.announced = report
+        elif isinstance(report, TaskFinished):
             child.announced = None
-            self.count_processed(event[2], event[3])
-        elif kind == "queued":
-            child.reserved, child.scheduled = event[1], event[2]
+            self.node.count_processed(report.name, report.outcome)
+        elif isinstance(report, Holding):
+            child.holding = report
 
     def _reap(self) -> None:
         while self.pool == "prefork" and self.children:
@@ -366,16 +327,12 @@ class Supervisor(NodeControl):
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            assert child.link is not None
             self._read_reports(child)
-            self._close_child(child)
+            self._unregister(child.link.reader)
+            child.link.close_pipes()
             self._child_exited(child, status)
-            if child.slot is not None:
-                child.slot.close()
-
-    def _close_child(self, child: Child) -> None:
-        self._unregister(child.reader)
-        os.close(child.reader)
-        os.close(child.writer)
+            child.link.close()  # the page, once _child_exited has read what it announced
 
     def _unregister(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -386,7 +343,7 @@ class Supervisor(NodeControl):
         running = child.running
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and running is None
         if not clean:
-            how = _describe_exit(status)
+            how = describe_exit(status)
             doing = f" while running {running.name}[{running.task_id}]" if running else ""
             logger.error("child %d (pid %d) %s%s", child.index, child.pid, how, doing)
         if running is not None:
@@ -405,7 +362,7 @@ class Supervisor(NodeControl):
         if self.shutdown_mode is None and not child.retiring:
             self._spawn(child.index)
 
-    def _lost_task(self, running: Running, child: Child) -> None:
+    def _lost_task(self, running: TaskStarted, child: Child) -> None:
         """Record the fate of the task a dead child was running."""
         if child.killed_for == "revoked":
             self._store(running.task_id, states.REVOKED, exceptions.TaskRevokedError("terminated"))
@@ -413,7 +370,7 @@ class Supervisor(NodeControl):
         if child.killed_for == "time_limit":
             error: BaseException = exceptions.TimeLimitExceeded(
                 f"task {running.name}[{running.task_id}] exceeded its time limit "
-                f"({running.time_limit}s) and its process was killed"
+                f"({child.limit_hit}s) and its process was killed"
             )
         elif running.acks_late and running.reject_on_worker_lost:
             logger.warning(
@@ -427,7 +384,7 @@ class Supervisor(NodeControl):
                 f"worker process (pid {child.pid}) exited while running task "
                 f"{running.name}[{running.task_id}]"
             )
-        self.count_processed(running.name, "failure")
+        self.node.count_processed(running.name, "failure")
         self._store(running.task_id, states.FAILURE, error)
 
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
@@ -465,9 +422,8 @@ class Supervisor(NodeControl):
                     limit,
                     child.pid,
                 )
-                child.killed_for = "time_limit"
-                running.time_limit = limit
-                _kill(child.pid, signal.SIGKILL)
+                child.killed_for, child.limit_hit = "time_limit", limit
+                kill(child.pid, signal.SIGKILL)
 
     def task_time_limit(self, name: str) -> float | None:
         task = self.app._tasks.get(name)
@@ -490,7 +446,7 @@ class Supervisor(NodeControl):
                 # the child takes SIGTERM as a warm stop and ignores SIGINT; terminate means now
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     signum = signal.SIGKILL
-                _kill(child.pid, signum)
+                kill(child.pid, signum)
                 return True
         return False
 
@@ -512,7 +468,7 @@ class Supervisor(NodeControl):
         idle_first = sorted(live, key=lambda child: child.running is not None)
         for child in idle_first[: max(0, min(count, len(live) - 1))]:
             child.retiring = True
-            _kill(child.pid, signal.SIGTERM)
+            kill(child.pid, signal.SIGTERM)
             self.concurrency -= 1
         return self.concurrency
 
@@ -522,7 +478,7 @@ class Supervisor(NodeControl):
             return
         high, low = self.autoscale
         live = [child for child in self.children.values() if not child.retiring]
-        busy = sum(1 for child in live if child.running is not None or child.reserved)
+        busy = sum(1 for child in live if child.running is not None or child.holding.reserved)
         if busy == len(live) and len(live) < high:
             self._idle_since = None
             self.grow(1)
@@ -591,7 +547,7 @@ class Supervisor(NodeControl):
     def _signal_children(self, signum: int) -> None:
         for pid in list(self.children):
             if pid != os.getpid():
-                _kill(pid, signum)
+                kill(pid, signum)
 
 
-__all__ = ["Child", "Running", "Supervisor"]
+__all__ = ["Supervisor"]

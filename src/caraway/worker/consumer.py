@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from caraway import exceptions, lifecycle
 from caraway.effects import EffectApplier
@@ -27,10 +27,23 @@ from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
 from caraway.protocol.results import decode_document
 from caraway.transports.base import Delivery
+from caraway.worker.buckets import SharedBuckets
+from caraway.worker.ipc import (
+    AddConsumer,
+    CancelConsumer,
+    Command,
+    Holding,
+    Report,
+    Revoke,
+    SetRateLimit,
+    SetTaskEvents,
+    SetTimeLimit,
+    TaskFinished,
+    TaskStarted,
+)
 from caraway.worker.monitor import TaskEvents
 from caraway.worker.policy import _info, _log_outcome, _rss_kib, protocol_accept
 from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
-from caraway.worker.ratelimits import SharedBuckets
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -39,13 +52,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("caraway.worker")
 
-Report = Callable[[tuple[Any, ...]], None]
 
 #: a task slower than this makes the consumer write pending results before the next one
 FLUSH_BEFORE_SLOW = 0.005
 #: how often a consumer tells the supervisor what it holds (``inspect reserved``)
 QUEUE_REPORT_INTERVAL = 0.5
-Commands = Callable[[], list[list[Any]]]
 
 
 @dataclass(slots=True)
@@ -69,9 +80,9 @@ class Consumer:
         queues: Sequence[str],
         slots: int,
         hostname: str,
-        report: Report | None = None,
+        report: Callable[[Report], None] | None = None,
         stop: threading.Event | None = None,
-        commands: Commands | None = None,
+        commands: Callable[[], list[Command]] | None = None,
         flush_reports: Callable[[], None] | None = None,
         buckets: SharedBuckets | None = None,
         max_tasks: int | None = None,
@@ -82,7 +93,7 @@ class Consumer:
         self.slots = slots
         self.hostname = hostname
         self.owner = f"{hostname}/{os.getpid()}"
-        self.report = report or (lambda event: None)
+        self.report = report or (lambda record: None)
         self.stop_event = stop or threading.Event()
         self.commands = commands or (lambda: [])
         self.flush_reports = flush_reports or (lambda: None)
@@ -92,7 +103,7 @@ class Consumer:
         self.max_memory_kib = max_memory_kib
         self._rate_waiting: set[int] = set()
         self.events = TaskEvents(app, hostname, enabled=bool(app.conf.worker_send_task_events))
-        self._reported_state: tuple[Any, ...] = ((), ())
+        self._reported = Holding()
         conf = app.conf
         self.prefetch = max(1, slots * int(conf.worker_prefetch_multiplier or 1))
         self.park_horizon = float(conf.broker_park_horizon)
@@ -407,18 +418,17 @@ class Consumer:
             return
         # reported before it runs (the supervisor must know what a dying child took along)
         self.report(
-            (
-                "start",
-                message.id,
-                message.task,
-                job.delivery.tag,
-                policy.acks_late,
-                policy.reject_on_worker_lost,
-                message.time_limit,
-                message.soft_time_limit,
-                message.argsrepr,
-                message.kwargsrepr,
-                job.delivery.queue,
+            TaskStarted(
+                task_id=message.id,
+                name=message.task,
+                delivery_tag=job.delivery.tag,
+                acks_late=policy.acks_late,
+                reject_on_worker_lost=policy.reject_on_worker_lost,
+                time_limit=message.time_limit,
+                soft_time_limit=message.soft_time_limit,
+                argsrepr=message.argsrepr,
+                kwargsrepr=message.kwargsrepr,
+                queue=job.delivery.queue,
             )
         )
         self._inflight += 1
@@ -467,7 +477,7 @@ class Consumer:
         self.effects.apply(job.delivery, effects, ordered=job.policy.acks_late)
         self.events.finished(job.message, outcome)
         if not job.is_async:
-            self.report(("done", job.message.id, job.message.task, outcome.kind))
+            self.report(TaskFinished(job.message.id, job.message.task, outcome.kind))
         self.processed += 1
         _log_outcome(job.message, outcome)
         self._maybe_retire()
@@ -493,25 +503,24 @@ class Consumer:
     # -- remote control --------------------------------------------------------------------
     def _apply_commands(self) -> None:
         for command in self.commands():
-            name, args = command[0], command[1:]
-            if name == "revoke":
-                self.revoked.update(args[0])
-            elif name == "add_consumer" and args[0] not in self.queues:
-                self.queues.append(args[0])
-            elif name == "cancel_consumer" and args[0] in self.queues:
-                self.queues.remove(args[0])
-            elif name == "time_limit":
-                task = self.app._tasks.get(args[0])
+            if isinstance(command, Revoke):
+                self.revoked.update(command.task_ids)
+            elif isinstance(command, AddConsumer):
+                if command.queue not in self.queues:
+                    self.queues.append(command.queue)
+            elif isinstance(command, CancelConsumer):
+                if command.queue in self.queues:
+                    self.queues.remove(command.queue)
+            elif isinstance(command, SetTimeLimit):
+                task = self.app._tasks.get(command.task)
                 if task is not None:
-                    task.soft_time_limit, task.time_limit = args[1], args[2]
-            elif name == "events":
-                self.events.enabled = bool(args[0])
-            elif name == "rate_limit":
-                task = self.app._tasks.get(args[0])
+                    task.soft_time_limit, task.time_limit = command.soft, command.hard
+            elif isinstance(command, SetRateLimit):
+                task = self.app._tasks.get(command.task)
                 if task is not None:
-                    task.rate_limit = args[1]
-            else:
-                logger.warning("unknown command from the supervisor: %r", command)
+                    task.rate_limit = command.rate
+            elif isinstance(command, SetTaskEvents):
+                self.events.enabled = command.enabled
 
     def _report_queue_state(self) -> None:
         """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""
@@ -519,12 +528,13 @@ class Consumer:
         if now < self._next_queue_report:
             return
         self._next_queue_report = now + QUEUE_REPORT_INTERVAL
-        reserved = tuple(_info(d) for d in self._buffer)
-        scheduled = tuple((eta, _info(d)) for eta, _, d, _ in self._held)
-        state = (reserved, scheduled)
-        if state != self._reported_state:
-            self._reported_state = state
-            self.report(("queued", list(reserved), [list(item) for item in scheduled]))
+        holding = Holding(
+            reserved=tuple(_info(d) for d in self._buffer),
+            scheduled=tuple((eta, _info(d)) for eta, _, d, _ in self._held),
+        )
+        if holding != self._reported:
+            self._reported = holding
+            self.report(holding)
             self.flush_reports()
 
     # -- shutting down ---------------------------------------------------------------------
