@@ -15,10 +15,10 @@ from typing import Any
 import amqp
 import pytest
 
+from caraway.clients.amqp import parse_amqp_url
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
 from caraway.transports import _amqp_delay as ladder
-from caraway.transports._amqp_link import parse_amqp_url
 from caraway.transports.amqp import AMQPTransport
 from caraway.transports.base import Delivery
 from tests.helpers import wait_until

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import redis
 
+from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
 from caraway.transports.base import Delivery
 from caraway.transports.redis import RedisTransport
-from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -683,7 +683,7 @@ def test_a_claim_reads_the_tag_and_routing_from_properties_whatever_the_spelling
 
 
 def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
-    from caraway.transports.redisurl import _pack_commands_py, pack_commands
+    from caraway.clients.redis import _pack_commands_py, pack_commands
 
     conn = redis.Connection()
     commands = [
@@ -699,7 +699,7 @@ def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
 def test_pack_commands_writes_a_float_subclass_as_its_value() -> None:
     """hiredis would write numpy's float64 as ``np.float64(1.5)``: such values take the
     Python packer, which writes what ``float()`` gives."""
-    from caraway.transports.redisurl import pack_commands
+    from caraway.clients.redis import pack_commands
 
     class Scaled(float):
         def __repr__(self) -> str:

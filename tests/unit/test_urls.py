@@ -11,15 +11,12 @@ import pytest
 from caraway.backends import BACKEND_ALIASES, get_backend
 from caraway.backends.memory import MemoryBackend
 from caraway.backends.sqlite import SQLiteBackend
+from caraway.clients.sqlite import sqlite_path
+from caraway.clients.urls import default_sqlite_path, mask_url
 from caraway.exceptions import ImproperlyConfigured
-from caraway.transports import (
-    TRANSPORT_ALIASES,
-    default_sqlite_path,
-    get_transport,
-    mask_url,
-)
+from caraway.transports import TRANSPORT_ALIASES, get_transport
 from caraway.transports.memory import MemoryTransport
-from caraway.transports.sqlite import SQLiteTransport, sqlite_path
+from caraway.transports.sqlite import SQLiteTransport
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import redis
 from redis.client import PubSub
 
 from caraway.backends.base import Backend
+from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BackendError
-from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 T = TypeVar("T")
 
@@ -108,7 +108,7 @@ class _Notifier:
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._pubsub: PubSub = client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub: PubSub = client.pubsub()
         self._io = threading.Lock()
         self._state = threading.Lock()
         self._boxes: dict[bytes, list[_Box]] = {}

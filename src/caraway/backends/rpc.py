@@ -41,7 +41,7 @@ class RPCBackend(Backend):
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
-        from caraway.transports._amqp_link import parse_amqp_url
+        from caraway.clients.amqp import parse_amqp_url
 
         broker = str(self.options.get("broker_url") or _DEFAULT_BROKER).split(";")[0]
         if not broker.startswith(("amqp://", "pyamqp://", "amqps://")):

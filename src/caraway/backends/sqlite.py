@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caraway.backends.base import READY, Backend
+from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BackendError
-from caraway.transports.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_results (

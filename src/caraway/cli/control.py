@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from caraway.cli.context import state_of
-from caraway.transports import mask_url
+from caraway.clients.urls import mask_url
 from caraway.worker.control import COMMANDS, Control
 
 #: Celery's exit code when no node replied (EX_UNAVAILABLE)

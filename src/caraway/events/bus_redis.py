@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 import redis
 
+from caraway.clients.redis import connect, parse_redis_url
 from caraway.events.bus import BusSettings, EventBus
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
-from caraway.transports.redisurl import connect, parse_redis_url
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class RedisBus(EventBus):
     def _subscribe(self) -> None:
         assert self._binding is not None
         pattern = self.channel(self._binding.replace("#", "*"))
-        pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self.client.pubsub()
         pubsub.psubscribe(pattern)
         self._pubsub = pubsub
         # Wait for the confirmation so that events sent right after subscribe() arrive.

@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Any
 
+from caraway.clients.sqlite import SQLiteFile, sqlite_path
 from caraway.events.bus import BusSettings, EventBus, topic_matches
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
-from caraway.transports.sqlite import SQLiteFile, sqlite_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_events (

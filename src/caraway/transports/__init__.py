@@ -2,17 +2,15 @@
 
 Classes are imported only when their scheme is asked for, so ``import caraway`` never needs
 redis or amqp installed; a missing client library is reported as the extra to install.
-``default_sqlite_path`` and ``mask_url`` live here because banners and the backends use them too.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from importlib import metadata
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from caraway.clients.urls import mask_url, url_scheme
 from caraway.exceptions import ImproperlyConfigured
 from caraway.transports.base import Transport
 
@@ -31,19 +29,6 @@ TRANSPORT_ALIASES: dict[str, str] = {
 
 #: top-level client package -> the extra that installs it
 _EXTRAS = {"redis": "redis", "amqp": "amqp"}
-
-_DEFAULT_SQLITE_NAME = "caraway.sqlite3"
-
-
-def url_scheme(url: str) -> str:
-    """The lower-cased scheme of ``url`` (``"redis"`` for ``redis://h:6379/0``)."""
-    scheme, sep, _ = url.partition("://")
-    if not sep or not scheme:
-        raise ImproperlyConfigured(
-            f"broker/backend URL {mask_url(url)!r} has no scheme; "
-            "write it like 'redis://localhost:6379/0' or 'sqlite://'"
-        )
-    return scheme.lower()
 
 
 def get_transport(url: str, *, options: dict[str, Any] | None = None) -> Transport:
@@ -103,37 +88,9 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
     return {entry.name.lower(): entry for entry in metadata.entry_points(group=group)}
 
 
-def default_sqlite_path() -> str:
-    """Absolute path of ``caraway.sqlite3`` in the current directory (the embedded default)."""
-    return os.path.abspath(_DEFAULT_SQLITE_NAME)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``**`` (for banners and logs).
-
-    Celery's ``;``-separated lists (several sentinels or brokers) are masked one by one.
-    """
-    return ";".join(_mask_one(part) for part in url.split(";"))
-
-
-def _mask_one(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:**@{hostinfo}"))
-
-
 __all__ = [
     "TRANSPORT_ALIASES",
-    "default_sqlite_path",
     "get_transport",
-    "mask_url",
     "resolve",
     "url_scheme",
 ]

@@ -18,7 +18,7 @@ from caraway.protocol.message import Message
 from caraway.transports.base import DeadLetter
 
 if TYPE_CHECKING:
-    from caraway.transports.sqlite import SQLiteFile
+    from caraway.clients.sqlite import SQLiteFile
 
 _REVOKED = (
     "CREATE TABLE IF NOT EXISTS caraway_revoked "
@@ -135,7 +135,8 @@ class QueuesAndDeadLetters:
         ]
 
     def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
-        from caraway.transports.sqlite import _MESSAGE_FIELDS, chunks, placeholders
+        from caraway.clients.sqlite import chunks, placeholders
+        from caraway.transports.sqlite import _MESSAGE_FIELDS
 
         move = (
             "INSERT INTO caraway_messages (queue, priority, enqueued_at, "

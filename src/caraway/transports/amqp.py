@@ -20,15 +20,15 @@ from typing import Any, TypeVar
 
 import amqp
 
-from caraway.exceptions import BrokerConnectionError, BrokerError
-from caraway.protocol.message import Message
-from caraway.transports import _amqp_delay as ladder
-from caraway.transports._amqp_link import (
+from caraway.clients.amqp import (
     CHANNEL_ERRORS,
     CONNECTION_ERRORS,
     Link,
     parse_amqp_url,
 )
+from caraway.exceptions import BrokerConnectionError, BrokerError
+from caraway.protocol.message import Message
+from caraway.transports import _amqp_delay as ladder
 from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
 
 T = TypeVar("T")

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from caraway.clients.redis import connect, parse_redis_url
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
@@ -28,7 +29,6 @@ from caraway.transports.mailbox import (
     node_queue,
     reply_queue,
 )
-from caraway.transports.redisurl import connect, parse_redis_url
 
 T = TypeVar("T")
 
@@ -100,7 +100,7 @@ class RedisMailbox(Mailbox):
 
         def subscribe() -> None:
             self._declare(PIDBOX_EXCHANGE, self._node_member())
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub()
             pubsub.psubscribe(self.channel)
             self._pubsub = pubsub
             # Wait for the confirmation: a request published before Redis registered

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
+from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
 from caraway.protocol.envelope import mark_redelivered, pack, unpack
 from caraway.protocol.message import Message
 from caraway.transports import _redis_scripts as lua
 from caraway.transports._redis_admin import RedisAdmin, _int, _list, _priority_of, _text
 from caraway.transports.base import Capabilities, Delivery, Transport
-from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 T = TypeVar("T")
 

@@ -227,7 +227,7 @@ class NodeControl:
         }
 
     def conf(self) -> dict[str, Any]:
-        from caraway.transports import mask_url
+        from caraway.clients.urls import mask_url
 
         shown = {}
         for name, value in self.app.conf.changes().items():

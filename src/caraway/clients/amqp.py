@@ -23,9 +23,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import amqp
 
+from caraway.clients.amqp_codec import encode_properties, frame_handler, split_frames
 from caraway.exceptions import BrokerError, ImproperlyConfigured
-from caraway.transports._amqp_read import frame_handler
-from caraway.transports._amqp_wire import basic_properties, split_frames
 
 logger = logging.getLogger("caraway.transports.amqp")
 
@@ -123,7 +122,7 @@ def publish_frames(
 ) -> bytes:
     """The frames of one basic.publish (AMQP 0-9-1 s4.2.3, s4.2.6): method, content
     header, then the body split to fit ``frame_max``. Properties are encoded as py-amqp
-    encodes them (``_amqp_wire``), by py-amqp itself for a value that module does not know."""
+    encodes them (``amqp_codec``), by py-amqp itself for a value that module does not know."""
     method = b"".join(
         (
             _BASIC_PUBLISH,
@@ -136,7 +135,7 @@ def publish_frames(
     if isinstance(body, str):
         body = body.encode(message.properties.setdefault("content_encoding", "utf-8"))
     try:
-        properties = basic_properties(message.properties)
+        properties = encode_properties(message.properties)
     except (ValueError, TypeError, OverflowError, struct.error):
         properties = message._serialize_properties()  # py-amqp's encoding, or its error
     header = struct.pack(">HHQ", 60, 0, len(body)) + properties

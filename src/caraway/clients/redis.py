@@ -1,12 +1,11 @@
-"""Redis URLs as Celery spells them -> a connected redis-py client (shared by broker and backend).
+"""The Redis client of every Redis plug-in: Celery's URLs -> a redis-py client, and
+:class:`HeldConnection`, the hot paths' connection (one round trip per batch, no pool).
 
-Accepts ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS, options from the URL
-query or ``options['ssl']``, Celery's ``broker_use_ssl``), ``redis+socket:///path`` and
-``unix:///path`` (db via ``?virtual_host=`` or ``?db=``), and
-``sentinel://host:port;sentinel://host2:port`` with ``options['master_name']``.
-The one thing to know: clients are built with redis-py's own retries switched off unless
-``retries`` is given, because the broker must decide itself which commands are safe to repeat.
-:class:`HeldConnection` is the hot paths' way to Redis: one round trip per batch, no pool.
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS from the query or
+``options['ssl']``), ``redis+socket:///path`` or ``unix:///path`` (db via ``?virtual_host=``
+or ``?db=``), ``sentinel://h1:p;sentinel://h2:p`` with ``options['master_name']``. The one
+thing to know: clients have redis-py's retries off unless ``retries`` is given, because the
+broker decides itself which commands are safe to repeat.
 """
 
 from __future__ import annotations
@@ -123,14 +122,12 @@ def connect(url: str, options: dict[str, Any] | None = None, *, retries: int = 0
                 "a sentinel:// URL needs the master's name: set "
                 "broker_transport_options={'master_name': '<name>'}"
             )
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.sentinels),
             sentinel_kwargs=options.get("sentinel_kwargs"),
             **kwargs,
         )
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            str(master), db=target.db
-        )
+        client: redis.Redis = sentinel.master_for(str(master), db=target.db)
         return client
     if target.kind == "unix":
         return redis.Redis(unix_socket_path=target.path, db=target.db, **kwargs)
