@@ -7,6 +7,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from caraway.backends import BACKEND_ALIASES, get_backend
 from caraway.backends.memory import MemoryBackend
@@ -168,6 +170,73 @@ def test_unknown_backend_scheme_is_an_error_listing_the_known_ones() -> None:
 )
 def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        # Celery's failover lists: every URL of the list is masked
+        (
+            "amqp://a:pw1@h1:5672//;amqp://b:pw2@h2:5672//",
+            "amqp://a:**@h1:5672//;amqp://b:**@h2:5672//",
+        ),
+        ("redis://:pw@h1:6379/0;redis://h2:6379/0", "redis://:**@h1:6379/0;redis://h2:6379/0"),
+        # a ";" inside a password does not start another URL
+        ("redis://:pa;ss@localhost:6379/0", "redis://:**@localhost:6379/0"),
+        # an "@" inside a password: the host is what follows the last one
+        ("redis://:p@ss@localhost:6379/0", "redis://:**@localhost:6379/0"),
+        # the rest of the URL is kept byte for byte
+        (
+            "amqp://guest:pw@localhost:5672//?heartbeat=10",
+            "amqp://guest:**@localhost:5672//?heartbeat=10",
+        ),
+    ],
+)
+def test_mask_url_masks_each_url_of_a_list_and_keeps_the_rest(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        # urllib refuses an unbalanced "[" outright
+        ("redis://user:p[ss@localhost:6379/0", "redis://**@localhost:6379/0"),
+        # a "/", "?" or "#" in the password cuts urllib's host short
+        ("redis://:pa/ss@localhost:6379/0", "redis://**@localhost:6379/0"),
+        ("redis://user:pa?ss@localhost", "redis://**@localhost"),
+        ("redis://user:pa#ss@localhost", "redis://**@localhost"),
+        ("redis://us/er:pass@localhost", "redis://**@localhost"),
+        # urllib silently drops tabs and newlines
+        ("redis://user:pa\nss@localhost/0", "redis://**@localhost/0"),
+    ],
+)
+def test_mask_url_masks_all_the_userinfo_of_a_url_it_cannot_read(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_mask_url_keeps_a_url_without_userinfo_as_it_is() -> None:
+    assert mask_url("redis://localhost/0?client_name=me@box") == (
+        "redis://localhost/0?client_name=me@box"
+    )
+    assert mask_url("redis://user@localhost") == "redis://user@localhost"
+    assert mask_url("not a url") == "not a url"
+
+
+def test_mask_url_uses_the_mask_it_is_given() -> None:
+    masked = mask_url("amqp://guest:pw@localhost//", mask="********")
+
+    assert masked == "amqp://guest:********@localhost//"
+
+
+@given(password=st.text(st.characters(codec="utf-8", exclude_characters=";"), min_size=1))
+def test_mask_url_never_returns_the_password(password: str) -> None:
+    secret = f"S3cr{password}"
+    for url in (
+        f"redis://user:{secret}@localhost:6379/0",
+        f"amqp://guest:{secret}@localhost:5672//",
+        f"sentinel://:{secret}@h1:26379;sentinel://:{secret}@h2:26379",
+    ):
+        assert secret not in mask_url(url)
 
 
 def test_unknown_scheme_error_does_not_leak_the_password() -> None:

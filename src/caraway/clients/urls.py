@@ -42,9 +42,9 @@ def mask_url(url: str, *, mask: str = "**") -> str:
 
     Celery's ``;``-separated lists (several sentinels or brokers) are masked one by one.
     Celery masks banners with ``**`` and ``conf.humanize()`` with eight stars; ``mask``
-    lets each keep its own. A URL whose userinfo cannot be read reliably (urllib refuses
-    it, or a ``/``, ``?`` or ``#`` in the password cut the host short) has its whole
-    userinfo masked: ``redis://**@host...``.
+    lets each keep its own. A URL whose userinfo urllib cannot read reliably (it refuses
+    the URL, or a ``/``, ``?`` or ``#`` in the password cut the host short) has all of it
+    masked, up to its last ``@``: ``redis://**@host...``.
     """
     return ";".join(_mask_one(part, mask) for part in _NEXT_URL.split(url))
 
@@ -58,6 +58,8 @@ def _mask_one(url: str, mask: str) -> str:
     except ValueError:  # e.g. an unbalanced "[" in the password
         return _mask_userinfo(head, rest, mask)
     netloc = parts.netloc
+    if not rest.startswith(netloc):  # urllib dropped a tab or newline: do not trust it
+        return _mask_userinfo(head, rest, mask)
     if "@" not in netloc:
         # urllib cuts the host at the first "/", "?" or "#", so "user:pa/ss@host" reads as
         # host "user" and no password; "something:something@" after it is userinfo.
