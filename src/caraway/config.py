@@ -272,4 +272,3 @@ def _masked(key: str, value: Any) -> Any:
         if _SECRET_KEY.search(key):
             return _MASK
     return value
-

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caraway.backends.base import READY, Backend
+from caraway.protocol.results import chord_member
 
 
 class _Store:
@@ -174,7 +175,7 @@ class MemoryBackend(Backend):
         expires: float = 86400,
     ) -> list[Any] | None:
         """Count one finished header task; the ordered members go to the one completer."""
-        member = json.loads(f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]")
+        member = json.loads(chord_member(task_id, state, result_json))
         score = float("inf") if index is None else float(index)
         with self._store.cond:
             chord = self._chord(group_id)

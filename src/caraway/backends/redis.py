@@ -23,6 +23,7 @@ from redis.client import PubSub
 from caraway.backends.base import Backend
 from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BackendError
+from caraway.protocol.results import chord_member
 
 T = TypeVar("T")
 
@@ -396,7 +397,7 @@ class RedisBackend(Backend):
         commands, tokens = [], []
         for group_id, task_id, index, state, result_json in joins:
             keys = self._chord_keys(group_id)
-            member = f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]"
+            member = chord_member(task_id, state, result_json)
             score = "+inf" if index is None else str(index)
             token = uuid.uuid4().hex
             tokens.append(token)

@@ -18,6 +18,7 @@ from typing import Any
 from caraway.backends.base import READY, Backend
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BackendError
+from caraway.protocol.results import chord_member
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_results (
@@ -205,7 +206,7 @@ class SQLiteBackend(Backend):
         to the one caller that completes the count (it must then call :meth:`chord_done`)."""
         self._chord_tables()
         score = _LAST if index is None else float(index)
-        member = _chord_member(task_id, state, result_json)
+        member = chord_member(task_id, state, result_json)
         marker = f"{task_id}:{index}"
         deadline = time.time() + expires
         found = self._db.write(
@@ -245,10 +246,6 @@ _CHORD_SCHEMA = (
 _CHORD_CLAIM_STALE = 21.0
 #: a header task without an index sorts last, as Redis' "+inf" score does
 _LAST = 1e308
-
-
-def _chord_member(task_id: str, state: str, result_json: str) -> str:
-    return f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]"
 
 
 def _chord_join(
