@@ -1,5 +1,10 @@
-"""Keep plug-ins from reaching into the core: transports and backends may import only
-their own package's base, the pure protocol package, exceptions and states."""
+"""Keep the bottom layers from reaching up: protocol, clients and broker plug-ins import only
+what lies below them (docs: /work/plan/layers.md, ARCHITECTURE.md "Layers").
+
+A broker folder (``caraway/brokers/<name>/``) may import its own modules, the clients, the
+plug-in contracts, the protocol, exceptions and states; never another broker folder, never
+the registry (``caraway.brokers`` itself), never the core.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "caraway"
+BASE = ("caraway.exceptions", "caraway.states", "caraway._version", "caraway.utils.log")
+PROTOCOL = ("caraway.protocol", *BASE)
+CLIENTS = ("caraway.clients", *PROTOCOL)
+CONTRACTS = ("caraway.brokers.contracts", *CLIENTS)
+#: files or folders under src/caraway -> the import prefixes they may use
 ALLOWED = {
-    "transports": ("caraway.transports", "caraway.protocol", "caraway.exceptions",
-                   "caraway.states"),
-    # backends may share a transport's connection helpers (URL parsing, SQLite setup)
-    "backends": ("caraway.backends", "caraway.transports", "caraway.protocol",
-                 "caraway.exceptions", "caraway.states"),
-    "protocol": ("caraway.protocol", "caraway.exceptions", "caraway.states"),
+    "protocol": PROTOCOL,
+    "clients": CLIENTS,
+    "brokers/contracts.py": PROTOCOL,
+    "brokers/__init__.py": CONTRACTS,
 }
 
 
@@ -28,17 +36,43 @@ def imports(path: Path) -> list[str]:
             found.extend(f"caraway.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found.append("<relative import>")
     return found
 
 
+def rules() -> dict[Path, tuple[str, ...]]:
+    """Every checked file and what it may import."""
+    checked: dict[Path, tuple[str, ...]] = {}
+    for name, allowed in ALLOWED.items():
+        target = ROOT / name
+        paths = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in paths:
+            checked[path] = allowed
+    for folder in sorted(p for p in (ROOT / "brokers").iterdir() if p.is_dir()):
+        if folder.name.startswith("__"):
+            continue
+        own = f"caraway.brokers.{folder.name}"
+        for path in sorted(folder.rglob("*.py")):
+            checked[path] = (own, *CONTRACTS)
+    return checked
+
+
+def allowed_import(name: str, allowed: tuple[str, ...]) -> bool:
+    if name == "<relative import>":
+        return False
+    if name != "caraway" and not name.startswith("caraway."):
+        return True  # the standard library and third-party clients
+    return any(name == prefix or name.startswith(f"{prefix}.") for prefix in allowed)
+
+
 def main() -> int:
-    bad = []
-    for package, allowed in ALLOWED.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
-            for name in imports(path):
-                if name == "caraway" or (name.startswith("caraway.")
-                                         and not name.startswith(allowed)):
-                    bad.append(f"{path.relative_to(ROOT.parent)} imports {name}")
+    bad = [
+        f"{path.relative_to(ROOT.parent)} imports {name}"
+        for path, allowed in rules().items()
+        for name in imports(path)
+        if not allowed_import(name, allowed)
+    ]
     for line in bad:
         print(f"import direction: {line}", file=sys.stderr)
     return 1 if bad else 0

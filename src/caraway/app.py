@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from caraway import _state, calling, states
-from caraway.backends import get_backend
-from caraway.backends.base import Backend
+from caraway.brokers import open_backend, open_transport
+from caraway.brokers.contracts import Backend, Transport
 from caraway.builtins import register_builtins
 from caraway.config import Settings
 from caraway.events.dispatcher import send_task_sent
@@ -33,8 +33,6 @@ from caraway.result import GroupResult as GroupResultType
 from caraway.routing import Route
 from caraway.task import Request, build_task
 from caraway.task import Task as TaskType
-from caraway.transports import get_transport
-from caraway.transports.base import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -236,7 +234,7 @@ class Caraway:
             for key, value in amqp_settings.items():
                 if value is not None:
                     options.setdefault(key, value)
-        return get_transport(self.broker_url, options=options)
+        return open_transport(self.broker_url, options=options)
 
     @property
     def producer(self) -> Transport:
@@ -259,7 +257,7 @@ class Caraway:
             options.setdefault("persistent", bool(self.conf.result_persistent))
         if self.conf.redis_backend_use_ssl:
             options.setdefault("ssl", self.conf.redis_backend_use_ssl)
-        return get_backend(url, options=options)
+        return open_backend(url, options=options)
 
     @property
     def backend(self) -> Backend | None:

@@ -17,14 +17,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from caraway.backends import get_backend
-from caraway.backends import memory as memory_backend
-from caraway.backends.base import Backend
+from caraway.brokers import open_backend, open_transport
+from caraway.brokers.contracts import Backend, Transport
+from caraway.brokers.memory import backend as memory_backend
+from caraway.brokers.memory import transport as memory_transport
+from caraway.brokers.sqlite import transport as sqlite_transport
 from caraway.protocol.message import Message
-from caraway.transports import get_transport
-from caraway.transports import memory as memory_transport
-from caraway.transports import sqlite as sqlite_transport
-from caraway.transports.base import Transport
 
 TransportFactory = Callable[..., Transport]
 BackendFactory = Callable[..., Backend]
@@ -103,8 +101,8 @@ def transport_factory(
     if kind == "sqlite-select-then-update":
         # the claim path for SQLite libraries older than 3.35 (no RETURNING)
         monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
-    url = _url(kind, tmp_path / "broker.sqlite3", "caraway.transports.redis")
-    yield from _handles(get_transport, url, memory_transport.reset)
+    url = _url(kind, tmp_path / "broker.sqlite3", "caraway.brokers.redis.transport")
+    yield from _handles(open_transport, url, memory_transport.reset)
 
 
 @pytest.fixture
@@ -121,8 +119,8 @@ def queue() -> str:
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
-    url = _url(request.param, tmp_path / "results.sqlite3", "caraway.backends.redis")
-    yield from _handles(get_backend, url, memory_backend.reset)
+    url = _url(request.param, tmp_path / "results.sqlite3", "caraway.brokers.redis.backend")
+    yield from _handles(open_backend, url, memory_backend.reset)
 
 
 @pytest.fixture

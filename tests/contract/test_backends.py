@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend
 from tests.contract.conftest import BackendFactory, wait_until
 
 

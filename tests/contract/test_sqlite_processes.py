@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from caraway.brokers.contracts import Delivery
+from caraway.brokers.sqlite.transport import SQLiteTransport
 from caraway.exceptions import BrokerError
-from caraway.transports.base import Delivery
-from caraway.transports.sqlite import SQLiteTransport
 from tests.contract.conftest import make_message
 
 QUEUE = "celery"

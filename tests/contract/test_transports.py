@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
+from caraway.brokers.contracts import Delivery, Transport
 from caraway.protocol.message import Message
-from caraway.transports.base import Delivery, Transport
 from tests.contract.conftest import TransportFactory, make_message
 
 # Replaced per test by ``_private_owners``: a shared broker must not mix tests' claims.

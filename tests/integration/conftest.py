@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from caraway.backends.redis import RedisBackend
+from caraway.brokers.redis.backend import RedisBackend
+from caraway.brokers.redis.transport import RedisTransport
 from caraway.protocol.message import Message
-from caraway.transports.redis import RedisTransport
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 

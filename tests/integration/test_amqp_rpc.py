@@ -12,7 +12,7 @@ from pathlib import Path
 import amqp
 import pytest
 
-from caraway.backends.rpc import RPCBackend
+from caraway.brokers.amqp.backend import RPCBackend
 from caraway.exceptions import BackendError, ImproperlyConfigured
 from caraway.protocol.results import decode_document, encode_document, result_document
 

@@ -15,12 +15,12 @@ from typing import Any
 import amqp
 import pytest
 
+from caraway.brokers.amqp import delay as ladder
+from caraway.brokers.amqp.transport import AMQPTransport
+from caraway.brokers.contracts import Delivery
 from caraway.clients.amqp import parse_amqp_url
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
-from caraway.transports import _amqp_delay as ladder
-from caraway.transports.amqp import AMQPTransport
-from caraway.transports.base import Delivery
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.amqp

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from caraway.app import Caraway
+from caraway.brokers import open_mailbox
 from caraway.protocol.message import Message
-from caraway.transports.mailbox import open_mailbox
 from caraway.worker.control import Control, ControlServer
 from tests.unit.test_control_fakes import FakeNode, served
 

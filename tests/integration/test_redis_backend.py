@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from caraway.backends.redis import RedisBackend
+from caraway.brokers.redis.backend import RedisBackend
 
 pytestmark = pytest.mark.redis
 

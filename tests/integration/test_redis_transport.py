@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import redis
 
+from caraway.brokers.contracts import Delivery
+from caraway.brokers.redis.transport import RedisTransport
 from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
-from caraway.transports.base import Delivery
-from caraway.transports.redis import RedisTransport
 
 pytestmark = pytest.mark.redis
 
@@ -328,7 +328,7 @@ def test_envelope_without_a_tag_is_set_aside_not_lost_or_retried(
     transport: RedisTransport, raw: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     raw.lpush(f"{prefix}q", b'{"body": "e30=", "properties": {}}')
-    with caplog.at_level("ERROR", logger="caraway.transports.redis"):
+    with caplog.at_level("ERROR", logger="caraway.brokers.redis.transport"):
         assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
     (letter,) = transport.dead_letters()
     assert "delivery_tag" in letter.reason
@@ -417,7 +417,7 @@ def test_claimed_envelope_that_cannot_be_unpacked_is_dead_lettered(
         "properties": {"delivery_tag": "t-1", "body_encoding": "base64"},
     }
     raw.lpush(f"{prefix}q", json.dumps(envelope))
-    with caplog.at_level("ERROR", logger="caraway.transports.redis"):
+    with caplog.at_level("ERROR", logger="caraway.brokers.redis.transport"):
         assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
     (letter,) = transport.dead_letters()
     assert letter.reason.startswith("cannot unpack envelope")

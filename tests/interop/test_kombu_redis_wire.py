@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from caraway.backends.redis import RedisBackend
+from caraway.brokers.redis.backend import RedisBackend
+from caraway.brokers.redis.transport import RedisTransport
 from caraway.protocol.message import Message
-from caraway.transports.redis import RedisTransport
 from tests.interop.celeryproc import close_celery_app, redis_prefix, require_celery
 
 pytestmark = [

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway
-from caraway.backends import memory as memory_backend
+from caraway.brokers.memory import backend as memory_backend
 from caraway.canvas import Signature, chain, chord, group, signature, to_wire, xmap
 from caraway.exceptions import ImproperlyConfigured
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from caraway.app import Caraway
+from caraway.brokers.memory.mailbox import MemoryMailbox
 from caraway.protocol.message import Message
 from caraway.protocol.serializers import dumps_json
-from caraway.transports.mailbox_memory import MemoryMailbox
 from caraway.worker.control import (
     Control,
     ControlServer,

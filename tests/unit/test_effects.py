@@ -6,10 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caraway import Caraway
-from caraway.backends.memory import MemoryBackend
+from caraway.brokers.contracts import Delivery
+from caraway.brokers.memory.backend import MemoryBackend
+from caraway.brokers.memory.transport import MemoryTransport
 from caraway.protocol.message import Message
-from caraway.transports.base import Delivery
-from caraway.transports.memory import MemoryTransport
 from caraway.worker.effects import EffectApplier
 from caraway.worker.lifecycle import Effects
 

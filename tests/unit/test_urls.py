@@ -10,15 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caraway.backends import BACKEND_ALIASES, get_backend
-from caraway.backends.memory import MemoryBackend
-from caraway.backends.sqlite import SQLiteBackend
+from caraway.brokers import BACKEND_ALIASES, TRANSPORT_ALIASES, open_backend, open_transport
+from caraway.brokers.memory.backend import MemoryBackend
+from caraway.brokers.memory.transport import MemoryTransport
+from caraway.brokers.sqlite.backend import SQLiteBackend
+from caraway.brokers.sqlite.transport import SQLiteTransport
 from caraway.clients.sqlite import sqlite_path
 from caraway.clients.urls import default_sqlite_path, mask_url
 from caraway.exceptions import ImproperlyConfigured
-from caraway.transports import TRANSPORT_ALIASES, get_transport
-from caraway.transports.memory import MemoryTransport
-from caraway.transports.sqlite import SQLiteTransport
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_memory_url_opens_the_memory_transport() -> None:
-    transport = get_transport("memory://urls-test", options={"visibility_timeout": 5})
+    transport = open_transport("memory://urls-test", options={"visibility_timeout": 5})
 
     assert isinstance(transport, MemoryTransport)
     assert transport.options == {"visibility_timeout": 5}
@@ -38,7 +37,7 @@ def test_memory_url_opens_the_memory_transport() -> None:
 def test_bare_sqlite_url_means_the_default_file_in_the_current_directory(
     in_tmp: Path, url: str
 ) -> None:
-    transport = get_transport(url)
+    transport = open_transport(url)
 
     assert isinstance(transport, SQLiteTransport)
     assert transport.path == str(in_tmp / "caraway.sqlite3") == default_sqlite_path()
@@ -53,7 +52,7 @@ def test_sqlite_paths_follow_sqlalchemy_relative_and_absolute_forms(in_tmp: Path
 def test_sqlite_path_is_fixed_when_the_transport_is_opened(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    transport = get_transport("sqlite:///jobs.db")
+    transport = open_transport("sqlite:///jobs.db")
     monkeypatch.chdir(in_tmp.parent)
 
     assert isinstance(transport, SQLiteTransport)
@@ -75,7 +74,7 @@ def test_network_schemes_map_to_their_plug_in(scheme: str) -> None:
 
 def test_unknown_scheme_is_an_error_listing_the_known_ones() -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        get_transport("kafka://localhost:9092")
+        open_transport("kafka://localhost:9092")
 
     message = str(info.value)
     assert "'kafka'" in message
@@ -85,7 +84,7 @@ def test_unknown_scheme_is_an_error_listing_the_known_ones() -> None:
 
 def test_url_without_a_scheme_is_an_error() -> None:
     with pytest.raises(ImproperlyConfigured, match="no scheme"):
-        get_transport("localhost:6379")
+        open_transport("localhost:6379")
 
 
 def test_missing_client_library_names_the_extra_to_install(
@@ -97,16 +96,16 @@ def test_missing_client_library_names_the_extra_to_install(
     monkeypatch.setitem(TRANSPORT_ALIASES, "fakeredis", "fake_redis_plugin:Transport")
 
     with pytest.raises(ImproperlyConfigured, match=r"pip install 'caraway\[redis\]'"):
-        get_transport("fakeredis://localhost")
+        open_transport("fakeredis://localhost")
 
 
 def test_plug_in_not_shipped_yet_is_reported_as_unavailable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(TRANSPORT_ALIASES, "future", "caraway.transports.no_such_module:X")
+    monkeypatch.setitem(TRANSPORT_ALIASES, "future", "caraway.brokers.no_such_module:X")
 
     with pytest.raises(ImproperlyConfigured, match="not available in this version"):
-        get_transport("future://host")
+        open_transport("future://host")
 
 
 def test_third_party_transport_is_found_through_its_entry_point(
@@ -114,7 +113,7 @@ def test_third_party_transport_is_found_through_its_entry_point(
 ) -> None:
     entry = metadata.EntryPoint(
         name="custom",
-        value="caraway.transports.memory:MemoryTransport",
+        value="caraway.brokers.memory.transport:MemoryTransport",
         group="caraway.transports",
     )
 
@@ -123,23 +122,23 @@ def test_third_party_transport_is_found_through_its_entry_point(
 
     monkeypatch.setattr(metadata, "entry_points", entry_points)
 
-    assert isinstance(get_transport("custom://x"), MemoryTransport)
+    assert isinstance(open_transport("custom://x"), MemoryTransport)
 
 
 def test_entry_point_that_is_not_a_transport_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TRANSPORT_ALIASES, "wrong", "caraway.backends.memory:MemoryBackend")
+    monkeypatch.setitem(TRANSPORT_ALIASES, "wrong", "caraway.brokers.memory.backend:MemoryBackend")
 
     with pytest.raises(ImproperlyConfigured, match="not a Transport"):
-        get_transport("wrong://x")
+        open_transport("wrong://x")
 
 
 @pytest.mark.parametrize("url", ["memory://", "cache+memory://"])
 def test_memory_backend_urls(url: str) -> None:
-    assert isinstance(get_backend(url), MemoryBackend)
+    assert isinstance(open_backend(url), MemoryBackend)
 
 
 def test_bare_sqlite_backend_shares_the_default_file_with_the_broker(in_tmp: Path) -> None:
-    backend = get_backend("sqlite://")
+    backend = open_backend("sqlite://")
 
     assert isinstance(backend, SQLiteBackend)
     assert backend.path == default_sqlite_path() == str(in_tmp / "caraway.sqlite3")
@@ -152,7 +151,7 @@ def test_backend_schemes_include_redis_and_rpc() -> None:
 
 def test_unknown_backend_scheme_is_an_error_listing_the_known_ones() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"result backend scheme 'mongodb'.*rpc://"):
-        get_backend("mongodb://localhost")
+        open_backend("mongodb://localhost")
 
 
 @pytest.mark.parametrize(
@@ -241,6 +240,6 @@ def test_mask_url_never_returns_the_password(password: str) -> None:
 
 def test_unknown_scheme_error_does_not_leak_the_password() -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        get_transport("kafka://user:hunter2@localhost")
+        open_transport("kafka://user:hunter2@localhost")
 
     assert "hunter2" not in str(info.value)

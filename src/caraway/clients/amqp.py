@@ -26,7 +26,7 @@ import amqp
 from caraway.clients.amqp_codec import encode_properties, frame_handler, split_frames
 from caraway.exceptions import BrokerError, ImproperlyConfigured
 
-logger = logging.getLogger("caraway.transports.amqp")
+logger = logging.getLogger("caraway.clients.amqp")
 
 #: what says "this connection is gone": reconnect, never retry on the same link
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from caraway._version import __version__
-from caraway.events.bus import EventBus, bus_for
+from caraway.brokers import open_bus
+from caraway.brokers.contracts import BusSettings, EventBus
 from caraway.protocol import events as proto
 from caraway.protocol.message import default_origin
 
@@ -28,6 +29,28 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
 
 logger = logging.getLogger("caraway.events")
+
+
+def settings_of(app: Caraway) -> BusSettings:
+    """The app's event settings, with Celery's defaults for unset ones."""
+    conf = app.conf
+    return BusSettings(
+        exchange=str(conf.event_exchange or proto.EXCHANGE),
+        queue_prefix=str(conf.event_queue_prefix or "celeryev"),
+        queue_ttl=float(conf.event_queue_ttl if conf.event_queue_ttl is not None else 5.0),
+        queue_expires=float(
+            conf.event_queue_expires if conf.event_queue_expires is not None else 60.0
+        ),
+    )
+
+
+def bus_for(app: Caraway) -> EventBus:
+    """A new event bus on ``app``'s broker (the caller closes it)."""
+    options = dict(app.conf.broker_transport_options)
+    if app.conf.broker_use_ssl:
+        options.setdefault("ssl", app.conf.broker_use_ssl)
+    return open_bus(app.broker_url, options, settings=settings_of(app))
+
 
 #: what worker events say about the software (Celery sends "py-celery", its version, OS)
 SW_IDENT = "py-caraway"

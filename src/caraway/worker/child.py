@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from caraway import exceptions
+from caraway.brokers.contracts import Delivery
 from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
-from caraway.transports.base import Delivery
 from caraway.worker import lifecycle
 from caraway.worker.effects import EffectApplier
 from caraway.worker.execute import (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import logging
 import os
 import signal
 import time
@@ -20,12 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from caraway.brokers import preload
 from caraway.worker.slot import RunningSlot
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-
-logger = logging.getLogger("caraway.worker")
 
 
 @dataclass(slots=True)
@@ -112,24 +110,7 @@ def prepare_to_fork(app: Caraway) -> None:
     Frozen objects are never collected, which costs nothing for the ones that live as
     long as the process (modules, the app); later forks do not freeze again.
     """
-    from caraway.backends import BACKEND_ALIASES
-    from caraway.events.bus import BUS_ALIASES
-    from caraway.transports import resolve
-    from caraway.transports.mailbox import MAILBOX_ALIASES
-
-    plugins = [
-        (app.broker_url, MAILBOX_ALIASES, "caraway.mailboxes", "mailbox"),
-        (app.broker_url, BUS_ALIASES, "caraway.event_buses", "event bus"),
-    ]
-    if app.result_backend_url:
-        plugins.append(
-            (app.result_backend_url, BACKEND_ALIASES, "caraway.backends", "result backend")
-        )
-    for url, aliases, group, kind in plugins:
-        try:
-            resolve(url, aliases, group=group, kind=kind)
-        except Exception as exc:  # opening it after the fork reports the error
-            logger.debug("not preloading the %s for %s: %s", kind, url, exc)
+    preload(app.broker_url, backend_url=app.result_backend_url)
     for name in ("caraway.worker.control", *CHILD_MODULES):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)

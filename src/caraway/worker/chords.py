@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caraway import states
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, Transport
 from caraway.exceptions import ChordError
 from caraway.protocol import results as docs
 from caraway.protocol.serializers import dumps_json, untag
-from caraway.transports.base import Transport
 
 if TYPE_CHECKING:
     from caraway.app import Caraway

@@ -1,7 +1,7 @@
 """Remote control: the node's ControlServer and the client's Control/Inspect (``app.control``).
 
 Requests and replies are Celery's pidbox documents (:mod:`caraway.protocol.pidbox`) carried
-by a :class:`~caraway.transports.mailbox.Mailbox`, so Celery's tools and ours see each other.
+by a :class:`~caraway.brokers.contracts.Mailbox`, so Celery's tools and ours see each other.
 The one thing to know: :meth:`ControlServer.poll` never blocks, because the supervisor
 calls it from its single-threaded loop; a failing command becomes an ``{"error": ...}``
 reply, never an exception in that loop.
@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from caraway.brokers import open_mailbox
+from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox
 from caraway.exceptions import CarawayError, ProtocolError
 from caraway.protocol.events import LamportClock
 from caraway.protocol.message import Message
@@ -27,7 +29,6 @@ from caraway.protocol.pidbox import (
     queue_info,
 )
 from caraway.protocol.serializers import loads_json
-from caraway.transports.mailbox import REPLY_EXCHANGE, Mailbox, open_mailbox
 
 #: how long a revoked id is kept on the broker (Celery keeps revokes for 3 hours)
 REVOKE_EXPIRES = 10800.0

@@ -14,11 +14,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, Delivery, Transport
 from caraway.protocol import message as protocol
 from caraway.protocol import results as docs
 from caraway.protocol.message import Message, TaskMessage
-from caraway.transports.base import Delivery, Transport
 from caraway.worker.execute import build_request
 from caraway.worker.lifecycle import Effects, errback_follow_up
 

@@ -27,7 +27,7 @@ REVOKES_MAX = 50000
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.transports.base import Transport
+    from caraway.brokers.contracts import Transport
     from caraway.worker.ratelimits import SharedBuckets
     from caraway.worker.supervisor import Child
 

@@ -12,8 +12,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from caraway.brokers.contracts import Delivery
 from caraway.protocol.message import TaskMessage
-from caraway.transports.base import Delivery
 from caraway.worker import lifecycle
 from caraway.worker.execute import Outcome
 

@@ -18,21 +18,21 @@ from typing import Any, TypeVar
 
 import redis
 
-from caraway.clients.redis import connect, parse_redis_url
-from caraway.exceptions import BrokerError
-from caraway.protocol import envelope
-from caraway.protocol.message import Message
-from caraway.transports.mailbox import (
+from caraway.brokers.contracts import (
     PIDBOX_EXCHANGE,
     REPLY_EXCHANGE,
     Mailbox,
     node_queue,
     reply_queue,
 )
+from caraway.clients.redis import connect, parse_redis_url
+from caraway.exceptions import BrokerError
+from caraway.protocol import envelope
+from caraway.protocol.message import Message
 
 T = TypeVar("T")
 
-logger = logging.getLogger("caraway.transports.mailbox")
+logger = logging.getLogger("caraway.brokers.redis.mailbox")
 
 SEP = "\x06\x16"
 #: kombu's priority buckets: a queue is four lists, all polled (§2.3)

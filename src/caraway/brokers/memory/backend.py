@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from caraway.backends.base import READY, Backend
+from caraway.brokers.contracts import READY, Backend
 from caraway.protocol.results import chord_member
 
 

@@ -13,8 +13,8 @@ import time
 import uuid
 from typing import Any
 
+from caraway.brokers.contracts import BusSettings, EventBus, topic_matches
 from caraway.clients.sqlite import SQLiteFile, sqlite_path
-from caraway.events.bus import BusSettings, EventBus, topic_matches
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
 from caraway.protocol.message import Message

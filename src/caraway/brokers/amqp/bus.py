@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import amqp
 
-from caraway.events.bus import BusSettings, EventBus
+from caraway.brokers.amqp.mailbox import connection_params
+from caraway.brokers.contracts import BusSettings, EventBus
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
-from caraway.transports.mailbox_amqp import connection_params
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ import time
 from collections import deque
 from typing import Any
 
+from caraway.brokers.contracts import Mailbox
 from caraway.protocol.message import Message
-from caraway.transports.mailbox import Mailbox
 
 #: broadcasts older than this are dropped even if a slow node has not read them
 _KEEP_SECONDS = 60.0

@@ -17,10 +17,10 @@ from typing import Any, Protocol, TypeVar
 import redis
 from redis.commands.core import Script
 
+from caraway.brokers.contracts import DeadLetter
 from caraway.exceptions import ProtocolError
 from caraway.protocol.envelope import pack, unpack
 from caraway.protocol.message import Message
-from caraway.transports.base import DeadLetter
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from caraway.brokers.contracts import DeadLetter
 from caraway.protocol.message import Message
-from caraway.transports.base import DeadLetter
 
 if TYPE_CHECKING:
     from caraway.clients.sqlite import SQLiteFile
@@ -37,7 +37,7 @@ class ScheduleAndRevocations:
         raise NotImplementedError
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
-        from caraway.transports.sqlite import _INSERT
+        from caraway.brokers.sqlite.transport import _INSERT
 
         row = self._row(message, queue, "", None, time.time())
 
@@ -51,7 +51,7 @@ class ScheduleAndRevocations:
         self._db.write(insert, notify=True)
 
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
-        from caraway.transports.sqlite import _MESSAGE_FIELDS, _message_from
+        from caraway.brokers.sqlite.transport import _MESSAGE_FIELDS, _message_from
 
         sql = (
             f"SELECT visible_at, queue, {_MESSAGE_FIELDS} FROM caraway_messages "
@@ -94,7 +94,7 @@ class QueuesAndDeadLetters:
     # -- queues ---------------------------------------------------------------------------
 
     def purge(self, queue: str) -> int:
-        from caraway.transports.sqlite import _PROMOTE
+        from caraway.brokers.sqlite.transport import _PROMOTE
 
         def purge(conn: sqlite3.Connection) -> int:
             conn.execute(_PROMOTE, (time.time(),))
@@ -116,7 +116,7 @@ class QueuesAndDeadLetters:
     # -- dead letters ---------------------------------------------------------------------
 
     def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
-        from caraway.transports.sqlite import _MESSAGE_FIELDS, _message_from
+        from caraway.brokers.sqlite.transport import _MESSAGE_FIELDS, _message_from
 
         sql = (
             f"SELECT {_MESSAGE_FIELDS}, id, queue, reason, failed_at "
@@ -135,8 +135,8 @@ class QueuesAndDeadLetters:
         ]
 
     def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        from caraway.brokers.sqlite.transport import _MESSAGE_FIELDS
         from caraway.clients.sqlite import chunks, placeholders
-        from caraway.transports.sqlite import _MESSAGE_FIELDS
 
         move = (
             "INSERT INTO caraway_messages (queue, priority, enqueued_at, "

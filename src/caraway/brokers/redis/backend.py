@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import redis
 from redis.client import PubSub
 
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend
 from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member

@@ -4,7 +4,7 @@ Entities: per queue a durable direct exchange and a durable queue of the same na
 with routing key = queue; tasks go to the default exchange "" with routing key = queue,
 persistent, with publisher confirms. Delivery guarantee: at least once -- a delivery stays
 unacked on the broker until acked, and RabbitMQ itself requeues whatever a closed
-connection held (so ``recover`` has nothing to do). Far ETAs park in ``_amqp_delay``'s ladder.
+connection held (so ``recover`` has nothing to do). Far ETAs park in ``delay``'s ladder.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import amqp
 
+from caraway.brokers.amqp import delay as ladder
+from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Transport
 from caraway.clients.amqp import (
     CHANNEL_ERRORS,
     CONNECTION_ERRORS,
@@ -28,11 +30,9 @@ from caraway.clients.amqp import (
 )
 from caraway.exceptions import BrokerConnectionError, BrokerError
 from caraway.protocol.message import Message
-from caraway.transports import _amqp_delay as ladder
-from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
 
 T = TypeVar("T")
-logger = logging.getLogger("caraway.transports.amqp")
+logger = logging.getLogger("caraway.brokers.amqp.transport")
 
 DEAD_QUEUE = "caraway.dead"
 #: basic properties copied between :class:`Message` and AMQP (content type/encoding apart)
@@ -378,7 +378,7 @@ class AMQPTransport(Transport):
         )
 
     def park(self, delivery: Delivery, eta: float) -> None:
-        """Send the message through the delay ladder, then ack it (see ``_amqp_delay``).
+        """Send the message through the delay ladder, then ack it (see ``delay``).
 
         It comes back to its queue with its headers (``eta`` included) and properties
         intact, minus ``expiration``: a TTL would let it leave a level early.

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Transport
 from caraway.protocol.message import Message
-from caraway.transports.base import Capabilities, DeadLetter, Delivery, Transport
 
 
 @dataclass(slots=True)

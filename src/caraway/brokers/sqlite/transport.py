@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 
+from caraway.brokers.contracts import Capabilities, Delivery, Transport
+from caraway.brokers.sqlite.admin import QueuesAndDeadLetters, ScheduleAndRevocations
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
-from caraway.transports._sqlite_extras import QueuesAndDeadLetters, ScheduleAndRevocations
-from caraway.transports.base import Capabilities, Delivery, Transport
 
 #: UPDATE ... RETURNING arrived in SQLite 3.35; older libraries claim with SELECT + UPDATE.
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)

@@ -14,11 +14,11 @@ import time
 import uuid
 from typing import Any
 
+from caraway.brokers.contracts import PIDBOX_EXCHANGE, Mailbox
 from caraway.clients.sqlite import SQLiteFile, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
-from caraway.transports.mailbox import PIDBOX_EXCHANGE, Mailbox
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_pidbox (

@@ -22,15 +22,15 @@ from urllib.parse import unquote, urlsplit
 
 import amqp
 
-from caraway.exceptions import BrokerError
-from caraway.protocol.message import Message
-from caraway.transports.mailbox import (
+from caraway.brokers.contracts import (
     PIDBOX_EXCHANGE,
     REPLY_EXCHANGE,
     Mailbox,
     node_queue,
     reply_queue,
 )
+from caraway.exceptions import BrokerError
+from caraway.protocol.message import Message
 
 T = TypeVar("T")
 

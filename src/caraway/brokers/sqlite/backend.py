@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from caraway.backends.base import READY, Backend
+from caraway.brokers.contracts import READY, Backend
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member

@@ -17,15 +17,15 @@ from typing import Any, TypeVar
 
 import redis
 
+from caraway.brokers.contracts import BusSettings, EventBus
 from caraway.clients.redis import connect, parse_redis_url
-from caraway.events.bus import BusSettings, EventBus
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
 
 T = TypeVar("T")
 
-logger = logging.getLogger("caraway.events")
+logger = logging.getLogger("caraway.brokers.redis.bus")
 
 
 class RedisBus(EventBus):

@@ -18,10 +18,10 @@ from typing import Any
 
 import amqp
 
-from caraway.backends.base import READY, Backend
+from caraway.brokers.contracts import READY, Backend
 from caraway.exceptions import BackendError, BrokerConnectionError, ImproperlyConfigured
 
-logger = logging.getLogger("caraway.backends.rpc")
+logger = logging.getLogger("caraway.brokers.amqp.backend")
 
 _CONNECTION_ERRORS = (amqp.exceptions.ConnectionError, OSError, EOFError)
 _DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"

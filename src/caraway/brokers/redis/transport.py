@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
+from caraway.brokers.contracts import Capabilities, Delivery, Transport
+from caraway.brokers.redis import scripts as lua
+from caraway.brokers.redis.admin import RedisAdmin, _int, _list, _priority_of, _text
 from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
 from caraway.protocol.envelope import mark_redelivered, pack, unpack
 from caraway.protocol.message import Message
-from caraway.transports import _redis_scripts as lua
-from caraway.transports._redis_admin import RedisAdmin, _int, _list, _priority_of, _text
-from caraway.transports.base import Capabilities, Delivery, Transport
 
 T = TypeVar("T")
 
-logger = logging.getLogger("caraway.transports.redis")
+logger = logging.getLogger("caraway.brokers.redis.transport")
 
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_STEPS = (0, 3, 6, 9)
@@ -557,7 +557,7 @@ def _held(delivery: Delivery) -> _Held:
 
 
 if TYPE_CHECKING:
-    from caraway.transports._redis_admin import RedisHost
+    from caraway.brokers.redis.admin import RedisHost
 
     # RedisAdmin's methods take the transport as a RedisHost: check here that it is one
     _HOST: type[RedisHost] = RedisTransport

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any
 
-from caraway.events.bus import BusSettings, EventBus, topic_matches
+from caraway.brokers.contracts import BusSettings, EventBus, topic_matches
 from caraway.protocol.message import Message
 
 
