@@ -1,10 +1,11 @@
-"""One AMQP 0-9-1 connection (py-amqp) for the AMQP transport: URL, channels, I/O thread.
+"""The AMQP 0-9-1 client (py-amqp) of every AMQP plug-in: URLs, :func:`connect` (the one
+way any of them opens a connection), and :class:`Link`, the transport's connection.
 
-A :class:`Link` owns a consume channel (qos, consume, ack) and a publish channel in
-confirm mode, and an I/O thread that drains the socket so heartbeats are answered and
-deliveries arrive while the caller runs a long task. py-amqp is not thread-safe: every
-use of the connection or a channel holds :attr:`Link.lock`. A broken link is never
-repaired in place; the transport opens a new one (a new ``generation``).
+A Link owns a consume channel (qos, consume, ack), a publish channel in confirm mode and an
+I/O thread that drains the socket so heartbeats are answered and deliveries arrive while
+the caller runs a long task. py-amqp is not thread-safe: every use of a Link's connection
+or channels holds :attr:`Link.lock`. A broken link is never repaired in place; its owner
+opens a new one (a new ``generation``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,41 @@ def parse_amqp_url(url: str, options: dict[str, Any]) -> AMQPParams:
     )
 
 
+def connect(params: AMQPParams, *, heartbeat: float = 0.0, fast_frames: bool = False) -> Any:
+    """A connected py-amqp ``Connection`` to ``params``.
+
+    ``heartbeat`` stays 0 (off) unless the caller has a thread that answers heartbeats
+    (:class:`Link` does); ``fast_frames`` decodes deliveries with ``amqp_codec`` instead of
+    py-amqp. A connection that fails half-way is collected (its socket closed) before the
+    error is raised.
+    """
+    extra: dict[str, Any] = {"frame_handler": frame_handler} if fast_frames else {}
+    conn = amqp.Connection(
+        host=f"{params.host}:{params.port}",
+        userid=params.userid,
+        password=params.password,
+        virtual_host=params.virtual_host,
+        ssl=params.ssl,
+        heartbeat=heartbeat,
+        connect_timeout=params.connect_timeout,
+        **extra,
+    )
+    try:
+        conn.connect()
+    except BaseException:
+        collect(conn)
+        raise
+    return conn
+
+
+def collect(conn: Any) -> None:
+    """Release a broken connection's socket without a close handshake (it could hang)."""
+    try:
+        conn.collect()
+    except Exception as exc:  # last resort: nothing more can be done with it
+        logger.debug("collecting AMQP connection: %r", exc)
+
+
 #: seconds the I/O thread leaves arrived frames to a caller that reads them itself
 _GRACE = 0.1
 #: bytes of frames gathered before a write while publishing a batch
@@ -181,18 +217,9 @@ class Link:
         self._read_at = 0.0
         #: delivery tags received on the consume channel and not acked or rejected yet
         self.unsettled: set[int] = set()
-        self.conn = amqp.Connection(
-            host=f"{params.host}:{params.port}",
-            userid=params.userid,
-            password=params.password,
-            virtual_host=params.virtual_host,
-            ssl=params.ssl,
-            heartbeat=params.heartbeat,
-            connect_timeout=params.connect_timeout,
-            frame_handler=frame_handler,  # py-amqp's framing, our faster property decoder
-        )
+        # py-amqp's framing, our faster property decoder
+        self.conn = connect(params, heartbeat=params.heartbeat, fast_frames=True)
         try:
-            self.conn.connect()
             self.consume_channel = self._open_channel()
             self.publish_channel = self._open_publish_channel()
         except BaseException:
@@ -484,7 +511,4 @@ class Link:
             self._thread.join(timeout=5)
 
     def _force_close(self) -> None:
-        try:
-            self.conn.collect()
-        except Exception as exc:  # last resort: nothing more can be done with it
-            logger.debug("collecting AMQP connection: %r", exc)
+        collect(self.conn)

@@ -18,12 +18,14 @@ from typing import Any
 
 import amqp
 
-from caraway.brokers.contracts import READY, Backend
+from caraway.brokers.contracts import Backend
+from caraway.clients.amqp import CHANNEL_ERRORS, CONNECTION_ERRORS, collect, connect, parse_amqp_url
 from caraway.exceptions import BackendError, BrokerConnectionError, ImproperlyConfigured
+from caraway.protocol.results import decode_document
+from caraway.states import READY_STATES
 
 logger = logging.getLogger("caraway.brokers.amqp.backend")
 
-_CONNECTION_ERRORS = (amqp.exceptions.ConnectionError, OSError, EOFError)
 _DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
 
 
@@ -36,13 +38,10 @@ class RPCBackend(Backend):
     (``result_persistent``: delivery mode 2), plus the AMQP options of the transport.
     """
 
-    supports_chords = False
     shared = False
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
-        from caraway.clients.amqp import parse_amqp_url
-
         broker = str(self.options.get("broker_url") or _DEFAULT_BROKER).split(";")[0]
         if not broker.startswith(("amqp://", "pyamqp://", "amqps://")):
             raise ImproperlyConfigured(
@@ -64,23 +63,14 @@ class RPCBackend(Backend):
     def _open(self) -> Any:
         if self._channel is not None:
             return self._channel
-        params = self.params
-        conn = amqp.Connection(
-            host=f"{params.host}:{params.port}",
-            userid=params.userid,
-            password=params.password,
-            virtual_host=params.virtual_host,
-            ssl=params.ssl,
-            heartbeat=0,  # nothing services heartbeats here; a dead socket is reopened
-            connect_timeout=params.connect_timeout,
-        )
+        # nothing services heartbeats here (heartbeat 0); a dead socket is reopened
+        conn = connect(self.params)
         try:
-            conn.connect()
             channel = conn.channel()
             channel.auto_decode = False
             channel.confirm_select()
         except BaseException:
-            conn.collect()  # a half-opened connection still holds a socket
+            collect(conn)  # a half-opened connection still holds a socket
             raise
         self._conn, self._channel = conn, channel
         self._declared, self._consumer = False, None
@@ -89,17 +79,14 @@ class RPCBackend(Backend):
     def _reset(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
-            try:
-                conn.collect()
-            except Exception as exc:  # the socket is already gone; nothing left to free
-                logger.debug("collecting rpc:// connection: %r", exc)
+            collect(conn)  # the socket is already gone; nothing else is left to free
 
     def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
         with self._lock:
             for attempt in range(3):
                 try:
                     return fn(self._open())
-                except _CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS as exc:
                     self._reset()
                     if attempt == 2:
                         raise BrokerConnectionError(
@@ -107,7 +94,7 @@ class RPCBackend(Backend):
                             f"unreachable during {what}: {exc!r}"
                         ) from exc
                     time.sleep(0.2 * 2**attempt)
-                except amqp.exceptions.ChannelError as exc:
+                except CHANNEL_ERRORS as exc:
                     self._reset()
                     raise BackendError(f"rpc:// {what} failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -175,7 +162,11 @@ class RPCBackend(Backend):
             return
         body = raw.body if isinstance(raw.body, bytes) else str(raw.body).encode()
         previous = self._results.get(task_id)
-        if previous is not None and _state(previous) in READY and _state(body) not in READY:
+        if (
+            previous is not None
+            and _state(previous) in READY_STATES
+            and _state(body) not in READY_STATES
+        ):
             return  # a late STARTED must not hide the outcome
         self._results[task_id] = body
 
@@ -246,8 +237,6 @@ def _drain(conn: Any, timeout: float) -> None:
 
 
 def _state(document: bytes) -> str:
-    from caraway.protocol.results import decode_document
-
     try:
         return str(decode_document(document).get("status"))
     except Exception:  # an unreadable document has no state; the reader reports it

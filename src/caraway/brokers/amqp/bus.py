@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import amqp
 
-from caraway.brokers.amqp.mailbox import connection_params
 from caraway.brokers.contracts import BusSettings, EventBus
+from caraway.clients.amqp import connect, parse_amqp_url
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
 
@@ -60,7 +60,8 @@ class AMQPBus(EventBus):
         settings: BusSettings | None = None,
     ) -> None:
         super().__init__(url, options=options, settings=settings)
-        self._params = connection_params(url, self.options)
+        self._params = parse_amqp_url(url, self.options)
+        self._where = f"{self._params.host}:{self._params.port}"
         self._conn: Any = None
         self._channel: Any = None
         self._binding: str | None = None
@@ -73,14 +74,11 @@ class AMQPBus(EventBus):
         except (amqp.exceptions.AMQPError, OSError) as exc:
             # a failed channel is unusable: reconnect (and re-declare) on next use
             self._drop_connection()
-            raise BrokerError(
-                f"RabbitMQ at {self._params['host']}: cannot {what}: {exc!r}"
-            ) from exc
+            raise BrokerError(f"RabbitMQ at {self._where}: cannot {what}: {exc!r}") from exc
 
     def _chan(self) -> Any:
         if self._channel is None:
-            conn = amqp.Connection(**self._params)
-            conn.connect()
+            conn = connect(self._params)
             self._conn = conn
             self._channel = conn.channel()
             # publishing to a missing exchange closes the channel, so declare it first

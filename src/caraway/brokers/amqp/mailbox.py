@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import amqp
 
@@ -29,6 +28,7 @@ from caraway.brokers.contracts import (
     node_queue,
     reply_queue,
 )
+from caraway.clients.amqp import connect, parse_amqp_url
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
 
@@ -38,22 +38,6 @@ _NODE_QUEUE_ARGS = {"x-expires": 10000, "x-message-ttl": 300000}
 _REPLY_QUEUE_ARGS = {"x-expires": 10000}
 #: basic properties other than headers that travel with a pidbox message
 _PROPERTIES = ("delivery_mode", "priority", "correlation_id", "reply_to", "expiration")
-
-
-def connection_params(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """py-amqp Connection arguments for a Celery-style ``amqp://`` URL."""
-    parts = urlsplit(url)
-    path = parts.path
-    # Celery: no path or "/" is the default vhost "/"; "/name" is "name"; "//" is "/".
-    vhost = "/" if path in ("", "/") else unquote(path[1:])
-    return {
-        "host": f"{parts.hostname or 'localhost'}:{parts.port or 5672}",
-        "userid": unquote(parts.username) if parts.username else "guest",
-        "password": unquote(parts.password) if parts.password else "guest",
-        "virtual_host": vhost,
-        "ssl": options.get("ssl") or parts.scheme.lower() == "amqps",
-        "connect_timeout": float(options.get("connect_timeout", 4.0)),
-    }
 
 
 def _to_amqp(message: Message) -> amqp.Message:
@@ -86,7 +70,8 @@ class AMQPMailbox(Mailbox):
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
-        self._params = connection_params(url, self.options)
+        self._params = parse_amqp_url(url, self.options)
+        self._where = f"{self._params.host}:{self._params.port}"
         self._conn: Any = None
         self._channel: Any = None
         self._queue: str | None = None
@@ -100,14 +85,11 @@ class AMQPMailbox(Mailbox):
         except (amqp.exceptions.AMQPError, OSError) as exc:
             # a failed channel is unusable; reconnect on next use
             self._drop_connection()
-            raise BrokerError(
-                f"RabbitMQ at {self._params['host']}: cannot {what}: {exc!r}"
-            ) from exc
+            raise BrokerError(f"RabbitMQ at {self._where}: cannot {what}: {exc!r}") from exc
 
     def _chan(self) -> Any:
         if self._channel is None:
-            conn = amqp.Connection(**self._params)
-            conn.connect()
+            conn = connect(self._params)
             self._conn = conn
             self._channel = conn.channel()
             # Both exchanges exist before anyone publishes to them: publishing to a
