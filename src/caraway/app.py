@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from caraway import _state, calling, states
-from caraway.brokers import open_backend, open_transport
-from caraway.brokers.contracts import Backend, Transport
+from caraway.brokers import open_admin, open_backend, open_transport
+from caraway.brokers.contracts import Backend, QueueAdmin, Scheduling, Transport
 from caraway.builtins import register_builtins
 from caraway.config import Settings
 from caraway.events.dispatcher import send_task_sent
@@ -214,6 +214,14 @@ class Caraway:
 
     def connection(self) -> Transport:
         """A new broker connection (the caller closes it)."""
+        return open_transport(self.broker_url, options=self._broker_options())
+
+    def admin(self) -> QueueAdmin:
+        """A new handle on the broker's queues, schedule and dead letters, with the options
+        of :meth:`connection` (the caller closes it; it connects on first use)."""
+        return open_admin(self.broker_url, options=self._broker_options())
+
+    def _broker_options(self) -> dict[str, Any]:
         conf = self.conf
         options = dict(conf.broker_transport_options)
         # how often one publish/fetch retries a dropped connection before raising: the
@@ -234,7 +242,7 @@ class Caraway:
             for key, value in amqp_settings.items():
                 if value is not None:
                     options.setdefault(key, value)
-        return open_transport(self.broker_url, options=options)
+        return options
 
     @property
     def producer(self) -> Transport:
@@ -311,7 +319,9 @@ class Caraway:
             backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
         if self._parks_now(message.eta):
             assert message.eta is not None
-            self.producer.publish_parked(wire, queue=route.queue, eta=message.eta.timestamp())
+            producer = self.producer
+            assert isinstance(producer, Scheduling)  # checked by _parks_now
+            producer.publish_parked(wire, queue=route.queue, eta=message.eta.timestamp())
         else:
             local = self._thread_state()
             plain = not route.exchange and route.routing_key in (None, route.queue)
@@ -347,7 +357,7 @@ class Caraway:
         if eta is None or not self.conf.producer_parks_eta:
             return False
         far = eta.timestamp() - time.time() > float(self.conf.broker_park_horizon)
-        return far and self.producer.capabilities.parking
+        return far and isinstance(self.producer, Scheduling)
 
     def _sent(
         self, message: TaskMessage, route: Route, name: str, options: Mapping[str, Any]
@@ -461,7 +471,6 @@ def _bind_group_result(app: Caraway) -> type[GroupResultType]:
 
         @classmethod
         def restore(cls, id: str, *, app: Caraway = app) -> GroupResultType | None:
-            raw = app.require_backend().load_group(id)
-            return None if raw is None else cls.from_document(id, raw, app=app)
+            return super().restore(id, app=app)
 
     return GroupResult

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from caraway.brokers.contracts import ChordStore
 from caraway.exceptions import ImproperlyConfigured, NotRegistered
 
 if TYPE_CHECKING:
@@ -425,7 +426,7 @@ def _require_chord_backend(app: Caraway) -> None:
     backend = app.backend
     if backend is None:
         raise ImproperlyConfigured(f"no result backend is configured; {hint}")
-    if not getattr(backend, "supports_chords", False):
+    if not isinstance(backend, ChordStore):
         scheme = backend.url.partition("://")[0]
         raise ImproperlyConfigured(f"the {scheme!r} result backend does not support chords; {hint}")
 

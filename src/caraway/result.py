@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from caraway import calling, states
-from caraway.exceptions import TimeoutError
+from caraway.brokers.contracts import GroupStore
+from caraway.exceptions import ImproperlyConfigured, TimeoutError
 from caraway.protocol import results as protocol
 
 if TYPE_CHECKING:
@@ -387,14 +388,14 @@ class GroupResult:
         """Store the group so ``app.GroupResult.restore(id)`` finds it elsewhere."""
         if self.id is None:
             raise ValueError("cannot save a group result without an id")
-        backend = self.app.require_backend()
+        store = _group_store(self.app)
         document = protocol.encode_document({"result": self.as_tuple()})
-        backend.save_group(self.id, document, expires=self.app.result_expires_seconds())
+        store.save_group(self.id, document, expires=self.app.result_expires_seconds())
         return self
 
     @classmethod
     def restore(cls, id: str, *, app: Caraway) -> GroupResult | None:
-        raw = app.require_backend().load_group(id)
+        raw = _group_store(app).load_group(id)
         return None if raw is None else cls.from_document(id, raw, app=app)
 
     @classmethod
@@ -406,3 +407,14 @@ class GroupResult:
     def __repr__(self) -> str:
         ids = ", ".join(result.id for result in self.results)
         return f"<GroupResult: {self.id} [{ids}]>"
+
+
+def _group_store(app: Caraway) -> GroupStore:
+    backend = app.require_backend()
+    if not isinstance(backend, GroupStore):
+        scheme = backend.url.partition("://")[0]
+        raise ImproperlyConfigured(
+            f"the {scheme}:// result backend keeps no group results, so a group cannot be "
+            "saved or restored; use a redis:// or sqlite:// result backend"
+        )
+    return backend

@@ -1,4 +1,5 @@
-"""Fixtures that open every transport and backend the contract suite holds to one standard.
+"""Fixtures that open every transport, queue admin and backend the contract suite holds to
+one standard.
 
 Each param yields a factory, so a test can open several handles on the same broker or store
 (two consumers, a producer beside a consumer). Redis is included when its plug-in imports;
@@ -17,16 +18,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from caraway.brokers import open_backend, open_transport
-from caraway.brokers.contracts import Backend, Transport
+from caraway.brokers import open_admin, open_backend, open_transport
+from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.memory import backend as memory_backend
 from caraway.brokers.memory import transport as memory_transport
 from caraway.brokers.sqlite import transport as sqlite_transport
 from caraway.protocol.message import Message
 
 TransportFactory = Callable[..., Transport]
+AdminFactory = Callable[..., QueueAdmin]
 BackendFactory = Callable[..., Backend]
-H = TypeVar("H", Transport, Backend)
+H = TypeVar("H", Transport, QueueAdmin, Backend)
 
 #: a Redis db of its own, so other suites running at the same time never see our keys
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -93,21 +95,37 @@ def _handles(
 
 
 @pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis"])
-def transport_factory(
+def broker_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[TransportFactory]:
-    """Opens transports on one broker, private to this test; closes them afterwards."""
+) -> str:
+    """A broker private to this test: its transports and admins share it."""
     kind: str = request.param
     if kind == "sqlite-select-then-update":
         # the claim path for SQLite libraries older than 3.35 (no RETURNING)
         monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
-    url = _url(kind, tmp_path / "broker.sqlite3", "caraway.brokers.redis.transport")
-    yield from _handles(open_transport, url, memory_transport.reset)
+    return _url(kind, tmp_path / "broker.sqlite3", "caraway.brokers.redis.transport")
+
+
+@pytest.fixture
+def transport_factory(broker_url: str) -> Iterator[TransportFactory]:
+    """Opens transports on the test's broker; closes them afterwards."""
+    yield from _handles(open_transport, broker_url, memory_transport.reset)
 
 
 @pytest.fixture
 def transport(transport_factory: TransportFactory) -> Transport:
     return transport_factory({"visibility_timeout": 30})
+
+
+@pytest.fixture
+def admin_factory(broker_url: str) -> Iterator[AdminFactory]:
+    """Opens queue admins on the test's broker; closes them afterwards."""
+    yield from _handles(open_admin, broker_url, memory_transport.reset)
+
+
+@pytest.fixture
+def admin(admin_factory: AdminFactory) -> QueueAdmin:
+    return admin_factory()
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The transport contract: every broker plug-in passes these, whatever it is built on.
 
-What a transport declares it cannot do (``Capabilities``) is skipped, never faked.
+What a transport declares it cannot do (``Capabilities``, or an optional interface it does
+not implement) is skipped, never faked. Sizes, purges and dead letters are read through the
+broker's queue admin.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 
 import pytest
 
-from caraway.brokers.contracts import Delivery, Transport
+from caraway.brokers.contracts import Delivery, QueueAdmin, Scheduling, Transport
 from caraway.protocol.message import Message
 from tests.contract.conftest import TransportFactory, make_message
 
@@ -151,7 +153,9 @@ def test_fetch_hands_out_no_more_than_its_limit(transport: Transport, queue: str
     assert len(set(ids(first + rest))) == 5
 
 
-def test_acked_message_is_gone_for_good(transport: Transport, queue: str) -> None:
+def test_acked_message_is_gone_for_good(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
     transport.publish(make_message(), queue=queue)
     (delivery,) = drain(transport, [queue], 1)
 
@@ -159,7 +163,7 @@ def test_acked_message_is_gone_for_good(transport: Transport, queue: str) -> Non
     delivery.ack()  # idempotent
 
     assert transport.recover(OWNER) == 0
-    assert transport.size(queue) == 0
+    assert admin.size(queue) == 0
     expect_nothing(transport, [queue])
 
 
@@ -187,11 +191,13 @@ def test_ack_then_fetch_settles_the_last_batch_and_claims_the_next(
     assert len(drain(transport, [queue], 2, owner=OTHER)) == 2
 
 
-def test_a_claimed_message_is_not_handed_to_anyone_else(transport: Transport, queue: str) -> None:
+def test_a_claimed_message_is_not_handed_to_anyone_else(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
     transport.publish(make_message(), queue=queue)
     drain(transport, [queue], 1)
 
-    assert transport.size(queue) == 0
+    assert admin.size(queue) == 0
     expect_nothing(transport, [queue])
 
 
@@ -214,8 +220,8 @@ def test_requeued_message_is_delivered_again_as_a_redelivery(
 def test_parked_message_is_delivered_only_once_it_falls_due(
     transport: Transport, queue: str
 ) -> None:
-    if not transport.capabilities.parking:
-        pytest.skip("transport cannot park messages")
+    if not isinstance(transport, Scheduling):
+        pytest.skip("transport keeps no schedule")
     message = make_message()
     transport.publish(message, queue=queue)
     (delivery,) = drain(transport, [queue], 1)
@@ -234,8 +240,8 @@ def test_parked_message_is_delivered_only_once_it_falls_due(
 
 
 def test_message_parked_with_a_past_eta_is_ready_at_once(transport: Transport, queue: str) -> None:
-    if not transport.capabilities.parking:
-        pytest.skip("transport cannot park messages")
+    if not isinstance(transport, Scheduling):
+        pytest.skip("transport keeps no schedule")
     transport.publish(make_message(), queue=queue)
     (delivery,) = drain(transport, [queue], 1)
 
@@ -311,7 +317,9 @@ def test_recover_hands_back_only_the_dead_owners_claims_at_once(
     assert sorted(ids(drain(transport, [queue], 3))) == sorted(ids(back + alive))
 
 
-def test_dead_letters_are_listed_requeued_and_purged(transport: Transport, queue: str) -> None:
+def test_dead_letters_are_listed_requeued_and_purged(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
     messages = [make_message(index) for index in range(3)]
     transport.publish_many([(message, queue) for message in messages])
     for delivery in drain(transport, [queue], 3):
@@ -319,50 +327,50 @@ def test_dead_letters_are_listed_requeued_and_purged(transport: Transport, queue
 
     assert transport.recover(OWNER) == 0, "a dead-lettered delivery is acked"
     expect_nothing(transport, [queue])
-    letters = [letter for letter in transport.dead_letters(limit=1000) if letter.queue == queue]
+    letters = [letter for letter in admin.dead_letters(limit=1000) if letter.queue == queue]
     assert [letter.message.headers["id"] for letter in letters] == ids_of(messages)
     assert letters[0].reason == f"poison {messages[0].headers['id']}"
     assert letters[0].message.body == messages[0].body
     assert letters[0].failed_at == pytest.approx(time.time(), abs=30)
 
-    assert transport.requeue_dead_letters([letters[0].id]) == 1
+    assert admin.requeue_dead_letters([letters[0].id]) == 1
     assert ids(drain(transport, [queue], 1)) == ids_of(messages[:1])
-    remaining = [
-        letter.id for letter in transport.dead_letters(limit=1000) if letter.queue == queue
-    ]
+    remaining = [letter.id for letter in admin.dead_letters(limit=1000) if letter.queue == queue]
     assert remaining == [letter.id for letter in letters[1:]]
 
-    assert transport.purge_dead_letters() >= 2
-    assert [letter for letter in transport.dead_letters() if letter.queue == queue] == []
+    assert admin.purge_dead_letters() >= 2
+    assert [letter for letter in admin.dead_letters() if letter.queue == queue] == []
 
 
-def test_requeue_all_dead_letters_puts_every_one_back(transport: Transport, queue: str) -> None:
+def test_requeue_all_dead_letters_puts_every_one_back(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
     transport.publish_many([(make_message(index), queue) for index in range(2)])
     for delivery in drain(transport, [queue], 2):
         delivery.dead_letter("boom")
 
-    assert transport.requeue_dead_letters() >= 2
+    assert admin.requeue_dead_letters() >= 2
 
     assert len(drain(transport, [queue], 2)) == 2
 
 
 def test_purge_empties_one_queue_and_size_counts_ready_messages(
-    transport: Transport, queue: str
+    transport: Transport, queue: str, admin: QueueAdmin
 ) -> None:
     other = f"{queue}-other"
     transport.publish_many([(make_message(index), queue) for index in range(3)])
     transport.publish(make_message(), queue=other)
 
-    assert transport.size(queue) == 3
-    assert transport.purge(queue) == 3
-    assert transport.size(queue) == 0
-    assert transport.size(other) == 1
+    assert admin.size(queue) == 3
+    assert admin.purge(queue) == 3
+    assert admin.size(queue) == 0
+    assert admin.size(other) == 1
     expect_nothing(transport, [queue])
-    assert transport.purge(other) == 1
+    assert admin.purge(other) == 1
 
 
 def test_fetch_over_several_queues_serves_each_and_only_those(
-    transport: Transport, queue: str
+    transport: Transport, queue: str, admin: QueueAdmin
 ) -> None:
     first, second, ignored = f"{queue}-a", f"{queue}-b", f"{queue}-c"
     transport.publish(make_message(1), queue=first)
@@ -373,8 +381,8 @@ def test_fetch_over_several_queues_serves_each_and_only_those(
 
     assert sorted(delivery.queue for delivery in got) == sorted([first, second])
     expect_nothing(transport, [first, second])
-    assert transport.size(ignored) == 1
-    transport.purge(ignored)
+    assert admin.size(ignored) == 1
+    admin.purge(ignored)
 
 
 def test_two_handles_on_one_url_share_their_queues(

@@ -1,7 +1,7 @@
 """The plug-in registry: a broker or backend URL -> the plug-in class that serves it.
 
 Built-in plug-ins are found by scheme in the alias tables (Celery's spellings included),
-third-party ones under the ``caraway.transports``, ``caraway.backends``,
+third-party ones under the ``caraway.transports``, ``caraway.admins``, ``caraway.backends``,
 ``caraway.mailboxes`` and ``caraway.event_buses`` entry points. The one thing to know: a
 plug-in module is imported only when its scheme is asked for, so ``import caraway`` never
 needs redis or amqp, and a missing client library is reported as the extra to install.
@@ -14,7 +14,14 @@ import logging
 from importlib import metadata
 from typing import Any
 
-from caraway.brokers.contracts import Backend, BusSettings, EventBus, Mailbox, Transport
+from caraway.brokers.contracts import (
+    Backend,
+    BusSettings,
+    EventBus,
+    Mailbox,
+    QueueAdmin,
+    Transport,
+)
 from caraway.clients.urls import mask_url, url_scheme
 from caraway.exceptions import ImproperlyConfigured
 
@@ -47,24 +54,28 @@ BACKEND_SCHEMES: dict[str, str] = {
 #: broker folder -> kind of plug-in -> "module:Class"
 _PLUGINS: dict[str, dict[str, str]] = {
     "memory": {
+        "admin": "caraway.brokers.memory.admin:MemoryAdmin",
         "transport": "caraway.brokers.memory.transport:MemoryTransport",
         "backend": "caraway.brokers.memory.backend:MemoryBackend",
         "mailbox": "caraway.brokers.memory.mailbox:MemoryMailbox",
         "bus": "caraway.brokers.memory.bus:MemoryBus",
     },
     "sqlite": {
+        "admin": "caraway.brokers.sqlite.admin:SQLiteAdmin",
         "transport": "caraway.brokers.sqlite.transport:SQLiteTransport",
         "backend": "caraway.brokers.sqlite.backend:SQLiteBackend",
         "mailbox": "caraway.brokers.sqlite.mailbox:SQLiteMailbox",
         "bus": "caraway.brokers.sqlite.bus:SQLiteBus",
     },
     "redis": {
+        "admin": "caraway.brokers.redis.admin:RedisAdmin",
         "transport": "caraway.brokers.redis.transport:RedisTransport",
         "backend": "caraway.brokers.redis.backend:RedisBackend",
         "mailbox": "caraway.brokers.redis.mailbox:RedisMailbox",
         "bus": "caraway.brokers.redis.bus:RedisBus",
     },
     "amqp": {
+        "admin": "caraway.brokers.amqp.admin:AMQPAdmin",
         "transport": "caraway.brokers.amqp.transport:AMQPTransport",
         "backend": "caraway.brokers.amqp.backend:RPCBackend",
         "mailbox": "caraway.brokers.amqp.mailbox:AMQPMailbox",
@@ -79,6 +90,7 @@ def _aliases(schemes: dict[str, str], kind: str) -> dict[str, str]:
 
 #: scheme -> "module:Class", one table per kind of plug-in
 TRANSPORT_ALIASES = _aliases(BROKER_SCHEMES, "transport")
+ADMIN_ALIASES = _aliases(BROKER_SCHEMES, "admin")
 MAILBOX_ALIASES = _aliases(BROKER_SCHEMES, "mailbox")
 BUS_ALIASES = _aliases(BROKER_SCHEMES, "bus")
 BACKEND_ALIASES = _aliases(BACKEND_SCHEMES, "backend")
@@ -96,6 +108,13 @@ def open_transport(url: str, *, options: dict[str, Any] | None = None) -> Transp
     cls: type[Transport] = _plugin(
         url, TRANSPORT_ALIASES, "caraway.transports", "transport", Transport
     )
+    return cls(url, options=options)
+
+
+def open_admin(url: str, *, options: dict[str, Any] | None = None) -> QueueAdmin:
+    """Open the queue admin of broker ``url`` (the caller closes it); it connects on first
+    use. Raises ImproperlyConfigured as open_transport."""
+    cls: type[QueueAdmin] = _plugin(url, ADMIN_ALIASES, "caraway.admins", "queue admin", QueueAdmin)
     return cls(url, options=options)
 
 
@@ -197,10 +216,12 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
 
 
 __all__ = [
+    "ADMIN_ALIASES",
     "BACKEND_ALIASES",
     "BUS_ALIASES",
     "MAILBOX_ALIASES",
     "TRANSPORT_ALIASES",
+    "open_admin",
     "open_backend",
     "open_bus",
     "open_mailbox",

@@ -14,9 +14,10 @@ import hashlib
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -24,8 +25,12 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from caraway.exceptions import ImproperlyConfigured
+from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 
+T = TypeVar("T")
+
+#: what a retry on a new connection may cure
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
 _TCP_SCHEMES = {"redis": False, "rediss": True}
 _SOCKET_SCHEMES = {"redis+socket", "unix", "socket"}
 #: client keyword arguments taken over verbatim from the transport/backend options
@@ -227,6 +232,50 @@ def _password(raw: str | None) -> str | None:
 
 def _user(raw: str | None) -> str | None:
     return unquote(raw) if raw else None
+
+
+def retrying(what: str, fn: Callable[[], T], *, where: str, retries: int) -> T:
+    """Run ``fn``, retrying connection errors ``retries`` times with backoff (0.1 s doubling
+    to 2 s); raise BrokerConnectionError after the last, BrokerError for any other redis
+    error. Only for commands that are safe to run twice."""
+    delay = 0.1
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except RETRYABLE as exc:
+            if attempt == retries:
+                raise BrokerConnectionError(
+                    f"Redis at {where} unreachable during {what} after "
+                    f"{attempt + 1} attempts: {exc}; check the server and broker_url"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis {what} failed at {where}: {exc}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- replies: redis-py hands back bytes or str (decode_responses), lists or None -----------
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def to_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def to_list(value: Any) -> list[Any]:
+    return list(value or [])
+
+
+def to_int(value: Any) -> int:
+    """``int(value)``, 0 for what is not a number."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 Command = tuple[Any, ...]

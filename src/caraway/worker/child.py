@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from caraway import exceptions
-from caraway.brokers.contracts import Delivery
+from caraway.brokers.contracts import Delivery, Scheduling
 from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
 from caraway.worker import lifecycle
@@ -121,6 +121,8 @@ class Consumer:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         self.transport = self.app.connection()
+        # by type, once: an ABC isinstance per message would cost more than the lookup did
+        self.can_park = isinstance(self.transport, Scheduling)
         self.backend = self.app.new_backend()
         self.effects = EffectApplier(self.app, self.transport, self.backend)
         pool: InlinePool | ThreadPool = (
@@ -292,7 +294,7 @@ class Consumer:
             message,
             now=time.time(),
             park_horizon=self.park_horizon,
-            can_park=self.transport.capabilities.parking,
+            can_park=self.can_park,
             delivery_count=delivery.delivery_count,
             delivery_cap=self.delivery_cap,
             stored_state=stored,

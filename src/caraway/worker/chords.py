@@ -1,7 +1,7 @@
 """Completing a chord when one of its header tasks finishes.
 
-The join is counted by the result backend atomically (``chord_join``: Redis Lua script,
-SQLite transaction, memory lock); exactly one caller completes the count. That caller
+The join is counted by the result backend atomically (``ChordStore.chord_join_many``: Redis
+Lua script, SQLite transaction, memory lock); exactly one caller completes the count. That caller
 applies the body with the header results in ``group_index`` order, or, when a header task
 failed, stores FAILURE ``ChordError`` for the body (naming the culprit) and fires its
 errbacks. Either way it then calls ``chord_done`` so late duplicates stop.
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caraway import states
-from caraway.brokers.contracts import Backend, Transport
+from caraway.brokers.contracts import Backend, ChordPart, ChordStore, Transport
 from caraway.exceptions import ChordError
 from caraway.protocol import results as docs
 from caraway.protocol.serializers import dumps_json, untag
@@ -40,7 +40,7 @@ def join_chords(
     each chord whose count they finish."""
     if not joins:
         return
-    if backend is None or not getattr(backend, "supports_chords", False):
+    if not isinstance(backend, ChordStore):
         for join in joins:
             logger.error(
                 "chord %s: the result backend %s cannot count chord headers; the body %s "
@@ -57,7 +57,7 @@ def join_chords(
         # (unique within the chord, which is all the backend's de-duplication needs).
         header_id = str(join[5]) if len(join) > 5 and join[5] else None
         task_id = header_id or f"{group_id}#{index}"
-        counted.append((group_id, task_id, index, state, _result_json(state, value)))
+        counted.append(ChordPart(group_id, task_id, index, state, _result_json(state, value)))
     expires = app.result_expires_seconds() or 86400
     won = backend.chord_join_many(counted, expires=expires)
     for join, members in zip(joins, won, strict=True):
@@ -69,7 +69,7 @@ def join_chords(
         try:
             complete_chord(app, group_id, members, body, parent_id=header_id, root_id=root_id)
         finally:
-            backend.chord_done(group_id)  # type: ignore[attr-defined]
+            backend.chord_done(group_id)
 
 
 def complete_chord(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from caraway.brokers import open_mailbox
-from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox
+from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox, Revocations
 from caraway.exceptions import CarawayError, ProtocolError
 from caraway.protocol.events import LamportClock
 from caraway.protocol.message import Message
@@ -396,14 +396,14 @@ class Control:
     def _record_revoked(self, ids: list[str]) -> None:
         """Also keep the ids on the broker, for nodes that start (or promote a parked
         countdown) later; the broadcast only reaches nodes connected now."""
-        transport = self.app.connection()
+        admin = self.app.admin()
         try:
-            if transport.capabilities.revocations:
-                transport.record_revoked(ids, expires=REVOKE_EXPIRES)
+            if isinstance(admin, Revocations):
+                admin.record_revoked(ids, expires=REVOKE_EXPIRES)
         except Exception as exc:
             logger.warning("could not record revoked ids on the broker: %s", exc)
         finally:
-            transport.close()
+            admin.close()
 
     def terminate(
         self,
@@ -487,11 +487,11 @@ class Control:
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every waiting message on ``queues`` (default: the app's default queue)."""
         names = list(queues or [self.app.conf.task_default_queue])
-        transport = self.app.connection()
+        admin = self.app.admin()
         try:
-            return sum(transport.purge(name) for name in names)
+            return sum(admin.purge(name) for name in names)
         finally:
-            transport.close()
+            admin.close()
 
     def close(self) -> None:
         with self._lock:

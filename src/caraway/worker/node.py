@@ -27,7 +27,7 @@ REVOKES_MAX = 50000
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.brokers.contracts import Transport
+    from caraway.brokers.contracts import QueueAdmin, Transport
     from caraway.worker.ratelimits import SharedBuckets
     from caraway.worker.supervisor import Child
 
@@ -44,6 +44,7 @@ class NodeControl:
     children: dict[int, Child]
     buckets: SharedBuckets
     transport: Transport
+    admin: QueueAdmin
 
     def __init__(self) -> None:
         self.started_at = time.monotonic()
@@ -146,7 +147,7 @@ class NodeControl:
 
     def parked_on_broker(self) -> list[dict[str, Any]]:
         try:
-            parked = self.transport.scheduled(limit=100)
+            parked = self.admin.scheduled(limit=100)
         except Exception:
             return []
         found = []

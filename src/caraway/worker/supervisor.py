@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from caraway import exceptions, signals, states
+from caraway.brokers.contracts import Revocations
 from caraway.protocol import results as docs
 from caraway.worker.child import Consumer
 from caraway.worker.childlink import ChildLink
@@ -98,6 +99,7 @@ class Supervisor(NodeControl):
         self.load_state()
         self._install_signals()
         self.transport = self.app.connection()
+        self.admin = self.app.admin()  # revoked ids and the schedule, for remote control
         self._sync_revoked()  # before any consumer starts, so none runs a revoked task
         if self.pool == "prefork":
             prepare_to_fork(self.app)
@@ -125,6 +127,7 @@ class Supervisor(NodeControl):
             if self.control is not None:
                 self.control.close()
             self.transport.close()
+            self.admin.close()
             if self.backend is not None:
                 self.backend.close()
         return 0
@@ -201,10 +204,11 @@ class Supervisor(NodeControl):
     def _sync_revoked(self) -> None:
         """Pick up revocations recorded on the broker (made while this node was away)."""
         self._next_revoked_sync = time.monotonic() + REVOKED_SYNC_INTERVAL
-        if not self.transport.capabilities.revocations:
+        admin = self.admin
+        if not isinstance(admin, Revocations):
             return
         try:
-            recorded = set(self.transport.revoked_ids())
+            recorded = set(admin.revoked_ids())
         except Exception as exc:
             logger.warning("could not read revoked ids from the broker: %s", exc)
             return

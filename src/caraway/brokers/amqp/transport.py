@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import amqp
 
 from caraway.brokers.amqp import delay as ladder
-from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Transport
+from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
 from caraway.clients.amqp import (
     CHANNEL_ERRORS,
     CONNECTION_ERRORS,
@@ -48,7 +48,8 @@ _PROPERTIES = (
     "user_id",
     "app_id",
 )
-_DEAD_HEADERS = ("x-caraway-dead-id", "x-caraway-reason", "x-caraway-queue", "x-caraway-failed-at")
+#: what a dead letter carries besides its message (read back by the admin)
+DEAD_HEADERS = ("x-caraway-dead-id", "x-caraway-reason", "x-caraway-queue", "x-caraway-failed-at")
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class _Held:
     settled: bool = False
 
 
-class AMQPTransport(Transport):
+class AMQPTransport(Transport, Scheduling):
     """Celery-compatible RabbitMQ broker (``amqp://``, ``pyamqp://``, ``amqps://``).
 
     ``options`` (``broker_transport_options``): ``heartbeat`` (120 s; 0 = off),
@@ -71,7 +72,7 @@ class AMQPTransport(Transport):
     ``x-max-priority``), ``queue_type`` (``"classic"`` or ``"quorum"``).
     """
 
-    capabilities = Capabilities(parking=True, priorities=True, durable=True, free_acks=True)
+    capabilities = Capabilities(priorities=True, durable=True, free_acks=True)
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -81,9 +82,7 @@ class AMQPTransport(Transport):
         self.confirm_publish = bool(opts.get("confirm_publish", True))
         prefetch = opts.get("prefetch_count")
         self.prefetch_count: int | None = int(prefetch) if prefetch else None
-        max_priority = opts.get("max_priority")
-        self.max_priority: int | None = int(max_priority) if max_priority else None
-        self.queue_type = str(opts.get("queue_type") or "classic")
+        self._queue_arguments = queue_arguments(opts)
         self._where = self.params.redacted()
         self._link: Link | None = None
         self._generation = 0
@@ -163,36 +162,10 @@ class AMQPTransport(Transport):
             link.reopen_publish_channel()
 
     # -- declaring ---------------------------------------------------------------------
-    def queue_arguments(self) -> dict[str, Any]:
-        """The arguments task queues are declared with (must match Celery's exactly)."""
-        if self.queue_type == "quorum":
-            return {"x-queue-type": "quorum"}
-        if self.max_priority is not None:
-            return {"x-max-priority": self.max_priority}
-        return {}
-
     def _declare(self, link: Link, queue: str) -> None:
         if queue in self._declared:
             return
-        channel = link.publish_channel
-        arguments = self.queue_arguments()
-        try:
-            channel.queue_declare(
-                queue, durable=True, exclusive=False, auto_delete=False, arguments=arguments
-            )
-        except amqp.exceptions.PreconditionFailed as exc:
-            # Declared by someone else with other arguments: use it as it is, loudly.
-            link.reopen_publish_channel()
-            channel = link.publish_channel
-            channel.queue_declare(queue, passive=True)
-            logger.warning(
-                "queue %r exists with arguments other than %r (%s); using it as it is",
-                queue,
-                arguments,
-                exc,
-            )
-        channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
-        channel.queue_bind(queue, exchange=queue, routing_key=queue)
+        declare_queue(link, queue, self._queue_arguments)
         self._declared.add(queue)
 
     def declare(self, queue: str) -> None:
@@ -386,29 +359,34 @@ class AMQPTransport(Transport):
         if not self._still_held(delivery):
             self.ack(delivery)  # logs that the broker has it back already
             return
+        self._run(
+            "park", lambda link: self._publish_delayed(link, delivery.message, delivery.queue, eta)
+        )
+        self.ack(delivery)
+
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        """Publish into the delay ladder, due at ``eta``, as :meth:`park` sends a delivery."""
+
+        def run(link: Link) -> None:
+            self._declare(link, queue)
+            self._publish_delayed(link, message, queue, eta)
+
+        self._run("publish_parked", run)
+
+    def _publish_delayed(self, link: Link, message: Message, queue: str, eta: float) -> None:
         seconds = ladder.delay_seconds(eta, time.time())
-        message = delivery.message
         headers = {**message.headers, **ladder.bit_headers(seconds)}
         properties = {k: v for k, v in message.properties.items() if k != "expiration"}
         parked = Message(
             message.body, headers, message.content_type, message.content_encoding, properties
         )
-
-        def run(link: Link) -> None:
-            if not self._ladder_ready:
-                ladder.declare_ladder(link.publish_channel)
-                self._ladder_ready = True
-            if delivery.queue not in self._delay_bound:
-                link.publish_channel.queue_bind(
-                    delivery.queue, exchange=ladder.DELIVER, routing_key=delivery.queue
-                )
-                self._delay_bound.add(delivery.queue)
-            link.publish(
-                [(to_amqp(parked), ladder.entry_exchange(), delivery.queue)], mandatory=True
-            )
-
-        self._run("park", run)
-        self.ack(delivery)
+        if not self._ladder_ready:
+            ladder.declare_ladder(link.publish_channel)
+            self._ladder_ready = True
+        if queue not in self._delay_bound:
+            link.publish_channel.queue_bind(queue, exchange=ladder.DELIVER, routing_key=queue)
+            self._delay_bound.add(queue)
+        link.publish([(to_amqp(parked), ladder.entry_exchange(), queue)], mandatory=True)
 
     # -- dead letters ------------------------------------------------------------------
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -436,85 +414,11 @@ class AMQPTransport(Transport):
 
     def _publish_dead(self, link: Link, message: Message) -> None:
         if DEAD_QUEUE not in self._declared:
-            link.publish_channel.queue_declare(
-                DEAD_QUEUE, durable=True, exclusive=False, auto_delete=False
-            )
+            declare_dead_queue(link)
             self._declared.add(DEAD_QUEUE)
         link.publish([(to_amqp(message), "", DEAD_QUEUE)], mandatory=True)
 
-    def _drain_dead(
-        self, link: Link, keep: Callable[[DeadLetter], bool], limit: int | None
-    ) -> list[tuple[DeadLetter, Any]]:
-        """Take up to ``limit`` dead letters on the publish channel; return those ``keep``
-        accepts unacked (the caller acks them), rejecting the rest back in order."""
-        channel = link.publish_channel
-        if DEAD_QUEUE not in self._declared:
-            channel.queue_declare(DEAD_QUEUE, durable=True, exclusive=False, auto_delete=False)
-            self._declared.add(DEAD_QUEUE)
-        taken: list[tuple[DeadLetter, Any]] = []
-        others: list[int] = []
-        while limit is None or len(taken) + len(others) < limit:
-            raw = channel.basic_get(DEAD_QUEUE, no_ack=False)
-            if raw is None:
-                break
-            letter = _dead_letter(raw)
-            if keep(letter):
-                taken.append((letter, raw))
-            else:
-                others.append(int(raw.delivery_info["delivery_tag"]))
-        for tag in others:
-            channel.basic_reject(tag, True)
-        return taken
-
-    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
-        def run(link: Link) -> list[DeadLetter]:
-            taken = self._drain_dead(link, lambda letter: True, limit)
-            for _, raw in taken:
-                link.publish_channel.basic_reject(int(raw.delivery_info["delivery_tag"]), True)
-            return [letter for letter, _ in taken]
-
-        return self._run("dead_letters", run)
-
-    def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
-        wanted = None if ids is None else {str(i) for i in ids}
-
-        def run(link: Link) -> int:
-            taken = self._drain_dead(
-                link, lambda letter: wanted is None or str(letter.id) in wanted, None
-            )
-            for letter, raw in taken:
-                self._declare(link, letter.queue)
-                link.publish([(to_amqp(letter.message), "", letter.queue)], mandatory=True)
-                link.publish_channel.basic_ack(int(raw.delivery_info["delivery_tag"]))
-            return len(taken)
-
-        return self._run("requeue_dead_letters", run)
-
-    def purge_dead_letters(self) -> int:
-        return self.purge(DEAD_QUEUE)
-
-    # -- queues ------------------------------------------------------------------------
-    def size(self, queue: str) -> int:
-        def run(link: Link) -> int:
-            try:
-                _, count, _ = link.publish_channel.queue_declare(queue, passive=True)
-            except amqp.exceptions.NotFound:
-                link.reopen_publish_channel()
-                return 0
-            return int(count)
-
-        return self._run("size", run)
-
-    def purge(self, queue: str) -> int:
-        def run(link: Link) -> int:
-            try:
-                return int(link.publish_channel.queue_purge(queue) or 0)
-            except amqp.exceptions.NotFound:
-                link.reopen_publish_channel()
-                return 0
-
-        return self._run("purge", run)
-
+    # -- owners ------------------------------------------------------------------------
     def renew(self, owner: str) -> None:
         """Nothing to renew: RabbitMQ holds a delivery for as long as its connection lives."""
 
@@ -525,6 +429,44 @@ class AMQPTransport(Transport):
     def close(self) -> None:
         with self._connect_lock:
             self._drop(self._link)
+
+
+def queue_arguments(options: dict[str, Any]) -> dict[str, Any]:
+    """The arguments task queues are declared with (must match Celery's exactly): from the
+    ``max_priority`` and ``queue_type`` options."""
+    if str(options.get("queue_type") or "classic") == "quorum":
+        return {"x-queue-type": "quorum"}
+    max_priority = options.get("max_priority")
+    if max_priority:
+        return {"x-max-priority": int(max_priority)}
+    return {}
+
+
+def declare_queue(link: Link, queue: str, arguments: dict[str, Any]) -> None:
+    """Declare ``queue`` with its exchange and binding as Celery does (idempotent)."""
+    channel = link.publish_channel
+    try:
+        channel.queue_declare(
+            queue, durable=True, exclusive=False, auto_delete=False, arguments=arguments
+        )
+    except amqp.exceptions.PreconditionFailed as exc:
+        # Declared by someone else with other arguments: use it as it is, loudly.
+        link.reopen_publish_channel()
+        channel = link.publish_channel
+        channel.queue_declare(queue, passive=True)
+        logger.warning(
+            "queue %r exists with arguments other than %r (%s); using it as it is",
+            queue,
+            arguments,
+            exc,
+        )
+    channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+    channel.queue_bind(queue, exchange=queue, routing_key=queue)
+
+
+def declare_dead_queue(link: Link) -> None:
+    """Declare the durable ``caraway.dead`` queue dead letters are published to."""
+    link.publish_channel.queue_declare(DEAD_QUEUE, durable=True, exclusive=False, auto_delete=False)
 
 
 def to_amqp(message: Message) -> Any:
@@ -561,18 +503,3 @@ def _held(delivery: Delivery) -> _Held:
     if not isinstance(delivery.state, _Held):
         raise BrokerError(f"delivery {delivery.tag!r} was not handed out by an AMQPTransport")
     return delivery.state
-
-
-def _dead_letter(raw: Any) -> DeadLetter:
-    message = from_amqp(raw)
-    headers = message.headers
-    letter = DeadLetter(
-        id=str(headers.get("x-caraway-dead-id") or raw.delivery_info["delivery_tag"]),
-        queue=str(headers.get("x-caraway-queue") or "celery"),
-        reason=str(headers.get("x-caraway-reason") or ""),
-        message=message,
-        failed_at=float(headers.get("x-caraway-failed-at") or 0.0),
-    )
-    for name in _DEAD_HEADERS:
-        headers.pop(name, None)
-    return letter

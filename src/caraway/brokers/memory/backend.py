@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from caraway.brokers.contracts import READY, Backend
+from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
 from caraway.protocol.results import chord_member
+from caraway.states import READY_STATES
 
 
 class _Store:
@@ -68,10 +69,8 @@ def _deadline(expires: float | None) -> float | None:
     return None if expires is None else time.time() + expires
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(Backend, GroupStore, ChordStore):
     """Results in this process's memory; see the module docstring."""
-
-    supports_chords = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -89,7 +88,11 @@ class MemoryBackend(Backend):
         store = self._store
         with store.cond:
             current = store.results.get(task_id)
-            if current is not None and current[0] in READY and _live(current[2], time.time()):
+            if (
+                current is not None
+                and current[0] in READY_STATES
+                and _live(current[2], time.time())
+            ):
                 return False
             store.results[task_id] = (state, document, _deadline(expires))
             store.cond.notify_all()
@@ -149,39 +152,32 @@ class MemoryBackend(Backend):
         with self._store.cond:
             self._store.groups.pop(group_id, None)
 
-    # -- chords: counted under the store's lock (mirrors RedisBackend.chord_*) -----------
+    # -- chords: counted under the store's lock ------------------------------------------
 
     def _chord(self, group_id: str) -> _ChordCount:
         return _CHORDS.setdefault(self.url, {}).setdefault(group_id, _ChordCount())
 
-    def chord_set_size(self, group_id: str, size: int, *, expires: float = 86400) -> None:
-        """Record the header size; call before publishing the chord's last header task."""
+    def chord_set_size(self, group_id: str, size: int, *, expires: float) -> None:
         with self._store.cond:
             self._chord(group_id).size = int(size)
 
     def chord_extend(self, group_id: str, count: int) -> None:
-        """Expect ``count`` more header results (a header task was replaced by more tasks)."""
         with self._store.cond:
             self._chord(group_id).extra += int(count)
 
-    def chord_join(
-        self,
-        group_id: str,
-        task_id: str,
-        index: int | None,
-        state: str,
-        result_json: str,
-        *,
-        expires: float = 86400,
-    ) -> list[Any] | None:
-        """Count one finished header task; the ordered members go to the one completer."""
-        member = json.loads(chord_member(task_id, state, result_json))
-        score = float("inf") if index is None else float(index)
+    def chord_join_many(
+        self, parts: Sequence[ChordPart], *, expires: float
+    ) -> list[list[Any] | None]:
+        return [self._join(part) for part in parts]
+
+    def _join(self, part: ChordPart) -> list[Any] | None:
+        member = json.loads(chord_member(part.task_id, part.state, part.result_json))
+        score = float("inf") if part.index is None else float(part.index)
         with self._store.cond:
-            chord = self._chord(group_id)
+            chord = self._chord(part.group_id)
             if chord.state != "open":
                 return None
-            chord.members.setdefault(f"{task_id}:{index}", (score, member))
+            chord.members.setdefault(f"{part.task_id}:{part.index}", (score, member))
             if chord.size is None or len(chord.members) < chord.size + chord.extra:
                 return None
             chord.state = "claimed"
@@ -189,7 +185,6 @@ class MemoryBackend(Backend):
             return [item[1] for item in ordered]
 
     def chord_done(self, group_id: str) -> bool:
-        """Drop the chord's members and mark it done; True for the completer's call."""
         with self._store.cond:
             chord = self._chord(group_id)
             claimed = chord.state == "claimed"

@@ -1,9 +1,9 @@
 """In-process broker for eager mode and tests: queues live in this process's memory.
 
-Every ``MemoryTransport`` opened on the same URL (``memory://name``) in one process shares
-one ``_Broker``; nothing crosses a process boundary (a fork gets a frozen copy). It keeps the
-SQLite transport's rules so the contract suite holds both alike: an entry's ``visible_at``
-is 0 when ready, its ETA when parked, its lease end when claimed; higher priority first.
+Every transport and admin opened on the same URL (``memory://name``) in one process shares
+one :class:`Broker`; nothing crosses a process boundary (a fork gets a frozen copy). It keeps
+the SQLite transport's rules so the contract suite holds both alike: an entry's
+``visible_at`` is 0 when ready, its ETA when parked, its lease end when claimed.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Transport
+from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Scheduling, Transport
 from caraway.protocol.message import Message
 
 
 @dataclass(slots=True)
-class _Entry:
+class Entry:
+    """One message on the broker."""
+
     id: int
     queue: str
     priority: int
@@ -33,26 +35,60 @@ class _Entry:
     delivery_count: int = 0
 
 
-class _Broker:
-    """The shared state; every method is called with ``cond`` held."""
+class Broker:
+    """The queues of one ``memory://`` URL; every method is called with ``cond`` held."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.ids = itertools.count(1)
-        self.entries: dict[int, _Entry] = {}
+        self.entries: dict[int, Entry] = {}
         #: per queue, a heap of (-priority, id) of ready entries
         self.ready: dict[str, list[tuple[int, int]]] = {}
         #: heap of (visible_at, id) of parked and claimed entries; stale pairs are skipped
         self.timed: list[tuple[float, int]] = []
         self.dead: dict[int, DeadLetter] = {}
 
-    def make_ready(self, entry: _Entry) -> None:
+    def add(
+        self,
+        message: Message,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        *,
+        visible_at: float = 0.0,
+    ) -> None:
+        """A copy of ``message`` on ``queue``: ready, or parked until ``visible_at``."""
+        priority = message.properties.get("priority")
+        # copies: a consumer editing its message must not edit the producer's
+        copy = Message(
+            body=message.body,
+            headers=dict(message.headers),
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            properties=dict(message.properties),
+        )
+        entry = Entry(
+            id=next(self.ids),
+            queue=queue,
+            priority=int(priority) if priority is not None else 0,
+            message=copy,
+            exchange=exchange,
+            routing_key=routing_key,
+        )
+        self.entries[entry.id] = entry
+        if visible_at > time.time():
+            self.set_timed(entry, visible_at)
+            self.cond.notify_all()  # a waiting fetch must learn of the earlier due time
+        else:
+            self.make_ready(entry)
+
+    def make_ready(self, entry: Entry) -> None:
         entry.visible_at = 0.0
         entry.owner = None
         heapq.heappush(self.ready.setdefault(entry.queue, []), (-entry.priority, entry.id))
         self.cond.notify_all()
 
-    def set_timed(self, entry: _Entry, visible_at: float) -> None:
+    def set_timed(self, entry: Entry, visible_at: float) -> None:
         entry.visible_at = visible_at
         heapq.heappush(self.timed, (visible_at, entry.id))
 
@@ -70,7 +106,7 @@ class _Broker:
                 return visible_at
         return None
 
-    def pop_ready(self, queues: Sequence[str]) -> _Entry | None:
+    def pop_ready(self, queues: Sequence[str]) -> Entry | None:
         """The best ready entry over ``queues``: highest priority, then oldest."""
         best: tuple[tuple[int, int], list[tuple[int, int]]] | None = None
         for queue in queues:
@@ -88,7 +124,7 @@ class _Broker:
         entry = self.entries.get(entry_id)
         return entry is not None and entry.visible_at == 0.0
 
-    def held(self, delivery: Delivery) -> _Entry | None:
+    def held(self, delivery: Delivery) -> Entry | None:
         """The delivery's entry while its owner still holds it."""
         entry = self.entries.get(int(delivery.tag))
         if entry is None or entry.owner != delivery.state or entry.visible_at == 0.0:
@@ -96,15 +132,16 @@ class _Broker:
         return entry
 
 
-_BROKERS: dict[str, _Broker] = {}
+_BROKERS: dict[str, Broker] = {}
 _BROKERS_LOCK = threading.Lock()
 
 
-def _broker_for(url: str) -> _Broker:
+def broker_for(url: str) -> Broker:
+    """The broker of ``url`` in this process, made on first use."""
     with _BROKERS_LOCK:
         broker = _BROKERS.get(url)
         if broker is None:
-            broker = _BROKERS[url] = _Broker()
+            broker = _BROKERS[url] = Broker()
         return broker
 
 
@@ -117,18 +154,18 @@ def reset(url: str | None = None) -> None:
             _BROKERS.pop(url, None)
 
 
-class MemoryTransport(Transport):
+class MemoryTransport(Transport, Scheduling):
     """Queues in this process's memory, shared by every transport opened on the same URL.
 
     Option ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
     """
 
-    capabilities = Capabilities(parking=True, leases=True, priorities=True, delivery_count=True)
+    capabilities = Capabilities(leases=True, priorities=True, delivery_count=True)
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         self.visibility_timeout = float(self.options.get("visibility_timeout", 30.0))
-        self._broker = _broker_for(url)
+        self._broker = broker_for(url)
 
     def publish(
         self,
@@ -140,34 +177,13 @@ class MemoryTransport(Transport):
     ) -> None:
         key = queue if routing_key is None else routing_key
         with self._broker.cond:
-            self._add(message, queue, exchange, key)
+            self._broker.add(message, queue, exchange, key)
 
     def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
-        with self._broker.cond:
-            for message, queue in items:
-                self._add(message, queue, "", queue)
-
-    def _add(self, message: Message, queue: str, exchange: str, routing_key: str) -> None:
         broker = self._broker
-        priority = message.properties.get("priority")
-        # copies: a consumer editing its message must not edit the producer's
-        copy = Message(
-            body=message.body,
-            headers=dict(message.headers),
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            properties=dict(message.properties),
-        )
-        entry = _Entry(
-            id=next(broker.ids),
-            queue=queue,
-            priority=int(priority) if priority is not None else 0,
-            message=copy,
-            exchange=exchange,
-            routing_key=routing_key,
-        )
-        broker.entries[entry.id] = entry
-        broker.make_ready(entry)
+        with broker.cond:
+            for message, queue in items:
+                broker.add(message, queue, "", queue)
 
     def fetch(
         self, queues: Sequence[str], *, limit: int, timeout: float, owner: str
@@ -237,6 +253,10 @@ class MemoryTransport(Transport):
             broker.set_timed(entry, eta)
             broker.cond.notify_all()
 
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        with self._broker.cond:
+            self._broker.add(message, queue, "", queue, visible_at=eta)
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         broker = self._broker
         with broker.cond:
@@ -265,43 +285,3 @@ class MemoryTransport(Transport):
             for entry in sorted(held, key=lambda entry: entry.id):
                 broker.make_ready(entry)
             return len(held)
-
-    def purge(self, queue: str) -> int:
-        broker = self._broker
-        with broker.cond:
-            broker.promote(time.time())
-            doomed = [
-                e.id for e in broker.entries.values() if e.queue == queue and not e.visible_at
-            ]
-            for entry_id in doomed:
-                del broker.entries[entry_id]
-            broker.ready.pop(queue, None)
-            return len(doomed)
-
-    def size(self, queue: str) -> int:
-        now = time.time()
-        with self._broker.cond:
-            return sum(
-                1
-                for entry in self._broker.entries.values()
-                if entry.queue == queue and entry.visible_at <= now
-            )
-
-    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
-        with self._broker.cond:
-            return [self._broker.dead[key] for key in sorted(self._broker.dead)[:limit]]
-
-    def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
-        broker = self._broker
-        with broker.cond:
-            chosen = sorted(broker.dead) if ids is None else sorted({int(i) for i in ids})
-            letters = [broker.dead.pop(key) for key in chosen if key in broker.dead]
-            for letter in letters:
-                self._add(letter.message, letter.queue, "", letter.queue)
-            return len(letters)
-
-    def purge_dead_letters(self) -> int:
-        with self._broker.cond:
-            count = len(self._broker.dead)
-            self._broker.dead.clear()
-            return count

@@ -1,87 +1,91 @@
-"""The Redis broker's off-hot-path operations: producer-side parking, revocations, queue
-sizes and purges, and the dead-letter store.
+"""Administration of the Redis broker: queue sizes and purges, the schedule listing, the
+dead-letter store and the revocation record, on a client of its own.
 
-Kept apart from ``redis.py`` so that module stays about claiming and settling messages.
-Keys: ``caraway.schedule`` (zset of ``<len>:<list key><envelope>`` by ETA),
-``caraway.revoked`` (zset of task ids by expiry) and ``caraway.dead``/``caraway.dead.index``.
+Keys: ``caraway.schedule`` (zset of ``<len>:<list key><envelope>`` by ETA, written by the
+transport), ``caraway.revoked`` (zset of task ids by expiry) and ``caraway.dead`` /
+``caraway.dead.index`` (records by id, ids by failure time); queues as in ``keys.py``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-import redis
-from redis.commands.core import Script
-
-from caraway.brokers.contracts import DeadLetter
+from caraway.brokers.contracts import DeadLetter, QueueAdmin, Revocations
+from caraway.brokers.redis import scripts as lua
+from caraway.brokers.redis.keys import Command, Keys
+from caraway.clients.redis import (
+    connect,
+    parse_redis_url,
+    retrying,
+    text,
+    to_bytes,
+    to_int,
+    to_list,
+)
 from caraway.exceptions import ProtocolError
-from caraway.protocol.envelope import pack, unpack
+from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
 
 T = TypeVar("T")
 
 
-class RedisHost(Protocol):
-    """What :class:`RedisAdmin` needs of the transport it is mixed into."""
+class RedisAdmin(QueueAdmin, Revocations):
+    """The admin of ``redis://`` brokers; ``options`` as the transport's (the key prefix,
+    ``sep``, ``priority_steps``, connection options, ``max_retries``)."""
 
-    client: redis.Redis
-    prefix: str
-    _declared: set[tuple[str, str, str]]
-    _unbury: Script
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        self.keys = Keys.from_options(self.options)
+        self.max_retries = int(self.options.get("max_retries", 3))
+        self._where = parse_redis_url(url).redacted()
+        self.client = connect(url, self.options)
+        self._unbury = self.client.register_script(lua.REQUEUE_DEAD)
 
-    def _k(self, name: str) -> str: ...
-    def queue_key(self, queue: str, priority: int = 0) -> str: ...
-    def _queue_keys(self, queue: str) -> list[str]: ...
-    def _queue_of(self, key: str) -> str: ...
-    def _dead_keys(self) -> list[str]: ...
-    def _call(self, what: str, fn: Callable[[], T]) -> T: ...
-    def _send(
-        self, what: str, commands: list[tuple[Any, ...]], *, transaction: bool
-    ) -> list[Any]: ...
-    def _declare_into(
-        self, commands: list[tuple[Any, ...]], queue: str, exchange: str, routing_key: str
-    ) -> list[tuple[str, str, str]]: ...
-    def _dead_target(self, record: bytes | None) -> tuple[str, str] | None: ...
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        # every command here may run twice: reads, purges, and scripts keyed by id
+        return retrying(what, fn, where=self._where, retries=self.max_retries)
 
+    def _pipeline(self, what: str, commands: list[Command], *, transaction: bool) -> list[Any]:
+        """``commands`` in one round trip, retried whole: redis-py empties a pipeline when
+        it executes, so a retry must build it again."""
 
-class RedisAdmin:
-    """Mixin for RedisTransport; its methods take the transport as a :class:`RedisHost`."""
+        def run() -> list[Any]:
+            pipe: Any = self.client.pipeline(transaction=transaction)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
 
-    # -- producer-side parking and revocations -----------------------------------------
+        return self._call(what, run)
 
-    def publish_parked(self: RedisHost, message: Message, *, queue: str, eta: float) -> None:
-        """Publish straight into ``caraway.schedule`` (the zset :meth:`park` uses), due at
-        ``eta``; a claim promotes it to its list once due, as it does a parked delivery."""
-        priority = _priority_of(message)
-        key = self.queue_key(queue, priority)
-        raw = pack(
-            message,
-            exchange="",
-            routing_key=queue,
-            delivery_tag=str(uuid.uuid4()),
-            priority=priority,
-        )
-        commands: list[tuple[Any, ...]] = []
-        declared = self._declare_into(commands, queue, "", queue)
-        member = f"{len(key.encode())}:{key}".encode() + raw
-        commands.append(("ZADD", self._k("caraway.schedule"), repr(float(eta)), member))
-        self._send("publish_parked", commands, transaction=len(commands) > 1)
-        self._declared.update(declared)
+    # -- queues --------------------------------------------------------------------------
 
-    def scheduled(self: RedisHost, *, limit: int = 100) -> list[tuple[float, str, Message]]:
-        """Parked messages, soonest first, as ``(eta, queue, message)``; unreadable ones are
-        left out (the claim that promotes them sets them aside)."""
-        schedule = self._k("caraway.schedule")
+    def size(self, queue: str) -> int:
+        keys = [self.keys.k(key) for key in self.keys.queue_keys(queue)]
+        lengths = self._pipeline("size", [("LLEN", key) for key in keys], transaction=False)
+        return int(sum(lengths))
+
+    def purge(self, queue: str) -> int:
+        keys = [self.keys.k(key) for key in self.keys.queue_keys(queue)]
+        commands: list[Command] = [("LLEN", key) for key in keys]
+        replies = self._pipeline("purge", [*commands, ("DEL", *keys)], transaction=True)
+        return int(sum(replies[: len(keys)]))
+
+    def declare(self, queue: str) -> None:
+        """Write ``queue``'s binding-table entries, as Celery 5.7 does when it declares it."""
+        self._pipeline("declare", self.keys.binding(queue, "", queue), transaction=True)
+
+    def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
+        """Unreadable entries are left out (the claim that promotes them sets them aside)."""
+        schedule = self.keys.schedule
         found = self._call(
             "scheduled", lambda: self.client.zrange(schedule, 0, limit - 1, withscores=True)
         )
         listed: list[tuple[float, str, Message]] = []
-        for member, eta in _list(found):
-            head, colon, rest = _bytes(member).partition(b":")
+        for member, eta in to_list(found):
+            head, colon, rest = to_bytes(member).partition(b":")
             if not colon or not head.isdigit():
                 continue
             size = int(head)
@@ -89,49 +93,16 @@ class RedisAdmin:
                 message = unpack(rest[size:]).message
             except (ProtocolError, ValueError, KeyError, TypeError):
                 continue
-            listed.append((float(eta), self._queue_of(rest[:size].decode()), message))
+            listed.append((float(eta), self.keys.queue_of(rest[:size].decode()), message))
         return listed
 
-    def record_revoked(self: RedisHost, task_ids: Sequence[str], *, expires: float) -> None:
-        """Add ids to ``caraway.revoked`` scored by their expiry; expired ids go on write."""
-        now = time.time()
-        key = self._k("caraway.revoked")
-        commands: list[tuple[Any, ...]] = [("ZREMRANGEBYSCORE", key, "-inf", repr(now))]
-        if task_ids:
-            deadline = repr(now + expires)
-            commands.append(("ZADD", key, *(x for i in task_ids for x in (deadline, i))))
-        self._send("record_revoked", commands, transaction=True)
+    # -- dead letters --------------------------------------------------------------------
 
-    def revoked_ids(self: RedisHost) -> list[str]:
-        key = self._k("caraway.revoked")
-        found = self._call(
-            "revoked_ids",
-            lambda: self.client.zrange(key, f"({time.time()!r}", "+inf", byscore=True),
-        )
-        return [_text(task_id) for task_id in _list(found)]
-
-    # -- queues and dead letters -------------------------------------------------------
-
-    def size(self: RedisHost, queue: str) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for key in self._queue_keys(queue):
-            pipe.llen(self._k(key))
-        return sum(self._call("size", pipe.execute))
-
-    def purge(self: RedisHost, queue: str) -> int:
-        pipe = self.client.pipeline(transaction=True)
-        keys = [self._k(key) for key in self._queue_keys(queue)]
-        for key in keys:
-            pipe.llen(key)
-        pipe.delete(*keys)
-        replies = self._call("purge", pipe.execute)
-        return int(sum(replies[: len(keys)]))
-
-    def dead_letters(self: RedisHost, *, limit: int = 100) -> list[DeadLetter]:
-        dead, index, _seq = self._dead_keys()
+    def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
+        dead, index = self.keys.dead, self.keys.dead_index
 
         def read() -> list[DeadLetter]:
-            ids = [_text(i) for i in _list(self.client.zrange(index, 0, limit - 1))]
+            ids = [text(i) for i in to_list(self.client.zrange(index, 0, limit - 1))]
             records: list[Any] = self.client.hmget(dead, ids) if ids else []
             return [
                 _dead_letter(i, record)
@@ -141,18 +112,18 @@ class RedisAdmin:
 
         return self._call("dead_letters", read)
 
-    def requeue_dead_letters(self: RedisHost, ids: Sequence[int | str] | None = None) -> int:
-        dead, index, _seq = self._dead_keys()
+    def requeue_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        dead, index = self.keys.dead, self.keys.dead_index
 
         def run() -> int:
             wanted = (
                 [str(i) for i in ids]
                 if ids is not None
-                else [_text(i) for i in _list(self.client.zrange(index, 0, -1))]
+                else [text(i) for i in to_list(self.client.zrange(index, 0, -1))]
             )
             if not wanted:
                 return 0
-            args: list[Any] = [self.prefix]
+            args: list[Any] = [self.keys.prefix]
             records: list[Any] = self.client.hmget(dead, wanted)
             for dead_id, record in zip(wanted, records, strict=True):
                 target = self._dead_target(record)
@@ -162,52 +133,43 @@ class RedisAdmin:
 
         return self._call("requeue_dead_letters", run)
 
-    def _dead_target(self: RedisHost, record: bytes | None) -> tuple[str, str] | None:
+    def _dead_target(self, record: bytes | None) -> tuple[str, str] | None:
         if record is None:
             return None
         data = json.loads(record)
         envelope = str(data["envelope"])
         try:
-            priority = _int(json.loads(envelope)["properties"].get("priority"))
+            priority = to_int(json.loads(envelope)["properties"].get("priority"))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None  # not a usable envelope: stays in the store for a human
-        return self.queue_key(str(data["queue"]), priority), envelope
+        return self.keys.queue_key(str(data["queue"]), priority), envelope
 
-    def purge_dead_letters(self: RedisHost) -> int:
-        dead, index, _seq = self._dead_keys()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zcard(index)
-        pipe.delete(dead, index)
-        return int(self._call("purge_dead_letters", pipe.execute)[0])
+    def purge_dead_letters(self) -> int:
+        commands = [("ZCARD", self.keys.dead_index), ("DEL", self.keys.dead, self.keys.dead_index)]
+        return int(self._pipeline("purge_dead_letters", commands, transaction=True)[0])
 
+    # -- revocations ---------------------------------------------------------------------
 
-# -- reply coercion, shared with redis.py ----------------------------------------------
+    def record_revoked(self, task_ids: Sequence[str], *, expires: float) -> None:
+        """Add ids to ``caraway.revoked`` scored by their expiry; expired ids go on write."""
+        now = time.time()
+        key = self.keys.revoked
+        commands: list[Command] = [("ZREMRANGEBYSCORE", key, "-inf", repr(now))]
+        if task_ids:
+            deadline = repr(now + expires)
+            commands.append(("ZADD", key, *(x for i in task_ids for x in (deadline, i))))
+        self._pipeline("record_revoked", commands, transaction=True)
 
+    def revoked_ids(self) -> list[str]:
+        key = self.keys.revoked
+        found = self._call(
+            "revoked_ids",
+            lambda: self.client.zrange(key, f"({time.time()!r}", "+inf", byscore=True),
+        )
+        return [text(task_id) for task_id in to_list(found)]
 
-def _priority_of(message: Message) -> int:
-    priority = message.properties.get("priority")
-    if priority is None:
-        return 0  # most messages: no exception to raise and catch in _int
-    return max(0, min(9, _int(priority)))
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value or [])
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    def close(self) -> None:
+        self.client.close()
 
 
 def _dead_letter(dead_id: str, record: bytes) -> DeadLetter:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import redis
 from redis.client import PubSub
 
-from caraway.brokers.contracts import Backend
+from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
 from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
@@ -196,18 +196,15 @@ class _Notifier:
             self._pubsub.close()
 
 
-class RedisBackend(Backend):
+class RedisBackend(Backend, GroupStore, ChordStore):
     """Celery-compatible Redis result store (``redis://``, ``rediss://``, sentinel ...).
 
     ``options`` are Celery's ``result_backend_transport_options`` (``global_keyprefix``,
     socket timeouts, ``ssl``, ``master_name``, ``max_retries`` (3)).
 
-    Optional chord primitives (section 4.6), interoperable with Celery 5.7 workers on the
-    same chord: :meth:`chord_set_size`, :meth:`chord_extend`, :meth:`chord_join`,
-    :meth:`chord_done`.
+    Chords are counted with Celery 5.7's scheme (section 4.6), so caraway and Celery
+    workers can join the same chord.
     """
-
-    supports_chords = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -354,8 +351,7 @@ class RedisBackend(Backend):
         base = self.group_key(group_id)
         return {part: f"{base}.{part}" for part in "jtsdc"} | {"group": base}
 
-    def chord_set_size(self, group_id: str, size: int, *, expires: float = 86400) -> None:
-        """Record the header size; call before publishing the chord's last header task."""
+    def chord_set_size(self, group_id: str, size: int, *, expires: float) -> None:
         keys = self._chord_keys(group_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(keys["c"])
@@ -363,55 +359,40 @@ class RedisBackend(Backend):
         self._call("chord_set_size", pipe.execute)
 
     def chord_extend(self, group_id: str, count: int) -> None:
-        """Expect ``count`` more header results (a header task was replaced by more tasks)."""
         self._call(
             "chord_extend", lambda: self.client.incrby(self._chord_keys(group_id)["t"], count)
         )
 
-    def chord_join(
-        self,
-        group_id: str,
-        task_id: str,
-        index: int | None,
-        state: str,
-        result_json: str,
-        *,
-        expires: float = 86400,
-    ) -> list[Any] | None:
-        """Count one finished header task; returns the ordered members to the completer.
-
-        Members are Celery's ``[1, task_id, state, result]`` lists in ``group_index``
-        order. Exactly one caller (across caraway and Celery 5.7 workers) gets a list; it
-        must publish the callback (or fail it when a member's state is FAILURE/REVOKED)
-        and then call :meth:`chord_done`. A redelivered header task counts once.
-        """
-        return self.chord_join_many(
-            [(group_id, task_id, index, state, result_json)], expires=expires
-        )[0]
-
     def chord_join_many(
-        self, joins: Sequence[tuple[str, str, int | None, str, str]], *, expires: float = 86400
+        self, parts: Sequence[ChordPart], *, expires: float
     ) -> list[list[Any] | None]:
-        """:meth:`chord_join` for each ``(group_id, task_id, index, state, result_json)``,
-        counted in one round trip; the completers' extra steps follow for the winners."""
+        """Every part counted in one round trip; the completers' extra steps (extend the
+        claim, read the members) follow for the winners only."""
         commands, tokens = [], []
-        for group_id, task_id, index, state, result_json in joins:
-            keys = self._chord_keys(group_id)
-            member = chord_member(task_id, state, result_json)
-            score = "+inf" if index is None else str(index)
+        for part in parts:
+            keys = self._chord_keys(part.group_id)
+            member = chord_member(part.task_id, part.state, part.result_json)
+            score = "+inf" if part.index is None else str(part.index)
             token = uuid.uuid4().hex
             tokens.append(token)
             commands.append(
                 self._held.evalsha(
                     self._join,
                     [keys["j"], keys["t"], keys["s"], keys["d"], keys["group"], keys["c"]],
-                    [f"{task_id}:{index}", member, score, int(expires), token, _CLAIM_TTL],
+                    [
+                        f"{part.task_id}:{part.index}",
+                        member,
+                        score,
+                        int(expires),
+                        token,
+                        _CLAIM_TTL,
+                    ],
                 )
             )
         won = self._call("chord_join", lambda: self._held.run(commands))
         return [
-            self._completer(join[0], token) if count else None
-            for join, token, count in zip(joins, tokens, won, strict=True)
+            self._completer(part.group_id, token) if count else None
+            for part, token, count in zip(parts, tokens, won, strict=True)
         ]
 
     def _completer(self, group_id: str, token: str) -> list[Any]:
@@ -428,7 +409,6 @@ class RedisBackend(Backend):
         return [json.loads(item) for item in raw]
 
     def chord_done(self, group_id: str) -> bool:
-        """Drop the chord's counters and mark it done; only the completer's call counts."""
         token = self._chord_tokens.pop(group_id, None)
         if token is None:
             return False

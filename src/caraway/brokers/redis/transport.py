@@ -15,14 +15,23 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
-from caraway.brokers.contracts import Capabilities, Delivery, Transport
+from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.admin import RedisAdmin, _int, _list, _priority_of, _text
-from caraway.clients.redis import HeldConnection, connect, parse_redis_url
+from caraway.brokers.redis.keys import Command, Keys, priority_of
+from caraway.clients.redis import (
+    RETRYABLE,
+    HeldConnection,
+    connect,
+    parse_redis_url,
+    retrying,
+    text,
+    to_int,
+    to_list,
+)
 from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
 from caraway.protocol.envelope import mark_redelivered, pack, unpack
 from caraway.protocol.message import Message
@@ -31,9 +40,6 @@ T = TypeVar("T")
 
 logger = logging.getLogger("caraway.brokers.redis.transport")
 
-DEFAULT_SEP = "\x06\x16"
-DEFAULT_STEPS = (0, 3, 6, 9)
-_RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
 #: how many due parked messages one claim promotes; the rest follow on the next fetch
 _PROMOTE_BATCH = 100
 _SWEEP_BATCH = 1000
@@ -48,7 +54,7 @@ class _Held:
     key: str  # unprefixed list key the message was claimed from
 
 
-class RedisTransport(RedisAdmin, Transport):
+class RedisTransport(Transport, Scheduling):
     """Celery-compatible Redis broker (``redis://``, ``rediss://``, ``redis+socket://``, sentinel).
 
     ``options`` are Celery's ``broker_transport_options``: ``visibility_timeout`` (3600 s),
@@ -65,23 +71,15 @@ class RedisTransport(RedisAdmin, Transport):
     """
 
     capabilities = Capabilities(
-        parking=True,
-        leases=True,
-        priorities=True,
-        priority_low_first=True,
-        delivery_count=True,
-        revocations=True,
+        leases=True, priorities=True, priority_low_first=True, delivery_count=True
     )
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         opts = self.options
         self.visibility_timeout = float(opts.get("visibility_timeout", 3600))
-        self.prefix = str(opts.get("global_keyprefix", "") or "")
-        self.sep = str(opts.get("sep", DEFAULT_SEP))
-        self.priority_steps = tuple(
-            sorted(int(s) for s in opts.get("priority_steps", DEFAULT_STEPS))
-        )
+        self.keys = Keys.from_options(opts)
+        self.prefix = self.keys.prefix
         self.polling_interval = float(opts.get("polling_interval", 1.0))
         self.max_retries = int(opts.get("max_retries", 3))
         self.sweep_interval = float(
@@ -96,7 +94,6 @@ class RedisTransport(RedisAdmin, Transport):
         self._restore = self.client.register_script(lua.RESTORE)
         self._park = self.client.register_script(lua.PARK)
         self._bury = self.client.register_script(lua.DEAD_LETTER)
-        self._unbury = self.client.register_script(lua.REQUEUE_DEAD)
         self._renew = self.client.register_script(lua.RENEW)
         self._unlock = self.client.register_script(lua.RELEASE_MUTEX)
         self._declared: set[tuple[str, str, str]] = set()
@@ -108,51 +105,11 @@ class RedisTransport(RedisAdmin, Transport):
             # a blocking read must return before the socket gives up on it
             self.polling_interval = min(self.polling_interval, float(socket_timeout) * 0.8)
 
-    # -- key names ---------------------------------------------------------------------
-
-    def _k(self, name: str) -> str:
-        return self.prefix + name
-
-    def queue_key(self, queue: str, priority: int = 0) -> str:
-        """The list a message of ``priority`` on ``queue`` lives in (kombu's bucket rule)."""
-        step = self._bucket(priority)
-        return f"{queue}{self.sep}{step}" if step else queue
-
-    def _bucket(self, priority: int) -> int:
-        priority = max(0, min(9, priority))
-        return max((s for s in self.priority_steps if s <= priority), default=0)
-
-    def _queue_keys(self, queue: str) -> list[str]:
-        return [self.queue_key(queue, step) for step in self.priority_steps]
-
-    def _owner_key(self, owner: str) -> str:
-        return self._k(f"caraway.owner.{owner}")
-
-    def _bookkeeping_keys(self) -> list[str]:
-        return [self._k("unacked"), self._k("unacked_index"), self._k("caraway.claims")]
-
-    def _dead_keys(self) -> list[str]:
-        return [self._k("caraway.dead"), self._k("caraway.dead.index"), self._k("caraway.dead.seq")]
-
     # -- retries -----------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn``, retrying connection errors with backoff; map redis errors to ours."""
-        delay = 0.1
-        for attempt in range(self.max_retries + 1):
-            try:
-                return fn()
-            except _RETRYABLE as exc:
-                if attempt == self.max_retries:
-                    raise BrokerConnectionError(
-                        f"Redis at {self._where} unreachable during {what} after "
-                        f"{attempt + 1} attempts: {exc}; check the server and broker_url"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except redis.RedisError as exc:
-                raise BrokerError(f"Redis {what} failed at {self._where}: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return retrying(what, fn, where=self._where, retries=self.max_retries)
 
     # -- publishing --------------------------------------------------------------------
 
@@ -176,12 +133,13 @@ class RedisTransport(RedisAdmin, Transport):
         same MULTI (section 2.4), as Celery 5.7's publisher writes them. One message to a
         declared queue is a bare LPUSH: there is nothing for a MULTI to make atomic.
         """
-        commands: list[tuple[Any, ...]] = []
+        keys = self.keys
+        commands: list[Command] = []
         declared: list[tuple[str, str, str]] = []
         for message, queue, exchange, routing_key in items:
             rkey = routing_key or queue
             declared += self._declare_into(commands, queue, exchange, rkey)
-            priority = _priority_of(message)
+            priority = priority_of(message)
             raw = pack(
                 message,
                 exchange=exchange,
@@ -189,32 +147,45 @@ class RedisTransport(RedisAdmin, Transport):
                 delivery_tag=str(uuid.uuid4()),
                 priority=priority,
             )
-            commands.append(("LPUSH", self._k(self.queue_key(queue, priority)), raw))
+            commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
         self._send("publish", commands, transaction=len(commands) > 1)
         self._declared.update(declared)
 
-    def _send(self, what: str, commands: list[tuple[Any, ...]], *, transaction: bool) -> list[Any]:
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        """Publish straight into ``caraway.schedule`` (the zset :meth:`park` uses), due at
+        ``eta``; a claim promotes it to its list once due, as it does a parked delivery."""
+        priority = priority_of(message)
+        key = self.keys.queue_key(queue, priority)
+        raw = pack(
+            message,
+            exchange="",
+            routing_key=queue,
+            delivery_tag=str(uuid.uuid4()),
+            priority=priority,
+        )
+        commands: list[Command] = []
+        declared = self._declare_into(commands, queue, "", queue)
+        member = f"{len(key.encode())}:{key}".encode() + raw
+        commands.append(("ZADD", self.keys.schedule, repr(float(eta)), member))
+        self._send("publish_parked", commands, transaction=len(commands) > 1)
+        self._declared.update(declared)
+
+    def _send(self, what: str, commands: list[Command], *, transaction: bool) -> list[Any]:
         """Run ``commands`` in one round trip (in a MULTI when ``transaction``); raw replies."""
         return self._call(what, lambda: self._held.run(commands, transaction=transaction))
 
     def _declare_into(
-        self, commands: list[tuple[Any, ...]], queue: str, exchange: str, routing_key: str
+        self, commands: list[Command], queue: str, exchange: str, routing_key: str
     ) -> list[tuple[str, str, str]]:
-        # Celery declares a queue on an exchange of its own name; a message sent to the
-        # default exchange "" is routed by queue name and needs no other binding.
-        bind_exchange = exchange or queue
-        bind_key = routing_key if exchange else queue
-        entry = (bind_exchange, bind_key, queue)
+        entry = (exchange or queue, routing_key if exchange else queue, queue)
         if entry in self._declared:
             return []
-        member = f"{bind_key}{self.sep}{self.sep}{queue}"
-        commands.append(("SADD", self._k(f"_kombu.binding.{bind_exchange}"), member))
-        commands.append(("SADD", self._k(f"_kombu.binding_permanent.{bind_exchange}"), member))
+        commands += self.keys.binding(queue, exchange, routing_key)
         return [entry]
 
     def declare(self, queue: str, *, exchange: str = "", routing_key: str | None = None) -> None:
         """Write ``queue``'s binding-table entries (once per queue per transport)."""
-        commands: list[tuple[Any, ...]] = []
+        commands: list[Command] = []
         new = self._declare_into(commands, queue, exchange, routing_key or queue)
         if new:
             self._send("declare", commands, transaction=True)
@@ -248,7 +219,7 @@ class RedisTransport(RedisAdmin, Transport):
         shift = self._rotation % len(order)
         self._rotation += 1
         order = order[shift:] + order[:shift]
-        keys = [self.queue_key(q, step) for step in self.priority_steps for q in order]
+        keys = [self.keys.queue_key(q, step) for step in self.keys.priority_steps for q in order]
         before = self._ack_commands(acks)
         while True:
             found, next_due = self._claim_once(keys, limit, owner, before)
@@ -265,12 +236,12 @@ class RedisTransport(RedisAdmin, Transport):
     def _block(self, key: str, wait: float) -> None:
         # A no-op move (tail back to tail) blocks until the list has a message without
         # taking it out of Redis, so waiting can never lose one.
-        full = self._k(key)
+        full = self.keys.k(key)
         # redis-py's stub says int; Redis >= 6 takes fractional seconds
         self._call("fetch", lambda: self.client.blmove(full, full, wait, "RIGHT", "RIGHT"))  # type: ignore[arg-type]
 
     def _claim_once(
-        self, keys: list[str], limit: int, owner: str, before: list[tuple[Any, ...]]
+        self, keys: list[str], limit: int, owner: str, before: list[Command]
     ) -> tuple[list[Delivery], float | None]:
         attempts = 0
         while True:
@@ -280,7 +251,7 @@ class RedisTransport(RedisAdmin, Transport):
                     self._release_doubtful()
                 reply = self._run_claim(keys, limit, owner, fetch_id, before)
                 break
-            except _RETRYABLE as exc:
+            except RETRYABLE as exc:
                 # The script may have run with its reply lost: its claims are released
                 # (by fetch id) before the next claim, so none stay stranded with us.
                 self._doubtful.add((owner, fetch_id))
@@ -299,12 +270,12 @@ class RedisTransport(RedisAdmin, Transport):
                 "set aside unusable message(s) from %s as dead letter(s) %s (no parsable "
                 "envelope or delivery_tag); see `caraway dead-letters list`",
                 self._where,
-                _text(reply[1]),
+                text(reply[1]),
             )
         deliveries = []
         for index in range(2, len(reply), 4):
             key, raw, count, tag = reply[index : index + 4]
-            delivery = self._delivery(_text(key), raw, int(count), _text(tag), owner)
+            delivery = self._delivery(text(key), raw, int(count), text(tag), owner)
             if delivery is not None:
                 deliveries.append(delivery)
         return deliveries, next_due
@@ -318,11 +289,11 @@ class RedisTransport(RedisAdmin, Transport):
         before: Sequence[tuple[Any, ...]] = (),
     ) -> Any:
         bookkeeping = [
-            *self._bookkeeping_keys(),
-            self._owner_key(owner),
-            self._k("caraway.deliveries"),
-            self._k("caraway.schedule"),
-            *self._dead_keys(),
+            *self.keys.bookkeeping(),
+            self.keys.owner(owner),
+            self.keys.deliveries,
+            self.keys.schedule,
+            *self.keys.dead_keys(),
         ]
         args: list[Any] = [
             limit,
@@ -332,7 +303,7 @@ class RedisTransport(RedisAdmin, Transport):
             _PROMOTE_BATCH,
             *keys,
         ]
-        claim = self._held.evalsha(self._claim, bookkeeping + [self._k(k) for k in keys], args)
+        claim = self._held.evalsha(self._claim, bookkeeping + [self.keys.k(k) for k in keys], args)
         # acks are idempotent: if the reply is lost they are simply sent again
         replies = self._held.run([*before, claim], raise_errors=False)
         failed = [reply for reply in replies if isinstance(reply, Exception)]
@@ -349,7 +320,7 @@ class RedisTransport(RedisAdmin, Transport):
             unpacked = unpack(raw)
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
             # claimed but unusable: set aside with the reason rather than handed out
-            queue = self._queue_of(key)
+            queue = self.keys.queue_of(key)
             self._bury_claim(tag, held, queue, f"cannot unpack envelope: {exc}")
             logger.error(
                 "message %s on queue %r is not a usable envelope (%s); moved to the "
@@ -361,7 +332,7 @@ class RedisTransport(RedisAdmin, Transport):
             return None
         return Delivery(
             message=unpacked.message,
-            queue=self._queue_of(key),
+            queue=self.keys.queue_of(key),
             tag=unpacked.delivery_tag,
             transport=self,
             redelivered=unpacked.redelivered,
@@ -370,12 +341,6 @@ class RedisTransport(RedisAdmin, Transport):
             exchange=unpacked.exchange,
             routing_key=unpacked.routing_key,
         )
-
-    def _queue_of(self, key: str) -> str:
-        head, sep, step = key.rpartition(self.sep)
-        if sep and step.isdigit() and int(step) in self.priority_steps:
-            return head
-        return key
 
     # -- settling deliveries ------------------------------------------------------------
 
@@ -386,16 +351,16 @@ class RedisTransport(RedisAdmin, Transport):
         if deliveries:
             self._send("ack", self._ack_commands(deliveries), transaction=False)
 
-    def _ack_commands(self, deliveries: Sequence[Delivery]) -> list[tuple[Any, ...]]:
+    def _ack_commands(self, deliveries: Sequence[Delivery]) -> list[Command]:
         """One ACK script per owner for the whole batch, not five commands per delivery."""
-        unacked, index, claims = self._bookkeeping_keys()
+        unacked, index, claims = self.keys.bookkeeping()
         by_owner: dict[str, list[str]] = {}
         for delivery in deliveries:
             by_owner.setdefault(_held(delivery).owner, []).append(delivery.tag)
-        deliveries_key = self._k("caraway.deliveries")
+        deliveries_key = self.keys.deliveries
         return [
             self._held.evalsha(
-                self._ack, [unacked, index, claims, deliveries_key, self._owner_key(owner)], tags
+                self._ack, [unacked, index, claims, deliveries_key, self.keys.owner(owner)], tags
             )
             for owner, tags in by_owner.items()
         ]
@@ -416,9 +381,9 @@ class RedisTransport(RedisAdmin, Transport):
             "park",
             lambda: self._park(
                 keys=[
-                    *self._bookkeeping_keys(),
-                    self._k("caraway.deliveries"),
-                    self._k("caraway.schedule"),
+                    *self.keys.bookkeeping(),
+                    self.keys.deliveries,
+                    self.keys.schedule,
                 ],
                 args=[self.prefix, delivery.tag, held.owner, repr(float(eta)), member],
             ),
@@ -437,7 +402,7 @@ class RedisTransport(RedisAdmin, Transport):
                 "envelope": held.raw.decode(errors="replace"),
             }
         )
-        keys = [*self._bookkeeping_keys(), self._k("caraway.deliveries"), *self._dead_keys()]
+        keys = [*self.keys.bookkeeping(), self.keys.deliveries, *self.keys.dead_keys()]
         self._call(
             "dead_letter",
             lambda: self._bury(keys=keys, args=[self.prefix, tag, record, repr(now)]),
@@ -446,7 +411,7 @@ class RedisTransport(RedisAdmin, Transport):
     # -- owners, recovery and the visibility sweep --------------------------------------
 
     def renew(self, owner: str) -> None:
-        keys = [self._k("unacked_index"), self._k("caraway.claims"), self._owner_key(owner)]
+        keys = [self.keys.unacked_index, self.keys.claims, self.keys.owner(owner)]
         self._call("renew", lambda: self._renew(keys=keys, args=[owner, repr(time.time())]))
 
     def recover(self, owner: str) -> int:
@@ -454,16 +419,16 @@ class RedisTransport(RedisAdmin, Transport):
 
     def _recover_owner(self, owner: str, fetch_id: str = "") -> int:
         """Restore ``owner``'s claims (only those of ``fetch_id`` when given)."""
-        tags = [_text(t) for t in self.client.smembers(self._owner_key(owner))]
+        tags = [text(t) for t in self.client.smembers(self.keys.owner(owner))]
         if not tags:
             return 0
-        holders = self.client.hmget(self._k("caraway.claims"), tags)
+        holders = self.client.hmget(self.keys.claims, tags)
         mine = [
             tag
             for tag, holder in zip(tags, holders, strict=True)
             if holder is not None
-            and _text(holder)[32:] == owner
-            and _text(holder).startswith(fetch_id)
+            and text(holder)[32:] == owner
+            and text(holder).startswith(fetch_id)
         ]
         # Redelivered only when a consumer may have seen it; a lost claim reply was not seen.
         return self._restore_tags(mine, owner=owner, cutoff="+inf", mark=not fetch_id)
@@ -485,13 +450,13 @@ class RedisTransport(RedisAdmin, Transport):
 
     def _sweep(self) -> int:
         token = uuid.uuid4().hex
-        mutex = self._k("unacked_mutex")
+        mutex = self.keys.unacked_mutex
         if not self.client.set(mutex, token, nx=True, px=self._mutex_expire_ms):
             return 0  # another consumer (ours or Celery's) is sweeping
         try:
             cutoff = time.time() - self.visibility_timeout
             stale = self.client.zrange(
-                self._k("unacked_index"),
+                self.keys.unacked_index,
                 cutoff,
                 0,
                 desc=True,
@@ -499,7 +464,7 @@ class RedisTransport(RedisAdmin, Transport):
                 offset=0,
                 num=_SWEEP_BATCH,
             )
-            tags = [_text(tag) for tag in _list(stale)]
+            tags = [text(tag) for tag in to_list(stale)]
             return self._restore_tags(tags, owner="", cutoff=repr(cutoff), mark=True)
         finally:
             self._unlock(keys=[mutex], args=[token])
@@ -507,7 +472,7 @@ class RedisTransport(RedisAdmin, Transport):
     def _restore_tags(self, tags: list[str], *, owner: str, cutoff: str, mark: bool) -> int:
         if not tags:
             return 0
-        records: list[Any] = self.client.hmget(self._k("unacked"), tags)
+        records: list[Any] = self.client.hmget(self.keys.unacked, tags)
         entries: list[Any] = []
         orphans: list[str] = []
         for tag, record in zip(tags, records, strict=True):
@@ -518,29 +483,27 @@ class RedisTransport(RedisAdmin, Transport):
             entries += [tag, owner, key, mark_redelivered(envelope) if mark else envelope]
         if orphans:
             # index entries without a record (kombu drops them the same way)
-            self.client.zrem(self._k("unacked_index"), *orphans)
+            self.client.zrem(self.keys.unacked_index, *orphans)
         return self._run_restore(entries, cutoff=cutoff) if entries else 0
 
     def _run_restore(self, entries: list[Any], *, cutoff: str) -> int:
-        restored = self._restore(
-            keys=self._bookkeeping_keys(), args=[self.prefix, cutoff, *entries]
-        )
+        restored = self._restore(keys=self.keys.bookkeeping(), args=[self.prefix, cutoff, *entries])
         return int(restored)
 
     def _restore_target(self, record: bytes) -> tuple[str, bytes]:
         """The list key and envelope bytes for an ``unacked`` record written by anyone."""
         envelope, exchange, routing_key = json.loads(record)
         queue = self._lookup(str(exchange), str(routing_key))
-        priority = _int(envelope.get("properties", {}).get("priority"))
-        return self.queue_key(queue, priority), json.dumps(envelope).encode()
+        priority = to_int(envelope.get("properties", {}).get("priority"))
+        return self.keys.queue_key(queue, priority), json.dumps(envelope).encode()
 
     def _lookup(self, exchange: str, routing_key: str) -> str:
         """The queue a message goes back to, as kombu resolves it (direct bindings only)."""
         if not exchange:
             return routing_key
-        members = self.client.smembers(self._k(f"_kombu.binding.{exchange}"))
-        for member in sorted(_text(m) for m in members):
-            key, _pattern, queue = member.split(self.sep, 2)
+        members = self.client.smembers(self.keys.k(f"_kombu.binding.{exchange}"))
+        for member in sorted(text(m) for m in members):
+            key, _pattern, queue = member.split(self.keys.sep, 2)
             if key == routing_key:
                 return queue
         return routing_key
@@ -554,10 +517,3 @@ def _held(delivery: Delivery) -> _Held:
     if not isinstance(delivery.state, _Held):
         raise BrokerError(f"delivery {delivery.tag!r} was not handed out by a RedisTransport")
     return delivery.state
-
-
-if TYPE_CHECKING:
-    from caraway.brokers.redis.admin import RedisHost
-
-    # RedisAdmin's methods take the transport as a RedisHost: check here that it is one
-    _HOST: type[RedisHost] = RedisTransport

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from caraway.brokers.contracts import READY, Backend
+from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
+from caraway.states import READY_STATES
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_results (
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS caraway_groups (
 );
 """
 
-_FINAL = ", ".join(f"'{state}'" for state in sorted(READY))
+_FINAL = ", ".join(f"'{state}'" for state in sorted(READY_STATES))
 _STORE = (
     "INSERT INTO caraway_results (task_id, state, document, expires_at) VALUES (?,?,?,?) "
     "ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, "
@@ -51,13 +52,12 @@ def _expires_at(expires: float | None) -> float | None:
     return None if expires is None else time.time() + expires
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(Backend, GroupStore, ChordStore):
     """Results in a SQLite file (default: ``caraway.sqlite3``, shared with the broker).
 
     Option ``busy_timeout`` (s, default 5): how long SQLite waits for the write lock.
     """
 
-    supports_chords = True
     _chord_pid = -1
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
@@ -162,7 +162,7 @@ class SQLiteBackend(Backend):
 
         return self._db.write(cleanup)
 
-    # -- chords: counted in one transaction (mirrors RedisBackend.chord_*) ---------------
+    # -- chords: each join counted in one transaction -------------------------------------
 
     def _chord_tables(self) -> None:
         if self._chord_pid == os.getpid():
@@ -175,8 +175,7 @@ class SQLiteBackend(Backend):
         self._db.write(create)
         self._chord_pid = os.getpid()
 
-    def chord_set_size(self, group_id: str, size: int, *, expires: float = 86400) -> None:
-        """Record the header size; call before publishing the chord's last header task."""
+    def chord_set_size(self, group_id: str, size: int, *, expires: float) -> None:
         self._chord_tables()
         sql = (
             "INSERT INTO caraway_chords (group_id, size, expires_at) VALUES (?,?,?) "
@@ -187,35 +186,27 @@ class SQLiteBackend(Backend):
         self._db.write(lambda conn: conn.execute(sql, args))
 
     def chord_extend(self, group_id: str, count: int) -> None:
-        """Expect ``count`` more header results (a header task was replaced by more tasks)."""
         self._chord_tables()
         sql = "UPDATE caraway_chords SET extra = extra + ? WHERE group_id = ?"
         self._db.write(lambda conn: conn.execute(sql, (int(count), group_id)))
 
-    def chord_join(
-        self,
-        group_id: str,
-        task_id: str,
-        index: int | None,
-        state: str,
-        result_json: str,
-        *,
-        expires: float = 86400,
-    ) -> list[Any] | None:
-        """Count one finished header task; the ordered ``[1, id, state, result]`` members go
-        to the one caller that completes the count (it must then call :meth:`chord_done`)."""
+    def chord_join_many(
+        self, parts: Sequence[ChordPart], *, expires: float
+    ) -> list[list[Any] | None]:
         self._chord_tables()
-        score = _LAST if index is None else float(index)
-        member = chord_member(task_id, state, result_json)
-        marker = f"{task_id}:{index}"
+        return [self._join(part, expires) for part in parts]
+
+    def _join(self, part: ChordPart, expires: float) -> list[Any] | None:
+        score = _LAST if part.index is None else float(part.index)
+        member = chord_member(part.task_id, part.state, part.result_json)
+        marker = f"{part.task_id}:{part.index}"
         deadline = time.time() + expires
         found = self._db.write(
-            lambda conn: _chord_join(conn, group_id, marker, score, member, deadline)
+            lambda conn: _chord_join(conn, part.group_id, marker, score, member, deadline)
         )
         return None if found is None else [json.loads(item) for item in found]
 
     def chord_done(self, group_id: str) -> bool:
-        """Drop the chord's parts and mark it done; True for the completer's call."""
         self._chord_tables()
 
         def done(conn: sqlite3.Connection) -> bool:

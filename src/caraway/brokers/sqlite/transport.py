@@ -17,8 +17,7 @@ from typing import Any
 
 import orjson
 
-from caraway.brokers.contracts import Capabilities, Delivery, Transport
-from caraway.brokers.sqlite.admin import QueuesAndDeadLetters, ScheduleAndRevocations
+from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
@@ -26,7 +25,7 @@ from caraway.protocol.message import Message
 #: UPDATE ... RETURNING arrived in SQLite 3.35; older libraries claim with SELECT + UPDATE.
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_messages (
     id INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,
@@ -68,13 +67,13 @@ CREATE TABLE IF NOT EXISTS caraway_dead_letters (
 );
 """
 
-_MESSAGE_FIELDS = "headers, properties, body, content_type, content_encoding, exchange, routing_key"
+MESSAGE_FIELDS = "headers, properties, body, content_type, content_encoding, exchange, routing_key"
 _INSERT = (
     "INSERT INTO caraway_messages (queue, priority, enqueued_at, "
-    f"{_MESSAGE_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    f"{MESSAGE_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
-_CLAIMED = f"id, queue, priority, delivery_count, {_MESSAGE_FIELDS}"
-_PROMOTE = (
+_CLAIMED = f"id, queue, priority, delivery_count, {MESSAGE_FIELDS}"
+PROMOTE = (
     "UPDATE caraway_messages SET visible_at = 0, owner = NULL "
     "WHERE visible_at > 0 AND visible_at <= ?"
 )
@@ -116,8 +115,8 @@ def _priority(message: Message) -> int:
     return int(value) if value is not None else 0
 
 
-def _message_from(row: Sequence[Any]) -> Message:
-    """``row`` starts with the ``_MESSAGE_FIELDS`` columns."""
+def message_from(row: Sequence[Any]) -> Message:
+    """``row`` starts with the ``MESSAGE_FIELDS`` columns."""
     return Message(
         body=bytes(row[2]),
         headers=orjson.loads(row[0]),
@@ -127,7 +126,7 @@ def _message_from(row: Sequence[Any]) -> Message:
     )
 
 
-class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
+class SQLiteTransport(Transport, Scheduling):
     """The embedded default broker; see the module docstring for the table layout.
 
     Options: ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -136,14 +135,7 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
     hidden. ``busy_timeout`` (s, default 5): how long SQLite itself waits for the write lock.
     """
 
-    capabilities = Capabilities(
-        parking=True,
-        leases=True,
-        priorities=True,
-        durable=True,
-        delivery_count=True,
-        revocations=True,
-    )
+    capabilities = Capabilities(leases=True, priorities=True, durable=True, delivery_count=True)
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -151,7 +143,7 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
         self.visibility_timeout = float(self.options.get("visibility_timeout", 30.0))
         self._db = SQLiteFile(
             self.path,
-            schema=_SCHEMA,
+            schema=SCHEMA,
             error=BrokerError,
             busy_timeout=float(self.options.get("busy_timeout", 5.0)),
         )
@@ -174,6 +166,18 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
         rows = [self._row(message, queue, "", None, now) for message, queue in items]
         if rows:
             self._db.write(lambda conn: conn.executemany(_INSERT, rows), notify=True)
+
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        row = self._row(message, queue, "", None, time.time())
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(_INSERT, row)
+            conn.execute(
+                "UPDATE caraway_messages SET visible_at = ? WHERE id = last_insert_rowid()",
+                (eta,),
+            )
+
+        self._db.write(insert, notify=True)
 
     @staticmethod
     def _row(
@@ -229,7 +233,7 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, owner: str
     ) -> tuple[list[Any], float | None]:
         now = time.time()
-        conn.execute(_PROMOTE, (now,))
+        conn.execute(PROMOTE, (now,))
         params: list[Any] = []
         for queue in queues:
             params += [queue, limit]
@@ -260,7 +264,7 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
     def _delivery(self, row: Sequence[Any], owner: str) -> Delivery:
         count = int(row[3])
         return Delivery(
-            message=_message_from(row[4:]),
+            message=message_from(row[4:]),
             queue=row[1],
             tag=str(row[0]),
             transport=self,
@@ -321,7 +325,7 @@ class SQLiteTransport(ScheduleAndRevocations, QueuesAndDeadLetters, Transport):
         )
         insert = (
             "INSERT INTO caraway_dead_letters (queue, reason, failed_at, priority, "
-            f"delivery_count, {_MESSAGE_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            f"delivery_count, {MESSAGE_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
         )
 
         def move(conn: sqlite3.Connection) -> None:
