@@ -32,6 +32,15 @@ H = TypeVar("H", Transport, QueueAdmin, Backend)
 
 #: a Redis db of its own, so other suites running at the same time never see our keys
 REDIS_URL = "redis://127.0.0.1:6379/13"
+#: RabbitMQ's default vhost is shared: tests use queues of their own and delete them
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+#: what each broker's handles are opened with unless a test says otherwise
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    # priorities need a queue declared with x-max-priority, as Celery's option does; the
+    # consumer prefetch (RabbitMQ's window of unacked deliveries) is set wide, as a worker
+    # sets it to what it may hold, rather than from the first fetch's limit
+    "amqp": {"max_priority": 10, "max_retries": 1, "prefetch_count": 100},
+}
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
@@ -72,17 +81,55 @@ def _url(kind: str, path: Path, plugin: str) -> str:
     if kind.startswith("sqlite"):
         return f"sqlite:///{path}"
     _plugin_or_skip(plugin)
+    if kind == "amqp":
+        _rabbit_or_skip()
+        return AMQP_URL
     return REDIS_URL
 
 
+def _rabbit_or_skip() -> None:
+    import amqp
+
+    try:
+        conn = amqp.Connection("127.0.0.1:5672", connect_timeout=2)
+        conn.connect()
+        conn.close()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"RabbitMQ must answer in CI: {exc!r}")
+        pytest.skip(f"no RabbitMQ at 127.0.0.1:5672: {exc!r}")
+
+
+def delete_amqp_queues(names: list[str]) -> None:
+    """Delete queues (and the exchanges Celery declares beside them) a test made."""
+    import amqp
+
+    conn = amqp.Connection("127.0.0.1:5672", connect_timeout=2)
+    conn.connect()
+    try:
+        for name in names:
+            channel = conn.channel()
+            try:
+                channel.queue_delete(name)
+                channel.exchange_delete(name)
+                channel.close()
+            except amqp.exceptions.AMQPError:
+                pass  # never declared: the error closed that channel, the next one is new
+    finally:
+        conn.close()
+
+
 def _handles(
-    opener: Callable[..., H], url: str, reset: Callable[[str], None]
+    opener: Callable[..., H],
+    url: str,
+    reset: Callable[[str], None],
+    defaults: dict[str, Any] | None = None,
 ) -> Iterator[Callable[..., H]]:
     """Yield a factory of handles on ``url``; close them all and reset ``url`` afterwards."""
     opened: list[H] = []
 
     def factory(options: dict[str, Any] | None = None) -> H:
-        handle = opener(url, options=options)
+        handle = opener(url, options={**(defaults or {}), **(options or {})})
         opened.append(handle)
         return handle
 
@@ -94,22 +141,41 @@ def _handles(
         reset(url)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis", "amqp"])
 def broker_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
+) -> Iterator[str]:
     """A broker private to this test: its transports and admins share it."""
     kind: str = request.param
     if kind == "sqlite-select-then-update":
         # the claim path for SQLite libraries older than 3.35 (no RETURNING)
         monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
-    return _url(kind, tmp_path / "broker.sqlite3", "caraway.brokers.redis.transport")
+    plugin = f"caraway.brokers.{'amqp' if kind == 'amqp' else 'redis'}.transport"
+    url = _url(kind, tmp_path / "broker.sqlite3", plugin)
+    if kind != "amqp":
+        yield url
+        return
+    # RabbitMQ's dead letters are one queue per vhost: a private one keeps others' apart
+    from caraway.brokers.amqp import admin as amqp_admin
+    from caraway.brokers.amqp import transport as amqp_transport
+
+    dead = f"caraway.dead.contract-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(amqp_transport, "DEAD_QUEUE", dead)
+    monkeypatch.setattr(amqp_admin, "DEAD_QUEUE", dead)
+    try:
+        yield url
+    finally:
+        delete_amqp_queues([dead])
+
+
+def _defaults(url: str) -> dict[str, Any]:
+    return _DEFAULTS.get(url.partition("://")[0], {})
 
 
 @pytest.fixture
 def transport_factory(broker_url: str) -> Iterator[TransportFactory]:
     """Opens transports on the test's broker; closes them afterwards."""
-    yield from _handles(open_transport, broker_url, memory_transport.reset)
+    yield from _handles(open_transport, broker_url, memory_transport.reset, _defaults(broker_url))
 
 
 @pytest.fixture
@@ -120,7 +186,7 @@ def transport(transport_factory: TransportFactory) -> Transport:
 @pytest.fixture
 def admin_factory(broker_url: str) -> Iterator[AdminFactory]:
     """Opens queue admins on the test's broker; closes them afterwards."""
-    yield from _handles(open_admin, broker_url, memory_transport.reset)
+    yield from _handles(open_admin, broker_url, memory_transport.reset, _defaults(broker_url))
 
 
 @pytest.fixture
@@ -128,10 +194,17 @@ def admin(admin_factory: AdminFactory) -> QueueAdmin:
     return admin_factory()
 
 
+#: names tests derive from their ``queue`` (deleted with it on RabbitMQ)
+_DERIVED = ("", "-other", "-a", "-b", "-c")
+
+
 @pytest.fixture
-def queue() -> str:
-    """A queue name no other test (or other suite on the same Redis) uses."""
-    return f"contract-{uuid.uuid4().hex[:12]}"
+def queue(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A queue name no other test (or other suite on the same broker) uses."""
+    name = f"contract-{uuid.uuid4().hex[:12]}"
+    yield name
+    if str(request.node.funcargs.get("broker_url", "")).startswith("amqp"):
+        delete_amqp_queues([name + suffix for suffix in _DERIVED])
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

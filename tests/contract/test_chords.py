@@ -109,3 +109,42 @@ def test_chord_done_is_false_for_a_caller_that_did_not_complete(
     gid = _gid()
     backend.chord_set_size(gid, 1, expires=EXPIRES)
     assert backend.chord_done(gid) is False
+
+
+def test_an_extended_chord_waits_for_the_extra_header_results(
+    backend_factory: BackendFactory,
+) -> None:
+    backend = chord_store(backend_factory)
+    gid = _gid()
+    backend.chord_set_size(gid, 1, expires=EXPIRES)
+
+    backend.chord_extend(gid, 1)
+
+    assert join(backend, gid, "t0", 0, "SUCCESS", "1") is None
+    assert join(backend, gid, "t1", 1, "SUCCESS", "2") == [
+        [1, "t0", "SUCCESS", 1],
+        [1, "t1", "SUCCESS", 2],
+    ]
+    assert backend.chord_done(gid)
+
+
+def test_joins_counted_together_answer_each_part_in_order(
+    backend_factory: BackendFactory,
+) -> None:
+    backend = chord_store(backend_factory)
+    done, other = _gid(), _gid()
+    backend.chord_set_size(done, 2, expires=EXPIRES)
+    backend.chord_set_size(other, 3, expires=EXPIRES)
+    parts = [
+        ChordPart(done, "a0", 0, "SUCCESS", "10"),
+        ChordPart(other, "b0", 0, "SUCCESS", "20"),
+        ChordPart(done, "a1", None, "SUCCESS", '"last"'),
+    ]
+
+    answers = backend.chord_join_many(parts, expires=EXPIRES)
+
+    # a part without an index sorts after every indexed one
+    assert answers == [None, None, [[1, "a0", "SUCCESS", 10], [1, "a1", "SUCCESS", "last"]]]
+    assert backend.chord_join_many([], expires=EXPIRES) == []
+    assert backend.chord_done(done)
+    assert backend.chord_done(other) is False

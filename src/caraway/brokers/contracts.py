@@ -228,6 +228,10 @@ class QueueAdmin(abc.ABC):
     Failures raise BrokerError (BrokerConnectionError when the broker is unreachable).
     """
 
+    #: :meth:`scheduled` can list the broker's schedule (False on RabbitMQ, whose delay
+    #: queues cannot be read without taking the messages out of them)
+    lists_schedule: bool = True
+
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.options = dict(options or {})
@@ -247,7 +251,7 @@ class QueueAdmin(abc.ABC):
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         """Parked messages, soonest first, as ``(eta, queue, message)``.
 
-        Empty where the broker cannot list its schedule (RabbitMQ's delay queues).
+        Always empty where the broker cannot list its schedule (``lists_schedule``).
         """
 
     @abc.abstractmethod

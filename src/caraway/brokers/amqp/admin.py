@@ -36,6 +36,8 @@ class AMQPAdmin(QueueAdmin):
     """The admin of ``amqp://`` brokers; ``options`` as the transport's (connection options,
     ``max_retries``, and the ``max_priority``/``queue_type`` queues are declared with)."""
 
+    lists_schedule = False
+
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         self.params = parse_amqp_url(url, self.options)

@@ -374,7 +374,13 @@ class AMQPTransport(Transport, Scheduling):
         self._run("publish_parked", run)
 
     def _publish_delayed(self, link: Link, message: Message, queue: str, eta: float) -> None:
-        seconds = ladder.delay_seconds(eta, time.time())
+        now = time.time()
+        if eta <= now:
+            # due already: straight to its queue, as Scheduling promises (the ladder's
+            # shortest wait is a whole second)
+            link.publish([(to_amqp(message), "", queue)], mandatory=True)
+            return
+        seconds = ladder.delay_seconds(eta, now)
         headers = {**message.headers, **ladder.bit_headers(seconds)}
         properties = {k: v for k, v in message.properties.items() if k != "expiration"}
         parked = Message(
