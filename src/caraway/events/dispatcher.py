@@ -4,6 +4,7 @@
 process, started on first use, so a forked child makes its own) publishes ``task-*``
 events as one ``task.multi`` message per flush and every other event on its own routing
 key. Broker failures are logged (rate-limited) and retried; they never reach the caller.
+``bus_for(app)`` opens the app's event bus with its event settings (``settings_of``).
 """
 
 from __future__ import annotations
