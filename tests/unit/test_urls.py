@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caraway.brokers import BACKEND_ALIASES, TRANSPORT_ALIASES, open_backend, open_transport
+from caraway.brokers import (
+    ADMIN_ALIASES,
+    BACKEND_ALIASES,
+    BUS_ALIASES,
+    MAILBOX_ALIASES,
+    TRANSPORT_ALIASES,
+    open_admin,
+    open_backend,
+    open_transport,
+    preload,
+)
+from caraway.brokers.contracts import QueueAdmin
+from caraway.brokers.memory.admin import MemoryAdmin
 from caraway.brokers.memory.backend import MemoryBackend
 from caraway.brokers.memory.transport import MemoryTransport
+from caraway.brokers.sqlite.admin import SQLiteAdmin
 from caraway.brokers.sqlite.backend import SQLiteBackend
 from caraway.brokers.sqlite.transport import SQLiteTransport
 from caraway.clients.sqlite import sqlite_path
@@ -243,3 +258,56 @@ def test_unknown_scheme_error_does_not_leak_the_password() -> None:
         open_transport("kafka://user:hunter2@localhost")
 
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "admin"),
+    [("memory://urls-admin", MemoryAdmin), ("sqlite:///admin.db", SQLiteAdmin)],
+)
+def test_a_broker_url_opens_the_admin_of_the_same_broker(
+    in_tmp: Path, url: str, admin: type[QueueAdmin]
+) -> None:
+    opened = open_admin(url, options={"busy_timeout": 1})
+
+    try:
+        assert isinstance(opened, admin)
+        assert opened.options == {"busy_timeout": 1}
+    finally:
+        opened.close()
+
+
+@pytest.mark.parametrize("scheme", sorted(TRANSPORT_ALIASES))
+def test_every_broker_scheme_has_an_admin_mailbox_and_bus_of_the_same_broker(scheme: str) -> None:
+    folder = TRANSPORT_ALIASES[scheme].rpartition(".transport:")[0]
+    for aliases in (ADMIN_ALIASES, MAILBOX_ALIASES, BUS_ALIASES):
+        assert aliases[scheme].startswith(f"{folder}.")
+
+
+def test_unknown_admin_scheme_is_an_error_listing_the_known_ones() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"queue admin scheme 'kafka'.*redis://"):
+        open_admin("kafka://localhost")
+
+
+def test_preload_imports_the_mailbox_bus_and_backend_of_the_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    imported: list[str] = []
+    real_import = importlib.import_module
+
+    def import_module(name: str, package: str | None = None) -> Any:
+        imported.append(name)
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+
+    preload("sqlite://", backend_url="memory://")
+
+    assert imported == [
+        "caraway.brokers.sqlite.mailbox",
+        "caraway.brokers.sqlite.bus",
+        "caraway.brokers.memory.backend",
+    ]
+
+
+def test_preload_leaves_a_url_it_cannot_load_to_the_open_that_follows() -> None:
+    preload("kafka://localhost", backend_url="mongodb://localhost")  # no error here
