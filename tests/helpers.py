@@ -33,6 +33,24 @@ def wait_until(
         time.sleep(interval)
 
 
+def queue_size(app: Any, queue: str) -> int:
+    """Ready messages on ``queue`` of ``app``'s broker, read through a queue admin."""
+    admin = app.admin()
+    try:
+        return int(admin.size(queue))
+    finally:
+        admin.close()
+
+
+def purge_queue(app: Any, queue: str) -> int:
+    """Delete the ready messages on ``queue`` of ``app``'s broker."""
+    admin = app.admin()
+    try:
+        return int(admin.purge(queue))
+    finally:
+        admin.close()
+
+
 PROJ_APP = """
 import os
 from caraway import Caraway

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from caraway import current, publish
-from caraway.backends import get_backend
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, QueueAdmin, Transport
+from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
 from caraway.config import Settings
 from caraway.control import Control
@@ -31,8 +31,6 @@ from caraway.result import GroupResult as GroupResultType
 from caraway.result import ResultHost
 from caraway.task import Task as TaskType
 from caraway.task import build_task
-from caraway.transports import get_transport
-from caraway.transports.base import Transport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,6 +212,14 @@ class Caraway:
 
     def connection(self) -> Transport:
         """A new broker connection (the caller closes it)."""
+        return open_transport(self.broker_url, options=self._broker_options())
+
+    def admin(self) -> QueueAdmin:
+        """A new handle on the broker's queues, schedule and dead letters, with the options
+        of :meth:`connection` (the caller closes it; it connects on first use)."""
+        return open_admin(self.broker_url, options=self._broker_options())
+
+    def _broker_options(self) -> dict[str, Any]:
         conf = self.conf
         options = dict(conf.broker_transport_options)
         # how often one publish/fetch retries a dropped connection before raising: the
@@ -234,7 +240,7 @@ class Caraway:
             for key, value in amqp_settings.items():
                 if value is not None:
                     options.setdefault(key, value)
-        return get_transport(self.broker_url, options=options)
+        return options
 
     @property
     def producer(self) -> Transport:
@@ -257,7 +263,7 @@ class Caraway:
             options.setdefault("persistent", bool(self.conf.result_persistent))
         if self.conf.redis_backend_use_ssl:
             options.setdefault("ssl", self.conf.redis_backend_use_ssl)
-        return get_backend(url, options=options)
+        return open_backend(url, options=options)
 
     @property
     def backend(self) -> Backend | None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caraway import states
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, ChordPart, ChordStore
 from caraway.canvas import Signature, chain
 from caraway.exceptions import ChordError
 from caraway.execution import fire_errbacks
@@ -37,7 +37,7 @@ def join_chords(
     each chord whose count they finish; returns the messages completing them sends."""
     if not joins:
         return []
-    if backend is None or not getattr(backend, "supports_chords", False):
+    if not isinstance(backend, ChordStore):
         for join in joins:
             logger.error(
                 "chord %s: the result backend %s cannot count chord headers; the body %s "
@@ -48,7 +48,7 @@ def join_chords(
             )
         return []
     counted = [
-        (join.group_id, join.header_id, join.index, join.state, _result_json(join.value))
+        ChordPart(join.group_id, join.header_id, join.index, join.state, _result_json(join.value))
         for join in joins
     ]
     expires = app.conf.result_expires_seconds() or 86400
@@ -60,7 +60,7 @@ def join_chords(
         try:
             sent.extend(complete_chord(app, backend, join, members))
         finally:
-            backend.chord_done(join.group_id)  # type: ignore[attr-defined]
+            backend.chord_done(join.group_id)
     return sent
 
 

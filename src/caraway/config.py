@@ -17,10 +17,10 @@ import re
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from caraway._config_table import ALIASES as _ALIASES
 from caraway._config_table import OPTIONS, Option, OptionTable
+from caraway.clients.urls import mask_url
 from caraway.exceptions import ImproperlyConfigured, UnknownSetting
 
 __all__ = ["OPTIONS", "Option", "Settings"]
@@ -265,6 +265,7 @@ def _namespaced(items: Iterable[tuple[str, Any]], namespace: str) -> list[tuple[
 
 
 _SECRET_KEY = re.compile(r"pass|secret|token|api_?key|private|credential", re.IGNORECASE)
+#: Celery's conf.humanize() masks with eight stars (its banners with two)
 _MASK = "********"
 
 
@@ -275,16 +276,7 @@ def _masked(key: str, value: Any) -> Any:
         return [_masked(key, item) for item in value]
     if isinstance(value, str):
         if "://" in value:
-            return ";".join(_mask_url(part) for part in value.split(";"))
+            return mask_url(value, mask=_MASK)
         if _SECRET_KEY.search(key):
             return _MASK
     return value
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return parts._replace(netloc=f"{user}:{_MASK}@{hostport}").geturl()

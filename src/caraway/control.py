@@ -1,7 +1,7 @@
 """Remote control, the client's side: ``app.control`` and ``app.control.inspect()``.
 
 Broadcasts Celery's pidbox requests (:mod:`caraway.protocol.pidbox`) through the broker's
-:class:`~caraway.transports.mailbox.Mailbox` and collects the nodes' replies, so our tools
+:class:`~caraway.brokers.contracts.Mailbox` and collects the nodes' replies, so our tools
 and Celery's workers see each other. The nodes' side is ``caraway.worker.control``; this
 module never imports the worker. Replies arrive on this client's own reply queue, named by
 ``Control.oid``; a reply whose ticket is not the request's is a late one and is skipped.
@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox, Revocations
+from caraway.brokers.registry import open_mailbox
 from caraway.protocol.events import LamportClock
 from caraway.protocol.pidbox import Request, encode_request
 from caraway.protocol.serializers import loads_json
 from caraway.taskbase import AppLike
-from caraway.transports.mailbox import REPLY_EXCHANGE, Mailbox, open_mailbox
 
 logger = logging.getLogger("caraway.control")
 
@@ -147,14 +148,14 @@ class Control:
     def _record_revoked(self, ids: list[str]) -> None:
         """Also keep the ids on the broker, for nodes that start (or promote a parked
         countdown) later; the broadcast only reaches nodes connected now."""
-        transport = self.app.connection()
+        admin = self.app.admin()
         try:
-            if transport.capabilities.revocations:
-                transport.record_revoked(ids, expires=REVOKE_EXPIRES)
+            if isinstance(admin, Revocations):
+                admin.record_revoked(ids, expires=REVOKE_EXPIRES)
         except Exception as exc:
             logger.warning("could not record revoked ids on the broker: %s", exc)
         finally:
-            transport.close()
+            admin.close()
 
     def terminate(
         self,
@@ -238,11 +239,11 @@ class Control:
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every waiting message on ``queues`` (default: the app's default queue)."""
         names = list(queues or [self.app.conf.task_default_queue])
-        transport = self.app.connection()
+        admin = self.app.admin()
         try:
-            return sum(transport.purge(name) for name in names)
+            return sum(admin.purge(name) for name in names)
         finally:
-            transport.close()
+            admin.close()
 
     def close(self) -> None:
         with self._lock:

@@ -14,14 +14,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, Delivery, Transport
 from caraway.chords import join_chords
 from caraway.execution import fire_errbacks
 from caraway.lifecycle import ChordJoin, Effects, Errbacks
 from caraway.protocol import results as docs
 from caraway.publish import Outgoing, Publisher, follow_up
 from caraway.taskbase import AppLike
-from caraway.transports.base import Delivery, Transport
 
 logger = logging.getLogger("caraway.worker")
 FetchT = TypeVar("FetchT")

@@ -20,13 +20,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from caraway.brokers.contracts import Scheduling, Transport
 from caraway.config import Settings
 from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
 from caraway.request import Request, current_request
 from caraway.routing import Route, route
 from caraway.taskbase import TaskBase, check_limits
-from caraway.transports.base import Transport
 
 #: options apply_async understands; anything else is a caller's mistake
 KNOWN_OPTIONS = frozenset(
@@ -321,8 +321,8 @@ class Publisher:
     def _send_one(self, transport: Transport, item: Outgoing) -> None:
         wire = protocol.encode(item.message, serializer=item.serializer)
         target = item.route
-        eta = self._parks(transport, item)
-        if eta is not None:
+        eta = self._park_until(item)
+        if eta is not None and isinstance(transport, Scheduling):
             transport.publish_parked(wire, queue=target.queue, eta=eta)
         else:
             transport.publish(
@@ -334,8 +334,8 @@ class Publisher:
         plain = []
         for item, wire in zip(items, encoded, strict=True):
             target = item.route
-            eta = self._parks(transport, item)
-            if eta is not None:
+            eta = self._park_until(item)
+            if eta is not None and isinstance(transport, Scheduling):
                 transport.publish_parked(wire, queue=target.queue, eta=eta)
             elif target.exchange or target.routing_key not in (None, target.queue):
                 transport.publish(
@@ -349,12 +349,14 @@ class Publisher:
         if plain:
             transport.publish_many(plain)
 
-    def _parks(self, transport: Transport, item: Outgoing) -> float | None:
-        """The ETA to park ``item`` at on the broker now (``producer_parks_eta``), or None."""
+    def _park_until(self, item: Outgoing) -> float | None:
+        """When ``item`` is due, if it should wait in the broker's schedule rather than on
+        its queue (``producer_parks_eta`` and a countdown past the park horizon); else None.
+        Only a transport that can park (``Scheduling``) gets it there."""
         eta = item.message.eta
         if eta is None or not self.conf.producer_parks_eta:
             return None
         due = eta.timestamp()
         if due - datetime.now(timezone.utc).timestamp() <= float(self.conf.broker_park_horizon):
             return None
-        return due if transport.capabilities.parking else None
+        return due

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from caraway import current, states
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, GroupStore
 from caraway.config import Settings
-from caraway.exceptions import TaskRevokedError, TimeoutError
+from caraway.exceptions import ImproperlyConfigured, TaskRevokedError, TimeoutError
 from caraway.protocol import results as protocol
 from caraway.request import current_request
 
@@ -409,16 +409,16 @@ class GroupResult:
         """Store the group so ``app.GroupResult.restore(id)`` finds it elsewhere."""
         if self.id is None:
             raise ValueError("cannot save a group result without an id")
-        backend = self.app.require_backend()
+        store = _group_store(self.app)
         document = protocol.encode_document({"result": self.as_tuple()})
-        backend.save_group(self.id, document, expires=self.app.conf.result_expires_seconds())
+        store.save_group(self.id, document, expires=self.app.conf.result_expires_seconds())
         return self
 
     @classmethod
     def restore(cls, id: str, *, app: ResultHost | None = None) -> GroupResult | None:
         """The group saved as ``id``, or None."""
         host = _app(app)
-        raw = host.require_backend().load_group(id)
+        raw = _group_store(host).load_group(id)
         return None if raw is None else cls.from_document(id, raw, app=host)
 
     @classmethod
@@ -430,3 +430,14 @@ class GroupResult:
     def __repr__(self) -> str:
         ids = ", ".join(result.id for result in self.results)
         return f"<GroupResult: {self.id} [{ids}]>"
+
+
+def _group_store(app: ResultHost) -> GroupStore:
+    backend = app.require_backend()
+    if not isinstance(backend, GroupStore):
+        scheme = backend.url.partition("://")[0]
+        raise ImproperlyConfigured(
+            f"the {scheme}:// result backend keeps no group results, so a group cannot be "
+            "saved or restored; use a redis:// or sqlite:// result backend"
+        )
+    return backend

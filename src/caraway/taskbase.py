@@ -18,8 +18,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from caraway import exceptions, rates
-from caraway.backends.base import Backend
-from caraway.transports.base import Transport
+from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.config import Settings
 from caraway.protocol import results as docs
 from caraway.request import Request, pop_request, push_request, request_of
@@ -97,6 +96,9 @@ class AppLike(ResultHost, Protocol):
 
     def connection(self) -> Transport:
         """A new broker connection (the caller closes it)."""
+
+    def admin(self) -> QueueAdmin:
+        """A new handle on the broker's queues and schedule (the caller closes it)."""
 
 
 class TaskBase(abc.ABC):

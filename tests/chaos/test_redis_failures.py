@@ -218,12 +218,12 @@ def test_bad_messages_leave_the_worker_running_and_are_accounted_for(
         missing.get(timeout=10)
     assert missing.state == states.FAILURE
     assert tasks().add.delay(2, 2).get(timeout=10) == 4  # still serving
-    transport = app.connection()
+    admin = app.admin()
     try:
-        wait_until(lambda: len(transport.dead_letters()) == 3, timeout=10, message="3 letters")
-        letters = transport.dead_letters()
+        wait_until(lambda: len(admin.dead_letters()) == 3, timeout=10, message="3 letters")
+        letters = admin.dead_letters()
     finally:
-        transport.close()
+        admin.close()
     reasons = {letter.message.headers.get("id"): letter.reason for letter in letters}
     assert set(reasons) == {corrupt_id, pickled_id, None}  # None: the unparseable envelope
     assert "refusing to deserialize content of type" in reasons[pickled_id]

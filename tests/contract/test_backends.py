@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from caraway.backends.base import Backend
+from caraway.brokers.contracts import Backend, GroupStore
 from tests.contract.conftest import BackendFactory, wait_until
 
 
@@ -151,6 +151,7 @@ def test_wait_wakes_promptly_when_another_thread_stores(
     assert elapsed < 1.0
 
 
+@pytest.mark.needs("groups")
 def test_wait_skips_documents_that_do_not_satisfy_it(
     backend_factory: BackendFactory, task_id: str
 ) -> None:
@@ -168,22 +169,31 @@ def test_wait_skips_documents_that_do_not_satisfy_it(
     assert got == document(task_id, "SUCCESS")
 
 
+def group_store(backend: Backend) -> GroupStore:
+    assert isinstance(backend, GroupStore), "deselected where it does not hold"
+    return backend
+
+
+@pytest.mark.needs("groups")
 def test_saved_group_is_loaded_back_and_forgotten(backend: Backend) -> None:
+    store = group_store(backend)
     group_id = str(uuid.uuid4())
     doc = f'{{"result": [["a", null], ["b", null]], "task_id": "{group_id}"}}'.encode()
 
-    backend.save_group(group_id, doc, expires=60)
+    store.save_group(group_id, doc, expires=60)
 
-    assert backend.load_group(group_id) == doc
-    backend.forget_group(group_id)
-    assert backend.load_group(group_id) is None
+    assert store.load_group(group_id) == doc
+    store.forget_group(group_id)
+    assert store.load_group(group_id) is None
 
 
+@pytest.mark.needs("groups")
 def test_an_expired_group_loads_as_none(backend: Backend) -> None:
+    store = group_store(backend)
     group_id = str(uuid.uuid4())
-    backend.save_group(group_id, b"{}", expires=1)
+    store.save_group(group_id, b"{}", expires=1)
 
-    wait_until(lambda: backend.load_group(group_id) is None, timeout=5)
+    wait_until(lambda: store.load_group(group_id) is None, timeout=5)
 
 
 def test_two_handles_on_one_url_share_results(

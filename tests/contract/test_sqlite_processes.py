@@ -20,13 +20,22 @@ from typing import Any
 
 import pytest
 
+from caraway.brokers.contracts import Delivery
+from caraway.brokers.sqlite.admin import SQLiteAdmin
+from caraway.brokers.sqlite.transport import SQLiteTransport
 from caraway.exceptions import BrokerError
-from caraway.transports.base import Delivery
-from caraway.transports.sqlite import SQLiteTransport
 from tests.contract.conftest import make_message
 
 QUEUE = "celery"
 PER_PRODUCER = 1000
+
+
+def size(url: str, queue: str) -> int:
+    admin = SQLiteAdmin(url)
+    try:
+        return admin.size(queue)
+    finally:
+        admin.close()
 
 
 def _produce(url: str, producer: int) -> None:
@@ -119,9 +128,7 @@ def collect(source: Any, count: int, *, timeout: float) -> list[Any]:
 def test_two_producers_and_two_consumers_move_every_message_exactly_once(
     ctx: SpawnContext, processes: list[SpawnProcess], url: str
 ) -> None:
-    creator = SQLiteTransport(url)
-    assert creator.size(QUEUE) == 0  # creates the file and schema, as an app would at start
-    creator.close()
+    assert size(url, QUEUE) == 0  # creates the file and schema, as an app would at start
     seen, stop = ctx.Queue(), ctx.Event()
     for owner in ("node/1", "node/2"):
         start(ctx, processes, _consume, url, owner, seen, stop)
@@ -137,8 +144,8 @@ def test_two_producers_and_two_consumers_move_every_message_exactly_once(
     assert len(got) == len(expected), "a message was lost or consumed twice"
     assert set(got) == expected
     assert collect(seen, 1, timeout=0.5) == [], "a message was consumed twice"
+    assert size(url, QUEUE) == 0
     transport = SQLiteTransport(url)
-    assert transport.size(QUEUE) == 0
     assert transport.recover("node/1") + transport.recover("node/2") == 0
     transport.close()
 
@@ -190,14 +197,14 @@ def test_a_transport_opened_before_fork_works_in_the_child(url: str) -> None:
     _, status = os.waitpid(pid, 0)
 
     assert os.waitstatus_to_exitcode(status) == 0
-    assert transport.size(QUEUE) == 0
-    assert transport.size("from-child") == 1
+    assert size(url, QUEUE) == 0
+    assert size(url, "from-child") == 1
     transport.close()
 
 
 def test_publish_waits_out_a_writer_holding_the_lock_longer_than_busy_timeout(url: str) -> None:
     transport = SQLiteTransport(url, options={"busy_timeout": 0.05})
-    transport.size(QUEUE)  # creates the schema
+    transport.fetch([QUEUE], limit=1, timeout=0, owner="o")  # opens it, creates the schema
     blocker = sqlite3.connect(
         url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
     )
@@ -214,7 +221,7 @@ def test_publish_waits_out_a_writer_holding_the_lock_longer_than_busy_timeout(ur
         blocker.close()
 
     assert waited >= 0.4
-    assert transport.size(QUEUE) == 1
+    assert size(url, QUEUE) == 1
     transport.close()
 
 
@@ -222,12 +229,12 @@ def test_an_unwritable_path_is_reported_as_a_broker_error(tmp_path: Path) -> Non
     transport = SQLiteTransport(f"sqlite:///{tmp_path / 'missing-dir' / 'x.sqlite3'}")
 
     with pytest.raises(BrokerError, match="missing-dir"):
-        transport.size(QUEUE)
+        transport.fetch([QUEUE], limit=1, timeout=0, owner="o")
 
 
 def test_the_file_is_in_wal_mode(url: str) -> None:
     transport = SQLiteTransport(url)
-    transport.size(QUEUE)  # the file is opened lazily, on first use
+    transport.fetch([QUEUE], limit=1, timeout=0, owner="o")  # opened lazily, on first use
     transport.close()
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from caraway import states
 from caraway.protocol.message import Message, TaskMessage, encode
-from tests.helpers import Worker, wait_until
+from tests.helpers import Worker, purge_queue, queue_size, wait_until
 
 
 def _app():
@@ -28,11 +28,11 @@ def _publish_raw(message: Message) -> None:
 
 
 def _dead_letters() -> list[str]:
-    transport = _app().connection()
+    admin = _app().admin()
     try:
-        return [letter.reason for letter in transport.dead_letters()]
+        return [letter.reason for letter in admin.dead_letters()]
     finally:
-        transport.close()
+        admin.close()
 
 
 def test_corrupt_and_unaccepted_messages_are_dead_lettered_and_the_worker_keeps_going(
@@ -84,7 +84,7 @@ def test_unserialisable_arguments_raise_at_call_time(project: Path) -> None:
 
     with pytest.raises(SerializationError, match="JSON"):
         add.delay(object(), 1)
-    assert _app().producer.size("celery") == 0
+    assert queue_size(_app(), "celery") == 0
 
 
 def test_worker_that_cannot_reach_its_broker_retries_then_gives_up_clearly(
@@ -137,7 +137,7 @@ def test_dead_letters_cli_lists_requeues_and_purges(project: Path) -> None:
 
     assert "dl-1" in cli("list") and "ProtocolError: garbage" in cli("list")
     assert "requeued 1" in cli("requeue")
-    assert _app().producer.size("celery") == 1
+    assert queue_size(_app(), "celery") == 1
     assert "no dead letters" in cli("list")
-    _app().producer.purge("celery")
+    purge_queue(_app(), "celery")
     assert "deleted 0" in cli("purge", "-f")

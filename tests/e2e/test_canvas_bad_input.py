@@ -14,7 +14,7 @@ from caraway import states
 from caraway.exceptions import ChordError, NotRegistered, SerializationError
 from caraway.protocol.message import TaskMessage, encode
 from tests.e2e.test_canvas_random import proj_tasks
-from tests.helpers import wait_until
+from tests.helpers import purge_queue, queue_size, wait_until
 
 __all__ = ["proj_tasks"]  # the module-scoped worker fixture, shared with the random test
 
@@ -38,11 +38,7 @@ def _publish(tasks: Any, message: TaskMessage) -> None:
 
 
 def _queue_size(tasks: Any, queue: str) -> int:
-    transport = _app(tasks).connection()
-    try:
-        return int(transport.size(queue))
-    finally:
-        transport.close()
+    return queue_size(_app(tasks), queue)
 
 
 def test_a_chain_stops_at_a_task_no_worker_has_and_its_result_reports_not_registered(
@@ -108,11 +104,7 @@ def test_unserialisable_arguments_raise_when_the_canvas_is_applied_and_nothing_i
     assert _queue_size(proj_tasks, UNSERVED) == 0
     chain(add.s(1, 1), mul.s(2)).apply_async(queue=UNSERVED)
     assert _queue_size(proj_tasks, UNSERVED) == 1, "the same canvas, sendable, is sent"
-    transport = _app(proj_tasks).connection()
-    try:
-        transport.purge(UNSERVED)
-    finally:
-        transport.close()
+    purge_queue(_app(proj_tasks), UNSERVED)
 
 
 BAD_EMBEDS: list[tuple[str, dict[str, Any]]] = [

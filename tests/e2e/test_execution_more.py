@@ -17,7 +17,14 @@ import pytest
 
 from caraway import signals, states
 from caraway.exceptions import MaxRetriesExceededError, SerializationError
-from tests.helpers import PROJ_APP, PROJ_TASKS, Worker, wait_until, write_project
+from tests.helpers import (
+    PROJ_APP,
+    PROJ_TASKS,
+    Worker,
+    queue_size,
+    wait_until,
+    write_project,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -296,11 +303,11 @@ def test_reject_without_requeue_dead_letters_the_message_and_runs_it_once(
     result = project_tasks().rejecting.delay(str(marker), False)
 
     def dead_letters() -> list[str]:
-        transport = project_tasks().app.connection()
+        admin = project_tasks().app.admin()
         try:
-            return [letter.reason for letter in transport.dead_letters()]
+            return [letter.reason for letter in admin.dead_letters()]
         finally:
-            transport.close()
+            admin.close()
 
     reasons = wait_until(dead_letters, timeout=10, message="a dead letter")
     assert "not now" in reasons[0]
@@ -318,7 +325,7 @@ def test_ignore_acks_without_storing_a_result_or_running_again(
     wait_until(marker.exists, timeout=10, message="the task to run")
     assert project_tasks().add.delay(1, 1).get(timeout=10) == 2
     assert result.state == states.PENDING
-    assert project_tasks().app.producer.size("celery") == 0
+    assert queue_size(project_tasks().app, "celery") == 0
     assert marker.read_text() == "1"
 
 

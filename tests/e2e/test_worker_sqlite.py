@@ -170,11 +170,11 @@ def test_message_that_keeps_killing_its_child_is_dead_lettered(
     assert _tasks().add.delay(2, 3).get(timeout=10) == 5
     from proj.caraway import app
 
-    transport = app.connection()
+    admin = app.admin()
     try:
-        letters = transport.dead_letters()
+        letters = admin.dead_letters()
     finally:
-        transport.close()
+        admin.close()
     assert [letter.message.headers["id"] for letter in letters] == [result.id]
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from caraway.backends.redis import RedisBackend
+from caraway.brokers.redis.admin import RedisAdmin
+from caraway.brokers.redis.backend import RedisBackend
+from caraway.brokers.redis.transport import RedisTransport
 from caraway.protocol.message import Message
-from caraway.transports.redis import RedisTransport
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 
@@ -88,6 +89,28 @@ def make_transport(redis_url: str, prefix: str) -> Iterator[TransportFactory]:
 @pytest.fixture
 def transport(make_transport: TransportFactory) -> RedisTransport:
     return make_transport()
+
+
+@pytest.fixture
+def make_admin(redis_url: str, prefix: str) -> Iterator[Callable[..., RedisAdmin]]:
+    """Opens queue admins sharing this test's prefix; closes them all afterwards."""
+    opened: list[RedisAdmin] = []
+
+    def factory(**options: Any) -> RedisAdmin:
+        admin = RedisAdmin(redis_url, options={"global_keyprefix": prefix, **options})
+        opened.append(admin)
+        return admin
+
+    try:
+        yield factory
+    finally:
+        for admin in opened:
+            admin.close()
+
+
+@pytest.fixture
+def admin(make_admin: Callable[..., RedisAdmin]) -> RedisAdmin:
+    return make_admin()
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from pathlib import Path
 import amqp
 import pytest
 
-from caraway.backends.rpc import RPCBackend
+from caraway.brokers.amqp.backend import RPCBackend
+from caraway.brokers.contracts import ChordStore, GroupStore
 from caraway.exceptions import BackendError, ImproperlyConfigured
 from caraway.protocol.results import decode_document, encode_document, result_document
 
@@ -87,7 +88,8 @@ def test_result_without_reply_to_is_not_sent_and_a_reader_needs_its_queue(
     assert worker.store("x", doc("x", "SUCCESS"), state="SUCCESS", expires=None) is False
     with pytest.raises(BackendError, match="reply queue"):
         worker.load("x")
-    assert RPCBackend.supports_chords is False and RPCBackend.shared is False
+    assert not issubclass(RPCBackend, ChordStore) and RPCBackend.shared is False
+    assert not issubclass(RPCBackend, GroupStore)
 
 
 def test_rpc_backend_refuses_a_non_amqp_broker() -> None:

@@ -15,12 +15,13 @@ from typing import Any
 import amqp
 import pytest
 
+from caraway.brokers.amqp import delay as ladder
+from caraway.brokers.amqp.admin import AMQPAdmin
+from caraway.brokers.amqp.transport import AMQPTransport
+from caraway.brokers.contracts import Delivery
+from caraway.clients.amqp import parse_amqp_url
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
-from caraway.transports import _amqp_delay as ladder
-from caraway.transports._amqp_link import parse_amqp_url
-from caraway.transports.amqp import AMQPTransport
-from caraway.transports.base import Delivery
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.amqp
@@ -83,6 +84,15 @@ def make_transport(rabbit: str) -> Iterator[Callable[..., AMQPTransport]]:
             transport.close()
 
 
+@pytest.fixture
+def admin(rabbit: str) -> Iterator[AMQPAdmin]:
+    opened = AMQPAdmin(rabbit)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 def message(**headers: Any) -> Message:
     task_id = str(uuid.uuid4())
     return Message(
@@ -114,7 +124,7 @@ def test_url_defaults_match_celery() -> None:
 
 
 def test_published_message_round_trips_headers_and_properties(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     transport, queue = make_transport(), queue_name()
     sent = message(
@@ -134,11 +144,11 @@ def test_published_message_round_trips_headers_and_properties(
     assert (delivery.queue, delivery.routing_key, delivery.exchange) == (queue, queue, "")
     assert not delivery.redelivered
     delivery.ack()
-    assert transport.size(queue) == 0
+    assert admin.size(queue) == 0
 
 
 def test_a_published_batch_round_trips_bodies_larger_than_a_frame_in_order(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     transport, queue = make_transport(), queue_name()
     sent = [
@@ -154,7 +164,7 @@ def test_a_published_batch_round_trips_bodies_larger_than_a_frame_in_order(
     assert [d.message.body for d in got] == [m.body for m in sent]
     assert [d.message.properties for d in got] == [m.properties for m in sent]
     transport.ack_many(got)
-    assert transport.size(queue) == 0
+    assert admin.size(queue) == 0
 
 
 def test_queue_is_declared_as_celery_declares_it(
@@ -192,29 +202,29 @@ def test_max_priority_option_declares_x_max_priority_and_serves_high_first(
 
 
 def test_publish_many_confirms_a_batch_and_size_counts_it(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     transport, queue = make_transport(), queue_name()
     transport.publish_many([(message(), queue) for _ in range(200)])
-    assert transport.size(queue) == 200  # confirmed means on the queue, no waiting needed
-    assert transport.purge(queue) == 200
-    assert transport.size(queue) == 0
-    assert transport.size(f"missing-{uuid.uuid4().hex}") == 0
+    assert admin.size(queue) == 200  # confirmed means on the queue, no waiting needed
+    assert admin.purge(queue) == 200
+    assert admin.size(queue) == 0
+    assert admin.size(f"missing-{uuid.uuid4().hex}") == 0
 
 
 def test_unroutable_publish_is_a_broker_error(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     transport, queue = make_transport(), queue_name()
     transport.declare(queue)
     with pytest.raises(BrokerError, match="unroutable"):
         transport.publish(message(), queue=queue, exchange=queue, routing_key="nobody-bound")
     transport.publish(message(), queue=queue)  # the transport is still usable
-    assert transport.size(queue) == 1
+    assert admin.size(queue) == 1
 
 
 def test_prefetch_is_set_once_to_the_first_fetch_limit(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     producer, consumer, queue = make_transport(), make_transport(), queue_name()
     producer.publish_many([(message(), queue) for _ in range(10)])
@@ -222,7 +232,7 @@ def test_prefetch_is_set_once_to_the_first_fetch_limit(
     assert len(held) == 3
     # the broker holds back the rest while three are unacked
     assert consumer.fetch([queue], limit=3, timeout=0.5, owner="t/1") == []
-    assert producer.size(queue) == 7
+    assert admin.size(queue) == 7
     for delivery in held:
         delivery.ack()
         delivery.ack()  # idempotent: a second ack must not close the channel
@@ -230,7 +240,7 @@ def test_prefetch_is_set_once_to_the_first_fetch_limit(
 
 
 def test_ack_many_leaves_out_of_its_multiple_ack_a_delivery_it_was_not_given(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     producer, consumer, queue = make_transport(), make_transport(), queue_name()
     producer.publish_many([(message(), queue) for _ in range(6)])
@@ -243,7 +253,7 @@ def test_ack_many_leaves_out_of_its_multiple_ack_a_delivery_it_was_not_given(
     (back,) = fetch_all(make_transport(), queue, 1)
     assert back.redelivered
     assert back.message.headers["id"] == held[4].message.headers["id"]
-    assert producer.size(queue) == 0
+    assert admin.size(queue) == 0
 
 
 def test_requeued_delivery_comes_back_redelivered(
@@ -272,22 +282,22 @@ def test_unacked_deliveries_return_when_the_consumer_closes(
 
 
 def test_dead_letter_keeps_message_with_reason_and_can_requeue_it(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     transport, queue = make_transport(), queue_name()
-    transport.purge_dead_letters()
+    admin.purge_dead_letters()
     sent = message()
     transport.publish(sent, queue=queue)
     fetch_all(transport, queue, 1)[0].dead_letter("ContentDisallowed: nope")
-    letters = wait_until(transport.dead_letters, message="a dead letter")
+    letters = wait_until(admin.dead_letters, message="a dead letter")
     assert [(d.queue, d.reason) for d in letters] == [(queue, "ContentDisallowed: nope")]
     assert letters[0].message.headers == sent.headers
-    assert transport.size(queue) == 0
-    assert transport.requeue_dead_letters([letters[0].id]) == 1
+    assert admin.size(queue) == 0
+    assert admin.requeue_dead_letters([letters[0].id]) == 1
     (back,) = fetch_all(transport, queue, 1)
     assert back.message.headers == sent.headers
     back.ack()
-    assert transport.dead_letters() == []
+    assert admin.dead_letters() == []
 
 
 def test_parked_message_returns_to_its_queue_at_its_eta_intact(
@@ -340,7 +350,7 @@ def test_fetch_reconnects_after_the_connection_is_killed(
 
 
 def test_a_consumer_that_stops_fetching_keeps_its_connection_through_heartbeats(
-    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str]
+    make_transport: Callable[..., AMQPTransport], queue_name: Callable[[], str], admin: AMQPAdmin
 ) -> None:
     # The consumer reads its own deliveries when it fetches; while it runs a long task
     # and fetches nothing, the I/O thread must still read (heartbeats, deliveries).
@@ -358,4 +368,4 @@ def test_a_consumer_that_stops_fetching_keeps_its_connection_through_heartbeats(
     (second,) = fetch_all(consumer, queue, 1)
     assert not second.redelivered
     second.ack()
-    assert producer.size(queue) == 0
+    assert admin.size(queue) == 0

@@ -16,9 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caraway.transports._amqp_link import ack_frame, publish_frames
-from caraway.transports._amqp_read import DeliveredMessage, frame_handler
-from caraway.transports._amqp_wire import FrameError, basic_properties, split_frames
+from caraway.clients.amqp import ack_frame, publish_frames
+from caraway.clients.amqp_codec import (
+    DeliveredMessage,
+    FrameError,
+    encode_properties,
+    frame_handler,
+    split_frames,
+)
 
 
 class _Level(IntEnum):
@@ -73,7 +78,7 @@ ODD_VALUES: list[Any] = [
 def test_a_header_value_is_encoded_byte_for_byte_as_py_amqp_does(value: Any) -> None:
     properties = {"content_type": "application/json", "application_headers": {"v": value}}
     expected = amqp.Message(b"", **properties)._serialize_properties()
-    assert basic_properties(properties) == expected
+    assert encode_properties(properties) == expected
 
 
 def test_celery_task_properties_are_encoded_byte_for_byte_as_py_amqp_does() -> None:
@@ -94,13 +99,13 @@ def test_celery_task_properties_are_encoded_byte_for_byte_as_py_amqp_does() -> N
         "cluster_id": "",
     }
     expected = amqp.Message(b"", **properties)._serialize_properties()
-    assert basic_properties(properties) == expected
+    assert encode_properties(properties) == expected
 
 
 def test_a_value_py_amqp_cannot_send_still_fails_as_py_amqp_fails() -> None:
     message = amqp.Message(b"{}", application_headers={"v": object()})
     with pytest.raises(ValueError):
-        basic_properties(message.properties)
+        encode_properties(message.properties)
     with pytest.raises(amqp.exceptions.FrameSyntaxError):
         publish_frames(1, message, exchange="", routing_key="q", mandatory=True, frame_max=131072)
 
@@ -131,7 +136,7 @@ def test_split_frames_refuses_a_stream_out_of_step() -> None:
 
 def _decoded_both_ways(properties: dict[str, Any]) -> tuple[Any, Any]:
     """(py-amqp's reading, ours) of a content header carrying ``properties``."""
-    header = struct.pack(">HHQ", 60, 0, 2) + basic_properties(properties)
+    header = struct.pack(">HHQ", 60, 0, 2) + encode_properties(properties)
     theirs = amqp.Message(frame_method=(60, 60), frame_args=b"")
     theirs.inbound_header(header)
     ours = DeliveredMessage(frame_method=(60, 60), frame_args=b"")
@@ -192,7 +197,7 @@ def test_frames_become_the_message_py_amqp_would_deliver() -> None:
 
     on_frame = frame_handler(_Conn(), lambda *args: delivered.append(args))
     method = struct.pack(">HH", 60, 60) + b"\x03tag"
-    header = struct.pack(">HHQ", 60, 0, 6) + basic_properties({"content_type": "a/b"})
+    header = struct.pack(">HHQ", 60, 0, 6) + encode_properties({"content_type": "a/b"})
     assert on_frame((1, 1, method)) is False
     assert on_frame((8, 0, b"")) is False  # a heartbeat between frames is fine
     assert on_frame((2, 1, header)) is False

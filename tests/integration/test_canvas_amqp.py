@@ -132,8 +132,8 @@ def test_chords_are_refused_at_call_time_with_rpc_results_naming_a_backend_that_
     for canvas in refused:
         with pytest.raises(ImproperlyConfigured, match=r"'rpc'.*redis://.*sqlite:///"):
             canvas()
-    transport = add.app.connection()
+    admin = add.app.admin()
     try:
-        assert transport.size(queue) == 0, "nothing was sent"
+        assert admin.size(queue) == 0, "nothing was sent"
     finally:
-        transport.close()
+        admin.close()

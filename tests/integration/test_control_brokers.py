@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from caraway.app import Caraway
+from caraway.brokers.registry import open_mailbox
 from caraway.control import Control
 from caraway.protocol.message import Message
-from caraway.transports.mailbox import open_mailbox
 from caraway.worker.control import ControlServer
 from tests.unit.test_control_fakes import FakeNode, served
 

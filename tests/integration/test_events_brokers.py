@@ -23,8 +23,7 @@ import pytest
 import redis
 
 from caraway.app import Caraway
-from caraway.events.bus import bus_for
-from caraway.events.dispatcher import EventDispatcher
+from caraway.events.dispatcher import EventDispatcher, bus_for
 from caraway.events.receiver import EventReceiver
 from caraway.events.state import State
 from tests.helpers import ROOT, wait_until

@@ -8,13 +8,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 
-from caraway.backends.redis import RedisBackend
+from caraway.brokers.contracts import ChordPart, ChordStore
+from caraway.brokers.redis.backend import RedisBackend
 
 pytestmark = pytest.mark.redis
+
+
+def chord_join(
+    backend: ChordStore, group_id: str, task_id: str, index: int | None, state: str, result: str
+) -> list[Any] | None:
+    """One header task counted on its own."""
+    (members,) = backend.chord_join_many(
+        [ChordPart(group_id, task_id, index, state, result)], expires=86400
+    )
+    return members
 
 
 def doc(task_id: str, status: str, result: object = None) -> bytes:
@@ -186,13 +198,13 @@ def test_chord_join_hands_the_ordered_results_to_exactly_one_caller(
     backend: RedisBackend, raw: redis.Redis, prefix: str
 ) -> None:
     group_id = str(uuid.uuid4())
-    backend.chord_set_size(group_id, 3)
+    backend.chord_set_size(group_id, 3, expires=86400)
     members = [(str(uuid.uuid4()), index) for index in range(3)]
     outcomes: list[list[object] | None] = []
     lock = threading.Lock()
 
     def join(task_id: str, index: int) -> None:
-        got = backend.chord_join(group_id, task_id, index, "SUCCESS", str(index * 10))
+        got = chord_join(backend, group_id, task_id, index, "SUCCESS", str(index * 10))
         with lock:
             outcomes.append(got)
 
@@ -211,16 +223,16 @@ def test_chord_join_hands_the_ordered_results_to_exactly_one_caller(
     assert raw.get(f"{base}.c") == b"done"
     assert raw.exists(f"{base}.j", f"{base}.s", f"{base}.d") == 0
     # a redelivered header task after completion changes nothing
-    assert backend.chord_join(group_id, members[0][0], 0, "SUCCESS", "0") is None
+    assert chord_join(backend, group_id, members[0][0], 0, "SUCCESS", "0") is None
 
 
 def test_chord_counts_a_redelivered_header_task_once(backend: RedisBackend) -> None:
     group_id = str(uuid.uuid4())
-    backend.chord_set_size(group_id, 2)
+    backend.chord_set_size(group_id, 2, expires=86400)
     first = str(uuid.uuid4())
-    assert backend.chord_join(group_id, first, 0, "SUCCESS", "1") is None
-    assert backend.chord_join(group_id, first, 0, "SUCCESS", "1") is None
-    won = backend.chord_join(group_id, str(uuid.uuid4()), 1, "FAILURE", '{"exc_type": "E"}')
+    assert chord_join(backend, group_id, first, 0, "SUCCESS", "1") is None
+    assert chord_join(backend, group_id, first, 0, "SUCCESS", "1") is None
+    won = chord_join(backend, group_id, str(uuid.uuid4()), 1, "FAILURE", '{"exc_type": "E"}')
     assert won is not None and [m[2] for m in won] == ["SUCCESS", "FAILURE"]
 
 
@@ -228,18 +240,18 @@ def test_chord_does_not_complete_before_its_size_is_known(backend: RedisBackend)
     group_id = str(uuid.uuid4())
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     # header tasks can finish before the client has written .s (seen in the capture)
-    assert backend.chord_join(group_id, first, 0, "SUCCESS", "1") is None
-    backend.chord_set_size(group_id, 2)
-    won = backend.chord_join(group_id, second, 1, "SUCCESS", "2")
+    assert chord_join(backend, group_id, first, 0, "SUCCESS", "1") is None
+    backend.chord_set_size(group_id, 2, expires=86400)
+    won = chord_join(backend, group_id, second, 1, "SUCCESS", "2")
     assert won == [[1, first, "SUCCESS", 1], [1, second, "SUCCESS", 2]]
 
 
 def test_chord_extend_raises_the_expected_count(backend: RedisBackend) -> None:
     group_id = str(uuid.uuid4())
-    backend.chord_set_size(group_id, 1)
+    backend.chord_set_size(group_id, 1, expires=86400)
     backend.chord_extend(group_id, 1)
-    assert backend.chord_join(group_id, str(uuid.uuid4()), 0, "SUCCESS", "1") is None
-    assert backend.chord_join(group_id, str(uuid.uuid4()), 1, "SUCCESS", "2") is not None
+    assert chord_join(backend, group_id, str(uuid.uuid4()), 0, "SUCCESS", "1") is None
+    assert chord_join(backend, group_id, str(uuid.uuid4()), 1, "SUCCESS", "2") is not None
 
 
 def test_store_many_begin_writes_while_the_caller_goes_on(

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import redis
 
+from caraway.brokers.contracts import Delivery, Revocations
+from caraway.brokers.redis.admin import RedisAdmin
+from caraway.brokers.redis.transport import RedisTransport
+from caraway.clients.redis import HeldConnection, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
-from caraway.transports.base import Delivery
-from caraway.transports.redis import RedisTransport
-from caraway.transports.redisurl import HeldConnection, connect, parse_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -78,7 +79,11 @@ def test_binding_member_matches_the_celery_capture(
 
 
 def test_priorities_land_in_kombu_bucket_keys(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    admin: RedisAdmin,
 ) -> None:
     vector = json.loads((VECTORS / "redis-priority.json").read_text())
     captured = {k for k in vector["redis_keys"] if not k.startswith("_kombu")}
@@ -87,7 +92,7 @@ def test_priorities_land_in_kombu_bucket_keys(
     ours = {k.decode()[len(prefix) :] for k in raw.keys(f"{prefix}celery*")}
     assert ours == captured == {"celery", f"celery{SEP}3", f"celery{SEP}6", f"celery{SEP}9"}
     assert raw.llen(f"{prefix}celery{SEP}3") == 2
-    assert transport.size("celery") == 6
+    assert admin.size("celery") == 6
 
 
 def test_fetch_serves_the_lower_bucket_first_and_fifo_within_a_bucket(
@@ -112,15 +117,19 @@ def test_fetch_takes_bucket_zero_of_every_queue_before_higher_buckets(
 
 
 def test_fetch_returns_at_most_limit_and_leaves_the_rest(
-    transport: RedisTransport, make_message: MakeMessage
+    transport: RedisTransport, make_message: MakeMessage, admin: RedisAdmin
 ) -> None:
     transport.publish_many([(make_message(), "q") for _ in range(5)])
     assert len(transport.fetch(["q"], limit=3, timeout=1, owner="n/1")) == 3
-    assert transport.size("q") == 2
+    assert admin.size("q") == 2
 
 
 def test_claim_is_recorded_where_celery_looks_for_it(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    admin: RedisAdmin,
 ) -> None:
     transport.publish(make_message(), queue="q")
     before = time.time()
@@ -132,7 +141,7 @@ def test_claim_is_recorded_where_celery_looks_for_it(
     score = raw.zscore(f"{prefix}unacked_index", delivery.tag)
     assert score is not None and before - 1 <= score <= time.time() + 1
     assert raw.smembers(f"{prefix}caraway.owner.node/7") == {delivery.tag.encode()}
-    assert transport.size("q") == 0
+    assert admin.size("q") == 0
     assert delivery.delivery_count == 1 and not delivery.redelivered
 
 
@@ -177,13 +186,13 @@ def test_killed_consumer_messages_come_back_by_recover(
 
 
 def test_recover_leaves_other_owners_claims_alone(
-    transport: RedisTransport, make_message: MakeMessage
+    transport: RedisTransport, make_message: MakeMessage, admin: RedisAdmin
 ) -> None:
     transport.publish_many([(make_message(), "q") for _ in range(2)])
     transport.fetch(["q"], limit=1, timeout=1, owner="a/1")
     transport.fetch(["q"], limit=1, timeout=1, owner="b/1")
     assert transport.recover("a/1") == 1
-    assert transport.size("q") == 1
+    assert admin.size("q") == 1
 
 
 def test_visibility_sweep_restores_stale_claims_but_not_renewed_ones(
@@ -239,7 +248,11 @@ def test_sweep_restores_a_claim_celery_left_behind(
 
 
 def test_restore_follows_the_binding_table_of_a_named_exchange(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    admin: RedisAdmin,
 ) -> None:
     transport.publish(make_message(), queue="video", exchange="media", routing_key="media.video")
     assert raw.smembers(f"{prefix}_kombu.binding.media") == {f"media.video{SEP}{SEP}video".encode()}
@@ -247,7 +260,7 @@ def test_restore_follows_the_binding_table_of_a_named_exchange(
     assert (claim.exchange, claim.routing_key) == ("media", "media.video")
     raw.zadd(f"{prefix}unacked_index", {claim.tag: time.time() - 7200})
     assert transport.restore_visible() == 1
-    assert transport.size("video") == 1
+    assert admin.size("video") == 1
 
 
 def test_parked_message_keeps_its_envelope_and_returns_when_due(
@@ -273,7 +286,7 @@ def test_parked_message_keeps_its_envelope_and_returns_when_due(
 
 
 def test_due_parked_message_is_promoted_exactly_once_with_two_fetchers(
-    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage, admin: RedisAdmin
 ) -> None:
     producer = make_transport()
     producer.publish_many([(make_message(), "q") for _ in range(4)])
@@ -297,11 +310,15 @@ def test_due_parked_message_is_promoted_exactly_once_with_two_fetchers(
         thread.join(timeout=10)
     got = ids(results[0]) + ids(results[1])
     assert sorted(got) == sorted(ids(parked))  # each once, none lost
-    assert producer.size("q") == 0
+    assert admin.size("q") == 0
 
 
 def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    admin: RedisAdmin,
 ) -> None:
     first, second = make_message(), make_message()
     transport.publish_many([(first, "q"), (second, "q")])
@@ -310,7 +327,7 @@ def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
     b.dead_letter("undecodable")
     assert raw.hlen(f"{prefix}unacked") == 0
 
-    letters = transport.dead_letters()
+    letters = admin.dead_letters()
     assert [(d.queue, d.reason) for d in letters] == [
         ("q", "kept killing its child"),
         ("q", "undecodable"),
@@ -318,19 +335,23 @@ def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
     assert letters[0].message.headers["id"] == first.headers["id"]
     assert letters[0].failed_at == pytest.approx(time.time(), abs=5)
 
-    assert transport.requeue_dead_letters([letters[0].id]) == 1
+    assert admin.requeue_dead_letters([letters[0].id]) == 1
     assert ids(transport.fetch(["q"], limit=5, timeout=1, owner="n/1")) == [first.headers["id"]]
-    assert transport.purge_dead_letters() == 1
-    assert transport.dead_letters() == []
+    assert admin.purge_dead_letters() == 1
+    assert admin.dead_letters() == []
 
 
 def test_envelope_without_a_tag_is_set_aside_not_lost_or_retried(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    admin: RedisAdmin,
 ) -> None:
     raw.lpush(f"{prefix}q", b'{"body": "e30=", "properties": {}}')
-    with caplog.at_level("ERROR", logger="caraway.transports.redis"):
+    with caplog.at_level("ERROR", logger="caraway.brokers.redis.transport"):
         assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
-    (letter,) = transport.dead_letters()
+    (letter,) = admin.dead_letters()
     assert "delivery_tag" in letter.reason
     assert letter.queue == "q"
     # never silent: one line naming the dead letter's id
@@ -338,12 +359,12 @@ def test_envelope_without_a_tag_is_set_aside_not_lost_or_retried(
 
 
 def test_purge_and_size_cover_every_priority_bucket(
-    transport: RedisTransport, make_message: MakeMessage
+    transport: RedisTransport, make_message: MakeMessage, admin: RedisAdmin
 ) -> None:
     transport.publish_many([(make_message(priority=p), "q") for p in (0, 3, 6, 9, 9)])
-    assert transport.size("q") == 5
-    assert transport.purge("q") == 5
-    assert transport.size("q") == 0
+    assert admin.size("q") == 5
+    assert admin.purge("q") == 5
+    assert admin.size("q") == 0
 
 
 def test_idle_fetch_wakes_when_a_message_arrives(
@@ -409,7 +430,11 @@ def test_global_keyprefix_applies_to_every_key(
 
 
 def test_claimed_envelope_that_cannot_be_unpacked_is_dead_lettered(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    admin: RedisAdmin,
 ) -> None:
     envelope = {
         "body": "not base64!",
@@ -417,9 +442,9 @@ def test_claimed_envelope_that_cannot_be_unpacked_is_dead_lettered(
         "properties": {"delivery_tag": "t-1", "body_encoding": "base64"},
     }
     raw.lpush(f"{prefix}q", json.dumps(envelope))
-    with caplog.at_level("ERROR", logger="caraway.transports.redis"):
+    with caplog.at_level("ERROR", logger="caraway.brokers.redis.transport"):
         assert transport.fetch(["q"], limit=1, timeout=0.05, owner="n/1") == []
-    (letter,) = transport.dead_letters()
+    (letter,) = admin.dead_letters()
     assert letter.reason.startswith("cannot unpack envelope")
     assert "message t-1 on queue 'q' is not a usable envelope" in caplog.text
     assert raw.hlen(f"{prefix}unacked") == 0
@@ -486,7 +511,11 @@ def test_tls_options_from_broker_use_ssl_reach_the_client() -> None:
 
 
 def test_publish_parked_message_is_listed_soonest_first_and_delivered_when_due(
-    transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    admin: RedisAdmin,
 ) -> None:
     later, sooner = make_message(), make_message(priority=6)
     now = time.time()
@@ -494,52 +523,52 @@ def test_publish_parked_message_is_listed_soonest_first_and_delivered_when_due(
     transport.publish_parked(sooner, queue="q", eta=now + 0.3)
 
     assert raw.llen(f"{prefix}q") == 0
-    listed = transport.scheduled()
+    listed = admin.scheduled()
     assert [(queue, m.headers["id"]) for _, queue, m in listed] == [
         ("q", sooner.headers["id"]),
         ("q", later.headers["id"]),
     ]
     assert listed[0][0] == pytest.approx(now + 0.3, abs=0.001)
-    assert transport.scheduled(limit=1)[0][2].headers["id"] == sooner.headers["id"]
+    assert admin.scheduled(limit=1)[0][2].headers["id"] == sooner.headers["id"]
     # the queue is declared as a publish declares it, so Celery can restore to it
     assert raw.scard(f"{prefix}_kombu.binding.q") == 1
 
     (delivery,) = transport.fetch(["q"], limit=2, timeout=3, owner="n/1")
     assert delivery.message.headers["id"] == sooner.headers["id"]
     assert delivery.message.properties["priority"] == 6
-    assert [m.headers["id"] for _, _, m in transport.scheduled()] == [later.headers["id"]]
+    assert [m.headers["id"] for _, _, m in admin.scheduled()] == [later.headers["id"]]
 
 
 def test_scheduled_names_the_queue_of_a_parked_delivery_from_a_priority_bucket(
-    transport: RedisTransport, make_message: MakeMessage
+    transport: RedisTransport, make_message: MakeMessage, admin: RedisAdmin
 ) -> None:
     message = make_message(priority=9)
     transport.publish(message, queue="hi")
     (delivery,) = transport.fetch(["hi"], limit=1, timeout=1, owner="n/1")
     delivery.park(time.time() + 60)
 
-    ((_eta, queue, listed),) = transport.scheduled()
+    ((_eta, queue, listed),) = admin.scheduled()
     assert queue == "hi"
     assert listed.headers["id"] == message.headers["id"]
 
 
 def test_revoked_ids_live_under_the_global_prefix_until_they_expire(
-    transport: RedisTransport, raw: redis.Redis, prefix: str
+    transport: RedisTransport, raw: redis.Redis, prefix: str, admin: RedisAdmin
 ) -> None:
-    assert transport.capabilities.revocations
-    assert transport.revoked_ids() == []
-    transport.record_revoked(["a", "b"], expires=0.2)
-    transport.record_revoked(["c"], expires=60)
+    assert isinstance(admin, Revocations)
+    assert admin.revoked_ids() == []
+    admin.record_revoked(["a", "b"], expires=0.2)
+    admin.record_revoked(["c"], expires=60)
 
-    assert sorted(transport.revoked_ids()) == ["a", "b", "c"]
+    assert sorted(admin.revoked_ids()) == ["a", "b", "c"]
     assert raw.zcard(f"{prefix}caraway.revoked") == 3
     deadline = time.monotonic() + 3
-    while "a" in transport.revoked_ids() and time.monotonic() < deadline:
+    while "a" in admin.revoked_ids() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert transport.revoked_ids() == ["c"]
+    assert admin.revoked_ids() == ["c"]
 
     # expired ids are swept from the zset by the next write, not only hidden on read
-    transport.record_revoked([], expires=60)
+    admin.record_revoked([], expires=60)
     assert raw.zrange(f"{prefix}caraway.revoked", 0, -1) == [b"c"]
 
 
@@ -565,7 +594,7 @@ def test_publishes_from_many_threads_all_arrive(
 
 
 def test_publish_reconnects_after_the_server_drops_the_held_connection(
-    transport: RedisTransport, raw: redis.Redis, make_message: MakeMessage
+    transport: RedisTransport, raw: redis.Redis, make_message: MakeMessage, admin: RedisAdmin
 ) -> None:
     transport.publish(make_message(), queue="q")
     held = transport._held._conn
@@ -575,7 +604,7 @@ def test_publish_reconnects_after_the_server_drops_the_held_connection(
     assert raw.client_kill_filter(_id=str(client_id)) == 1
 
     transport.publish(make_message(), queue="q")
-    assert transport.size("q") == 2
+    assert admin.size("q") == 2
 
 
 def test_a_script_the_server_does_not_know_is_loaded_on_first_use(redis_url: str) -> None:
@@ -683,7 +712,7 @@ def test_a_claim_reads_the_tag_and_routing_from_properties_whatever_the_spelling
 
 
 def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
-    from caraway.transports.redisurl import _pack_commands_py, pack_commands
+    from caraway.clients.redis import _pack_commands_py, pack_commands
 
     conn = redis.Connection()
     commands = [
@@ -699,7 +728,7 @@ def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
 def test_pack_commands_writes_a_float_subclass_as_its_value() -> None:
     """hiredis would write numpy's float64 as ``np.float64(1.5)``: such values take the
     Python packer, which writes what ``float()`` gives."""
-    from caraway.transports.redisurl import pack_commands
+    from caraway.clients.redis import pack_commands
 
     class Scaled(float):
         def __repr__(self) -> str:

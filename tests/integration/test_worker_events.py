@@ -27,7 +27,8 @@ import pytest
 import redis
 
 from caraway.app import Caraway
-from caraway.events.bus import EventBus, bus_for
+from caraway.brokers.contracts import EventBus
+from caraway.events.dispatcher import bus_for
 from caraway.events.receiver import EventReceiver
 from caraway.protocol import events as proto
 from tests.helpers import PROJ_TASKS, Worker, wait_until, write_project

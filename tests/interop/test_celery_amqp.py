@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from caraway import states
-from caraway.backends.rpc import RPCBackend
+from caraway.brokers.amqp.backend import RPCBackend
 from caraway.protocol.results import decode_document
 from tests.helpers import Worker
 from tests.integration.test_amqp_worker import (

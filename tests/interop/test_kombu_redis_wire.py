@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 import redis
 
-from caraway.backends.redis import RedisBackend
+from caraway.brokers.redis.admin import RedisAdmin
+from caraway.brokers.redis.backend import RedisBackend
+from caraway.brokers.redis.transport import RedisTransport
 from caraway.protocol.message import Message
-from caraway.transports.redis import RedisTransport
 from tests.interop.celeryproc import close_celery_app, redis_prefix, require_celery
 
 pytestmark = [
@@ -125,7 +126,9 @@ def _document(task_id: str, status: str, result: object) -> bytes:
     ).encode()
 
 
-def test_kombu_consumes_what_caraway_publishes(transport: RedisTransport, kombu_conn: Any) -> None:
+def test_kombu_consumes_what_caraway_publishes(
+    transport: RedisTransport, kombu_conn: Any, prefix: str
+) -> None:
     message = _captured_message()
     transport.publish(message, queue="wire")
 
@@ -140,7 +143,11 @@ def test_kombu_consumes_what_caraway_publishes(transport: RedisTransport, kombu_
         received.ack()
     finally:
         queue.close()
-    assert transport.size("wire") == 0
+    admin = RedisAdmin(REDIS_URL, options={"global_keyprefix": prefix})
+    try:
+        assert admin.size("wire") == 0
+    finally:
+        admin.close()
 
 
 def test_caraway_fetches_what_celery_sends(transport: RedisTransport, celery_app: Any) -> None:

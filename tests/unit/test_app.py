@@ -6,6 +6,7 @@ import pytest
 
 from caraway import Caraway, shared_task, states
 from caraway.exceptions import NotRegistered, UnknownSetting
+from tests.helpers import purge_queue, queue_size
 
 
 def _app(**settings: object) -> Caraway:
@@ -60,7 +61,7 @@ def test_delay_with_arguments_that_do_not_fit_raises_type_error_before_sending()
 
     with pytest.raises(TypeError, match="missing a required argument: 'by'"):
         scale.delay(2)  # one positional argument for one positional parameter is not enough
-    assert app.producer.size("celery") == 1
+    assert queue_size(app, "celery") == 1
 
 
 def test_delay_publishes_a_protocol_v2_message_to_the_default_queue() -> None:
@@ -70,7 +71,7 @@ def test_delay_publishes_a_protocol_v2_message_to_the_default_queue() -> None:
     def add(x: int, y: int) -> int:
         return x + y
 
-    app.producer.purge("celery")
+    purge_queue(app, "celery")
     result = add.delay(2, 2)
     deliveries = app.producer.fetch(["celery"], limit=1, timeout=0, owner="t")
     assert deliveries[0].message.headers["task"] == add.name

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from caraway.app import Caraway
+from caraway.brokers.memory.mailbox import MemoryMailbox
 from caraway.control import Control
 from caraway.protocol.message import Message
 from caraway.protocol.pidbox import Request, decode_request, encode_request
 from caraway.protocol.serializers import dumps_json
-from caraway.transports.mailbox_memory import MemoryMailbox
 from caraway.worker.control import ControlServer
 from tests.unit.test_control_fakes import FakeNode, served
 

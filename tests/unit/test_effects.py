@@ -6,12 +6,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caraway import Caraway
-from caraway.backends.memory import MemoryBackend
+from caraway.brokers.contracts import Delivery
+from caraway.brokers.memory.backend import MemoryBackend
+from caraway.brokers.memory.transport import MemoryTransport
 from caraway.effects import EffectApplier
 from caraway.lifecycle import Effects
 from caraway.protocol.message import Message
-from caraway.transports.base import Delivery
-from caraway.transports.memory import MemoryTransport
 
 
 class Recorder:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from caraway.app import Caraway
-from caraway.events.bus import EventBus, open_bus
+from caraway.brokers.contracts import EventBus
+from caraway.brokers.registry import open_bus
 from caraway.events.dispatcher import EventDispatcher, send_task_sent
 from caraway.events.receiver import EventReceiver
 from caraway.exceptions import BrokerError

@@ -14,6 +14,7 @@ import pytest
 
 from caraway import Caraway, states
 from caraway.task import Task
+from tests.helpers import queue_size
 
 
 def _app() -> Caraway:
@@ -47,7 +48,7 @@ def test_a_bad_countdown_fails_at_call_time_and_sends_nothing(
     add = _add(app)
     with pytest.raises(error, match=named):
         add.apply_async((1, 1), countdown=countdown)
-    assert app.producer.size("celery") == 0
+    assert queue_size(app, "celery") == 0
 
 
 def test_a_time_limit_below_the_soft_limit_fails_at_declaration_and_at_call_time() -> None:
@@ -57,7 +58,7 @@ def test_a_time_limit_below_the_soft_limit_fails_at_declaration_and_at_call_time
     add = _add(app)
     with pytest.raises(ValueError, match=r"soft_time_limit \(5\) is above time_limit \(3\)"):
         add.apply_async((1, 1), time_limit=3, soft_time_limit=5)
-    assert app.producer.size("celery") == 0
+    assert queue_size(app, "celery") == 0
 
 
 @pytest.mark.parametrize("limit", [-1, 0, "10", True])

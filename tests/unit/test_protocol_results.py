@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from caraway import states
 from caraway.exceptions import BackendError, RemoteTaskError, TaskRevokedError
 from caraway.protocol.results import (
+    chord_member,
     decode_document,
     encode_document,
     exception_from_dict,
@@ -21,6 +23,7 @@ from caraway.protocol.results import (
     result_document,
     result_tuple,
 )
+from tests.wire._vectors import load
 
 CALLED: list[Any] = []
 
@@ -193,3 +196,23 @@ def test_malformed_result_tuple_is_a_backend_error(value: Any) -> None:
 def test_task_tuple_is_not_a_group() -> None:
     with pytest.raises(BackendError, match="not a group"):
         parse_group_tuple(result_tuple("a"))
+
+
+def test_chord_members_are_written_as_celery_writes_them() -> None:
+    vector = load("result-chord-redis.json")
+    joined = [
+        command["cmd"][3]
+        for command in vector["commands"]
+        if command["cmd"][0] == "ZADD" and command["cmd"][1].endswith(".j")
+    ]
+    assert len(joined) == 3
+
+    for member in joined:
+        _one, task_id, state, result = json.loads(member)
+        assert chord_member(task_id, state, json.dumps(result)) == member
+
+
+def test_a_chord_member_keeps_its_result_json_as_given() -> None:
+    member = chord_member("t1", "FAILURE", '{"exc_type": "ValueError", "exc_message": ["x"]}')
+
+    assert member == '[1, "t1", "FAILURE", {"exc_type": "ValueError", "exc_message": ["x"]}]'

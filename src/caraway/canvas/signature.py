@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from caraway import current
+from caraway.brokers.contracts import ChordStore
 from caraway.exceptions import ImproperlyConfigured, NotRegistered
 from caraway.protocol.serializers import dumps_json
 from caraway.protocol.signatures import check_fields
@@ -403,7 +404,7 @@ def require_chord_backend(app: AppLike) -> None:
     backend = app.backend
     if backend is None:
         raise ImproperlyConfigured(f"no result backend is configured; {hint}")
-    if not getattr(backend, "supports_chords", False):
+    if not isinstance(backend, ChordStore):
         scheme = backend.url.partition("://")[0]
         raise ImproperlyConfigured(f"the {scheme!r} result backend does not support chords; {hint}")
 

@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from caraway.cli.loader import app_of
+from caraway.clients.urls import mask_url
 from caraway.control import Control
-from caraway.transports import mask_url
 from caraway.worker.control import COMMANDS
 
 #: Celery's exit code when no node replied (EX_UNAVAILABLE)

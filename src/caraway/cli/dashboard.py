@@ -9,9 +9,9 @@ from __future__ import annotations
 import click
 
 from caraway.cli.loader import app_of
+from caraway.clients.urls import mask_url
 from caraway.dashboard.auth import Auth
 from caraway.dashboard.server import DEFAULT_ADDRESS, DEFAULT_PORT, create_dashboard, serve
-from caraway.transports import mask_url
 
 _LOCAL = {"127.0.0.1", "localhost", "::1"}
 

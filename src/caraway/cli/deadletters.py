@@ -20,11 +20,11 @@ def dead_letters() -> None:
 @click.pass_context
 def list_dead(ctx: click.Context, limit: int) -> None:
     """Show dead letters with their reason."""
-    transport = app_of(ctx).connection()
+    admin = app_of(ctx).admin()
     try:
-        letters = transport.dead_letters(limit=limit)
+        letters = admin.dead_letters(limit=limit)
     finally:
-        transport.close()
+        admin.close()
     if not letters:
         click.echo("no dead letters")
         return
@@ -42,11 +42,11 @@ def list_dead(ctx: click.Context, limit: int) -> None:
 @click.pass_context
 def requeue_dead(ctx: click.Context, ids: tuple[str, ...]) -> None:
     """Put dead letters back on their queues (all of them when no ID is given)."""
-    transport = app_of(ctx).connection()
+    admin = app_of(ctx).admin()
     try:
-        count = transport.requeue_dead_letters(list(ids) or None)
+        count = admin.requeue_dead_letters(list(ids) or None)
     finally:
-        transport.close()
+        admin.close()
     click.echo(f"requeued {count} message(s)")
 
 
@@ -57,9 +57,9 @@ def purge_dead(ctx: click.Context, force: bool) -> None:
     """Delete every dead letter."""
     if not force:
         click.confirm("Delete every dead letter for good?", abort=True)
-    transport = app_of(ctx).connection()
+    admin = app_of(ctx).admin()
     try:
-        count = transport.purge_dead_letters()
+        count = admin.purge_dead_letters()
     finally:
-        transport.close()
+        admin.close()
     click.echo(f"deleted {count} dead letter(s)")

@@ -20,10 +20,10 @@ from typing import Any
 import click
 
 from caraway.cli.loader import app_of
+from caraway.clients.urls import mask_url
 from caraway.events.receiver import EventReceiver
 from caraway.events.state import State
 from caraway.exceptions import ImproperlyConfigured
-from caraway.transports import mask_url
 
 _CLEAR = "\x1b[H\x1b[2J"
 _STATE_COLOURS = {

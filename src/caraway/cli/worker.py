@@ -191,11 +191,11 @@ def wait_for_broker(app: Caraway) -> None:
     delay = 0.5
     for attempt in range(attempts + 1):
         try:
-            transport = app.connection()
+            admin = app.admin()
             try:
-                transport.size(str(conf.task_default_queue))
+                admin.size(str(conf.task_default_queue))
             finally:
-                transport.close()
+                admin.close()
             return
         except exceptions.ImproperlyConfigured:
             raise  # a wrong URL or a missing client library will not fix itself

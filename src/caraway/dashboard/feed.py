@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from caraway.brokers.contracts import QueueAdmin
 from caraway.dashboard.model import Cluster
 from caraway.events.receiver import EventReceiver
 
@@ -92,7 +93,7 @@ class Monitor:
         self._source: EventSource | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._transport: Any = None
+        self._admin: QueueAdmin | None = None
 
     def start(self) -> None:
         targets: list[Callable[[], None]] = [self._poll_loop]
@@ -111,7 +112,7 @@ class Monitor:
             source.stop()
         for thread in self._threads:
             thread.join(timeout)
-        self._close_transport()
+        self._close_admin()
 
     # -- events ----------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class Monitor:
             self.cluster.set_queue_lengths(self._queue_lengths(sorted(queues)))
         except Exception as exc:
             logger.warning("queue length poll failed: %s", exc)
-            self._close_transport()
+            self._close_admin()
 
     def _poll_workers(self) -> set[str]:
         # stop waiting once every known node answered; a new node is found by its events,
@@ -187,15 +188,16 @@ class Monitor:
         return consumed
 
     def _queue_lengths(self, names: list[str]) -> dict[str, int]:
-        if self._transport is None:
-            self._transport = self.app.connection()
-        return {name: int(self._transport.size(name)) for name in names}
+        if self._admin is None:
+            self._admin = self.app.admin()
+        admin = self._admin
+        return {name: int(admin.size(name)) for name in names}
 
-    def _close_transport(self) -> None:
-        transport, self._transport = self._transport, None
-        if transport is not None:
+    def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
             with contextlib.suppress(Exception):
-                transport.close()
+                admin.close()
 
 
 def _brief(task: dict[str, Any]) -> dict[str, Any]:

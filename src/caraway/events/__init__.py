@@ -1,12 +1,13 @@
 """Celery-format events: the dispatcher workers send with, the receiver and the cluster state.
 
-Documents are built and parsed in ``caraway.protocol.events``; the buses in this package
-move them over each broker exactly where Celery does (``celeryev``), so Celery's tools
-see caraway's events and caraway's monitors see a Celery fleet.
+Documents are built and parsed in ``caraway.protocol.events``; each broker's event bus
+(``caraway.brokers.<broker>.bus``) moves them exactly where Celery does (``celeryev``), so
+Celery's tools see caraway's events and caraway's monitors see a Celery fleet.
 """
 
-from caraway.events.bus import BusSettings, EventBus, bus_for, open_bus
-from caraway.events.dispatcher import EventDispatcher, send_task_sent
+from caraway.brokers.contracts import BusSettings, EventBus
+from caraway.brokers.registry import open_bus
+from caraway.events.dispatcher import EventDispatcher, bus_for, send_task_sent
 from caraway.events.receiver import EventReceiver
 from caraway.events.state import State, Task, Worker
 

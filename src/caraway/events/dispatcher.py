@@ -4,6 +4,7 @@
 process, started on first use, so a forked child makes its own) publishes ``task-*``
 events as one ``task.multi`` message per flush and every other event on its own routing
 key. Broker failures are logged (rate-limited) and retried; they never reach the caller.
+``bus_for(app)`` opens the app's event bus with its event settings (``settings_of``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,35 @@ from collections.abc import Mapping
 from typing import Any
 
 from caraway._version import __version__
-from caraway.events.bus import EventBus, bus_for
+from caraway.brokers.contracts import BusSettings, EventBus
+from caraway.brokers.registry import open_bus
 from caraway.protocol import events as proto
 from caraway.protocol.message import default_origin
 from caraway.taskbase import AppLike
 
 logger = logging.getLogger("caraway.events")
+
+
+def settings_of(app: AppLike) -> BusSettings:
+    """The app's event settings, with Celery's defaults for unset ones."""
+    conf = app.conf
+    return BusSettings(
+        exchange=str(conf.event_exchange or proto.EXCHANGE),
+        queue_prefix=str(conf.event_queue_prefix or "celeryev"),
+        queue_ttl=float(conf.event_queue_ttl if conf.event_queue_ttl is not None else 5.0),
+        queue_expires=float(
+            conf.event_queue_expires if conf.event_queue_expires is not None else 60.0
+        ),
+    )
+
+
+def bus_for(app: AppLike) -> EventBus:
+    """A new event bus on ``app``'s broker (the caller closes it)."""
+    options = dict(app.conf.broker_transport_options)
+    if app.conf.broker_use_ssl:
+        options.setdefault("ssl", app.conf.broker_use_ssl)
+    return open_bus(app.broker_url, options, settings=settings_of(app))
+
 
 #: what worker events say about the software (Celery sends "py-celery", its version, OS)
 SW_IDENT = "py-caraway"

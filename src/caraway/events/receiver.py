@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from caraway.events.bus import EventBus, bus_for
+from caraway.brokers.contracts import EventBus
+from caraway.events.dispatcher import bus_for
 from caraway.exceptions import CarawayError
 from caraway.protocol import events as proto
 from caraway.taskbase import AppLike

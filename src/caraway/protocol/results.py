@@ -9,6 +9,7 @@ same-named subclass of :class:`~caraway.exceptions.RemoteTaskError`.
 from __future__ import annotations
 
 import builtins
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,17 @@ def decode_document(raw: bytes | str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BackendError(f"stored result must be a JSON object, got {type(document).__name__}")
     return document
+
+
+def chord_member(task_id: str, state: str, result_json: str) -> str:
+    """One header task's entry in a chord join, as Celery 5.7's Redis backend writes it
+    (protocol.md §4.6): ``[1, task_id, state, result]``, ``result_json`` already JSON.
+
+    Every chord store keeps these strings and hands them, in ``group_index`` order, to the
+    one completer; the text is Celery's byte for byte, since Celery workers read (and on
+    Redis write) the same members.
+    """
+    return f"[1, {json.dumps(task_id)}, {json.dumps(state)}, {result_json}]"
 
 
 def _json_safe(value: Any) -> Any:

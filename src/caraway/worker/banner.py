@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from caraway._version import __version__
-from caraway.transports import mask_url
+from caraway.clients.urls import mask_url
 
 if TYPE_CHECKING:
     from caraway.app import Caraway

@@ -11,22 +11,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import logging
 import os
 import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from caraway.backends import BACKEND_ALIASES
-from caraway.events.bus import BUS_ALIASES
-from caraway.transports import resolve
-from caraway.transports.mailbox import MAILBOX_ALIASES
+from caraway.brokers.registry import preload
 from caraway.worker.ipc import Holding, SupervisorEnd, TaskStarted
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-
-logger = logging.getLogger("caraway.worker")
 
 
 @dataclass(slots=True)
@@ -92,19 +86,7 @@ def prepare_to_fork(app: Caraway) -> None:
     Frozen objects are never collected, which costs nothing for the ones that live as
     long as the process (modules, the app); later forks do not freeze again.
     """
-    plugins = [
-        (app.broker_url, MAILBOX_ALIASES, "caraway.mailboxes", "mailbox"),
-        (app.broker_url, BUS_ALIASES, "caraway.event_buses", "event bus"),
-    ]
-    if app.result_backend_url:
-        plugins.append(
-            (app.result_backend_url, BACKEND_ALIASES, "caraway.backends", "result backend")
-        )
-    for url, aliases, group, kind in plugins:
-        try:
-            resolve(url, aliases, group=group, kind=kind)
-        except Exception as exc:  # opening it after the fork reports the error
-            logger.debug("not preloading the %s for %s: %s", kind, url, exc)
+    preload(app.broker_url, backend_url=app.result_backend_url)
     for name in CHILD_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from caraway import exceptions, lifecycle
+from caraway.brokers.contracts import Delivery, Scheduling
 from caraway.effects import EffectApplier
 from caraway.execution import build_request, run_task, run_task_async, started_meta
 from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
 from caraway.protocol.results import decode_document
-from caraway.transports.base import Delivery
 from caraway.worker.buckets import SharedBuckets
 from caraway.worker.ipc import (
     AddConsumer,
@@ -127,6 +127,8 @@ class Consumer:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         self.transport = self.app.connection()
+        # by type, once: an ABC isinstance per message would cost more than the lookup did
+        self.can_park = isinstance(self.transport, Scheduling)
         self.backend = self.app.new_backend()
         self.effects = EffectApplier(self.app, self.transport, self.backend, self.app.publisher)
         pool: InlinePool | ThreadPool = (
@@ -298,7 +300,7 @@ class Consumer:
             message,
             now=time.time(),
             park_horizon=self.park_horizon,
-            can_park=self.transport.capabilities.parking,
+            can_park=self.can_park,
             delivery_count=delivery.delivery_count,
             delivery_cap=self.delivery_cap,
             stored_state=stored,

@@ -1,7 +1,7 @@
 """Remote control, the node's side: the commands a node answers and its ControlServer.
 
 Requests and replies are Celery's pidbox documents (:mod:`caraway.protocol.pidbox`) carried
-by a :class:`~caraway.transports.mailbox.Mailbox`, so Celery's tools and ours see each other;
+by a :class:`~caraway.brokers.contracts.Mailbox`, so Celery's tools and ours see each other;
 the client half (``app.control``) is :mod:`caraway.control`. The one thing to know:
 :meth:`ControlServer.poll` never blocks, because the supervisor calls it from its
 single-threaded loop; a failing command becomes an ``{"error": ...}`` reply, never an
@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox
+from caraway.brokers.registry import open_mailbox
 from caraway.exceptions import CarawayError, ProtocolError
 from caraway.protocol.events import LamportClock
 from caraway.protocol.message import Message
 from caraway.protocol.pidbox import Request, decode_request, encode_reply, queue_info
-from caraway.transports.mailbox import REPLY_EXCHANGE, Mailbox, open_mailbox
 
 logger = logging.getLogger("caraway.worker.control")
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from caraway.clients.urls import mask_url
 from caraway.exceptions import ImproperlyConfigured
 from caraway.rates import parse_rate
-from caraway.transports import mask_url
 from caraway.worker.ipc import (
     AddConsumer,
     CancelConsumer,
@@ -39,7 +39,7 @@ REVOKES_MAX = 50000
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.transports.base import Transport
+    from caraway.brokers.contracts import QueueAdmin, Transport
     from caraway.worker.buckets import SharedBuckets
     from caraway.worker.children import Child
 
@@ -53,6 +53,8 @@ class Supervised(Protocol):
     def concurrency(self) -> int: ...
     @property
     def transport(self) -> Transport: ...
+    @property
+    def admin(self) -> QueueAdmin: ...
 
     def relay(self, command: Command, /) -> None: ...
     def terminate(self, task_id: str, signum: int, /) -> bool: ...
@@ -184,7 +186,7 @@ class NodeControl:
 
     def parked_on_broker(self) -> list[dict[str, Any]]:
         try:
-            parked = self._supervisor.transport.scheduled(limit=100)
+            parked = self._supervisor.admin.scheduled(limit=100)
         except Exception:
             return []
         found = []

@@ -1,9 +1,8 @@
 """What a consumer derives from settings and says about its work, apart from its loop.
 
-A task's :class:`~caraway.worker.lifecycle.Policy` from its options and the app's settings,
+A task's :class:`~caraway.lifecycle.Policy` from its options and the app's settings,
 the accepted content types, the log line of a finished task, this process's resident memory
-and the ``(id, name)`` a held delivery is reported as. ``child.py`` re-exports
-``build_policy`` for those who import it from there.
+and the ``(id, name)`` a held delivery is reported as.
 """
 
 from __future__ import annotations
@@ -12,10 +11,10 @@ import logging
 import os
 from typing import Any
 
+from caraway.brokers.contracts import Delivery
 from caraway.lifecycle import Outcome
 from caraway.protocol.message import TaskMessage
 from caraway.protocol.serializers import normalize_accept
-from caraway.transports.base import Delivery
 
 logger = logging.getLogger("caraway.worker")
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caraway import exceptions, signals, states
+from caraway.brokers.contracts import Revocations
 from caraway.protocol import results as docs
 from caraway.worker.buckets import SharedBuckets
 from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
@@ -43,7 +44,7 @@ from caraway.worker.node import NodeControl
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.transports.base import Transport
+    from caraway.brokers.contracts import Transport
 
 logger = logging.getLogger("caraway.worker")
 
@@ -117,6 +118,7 @@ class Supervisor:
         self.node.load_state()
         self._install_signals()
         self.transport = self.app.connection()
+        self.admin = self.app.admin()  # revoked ids and the schedule, for remote control
         self._sync_revoked()  # before any consumer starts, so none runs a revoked task
         if self.pool == "prefork":
             prepare_to_fork(self.app)
@@ -141,6 +143,7 @@ class Supervisor:
             if self.control is not None:
                 self.control.close()
             self.transport.close()
+            self.admin.close()
             if self.backend is not None:
                 self.backend.close()
         return 0
@@ -213,10 +216,11 @@ class Supervisor:
     def _sync_revoked(self) -> None:
         """Pick up revocations recorded on the broker (made while this node was away)."""
         self._next_revoked_sync = time.monotonic() + REVOKED_SYNC_INTERVAL
-        if not self.transport.capabilities.revocations:
+        admin = self.admin
+        if not isinstance(admin, Revocations):
             return
         try:
-            recorded = self.transport.revoked_ids()
+            recorded = admin.revoked_ids()
         except Exception as exc:
             logger.warning("could not read revoked ids from the broker: %s", exc)
             return

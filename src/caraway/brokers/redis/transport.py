@@ -1,0 +1,519 @@
+"""Redis broker transport with Celery 5.7/kombu 5.7's key layout (docs/protocol.md section 2).
+
+Queues are lists of kombu JSON envelopes (``LPUSH`` to publish, consumed from the right),
+one list per priority bucket (``<queue>``, ``<queue>\\x06\\x163`` ...; lower bucket first).
+Delivery guarantee: at least once. A claim moves a message atomically (Lua) from its list
+into kombu's ``unacked``/``unacked_index`` plus caraway's owner bookkeeping, so a message is
+always in Redis; Celery's visibility sweep and ours restore each other's stale claims.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+
+from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.redis import scripts as lua
+from caraway.brokers.redis.keys import Command, Keys, priority_of
+from caraway.clients.redis import (
+    RETRYABLE,
+    HeldConnection,
+    connect,
+    parse_redis_url,
+    retrying,
+    text,
+    to_int,
+    to_list,
+)
+from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
+from caraway.protocol.envelope import mark_redelivered, pack, unpack
+from caraway.protocol.message import Message
+
+T = TypeVar("T")
+
+logger = logging.getLogger("caraway.brokers.redis.transport")
+
+#: how many due parked messages one claim promotes; the rest follow on the next fetch
+_PROMOTE_BATCH = 100
+_SWEEP_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What a Redis delivery needs to be acked, requeued, parked or dead-lettered."""
+
+    raw: bytes
+    owner: str
+    key: str  # unprefixed list key the message was claimed from
+
+
+class RedisTransport(Transport, Scheduling):
+    """Celery-compatible Redis broker (``redis://``, ``rediss://``, ``redis+socket://``, sentinel).
+
+    ``options`` are Celery's ``broker_transport_options``: ``visibility_timeout`` (3600 s),
+    ``global_keyprefix``, ``priority_steps``, ``sep``, ``socket_timeout``,
+    ``socket_connect_timeout``, ``health_check_interval``, ``ssl`` (``broker_use_ssl``),
+    ``master_name`` (sentinel), plus caraway's ``polling_interval`` (1 s, the longest an idle
+    fetch goes without checking every queue, priority bucket and the schedule) and
+    ``max_retries`` (3; connection errors are retried with backoff, then raised as
+    :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect).
+
+    Latency: an idle fetch blocks on one list only (bucket 0 of the first queue, rotated
+    between calls); a message arriving on another queue or priority bucket, or a parked
+    message falling due, is picked up within ``polling_interval``.
+    """
+
+    capabilities = Capabilities(
+        leases=True, priorities=True, priority_low_first=True, delivery_count=True
+    )
+
+    def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, options=options)
+        opts = self.options
+        self.visibility_timeout = float(opts.get("visibility_timeout", 3600))
+        self.keys = Keys.from_options(opts)
+        self.prefix = self.keys.prefix
+        self.polling_interval = float(opts.get("polling_interval", 1.0))
+        self.max_retries = int(opts.get("max_retries", 3))
+        self.sweep_interval = float(
+            opts.get("visibility_sweep_interval", min(60.0, max(1.0, self.visibility_timeout / 4)))
+        )
+        self._mutex_expire_ms = int(float(opts.get("unacked_mutex_expire", 300)) * 1000)
+        self._where = parse_redis_url(url).redacted()
+        self.client = connect(url, opts)
+        self._held = HeldConnection(self.client)
+        self._claim = self._held.script(lua.CLAIM)
+        self._ack = self._held.script(lua.ACK)
+        self._restore = self.client.register_script(lua.RESTORE)
+        self._park = self.client.register_script(lua.PARK)
+        self._bury = self.client.register_script(lua.DEAD_LETTER)
+        self._renew = self.client.register_script(lua.RENEW)
+        self._unlock = self.client.register_script(lua.RELEASE_MUTEX)
+        self._declared: set[tuple[str, str, str]] = set()
+        self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
+        self._next_sweep = 0.0
+        self._rotation = 0
+        socket_timeout = opts.get("socket_timeout")
+        if socket_timeout:
+            # a blocking read must return before the socket gives up on it
+            self.polling_interval = min(self.polling_interval, float(socket_timeout) * 0.8)
+
+    # -- retries -----------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying connection errors with backoff; map redis errors to ours."""
+        return retrying(what, fn, where=self._where, retries=self.max_retries)
+
+    # -- publishing --------------------------------------------------------------------
+
+    def publish(
+        self,
+        message: Message,
+        *,
+        queue: str,
+        exchange: str = "",
+        routing_key: str | None = None,
+    ) -> None:
+        self.publish_batch([(message, queue, exchange, routing_key)])
+
+    def publish_many(self, items: Sequence[tuple[Message, str]]) -> None:
+        self.publish_batch([(message, queue, "", None) for message, queue in items])
+
+    def publish_batch(self, items: Sequence[tuple[Message, str, str, str | None]]) -> None:
+        """Publish ``(message, queue, exchange, routing_key)`` items in one round trip.
+
+        Queues not yet declared by this transport get their binding-table entries in the
+        same MULTI (section 2.4), as Celery 5.7's publisher writes them. One message to a
+        declared queue is a bare LPUSH: there is nothing for a MULTI to make atomic.
+        """
+        keys = self.keys
+        commands: list[Command] = []
+        declared: list[tuple[str, str, str]] = []
+        for message, queue, exchange, routing_key in items:
+            rkey = routing_key or queue
+            declared += self._declare_into(commands, queue, exchange, rkey)
+            priority = priority_of(message)
+            raw = pack(
+                message,
+                exchange=exchange,
+                routing_key=rkey,
+                delivery_tag=str(uuid.uuid4()),
+                priority=priority,
+            )
+            commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
+        self._send("publish", commands, transaction=len(commands) > 1)
+        self._declared.update(declared)
+
+    def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
+        """Publish straight into ``caraway.schedule`` (the zset :meth:`park` uses), due at
+        ``eta``; a claim promotes it to its list once due, as it does a parked delivery."""
+        priority = priority_of(message)
+        key = self.keys.queue_key(queue, priority)
+        raw = pack(
+            message,
+            exchange="",
+            routing_key=queue,
+            delivery_tag=str(uuid.uuid4()),
+            priority=priority,
+        )
+        commands: list[Command] = []
+        declared = self._declare_into(commands, queue, "", queue)
+        member = f"{len(key.encode())}:{key}".encode() + raw
+        commands.append(("ZADD", self.keys.schedule, repr(float(eta)), member))
+        self._send("publish_parked", commands, transaction=len(commands) > 1)
+        self._declared.update(declared)
+
+    def _send(self, what: str, commands: list[Command], *, transaction: bool) -> list[Any]:
+        """Run ``commands`` in one round trip (in a MULTI when ``transaction``); raw replies."""
+        return self._call(what, lambda: self._held.run(commands, transaction=transaction))
+
+    def _declare_into(
+        self, commands: list[Command], queue: str, exchange: str, routing_key: str
+    ) -> list[tuple[str, str, str]]:
+        entry = (exchange or queue, routing_key if exchange else queue, queue)
+        if entry in self._declared:
+            return []
+        commands += self.keys.binding(queue, exchange, routing_key)
+        return [entry]
+
+    def declare(self, queue: str, *, exchange: str = "", routing_key: str | None = None) -> None:
+        """Write ``queue``'s binding-table entries (once per queue per transport)."""
+        commands: list[Command] = []
+        new = self._declare_into(commands, queue, exchange, routing_key or queue)
+        if new:
+            self._send("declare", commands, transaction=True)
+            self._declared.update(new)
+
+    # -- fetching ----------------------------------------------------------------------
+
+    def fetch(
+        self, queues: Sequence[str], *, limit: int, timeout: float, owner: str
+    ) -> list[Delivery]:
+        return self.ack_then_fetch((), queues, limit=limit, timeout=timeout, owner=owner)
+
+    def ack_then_fetch(
+        self,
+        acks: Sequence[Delivery],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        timeout: float,
+        owner: str,
+    ) -> list[Delivery]:
+        """The acks travel in the claim's round trip (its pipeline, ahead of the script)."""
+        if not queues or limit <= 0:
+            self.ack_many(acks)
+            return []
+        for queue in queues:
+            self.declare(queue)
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._maybe_sweep()
+        order = list(queues)
+        shift = self._rotation % len(order)
+        self._rotation += 1
+        order = order[shift:] + order[:shift]
+        keys = [self.keys.queue_key(q, step) for step in self.keys.priority_steps for q in order]
+        before = self._ack_commands(acks)
+        while True:
+            found, next_due = self._claim_once(keys, limit, owner, before)
+            before = []
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            wait = min(remaining, self.polling_interval)
+            if next_due is not None:
+                wait = min(wait, max(0.0, next_due - time.time()))
+            if wait >= 0.01:  # 0 would block forever in Redis
+                self._block(keys[0], wait)
+
+    def _block(self, key: str, wait: float) -> None:
+        # A no-op move (tail back to tail) blocks until the list has a message without
+        # taking it out of Redis, so waiting can never lose one.
+        full = self.keys.k(key)
+        # redis-py's stub says int; Redis >= 6 takes fractional seconds
+        self._call("fetch", lambda: self.client.blmove(full, full, wait, "RIGHT", "RIGHT"))  # type: ignore[arg-type]
+
+    def _claim_once(
+        self, keys: list[str], limit: int, owner: str, before: list[Command]
+    ) -> tuple[list[Delivery], float | None]:
+        attempts = 0
+        while True:
+            fetch_id = uuid.uuid4().hex
+            try:
+                if self._doubtful:
+                    self._release_doubtful()
+                reply = self._run_claim(keys, limit, owner, fetch_id, before)
+                break
+            except RETRYABLE as exc:
+                # The script may have run with its reply lost: its claims are released
+                # (by fetch id) before the next claim, so none stay stranded with us.
+                self._doubtful.add((owner, fetch_id))
+                attempts += 1
+                if attempts > self.max_retries:
+                    raise BrokerConnectionError(
+                        f"Redis at {self._where} unreachable during fetch after "
+                        f"{attempts} attempts: {exc}; the worker should reconnect"
+                    ) from exc
+                time.sleep(min(0.1 * 2 ** (attempts - 1), 2.0))
+            except redis.RedisError as exc:
+                raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
+        next_due = float(reply[0]) if reply[0] else None
+        if reply[1]:
+            logger.error(
+                "set aside unusable message(s) from %s as dead letter(s) %s (no parsable "
+                "envelope or delivery_tag); see `caraway dead-letters list`",
+                self._where,
+                text(reply[1]),
+            )
+        deliveries = []
+        for index in range(2, len(reply), 4):
+            key, raw, count, tag = reply[index : index + 4]
+            delivery = self._delivery(text(key), raw, int(count), text(tag), owner)
+            if delivery is not None:
+                deliveries.append(delivery)
+        return deliveries, next_due
+
+    def _run_claim(
+        self,
+        keys: list[str],
+        limit: int,
+        owner: str,
+        fetch_id: str,
+        before: Sequence[tuple[Any, ...]] = (),
+    ) -> Any:
+        bookkeeping = [
+            *self.keys.bookkeeping(),
+            self.keys.owner(owner),
+            self.keys.deliveries,
+            self.keys.schedule,
+            *self.keys.dead_keys(),
+        ]
+        args: list[Any] = [
+            limit,
+            repr(time.time()),
+            fetch_id + owner,
+            self.prefix,
+            _PROMOTE_BATCH,
+            *keys,
+        ]
+        claim = self._held.evalsha(self._claim, bookkeeping + [self.keys.k(k) for k in keys], args)
+        # acks are idempotent: if the reply is lost they are simply sent again
+        replies = self._held.run([*before, claim], raise_errors=False)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            if not isinstance(replies[-1], Exception):
+                # the claim went through but an ack did not: hand the claim back
+                self._doubtful.add((owner, fetch_id))
+            raise failed[0]
+        return replies[-1]
+
+    def _delivery(self, key: str, raw: bytes, count: int, tag: str, owner: str) -> Delivery | None:
+        held = _Held(raw=raw, owner=owner, key=key)
+        try:
+            unpacked = unpack(raw)
+        except (ProtocolError, ValueError, KeyError, TypeError) as exc:
+            # claimed but unusable: set aside with the reason rather than handed out
+            queue = self.keys.queue_of(key)
+            self._bury_claim(tag, held, queue, f"cannot unpack envelope: {exc}")
+            logger.error(
+                "message %s on queue %r is not a usable envelope (%s); moved to the "
+                "dead-letter store",
+                tag,
+                queue,
+                exc,
+            )
+            return None
+        return Delivery(
+            message=unpacked.message,
+            queue=self.keys.queue_of(key),
+            tag=unpacked.delivery_tag,
+            transport=self,
+            redelivered=unpacked.redelivered,
+            delivery_count=count,
+            state=held,
+            exchange=unpacked.exchange,
+            routing_key=unpacked.routing_key,
+        )
+
+    # -- settling deliveries ------------------------------------------------------------
+
+    def ack(self, delivery: Delivery) -> None:
+        self.ack_many([delivery])
+
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._send("ack", self._ack_commands(deliveries), transaction=False)
+
+    def _ack_commands(self, deliveries: Sequence[Delivery]) -> list[Command]:
+        """One ACK script per owner for the whole batch, not five commands per delivery."""
+        unacked, index, claims = self.keys.bookkeeping()
+        by_owner: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_owner.setdefault(_held(delivery).owner, []).append(delivery.tag)
+        deliveries_key = self.keys.deliveries
+        return [
+            self._held.evalsha(
+                self._ack, [unacked, index, claims, deliveries_key, self.keys.owner(owner)], tags
+            )
+            for owner, tags in by_owner.items()
+        ]
+
+    def requeue(self, delivery: Delivery) -> None:
+        held = _held(delivery)
+        entry = [delivery.tag, held.owner, held.key, mark_redelivered(held.raw)]
+        self._call("requeue", lambda: self._run_restore(entry, cutoff="+inf"))
+
+    def park(self, delivery: Delivery, eta: float) -> None:
+        """Move the delivery to ``caraway.schedule`` until ``eta``; its envelope is kept intact
+        (with its ``eta`` header) so whichever worker gets it after promotion, Celery's too,
+        sees the same message."""
+        held = _held(delivery)
+        key = held.key.encode()
+        member = f"{len(key)}:".encode() + key + held.raw
+        self._call(
+            "park",
+            lambda: self._park(
+                keys=[
+                    *self.keys.bookkeeping(),
+                    self.keys.deliveries,
+                    self.keys.schedule,
+                ],
+                args=[self.prefix, delivery.tag, held.owner, repr(float(eta)), member],
+            ),
+        )
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._bury_claim(delivery.tag, _held(delivery), delivery.queue, reason)
+
+    def _bury_claim(self, tag: str, held: _Held, queue: str, reason: str) -> None:
+        now = time.time()
+        record = json.dumps(
+            {
+                "queue": queue,
+                "reason": reason,
+                "failed_at": now,
+                "envelope": held.raw.decode(errors="replace"),
+            }
+        )
+        keys = [*self.keys.bookkeeping(), self.keys.deliveries, *self.keys.dead_keys()]
+        self._call(
+            "dead_letter",
+            lambda: self._bury(keys=keys, args=[self.prefix, tag, record, repr(now)]),
+        )
+
+    # -- owners, recovery and the visibility sweep --------------------------------------
+
+    def renew(self, owner: str) -> None:
+        keys = [self.keys.unacked_index, self.keys.claims, self.keys.owner(owner)]
+        self._call("renew", lambda: self._renew(keys=keys, args=[owner, repr(time.time())]))
+
+    def recover(self, owner: str) -> int:
+        return self._call("recover", lambda: self._recover_owner(owner))
+
+    def _recover_owner(self, owner: str, fetch_id: str = "") -> int:
+        """Restore ``owner``'s claims (only those of ``fetch_id`` when given)."""
+        tags = [text(t) for t in self.client.smembers(self.keys.owner(owner))]
+        if not tags:
+            return 0
+        holders = self.client.hmget(self.keys.claims, tags)
+        mine = [
+            tag
+            for tag, holder in zip(tags, holders, strict=True)
+            if holder is not None
+            and text(holder)[32:] == owner
+            and text(holder).startswith(fetch_id)
+        ]
+        # Redelivered only when a consumer may have seen it; a lost claim reply was not seen.
+        return self._restore_tags(mine, owner=owner, cutoff="+inf", mark=not fetch_id)
+
+    def _release_doubtful(self) -> None:
+        for owner, fetch_id in sorted(self._doubtful):
+            self._recover_owner(owner, fetch_id)
+            self._doubtful.discard((owner, fetch_id))
+
+    def restore_visible(self) -> int:
+        """Restore claims not renewed within ``visibility_timeout`` (kombu's sweep, same mutex)."""
+        return self._call("visibility sweep", self._sweep)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.sweep_interval
+            self.restore_visible()
+
+    def _sweep(self) -> int:
+        token = uuid.uuid4().hex
+        mutex = self.keys.unacked_mutex
+        if not self.client.set(mutex, token, nx=True, px=self._mutex_expire_ms):
+            return 0  # another consumer (ours or Celery's) is sweeping
+        try:
+            cutoff = time.time() - self.visibility_timeout
+            stale = self.client.zrange(
+                self.keys.unacked_index,
+                cutoff,
+                0,
+                desc=True,
+                byscore=True,
+                offset=0,
+                num=_SWEEP_BATCH,
+            )
+            tags = [text(tag) for tag in to_list(stale)]
+            return self._restore_tags(tags, owner="", cutoff=repr(cutoff), mark=True)
+        finally:
+            self._unlock(keys=[mutex], args=[token])
+
+    def _restore_tags(self, tags: list[str], *, owner: str, cutoff: str, mark: bool) -> int:
+        if not tags:
+            return 0
+        records: list[Any] = self.client.hmget(self.keys.unacked, tags)
+        entries: list[Any] = []
+        orphans: list[str] = []
+        for tag, record in zip(tags, records, strict=True):
+            if record is None:
+                orphans.append(tag)
+                continue
+            key, envelope = self._restore_target(record)
+            entries += [tag, owner, key, mark_redelivered(envelope) if mark else envelope]
+        if orphans:
+            # index entries without a record (kombu drops them the same way)
+            self.client.zrem(self.keys.unacked_index, *orphans)
+        return self._run_restore(entries, cutoff=cutoff) if entries else 0
+
+    def _run_restore(self, entries: list[Any], *, cutoff: str) -> int:
+        restored = self._restore(keys=self.keys.bookkeeping(), args=[self.prefix, cutoff, *entries])
+        return int(restored)
+
+    def _restore_target(self, record: bytes) -> tuple[str, bytes]:
+        """The list key and envelope bytes for an ``unacked`` record written by anyone."""
+        envelope, exchange, routing_key = json.loads(record)
+        queue = self._lookup(str(exchange), str(routing_key))
+        priority = to_int(envelope.get("properties", {}).get("priority"))
+        return self.keys.queue_key(queue, priority), json.dumps(envelope).encode()
+
+    def _lookup(self, exchange: str, routing_key: str) -> str:
+        """The queue a message goes back to, as kombu resolves it (direct bindings only)."""
+        if not exchange:
+            return routing_key
+        members = self.client.smembers(self.keys.k(f"_kombu.binding.{exchange}"))
+        for member in sorted(text(m) for m in members):
+            key, _pattern, queue = member.split(self.keys.sep, 2)
+            if key == routing_key:
+                return queue
+        return routing_key
+
+    def close(self) -> None:
+        self._held.close()
+        self.client.close()
+
+
+def _held(delivery: Delivery) -> _Held:
+    if not isinstance(delivery.state, _Held):
+        raise BrokerError(f"delivery {delivery.tag!r} was not handed out by a RedisTransport")
+    return delivery.state

@@ -1,0 +1,504 @@
+"""The Redis client of every Redis plug-in: Celery's URLs -> a redis-py client, and
+:class:`HeldConnection`, the hot paths' connection (one round trip per batch, no pool).
+
+URLs: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS from the query or
+``options['ssl']``), ``redis+socket:///path`` or ``unix:///path`` (db via ``?virtual_host=``
+or ``?db=``), ``sentinel://h1:p;sentinel://h2:p`` with ``options['master_name']``. The one
+thing to know: clients have redis-py's retries off unless ``retries`` is given, because the
+broker decides itself which commands are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
+
+T = TypeVar("T")
+
+#: what a retry on a new connection may cure
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
+_TCP_SCHEMES = {"redis": False, "rediss": True}
+_SOCKET_SCHEMES = {"redis+socket", "unix", "socket"}
+#: client keyword arguments taken over verbatim from the transport/backend options
+_CLIENT_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "socket_keepalive_options",
+    "health_check_interval",
+    "max_connections",
+    "client_name",
+)
+_CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where a Redis URL points: one server (tcp or unix socket) or a sentinel group."""
+
+    kind: str  # "tcp" | "unix" | "sentinel"
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    path: str = ""
+    tls: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    query: dict[str, str] = field(default_factory=dict)
+
+    def redacted(self) -> str:
+        """The target for log and error messages, without its password."""
+        if self.kind == "unix":
+            return f"unix://{self.path}?db={self.db}"
+        if self.kind == "sentinel":
+            hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"sentinel://{hosts}/{self.db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse a Celery-style Redis URL; raises ImproperlyConfigured for anything else."""
+    if url.startswith("sentinel://"):
+        return _parse_sentinel(url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    if scheme in _SOCKET_SCHEMES:
+        if not parts.path:
+            raise ImproperlyConfigured(f"redis socket URL {url!r} has no socket path")
+        db = _db(query.pop("virtual_host", query.pop("db", "0")), url)
+        return RedisTarget(
+            kind="unix",
+            path=unquote(parts.path),
+            db=db,
+            password=_password(parts.password),
+            username=_user(parts.username),
+            query=query,
+        )
+    if scheme not in _TCP_SCHEMES:
+        raise ImproperlyConfigured(
+            f"not a Redis URL: {url!r}; use redis://, rediss://, redis+socket:// or sentinel://"
+        )
+    return RedisTarget(
+        kind="tcp",
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=_db(parts.path.strip("/") or query.pop("db", "0"), url),
+        username=_user(parts.username),
+        password=_password(parts.password),
+        tls=_TCP_SCHEMES[scheme],
+        query=query,
+    )
+
+
+def connect(url: str, options: dict[str, Any] | None = None, *, retries: int = 0) -> redis.Redis:
+    """A redis-py client for ``url`` with Celery's transport ``options`` applied.
+
+    ``retries`` > 0 turns on redis-py's retry with exponential backoff for connection
+    errors; leave it at 0 for commands that must not silently run twice.
+    """
+    options = dict(options or {})
+    target = parse_redis_url(url)
+    kwargs = _client_kwargs(target, options, retries)
+    if target.kind == "sentinel":
+        master = options.get("master_name")
+        if not master:
+            raise ImproperlyConfigured(
+                "a sentinel:// URL needs the master's name: set "
+                "broker_transport_options={'master_name': '<name>'}"
+            )
+        sentinel = Sentinel(
+            list(target.sentinels),
+            sentinel_kwargs=options.get("sentinel_kwargs"),
+            **kwargs,
+        )
+        client: redis.Redis = sentinel.master_for(str(master), db=target.db)
+        return client
+    if target.kind == "unix":
+        return redis.Redis(unix_socket_path=target.path, db=target.db, **kwargs)
+    return redis.Redis(host=target.host, port=target.port, db=target.db, **kwargs)
+
+
+def _client_kwargs(target: RedisTarget, options: dict[str, Any], retries: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        key: options[key] for key in _CLIENT_OPTIONS if options.get(key) is not None
+    }
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        if key in target.query:
+            kwargs[key] = float(target.query[key])
+    if target.password is not None:
+        kwargs["password"] = target.password
+    if target.username is not None:
+        kwargs["username"] = target.username
+    if retries > 0:
+        kwargs["retry"] = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    else:
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    if target.tls or options.get("ssl"):
+        kwargs.update(_tls_kwargs(target, options.get("ssl")))
+    kwargs.update(_quiet_client_kwargs())
+    return kwargs
+
+
+def _quiet_client_kwargs() -> dict[str, Any]:
+    """redis-py 8 looks its own version up in the package metadata for every client (1.2 MiB
+    per prefork child, 0.5 ms a client) and negotiates maintenance notifications, which only
+    Redis Enterprise sends: name the version ourselves and leave them off."""
+    try:
+        from redis.driver_info import DriverInfo  # noqa: PLC0415 - optional: redis-py 8 only
+        from redis.maint_notifications import MaintNotificationsConfig  # noqa: PLC0415 - ditto
+    except ImportError:  # redis-py < 8 has neither
+        return {}
+    return {
+        "driver_info": DriverInfo(lib_version=redis.__version__),
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
+
+
+def _tls_kwargs(target: RedisTarget, ssl_options: Any) -> dict[str, Any]:
+    """TLS settings from the URL query and ``broker_use_ssl`` (the dict wins)."""
+    merged: dict[str, Any] = {k: v for k, v in target.query.items() if k.startswith("ssl_")}
+    if isinstance(ssl_options, dict):
+        merged.update(ssl_options)
+    kwargs: dict[str, Any] = {"ssl": True}
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"):
+        if merged.get(key) is not None:
+            kwargs[key] = merged[key]
+    if "ssl_cert_reqs" in merged:
+        kwargs["ssl_cert_reqs"] = _cert_reqs(merged["ssl_cert_reqs"])
+    return kwargs
+
+
+def _cert_reqs(value: Any) -> ssl.VerifyMode:
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    name = str(value).lower().removeprefix("cert_")
+    if name not in _CERT_REQS:
+        raise ImproperlyConfigured(
+            f"unknown ssl_cert_reqs {value!r}; use CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE"
+        )
+    return _CERT_REQS[name]
+
+
+def _parse_sentinel(url: str) -> RedisTarget:
+    hosts: list[tuple[str, int]] = []
+    password: str | None = None
+    username: str | None = None
+    db = 0
+    for index, part in enumerate(url.split(";")):
+        parts = urlsplit(part.strip())
+        if parts.scheme != "sentinel":
+            raise ImproperlyConfigured(f"every part of {url!r} must be a sentinel:// URL")
+        hosts.append((parts.hostname or "localhost", parts.port or 26379))
+        if index == 0:
+            password = _password(parts.password)
+            username = _user(parts.username)
+            db = _db(parts.path.strip("/") or "0", url)
+    return RedisTarget(
+        kind="sentinel", db=db, password=password, username=username, sentinels=tuple(hosts)
+    )
+
+
+def _db(text: str, url: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ImproperlyConfigured(f"Redis db in {url!r} must be a number, not {text!r}") from None
+
+
+def _password(raw: str | None) -> str | None:
+    return unquote(raw) if raw else None
+
+
+def _user(raw: str | None) -> str | None:
+    return unquote(raw) if raw else None
+
+
+def retrying(what: str, fn: Callable[[], T], *, where: str, retries: int) -> T:
+    """Run ``fn``, retrying connection errors ``retries`` times with backoff (0.1 s doubling
+    to 2 s); raise BrokerConnectionError after the last, BrokerError for any other redis
+    error. Only for commands that are safe to run twice."""
+    delay = 0.1
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except RETRYABLE as exc:
+            if attempt == retries:
+                raise BrokerConnectionError(
+                    f"Redis at {where} unreachable during {what} after "
+                    f"{attempt + 1} attempts: {exc}; check the server and broker_url"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis {what} failed at {where}: {exc}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- replies: redis-py hands back bytes or str (decode_responses), lists or None -----------
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def to_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def to_list(value: Any) -> list[Any]:
+    return list(value or [])
+
+
+def to_int(value: Any) -> int:
+    """``int(value)``, 0 for what is not a number."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+Command = tuple[Any, ...]
+
+_hiredis_pack: Callable[[Command], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # the "redis" extra brings hiredis; without it, the Python packer
+    _hiredis_pack = None
+
+
+def pack_commands(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, as one buffer: hiredis's C packer when it is installed (half the
+    cost of the Python one below), which matters on the worker's hot path (a claim is one
+    command of twenty-odd args)."""
+    if _hiredis_pack is not None and all(
+        type(arg) in _PLAIN for command in commands for arg in command
+    ):  # hiredis writes a subclass (numpy's float64) with its own repr: those go below
+        return b"".join([_hiredis_pack(command) for command in commands])
+    return _pack_commands_py(commands)
+
+
+_PLAIN = frozenset({bytes, str, int, float})
+
+
+def _pack_commands_py(commands: Sequence[Command]) -> bytes:
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)
+            if kind is bytes:
+                data = arg
+            elif kind is str:
+                data = arg.encode()
+            elif kind is int or kind is float:
+                data = repr(arg).encode()
+            elif isinstance(arg, (bytes, str)):  # subclasses
+                data = bytes(arg) if isinstance(arg, bytes) else str(arg).encode()
+            elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+                data = repr(float(arg) if isinstance(arg, float) else int(arg)).encode()
+            else:
+                raise redis.exceptions.DataError(
+                    f"cannot send {type(arg).__name__} {arg!r} to Redis: "
+                    "pass bytes, str, int or float"
+                )
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _read_reply(conn: Any) -> Any:
+    """One reply, an error reply as a value: the replies after it must still be read."""
+    try:
+        return conn.read_response()
+    except redis.exceptions.ResponseError as exc:
+        return exc
+
+
+@dataclass
+class _Pending:
+    """The replies still owed for one :meth:`HeldConnection.send`."""
+
+    count: int
+    replies: list[Any] | None = None
+    error: BaseException | None = None
+
+    def result(self) -> list[Any]:
+        if self.error is not None:
+            raise self.error
+        assert self.replies is not None
+        return self.replies
+
+
+class HeldConnection:
+    """A connection kept out of ``client``'s pool for publish, claim, ack and result writes.
+
+    Taking a pooled connection and giving it back (with redis-py's liveness poll) costs more
+    than a short command, and a pipeline of Lua scripts asks SCRIPT EXISTS first: another
+    round trip. Here a batch is packed and sent at once and scripts go as EVALSHA, loaded
+    only when the server answers NOSCRIPT. A second thread borrows from the pool instead of
+    waiting; after a fork the parent's connection is left alone.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._conn: Any = None  # a redis-py Connection (its methods are untyped)
+        self._lock = threading.Lock()
+        self._scripts: dict[str, str] = {}
+        self._pending: _Pending | None = None
+
+    def script(self, source: str) -> str:
+        """Register a Lua ``source``; returns the sha to pass to :meth:`evalsha`."""
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._scripts[sha] = source
+        return sha
+
+    @staticmethod
+    def evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> Command:
+        return ("EVALSHA", sha, len(keys), *keys, *args)
+
+    def run(
+        self, commands: list[Command], *, transaction: bool = False, raise_errors: bool = True
+    ) -> list[Any]:
+        """Run ``commands`` in one round trip (inside MULTI/EXEC when ``transaction``).
+
+        Returns the raw replies (no redis-py response callbacks); raises the first error,
+        or with ``raise_errors=False`` leaves error replies in the list (connection errors
+        are raised all the same).
+        """
+        replies = self._with_scripts(lambda: self._run(commands, transaction))
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors and raise_errors:
+            raise errors[0]
+        return replies
+
+    def send(self, commands: list[Command]) -> Callable[[], list[Any]]:
+        """Send ``commands`` now; the returned function reads their replies.
+
+        For writes whose round trip can overlap another connection's (results written
+        while the broker claims the next batch). Replies not yet read when this connection
+        is next used are read first, so nothing interleaves. The reader raises the first
+        error, as :meth:`run` does.
+        """
+        if not self._lock.acquire(blocking=False):
+            replies = self.run(commands)
+            return lambda: replies
+        try:
+            self._read_pending()
+            conn = self._connection()
+            try:
+                conn.send_packed_command([pack_commands(commands)])
+            except BaseException:
+                self._drop()
+                raise
+            pending = self._pending = _Pending(len(commands))
+        finally:
+            self._lock.release()
+
+        def read() -> list[Any]:
+            with self._lock:
+                if self._pending is pending:
+                    self._read_pending()
+            replies = pending.result()
+            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+                return self.run(commands)
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
+            if errors:
+                raise errors[0]
+            return replies
+
+        return read
+
+    def _with_scripts(self, call: Callable[[], list[Any]]) -> list[Any]:
+        replies = call()
+        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+            # the server lost its script cache (restart, SCRIPT FLUSH): load and go again
+            for source in self._scripts.values():
+                self.client.script_load(source)
+            replies = call()
+        return replies
+
+    def _run(self, commands: list[Command], transaction: bool) -> list[Any]:
+        if not self._lock.acquire(blocking=False):
+            return self._via_pool(commands, transaction)
+        try:
+            self._read_pending()
+            return self._via_held(commands, transaction)
+        finally:
+            self._lock.release()
+
+    def _connection(self) -> Any:
+        conn = self._conn
+        if conn is None or conn.pid != os.getpid():
+            conn = self._conn = self.client.connection_pool.get_connection()
+        return conn
+
+    def _read_pending(self) -> None:
+        """Read the replies of the last :meth:`send` (lock held)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.replies = [_read_reply(self._conn) for _ in range(pending.count)]
+        except BaseException as exc:
+            pending.error = exc
+            self._drop()
+
+    def _via_pool(self, commands: list[Command], transaction: bool) -> list[Any]:
+        pipe: Any = self.client.pipeline(transaction=transaction)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+
+    def _via_held(self, commands: list[Command], transaction: bool) -> list[Any]:
+        conn = self._connection()
+        sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
+        try:
+            conn.send_packed_command([pack_commands(sent)])
+            replies = [_read_reply(conn) for _ in sent]
+        except BaseException:
+            # a half-read reply would be taken for the next command's: start afresh
+            self._drop()
+            raise
+        if transaction:
+            queued = [r for r in replies[1:-1] if isinstance(r, Exception)]
+            if queued:  # refused while queueing: EXEC aborted the lot
+                raise queued[0]
+            if isinstance(replies[-1], Exception):
+                raise replies[-1]
+            replies = list(replies[-1] or [])
+        return replies
+
+    def _drop(self) -> None:
+        if self._pending is not None:
+            self._pending.error = redis.exceptions.ConnectionError(
+                "connection dropped before the replies were read"
+            )
+            self._pending = None
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.pid == os.getpid():
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
