@@ -212,37 +212,17 @@ class TaskBase(abc.ABC):
     ) -> None:
         """Called after the outcome was stored, whatever it was."""
 
-    # -- the calling API (caraway.task.Task implements it) ---------------------------------
+    # -- the calling API (caraway.task.Task implements it, with Celery's signatures) -------
     @abc.abstractmethod
-    def apply_async(
-        self,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncResult:
+    def apply_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send a message asking a worker to run this task."""
 
     @abc.abstractmethod
-    def apply(
-        self,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> EagerResult:
+    def apply(self, *args: Any, **kwargs: Any) -> EagerResult:
         """Run the task here, as a worker would."""
 
     @abc.abstractmethod
-    def retry(
-        self,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        exc: BaseException | None = None,
-        throw: bool = True,
-        eta: datetime | None = None,
-        countdown: float | None = None,
-        max_retries: int | None = None,
-        **options: Any,
-    ) -> exceptions.Retry:
+    def retry(self, *args: Any, **kwargs: Any) -> exceptions.Retry:
         """Re-send this task to run again later and stop the current run."""
 
     # -- arguments -------------------------------------------------------------------------

@@ -570,6 +570,10 @@ class EventBus(abc.ABC):
         self.url = url
         self.options = dict(options or {})
         self.settings = settings or BusSettings()
+        self._prepare()
+
+    def _prepare(self) -> None:  # noqa: B027 - a hook: most buses keep some state
+        """Set up what the bus keeps (no I/O: it connects on first use)."""
 
     @abc.abstractmethod
     def publish(self, message: Message, *, routing_key: str) -> None:

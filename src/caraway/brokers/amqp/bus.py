@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import amqp
 
-from caraway.brokers.contracts import BusSettings, EventBus
+from caraway.brokers.contracts import EventBus
 from caraway.clients.amqp import connect, parse_amqp_url
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
@@ -52,15 +52,8 @@ def _from_amqp(raw: Any) -> Message:
 class AMQPBus(EventBus):
     """The event bus of ``amqp://`` brokers, with Celery's entities."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        options: dict[str, Any] | None = None,
-        settings: BusSettings | None = None,
-    ) -> None:
-        super().__init__(url, options=options, settings=settings)
-        self._params = parse_amqp_url(url, self.options)
+    def _prepare(self) -> None:
+        self._params = parse_amqp_url(self.url, self.options)
         self._where = f"{self._params.host}:{self._params.port}"
         self._conn: Any = None
         self._channel: Any = None

@@ -11,9 +11,8 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Any
 
-from caraway.brokers.contracts import BusSettings, EventBus, topic_matches
+from caraway.brokers.contracts import EventBus, topic_matches
 from caraway.protocol.message import Message
 
 
@@ -41,15 +40,8 @@ def _hub(url: str, exchange: str) -> _Hub:
 class MemoryBus(EventBus):
     """The event bus of ``memory://`` brokers (one hub per URL and exchange, per process)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        options: dict[str, Any] | None = None,
-        settings: BusSettings | None = None,
-    ) -> None:
-        super().__init__(url, options=options, settings=settings)
-        self._hub = _hub(url, self.settings.exchange)
+    def _prepare(self) -> None:
+        self._hub = _hub(self.url, self.settings.exchange)
         self._read_up_to: int | None = None
         self._binding = "#"
 

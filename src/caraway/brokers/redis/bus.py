@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from caraway.brokers.contracts import BusSettings, EventBus
+from caraway.brokers.contracts import EventBus
 from caraway.clients.redis import connect, parse_redis_url
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
@@ -31,18 +31,11 @@ logger = logging.getLogger("caraway.brokers.redis.bus")
 class RedisBus(EventBus):
     """The event bus of ``redis://`` brokers, on the channels Celery 5.7 uses."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        options: dict[str, Any] | None = None,
-        settings: BusSettings | None = None,
-    ) -> None:
-        super().__init__(url, options=options, settings=settings)
-        target = parse_redis_url(url)
+    def _prepare(self) -> None:
+        target = parse_redis_url(self.url)
         prefix = str(self.options.get("global_keyprefix", "") or "")
         self.channel_base = f"{prefix}/{target.db}.{self.settings.exchange}"
-        self.client = connect(url, self.options)
+        self.client = connect(self.url, self.options)
         self._where = target.redacted()
         self._pubsub: Any = None
         self._binding: str | None = None

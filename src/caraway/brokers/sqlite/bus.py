@@ -11,9 +11,8 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from typing import Any
 
-from caraway.brokers.contracts import BusSettings, EventBus, topic_matches
+from caraway.brokers.contracts import EventBus, topic_matches
 from caraway.clients.sqlite import SQLiteFile, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol import envelope
@@ -39,15 +38,8 @@ _SWEEP_EVERY = 1.0
 class SQLiteBus(EventBus):
     """The event bus of ``sqlite://`` brokers, in the broker's own file."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        options: dict[str, Any] | None = None,
-        settings: BusSettings | None = None,
-    ) -> None:
-        super().__init__(url, options=options, settings=settings)
-        self.file = SQLiteFile(sqlite_path(url), schema=_SCHEMA, error=BrokerError)
+    def _prepare(self) -> None:
+        self.file = SQLiteFile(sqlite_path(self.url), schema=_SCHEMA, error=BrokerError)
         self._read_up_to: int | None = None
         self._binding = "#"
         self._next_sweep = 0.0
