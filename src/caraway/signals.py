@@ -75,9 +75,13 @@ worker_init = Signal("worker_init")
 worker_ready = Signal("worker_ready")
 worker_shutdown = Signal("worker_shutdown")
 worker_process_shutdown = Signal("worker_process_shutdown")
+beat_init = Signal("beat_init")
+beat_embedded_init = Signal("beat_embedded_init")
 
 __all__ = [
     "Signal",
+    "beat_embedded_init",
+    "beat_init",
     "task_failure",
     "task_postrun",
     "task_prerun",

@@ -173,7 +173,8 @@ class TaskBase(abc.ABC):
 
     # -- hooks run by the worker (override in a base class) --------------------------------
     def before_start(  # noqa: B027 - a hook: nothing unless a subclass says
-        self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
         """Called before the task body runs."""
 
     def on_success(  # noqa: B027 - a hook: nothing unless a subclass says
