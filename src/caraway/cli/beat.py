@@ -29,6 +29,12 @@ from caraway.schedules.base import BaseSchedule
 EX_UNAVAILABLE = 69
 
 
+class NoLeader(click.ClickException):
+    """No beat leads the schedule (``inspect beat``, as ``inspect`` when no node answers)."""
+
+    exit_code = EX_UNAVAILABLE
+
+
 @click.group(invoke_without_command=True, context_settings={"show_default": True})
 @click.option("--detach", is_flag=True, help="Run in the background (daemonise).")
 @click.option(
@@ -264,4 +270,4 @@ def inspect_beat(ctx: click.Context, as_json: bool) -> None:
         for line in describe(status).splitlines():
             click.echo(f"        {line}")
     if status.leader is None:
-        ctx.exit(EX_UNAVAILABLE)
+        raise NoLeader(f"no beat leads the schedule {status.namespace}")
