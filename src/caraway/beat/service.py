@@ -31,7 +31,7 @@ from caraway.beat.schedule import (
 )
 from caraway.brokers.contracts import BeatAdvance, BeatRun, BeatState, BeatStore
 from caraway.events.dispatcher import EventDispatcher
-from caraway.exceptions import CarawayError
+from caraway.exceptions import CarawayError, SerializationError
 from caraway.schedules.crontab import crontab
 from caraway.schedules.entries import Entry, plan
 
@@ -115,6 +115,8 @@ class Beat:
         self.leading = False
         self.last_tick: float | None = None
         self._runtime = RuntimeEntries(app)
+        #: entry -> ((its mark in ms, its schedule's id), the first run after the mark)
+        self._next: dict[str, tuple[tuple[int, int], datetime | None]] = {}
         self._stop = threading.Event()
         self._failures = 0
         self._events: EventDispatcher | None = None
@@ -246,9 +248,12 @@ class Beat:
         changes: list[tuple[Entry, BeatAdvance, int]] = []
         for name, entry in entries.items():
             known = state.entries.get(name)
-            last = from_ms(known.last_ms) if known is not None else None
-            if last is not None:
-                marks[name] = last
+            last = None
+            if known is not None:
+                last = marks[name] = from_ms(known.last_ms)
+                following = self._following(name, entry, known.last_ms)
+                if following is None or following > now:
+                    continue  # nothing due: the common case, without planning
             cron_deadline = deadline if isinstance(entry.schedule, crontab) else None
             due = plan(entry.schedule, last, now, missed=entry.missed, deadline=cron_deadline)
             if due is None:
@@ -262,63 +267,109 @@ class Beat:
         if not changes:
             return marks
         applied = store.advance([change for _, change, _ in changes])
-        for ok, (entry, change, skipped) in zip(applied, changes, strict=True):
-            if ok:
-                self._sent_runs(entry, change, skipped)
+        claimed = [change for ok, change in zip(applied, changes, strict=True) if ok]
+        self._send_claimed(claimed)
         return marks if all(applied) else None
 
-    def _sent_runs(self, entry: Entry, change: BeatAdvance, skipped: int) -> None:
-        if skipped:
-            logger.warning(
-                "beat: %s: %d missed run(s) not sent (missed=%r)", entry.name, skipped, entry.missed
-            )
-        for run in change.runs:
-            self.send(entry, run)
+    def _following(self, name: str, entry: Entry, last_ms: int) -> datetime | None:
+        """``entry``'s first run after ``last_ms``, remembered until its mark moves."""
+        key = (last_ms, id(entry.schedule))
+        cached = self._next.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        following = entry.schedule.next_after(from_ms(last_ms))
+        self._next[name] = (key, following)
+        return following
 
     def _until_next(
         self, entries: dict[str, Entry], marks: dict[str, datetime], now: datetime
     ) -> float:
         soonest = self.max_interval
         for name, entry in entries.items():
-            following = entry.schedule.next_after(marks.get(name, now))
+            mark = marks.get(name)
+            if mark is None:
+                following = entry.schedule.next_after(now)
+            else:
+                following = self._following(name, entry, to_ms(mark))
             if following is not None:
                 soonest = min(soonest, (following - now).total_seconds())
+        for name in [name for name in self._next if name not in entries]:
+            del self._next[name]
         return max(soonest, 0.0)
 
     # -- sending -------------------------------------------------------------------------
+    def _send_claimed(self, claimed: list[tuple[Entry, BeatAdvance, int]]) -> None:
+        """Send the claimed runs in one round trip; if one of them cannot be encoded
+        (nothing was sent then), each on its own, so one bad entry costs only its runs."""
+        runs: list[tuple[Entry, BeatRun]] = []
+        for entry, change, skipped in claimed:
+            if skipped:
+                logger.warning(
+                    "beat: %s: %d missed run(s) not sent (missed=%r)",
+                    entry.name,
+                    skipped,
+                    entry.missed,
+                )
+            runs.extend((entry, run) for run in change.runs)
+        if not runs:
+            return
+        if len(runs) > 1:
+            try:
+                with self.app.publishing_batch():
+                    for entry, run in runs:
+                        self._apply(entry, run)
+            except (SerializationError, TypeError, ValueError):
+                pass  # encoded before anything was sent: send them one by one below
+            except Exception:
+                for entry, run in runs:
+                    self._lost(entry, run)
+                return
+            else:
+                for entry, run in runs:
+                    self._event(entry, run)
+                return
+        for entry, run in runs:
+            self.send(entry, run)
+
     def send(self, entry: Entry, run: BeatRun) -> None:
         """Send one claimed run as any other call of its task (the task's own routing
         unless the entry's options say otherwise), with Celery's beat header and the
         entry's name and scheduled instant as headers."""
-        scheduled = from_ms(run.scheduled_ms)
+        try:
+            self._apply(entry, run)
+        except Exception:
+            self._lost(entry, run)
+            return
+        self._event(entry, run)
+
+    def _apply(self, entry: Entry, run: BeatRun) -> None:
         options = dict(entry.options)
         headers = dict(options.pop("headers", None) or {})
         headers.update(
             celery_beat_task=True,
             periodic_task_name=entry.name,
-            periodic_task_scheduled=scheduled.isoformat(),
+            periodic_task_scheduled=from_ms(run.scheduled_ms).isoformat(),
         )
         args = [_evaluated(value) for value in entry.args]
         kwargs = {key: _evaluated(value) for key, value in entry.kwargs.items()}
         logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
-        try:
-            task = self.app.tasks.get(entry.task)
-            if task is not None:
-                task.apply_async(args, kwargs, task_id=run.task_id, headers=headers, **options)
-            else:
-                self.app.send_task(
-                    entry.task, args, kwargs, task_id=run.task_id, headers=headers, **options
-                )
-        except Exception:
-            logger.exception(
-                "beat: %s: the run scheduled at %s (task id %s) was claimed but could not be "
-                "sent; it is lost",
-                entry.name,
-                scheduled.isoformat(),
-                run.task_id,
+        task = self.app.tasks.get(entry.task)
+        if task is not None:
+            task.apply_async(args, kwargs, task_id=run.task_id, headers=headers, **options)
+        else:
+            self.app.send_task(
+                entry.task, args, kwargs, task_id=run.task_id, headers=headers, **options
             )
-            return
-        self._event(entry, run)
+
+    @staticmethod
+    def _lost(entry: Entry, run: BeatRun) -> None:
+        logger.exception(
+            "beat: %s: the run scheduled at %s (task id %s) was claimed but could not be "
+            "sent; it is lost",
+            entry.name,
+            from_ms(run.scheduled_ms).isoformat(),
+            run.task_id,
+        )
 
     def _event(self, entry: Entry, run: BeatRun) -> None:
         if self._events is None:

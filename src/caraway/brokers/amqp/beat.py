@@ -150,6 +150,8 @@ class AMQPBeatStore(BeatStore):
         self._doc: dict[str, Any] | None = None
         #: delivery tag -> state document received and not acked
         self._held: dict[int, dict[str, Any]] = {}
+        #: tags of held documents already merged into ``_doc``
+        self._merged: set[int] = set()
         #: runtime edits received and not folded in yet, with their tags
         self._edits: list[tuple[int, dict[str, Any]]] = []
         self._written_at = 0.0
@@ -280,13 +282,16 @@ class AMQPBeatStore(BeatStore):
             self._leading, self._since = True, time.time()
             self._doc = _empty()
         assert self._doc is not None
-        document = self._doc
-        for other in self._held.values():  # order-free: a late copy can only add
-            document = merge(document, other)
+        document, changed = self._doc, False
+        for tag in [tag for tag in self._held if tag not in self._merged]:
+            self._merged.add(tag)  # order-free: a late copy can only add
+            merged = merge(document, self._held[tag])
+            if _content(merged) != _content(document):
+                document, changed = merged, True
         for _, edit in self._edits:
-            _fold_edit(document, str(edit["name"]), edit)
+            changed = _fold_edit(document, str(edit["name"]), edit) or changed
         stale = time.time() - self._written_at > self.lease_seconds
-        if self._edits or len(self._held) > 1 or stale or _content(document) != _content(self._doc):
+        if changed or self._edits or len(self._held) > 1 or stale:
             self._write(document)
         return True
 
@@ -308,6 +313,7 @@ class AMQPBeatStore(BeatStore):
         for tag in replaced:
             channel.basic_ack(tag)
             self._held.pop(tag, None)
+            self._merged.discard(tag)
         self._edits = [(tag, edit) for tag, edit in self._edits if tag not in replaced]
         self._doc, self._written_at = document, now
 
