@@ -325,3 +325,20 @@ def test_sqlite_beats_in_threads_share_one_leader(tmp_path: Path) -> None:
     messages = sent(app)
     scheduled = [message.extra_headers["periodic_task_scheduled"] for message in messages]
     assert len(scheduled) == len(set(scheduled)) >= 1
+
+
+def test_a_run_that_cannot_be_encoded_costs_only_its_own_entry(
+    app: Caraway, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.conf.beat_schedule = {
+        "good": {"task": "beatproj.tick", "schedule": 1.0, "args": (1,)},
+        "bad": {"task": "beatproj.tick", "schedule": 1.0, "args": (BeatLazyFunc(object),)},
+    }
+    beat = beat_for(app, "b@h")
+    try:
+        beat.tick(T0)
+        beat.tick(T0 + timedelta(seconds=1))
+    finally:
+        beat.close()
+    assert [message.args for message in sent(app)] == [[1]]
+    assert "bad: the run scheduled at" in caplog.text and "it is lost" in caplog.text
