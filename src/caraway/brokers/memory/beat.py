@@ -36,7 +36,7 @@ class _Schedule:
 
 _SCHEDULES: dict[tuple[str, str], _Schedule] = {}
 #: run keys are kept this long (ms): past it, an entry's last_ms alone fences the run
-RUN_KEY_MS = 86_400_000
+RUN_KEY_MS = 3_600_000
 _SCHEDULES_LOCK = threading.Lock()
 
 

@@ -2,8 +2,9 @@
 
 Keys: ``lease`` (the leader as JSON, with a PX expiry the leader renews), ``last`` (hash:
 entry -> last scheduled instant, ms), ``count`` (hash: entry -> runs sent), ``recent``
-(hash: entry -> its last run as JSON), ``runtime`` (hash: entry -> JSON spec), and one
-``run:<entry>:<ms>`` key per claimed run (task id, kept a day). The one thing to know:
+(hash: entry -> its last run as JSON), ``runtime`` (hash: entry -> JSON spec), and per
+entry ``runs:<entry>`` (sorted set of the scheduled instants claimed in the last hour: the
+per-run keys). The one thing to know:
 taking, renewing and every claim are Lua scripts that check the lease holder first, so a
 leader whose lease ran out can never claim a run a new leader may claim.
 """
@@ -28,7 +29,7 @@ from caraway.clients.redis import connect, parse_redis_url, retrying, text, to_i
 T = TypeVar("T")
 
 #: run keys live this long: past it, an entry's ``last`` alone fences the run
-RUN_KEY_SECONDS = 86_400
+RUN_KEY_SECONDS = 3_600
 
 # KEYS[1] lease; ARGV: holder, the new lease's JSON, ttl ms, now -> 0 held by another, 1 ours
 _LEAD = """
@@ -51,22 +52,25 @@ if current and cjson.decode(current)['holder'] == ARGV[1] then redis.call('DEL',
 return 0
 """
 
-# KEYS: lease, last, count, recent, then one run key per run.
+# KEYS: lease, last, count, recent, runs (the entry's claimed instants).
 # ARGV: holder, entry, expected ms ('' = never seen), new ms, recent JSON ('' = keep),
-#       run key ttl seconds, then one task id per run. -> 1 applied, 0 refused
+#       keep runs since (ms), run key ttl seconds, then the runs' scheduled ms.
+# -> 1 applied, 0 refused
 _ADVANCE = """
 local current = redis.call('GET', KEYS[1])
 if not current or cjson.decode(current)['holder'] ~= ARGV[1] then return 0 end
 local last = redis.call('HGET', KEYS[2], ARGV[2])
 if (last or '') ~= ARGV[3] then return 0 end
-for i = 5, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+for i = 8, #ARGV do
+  if redis.call('ZSCORE', KEYS[5], ARGV[i]) then return 0 end
 end
-for i = 5, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[6])
+if #ARGV >= 8 then
+  for i = 8, #ARGV do redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[6])
+  redis.call('EXPIRE', KEYS[5], ARGV[7])
+  redis.call('HINCRBY', KEYS[3], ARGV[2], #ARGV - 7)
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
-if #KEYS > 4 then redis.call('HINCRBY', KEYS[3], ARGV[2], #KEYS - 4) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[4], ARGV[2], ARGV[5]) end
 return 1
 """
@@ -118,8 +122,8 @@ class RedisBeatStore(BeatStore):
         # every script is safe to repeat: a retried lead renews, a retried claim is refused
         return retrying(f"beat {what}", fn, where=self._where, retries=self.max_retries)
 
-    def run_key(self, name: str, scheduled_ms: int) -> str:
-        return f"{self.prefix}run:{name}:{scheduled_ms}"
+    def runs_key(self, name: str) -> str:
+        return f"{self.prefix}runs:{name}"
 
     def lead(self) -> bool:
         now = time.time()
@@ -164,19 +168,20 @@ class RedisBeatStore(BeatStore):
     def advance(self, changes: Sequence[BeatAdvance]) -> list[bool]:
         def run() -> list[Any]:
             pipe: Any = self.client.pipeline(transaction=False)
+            keep_since = int(time.time() * 1000) - RUN_KEY_SECONDS * 1000
             for change in changes:
                 keys = [self.lease_key, self.last_key, self.count_key, self.recent_key]
-                keys += [self.run_key(change.name, run.scheduled_ms) for run in change.runs]
                 args: list[Any] = [
                     self.holder,
                     change.name,
                     "" if change.expected_ms is None else str(change.expected_ms),
                     str(change.to_ms),
                     _run_json(change.runs[-1]) if change.runs else "",
+                    keep_since,
                     RUN_KEY_SECONDS,
-                    *(run.task_id for run in change.runs),
+                    *(run.scheduled_ms for run in change.runs),
                 ]
-                self._advance(keys=keys, args=args, client=pipe)
+                self._advance(keys=[*keys, self.runs_key(change.name)], args=args, client=pipe)
             return list(pipe.execute())
 
         if not changes:

@@ -4,7 +4,7 @@
 and renewed in a write transaction (so two processes can never both hold it).
 ``caraway_beat_entries`` keeps each entry's last scheduled instant and run count,
 ``caraway_beat_runs`` one row per claimed run (primary key: namespace, entry, scheduled
-instant; kept a day), ``caraway_beat_runtime`` the runtime entries. Lease ends are wall
+instant; kept an hour), ``caraway_beat_runtime`` the runtime entries. Lease ends are wall
 times: every process sharing the file shares the machine's clock.
 """
 
@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS caraway_beat_runtime (
 """
 
 #: run rows are kept this long (ms): past it, an entry's last_ms alone fences the run
-RUN_KEY_MS = 86_400_000
+RUN_KEY_MS = 3_600_000
+#: seconds between sweeps of old run rows
+_PRUNE_EVERY = 60.0
 
 
 def _run_json(run: BeatRun | None) -> str | None:
@@ -87,6 +89,7 @@ class SQLiteBeatStore(BeatStore):
             error=BrokerError,
             busy_timeout=float(self.options.get("busy_timeout", 5.0)),
         )
+        self._pruned_at = 0.0
 
     def _leads(self, conn: sqlite3.Connection, now: float) -> bool:
         row = conn.execute(
@@ -160,13 +163,17 @@ class SQLiteBeatStore(BeatStore):
             if not self._leads(conn, time.time()):
                 return [False] * len(changes)
             applied = [self._apply(conn, change) for change in changes]
-            oldest = int(time.time() * 1000) - RUN_KEY_MS
-            conn.execute(
-                "DELETE FROM caraway_beat_runs WHERE namespace = ? AND scheduled_ms < ?",
-                (self.namespace, oldest),
-            )
+            if prune:
+                oldest = int(time.time() * 1000) - RUN_KEY_MS
+                conn.execute(
+                    "DELETE FROM caraway_beat_runs WHERE namespace = ? AND scheduled_ms < ?",
+                    (self.namespace, oldest),
+                )
             return applied
 
+        prune = time.monotonic() - self._pruned_at > _PRUNE_EVERY
+        if prune:
+            self._pruned_at = time.monotonic()
         return self._db.write(apply)
 
     def _apply(self, conn: sqlite3.Connection, change: BeatAdvance) -> bool:
