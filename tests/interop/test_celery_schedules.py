@@ -74,6 +74,14 @@ def test_interval_is_due_matches_celerys(celery_app: Any, seconds: float, elapse
     assert following == pytest.approx(celery_following)
 
 
+def test_a_celery_schedule_object_in_an_entry_says_where_to_import_from() -> None:
+    from caraway.schedules import InvalidSchedule
+    from caraway.schedules.entries import entry_from_config
+
+    with pytest.raises(InvalidSchedule, match="import crontab from caraway.schedules"):
+        entry_from_config("e", {"task": "t", "schedule": celery_schedules.crontab(minute=0)})
+
+
 def test_reprs_match_celerys(celery_app: Any) -> None:
     assert repr(crontab("*/15", "9-17", "mon-fri", "1", "jan")) == repr(
         celery_schedules.crontab("*/15", "9-17", "mon-fri", "1", "jan")

@@ -75,6 +75,11 @@ def maybe_schedule(value: Any, relative: bool = False, app: Any = None) -> BaseS
         return value
     if isinstance(value, (int, float, timedelta)) and not isinstance(value, bool):
         return schedule(value, relative=relative, app=app)
+    if type(value).__module__.startswith("celery."):
+        raise InvalidSchedule(
+            f"schedule={value!r} is Celery's own object: import {type(value).__name__} from "
+            "caraway.schedules instead of celery.schedules"
+        )
     raise InvalidSchedule(
         f"schedule={value!r}: use a number of seconds, a timedelta, crontab(...), "
         "solar(...) or schedule(...)"
