@@ -78,7 +78,7 @@ def test_a_celery_schedule_object_in_an_entry_says_where_to_import_from() -> Non
     from caraway.schedules import InvalidSchedule
     from caraway.schedules.entries import entry_from_config
 
-    with pytest.raises(InvalidSchedule, match="import crontab from caraway.schedules"):
+    with pytest.raises(InvalidSchedule, match=r"import crontab from caraway\.schedules"):
         entry_from_config("e", {"task": "t", "schedule": celery_schedules.crontab(minute=0)})
 
 
