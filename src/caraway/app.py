@@ -143,6 +143,7 @@ class Caraway:
         def register(function: Callable[..., Any]) -> TaskType:
             base = options.pop("base", None) or self.Task
             task = build_task(self, function, base, options)
+            _annotate(task, self.conf.task_annotations)
             self._tasks[task.name] = task
             for twin in current.twins(self):
                 twin._tasks.setdefault(task.name, task)
@@ -183,6 +184,10 @@ class Caraway:
         self._imported = True
         for name in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(name)
+        if self.conf.task_annotations:
+            # settings read after the tasks were declared (config_from_object below them)
+            for task in self._tasks.values():
+                _annotate(task, self.conf.task_annotations)
 
     def autodiscover_tasks(
         self,
@@ -395,6 +400,48 @@ class Caraway:
 
     def __repr__(self) -> str:
         return f"<Caraway {self.main or '__main__'} at {id(self):#x}>"
+
+
+def _annotate(task: TaskType, annotations: Any) -> None:
+    """Apply ``task_annotations`` to ``task`` as Celery does: a dict keyed by task name
+    or '*' (the name's entry applied after '*'), an object with ``annotate(task)``, or a
+    list of those applied in order; an '@name' key wraps the method:
+    ``value(original, *args, **kwargs)``."""
+    if not annotations:
+        return
+    sources = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+    for entry in sources:
+        source = _import_object(entry) if isinstance(entry, str) else entry
+        if isinstance(source, Mapping):
+            found = {**(source.get("*") or {}), **(source.get(task.name) or {})}
+        elif hasattr(source, "annotate"):
+            found = source.annotate(task) or {}
+        else:
+            raise ImproperlyConfigured(
+                f"task_annotations entry {source!r} is neither a dict nor has annotate(task)"
+            )
+        for key, value in found.items():
+            if key.startswith("@"):
+                _wrap_method(task, key[1:], value)
+            else:
+                setattr(task, key, value)
+
+
+def _wrap_method(task: TaskType, name: str, around: Callable[..., Any]) -> None:
+    original = getattr(task, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return around(original, *args, **kwargs)
+
+    setattr(task, name, wrapped)
+
+
+def _import_object(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        module_name, _, attribute = path.rpartition(".")
+    found = getattr(importlib.import_module(module_name), attribute)
+    return found() if isinstance(found, type) else found
 
 
 def _bind_group_result(bound: Caraway) -> type[GroupResultType]:

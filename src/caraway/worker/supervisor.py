@@ -78,9 +78,10 @@ class Supervisor:
         self.autoscale = autoscale
         self.heartbeats = heartbeats
         self._idle_since: float | None = None
+        limits = () if app.conf.worker_disable_rate_limits else app.tasks.items()
         self.buckets = SharedBuckets(
             (name, getattr(task, "rate_limit", None) or app.conf.task_default_rate_limit)
-            for name, task in app.tasks.items()
+            for name, task in limits
         )
         self.app = app
         self.hostname = hostname
@@ -149,6 +150,8 @@ class Supervisor:
         return 0
 
     def _open_control(self) -> ControlServer | None:
+        if not self.app.conf.worker_enable_remote_control:
+            return None
         try:
             return ControlServer(self.app, node=self.node)
         except Exception as exc:
