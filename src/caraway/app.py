@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
-from caraway import current, publish
+from caraway import current, publish, signals
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
@@ -182,6 +182,7 @@ class Caraway:
         if self._imported:
             return
         self._imported = True
+        signals.import_modules.send(sender=self)
         for name in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(name)
         if self.conf.task_annotations:
