@@ -21,6 +21,7 @@ from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
 from caraway.config import Settings
 from caraway.control import Control
+from caraway.events.api import Events
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol.events import task_sent_fields
@@ -216,9 +217,18 @@ class Caraway:
             local.oid = None
         return local
 
-    def connection(self) -> Transport:
-        """A new broker connection (the caller closes it)."""
+    def connection(self, *args: Any, **kwargs: Any) -> Transport:
+        """A new broker connection; the caller closes it, or uses it in ``with``.
+
+        Celery's arguments (hostname, userid, ...) are refused: the URL is broker_url.
+        """
+        if args or kwargs:
+            raise ImproperlyConfigured(
+                "app.connection() takes no arguments in caraway; it connects to broker_url"
+            )
         return open_transport(self.broker_url, options=self._broker_options())
+
+    connection_for_read = connection_for_write = connection
 
     def admin(self) -> QueueAdmin:
         """A new handle on the broker's queues, schedule and dead letters, with the options
@@ -380,6 +390,12 @@ class Caraway:
 
     def worker_main(self, argv: Sequence[str] | None = None) -> None:
         self.start(["worker", *(argv or [])])
+
+    @property
+    def events(self) -> Events:
+        """Celery's monitoring API: ``app.events.Receiver(connection, handlers={...})``,
+        ``app.events.State()``, ``app.events.Dispatcher()``."""
+        return Events(self)
 
     @property
     def control(self) -> Control:

@@ -22,8 +22,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from caraway import signals
-from caraway.brokers.contracts import Scheduling, Transport
+from caraway.brokers.contracts import Fanout, Scheduling, Transport
 from caraway.config import Settings
+from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import message as protocol
 from caraway.protocol.message import Message, TaskMessage
 from caraway.protocol.serializers import compress, compression_type, dumps
@@ -366,6 +367,9 @@ class Publisher:
     def _send_one(self, transport: Transport, item: Outgoing) -> Message:
         wire = self._encode(item)
         target = item.route
+        if target.exchange_type == "fanout":
+            _fanout(transport, wire, target)
+            return wire
         eta = self._park_until(item)
         if eta is not None and isinstance(transport, Scheduling):
             transport.publish_parked(wire, queue=target.queue, eta=eta)
@@ -381,7 +385,9 @@ class Publisher:
         for item, wire in zip(items, encoded, strict=True):
             target = item.route
             eta = self._park_until(item)
-            if eta is not None and isinstance(transport, Scheduling):
+            if target.exchange_type == "fanout":
+                _fanout(transport, wire, target)
+            elif eta is not None and isinstance(transport, Scheduling):
                 transport.publish_parked(wire, queue=target.queue, eta=eta)
             elif target.exchange or target.routing_key not in (None, target.queue):
                 transport.publish(
@@ -464,6 +470,16 @@ class Publisher:
         if due - datetime.now(timezone.utc).timestamp() <= float(self.conf.broker_park_horizon):
             return None
         return due
+
+
+def _fanout(transport: Transport, wire: Message, target: Route) -> None:
+    """A copy for every worker consuming the broadcast queue (kombu's Broadcast)."""
+    if not isinstance(transport, Fanout):
+        raise ImproperlyConfigured(
+            f"queue {target.queue!r} is a Broadcast queue, and this broker's transport "
+            f"({type(transport).__name__}) cannot copy a message to every worker"
+        )
+    transport.publish_fanout(wire, exchange=target.exchange)
 
 
 def _embed(task: TaskMessage) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 
 import click
 
@@ -15,6 +16,7 @@ from caraway import exceptions, signals
 from caraway.app import Caraway
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
+from caraway.entities import Queue
 from caraway.routing import queue_names, select_queues
 from caraway.worker.banner import banner
 from caraway.worker.supervisor import Supervisor
@@ -135,6 +137,7 @@ def worker(
     if scale is not None:
         size = scale[1] or 1
     wait_for_broker(app)
+    declared = _declare_queues(app, chosen, node)
     click.echo(
         banner(
             app,
@@ -171,6 +174,7 @@ def worker(
     try:
         code = supervisor.run()
     finally:
+        _unbind_broadcasts(app, declared)
         if guard is not None:
             guard.remove()
     sys.exit(code)
@@ -228,6 +232,49 @@ def wait_for_broker(app: Caraway) -> None:
             )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _declare_queues(app: Caraway, chosen: Sequence[Queue], node: str) -> list[Queue]:
+    """Declare each consumed queue with its exchange and binding (a Broadcast queue as the
+    node's own queue on the fanout exchange); returns the node queues of broadcasts."""
+    broadcasts = []
+    admin = app.admin()
+    try:
+        for declared in chosen:
+            queue = declared.for_node(node)
+            exchange = queue.exchange_entity
+            if exchange is None or not exchange.name:
+                admin.declare(queue.name)
+                continue
+            admin.bind(
+                queue.name,
+                exchange=exchange.name,
+                exchange_type=exchange.type,
+                routing_key=queue.routing_key,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+            )
+            if queue.is_broadcast:
+                broadcasts.append(queue)
+    finally:
+        admin.close()
+    return broadcasts
+
+
+def _unbind_broadcasts(app: Caraway, queues: Sequence[Queue]) -> None:
+    """At shutdown: this node stops taking copies of broadcasts it will not read."""
+    if not queues:
+        return
+    admin = app.admin()
+    try:
+        for queue in queues:
+            exchange = queue.exchange_entity
+            assert exchange is not None
+            admin.unbind(queue.name, exchange=exchange.name, routing_key=queue.routing_key)
+    except Exception as exc:
+        logging.getLogger("caraway.worker").warning("could not unbind broadcast queues: %s", exc)
+    finally:
+        admin.close()
 
 
 def _pool_setting(app: Caraway) -> str:
