@@ -157,9 +157,11 @@ def test_broadcast_reaches_every_worker_and_expired_countdowns_are_revoked(
 
     tasks.note_everywhere.delay("hello")
     lines = wait_until(
-        lambda: [line for line in evidence.read_text().splitlines() if "note hello" in line]
-        if evidence.read_text().count("note hello") >= 2
-        else None,
+        lambda: (
+            [line for line in evidence.read_text().splitlines() if "note hello" in line]
+            if evidence.read_text().count("note hello") >= 2
+            else None
+        ),
         timeout=20,
         message="both workers to run the broadcast task",
     )
