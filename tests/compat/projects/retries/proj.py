@@ -11,7 +11,7 @@ app.conf.task_default_queue = os.environ['COMPAT_QUEUE']
 @app.task(bind=True, max_retries=3)
 def flaky(self, succeed_at):
     if self.request.retries < succeed_at:
-        raise self.retry(countdown=0.2, exc=IOError('not yet'))
+        raise self.retry(countdown=0.2, exc=OSError('not yet'))
     return f'ran {self.request.retries + 1} times'
 
 
