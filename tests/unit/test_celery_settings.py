@@ -108,3 +108,9 @@ def test_task_annotations_set_attributes_by_name_and_star() -> None:
         return x * y
 
     assert add.rate_limit == "1/s" and mul.rate_limit == "5/s"
+
+
+def test_the_compatibility_table_lists_every_celery_setting() -> None:
+    table = (SRC.parents[1] / "docs" / "celery-compat.md").read_text()
+    missing = [name for name in CELERY if f"| `{name}` |" not in table]
+    assert missing == []
