@@ -110,3 +110,31 @@ def test_app_events_and_connection_as_celery_monitors_use_them(app: Any) -> None
         assert receiver.handlers == {"*": state.event}
     state.event({"type": "worker-online", "hostname": "w1@h", "timestamp": 1.0})
     assert "w1@h" in state.workers
+
+
+def test_get_on_message_sees_each_state_document(app: Any) -> None:
+    import threading
+
+    from caraway.protocol import results as docs
+
+    def store(state: str, meta: Any) -> None:
+        document = docs.encode_document(docs.result_document("progress-task", state, meta))
+        app.new_backend().store("progress-task", document, state=state, expires=None)
+
+    seen: list[Any] = []
+    got: list[Any] = []
+    store("PROGRESS", {"done": 1})
+    waiter = threading.Thread(
+        target=lambda: got.append(
+            app.AsyncResult("progress-task").get(timeout=10, on_message=seen.append)
+        )
+    )
+    waiter.start()
+    try:
+        wait_until(lambda: seen, timeout=5, message="the PROGRESS document")
+        store("SUCCESS", 7)
+    finally:
+        waiter.join(timeout=10)
+    assert got == [7]
+    assert [meta["status"] for meta in seen] == ["PROGRESS", "SUCCESS"]
+    assert seen[0]["result"] == {"done": 1}
