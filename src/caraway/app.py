@@ -123,6 +123,8 @@ class Caraway:
     def result_backend_url(self) -> str | None:
         """The result backend URL in effect, or None when results are disabled."""
         url = self.conf.result_backend
+        if url == "rpc":
+            return "rpc://"  # Celery's backend='rpc'
         if url in ("sqlite://", "sqlite:///"):
             return f"sqlite:///{self._default_sqlite}"
         if url:

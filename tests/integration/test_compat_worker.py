@@ -180,3 +180,50 @@ def test_broadcast_reaches_every_worker_and_expired_countdowns_are_revoked(
     text = evidence.read_text()
     assert "worker_init" in text and "celeryd_after_setup w1@" in text
     assert "received proj.tasks.add" in text and "prerun proj.tasks.add" in text
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def rpc_project(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    broker = (
+        f"sqlite:///{tmp_path / 'broker.sqlite3'}"
+        if request.param == "sqlite"
+        else "redis://127.0.0.1:6379/10"
+    )
+    prefix = f"compat-{uuid.uuid4().hex[:8]}"
+    evidence = tmp_path / "evidence.txt"
+    for key, value in {
+        "TEST_BROKER": broker,
+        "TEST_BACKEND": "rpc",  # Celery's spelling, without ://
+        "TEST_PREFIX": prefix,
+        "TEST_EVIDENCE": str(evidence),
+    }.items():
+        monkeypatch.setenv(key, value)
+    write_project(tmp_path, APP, TASKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import proj.tasks
+
+    try:
+        yield proj.tasks
+    finally:
+        _cleanup(proj.tasks.app, prefix)
+        for name in [m for m in list(__import__("sys").modules) if m.split(".")[0] == "proj"]:
+            del __import__("sys").modules[name]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_rpc_results_travel_over_sqlite_and_redis_brokers(
+    rpc_project: Any, workers: list[Worker], tmp_path: Path
+) -> None:
+    workers.append(Worker(tmp_path, "-P", "solo").wait_ready())
+    assert rpc_project.app.result_backend_url == "rpc://"
+    results = [rpc_project.add.delay(n, n) for n in range(3)]
+    assert [result.get(timeout=15) for result in results] == [0, 2, 4]
+    seen: list[str] = []
+    assert (
+        rpc_project.add.delay(5, 5).get(timeout=15, on_message=lambda m: seen.append(m["status"]))
+        == 10
+    )
+    assert seen[-1] == "SUCCESS"
