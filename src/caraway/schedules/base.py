@@ -67,13 +67,19 @@ def local_zone() -> tzinfo:
         return fixed if fixed is not None else UTC
 
 
+def _utc_enabled(conf: Any) -> bool:
+    # caraway's settings take only enable_utc=True (a refused setting is no attribute);
+    # a Celery-shaped conf may say False
+    return bool(getattr(conf, "enable_utc", True))
+
+
 def zone_of(conf: Any) -> tzinfo:
     """The app's zone as Celery decides it: ``timezone`` if set, else UTC with
     ``enable_utc`` (the default), else the machine's local zone."""
     name = conf.timezone
     if name:
         return zone_named(str(name))
-    return UTC if conf.enable_utc else local_zone()
+    return UTC if _utc_enabled(conf) else local_zone()
 
 
 def aware(moment: datetime, zone: tzinfo = UTC) -> datetime:
@@ -124,7 +130,7 @@ class BaseSchedule:
 
     @property
     def utc_enabled(self) -> bool:
-        return bool(self.app.conf.enable_utc)
+        return _utc_enabled(self.app.conf)
 
     def now(self) -> datetime:
         """The current time: ``nowfun()`` if given, else now in the app's zone."""
