@@ -4,6 +4,7 @@ entries, and Celery's configuration-time API (add_periodic_task, on_after_config
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -342,3 +343,29 @@ def test_a_run_that_cannot_be_encoded_costs_only_its_own_entry(
         beat.close()
     assert [message.args for message in sent(app)] == [[1]]
     assert "bad: the run scheduled at" in caplog.text and "it is lost" in caplog.text
+
+
+def test_app_signals_come_in_celerys_order_and_on_after_fork_in_a_child() -> None:
+    app = Caraway("forks", broker="memory://forks", set_as_current=False)
+    order: list[str] = []
+
+    def record(signal: Any, **kwargs: Any) -> None:  # signals hold receivers weakly, as Celery
+        order.append(signal.name.partition(".on_")[2])
+
+    for signal in (app.on_configure, app.on_after_configure, app.on_after_finalize):
+        signal.connect(record)
+    app.finalize()
+    assert order == ["configure", "after_configure", "after_finalize"]
+    read, write = os.pipe()
+
+    def forked(sender: Caraway, **kwargs: Any) -> None:
+        os.write(write, b"forked" if sender is app else b"other")
+
+    app.on_after_fork.connect(forked)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(write)
+    assert os.read(read, 16) == b"forked"
+    os.close(read)
