@@ -168,10 +168,6 @@ class Beat:
     def stop(self) -> None:
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def close(self) -> None:
         """Give the lease up (so a standby takes over at once) and close everything."""
         if self._control is not None:
