@@ -161,6 +161,20 @@ _DELIVERY_MODE: _Kind[Any, Any] = _Kind(
 _QUEUES: _Kind[Any, Any] = _nullable(
     _Kind("a list or dict of queues", _exactly(Mapping, list, tuple, set), json.loads)
 )
+
+
+def _check_secret(value: object) -> str | bytes | None:
+    # never echoes the value: the coerce error of other options shows it
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    raise ImproperlyConfigured(
+        f"a passphrase setting must be a str, bytes or None, got a {type(value).__name__}"
+    )
+
+
+_SECRET: _Kind[str | bytes | None, str | bytes | None] = _Kind(
+    "a str, bytes or None", _check_secret, str
+)
 _ANY: _Kind[Any, Any] = _Kind("any value", lambda value: value, _parse_first(json.loads, str))
 
 
@@ -440,6 +454,24 @@ class OptionTable:
     worker_log_datefmt = Option(_OPT_STR, None, "strftime format of worker log lines.")
     worker_task_log_datefmt = Option(_OPT_STR, None, "strftime format of task log lines.")
 
+    # -- message signing (read by app.setup_security(); docs/celery-compat.md) -------------
+    security_key = Option(_OPT_STR, None, "PEM private key file.", old="CELERY_SECURITY_KEY")
+    security_key_password = Option(
+        _SECRET, None, "Passphrase of security_key.", old="CELERY_SECURITY_KEY_PASSWORD"
+    )
+    security_certificate = Option(
+        _OPT_STR, None, "PEM certificate of security_key.", old="CELERY_SECURITY_CERTIFICATE"
+    )
+    security_cert_store = Option(
+        _OPT_STR,
+        None,
+        "Directory or glob of the senders' PEM certificates.",
+        old="CELERY_SECURITY_CERT_STORE",
+    )
+    security_digest = Option(
+        _STR, "sha256", "Digest of the RSA-PSS signature.", old="CELERY_SECURITY_DIGEST"
+    )
+
     # -- Celery's, met by how caraway works whatever their value ---------------------------
     broker_pool_limit = Option(
         _OPT_INT,
@@ -581,21 +613,6 @@ REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
             allowed=("direct",),
             old=("CELERY_RESULT_EXCHANGE_TYPE",),
         ),
-        **{
-            name: Refusal(
-                "caraway does not sign messages (Celery's auth serializer) yet; protect the "
-                "broker with TLS (broker_use_ssl) and credentials",
-                allowed=(None,) if name != "security_digest" else ("sha256",),
-                old=(f"CELERY_{name.upper()}",),
-            )
-            for name in (
-                "security_key",
-                "security_key_password",
-                "security_certificate",
-                "security_cert_store",
-                "security_digest",
-            )
-        },
         # parts of a URL
         **{
             name: Refusal(_IN_URL.format("broker_url ('amqp://user:password@host:port/vhost')"))

@@ -288,6 +288,28 @@ class Caraway:
                 if exc.name != module:
                     raise
 
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign what this process sends and verify what it receives (Celery's ``auth``
+        serializer), for every app in the process; see :func:`caraway.security.setup_security`."""
+        try:
+            from caraway import security  # noqa: PLC0415 - needs the optional cryptography
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"message signing needs the cryptography package ({exc}); pip install caraway[auth]"
+            ) from exc
+        security.setup_security(
+            allowed_serializers, key, key_password, cert, store, digest, serializer, app=self
+        )
+
     # -- connections -----------------------------------------------------------------------
     def _thread_state(self) -> _PerThread:
         local = self._local

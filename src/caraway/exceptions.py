@@ -10,7 +10,8 @@ CarawayError
 ├── BrokerError                   the broker failed
 │   └── BrokerConnectionError     ... could not be reached (after the configured retries)
 ├── ProtocolError                 a message that cannot be decoded
-│   └── ContentDisallowed         its content type is not in accept_content
+│   ├── ContentDisallowed         its content type is not in accept_content
+│   └── SecurityError             its signature (auth serializer) does not verify
 ├── SerializationError            arguments or a return value the serializer cannot encode
 └── TaskError                     what a task's failure is reported as
     ├── WorkerLostError           the process running it died
@@ -79,6 +80,11 @@ class ProtocolError(CarawayError):
 
 class ContentDisallowed(ProtocolError):
     """A message whose content type is not in ``accept_content``."""
+
+
+class SecurityError(ProtocolError):
+    """A signed message (the ``auth`` serializer) whose signature does not verify: unknown
+    or expired signer, or a body that is not what was signed."""
 
 
 class SerializationError(CarawayError, TypeError):

@@ -4,7 +4,9 @@ and body compression as kombu does it (the ``compression`` header).
 JSON is the hot path: orjson encodes, and values JSON cannot hold become kombu's
 ``{"__type__", "__value__"}`` tags (protocol.md §1.5); inf/nan become null (kombu: NaN).
 Decoding checks the content type against ``accept`` first: nothing outside it is parsed.
-A compressed body names its method's content type in the ``compression`` header.
+A compressed body names its method's content type in the ``compression`` header. The
+``auth`` serializer (signed bodies) is whatever :func:`use_signing` registered
+(``caraway.protocol.auth``, set up by ``app.setup_security()``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -30,6 +32,7 @@ from caraway.exceptions import (
     ContentDisallowed,
     ImproperlyConfigured,
     ProtocolError,
+    SecurityError,
     SerializationError,
 )
 
@@ -37,6 +40,7 @@ JSON = "application/json"
 MSGPACK = "application/x-msgpack"
 PICKLE = "application/x-python-serialize"
 YAML = "application/x-yaml"
+AUTH = "application/data"
 
 #: short name -> (content type, content encoding), as kombu registers them
 SERIALIZERS: dict[str, tuple[str, str]] = {
@@ -44,6 +48,7 @@ SERIALIZERS: dict[str, tuple[str, str]] = {
     "msgpack": (MSGPACK, "binary"),
     "pickle": (PICKLE, "binary"),
     "yaml": (YAML, "utf-8"),
+    "auth": (AUTH, "utf-8"),
 }
 _NAME_BY_TYPE = {content_type: name for name, (content_type, _) in SERIALIZERS.items()}
 _DEFAULT_ACCEPT = frozenset({JSON})
@@ -233,6 +238,33 @@ def _optional_module(name: str, purpose: str) -> ModuleType:
         ) from exc
 
 
+class Signing(Protocol):
+    """The ``auth`` serializer: signs what it dumps, verifies what it loads."""
+
+    def dumps(self, value: Any) -> tuple[bytes, str, str]: ...
+
+    def loads(self, body: bytes) -> Any: ...
+
+
+#: this process's auth serializer (Celery registers it process-wide in kombu's registry too)
+_signing: Signing | None = None
+
+
+def use_signing(codec: Signing | None) -> None:
+    """Register (or with None, drop) the codec of the ``auth`` serializer."""
+    global _signing  # noqa: PLW0603 - one registry per process, as kombu's
+    _signing = codec
+
+
+def _signed() -> Signing:
+    if _signing is None:
+        raise ImproperlyConfigured(
+            "the 'auth' serializer signs messages once app.setup_security() has loaded the "
+            "key and certificates; call it where the app is created"
+        )
+    return _signing
+
+
 def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
     """Serialize ``value``; returns ``(body, content_type, content_encoding)``.
 
@@ -260,6 +292,8 @@ def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
         except Exception as exc:  # PyYAML raises its own RepresenterError
             raise SerializationError(f"value is not YAML serializable: {exc}") from exc
         return str(text).encode("utf-8"), YAML, "utf-8"
+    if serializer == "auth":
+        return _signed().dumps(value)
     raise ImproperlyConfigured(
         f"unknown serializer {serializer!r}; use one of {', '.join(SERIALIZERS)}"
     )
@@ -275,6 +309,13 @@ def _decode_other(body: bytes, content_type: str) -> Any:
     if name == "yaml":
         yaml = _optional_module("yaml", "yaml")
         return yaml.safe_load(body)
+    if name == "auth":
+        if _signing is None:
+            raise SecurityError(
+                "signed (auth) message, and this process has no key store to verify it: "
+                "call app.setup_security() where the app is created"
+            )
+        return _signing.loads(body)
     raise ProtocolError(f"no decoder for content type {content_type!r}")
 
 
