@@ -16,8 +16,8 @@ import importlib
 import os
 import re
 import types
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from caraway._config_table import ALIASES as _ALIASES
 from caraway._config_table import OPTIONS, REFUSED, REFUSED_ALIASES, Option, OptionTable
@@ -25,6 +25,8 @@ from caraway.clients.urls import mask_url
 from caraway.exceptions import ImproperlyConfigured, UnknownSetting
 
 __all__ = ["OPTIONS", "Option", "Settings"]
+
+T = TypeVar("T")
 
 
 class Settings(OptionTable, Mapping[str, Any]):
@@ -35,15 +37,17 @@ class Settings(OptionTable, Mapping[str, Any]):
     (``BROKER_URL``, ``CELERY_RESULT_BACKEND``, ``CELERYD_CONCURRENCY``) work as aliases.
     """
 
-    __slots__ = ("_explicit", "_values")
+    __slots__ = ("_derived", "_explicit", "_values")
     _values: dict[str, Any]
     _explicit: set[str]  # set by the user, so setdefault() leaves them alone
+    _derived: dict[str, Any]  # what derived() built, dropped on every write
 
     # -- behaviour -------------------------------------------------------------------------
     def __init__(self, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         values = {name: copy.deepcopy(option.default) for name, option in OPTIONS.items()}
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_explicit", set())
+        object.__setattr__(self, "_derived", {})
         self.update(mapping, **kwargs)
 
     def __getitem__(self, name: str) -> Any:
@@ -58,6 +62,7 @@ class Settings(OptionTable, Mapping[str, Any]):
         canonical = _resolve(name)
         self._values[canonical] = OPTIONS[canonical].coerce(value)
         self._explicit.add(canonical)
+        self._derived.clear()
 
     def __iter__(self) -> Iterator[str]:
         return iter(OPTIONS)
@@ -164,7 +169,18 @@ class Settings(OptionTable, Mapping[str, Any]):
     def _apply(self, staged: Mapping[str, Any]) -> list[str]:
         self._values.update(staged)
         self._explicit.update(staged)
+        self._derived.clear()
         return list(staged)
+
+    def derived(self, key: str, build: Callable[[Settings], T]) -> T:
+        """``build(self)``, built once and kept until a setting is assigned (routing keeps
+        the declared queues here rather than rebuilding them on every publish). A value
+        changed in place (``conf.task_queues.append(...)``) is not seen: assign it."""
+        try:
+            return self._derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._derived[key] = build(self)
+            return value
 
 
 def _refused_name(name: str) -> str | None:

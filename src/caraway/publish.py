@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from caraway import signals
-from caraway.brokers.contracts import Fanout, Scheduling, Transport
+from caraway.brokers.contracts import Binding, Fanout, Routing, Scheduling, Transport
 from caraway.config import Settings
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import message as protocol
@@ -374,9 +374,7 @@ class Publisher:
         if eta is not None and isinstance(transport, Scheduling):
             transport.publish_parked(wire, queue=target.queue, eta=eta)
         else:
-            transport.publish(
-                wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
-            )
+            _publish(transport, wire, target)
         return wire
 
     def _send_many(self, transport: Transport, items: Sequence[Outgoing]) -> list[Message]:
@@ -390,12 +388,7 @@ class Publisher:
             elif eta is not None and isinstance(transport, Scheduling):
                 transport.publish_parked(wire, queue=target.queue, eta=eta)
             elif target.exchange or target.routing_key not in (None, target.queue):
-                transport.publish(
-                    wire,
-                    queue=target.queue,
-                    exchange=target.exchange,
-                    routing_key=target.routing_key,
-                )
+                _publish(transport, wire, target)
             else:
                 plain.append((wire, target.queue))
         if plain:
@@ -470,6 +463,27 @@ class Publisher:
         if due - datetime.now(timezone.utc).timestamp() <= float(self.conf.broker_park_horizon):
             return None
         return due
+
+
+_ROUTED = ("direct", "topic")
+
+
+def _publish(transport: Transport, wire: Message, target: Route) -> None:
+    """One message: through its exchange's bindings where the transport routes (every
+    queue whose binding matches gets a copy), else to the queue the router chose."""
+    if target.exchange and target.exchange_type in _ROUTED and isinstance(transport, Routing):
+        key = target.binding_key
+        transport.publish_routed(
+            wire,
+            exchange=target.exchange,
+            exchange_type=target.exchange_type,
+            routing_key=target.routing_key,
+            declare=() if key is None else (Binding(target.queue, key),),
+        )
+        return
+    transport.publish(
+        wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
+    )
 
 
 def _fanout(transport: Transport, wire: Message, target: Route) -> None:

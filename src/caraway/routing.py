@@ -14,6 +14,7 @@ import importlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from caraway.entities import Exchange, Queue, as_queue
@@ -35,8 +36,12 @@ class Route:
     exchange: str
     routing_key: str
     priority: int | None = None
-    #: the exchange's type: 'fanout' sends a copy to every queue bound to it (Broadcast)
+    #: the exchange's type: 'fanout' sends a copy to every queue bound to it (Broadcast),
+    #: 'topic' and 'direct' to every queue whose binding matches the routing key
     exchange_type: str = "direct"
+    #: ``queue``'s binding key on ``exchange``, declared before publishing as Celery's
+    #: producer declares its route's queue; None when the queue is not bound to it
+    binding_key: str | None = None
 
     @property
     def declare(self) -> list[Queue]:
@@ -45,7 +50,8 @@ class Route:
         if self.exchange_type == "fanout":
             return []
         exchange = Exchange(self.exchange, self.exchange_type) if self.exchange else None
-        return [Queue(self.queue, exchange=exchange, routing_key=self.routing_key)]
+        key = self.routing_key if self.binding_key is None else self.binding_key
+        return [Queue(self.queue, exchange=exchange, routing_key=key)]
 
 
 @dataclass(frozen=True)
@@ -166,23 +172,34 @@ def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:
         return Route(queue, "", queue, priority)
     declared = queue_for(queue, conf)
     bound = declared.exchange_entity
-    if bound is not None and bound.type == "fanout" and exchange in (None, bound.name):
+    kind = bound.type if bound is not None else "direct"
+    if kind == "fanout" and bound is not None and exchange in (None, bound.name):
         return Route(queue, bound.name, routing_key or "", priority, "fanout")
-    if exchange is None and routing_key is None:
+    if (not exchange or not routing_key) and kind == "direct":
+        # Celery's rule: a direct queue without both an exchange and a routing key is
+        # reached by name through the default exchange
         return Route(queue, "", queue, priority)
-    if exchange is None:
-        exchange = bound.name if bound is not None else queue
-    if routing_key is None:
-        routing_key = declared.routing_key or queue
-    kind = bound.type if bound is not None and bound.name == exchange else "direct"
-    return Route(queue, exchange, routing_key, priority, kind)
+    if not exchange:
+        exchange = bound.name if bound is not None and bound.name else queue
+    routing_key = routing_key or declared.routing_key or queue
+    if bound is not None and bound.name == exchange:
+        return Route(queue, exchange, routing_key, priority, kind, declared.routing_key)
+    # another exchange: its type as task_queues declare it, else the queue's (Celery's)
+    return Route(queue, exchange, routing_key, priority, _exchange_types(conf).get(exchange, kind))
 
 
-def declared_queues(conf: Settings) -> dict[str, Queue]:
+def declared_queues(conf: Settings) -> Mapping[str, Queue]:
     """``task_queues`` as :class:`Queue` values by name (kombu's objects and dicts read),
     with Celery's defaults filled in: an unbound queue gets ``task_default_exchange`` (of
     ``task_default_exchange_type``) or an exchange named like it, and a binding key named
-    like it. With no ``task_queues``, the default queue alone."""
+    like it. With no ``task_queues``, the default queue alone.
+
+    Built once per settings (``Settings.derived``) and rebuilt after a setting changes:
+    every publish asks for it."""
+    return conf.derived("routing.declared_queues", _declared_queues)
+
+
+def _declared_queues(conf: Settings) -> Mapping[str, Queue]:
     configured = conf.task_queues
     if isinstance(configured, Mapping):
         entries = [as_queue(value, str(name)) for name, value in configured.items()]
@@ -190,7 +207,21 @@ def declared_queues(conf: Settings) -> dict[str, Queue]:
         entries = [as_queue(value) for value in configured or ()]
     if not entries:
         entries = [Queue(conf.task_default_queue)]
-    return {queue.name: _with_defaults(queue, conf) for queue in entries}
+    return MappingProxyType({queue.name: _with_defaults(queue, conf) for queue in entries})
+
+
+def _exchange_types(conf: Settings) -> Mapping[str, str]:
+    """The type of each exchange ``task_queues`` declare, by name."""
+    return conf.derived("routing.exchange_types", _build_exchange_types)
+
+
+def _build_exchange_types(conf: Settings) -> Mapping[str, str]:
+    types: dict[str, str] = {}
+    for queue in declared_queues(conf).values():
+        exchange = queue.exchange_entity
+        if exchange is not None and exchange.name:
+            types.setdefault(exchange.name, exchange.type)
+    return MappingProxyType(types)
 
 
 def queue_for(name: str, conf: Settings) -> Queue:

@@ -52,7 +52,13 @@ def test_routes_follow_task_queues_exchanges_and_types() -> None:
             re.compile(r"proj\.re(load|fresh)"): {"queue": "reload"},
         },
     )
-    assert route("proj.resize", {}, conf) == Route("images", "media", "image.resize", None, "topic")
+    assert route("proj.resize", {}, conf) == Route(
+        "images", "media", "image.resize", None, "topic", "image.#"
+    )
+    # a topic queue routed by name alone: its exchange, its binding key as the key (Celery)
+    assert route("proj.other", {"queue": "images"}, conf) == Route(
+        "images", "media", "image.#", None, "topic", "image.#"
+    )
     assert route("proj.reload", {}, conf) == Route("reload", "reload", "", None, "fanout")
     assert route("proj.reload", {}, conf).declare == []
     assert route("proj.add", {}, conf) == Route("default", "", "default")

@@ -235,6 +235,43 @@ class Fanout(abc.ABC):
         :meth:`QueueAdmin.bind`); with none bound, the message is dropped (AMQP's rule)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A queue bound to an exchange with a binding key (kombu's ``Queue`` declaration)."""
+
+    queue: str
+    key: str
+
+
+class Routing(abc.ABC):
+    """A transport that routes through direct and topic exchanges: a message goes to every
+    queue bound to the exchange whose binding key matches its routing key, as RabbitMQ
+    routes. Callers test ``isinstance(transport, Routing)``; a transport without it
+    publishes to the queue the router chose."""
+
+    @abc.abstractmethod
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        """Bind ``declare`` to ``exchange`` first (Celery's producer declares the queue it
+        routes to, so the message is not lost before a worker binds it; once per binding per
+        connection), then put a copy of ``message`` on each matching queue, each queue once.
+        With no binding matching, the message is dropped (AMQP's rule)."""
+
+
+def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """AMQP's rule: a direct binding matches an equal key, a topic binding by words."""
+    if exchange_type == "topic":
+        return topic_matches(binding_key, routing_key)
+    return binding_key == routing_key
+
+
 # -- administration --------------------------------------------------------------------------
 
 

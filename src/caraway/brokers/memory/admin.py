@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from caraway.brokers.contracts import DeadLetter, QueueAdmin
+from caraway.brokers.contracts import Binding, DeadLetter, QueueAdmin
 from caraway.brokers.memory.transport import broker_for
 from caraway.protocol.message import Message
 
@@ -33,14 +33,17 @@ class MemoryAdmin(QueueAdmin):
         durable: bool = True,
         auto_delete: bool = False,
     ) -> None:
-        """Queues are routed by name; only fanout bindings are kept (for publish_fanout)."""
-        if exchange_type == "fanout":
-            with self._broker.cond:
+        """Fanout bindings for publish_fanout, the others for publish_routed."""
+        with self._broker.cond:
+            if exchange_type == "fanout":
                 self._broker.fanout.setdefault(exchange, set()).add(queue)
+            else:
+                self._broker.bindings.setdefault(exchange, set()).add(Binding(queue, routing_key))
 
     def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
         with self._broker.cond:
             self._broker.fanout.get(exchange, set()).discard(queue)
+            self._broker.bindings.get(exchange, set()).discard(Binding(queue, routing_key))
 
     def size(self, queue: str) -> int:
         # ready entries, plus parked ones and expired claims the next claim promotes

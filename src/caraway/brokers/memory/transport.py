@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from caraway.brokers.contracts import (
+    Binding,
     Capabilities,
     DeadLetter,
     Delivery,
     Fanout,
+    Routing,
     Scheduling,
     Transport,
+    binding_matches,
 )
 from caraway.protocol.message import Message
 
@@ -56,6 +59,17 @@ class Broker:
         self.dead: dict[int, DeadLetter] = {}
         #: fanout exchange -> the queues bound to it
         self.fanout: dict[str, set[str]] = {}
+        #: direct or topic exchange -> its bindings
+        self.bindings: dict[str, set[Binding]] = {}
+
+    def route(self, exchange: str, exchange_type: str, routing_key: str) -> list[str]:
+        """The queues bound to ``exchange`` whose binding matches, each once, in order."""
+        found = {
+            bound.queue
+            for bound in self.bindings.get(exchange, ())
+            if binding_matches(exchange_type, bound.key, routing_key)
+        }
+        return sorted(found)
 
     def add(
         self,
@@ -163,7 +177,7 @@ def reset(url: str | None = None) -> None:
             _BROKERS.pop(url, None)
 
 
-class MemoryTransport(Transport, Scheduling, Fanout):
+class MemoryTransport(Transport, Scheduling, Fanout, Routing):
     """Queues in this process's memory, shared by every transport opened on the same URL.
 
     Option ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -199,6 +213,21 @@ class MemoryTransport(Transport, Scheduling, Fanout):
         with broker.cond:
             for queue in sorted(broker.fanout.get(exchange, ())):
                 broker.add(message, queue, exchange, "")
+
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        broker = self._broker
+        with broker.cond:
+            broker.bindings.setdefault(exchange, set()).update(declare)
+            for queue in broker.route(exchange, exchange_type, routing_key):
+                broker.add(message, queue, exchange, routing_key)
 
     def fetch(
         self, queues: Sequence[str], *, limit: int, timeout: float, owner: str

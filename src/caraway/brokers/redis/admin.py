@@ -92,11 +92,13 @@ class RedisAdmin(QueueAdmin, Revocations):
             key = fanout_key(self.keys, exchange)
             self._call("bind", lambda: self.client.sadd(key, queue))
             return
-        self._pipeline("bind", self.keys.binding(queue, exchange, routing_key), transaction=True)
+        commands = self.keys.binding(queue, exchange, routing_key, exchange_type)
+        self._pipeline("bind", commands, transaction=True)
 
     def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
-        key = fanout_key(self.keys, exchange)
-        self._call("unbind", lambda: self.client.srem(key, queue))
+        commands: list[Command] = [("SREM", fanout_key(self.keys, exchange), queue)]
+        commands += self.keys.unbinding(queue, exchange, routing_key)
+        self._pipeline("unbind", commands, transaction=True)
 
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         """Unreadable entries are left out (the claim that promotes them sets them aside)."""
