@@ -264,6 +264,13 @@ class OptionTable:
     timezone = Option(
         _OPT_STR, None, "Zone name; None = UTC (local if not enable_utc).", old="CELERY_TIMEZONE"
     )
+    enable_utc = Option(
+        _BOOL,
+        True,
+        "False: with no timezone, the app's zone is the machine's (dates in messages carry "
+        "its offset; naive dates are still read as UTC, as Celery reads them).",
+        old=("CELERY_ENABLE_UTC", "ENABLE_UTC"),
+    )
     imports = Option(_STRS, [], "Modules a worker imports at start-up.", old="CELERY_IMPORTS")
     include = Option(_STRS, [], "Like imports, imported after them.", old="CELERY_INCLUDE")
 
@@ -743,12 +750,6 @@ REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
             old=("CELERY_ALLOW_ERROR_CB_ON_CHORD_HEADER",),
         ),
         # serialization
-        "enable_utc": Refusal(
-            "caraway sends every date timezone-aware and reads naive ones as UTC; pass aware "
-            "datetimes to eta/expires instead of enable_utc=False",
-            allowed=(True,),
-            old=("CELERY_ENABLE_UTC", "ENABLE_UTC"),
-        ),
         "event_serializer": Refusal(
             "caraway sends events as JSON (Celery's default)",
             allowed=("json",),

@@ -30,6 +30,7 @@ from caraway.protocol.message import Message, TaskMessage
 from caraway.protocol.serializers import compress, compression_type, dumps
 from caraway.request import Request, current_request
 from caraway.routing import Route, route
+from caraway.schedules.base import zone_of
 from caraway.taskbase import TaskBase, check_limits
 
 #: options apply_async understands; anything else is a caller's mistake
@@ -120,7 +121,9 @@ def build(
             f"apply_async() got unknown option(s) {sorted(unknown)}; "
             "see the calling guide for the supported ones"
         )
-    now = now or datetime.now(timezone.utc)
+    # countdown and expires become dates in the app's zone, as Celery writes them (UTC
+    # unless timezone is set or enable_utc is off); the instant is the same either way
+    now = now or datetime.now(conf.derived("publish.zone", zone_of))
     task_id = options.get("task_id") or str(uuid.uuid4())
     parent = current_request()
     hard = options.get("time_limit", task.time_limit if task else None)

@@ -68,8 +68,7 @@ def local_zone() -> tzinfo:
 
 
 def _utc_enabled(conf: Any) -> bool:
-    # caraway's settings take only enable_utc=True (a refused setting is no attribute);
-    # a Celery-shaped conf may say False
+    # a Celery-shaped conf without the setting is Celery's default
     return bool(getattr(conf, "enable_utc", True))
 
 
