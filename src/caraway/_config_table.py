@@ -751,7 +751,9 @@ REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
         ),
         # serialization
         "event_serializer": Refusal(
-            "caraway sends events as JSON (Celery's default)",
+            "caraway sends events as JSON (Celery's default); signed events "
+            "(event_serializer='auth') are not supported: drop the setting, task messages "
+            "are still signed (task_serializer='auth')",
             allowed=("json",),
             old=("CELERY_EVENT_SERIALIZER",),
         ),
