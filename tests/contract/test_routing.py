@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,20 @@ def routing(transport: Transport) -> Routing:
     return transport
 
 
+def _bind(admin: QueueAdmin, exchange: str, kind: str, *pairs: tuple[str, str]) -> None:
+    for queue, key in pairs:
+        admin.bind(queue, exchange=exchange, exchange_type=kind, routing_key=key)
+
+
+def _send(transport: Transport, exchange: str, key: str, kind: str = "topic", **more: Any) -> str:
+    """Publish one message through ``exchange`` with ``key``; returns its id."""
+    message = make_message()
+    routing(transport).publish_routed(
+        message, exchange=exchange, exchange_type=kind, routing_key=key, **more
+    )
+    return str(message.headers["id"])
+
+
 def _sizes(admin: QueueAdmin, queues: list[str], expected: list[int]) -> None:
     wait_until(lambda: [admin.size(queue) for queue in queues] == expected)
 
@@ -38,18 +53,11 @@ def test_a_topic_message_reaches_every_matching_queue_once(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, c) = names
-    admin.bind(a, exchange=exchange, exchange_type="topic", routing_key="sport.*")
-    admin.bind(a, exchange=exchange, exchange_type="topic", routing_key="sport.tennis")
-    admin.bind(b, exchange=exchange, exchange_type="topic", routing_key="*.tennis")
-    admin.bind(c, exchange=exchange, exchange_type="topic", routing_key="news.*")
-    message = make_message(1)
-    routing(transport).publish_routed(
-        message, exchange=exchange, exchange_type="topic", routing_key="sport.tennis"
-    )
+    pairs = ((a, "sport.*"), (a, "sport.tennis"), (b, "*.tennis"), (c, "news.*"))
+    _bind(admin, exchange, "topic", *pairs)
+    _send(transport, exchange, "sport.tennis")
     _sizes(admin, [a, b, c], [1, 1, 0])
-    routing(transport).publish_routed(
-        make_message(2), exchange=exchange, exchange_type="topic", routing_key="news.world"
-    )
+    _send(transport, exchange, "news.world")
     _sizes(admin, [a, b, c], [1, 1, 1])
 
 
@@ -57,11 +65,8 @@ def test_a_direct_exchange_delivers_to_every_queue_bound_with_the_key(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, c) = names
-    for queue, key in ((a, "images"), (b, "images"), (c, "video")):
-        admin.bind(queue, exchange=exchange, exchange_type="direct", routing_key=key)
-    routing(transport).publish_routed(
-        make_message(), exchange=exchange, exchange_type="direct", routing_key="images"
-    )
+    _bind(admin, exchange, "direct", (a, "images"), (b, "images"), (c, "video"))
+    _send(transport, exchange, "images", "direct")
     _sizes(admin, [a, b, c], [1, 1, 0])
 
 
@@ -69,22 +74,8 @@ def test_the_routed_queue_is_bound_before_the_message_is_published(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, _) = names
-    send = routing(transport).publish_routed
-    declare = [Binding(a, "feed.#")]
-    send(
-        make_message(1),
-        exchange=exchange,
-        exchange_type="topic",
-        routing_key="feed.x",
-        declare=declare,
-    )
-    send(
-        make_message(2),
-        exchange=exchange,
-        exchange_type="topic",
-        routing_key="feed.y",
-        declare=declare,
-    )
+    for key in ("feed.x", "feed.y"):
+        _send(transport, exchange, key, declare=[Binding(a, "feed.#")])
     _sizes(admin, [a, b], [2, 0])
 
 
@@ -92,13 +83,9 @@ def test_a_key_no_binding_matches_reaches_no_queue(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, _) = names
-    admin.bind(a, exchange=exchange, exchange_type="topic", routing_key="sport.*")
-    routing(transport).publish_routed(
-        make_message(1), exchange=exchange, exchange_type="topic", routing_key="weather.today"
-    )
-    routing(transport).publish_routed(
-        make_message(2), exchange=exchange, exchange_type="topic", routing_key="sport.golf"
-    )
+    _bind(admin, exchange, "topic", (a, "sport.*"))
+    _send(transport, exchange, "weather.today")
+    _send(transport, exchange, "sport.golf")
     _sizes(admin, [a, b], [1, 0])
 
 
@@ -106,12 +93,9 @@ def test_unbind_stops_a_binding(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, _) = names
-    admin.bind(a, exchange=exchange, exchange_type="topic", routing_key="sport.*")
-    admin.bind(b, exchange=exchange, exchange_type="topic", routing_key="sport.*")
+    _bind(admin, exchange, "topic", (a, "sport.*"), (b, "sport.*"))
     admin.unbind(a, exchange=exchange, routing_key="sport.*")
-    routing(transport).publish_routed(
-        make_message(), exchange=exchange, exchange_type="topic", routing_key="sport.golf"
-    )
+    _send(transport, exchange, "sport.golf")
     _sizes(admin, [a, b], [0, 1])
 
 
@@ -119,18 +103,14 @@ def test_a_routed_copy_given_back_returns_to_its_own_queue(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, _) = names
-    admin.bind(a, exchange=exchange, exchange_type="topic", routing_key="sport.*")
-    admin.bind(b, exchange=exchange, exchange_type="topic", routing_key="#")
-    message = make_message()
-    routing(transport).publish_routed(
-        message, exchange=exchange, exchange_type="topic", routing_key="sport.golf"
-    )
+    _bind(admin, exchange, "topic", (a, "sport.*"), (b, "#"))
+    sent = _send(transport, exchange, "sport.golf")
     _sizes(admin, [a, b], [1, 1])
     taken = transport.fetch([a], limit=1, timeout=5, owner="compat2/1")
     assert len(taken) == 1 and taken[0].routing_key == "sport.golf"
     taken[0].requeue()
     again = transport.fetch([a], limit=1, timeout=5, owner="compat2/1")
-    assert [d.message.headers["id"] for d in again] == [message.headers["id"]]
+    assert [d.message.headers["id"] for d in again] == [sent]
     assert again[0].queue == a
     again[0].ack()
     _sizes(admin, [a, b], [0, 1])
@@ -141,11 +121,8 @@ def test_a_routed_copy_of_a_dead_owner_comes_back_to_its_own_queue_only(
     transport: Transport, admin: QueueAdmin, names: tuple[str, list[str]]
 ) -> None:
     exchange, (a, b, _) = names
-    admin.bind(a, exchange=exchange, exchange_type="topic", routing_key="sport.*")
-    admin.bind(b, exchange=exchange, exchange_type="topic", routing_key="#")
-    routing(transport).publish_routed(
-        make_message(), exchange=exchange, exchange_type="topic", routing_key="sport.golf"
-    )
+    _bind(admin, exchange, "topic", (a, "sport.*"), (b, "#"))
+    _send(transport, exchange, "sport.golf")
     _sizes(admin, [a, b], [1, 1])
     assert len(transport.fetch([a], limit=1, timeout=5, owner="compat2/dead")) == 1
     assert transport.recover("compat2/dead") == 1

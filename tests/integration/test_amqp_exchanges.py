@@ -4,7 +4,6 @@ Names start with ``compat2-`` and are deleted afterwards."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,15 +14,15 @@ from caraway import Caraway, Exchange, Queue
 from caraway.brokers.amqp import transport as amqp_transport
 from tests.contract.conftest import delete_amqp_queues
 from tests.helpers import wait_until
-from tests.integration.test_amqp_transport import _raw_channel
+from tests.integration.test_amqp_transport import _raw_channel, rabbit  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.amqp
+pytestmark = [pytest.mark.amqp, pytest.mark.usefixtures("rabbit")]
 
 URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture
-def app(rabbit: str) -> Iterator[tuple[Caraway, list[str]]]:
+def app() -> Iterator[tuple[Caraway, list[str]]]:
     base = f"compat2-{uuid.uuid4().hex[:10]}"
     sport, everything, exchange = f"{base}-sport", f"{base}-all", f"{base}-feeds"
     app = Caraway("compat2", broker=URL)
@@ -41,18 +40,6 @@ def app(rabbit: str) -> Iterator[tuple[Caraway, list[str]]]:
         finally:
             conn.close()
         delete_amqp_queues([sport, everything])
-
-
-@pytest.fixture
-def rabbit() -> str:
-    try:
-        conn, _ = _raw_channel()
-        conn.close()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no RabbitMQ at 127.0.0.1:5672: {exc!r}")
-    return URL
 
 
 def test_a_topic_route_is_declared_on_publish_once_per_connection(

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import Worker, wait_until, write_project
-from tests.integration.redisproj import REDIS_APP, REDIS_TASKS, clean_db, forget_proj
-from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
+from tests.helpers import Worker, wait_until
+from tests.interop.celeryproc import CeleryWorker, celery_module
+from tests.interop.pairs import paired_project
 
 pytest.importorskip("cryptography")
 
@@ -44,38 +44,24 @@ app.setup_security()
 
 @pytest.fixture
 def signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Both apps written into ``tmp_path``, signing keys made, Redis db 11 flushed."""
-    require_celery()
+    """Both apps written into ``tmp_path`` (signing as the caraway side unless a test says
+    otherwise), signing keys made, Redis db 11 flushed."""
     keys = tmp_path / "keys"
     store = tmp_path / "store"
     store.mkdir()
     for name in ("caraway-side", "celery-side"):
         identity = make_identity(keys, name)
         (store / f"{name}.pem").write_bytes(identity.cert.read_bytes())
-    write_project(tmp_path, app_source=REDIS_APP + SIGNING, tasks_source=REDIS_TASKS)
-    write_celery_app(tmp_path, tasks=("add",))
-    celery_app = tmp_path / "celeryproj.py"
-    celery_app.write_text(
-        celery_app.read_text().replace("\n\n@app.task", SIGNING + "\n\n@app.task", 1)
-    )
-    for name, value in {
-        "TEST_BROKER": URL,
-        "TEST_BACKEND": URL,
+    env = {
         "TEST_KEY": str(keys / "caraway-side.key"),
         "TEST_CERT": str(keys / "caraway-side.pem"),
         "TEST_STORE": str(store),
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    forget_proj()
-    db = clean_db(URL)
-    next(db)
+    }
     try:
-        yield tmp_path
+        yield from paired_project(
+            tmp_path, monkeypatch, URL, caraway_config=SIGNING, celery_config=SIGNING, env=env
+        )
     finally:
-        forget_proj()
-        db.close()  # flushes db 11 again
         auth.unregister()
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Worker, write_project
-from tests.integration.redisproj import REDIS_APP, REDIS_TASKS, clean_db, forget_proj
-from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
+from tests.helpers import Worker
+from tests.interop.celeryproc import CeleryWorker, celery_module
+from tests.interop.pairs import paired_project
 
 pytestmark = [
     pytest.mark.redis,
@@ -29,25 +29,15 @@ LOCAL_TIME = "\napp.conf.enable_utc = False\n"
 
 @pytest.fixture
 def local_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    require_celery()
-    write_project(tmp_path, app_source=REDIS_APP + LOCAL_TIME, tasks_source=REDIS_TASKS)
-    write_celery_app(tmp_path, tasks=("add",))
-    celery_app = tmp_path / "celeryproj.py"
-    celery_app.write_text(celery_app.read_text() + LOCAL_TIME)
-    for name, value in {"TEST_BROKER": URL, "TEST_BACKEND": URL, **ZONE}.items():
-        monkeypatch.setenv(name, value)
-    time.tzset()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    forget_proj()
-    db = clean_db(URL)
-    client = next(db)
+    project = paired_project(
+        tmp_path, monkeypatch, URL, caraway_config=LOCAL_TIME, celery_config=LOCAL_TIME, env=ZONE
+    )
+    path = next(project)
+    time.tzset()  # this process reads the zone paired_project set, as the workers do
     try:
-        yield tmp_path
+        yield path
     finally:
-        forget_proj()
-        client.close()
-        db.close()
+        project.close()
         monkeypatch.undo()
         time.tzset()
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import Worker, wait_until, write_project
-from tests.integration.redisproj import REDIS_APP, REDIS_TASKS, clean_db, forget_proj
-from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
+from tests.helpers import Worker, wait_until
+from tests.interop.celeryproc import CeleryWorker, celery_module
+from tests.interop.pairs import paired_project
 
 pytestmark = [
     pytest.mark.redis,
@@ -37,28 +37,14 @@ app.conf.task_queues = [
 
 @pytest.fixture
 def both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    require_celery()
-    write_project(
+    yield from paired_project(
         tmp_path,
-        app_source=REDIS_APP + QUEUES.format(package="caraway"),
-        tasks_source=REDIS_TASKS,
+        monkeypatch,
+        URL,
+        caraway_config=QUEUES.format(package="caraway"),
+        celery_config=QUEUES.format(package="kombu"),
+        celery_tasks=("mark",),
     )
-    write_celery_app(tmp_path, tasks=("mark",))
-    celery_app = tmp_path / "celeryproj.py"
-    celery_app.write_text(celery_app.read_text() + QUEUES.format(package="kombu"))
-    monkeypatch.setenv("TEST_BROKER", URL)
-    monkeypatch.setenv("TEST_BACKEND", URL)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    forget_proj()
-    db = clean_db(URL)
-    client = next(db)
-    try:
-        yield tmp_path
-    finally:
-        forget_proj()
-        client.close()
-        db.close()
 
 
 def _runs(key: str) -> tuple[int, int]:

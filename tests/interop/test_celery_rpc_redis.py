@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Worker, write_project
-from tests.integration.redisproj import REDIS_APP, REDIS_TASKS, clean_db, forget_proj
-from tests.interop.celeryproc import CeleryWorker, celery_module, require_celery, write_celery_app
+from tests.helpers import Worker
+from tests.interop.celeryproc import CeleryWorker, celery_module
+from tests.interop.pairs import paired_project
 
 pytestmark = [
     pytest.mark.redis,
@@ -25,22 +25,9 @@ URL = "redis://127.0.0.1:6379/11"
 
 @pytest.fixture
 def rpc_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    require_celery()
-    write_project(tmp_path, app_source=REDIS_APP, tasks_source=REDIS_TASKS)
-    write_celery_app(tmp_path, tasks=("add", "boom"))
-    monkeypatch.setenv("TEST_BROKER", URL)
-    monkeypatch.setenv("TEST_BACKEND", "rpc://")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    forget_proj()
-    db = clean_db(URL)
-    client = next(db)
-    try:
-        yield tmp_path
-    finally:
-        forget_proj()
-        client.close()
-        db.close()
+    yield from paired_project(
+        tmp_path, monkeypatch, URL, celery_tasks=("add", "boom"), env={"TEST_BACKEND": "rpc://"}
+    )
 
 
 def test_a_celery_rpc_client_reads_what_a_caraway_worker_sent(
