@@ -175,9 +175,10 @@ def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:
     kind = bound.type if bound is not None else "direct"
     if kind == "fanout" and bound is not None and exchange in (None, bound.name):
         return Route(queue, bound.name, routing_key or "", priority, "fanout")
-    if (not exchange or not routing_key) and kind == "direct":
+    if (not exchange or not routing_key) and kind in ("direct", "headers"):
         # Celery's rule: a direct queue without both an exchange and a routing key is
-        # reached by name through the default exchange
+        # reached by name through the default exchange (a headers queue too: caraway does
+        # not route by headers, so it is reached by name as before)
         return Route(queue, "", queue, priority)
     if not exchange:
         exchange = bound.name if bound is not None and bound.name else queue
