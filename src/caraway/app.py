@@ -20,6 +20,8 @@ from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
 from caraway.config import Settings
+from caraway.contrib.django.fixup import DjangoFixup
+from caraway.contrib.django.fixup import fixup as django_fixup
 from caraway.control import Control
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
@@ -79,6 +81,10 @@ class Caraway:
             self.conf.update(settings)
         if task_cls is not None:
             self.Task = task_cls
+        #: Celery's default fix-up: Django's, when DJANGO_SETTINGS_MODULE is set
+        self._fixups: list[DjangoFixup] = [f for f in [django_fixup(self)] if f is not None]
+        #: autodiscover_tasks() calls not run yet: (packages or None, related_name)
+        self._discoveries: list[tuple[Any, str]] = []
         self._default_sqlite = os.path.abspath(DEFAULT_SQLITE_FILE)
         self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
@@ -177,28 +183,55 @@ class Caraway:
             ) from None
 
     def loader_import_modules(self) -> None:
-        """Import ``include`` and ``imports`` modules once, so their tasks register."""
+        """Import ``include`` and ``imports`` modules once, so their tasks register, and
+        run the ``autodiscover_tasks()`` calls waiting for this moment."""
         if self._imported:
             return
         self._imported = True
+        for fixup in self._fixups:
+            fixup.on_import_modules()
         for name in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(name)
+        self._discover()
 
     def autodiscover_tasks(
         self,
-        packages: Iterable[str] | Callable[[], Iterable[str]] = (),
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
         related_name: str = "tasks",
-        force: bool = True,
+        force: bool = False,
     ) -> None:
-        """Import ``<package>.tasks`` for each package that has one (Django-style layout)."""
-        names = packages() if callable(packages) else packages
-        for package in names:
-            module = f"{package}.{related_name}" if related_name else package
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
+        """Import ``<package>.<related_name>`` for each package that has one.
+
+        With no packages, every installed Django app is searched (the Django fix-up lists
+        them). As in Celery the imports wait until the app's tasks are first needed
+        (``app.tasks``, a worker starting), since a Django project creates its app before
+        Django is ready to import models; ``force=True`` imports now. Raises
+        ImproperlyConfigured for no packages where no framework lists its apps.
+        """
+        if packages is None and not self._fixups:
+            raise ImproperlyConfigured(
+                "autodiscover_tasks() with no packages searches Django's installed apps, and "
+                "this app is not in a Django project (DJANGO_SETTINGS_MODULE is not set when "
+                "it is created); name the packages: app.autodiscover_tasks(['proj.orders'])"
+            )
+        self._discoveries.append((packages, related_name))
+        if force or self._imported:
+            self._discover()
+
+    def _discover(self) -> None:
+        while self._discoveries:
+            packages, related_name = self._discoveries.pop(0)
+            if packages is None:
+                names = [name for fixup in self._fixups for name in fixup.autodiscover_tasks()]
+            else:
+                names = list(packages() if callable(packages) else packages)
+            for package in names:
+                module = f"{package}.{related_name}" if related_name else package
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as exc:
+                    if exc.name != module:
+                        raise
 
     # -- connections -----------------------------------------------------------------------
     def _thread_state(self) -> _PerThread:
