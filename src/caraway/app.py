@@ -7,6 +7,7 @@ threads open their own), so an app can be imported before a fork and used after 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import threading
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
 from caraway import current, publish
+from caraway.asyncpublish import AsyncSender
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
@@ -35,6 +37,7 @@ from caraway.task import Task as TaskType
 from caraway.task import build_task
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 DEFAULT_SQLITE_FILE = "caraway.sqlite3"
 
@@ -93,6 +96,8 @@ class Caraway:
         self._group_result_cls: type[GroupResultType] | None = None
         #: the one publish path, for every task message this app sends
         self.publisher = Publisher(self.conf, on_sent=self._on_sent)
+        #: sends for asyncio callers (asend_task, Task.adelay), on a thread of its own
+        self._async_sender = AsyncSender(self.connection, self.publisher)
         for name, function, options in BUILTINS:
             self.task(name=name, bind=True, typing=False, **options)(function)
         if set_as_current:
@@ -351,6 +356,44 @@ class Caraway:
             parent.headers.setdefault("_children", []).append(message.id)
         return AsyncResultType(message.id, app=self, task_name=name)
 
+    async def asend(self, send: Callable[[], R]) -> R:
+        """Run a send (``apply_async``, ``send_task``, a canvas's ``apply_async``) on this
+        app's sender thread, in the caller's context, and return what it returns once the
+        broker has its messages: for asyncio code, whose loop never waits on the broker.
+
+        Sends in flight together go out in one round trip. Inside ``publishing_batch()``
+        the send joins the batch instead. Raises what ``send`` raises, and
+        ImproperlyConfigured with an ``rpc://`` result backend, whose replies only the
+        sending thread can read.
+        """
+        url = self.result_backend_url
+        if url is not None and url.startswith("rpc"):
+            raise ImproperlyConfigured(
+                "rpc:// results go back to the thread that sent the task, and an async send "
+                "is published by the app's sender thread: use a result store any process "
+                "can read (redis://, sqlite://...) or send with delay()/apply_async()"
+            )
+        if publish.held() is not None:  # inside a batch: its owner sends, all at once
+            return send()
+
+        def build() -> tuple[R, list[Outgoing]]:
+            with publish.holding() as held:
+                result = send()
+            return result, held or []
+
+        sent: R = await self._async_sender.send(build)
+        return sent
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResultType:
+        """:meth:`send_task` for asyncio code (see :meth:`asend`)."""
+        return await self.asend(functools.partial(self.send_task, name, args, kwargs, **options))
+
     @contextmanager
     def publishing_batch(self) -> Iterator[None]:
         """Hold the messages sent inside and publish them in one round trip at the end
@@ -416,6 +459,7 @@ class Caraway:
         return self._control
 
     def close(self) -> None:
+        self._async_sender.close()
         local = self._thread_state()
         if local.transport is not None:
             local.transport.close()

@@ -367,4 +367,3 @@ def _follow_eagerly(app: AppLike, message: TaskMessage, outcome: Outcome) -> Non
     elif outcome.kind == "failure" and message.errbacks and outcome.exc is not None:
         failed = Errbacks(list(message.errbacks), message, outcome.exc, outcome.traceback)
         fire_errbacks(app, failed, send=send)
-

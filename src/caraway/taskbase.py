@@ -91,6 +91,9 @@ class AppLike(ResultHost, Protocol):
     ) -> AsyncResult:
         """Send a task by name."""
 
+    async def asend(self, send: Callable[[], Any]) -> Any:
+        """Run a send on the app's sender thread: asyncio code's loop never waits on it."""
+
     def publishing_batch(self) -> AbstractContextManager[None]:
         """Hold what is sent inside and publish it in one round trip at the end."""
 
@@ -173,7 +176,8 @@ class TaskBase(abc.ABC):
 
     # -- hooks run by the worker (override in a base class) --------------------------------
     def before_start(  # noqa: B027 - a hook: nothing unless a subclass says
-        self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
         """Called before the task body runs."""
 
     def on_success(  # noqa: B027 - a hook: nothing unless a subclass says
