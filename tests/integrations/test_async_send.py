@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from caraway import Caraway
+from caraway import Caraway, chain, group
 from caraway.exceptions import BrokerError, ImproperlyConfigured, SerializationError
 from caraway.result import AsyncResult, EagerResult
 from caraway.testing import TestWorker
@@ -186,3 +186,15 @@ def test_a_thousand_sends_and_waits_in_flight_leave_the_loop_responsive(
     # latency, where sending with delay() holds the loop for the whole burst
     assert async_lag < 0.25
     assert blocking_lag > 4 * async_lag  # the measure sees a blocked loop when there is one
+
+
+def test_any_send_runs_through_asend_canvas_included(
+    caraway_app: Caraway, caraway_worker: TestWorker, add: Any
+) -> None:
+    async def main() -> tuple[Any, Any]:
+        steps = await caraway_app.asend(chain(add.s(1, 1), add.s(2), add.s(3)).apply_async)
+        fan = await caraway_app.asend(group(add.s(i, i) for i in range(5)).apply_async)
+        # GroupResult has no aget: its get() goes to a thread
+        return await steps.aget(timeout=10), await asyncio.to_thread(fan.get, timeout=10)
+
+    assert asyncio.run(main()) == (7, [0, 2, 4, 6, 8])
