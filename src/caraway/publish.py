@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from caraway import signals
 from caraway.brokers.contracts import Scheduling, Transport
 from caraway.config import Settings
 from caraway.protocol import message as protocol
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import Message, TaskMessage
 from caraway.request import Request, current_request
 from caraway.routing import Route, route
 from caraway.taskbase import TaskBase, check_limits
@@ -311,15 +312,18 @@ class Publisher:
         ``publish_many``; a route through an exchange is published on its own.
         """
         if len(items) == 1:
-            self._send_one(transport, items[0])
+            wires = [self._send_one(transport, items[0])]
         else:
-            self._send_many(transport, items)
+            wires = self._send_many(transport, items)
+        if signals.after_task_publish.receivers:
+            for item, wire in zip(items, wires, strict=True):
+                _announce(signals.after_task_publish, item, wire)
         if self.on_sent is not None:
             for item in items:
                 self.on_sent(item)
 
-    def _send_one(self, transport: Transport, item: Outgoing) -> None:
-        wire = protocol.encode(item.message, serializer=item.serializer)
+    def _send_one(self, transport: Transport, item: Outgoing) -> Message:
+        wire = _encode(item)
         target = item.route
         eta = self._park_until(item)
         if eta is not None and isinstance(transport, Scheduling):
@@ -328,9 +332,10 @@ class Publisher:
             transport.publish(
                 wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
             )
+        return wire
 
-    def _send_many(self, transport: Transport, items: Sequence[Outgoing]) -> None:
-        encoded = [protocol.encode(item.message, serializer=item.serializer) for item in items]
+    def _send_many(self, transport: Transport, items: Sequence[Outgoing]) -> list[Message]:
+        encoded = [_encode(item) for item in items]
         plain = []
         for item, wire in zip(items, encoded, strict=True):
             target = item.route
@@ -348,6 +353,7 @@ class Publisher:
                 plain.append((wire, target.queue))
         if plain:
             transport.publish_many(plain)
+        return encoded
 
     def _park_until(self, item: Outgoing) -> float | None:
         """When ``item`` is due, if it should wait in the broker's schedule rather than on
@@ -360,3 +366,31 @@ class Publisher:
         if due - datetime.now(timezone.utc).timestamp() <= float(self.conf.broker_park_horizon):
             return None
         return due
+
+
+def _encode(item: Outgoing) -> Message:
+    """The wire message, after ``before_task_publish`` receivers changed its headers."""
+    wire = protocol.encode(item.message, serializer=item.serializer)
+    if signals.before_task_publish.receivers:
+        _announce(signals.before_task_publish, item, wire)
+    return wire
+
+
+def _announce(signal: signals.Signal, item: Outgoing, wire: Message) -> None:
+    """Celery's publish signals: the task name as sender, the body as (args, kwargs,
+    embed), and the headers that travel (what a receiver adds there is sent)."""
+    task, target = item.message, item.route
+    embed = {
+        "callbacks": task.callbacks,
+        "errbacks": task.errbacks,
+        "chain": task.chain,
+        "chord": task.chord,
+    }
+    signal.send(
+        sender=task.task,
+        body=(task.args, task.kwargs, embed),
+        exchange=target.exchange or "",
+        routing_key=target.routing_key or target.queue,
+        headers=wire.headers,
+        properties=wire.properties,
+    )

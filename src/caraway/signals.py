@@ -63,6 +63,10 @@ class Signal:
         return f"<Signal: {self.name}>"
 
 
+#: sent by the publishing process around each task message, as Celery does: ``sender`` is
+#: the task name, ``headers`` the message's own headers (what receivers add is sent)
+before_task_publish = Signal("before_task_publish")
+after_task_publish = Signal("after_task_publish")
 task_prerun = Signal("task_prerun")
 task_postrun = Signal("task_postrun")
 task_success = Signal("task_success")
@@ -78,6 +82,8 @@ worker_process_shutdown = Signal("worker_process_shutdown")
 
 __all__ = [
     "Signal",
+    "after_task_publish",
+    "before_task_publish",
     "task_failure",
     "task_postrun",
     "task_prerun",
