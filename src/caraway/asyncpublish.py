@@ -7,7 +7,8 @@ connection of its own, and resolves the caller's future once the broker has it (
 confirm, on RabbitMQ). The loop's own cost is a future and a queue entry. The one thing to
 know: what arrives while the thread is busy goes out together in one round trip, so a
 thousand concurrent sends cost a few round trips on every broker, where an asyncio client
-would cost one each, and exists for Redis alone.
+would cost one each, and exists for Redis alone (unless publish signals have receivers,
+which must see each caller's context: then each caller's messages go out on their own).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from caraway import signals
 from caraway.brokers.contracts import Transport
 from caraway.exceptions import SerializationError
 from caraway.publish import Outgoing, Publisher
@@ -128,7 +130,14 @@ class AsyncSender:
             else:
                 built.append(item)
         _settle(failed)
-        if built:
+        if not built:
+            return
+        if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
+            # receivers (tracing) read the publishing caller's context: each caller's
+            # messages go out on their own, inside it, at a round trip each
+            for item in built:
+                item.context.run(self._send_batch, transport, [item])
+        else:
             self._send_batch(transport, built)
 
     def _send_batch(self, transport: Transport, batch: Sequence[_Send]) -> None:
