@@ -6,52 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from caraway import Caraway, chain, chord, group
-from caraway.contrib.opentelemetry import CarawayInstrumentor
 from caraway.testing import TestWorker
-from tests.helpers import wait_until
-
-
-class Traces:
-    def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
-        self.provider = provider
-        self.exporter = exporter
-        self.tracer = provider.get_tracer("tests")
-
-    def spans(self) -> list[ReadableSpan]:
-        # the test worker's ping at start is a trace of its own
-        return [s for s in self.exporter.get_finished_spans() if "celery.ping" not in s.name]
-
-    def named(self, name: str) -> list[ReadableSpan]:
-        return [span for span in self.spans() if span.name == name]
-
-    def one(self, name: str) -> ReadableSpan:
-        found = wait_until(lambda: self.named(name), timeout=10, message=f"span {name}")
-        assert len(found) == 1, [span.name for span in self.spans()]
-        return found[0]
-
-
-@pytest.fixture
-def traces() -> Iterator[Traces]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = CarawayInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        yield Traces(provider, exporter)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
+from tests.helpers import Worker, wait_until, write_project
+from tests.integrations.conftest import Traces
 
 
 def parent_of(span: ReadableSpan) -> int | None:
@@ -244,3 +210,51 @@ def test_eager_runs_are_children_of_the_caller(
     run = traces.one("run/otel.add")
     assert parent_of(run) == request.get_span_context().span_id
     assert traces.named("apply_async/otel.add") == []  # nothing was published
+
+
+TRACED_APP = """
+import json
+import os
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from caraway import Caraway
+from caraway.contrib.opentelemetry import CarawayInstrumentor
+
+
+class FileExporter(SpanExporter):
+    def export(self, spans):
+        with open(os.environ['TEST_SPANS'], 'a') as out:
+            for span in spans:
+                out.write(json.dumps({'name': span.name, 'pid': os.getpid()}) + '\\n')
+        return SpanExportResult.SUCCESS
+
+
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(FileExporter(), schedule_delay_millis=60_000))
+CarawayInstrumentor().instrument(tracer_provider=provider)
+
+app = Caraway('proj', include=['proj.tasks'])
+"""
+
+
+def test_a_prefork_child_exports_its_spans_before_it_exits(tmp_path: Path) -> None:
+    """Children leave with os._exit: without the flush at worker_process_shutdown, spans
+    a batch processor holds (here for a minute) would be lost."""
+    spans = tmp_path / "spans.jsonl"
+    base = write_project(tmp_path, app_source=TRACED_APP)
+    node = Worker(base, "-c", "1", env={"TEST_SPANS": str(spans)})
+    client = Caraway(
+        "proj-client", broker=f"sqlite:///{base}/caraway.sqlite3", set_as_current=False
+    )
+    client.conf.result_backend = client.broker_url
+    try:
+        node.wait_ready()
+        assert client.send_task("proj.tasks.add", (2, 2)).get(timeout=20) == 4
+        children = node.children()
+    finally:
+        node.stop()
+        client.close()
+    exported = [json.loads(line) for line in spans.read_text().splitlines()]
+    assert {"name": "run/proj.tasks.add", "pid": children[0]} in exported

@@ -45,11 +45,24 @@ OPEN_PUBLISHES = 10_000
 
 class CarawayInstrumentor:
     """``CarawayInstrumentor().instrument(tracer_provider=...)``, once per process (the
-    producer's and every worker's: a prefork worker's children inherit it); ``uninstrument()``
-    disconnects it. Mirrors ``CeleryInstrumentor``'s calls."""
+    producer's and every worker's: a prefork worker's children inherit it);
+    ``CarawayInstrumentor().uninstrument()`` disconnects it. One instance per process, as
+    ``CeleryInstrumentor`` is, whose calls these mirror."""
+
+    _instance: CarawayInstrumentor | None = None
+    _ready = False
+
+    def __new__(cls) -> CarawayInstrumentor:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
 
     def __init__(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
         self._tracer: trace.Tracer | None = None
+        self._provider: trace.TracerProvider | None = None
         self._lock = threading.Lock()
         #: id(headers) -> the publish span, between before_ and after_task_publish
         self._publishing: OrderedDict[int, Span] = OrderedDict()
@@ -65,7 +78,9 @@ class CarawayInstrumentor:
         """Start tracing; the global tracer provider unless one is given. Idempotent."""
         if self._tracer is not None:
             return
-        self._tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        self._provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = trace.get_tracer(__name__, __version__, self._provider)
+        signals.worker_process_shutdown.connect(self._flush)
         signals.before_task_publish.connect(self._before_publish)
         signals.after_task_publish.connect(self._after_publish)
         signals.task_prerun.connect(self._prerun)
@@ -76,6 +91,7 @@ class CarawayInstrumentor:
     def uninstrument(self) -> None:
         """Stop tracing; spans still open are ended."""
         for signal, receiver in (
+            (signals.worker_process_shutdown, self._flush),
             (signals.before_task_publish, self._before_publish),
             (signals.after_task_publish, self._after_publish),
             (signals.task_prerun, self._prerun),
@@ -91,7 +107,16 @@ class CarawayInstrumentor:
             self._finished.clear()
         for span in open_spans:
             span.end()
-        self._tracer = None
+        self._tracer = self._provider = None
+
+    def _flush(self, **_: Any) -> None:
+        """A prefork child leaves with ``os._exit``: export what its processors still hold."""
+        flush = getattr(self._provider, "force_flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except Exception:
+                logger.exception("could not export the last spans of this process")
 
     # -- publishing ------------------------------------------------------------------------
     def _before_publish(
