@@ -192,7 +192,7 @@ def test_a_thousand_sends_and_waits_in_flight_leave_the_loop_responsive(
     assert peak >= 500  # sends and waits in flight together, by the hundred
     lag = min(lag, asyncio.run(measured())[0])
     print(f"\nmax loop lag, 1000 callers over 0.5 s (peak {peak} in flight): {lag * 1000:.1f} ms")
-    assert lag < 0.1
+    assert lag < 0.25  # 11-33 ms measured here, alone; the bound allows a busy machine
 
 
 def test_the_lag_measure_sees_a_blocked_loop() -> None:

@@ -166,3 +166,22 @@ def test_start_worker_serves_other_test_runners_on_sqlite(tmp_path: Any) -> None
         assert [r.get(timeout=10) for r in results] == [2 * i for i in range(10)]
     assert worker.processed == 11
     assert list(tmp_path.glob("*.sqlite3"))
+
+
+def test_caraway_modules_are_imported_as_compiled_not_rewritten_by_pytest() -> None:
+    """pytest rewrites a plugin's whole package; the plugin takes caraway off that list,
+    since a test worker's thread may import a module while the main thread parses one,
+    and CPython 3.11's ast.parse is not thread-safe."""
+    import importlib
+    import pkgutil
+    import sys
+
+    import caraway
+
+    fresh = next(
+        info.name
+        for info in pkgutil.walk_packages(caraway.__path__, "caraway.")
+        if info.name not in sys.modules and "dashboard" not in info.name
+    )
+    module = importlib.import_module(fresh)
+    assert type(module.__loader__).__name__ != "AssertionRewritingHook", fresh

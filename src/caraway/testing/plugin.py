@@ -32,6 +32,23 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(**settings): caraway settings for this test's caraway_app, over "
         "caraway_config (e.g. task_always_eager=True)",
     )
+    _leave_caraway_unrewritten(config)
+
+
+def _leave_caraway_unrewritten(config: pytest.Config) -> None:
+    """Take caraway's package off pytest's assertion-rewrite list.
+
+    pytest rewrites every module of a package that provides a plugin, and caraway imports
+    some modules lazily (a broker's plug-in on first connect), sometimes on a test worker's
+    thread: rewriting parses them with ``ast.parse``, which CPython 3.11 does not make
+    thread-safe ("AST constructor recursion depth mismatch" when the main thread parses a
+    module at the same moment). caraway is library code, not tests: it is imported as
+    compiled. Where pytest keeps the list elsewhere, this does nothing.
+    """
+    hook = getattr(config.pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)
+    if isinstance(marked, set):
+        marked.discard("caraway")
 
 
 # -- what a project overrides (in conftest.py, a module or a class) -------------------------
