@@ -49,3 +49,9 @@ def test_the_service_sends_tasks_and_reports_their_results(client: TestClient) -
 def test_a_task_that_outlasts_the_wait_is_a_504(client: TestClient) -> None:
     reply = client.post("/count", params={"wait": 0}, json={"text": "x"})
     assert reply.status_code in (200, 504)  # 0 s: usually not done yet, never a 500
+
+
+def test_the_guide_shows_the_example_files_as_they_are() -> None:
+    guide = (ROOT / "docs" / "fastapi.md").read_text()
+    for name in ("tasks.py", "api.py"):
+        assert f"```python\n{(EXAMPLE / name).read_text()}```" in guide, name
