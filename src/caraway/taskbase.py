@@ -33,6 +33,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "ignore_result": None,
     "store_errors_even_if_ignored": None,
     "serializer": None,
+    "compression": None,
     "queue": None,
     "exchange": None,
     "routing_key": None,
@@ -115,6 +116,7 @@ class TaskBase(abc.ABC):
     ignore_result: bool | None = None
     store_errors_even_if_ignored: bool | None = None
     serializer: str | None = None
+    compression: str | None = None
     queue: str | None = None
     exchange: str | None = None
     routing_key: str | None = None

@@ -80,13 +80,13 @@ class CarawayInstrumentor:
             return
         self._provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = trace.get_tracer(__name__, __version__, self._provider)
-        signals.worker_process_shutdown.connect(self._flush)
-        signals.before_task_publish.connect(self._before_publish)
-        signals.after_task_publish.connect(self._after_publish)
-        signals.task_prerun.connect(self._prerun)
-        signals.task_failure.connect(self._failure)
-        signals.task_retry.connect(self._retry)
-        signals.task_postrun.connect(self._postrun)
+        signals.worker_process_shutdown.connect(self._flush, weak=False)
+        signals.before_task_publish.connect(self._before_publish, weak=False)
+        signals.after_task_publish.connect(self._after_publish, weak=False)
+        signals.task_prerun.connect(self._prerun, weak=False)
+        signals.task_failure.connect(self._failure, weak=False)
+        signals.task_retry.connect(self._retry, weak=False)
+        signals.task_postrun.connect(self._postrun, weak=False)
 
     def uninstrument(self) -> None:
         """Stop tracing; spans still open are ended."""
