@@ -27,6 +27,8 @@ if not os.path.exists(CHROMIUM):
 SHOTS = ROOT / "artifacts" / "screenshots"
 USER, PASSWORD = "admin", "s3cret"
 TIMEOUT_MS = 15_000
+REBOUND = "rebound.test"
+ATTACKER = "http://attacker.test"
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +57,8 @@ def stack(project: Path, workers: list[Worker]) -> Iterator[dict[str, Any]]:
                     "--disable-gpu",
                     "--disable-background-networking",
                     "--no-first-run",
+                    # a hostile name that resolves to the dashboard: DNS rebinding
+                    f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
                 ],
             )
             try:
@@ -182,7 +186,7 @@ def test_dashboard_refuses_requests_without_credentials(stack: dict[str, Any]) -
         assert anonymous.request.get(url + "/api/tasks").status == 401
         revoke = anonymous.request.post(
             url + "/api/workers/w1@x/shutdown",
-            headers={"X-Caraway-Action": "1", "Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"},
             data="{}",
         )
         assert revoke.status == 401
@@ -192,3 +196,46 @@ def test_dashboard_refuses_requests_without_credentials(stack: dict[str, Any]) -
     page.goto(url + "/#workers")
     playwright_api.expect(page.locator('#worker-table tr[data-hostname^="w1@"]')).to_have_count(1)
     page.screenshot(path=str(SHOTS / "authenticated.png"))
+
+
+def test_a_rebound_host_name_is_refused(stack: dict[str, Any]) -> None:
+    """DNS rebinding: a page on a hostile name that resolves to 127.0.0.1 gets nothing."""
+    page, port = stack["page"], stack["url"].rsplit(":", 1)[1]
+    response = page.goto(f"http://{REBOUND}:{port}/")
+    assert response is not None and response.status == 421
+    assert "is not served here" in (page.text_content("body") or "")
+    # the rebound page's own script reads its "same-origin" API: refused too
+    status = page.evaluate("fetch('/api/workers').then((r) => r.status)")
+    assert status == 421
+
+
+def test_actions_need_the_csrf_token_and_refuse_other_sites(stack: dict[str, Any]) -> None:
+    page, url, expect = stack["page"], stack["url"], playwright_api.expect
+    page.goto(url + "/#workers")
+    row = page.locator('#worker-table tr[data-hostname^="w1@"]')
+    expect(row.locator("td.status")).to_have_text("online")
+    hostname = row.get_attribute("data-hostname")
+    target = f"{url}/api/workers/{hostname}/shutdown"
+    # same page, no token: refused
+    status = page.evaluate(
+        """async (target) => (await fetch(target, {method: "POST",
+             headers: {"Content-Type": "application/json"}, body: "{}"})).status""",
+        target,
+    )
+    assert status == 403
+    # another site posts a form at the dashboard (the browser sends the credentials)
+    form = (
+        f'<form method="post" action="{target}" enctype="text/plain">'
+        '<input name="x" value="y"><button id="go">go</button></form>'
+    )
+    page.route(ATTACKER + "/**", lambda route: route.fulfill(body=form, content_type="text/html"))
+    page.goto(ATTACKER + "/")
+    with page.expect_navigation() as navigation:
+        page.click("#go")
+    assert navigation.value is not None and navigation.value.status == 403
+    # the worker is still there, and the page's own action (with its token) works
+    page.goto(url + "/#workers")
+    expect(row.locator("td.status")).to_have_text("online")
+    page.evaluate("window.confirm = () => true")
+    row.locator('button[data-action="grow"]').click()
+    expect(page.locator("#notice")).to_contain_text("grow: ok")

@@ -140,3 +140,20 @@ def test_dashboard_command_rejects_two_kinds_of_auth(project: Path) -> None:
     )
     assert result.returncode != 0
     assert "not both" in result.stderr
+
+
+def test_dashboard_command_refuses_to_serve_beyond_loopback_without_credentials(
+    project: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCH, "-A", "proj", "dashboard", "--address", "0.0.0.0"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "refusing to serve 0.0.0.0 without credentials" in result.stderr
+    assert "--insecure" in result.stderr

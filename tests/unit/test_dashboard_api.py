@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from caraway.dashboard.auth import Auth
+from caraway.dashboard.guard import Csrf, HostAllowlist
 from caraway.dashboard.model import Cluster
 from caraway.dashboard.web import Dashboard
 
@@ -43,15 +44,25 @@ class FakeControl:
         return record
 
 
+CSRF = Csrf("test-csrf-token")
+
+
 @dataclass
 class Harness:
     cluster: Cluster = field(default_factory=Cluster)
     control: FakeControl = field(default_factory=FakeControl)
     auth: Auth = field(default_factory=Auth)
+    hosts: HostAllowlist = field(default_factory=HostAllowlist)
 
     @property
     def app(self) -> Dashboard:
-        return Dashboard(SimpleNamespace(control=self.control), self.cluster, auth=self.auth)
+        return Dashboard(
+            SimpleNamespace(control=self.control),
+            self.cluster,
+            auth=self.auth,
+            hosts=self.hosts,
+            csrf=CSRF,
+        )
 
     def request(
         self,
@@ -62,13 +73,14 @@ class Harness:
         headers: dict[str, str] | None = None,
         body: Any = None,
     ) -> Response:
-        return asyncio.run(_call(self.app, method, path, query, headers or {}, body))
+        sent = {"host": "127.0.0.1:5555", **(headers or {})}
+        return asyncio.run(_call(self.app, method, path, query, sent, body))
 
     def get(self, path: str, **kwargs: Any) -> Response:
         return self.request("GET", path, **kwargs)
 
     def act(self, path: str, body: Any = None, **headers: str) -> Response:
-        sent = {"x-caraway-action": "1", "content-type": "application/json", **headers}
+        sent = {"x-csrf-token": CSRF.token, "content-type": "application/json", **headers}
         return self.request("POST", path, headers=sent, body=body or {})
 
 
@@ -217,20 +229,50 @@ def test_action_with_missing_or_bad_arguments_is_a_400(harness: Harness) -> None
     assert harness.control.calls == []
 
 
-def test_action_without_the_action_header_is_refused(harness: Harness) -> None:
-    # what a form on another site could send: no custom header, no JSON content type
+def test_action_without_the_csrf_token_is_refused(harness: Harness) -> None:
+    # what a form on another site could send: no token, no JSON content type
     response = harness.request(
         "POST", "/api/tasks/t-ok/revoke", headers={"content-type": "text/plain"}, body={}
     )
     assert response.status == 403
+    wrong = {"x-csrf-token": "guessed", "content-type": "application/json"}
+    assert harness.request("POST", "/api/tasks/t-ok/revoke", headers=wrong, body={}).status == 403
+    other_site = {"sec-fetch-site": "cross-site"}
+    assert harness.act("/api/tasks/t-ok/revoke", {}, **other_site).status == 403
     response = harness.request(
         "POST",
         "/api/tasks/t-ok/revoke",
-        headers={"x-caraway-action": "1", "content-type": "text/plain"},
+        headers={"x-csrf-token": CSRF.token, "content-type": "text/plain"},
         body={},
     )
     assert response.status == 415
     assert harness.control.calls == []
+
+
+def test_session_hands_out_the_csrf_token(harness: Harness) -> None:
+    assert harness.get("/api/session").json() == {"csrf": CSRF.token, "auth": False}
+
+
+@pytest.mark.parametrize(
+    "host", ["rebound.test", "rebound.test:5555", "127.0.0.2.nip.io", "", "[::2]:80"]
+)
+def test_a_host_not_on_the_allowlist_is_refused(harness: Harness, host: str) -> None:
+    response = harness.get("/api/workers", headers={"host": host})
+    assert response.status == 421
+    assert "not served here" in response.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["localhost:5555", "127.0.0.1", "[::1]:5555", "LOCALHOST"])
+def test_loopback_host_names_are_served_by_default(harness: Harness, host: str) -> None:
+    assert harness.get("/api/workers", headers={"host": host}).status == 200
+
+
+def test_the_allowlist_takes_the_bound_address_and_extra_names() -> None:
+    hosts = HostAllowlist.build("10.1.2.3", ["dash.example.com", " "])
+    assert hosts.allows("10.1.2.3:5555") and hosts.allows("dash.example.com")
+    assert hosts.allows("localhost") and not hosts.allows("evil.example.com")
+    assert not HostAllowlist.build("0.0.0.0").allows("0.0.0.0")
+    assert HostAllowlist.build("0.0.0.0", ["*"]).allows("anything")
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -288,7 +330,7 @@ def test_stream_sends_changed_tasks_as_server_sent_events(harness: Harness) -> N
             "method": "GET",
             "path": "/api/stream",
             "query_string": b"",
-            "headers": [],
+            "headers": [(b"host", b"localhost")],
         }
         chunks: list[bytes] = []
         disconnect = asyncio.Event()

@@ -137,8 +137,8 @@ def _action(summary: str, fields: dict[str, str], path: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "description": "Needs the header X-Caraway-Action: 1 (so no other site can "
-            "trigger it) and, when auth is on, credentials.",
+            "description": "Needs the token of GET /api/session in the X-CSRF-Token "
+            "header (so no other site can trigger it) and, when auth is on, credentials.",
             "parameters": parameters,
             "requestBody": {"content": {"application/json": {"schema": body}}},
             "responses": {**_ok(_ref("ActionResult")), "401": {"description": "no credentials"}},
@@ -175,6 +175,12 @@ def openapi() -> dict[str, Any]:
                 "summary": "Tasks succeeded and failed per second",
                 "parameters": [{"name": "seconds", "in": "query", "schema": {"type": "integer"}}],
                 "responses": _ok(_list("Point")),
+            }
+        },
+        "/api/session": {
+            "get": {
+                "summary": "The CSRF token actions must send in X-CSRF-Token",
+                "responses": {"200": {"description": "{csrf, auth}"}},
             }
         },
         "/api/status": {

@@ -1,9 +1,9 @@
 """The dashboard's ASGI application: the page, its JSON API, live updates and actions.
 
-A plain ASGI callable with a small router, no framework: about fifteen routes do not
-need one. Every request passes ``Auth`` first; every action is a POST that must also
-carry ``X-Caraway-Action: 1`` and a JSON body, which a page on another site cannot send
-without a CORS preflight we never grant, so a logged-in browser cannot be made to act.
+A plain ASGI callable with a small router, no framework: a few dozen routes do not
+need one. Every request passes the Host allowlist, then ``Auth``; every action is a POST
+that must also carry the session's CSRF token in ``X-CSRF-Token`` and a JSON body, which a
+page on another site can neither read nor send (guard.py says why).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import orjson
 from caraway.dashboard import api
 from caraway.dashboard.auth import TOKEN_COOKIE, Auth
 from caraway.dashboard.feed import Monitor
+from caraway.dashboard.guard import CSRF_HEADER, Csrf, HostAllowlist, cross_site
 from caraway.dashboard.model import Cluster, TaskQuery
 
 Scope = MutableMapping[str, Any]
@@ -31,7 +32,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("caraway.dashboard")
 
-ACTION_HEADER = "x-caraway-action"
 _MAX_BODY = 64 * 1024
 _STATIC = {
     "app.js": "text/javascript; charset=utf-8",
@@ -161,10 +161,14 @@ class Dashboard:
         auth: Auth | None = None,
         monitor: Monitor | None = None,
         stream_interval: float = 0.25,
+        hosts: HostAllowlist | None = None,
+        csrf: Csrf | None = None,
     ) -> None:
         self.app = app
         self.cluster = cluster
         self.auth = auth or Auth()
+        self.hosts = hosts or HostAllowlist()
+        self.csrf = csrf or Csrf()
         self.monitor = monitor
         self.stream_interval = stream_interval
 
@@ -176,6 +180,10 @@ class Dashboard:
             return
         request = Request(scope, receive)
         try:
+            host = request.headers.get("host")
+            if not self.hosts.allows(host):
+                # DNS rebinding: a hostile name that resolves to this address
+                raise HTTPError(421, f"host {host!r} is not served here (see --allowed-hosts)")
             if not self._authorized(request):
                 await self._unauthorized(send)
                 return
@@ -241,6 +249,8 @@ class Dashboard:
         if path == "/api/throughput":
             seconds = _number(query, "seconds") or 120
             return cluster.throughput(int(min(max(seconds, 1), 600)))
+        if path == "/api/session":
+            return {"csrf": self.csrf.token, "auth": self.auth.enabled}
         if path == "/api/status":
             monitor = self.monitor
             return {
@@ -309,8 +319,10 @@ class Dashboard:
         return latest
 
     async def _action(self, request: Request, send: Send) -> None:
-        if request.headers.get(ACTION_HEADER) != "1":
-            raise HTTPError(403, f"actions need the header {ACTION_HEADER.title()}: 1")
+        if cross_site(request.headers) or not self.csrf.allows(request.headers.get(CSRF_HEADER)):
+            raise HTTPError(
+                403, "actions need the token of GET /api/session in the X-CSRF-Token header"
+            )
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/json"):
             raise HTTPError(415, "actions take a JSON body (Content-Type: application/json)")

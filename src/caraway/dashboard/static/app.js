@@ -31,11 +31,14 @@ async function api(path, options) {
   return body;
 }
 
+let csrf = null;
+
 async function act(path, body) {
   try {
+    if (!csrf) csrf = (await api("/api/session")).csrf;
     const reply = await api(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Caraway-Action": "1" },
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
       body: JSON.stringify(body || {}),
     });
     notice(`${path}: ok (${reply.replies.length} repl${reply.replies.length === 1 ? "y" : "ies"})`);
