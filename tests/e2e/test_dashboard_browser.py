@@ -239,3 +239,22 @@ def test_actions_need_the_csrf_token_and_refuse_other_sites(stack: dict[str, Any
     page.evaluate("window.confirm = () => true")
     row.locator('button[data-action="grow"]').click()
     expect(page.locator("#notice")).to_contain_text("grow: ok")
+
+
+def test_a_terminated_task_shows_revoked_and_a_killed_one_failed(stack: dict[str, Any]) -> None:
+    """The supervisor kills the child: its events must still say how the task ended."""
+    from proj import tasks
+
+    page, expect = stack["page"], playwright_api.expect
+    page.goto(stack["url"] + "/#tasks")
+    expect(page.locator("#live")).to_have_text("live")
+    running = tasks.slow.delay(30)
+    expect(row_state(page, running.id)).to_have_text("STARTED")
+    page.click(f'#task-table tr[data-uuid="{running.id}"] td.uuid a')
+    page.click("#terminate")
+    expect(page.locator("#notice")).to_contain_text("terminate: ok")
+    expect(page.locator('#detail-fields dd[data-field="state"]')).to_have_text("REVOKED")
+    killed = tasks.hard_limited.delay(30)
+    page.goto(stack["url"] + "/#tasks")
+    expect(row_state(page, killed.id)).to_have_text("FAILURE", timeout=20_000)
+    expect(row_state(page, running.id)).to_have_text("REVOKED")
