@@ -343,6 +343,25 @@ def test_dead_letters_are_listed_requeued_and_purged(
     assert [letter for letter in admin.dead_letters() if letter.queue == queue] == []
 
 
+def test_chosen_dead_letters_are_discarded_and_the_rest_kept(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
+    messages = [make_message(index) for index in range(3)]
+    transport.publish_many([(message, queue) for message in messages])
+    for delivery in drain(transport, [queue], 3):
+        delivery.dead_letter("poison")
+    letters = [letter for letter in admin.dead_letters(limit=1000) if letter.queue == queue]
+    assert len(letters) == 3
+
+    assert admin.purge_dead_letters([letters[0].id, letters[2].id]) == 2
+    assert admin.purge_dead_letters([letters[0].id]) == 0, "already gone"
+    left = [letter for letter in admin.dead_letters(limit=1000) if letter.queue == queue]
+    assert [letter.id for letter in left] == [letters[1].id]
+    assert admin.purge_dead_letters([]) == 0
+    assert admin.purge_dead_letters([letters[1].id]) == 1
+    expect_nothing(transport, [queue])
+
+
 def test_requeue_all_dead_letters_puts_every_one_back(
     transport: Transport, queue: str, admin: QueueAdmin
 ) -> None:

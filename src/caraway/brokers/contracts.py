@@ -280,8 +280,9 @@ class QueueAdmin(abc.ABC):
         all of them when ``ids`` is None. Unknown ids are skipped; returns how many."""
 
     @abc.abstractmethod
-    def purge_dead_letters(self) -> int:
-        """Delete every dead letter; returns how many."""
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        """Delete the dead letters ``ids`` (every one when None); unknown ids are skipped;
+        returns how many. (``ids`` is what the dashboard's discard needs: one or many.)"""
 
     def declare(self, queue: str) -> None:  # noqa: B027 - most brokers declare nothing
         """Make ``queue`` exist with the entities Celery declares for it; idempotent.

@@ -3,7 +3,8 @@
 ``EventSource`` is the one seam: anything with ``itercapture()`` yielding Celery-format
 event dicts (``caraway.events.EventReceiver`` when present, ``QueueFeed`` in tests).
 ``Monitor`` runs two daemon threads: one feeds events into the Cluster and reopens the
-source with backoff when the broker goes away; one polls remote control and queue sizes.
+source with backoff when the broker goes away; one polls remote control and queue sizes
+and saves the history (store.py) every ``save_interval`` seconds and at stop.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from caraway.brokers.contracts import QueueAdmin
 from caraway.dashboard.model import Cluster
+from caraway.dashboard.store import HistoryStore
 from caraway.events.receiver import EventReceiver
 
 logger = logging.getLogger("caraway.dashboard")
@@ -84,18 +87,28 @@ class Monitor:
         source: Callable[[], EventSource] | None,
         poll_interval: float = 2.0,
         queues: Sequence[str] = (),
+        store: HistoryStore | None = None,
+        save_interval: float = 10.0,
     ) -> None:
         self.app = app
         self.cluster = cluster
         self.source = source
         self.poll_interval = poll_interval
         self.extra_queues = list(queues)
+        self.store = store
+        self.save_interval = save_interval
+        self.restored = False
         self._source: EventSource | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._admin: QueueAdmin | None = None
 
     def start(self) -> None:
+        if self.store is not None:
+            try:
+                self.restored = self.store.load(self.cluster)
+            except Exception as exc:
+                logger.warning("could not restore the dashboard's history: %s", exc)
         targets: list[Callable[[], None]] = [self._poll_loop]
         if self.source is not None:
             targets.append(self._capture_loop)
@@ -113,6 +126,18 @@ class Monitor:
         for thread in self._threads:
             thread.join(timeout)
         self._close_admin()
+        self.save()
+        if self.store is not None:
+            self.store.close()
+
+    def save(self) -> None:
+        """Save the history now (the poll thread does it every ``save_interval``)."""
+        if self.store is None:
+            return
+        try:
+            self.store.save(self.cluster)
+        except Exception as exc:
+            logger.warning("could not save the dashboard's history: %s", exc)
 
     # -- events ----------------------------------------------------------------
 
@@ -144,8 +169,12 @@ class Monitor:
     # -- polling ---------------------------------------------------------------
 
     def _poll_loop(self) -> None:
+        next_save = time.monotonic() + self.save_interval
         while not self._stop.is_set():
             self.poll_once()
+            if time.monotonic() >= next_save:
+                self.save()
+                next_save = time.monotonic() + self.save_interval
             self._stop.wait(self.poll_interval)
 
     def poll_once(self) -> None:
@@ -169,11 +198,12 @@ class Monitor:
         stats = inspect.stats() or {}
         active_queues = inspect.active_queues() or {}
         active = inspect.active() or {}
-        consumed: set[str] = set()
+        consumers: dict[str, list[str]] = {}
         for hostname, reply in stats.items():
             pool = reply.get("pool") or {}
             names = [str(q.get("name")) for q in active_queues.get(hostname) or ()]
-            consumed.update(names)
+            for name in names:
+                consumers.setdefault(name, []).append(hostname)
             self.cluster.set_worker_info(
                 hostname,
                 {
@@ -185,7 +215,21 @@ class Monitor:
                 },
                 freq=self.poll_interval,
             )
-        return consumed
+        self.cluster.set_queue_consumers(consumers)
+        return set(consumers)
+
+    def node_detail(self, hostname: str, timeout: float = 1.0) -> dict[str, Any]:
+        """Everything remote control tells of one node, for its page (Flower's tabs)."""
+        inspect = self.app.control.inspect(destination=[hostname], timeout=timeout, limit=1)
+        detail: dict[str, Any] = {}
+        for name in _NODE_INSPECTS:
+            try:
+                replies = getattr(inspect, name)() or {}
+            except Exception as exc:
+                detail[name] = {"error": str(exc)}
+                continue
+            detail[name] = replies.get(hostname)
+        return detail
 
     def _queue_lengths(self, names: list[str]) -> dict[str, int]:
         if self._admin is None:
@@ -198,6 +242,11 @@ class Monitor:
         if admin is not None:
             with contextlib.suppress(Exception):
                 admin.close()
+
+
+#: the inspect calls behind a node's page
+_NODE_INSPECTS = ("stats", "active_queues", "active", "reserved", "scheduled", "revoked",
+                  "registered", "conf")  # fmt: skip
 
 
 def _brief(task: dict[str, Any]) -> dict[str, Any]:

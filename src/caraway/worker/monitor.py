@@ -64,6 +64,10 @@ class TaskEvents:
             retries=message.retries,
             eta=message.eta.isoformat() if message.eta else None,
             expires=message.expires.isoformat() if message.expires else None,
+            # beyond Celery's fields (monitors ignore unknown ones): the group a task
+            # belongs to, so a monitor can draw a group or chord whole, with its progress
+            group=message.group,
+            group_index=message.group_index,
         )
 
     def started(self, message: TaskMessage) -> None:

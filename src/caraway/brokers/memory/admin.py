@@ -88,8 +88,12 @@ class MemoryAdmin(QueueAdmin):
                 broker.add(letter.message, letter.queue, "", letter.queue)
             return len(letters)
 
-    def purge_dead_letters(self) -> int:
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
         with self._broker.cond:
-            count = len(self._broker.dead)
-            self._broker.dead.clear()
-            return count
+            dead = self._broker.dead
+            if ids is None:
+                count = len(dead)
+                dead.clear()
+                return count
+            chosen = {int(i) for i in ids}
+            return sum(1 for key in chosen if dead.pop(key, None) is not None)

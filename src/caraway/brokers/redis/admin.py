@@ -165,8 +165,15 @@ class RedisAdmin(QueueAdmin, Revocations):
             return None  # not a usable envelope: stays in the store for a human
         return self.keys.queue_key(str(data["queue"]), priority), envelope
 
-    def purge_dead_letters(self) -> int:
-        commands = [("ZCARD", self.keys.dead_index), ("DEL", self.keys.dead, self.keys.dead_index)]
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        dead, index = self.keys.dead, self.keys.dead_index
+        if ids is None:
+            commands = [("ZCARD", index), ("DEL", dead, index)]
+            return int(self._pipeline("purge_dead_letters", commands, transaction=True)[0])
+        wanted = [str(i) for i in ids]
+        if not wanted:
+            return 0
+        commands = [("HDEL", dead, *wanted), ("ZREM", index, *wanted)]
         return int(self._pipeline("purge_dead_letters", commands, transaction=True)[0])
 
     # -- revocations ---------------------------------------------------------------------

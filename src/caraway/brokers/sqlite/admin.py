@@ -126,9 +126,19 @@ class SQLiteAdmin(QueueAdmin, Revocations):
 
         return self._db.write(requeue, notify=True)
 
-    def purge_dead_letters(self) -> int:
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
         sql = "DELETE FROM caraway_dead_letters"
-        return int(self._db.write(lambda conn: conn.execute(sql).rowcount))
+
+        def purge(conn: sqlite3.Connection) -> int:
+            if ids is None:
+                return int(conn.execute(sql).rowcount)
+            gone = 0
+            for part in chunks([int(value) for value in ids]):
+                where = f" WHERE id IN ({placeholders(len(part))})"
+                gone += conn.execute(f"{sql}{where}", part).rowcount
+            return gone
+
+        return int(self._db.write(purge))
 
     # -- revocations ----------------------------------------------------------------------
 

@@ -1,0 +1,96 @@
+"""Where the dashboard's picture survives a restart: one document in the result backend.
+
+The snapshot (counts, the newest tasks, the charts' buckets; model.snapshot) is saved as
+compressed JSON under one group id through the backend's GroupStore (SQLite, Redis,
+memory), capped at ``cap`` bytes: when it does not fit, fewer tasks are kept until it
+does. Without such a backend (none, rpc://) the history lives in memory only, and
+``/api/status`` says so. The document expires after ``expires`` seconds of no saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from caraway.brokers.contracts import Backend, GroupStore
+from caraway.dashboard.history import pack, unpack
+from caraway.dashboard.model import SNAPSHOT_TASKS, Cluster, restore, snapshot
+
+logger = logging.getLogger("caraway.dashboard")
+
+KEY = "caraway.dashboard.history"
+DEFAULT_CAP = 4 * 1024 * 1024
+DEFAULT_EXPIRES = 7 * 24 * 3600.0
+
+
+class HistoryStore:
+    """Saves and restores a Cluster's snapshot in ``app``'s result backend."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        key: str = KEY,
+        cap: int = DEFAULT_CAP,
+        expires: float = DEFAULT_EXPIRES,
+    ) -> None:
+        self.app = app
+        self.key = key
+        self.cap = cap
+        self.expires = expires
+        self._backend: Backend | None = None
+        self.last_size = 0
+
+    def _store(self) -> GroupStore | None:
+        if self._backend is None:
+            self._backend = self.app.new_backend()
+        backend = self._backend
+        if backend is None or not backend.shared or not isinstance(backend, GroupStore):
+            return None
+        return backend
+
+    @property
+    def available(self) -> bool:
+        """True when the backend can keep the history."""
+        try:
+            return self._store() is not None
+        except Exception:
+            return False
+
+    def save(self, cluster: Cluster) -> int:
+        """Save the snapshot; returns its size in bytes (0 when there is nowhere to save)."""
+        store = self._store()
+        if store is None:
+            return 0
+        tasks = SNAPSHOT_TASKS
+        while True:
+            try:
+                data = pack(snapshot(cluster, tasks=tasks), cap=self.cap)
+                break
+            except ValueError:
+                if tasks == 0:
+                    logger.warning("dashboard history is over its cap even without tasks")
+                    return 0
+                tasks //= 2
+        store.save_group(self.key, data, expires=self.expires)
+        self.last_size = len(data)
+        return len(data)
+
+    def load(self, cluster: Cluster) -> bool:
+        """Restore the saved snapshot into ``cluster``; False when there is none."""
+        store = self._store()
+        if store is None:
+            return False
+        data = store.load_group(self.key)
+        saved = unpack(data) if data else None
+        if saved is None:
+            return False
+        restore(cluster, saved)
+        return True
+
+    def close(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
