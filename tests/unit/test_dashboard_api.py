@@ -141,10 +141,101 @@ def test_workers_endpoint_lists_the_online_worker_with_counts(harness: Harness) 
 
 
 def test_tasks_endpoint_filters_by_query_string(harness: Harness) -> None:
-    assert [t["uuid"] for t in harness.get("/api/tasks").json()] == ["t-bad", "t-ok"]
-    failed = harness.get("/api/tasks", query="state=FAILURE").json()
+    assert [t["uuid"] for t in harness.get("/api/tasks").json()["tasks"]] == ["t-bad", "t-ok"]
+    failed = harness.get("/api/tasks", query="state=FAILURE").json()["tasks"]
     assert [t["uuid"] for t in failed] == ["t-bad"]
-    assert [t["uuid"] for t in harness.get("/api/tasks", query="search=2%2C+2").json()] == ["t-ok"]
+    found = harness.get("/api/tasks", query="search=2%2C+2").json()["tasks"]
+    assert [t["uuid"] for t in found] == ["t-ok"]
+
+
+def test_tasks_are_sorted_paged_and_counted(harness: Harness) -> None:
+    for index in range(5):
+        harness.cluster.event(event("received", f"t-{index}", name="proj.n", timestamp=10 + index))
+        harness.cluster.event(event("succeeded", f"t-{index}", runtime=index / 10, timestamp=20))
+    page = harness.get("/api/tasks", query="name=proj.n&sort=runtime&order=asc&limit=2&offset=1")
+    body = page.json()
+    assert body["total"] == 5 and body["offset"] == 1
+    assert [t["uuid"] for t in body["tasks"]] == ["t-1", "t-2"]
+    by_name = harness.get("/api/tasks", query="sort=name&order=desc").json()["tasks"]
+    assert [t["name"] for t in by_name][-2:] == ["proj.add", "proj.boom"][::-1]
+    assert harness.get("/api/tasks", query="search=kaboom").json()["total"] == 1  # exception
+    assert harness.get("/api/tasks", query="sort=args").status == 400
+    assert harness.get("/api/tasks", query="limit=nan").status == 400
+
+
+def test_charts_endpoint_gives_rates_percentiles_and_failure_types(harness: Harness) -> None:
+    charts = harness.get("/api/charts", query="seconds=86400").json()
+    assert charts["tasks"] == ["proj.add", "proj.boom"]
+    assert charts["failures"] == {"ValueError": 1}
+    assert sum(point["count"] for point in charts["points"]) == 2
+    one = harness.get("/api/charts", query="seconds=86400&task=proj.add").json()
+    assert one["failures"] == {} and one["points"][-1]["runtime"]["p50"] == 0.01
+
+
+class FakeAdmin:
+    def __init__(self, letters: list[Any]) -> None:
+        self.letters = {str(letter.id): letter for letter in letters}
+        self.closed = 0
+
+    def dead_letters(self, *, limit: int = 100) -> list[Any]:
+        return list(self.letters.values())[:limit]
+
+    def requeue_dead_letters(self, ids: list[str]) -> int:
+        return sum(1 for i in ids if self.letters.pop(i, None) is not None)
+
+    purge_dead_letters = requeue_dead_letters
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_dead_letters_are_listed_replayed_and_discarded(harness: Harness) -> None:
+    from caraway.brokers.contracts import DeadLetter
+    from caraway.protocol.message import Message
+
+    message = Message(body=b'[[1], {}, {}]', headers={"id": "t-x", "task": "proj.add"})
+    admin = FakeAdmin([DeadLetter(i, "celery", "bad header", message, 5.0) for i in (1, 2, 3)])
+    app = SimpleNamespace(control=harness.control, admin=lambda: admin)
+    dashboard = Dashboard(app, harness.cluster, csrf=CSRF)
+
+    def call(method: str, path: str, body: Any = None) -> Response:
+        headers = {"host": "localhost", "x-csrf-token": CSRF.token}
+        headers["content-type"] = "application/json"
+        return asyncio.run(_call(dashboard, method, path, "", headers, body))
+
+    [first, *_] = call("GET", "/api/dead-letters").json()
+    assert (first["id"], first["reason"], first["task"], first["body"]) == (
+        "1", "bad header", "proj.add", "[[1], {}, {}]"
+    )
+    assert call("POST", "/api/dead-letters/replay", {"ids": ["1"]}).json()["count"] == 1
+    assert call("POST", "/api/dead-letters/discard", {"ids": ["2", "3", "9"]}).json()["count"] == 2
+    assert call("POST", "/api/dead-letters/discard", {"ids": []}).status == 400
+    assert call("POST", "/api/dead-letters/discard", {}).status == 400
+    assert admin.letters == {} and admin.closed == 3
+
+
+def test_beat_page_says_beat_is_not_enabled_rather_than_inventing_entries(
+    harness: Harness,
+) -> None:
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is False and beat["entries"] == []
+    assert "not enabled" in beat["reason"]
+
+
+def test_worker_page_asks_the_node_and_404s_for_strangers(harness: Harness) -> None:
+    body = harness.get("/api/workers/w1@h").json()
+    assert body["worker"]["hostname"] == "w1@h"
+    assert harness.get("/api/workers/nobody@x").status == 404
+
+
+def test_time_limit_and_autoscale_actions_reach_remote_control(harness: Harness) -> None:
+    assert harness.act("/api/workers/w1@h/time-limit", {"task_name": "a", "hard": 5}).status == 200
+    assert harness.act("/api/workers/w1@h/pool/autoscale", {"max": 4, "min": 1}).status == 200
+    assert harness.act("/api/workers/w1@h/time-limit", {"task_name": "a", "soft": -1}).status == 400
+    assert harness.act("/api/workers/w1@h/pool/autoscale", {"max": 2, "min": 3}).status == 400
+    names = [call[0] for call in harness.control.calls]
+    assert names == ["time_limit", "broadcast"]
+    assert harness.control.calls[1][1] == ("autoscale",)
 
 
 def test_bad_filter_value_is_a_400_naming_the_field(harness: Harness) -> None:
@@ -160,7 +251,7 @@ def test_task_by_id_has_traceback_and_unknown_id_is_404(harness: Harness) -> Non
 
 
 def test_queues_and_throughput_endpoints(harness: Harness) -> None:
-    assert harness.get("/api/queues").json() == [{"name": "celery", "length": 3}]
+    assert harness.get("/api/queues").json() == [{"name": "celery", "length": 3, "consumers": []}]
     points = harness.get("/api/throughput", query="seconds=5").json()
     assert len(points) == 5
     assert sum(p["succeeded"] for p in points) == 1
