@@ -193,7 +193,7 @@ def test_dead_letters_are_listed_replayed_and_discarded(harness: Harness) -> Non
     from caraway.brokers.contracts import DeadLetter
     from caraway.protocol.message import Message
 
-    message = Message(body=b'[[1], {}, {}]', headers={"id": "t-x", "task": "proj.add"})
+    message = Message(body=b"[[1], {}, {}]", headers={"id": "t-x", "task": "proj.add"})
     admin = FakeAdmin([DeadLetter(i, "celery", "bad header", message, 5.0) for i in (1, 2, 3)])
     app = SimpleNamespace(control=harness.control, admin=lambda: admin)
     dashboard = Dashboard(app, harness.cluster, csrf=CSRF)
@@ -205,7 +205,10 @@ def test_dead_letters_are_listed_replayed_and_discarded(harness: Harness) -> Non
 
     [first, *_] = call("GET", "/api/dead-letters").json()
     assert (first["id"], first["reason"], first["task"], first["body"]) == (
-        "1", "bad header", "proj.add", "[[1], {}, {}]"
+        "1",
+        "bad header",
+        "proj.add",
+        "[[1], {}, {}]",
     )
     assert call("POST", "/api/dead-letters/replay", {"ids": ["1"]}).json()["count"] == 1
     assert call("POST", "/api/dead-letters/discard", {"ids": ["2", "3", "9"]}).json()["count"] == 2

@@ -50,7 +50,9 @@ def member(uuid: str, **fields: Any) -> canvas.Member:
 
 
 def test_a_chord_called_from_a_client_is_one_tree_with_its_progress() -> None:
-    headers = {f"h{i}": member(f"h{i}", root_id=f"h{i}", group="g", group_index=i) for i in range(4)}
+    headers = {
+        f"h{i}": member(f"h{i}", root_id=f"h{i}", group="g", group_index=i) for i in range(4)
+    }
     headers["h3"].state = "STARTED"
     body = member("body", name="xsum", root_id="h2", parent_id="h2", group="g")
     tree = canvas.tree({**headers, "body": body}, "body")
