@@ -2,20 +2,24 @@
 
 A real worker runs with -E on the embedded SQLite broker; the dashboard serves the same
 project from this process (uvicorn in a thread) behind basic auth, and the page is
-asserted on as a user sees it. Screenshots go to artifacts/screenshots/.
+asserted on as a user sees it. Screenshots go to artifacts/screenshots/, and to
+docs/images/dashboard/ (the docs' pictures) when CARAWAY_DASHBOARD_SCREENSHOTS=docs.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Worker, wait_until
+from tests.helpers import ROOT, Worker, purge_queue, queue_size, wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -25,12 +29,37 @@ if not os.path.exists(CHROMIUM):
     )
 
 SHOTS = ROOT / "artifacts" / "screenshots"
+DOC_SHOTS = ROOT / "docs" / "images" / "dashboard"
 USER, PASSWORD = "admin", "s3cret"
 TIMEOUT_MS = 15_000
 REBOUND = "rebound.test"
+DASH = "\u2013"  # the page writes ranges with an en dash
 ATTACKER = "http://attacker.test"
 
 pytestmark = pytest.mark.slow
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    # a hostile name that resolves to the dashboard: DNS rebinding
+    f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
+]
+
+
+def shot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """Save a screenshot for CI's artefacts, and for the docs when asked to."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    if os.environ.get("CARAWAY_DASHBOARD_SCREENSHOTS") == "docs":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOC_SHOTS / f"{name}.png")
+
+
+def open_browser(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
 
 
 @pytest.fixture
@@ -44,23 +73,12 @@ def stack(project: Path, workers: list[Worker]) -> Iterator[dict[str, Any]]:
     workers.append(Worker(project, "-E", "-c", "2").wait_ready())
     web = create_dashboard(app, auth=Auth(basic=(USER, PASSWORD)), poll_interval=1.0)
     server = DashboardServer(web).start()
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    servers = [server]
     try:
         assert web.monitor is not None
         wait_until(lambda: web.monitor.connected, timeout=10, message="event receiver")
         with playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--no-sandbox",
-                    "--headless",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--no-first-run",
-                    # a hostile name that resolves to the dashboard: DNS rebinding
-                    f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
-                ],
-            )
+            browser = open_browser(playwright)
             try:
                 context = browser.new_context(
                     http_credentials={"username": USER, "password": PASSWORD},
@@ -68,11 +86,19 @@ def stack(project: Path, workers: list[Worker]) -> Iterator[dict[str, Any]]:
                 )
                 page = context.new_page()
                 page.set_default_timeout(TIMEOUT_MS)
-                yield {"app": app, "page": page, "url": server.url, "browser": browser}
+                yield {
+                    "app": app,
+                    "page": page,
+                    "url": server.url,
+                    "browser": browser,
+                    "web": web,
+                    "servers": servers,
+                }
             finally:
                 browser.close()
     finally:
-        server.stop()
+        for running in servers:
+            running.stop()
         app.control.close()
 
 
@@ -92,7 +118,7 @@ def test_dashboard_shows_a_live_cluster_and_acts_on_it(
     worker_row = page.locator('#worker-table tr[data-hostname^="w1@"]')
     expect(worker_row.locator("td.status")).to_have_text("online")
     expect(worker_row.locator("td").nth(2)).to_have_text("prefork")  # from remote control
-    page.screenshot(path=str(SHOTS / "workers.png"), full_page=True)
+    shot(page, "workers")
 
     page.click('nav a[data-tab="tasks"]')
     expect(page.locator("#live")).to_have_text("live")
@@ -110,12 +136,10 @@ def test_dashboard_shows_a_live_cluster_and_acts_on_it(
         expect(row_state(page, result.id)).to_have_text("SUCCESS")
     expect(row_state(page, bad.id)).to_have_text("FAILURE")
     expect(row_state(page, flaky.id)).to_have_text("SUCCESS")
-    retries = page.locator(f'#task-table tr[data-uuid="{flaky.id}"] td').nth(8)
-    expect(retries).to_have_text("1", timeout=15_000)  # generous: CI machines are slow
     expect(row_state(page, joined.id)).to_have_text("SUCCESS")
     expect(row_state(page, chained.id)).to_have_text("SUCCESS")
     assert page.evaluate("window.__notReloaded") is True, "rows must arrive without a reload"
-    page.screenshot(path=str(SHOTS / "tasks-live.png"), full_page=True)
+    shot(page, "tasks")
 
     # filters: only the failure is left when filtering by state
     page.select_option('#filters select[name="state"]', "FAILURE")
@@ -127,14 +151,17 @@ def test_dashboard_shows_a_live_cluster_and_acts_on_it(
     expect(page.locator('#detail-fields dd[data-field="state"]')).to_have_text("FAILURE")
     expect(page.locator("#detail-traceback")).to_contain_text("ValueError: kaboom from the test")
     expect(page.locator('#detail-fields dd[data-field="args"]')).to_contain_text("kaboom")
-    page.screenshot(path=str(SHOTS / "task-failed-detail.png"), full_page=True)
+    shot(page, "task-failed")
+    page.goto(f"{stack['url']}/#task/{flaky.id}")
+    retries = page.locator('#detail-fields dd[data-field="retries"]')
+    expect(retries).to_have_text("1", timeout=15_000)  # generous: CI machines are slow
 
     # a chain is drawn as a tree: add -> mul
     page.goto(f"{stack['url']}/#task/{chained.id}")
     tree = page.locator("#detail-tree")
     expect(tree.locator(f'li[data-uuid="{chained.parent.id}"] li[data-uuid="{chained.id}"]'))
     expect(tree.locator("a.node")).to_have_count(2)
-    page.screenshot(path=str(SHOTS / "task-chain-tree.png"), full_page=True)
+    shot(page, "task-chain")
 
     _revoke_scheduled_task_from_the_page(stack, project)
 
@@ -144,7 +171,7 @@ def test_dashboard_shows_a_live_cluster_and_acts_on_it(
     expect(chart.locator("polyline.ok")).to_have_count(1)
     wait_until(lambda: int(chart.get_attribute("data-succeeded") or 0) >= 8, timeout=10)
     assert int(chart.get_attribute("data-failed") or 0) >= 1
-    page.screenshot(path=str(SHOTS / "queues-throughput.png"), full_page=True)
+    shot(page, "queues")
 
 
 def _revoke_scheduled_task_from_the_page(stack: dict[str, Any], project: Path) -> None:
@@ -159,7 +186,7 @@ def _revoke_scheduled_task_from_the_page(stack: dict[str, Any], project: Path) -
     page.click(f'#task-table tr[data-uuid="{scheduled.id}"] td.uuid a')
     page.click("#revoke")
     expect(page.locator("#notice")).to_contain_text("revoke: ok")
-    page.screenshot(path=str(SHOTS / "task-revoked.png"), full_page=True)
+    shot(page, "task-revoked")
     wait_until(lambda: time.time() > eta + 0.5, timeout=10, message="the revoked task's eta")
     # a task sent after the eta runs; the revoked one, due before it, must not have
     tasks.record.delay(str(output), "after").get(timeout=15)
@@ -195,7 +222,7 @@ def test_dashboard_refuses_requests_without_credentials(stack: dict[str, Any]) -
     page = stack["page"]
     page.goto(url + "/#workers")
     playwright_api.expect(page.locator('#worker-table tr[data-hostname^="w1@"]')).to_have_count(1)
-    page.screenshot(path=str(SHOTS / "authenticated.png"))
+    shot(page, "authenticated", full_page=False)
 
 
 def test_a_rebound_host_name_is_refused(stack: dict[str, Any]) -> None:
@@ -236,8 +263,8 @@ def test_actions_need_the_csrf_token_and_refuse_other_sites(stack: dict[str, Any
     # the worker is still there, and the page's own action (with its token) works
     page.goto(url + "/#workers")
     expect(row.locator("td.status")).to_have_text("online")
-    page.evaluate("window.confirm = () => true")
-    row.locator('button[data-action="grow"]').click()
+    page.goto(f"{url}/#worker/{hostname}")
+    page.click('#worker-actions button[data-action="grow"]')
     expect(page.locator("#notice")).to_contain_text("grow: ok")
 
 
@@ -258,3 +285,320 @@ def test_a_terminated_task_shows_revoked_and_a_killed_one_failed(stack: dict[str
     page.goto(stack["url"] + "/#tasks")
     expect(row_state(page, killed.id)).to_have_text("FAILURE", timeout=20_000)
     expect(row_state(page, running.id)).to_have_text("REVOKED")
+
+
+def worker_hostname(page: Any, url: str) -> str:
+    page.goto(url + "/#workers")
+    row = page.locator('#worker-table tr[data-hostname^="w1@"]')
+    playwright_api.expect(row.locator("td.status")).to_have_text("online")
+    return str(row.get_attribute("data-hostname"))
+
+
+def test_no_workers_message_never_shows_while_a_worker_is_online(stack: dict[str, Any]) -> None:
+    page = stack["page"]
+    # watch every frame from the first paint: the empty message must never appear
+    page.add_init_script(
+        """window.__sawEmpty = false;
+        const watch = () => {
+          const empty = document.querySelector('#no-workers');
+          if (empty && !empty.hidden && empty.offsetParent !== null) window.__sawEmpty = true;
+          requestAnimationFrame(watch);
+        };
+        requestAnimationFrame(watch);"""
+    )
+    worker_hostname(page, stack["url"])
+    page.reload()
+    worker_hostname(page, stack["url"])
+    assert page.evaluate("window.__sawEmpty") is False
+
+
+def test_worker_page_has_flowers_tabs_and_task_lists(stack: dict[str, Any]) -> None:
+    from proj import tasks
+
+    page, url, expect, app = stack["page"], stack["url"], playwright_api.expect, stack["app"]
+    hostname = worker_hostname(page, url)
+    later = tasks.add.apply_async((1, 2), countdown=40)
+    app.control.revoke("revoked-for-the-tab")
+    page.goto(f"{url}/#worker/{hostname}")
+    panel = page.locator("#worker-panel")
+    expect(page.locator("#worker-status")).to_have_text("online")
+    expect(panel).to_contain_text("max-concurrency")
+    page.focus("#tab-pool")
+    page.keyboard.press("ArrowRight")  # keyboard: to the Queues tab
+    expect(page.locator("#tab-queues")).to_have_attribute("aria-selected", "true")
+    expect(panel.locator('tr[data-queue="celery"]')).to_have_count(1)
+    page.click("#tab-scheduled")
+    expect(panel.locator(f'tr[data-uuid="{later.id}"]')).to_have_count(1)
+    running = tasks.slow.delay(20)
+    page.click("#tab-active")
+    expect(panel.locator(f'tr[data-uuid="{running.id}"]')).to_have_count(1)
+    shot(page, "worker")
+    page.click("#tab-revoked")
+    expect(panel).to_contain_text("revoked-for-the-tab")
+    page.click("#tab-registered")
+    expect(panel).to_contain_text("proj.tasks.add")
+    page.click("#tab-config")
+    expect(panel).to_contain_text("include")
+    page.click("#tab-limits")
+    expect(panel).to_contain_text("prefetch")
+    page.click("#tab-system")
+    expect(panel).to_contain_text("uptime")
+    # a time limit set from the page reaches the node
+    page.fill('#worker-actions input[name="task"]', "proj.tasks.add")
+    page.fill('#worker-actions input[name="hard"]', "30")
+    page.click('#worker-actions button[data-action="time limit"]')
+    expect(page.locator("#notice")).to_contain_text("time limit: ok")
+    app.control.revoke(running.id, terminate=True)
+    app.control.revoke(later.id)
+
+
+def test_task_list_sorts_pages_and_shows_results_exceptions_and_dates(
+    stack: dict[str, Any],
+) -> None:
+    from proj import tasks
+
+    page, url, expect = stack["page"], stack["url"], playwright_api.expect
+    results = [tasks.add.delay(i, i) for i in range(30)]
+    bad = tasks.boom.delay("kaboom in the list")
+    for result in results:
+        result.get(timeout=20)
+    page.goto(url + "/#tasks")
+    expect(page.locator("#live")).to_have_text("live")
+    info = page.locator("#page-info")
+    expect(info).to_have_text(f"1{DASH}31 of 31 tasks", timeout=15_000)
+    page.select_option('#filters select[name="size"]', "25")
+    expect(info).to_have_text(f"1{DASH}25 of 31 tasks")
+    page.click("#next")
+    expect(info).to_have_text(f"26{DASH}31 of 31 tasks")
+    expect(page.locator("#task-table tbody tr")).to_have_count(6)
+    page.keyboard.press("[")  # keyboard: back to the newer page
+    expect(info).to_have_text(f"1{DASH}25 of 31 tasks")
+
+    row = page.locator(f'#task-table tr[data-uuid="{results[-1].id}"]')
+    expect(row.locator('td[data-column="result"]')).to_have_text("58")
+    failed = page.locator(f'#task-table tr[data-uuid="{bad.id}"]')
+    expect(failed.locator('td[data-column="exception"]')).to_contain_text("ValueError")
+    received = row.locator('td[data-column="received"]').inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", received), received
+    runtime = row.locator('td[data-column="runtime"]').inner_text()
+    assert re.fullmatch(r"\d+(\.\d+)? (µs|ms|s)", runtime), runtime
+
+    page.click('#task-table th[data-column="runtime"] button')
+    expect(page.locator('#task-table th[data-column="runtime"]')).to_have_attribute(
+        "aria-sort", "descending"
+    )
+    expect(info).to_have_text(f"1{DASH}25 of 31 tasks")
+    titles = page.locator('#task-table td[data-column="runtime"]').evaluate_all(
+        "cells => cells.map((c) => parseFloat(c.title)).filter((v) => !isNaN(v))"
+    )
+    assert titles == sorted(titles, reverse=True) and len(titles) >= 20
+
+    page.keyboard.press("/")  # keyboard: to the search box
+    page.keyboard.type("kaboom in")  # the exception's text is searched too
+    expect(page.locator("#task-table tbody tr")).to_have_count(1)
+    expect(info).to_have_text(f"1{DASH}1 of 1 tasks")
+
+    page.click("#columns summary")
+    page.uncheck('#column-choice input[name="args"]')
+    expect(page.locator('#task-table th[data-column="args"]')).to_have_count(0)
+    page.check('#column-choice input[name="args"]')
+    shot(page, "tasks-sorted")
+
+
+def test_counts_add_up_and_queues_show_their_consumers(stack: dict[str, Any]) -> None:
+    from proj import tasks
+
+    page, url, expect = stack["page"], stack["url"], playwright_api.expect
+    hostname = worker_hostname(page, url)
+    for i in range(3):
+        tasks.add.delay(i, 1).get(timeout=20)
+    tasks.boom.delay()
+    row = page.locator(f'#worker-table tr[data-hostname="{hostname}"]')
+    expect(row.locator('td[data-count="failed"]')).to_have_text("1", timeout=15_000)
+
+    def figure(name: str) -> int:
+        return int(row.locator(f'td[data-count="{name}"]').inner_text().replace(",", ""))
+
+    assert figure("processed") == figure("succeeded") + figure("failed") == 4
+    assert figure("total") >= 4  # the node's own count since it started
+    expect(page.locator("#counts-since")).to_contain_text("since")
+    page.goto(url + "/#queues")
+    consumers = page.locator('#queue-table tr[data-queue="celery"] td').nth(2)
+    expect(consumers).to_have_text(hostname)
+
+
+def test_a_chord_is_drawn_whole_with_its_progress(stack: dict[str, Any]) -> None:
+    from proj import tasks
+
+    from caraway import chord
+
+    page, url, expect = stack["page"], stack["url"], playwright_api.expect
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    header = [tasks.add.s(1, 1), tasks.add.s(2, 2), tasks.add.s(3, 3), tasks.slow.s(3)]
+    joined = chord([sig.set(task_id=i) for sig, i in zip(header, ids, strict=True)])(tasks.xsum.s())
+    page.goto(url + "/#tasks")
+    expect(row_state(page, ids[0])).to_have_text("SUCCESS")
+    page.goto(f"{url}/#task/{ids[0]}")
+    group = page.locator("#detail-tree li[data-group]")
+    expect(group).to_have_attribute("data-total", "4")
+    expect(group.locator(".progress")).to_contain_text("3 of 4 done")
+    shot(page, "task-chord-running")
+    assert joined.get(timeout=20) == 15
+    expect(group.locator(".progress")).to_contain_text("4 of 4 done", timeout=15_000)
+    expect(group.locator(":scope > ul > li[data-uuid]")).to_have_count(4)
+    callback = page.locator(f'#detail-tree li[data-uuid="{joined.id}"]')
+    expect(callback).to_have_count(1)
+    page.goto(f"{url}/#task/{joined.id}")
+    expect(page.locator("#detail-tree li[data-group] > ul > li[data-uuid]")).to_have_count(4)
+    shot(page, "task-chord")
+
+
+def chart_texts(page: Any, chart: str) -> list[str]:
+    return page.locator(f"{chart} svg text").all_text_contents()  # type: ignore[no-any-return]
+
+
+def test_charts_have_labelled_axes_and_history_survives_a_restart(
+    stack: dict[str, Any],
+) -> None:
+    from proj import tasks
+
+    from caraway.dashboard.auth import Auth
+    from caraway.dashboard.server import DashboardServer, create_dashboard
+
+    page, url, expect, app = stack["page"], stack["url"], playwright_api.expect, stack["app"]
+    for i in range(5):
+        tasks.add.delay(i, i).get(timeout=20)
+    tasks.boom.delay("for the chart")
+    page.goto(url + "/#charts")
+    bar = page.locator('#chart-failures rect[data-type="ValueError"]')
+    expect(bar).to_have_attribute("data-count", "1", timeout=15_000)
+    assert "throughput (tasks/s)" in chart_texts(page, "#chart-throughput")
+    assert "time (local)" in chart_texts(page, "#chart-throughput")
+    assert "runtime (s)" in chart_texts(page, "#chart-runtime")
+    assert "queue wait (s)" in chart_texts(page, "#chart-wait")
+    assert "queue depth (messages)" in chart_texts(page, "#chart-queues")
+    assert "failures (count)" in chart_texts(page, "#chart-failures")
+    # drawn at its size, not stretched: the box on screen is the drawing's own
+    svg = page.locator("#chart-throughput svg")
+    box = svg.bounding_box()
+    assert box is not None and abs(box["width"] - float(svg.get_attribute("width") or 0)) < 2
+    page.select_option('#chart-filters select[name="task"]', "proj.tasks.add")
+    expect(page.locator("#chart-failures")).to_contain_text("no failures")
+    shot(page, "charts")
+
+    web = stack["web"]
+    before = {w["hostname"]: w["succeeded"] for w in web.cluster.workers()}
+    stack["servers"][0].stop()  # the monitor saves the history as it stops
+    again = create_dashboard(app, auth=Auth(basic=(USER, PASSWORD)), poll_interval=1.0)
+    server = DashboardServer(again).start()
+    stack["servers"].append(server)
+    assert again.monitor is not None and again.monitor.restored
+    page.goto(server.url + "/#charts")
+    expect(page.locator('#chart-failures rect[data-type="ValueError"]')).to_have_attribute(
+        "data-count", "1"
+    )
+    page.goto(server.url + "/#tasks")
+    expect(page.locator("#page-info")).to_contain_text("of 6 tasks")
+    after = {w["hostname"]: w["succeeded"] for w in again.cluster.workers()}
+    assert {k: v for k, v in after.items() if k in before} == before
+
+
+def test_every_page_fits_800_pixels_without_clipping(stack: dict[str, Any]) -> None:
+    from proj import tasks
+
+    tasks.boom.delay("a long message " * 20)
+    done = tasks.add.delay(1, 1)
+    done.get(timeout=20)
+    context = stack["browser"].new_context(
+        http_credentials={"username": USER, "password": PASSWORD},
+        viewport={"width": 800, "height": 900},
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        hostname = worker_hostname(page, stack["url"])
+        views = [
+            "workers",
+            "tasks",
+            f"task/{done.id}",
+            f"worker/{hostname}",
+            "queues",
+            "charts",
+            "dead-letters",
+            "beat",
+        ]
+        for view in views:
+            page.goto(f"{stack['url']}/#{view}")
+            page.wait_for_timeout(300)  # let a poll draw
+            overflow = page.evaluate(
+                """() => {
+                  const wide = document.documentElement.scrollWidth;
+                  const cut = [...document.querySelectorAll('main section:not([hidden]) th')]
+                    .filter((th) => th.getBoundingClientRect().right > window.innerWidth + 1);
+                  return {wide, cut: cut.map((th) => th.textContent)};
+                }"""
+            )
+            assert overflow == {"wide": 800, "cut": []}, (view, overflow)
+        page.goto(stack["url"] + "/#tasks")
+        playwright_api.expect(row_state(page, done.id)).to_have_text("SUCCESS")
+        shot(page, "tasks-800px")
+    finally:
+        context.close()
+
+
+def test_dead_letters_are_browsed_inspected_replayed_and_discarded(
+    stack: dict[str, Any],
+) -> None:
+    from caraway.protocol.message import Message
+
+    page, url, expect, app = stack["page"], stack["url"], playwright_api.expect, stack["app"]
+    queue = "dash-dead-letters"  # no worker consumes it: replayed letters stay to be counted
+    transport = app.connection()
+    try:
+        messages = [
+            Message(body=b'{"broken": ' + str(i).encode(), headers={"id": f"dl-{i}", "task": "x"})
+            for i in range(3)
+        ]
+        transport.publish_many([(message, queue) for message in messages])
+        deliveries: list[Any] = []
+
+        def fetched() -> bool:
+            wanted = 3 - len(deliveries)
+            deliveries.extend(transport.fetch([queue], limit=wanted, timeout=0.2, owner="t/1"))
+            return len(deliveries) >= 3
+
+        wait_until(fetched, timeout=10, message="the messages to dead-letter")
+        for delivery in deliveries:
+            delivery.dead_letter(f"body is not JSON ({delivery.message.headers['id']})")
+    finally:
+        transport.close()
+    page.goto(url + "/#dead-letters")
+    rows = page.locator("#dead-table tbody tr")
+    expect(rows).to_have_count(3)
+    rows.first.locator("button.link").click()
+    expect(page.locator('#dead-detail dd[data-field="reason"]')).to_contain_text("not JSON")
+    expect(page.locator('#dead-detail pre[data-field="body"]')).to_contain_text('{"broken": ')
+    shot(page, "dead-letters")
+    rows.first.locator("input").check()
+    page.click("#dead-replay")
+    expect(page.locator("#confirm")).to_be_visible()
+    page.click('#confirm button[value="ok"]')
+    expect(page.locator("#notice")).to_contain_text("replay: ok (1)")
+    expect(rows).to_have_count(2)
+    wait_until(lambda: queue_size(app, queue) == 1, timeout=10, message="the replayed letter")
+    page.check("#dead-all")
+    page.click("#dead-discard")
+    page.click('#confirm button[value="cancel"]')
+    expect(rows).to_have_count(2)  # cancelled: nothing discarded
+    page.click("#dead-discard")
+    page.click('#confirm button[value="ok"]')
+    expect(page.locator("#no-dead")).to_be_visible()
+    purge_queue(app, queue)
+
+
+def test_periodic_tasks_page_says_beat_is_not_enabled(stack: dict[str, Any]) -> None:
+    page = stack["page"]
+    page.goto(stack["url"] + "/#beat")
+    playwright_api.expect(page.locator("#beat-status")).to_contain_text("beat is not enabled")
+    playwright_api.expect(page.locator("#beat-table")).to_be_hidden()
+    shot(page, "periodic", full_page=False)
