@@ -602,3 +602,88 @@ def test_periodic_tasks_page_says_beat_is_not_enabled(stack: dict[str, Any]) -> 
     playwright_api.expect(page.locator("#beat-status")).to_contain_text("beat is not enabled")
     playwright_api.expect(page.locator("#beat-table")).to_be_hidden()
     shot(page, "periodic", full_page=False)
+
+
+CELERY_REDIS = "redis://127.0.0.1:6379/5"  # the dashboard's tests' db
+
+
+@pytest.fixture
+def celery_stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A Celery 5.7 worker (-E, solo) on Redis db 5 and caraway's dashboard watching it."""
+    from caraway.app import Caraway
+    from caraway.dashboard.auth import Auth
+    from caraway.dashboard.server import DashboardServer, create_dashboard
+    from tests.interop.celeryproc import (
+        CeleryWorker,
+        redis_prefix,
+        require_celery,
+        write_celery_app,
+    )
+
+    prefixes = redis_prefix(CELERY_REDIS, "bdash")
+    prefix = next(prefixes)
+    app = Caraway("bdashcar", broker=CELERY_REDIS)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    web = create_dashboard(app, auth=Auth(basic=(USER, PASSWORD)), poll_interval=1.0)
+    server = DashboardServer(web).start()
+    client = require_celery().Celery("bdashclient", broker=CELERY_REDIS)
+    client.conf.broker_transport_options = {"global_keyprefix": prefix}
+    worker = None
+    try:
+        assert web.monitor is not None
+        wait_until(lambda: web.monitor.connected, timeout=15, message="event receiver")
+        write_celery_app(tmp_path, "bdashapp", tasks=("add", "boom"), main="bdashapp",
+                         names="tasks", results=False)  # fmt: skip
+        hostname = f"bdash{uuid.uuid4().hex[:6]}@box"
+        env = {"TEST_BROKER": CELERY_REDIS, "TEST_PREFIX": prefix}
+        worker = CeleryWorker(tmp_path, "bdashapp", hostname=hostname, events=True, env=env)
+        worker.wait_ready()
+        with playwright_api.sync_playwright() as playwright:
+            browser = open_browser(playwright)
+            try:
+                context = browser.new_context(
+                    http_credentials={"username": USER, "password": PASSWORD},
+                    viewport={"width": 1400, "height": 900},
+                )
+                page = context.new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                yield {"page": page, "url": server.url, "client": client, "hostname": hostname}
+            finally:
+                browser.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+        client.close()
+        app.close()
+        next(prefixes, None)  # deletes the test's keys
+
+
+@pytest.mark.redis
+def test_a_celery_fleet_shows_its_node_tasks_and_worker_page(celery_stack: dict[str, Any]) -> None:
+    page, url, expect = celery_stack["page"], celery_stack["url"], playwright_api.expect
+    hostname, client = celery_stack["hostname"], celery_stack["client"]
+    page.goto(url + "/#workers")
+    row = page.locator(f'#worker-table tr[data-hostname="{hostname}"]')
+    expect(row.locator("td.status")).to_have_text("online", timeout=30_000)
+    ok = client.send_task("tasks.add", (2, 3))
+    bad = client.send_task("tasks.boom", ("from celery",))
+    page.goto(url + "/#tasks")
+    expect(row_state(page, ok.id)).to_have_text("SUCCESS", timeout=30_000)
+    expect(row_state(page, bad.id)).to_have_text("FAILURE", timeout=30_000)
+    ok_row = page.locator(f'#task-table tr[data-uuid="{ok.id}"]')
+    expect(ok_row.locator('td[data-column="result"]')).to_have_text("5")
+    bad_row = page.locator(f'#task-table tr[data-uuid="{bad.id}"]')
+    expect(bad_row.locator('td[data-column="exception"]')).to_contain_text("ValueError")
+    shot(page, "celery-tasks")
+    page.goto(f"{url}/#worker/{hostname}")
+    panel = page.locator("#worker-panel")
+    expect(panel).to_contain_text("max-concurrency")  # Celery's inspect stats
+    page.click("#tab-registered")
+    expect(panel).to_contain_text("tasks.add")
+    page.click("#tab-queues")
+    expect(panel.locator('tr[data-queue="celery"]')).to_have_count(1)
+    page.goto(url + "/#workers")
+    expect(row.locator('td[data-count="processed"]')).to_have_text("2")
+    expect(row.locator('td[data-count="failed"]')).to_have_text("1")
+    shot(page, "celery-workers")

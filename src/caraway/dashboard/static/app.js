@@ -518,7 +518,7 @@ function axisValue(value, unit) {
 function lineChart(container, series, { unit, yLabel, from, to }) {
   const width = Math.max(container.clientWidth || 600, 280);
   const height = 200;
-  const m = { left: 64, right: 12, top: 10, bottom: 40 };
+  const m = { left: 64, right: 24, top: 10, bottom: 40 };
   const w = width - m.left - m.right;
   const h = height - m.top - m.bottom;
   const values = series.flatMap((s) => s.points.map((p) => p[1]).filter((v) => v != null));
