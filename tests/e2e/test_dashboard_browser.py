@@ -8,6 +8,7 @@ docs/images/dashboard/ (the docs' pictures) when CARAWAY_DASHBOARD_SCREENSHOTS=d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -687,3 +688,110 @@ def test_a_celery_fleet_shows_its_node_tasks_and_worker_page(celery_stack: dict[
     expect(row.locator('td[data-count="processed"]')).to_have_text("2")
     expect(row.locator('td[data-count="failed"]')).to_have_text("1")
     shot(page, "celery-workers")
+
+
+SCALE_TASKS, SCALE_WORKERS = 10_000, 20
+SCALE_REPORT = ROOT / "artifacts" / "dashboard-scale.json"
+
+
+def synthetic_events(start: int, count: int, now: float) -> list[dict[str, Any]]:
+    """``count`` tasks received, started and finished on SCALE_WORKERS nodes (1 in 20 fails)."""
+    events: list[dict[str, Any]] = []
+    for i in range(start, start + count):
+        uuid_, host = f"scale-{i:06d}", f"node{i % SCALE_WORKERS:02d}@scale"
+        stamp = now - (start + count - i) * 0.01
+        base = {"uuid": uuid_, "hostname": host, "local_received": stamp}
+        name, args = f"proj.kind{i % 10}", f"({i},)"
+        received = {"type": "task-received", "timestamp": stamp, "name": name, "args": args}
+        events.append({**base, **received})
+        events.append({**base, "type": "task-started", "timestamp": stamp + 0.001})
+        if i % 20 == 7:
+            failed = {"type": "task-failed", "exception": f"KeyError('k{i % 3}')"}
+            events.append({**base, **failed, "timestamp": stamp + 0.003})
+        else:
+            events.append({**base, "type": "task-succeeded", "timestamp": stamp + 0.003,
+                           "result": str(i), "runtime": 0.002 + (i % 7) / 1000})  # fmt: skip
+    return events
+
+
+def timed(page: Any, action: Any, ready: str) -> float:
+    """Milliseconds from ``action()`` until the selector ``ready`` is in the page."""
+    started = time.perf_counter()
+    action()
+    page.wait_for_selector(ready, state="attached")
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def test_pages_stay_fast_with_ten_thousand_tasks_and_twenty_workers(
+    project: Path,
+) -> None:
+    """Synthetic events (no worker) in the dashboard's model; render times are measured
+    in the browser and written to artifacts/dashboard-scale.json."""
+    from proj.caraway import app  # type: ignore[import-not-found]
+
+    from caraway.dashboard.server import DashboardServer, create_dashboard
+
+    web = create_dashboard(app, source=None, poll_interval=30.0, history=False)
+    now = time.time()
+    fed = time.perf_counter()
+    for node in range(SCALE_WORKERS):
+        web.cluster.event({"type": "worker-heartbeat", "hostname": f"node{node:02d}@scale",
+                           "freq": 60.0, "timestamp": now, "local_received": now,
+                           "active": 1, "processed": 500, "loadavg": [0.5, 0.4, 0.3]})  # fmt: skip
+    web.cluster.events(synthetic_events(0, SCALE_TASKS, now))
+    feed_ms = round((time.perf_counter() - fed) * 1000, 1)
+    server = DashboardServer(web).start()
+    figures: dict[str, Any] = {"tasks": SCALE_TASKS, "workers": SCALE_WORKERS, "feed_ms": feed_ms}
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = open_browser(playwright)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.set_default_timeout(TIMEOUT_MS)
+                url = server.url
+                figures["tasks_page_ms"] = timed(
+                    page, lambda: page.goto(url + "/#tasks"), "#page-info:has-text('of 10,000')"
+                )
+                figures["tasks_fetch_render_ms"] = float(
+                    page.get_attribute("#task-table", "data-render-ms") or 0
+                )
+                figures["next_page_ms"] = timed(
+                    page, lambda: page.click("#next"), "#page-info:has-text('51')"
+                )
+                figures["sort_by_runtime_ms"] = timed(
+                    page,
+                    lambda: page.click('#task-table th[data-column="runtime"] button'),
+                    '#task-table th[aria-sort="descending"]',
+                )
+                page.click('#task-table th[data-column="received"] button')  # newest first
+                # live: 1,000 new tasks arrive at once; the newest must show at the top
+                newest = f"scale-{SCALE_TASKS + 999:06d}"
+                figures["live_1000_new_ms"] = timed(
+                    page,
+                    lambda: web.cluster.events(synthetic_events(SCALE_TASKS, 1000, time.time())),
+                    f'#task-table tr[data-uuid="{newest}"]',
+                )
+                figures["workers_page_ms"] = timed(
+                    page,
+                    lambda: page.goto(url + "/#workers"),
+                    f'#worker-table tr[data-hostname="node{SCALE_WORKERS - 1:02d}@scale"]',
+                )
+                assert page.locator("#worker-table tbody tr").count() == SCALE_WORKERS
+                figures["charts_page_ms"] = timed(
+                    page,
+                    lambda: page.goto(url + "/#charts"),
+                    '#chart-failures rect[data-type="KeyError"]',
+                )
+                shot(page, "charts-10k-tasks")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        app.control.close()
+    SCALE_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    SCALE_REPORT.write_text(json.dumps(figures, indent=2))
+    print("dashboard at scale:", json.dumps(figures))
+    # generous bounds: a regression to seconds per page fails; CI machines are slow
+    for key, value in figures.items():
+        if key.endswith("_ms") and key != "feed_ms":
+            assert value < 5000, (key, value, figures)

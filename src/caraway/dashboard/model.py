@@ -69,12 +69,15 @@ class TaskQuery:
             return needle in haystack.lower()
         return True
 
-    def key(self, task: dict[str, Any]) -> tuple[int, Any]:
+    @property
+    def filters(self) -> bool:
+        return any((self.state, self.name, self.worker, self.search)) or (
+            self.since is not None or self.until is not None
+        )
+
+    def key(self, task: Task) -> tuple[int, Any]:
         """Sort key: unknown values sort last whichever the order."""
-        if self.sort in ("received", "started", "succeeded"):
-            value = task["times"].get(self.sort)
-        else:
-            value = task.get(self.sort)
+        value = task.first_seen if self.sort == "timestamp" else getattr(task, self.sort)
         if value is None:
             return (0 if self.descending else 1, 0)
         return (1 if self.descending else 0, value)
@@ -208,15 +211,15 @@ class Cluster:
         """(how many tasks match, the page ``query.offset``..+``query.limit`` of them)."""
         query = query or TaskQuery()
         with self._lock:
-            matching = [
-                data
-                for data in (self._task_dict(t) for t in reversed(self.state.tasks.values()))
-                if query.matches(data)
-            ]
-        if query.sort != "timestamp" or not query.descending:
-            matching.sort(key=query.key, reverse=query.descending)
-        start = max(query.offset, 0)
-        return len(matching), matching[start : start + max(query.limit, 0)]
+            # dicts only for the filters and the page: 10,000 of them cost a third of a second
+            matching = list(reversed(self.state.tasks.values()))
+            if query.filters:
+                matching = [t for t in matching if query.matches(self._task_dict(t))]
+            if query.sort != "timestamp" or not query.descending:
+                matching.sort(key=query.key, reverse=query.descending)
+            start = max(query.offset, 0)
+            window = matching[start : start + max(query.limit, 0)]
+            return len(matching), [self._task_dict(t) for t in window]
 
     def task(self, uuid: str) -> dict[str, Any] | None:
         """One task with ``tree``: the canvas it belongs to, nested from its root."""
