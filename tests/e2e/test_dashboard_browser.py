@@ -542,6 +542,13 @@ def test_every_page_fits_800_pixels_without_clipping(stack: dict[str, Any]) -> N
             assert overflow == {"wide": 800, "cut": []}, (view, overflow)
         page.goto(stack["url"] + "/#tasks")
         playwright_api.expect(row_state(page, done.id)).to_have_text("SUCCESS")
+        # what a row is about is never cut: its state, name and time read in full
+        cut = page.evaluate(
+            """() => [...document.querySelectorAll(
+                 '#task-table td.state, #task-table td[data-column=name], #task-table td.time')]
+               .filter((td) => td.scrollWidth > td.clientWidth + 1).map((td) => td.textContent)"""
+        )
+        assert cut == []
         shot(page, "tasks-800px")
     finally:
         context.close()
