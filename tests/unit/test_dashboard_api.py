@@ -57,7 +57,7 @@ class Harness:
     @property
     def app(self) -> Dashboard:
         return Dashboard(
-            SimpleNamespace(control=self.control),
+            SimpleNamespace(control=self.control, admin=lambda: FakeAdmin([])),
             self.cluster,
             auth=self.auth,
             hosts=self.hosts,
@@ -269,7 +269,8 @@ def test_openapi_describes_every_route_the_app_serves(harness: Harness) -> None:
     for path, item in doc["paths"].items():
         concrete = path.replace("{hostname}", "w1@h").replace("{task_id}", "t-ok")
         if "post" in item:
-            assert harness.act(concrete, {"n": 1, "queue": "q", "task_name": "t"}).status == 200
+            body = {"n": 1, "queue": "q", "task_name": "t", "max": 2, "ids": ["1"]}
+            assert harness.act(concrete, body).status == 200, path
         elif path != "/api/stream":
             assert harness.get(concrete).status == 200, path
 
