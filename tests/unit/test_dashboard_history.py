@@ -31,7 +31,9 @@ def test_history_keeps_its_window_and_a_bounded_sample_per_bucket() -> None:
         for _ in range(100):
             history.task_finished(second, "t", ok=True, runtime=1.0, wait=0.5)
     assert list(history.buckets) == [70, 80, 90]
-    assert all(len(b.tasks["t"].runtime) == 64 for b in history.buckets.values())
+    *closed, newest = history.buckets.values()
+    assert len(newest.tasks["t"].runtime) == 64, "the open bucket keeps a bounded sample"
+    assert all(len(b.tasks["t"].runtime) == 3 for b in closed), "closed: percentiles only"
     history.task_finished(5, "t", ok=False, runtime=None, wait=None, exception="E()")
     assert 0 not in history.buckets, "older than the window: dropped"
     [*_, last] = history.series()["points"]
@@ -42,7 +44,7 @@ def test_a_snapshot_over_its_cap_is_refused_and_a_foreign_one_ignored() -> None:
     with pytest.raises(ValueError, match="over the cap"):
         pack({"blob": "x" * 10_000, "n": list(range(5000))}, cap=100)
     assert unpack(b"not zlib") is None
-    assert unpack(pack({"a": 1}, cap=1000)) == {"format": 1, "a": 1}
+    assert unpack(pack({"a": 1}, cap=1000)) == {"format": 2, "a": 1}
 
 
 def member(uuid: str, **fields: Any) -> canvas.Member:
@@ -127,6 +129,27 @@ def test_a_store_too_small_keeps_fewer_tasks_rather_than_nothing(tmp_path: Any) 
         again = Cluster()
         assert store.load(again)
         assert 0 < again.page()[0] < 2000
+    finally:
+        store.close()
+        app.close()
+
+
+def test_a_store_drops_old_chart_buckets_when_tasks_alone_do_not_fit(tmp_path: Any) -> None:
+    app = Caraway("hist", broker=f"sqlite:///{tmp_path}/b.db", backend=f"sqlite:///{tmp_path}/r.db")
+    cluster = Cluster()
+    for minute in range(600):
+        for name in range(20):
+            cluster.history.task_finished(
+                minute * 30.0, f"proj.t{name}", ok=name % 5 > 0, runtime=name / 7, wait=0.1,
+                exception=f"E{minute}()",
+            )  # fmt: skip
+    store = HistoryStore(app, cap=5_000)
+    try:
+        assert 0 < store.save(cluster) <= 5_000
+        again = Cluster()
+        assert store.load(again)
+        kept = list(again.history.buckets)
+        assert 0 < len(kept) < 600 and kept[-1] == 599 * 30, "the newest buckets are kept"
     finally:
         store.close()
         app.close()

@@ -1,10 +1,11 @@
 """The dashboard's time series: what the charts show, bounded, and how it is saved.
 
-Per bucket of ``step`` seconds: per task name, tasks succeeded and failed and samples of
-their runtime and queue wait (percentiles are computed when asked); failures by exception
-type; queue depth per queue. ``window`` buckets are kept (the oldest dropped), each
-bucket keeps at most ``SAMPLES`` samples per task, so memory and the saved document are
-bounded whatever the load. Pure: the caller stamps times and does the I/O.
+Per bucket of ``step`` seconds: per task name (and ``ALL`` for every task), tasks
+succeeded and failed and their runtime and queue wait percentiles; failures by exception
+type; queue depth per queue. The open (newest) bucket keeps at most ``SAMPLES`` samples per
+task name; a bucket that closes keeps only its percentiles. ``window`` buckets are kept,
+the oldest dropped, so memory and the saved document are bounded whatever the load.
+Pure: the caller stamps times and does the I/O.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import orjson
 #: runtime and wait samples kept per task name and bucket (a uniform reservoir)
 SAMPLES = 64
 PERCENTILES = (50, 90, 99)
-FORMAT = 1
+FORMAT = 2
+#: the entry that counts every task, whatever its name
+ALL = "*"
 
 
 @dataclass
@@ -31,6 +34,25 @@ class _TaskBucket:
     seen: int = 0
     runtime: list[float] = field(default_factory=list)
     wait: list[float] = field(default_factory=list)
+    #: True once the bucket closed: runtime and wait then hold the PERCENTILES only
+    closed: bool = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.runtime = _summary(self.runtime)
+            self.wait = _summary(self.wait)
+            self.closed = True
+
+    def percentiles(self, samples: list[float]) -> dict[str, float | None]:
+        values = list(samples) if self.closed else _summary(samples)
+        if not values:
+            return {f"p{p}": None for p in PERCENTILES}
+        return {f"p{p}": v for p, v in zip(PERCENTILES, values, strict=True)}
+
+
+def _summary(samples: list[float]) -> list[float]:
+    values = [percentile(samples, p) for p in PERCENTILES]
+    return [v for v in values if v is not None]
 
 
 @dataclass
@@ -60,7 +82,7 @@ def percentile(values: list[float], pct: float) -> float | None:
 class History:
     """Buckets of ``step`` seconds, ``window`` of them kept."""
 
-    def __init__(self, *, step: int = 10, window: int = 360, seed: int | None = None) -> None:
+    def __init__(self, *, step: int = 30, window: int = 2880, seed: int | None = None) -> None:
         self.step = step
         self.window = window
         self.buckets: OrderedDict[int, _Bucket] = OrderedDict()
@@ -77,6 +99,9 @@ class History:
         bucket = self.buckets[key] = _Bucket()
         if newest is not None and key < newest:
             self.buckets = OrderedDict(sorted(self.buckets.items()))
+        elif newest is not None:
+            for entry in self.buckets[newest].tasks.values():
+                entry.close()  # a bucket that is no longer the newest keeps percentiles only
         while len(self.buckets) > self.window:
             self.buckets.popitem(last=False)
         return bucket
@@ -95,20 +120,23 @@ class History:
         bucket = self._bucket(when)
         if bucket is None:
             return
-        entry = bucket.tasks.setdefault(name, _TaskBucket())
-        if ok:
-            entry.succeeded += 1
-        else:
-            entry.failed += 1
+        if not ok:
             kinds = bucket.failures.setdefault(name, {})
             kind = exception_type(exception)
             kinds[kind] = kinds.get(kind, 0) + 1
-        entry.seen += 1
-        self._sample(entry.runtime, runtime, entry.seen)
-        self._sample(entry.wait, wait, entry.seen)
+        for key in (name, ALL):
+            entry = bucket.tasks.setdefault(key, _TaskBucket())
+            if ok:
+                entry.succeeded += 1
+            else:
+                entry.failed += 1
+            entry.seen += 1
+            self._sample(entry, entry.runtime, runtime)
+            self._sample(entry, entry.wait, wait)
 
-    def _sample(self, samples: list[float], value: float | None, seen: int) -> None:
-        if value is None or not math.isfinite(value) or value < 0:
+    def _sample(self, entry: _TaskBucket, samples: list[float], value: float | None) -> None:
+        seen = entry.seen
+        if entry.closed or value is None or not math.isfinite(value) or value < 0:
             return
         if len(samples) < SAMPLES:
             samples.append(value)
@@ -136,7 +164,7 @@ class History:
         queues: dict[str, list[list[float]]] = {}
         names: set[str] = set()
         for start, bucket in self.buckets.items():
-            names.update(bucket.tasks)
+            names.update(name for name in bucket.tasks if name != ALL)
             if start + self.step <= since:
                 continue
             points.append(self._point(start, bucket, task))
@@ -156,38 +184,35 @@ class History:
         }
 
     def _point(self, start: int, bucket: _Bucket, task: str | None) -> dict[str, Any]:
-        entries = [bucket.tasks[task]] if task in bucket.tasks else []
-        if task is None:
-            entries = list(bucket.tasks.values())
-        succeeded = sum(e.succeeded for e in entries)
-        failed = sum(e.failed for e in entries)
-        runtime = [v for e in entries for v in e.runtime]
-        wait = [v for e in entries for v in e.wait]
+        entry = bucket.tasks.get(ALL if task is None else task) or _TaskBucket()
         return {
             "t": start,
-            "succeeded": succeeded / self.step,
-            "failed": failed / self.step,
-            "count": succeeded + failed,
-            "runtime": {f"p{p}": percentile(runtime, p) for p in PERCENTILES},
-            "wait": {f"p{p}": percentile(wait, p) for p in PERCENTILES},
+            "succeeded": entry.succeeded / self.step,
+            "failed": entry.failed / self.step,
+            "count": entry.succeeded + entry.failed,
+            "runtime": entry.percentiles(entry.runtime),
+            "wait": entry.percentiles(entry.wait),
         }
 
     # -- saving ----------------------------------------------------------------
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self, *, buckets: int | None = None) -> dict[str, Any]:
+        """The newest ``buckets`` (all by default) as plain data for :meth:`load`."""
+        kept = list(self.buckets.items())
+        kept = kept[-buckets:] if buckets is not None and buckets > 0 else kept
         return {
             "step": self.step,
             "buckets": [
                 [
                     start,
                     {
-                        name: [e.succeeded, e.failed, e.seen, e.runtime, e.wait]
+                        name: [e.succeeded, e.failed, e.seen, e.runtime, e.wait, e.closed]
                         for name, e in bucket.tasks.items()
                     },
                     bucket.failures,
                     bucket.queues,
                 ]
-                for start, bucket in self.buckets.items()
+                for start, bucket in (kept if buckets != 0 else [])
             ],
         }
 
@@ -198,8 +223,10 @@ class History:
         for start, tasks, failures, queues in data.get("buckets", [])[-self.window :]:
             bucket = _Bucket(
                 tasks={
-                    str(name): _TaskBucket(int(s), int(f), int(seen), list(rt), list(wt))
-                    for name, (s, f, seen, rt, wt) in tasks.items()
+                    str(name): _TaskBucket(
+                        int(s), int(f), int(seen), list(rt), list(wt), bool(closed)
+                    )
+                    for name, (s, f, seen, rt, wt, closed) in tasks.items()
                 },
                 failures={
                     str(name): {str(k): int(v) for k, v in kinds.items()}

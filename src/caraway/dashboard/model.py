@@ -297,8 +297,11 @@ _SAVED_WORKER_FIELDS = ("hostname", "succeeded", "failed", "retried", "processed
 _SAVED_TASK_FIELDS = tuple(Task.__dataclass_fields__)
 
 
-def snapshot(cluster: Cluster, *, tasks: int = SNAPSHOT_TASKS) -> dict[str, Any]:
-    """What the next start restores: counts, the newest ``tasks``, groups and History."""
+def snapshot(
+    cluster: Cluster, *, tasks: int = SNAPSHOT_TASKS, buckets: int | None = None
+) -> dict[str, Any]:
+    """What the next start restores: counts, the newest ``tasks``, groups and the newest
+    ``buckets`` of History (all by default)."""
     with cluster._lock:
         kept = list(cluster.state.tasks.values())[-tasks:] if tasks > 0 else []
         return {
@@ -310,7 +313,7 @@ def snapshot(cluster: Cluster, *, tasks: int = SNAPSHOT_TASKS) -> dict[str, Any]
             "task_fields": list(_SAVED_TASK_FIELDS),
             "tasks": [[getattr(t, key) for key in _SAVED_TASK_FIELDS] for t in kept],
             "groups": {t.uuid: cluster._groups[t.uuid] for t in kept if t.uuid in cluster._groups},
-            "history": cluster.history.dump(),
+            "history": cluster.history.dump(buckets=buckets),
         }
 
 

@@ -2,9 +2,10 @@
 
 The snapshot (counts, the newest tasks, the charts' buckets; model.snapshot) is saved as
 compressed JSON under one group id through the backend's GroupStore (SQLite, Redis,
-memory), capped at ``cap`` bytes: when it does not fit, fewer tasks are kept until it
-does. Without such a backend (none, rpc://) the history lives in memory only, and
-``/api/status`` says so. The document expires after ``expires`` seconds of no saves.
+memory), capped at ``cap`` bytes: when it does not fit, fewer tasks are kept, then fewer
+(the oldest dropped) chart buckets, until it does. Without such a backend (none, rpc://)
+the history lives in memory only, and ``/api/status`` says so. The document expires
+after ``expires`` seconds without a save.
 """
 
 from __future__ import annotations
@@ -63,19 +64,27 @@ class HistoryStore:
         store = self._store()
         if store is None:
             return 0
-        tasks = SNAPSHOT_TASKS
-        while True:
-            try:
-                data = pack(snapshot(cluster, tasks=tasks), cap=self.cap)
-                break
-            except ValueError:
-                if tasks == 0:
-                    logger.warning("dashboard history is over its cap even without tasks")
-                    return 0
-                tasks //= 2
+        data = self._fit(cluster)
+        if data is None:
+            logger.warning("dashboard history is over its cap of %d bytes; not saved", self.cap)
+            return 0
         store.save_group(self.key, data, expires=self.expires)
         self.last_size = len(data)
         return len(data)
+
+    def _fit(self, cluster: Cluster) -> bytes | None:
+        """The snapshot under the cap: fewer tasks first, then fewer (older) chart buckets."""
+        tasks, buckets = SNAPSHOT_TASKS, len(cluster.history.buckets)
+        while True:
+            try:
+                return pack(snapshot(cluster, tasks=tasks, buckets=buckets), cap=self.cap)
+            except ValueError:
+                if tasks > 0:
+                    tasks //= 2
+                elif buckets > 0:
+                    buckets //= 2
+                else:
+                    return None
 
     def load(self, cluster: Cluster) -> bool:
         """Restore the saved snapshot into ``cluster``; False when there is none."""
