@@ -63,6 +63,17 @@ def open_browser(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
 
 
+def logged_in_page(browser: Any, width: int = 1400) -> Any:
+    """A page in a new context that answers the dashboard's basic-auth challenge."""
+    context = browser.new_context(
+        http_credentials={"username": USER, "password": PASSWORD},
+        viewport={"width": width, "height": 900},
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    return page
+
+
 @pytest.fixture
 def stack(project: Path, workers: list[Worker]) -> Iterator[dict[str, Any]]:
     """A worker with -E, the dashboard behind basic auth, and a logged-in browser page."""
@@ -81,12 +92,7 @@ def stack(project: Path, workers: list[Worker]) -> Iterator[dict[str, Any]]:
         with playwright_api.sync_playwright() as playwright:
             browser = open_browser(playwright)
             try:
-                context = browser.new_context(
-                    http_credentials={"username": USER, "password": PASSWORD},
-                    viewport={"width": 1400, "height": 900},
-                )
-                page = context.new_page()
-                page.set_default_timeout(TIMEOUT_MS)
+                page = logged_in_page(browser)
                 yield {
                     "app": app,
                     "page": page,
@@ -510,13 +516,8 @@ def test_every_page_fits_800_pixels_without_clipping(stack: dict[str, Any]) -> N
     tasks.boom.delay("a long message " * 20)
     done = tasks.add.delay(1, 1)
     done.get(timeout=20)
-    context = stack["browser"].new_context(
-        http_credentials={"username": USER, "password": PASSWORD},
-        viewport={"width": 800, "height": 900},
-    )
+    page = logged_in_page(stack["browser"], width=800)
     try:
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
         hostname = worker_hostname(page, stack["url"])
         views = [
             "workers",
@@ -551,7 +552,7 @@ def test_every_page_fits_800_pixels_without_clipping(stack: dict[str, Any]) -> N
         assert cut == []
         shot(page, "tasks-800px")
     finally:
-        context.close()
+        page.context.close()
 
 
 def test_dead_letters_are_browsed_inspected_replayed_and_discarded(
@@ -649,12 +650,7 @@ def celery_stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         with playwright_api.sync_playwright() as playwright:
             browser = open_browser(playwright)
             try:
-                context = browser.new_context(
-                    http_credentials={"username": USER, "password": PASSWORD},
-                    viewport={"width": 1400, "height": 900},
-                )
-                page = context.new_page()
-                page.set_default_timeout(TIMEOUT_MS)
+                page = logged_in_page(browser)
                 yield {"page": page, "url": server.url, "client": client, "hostname": hostname}
             finally:
                 browser.close()

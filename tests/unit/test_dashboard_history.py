@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -101,8 +102,19 @@ def test_a_restored_snapshot_brings_back_tasks_counts_and_charts() -> None:
     assert after.since <= before.since
 
 
-def test_the_history_store_round_trips_through_the_result_backend(tmp_path: Any) -> None:
-    app = Caraway("hist", broker=f"sqlite:///{tmp_path}/b.db", backend=f"sqlite:///{tmp_path}/r.db")
+@pytest.fixture
+def app(tmp_path: Any) -> Iterator[Caraway]:
+    """An app whose SQLite result backend keeps the history."""
+    made = Caraway(
+        "hist", broker=f"sqlite:///{tmp_path}/b.db", backend=f"sqlite:///{tmp_path}/r.db"
+    )
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_the_history_store_round_trips_through_the_result_backend(app: Caraway) -> None:
     cluster = Cluster()
     cluster.event(event("received", "t1", name="proj.add"))
     cluster.event(event("succeeded", "t1", runtime=0.25))
@@ -114,11 +126,9 @@ def test_the_history_store_round_trips_through_the_result_backend(tmp_path: Any)
         assert again.task("t1")["state"] == "SUCCESS"  # type: ignore[index]
     finally:
         store.close()
-        app.close()
 
 
-def test_a_store_too_small_keeps_fewer_tasks_rather_than_nothing(tmp_path: Any) -> None:
-    app = Caraway("hist", broker=f"sqlite:///{tmp_path}/b.db", backend=f"sqlite:///{tmp_path}/r.db")
+def test_a_store_too_small_keeps_fewer_tasks_rather_than_nothing(app: Caraway) -> None:
     cluster = Cluster()
     for index in range(2000):
         cluster.event(event("received", f"task-{index:05d}", name="proj.add", args=f"({index},)"))
@@ -131,11 +141,9 @@ def test_a_store_too_small_keeps_fewer_tasks_rather_than_nothing(tmp_path: Any) 
         assert 0 < again.page()[0] < 2000
     finally:
         store.close()
-        app.close()
 
 
-def test_a_store_drops_old_chart_buckets_when_tasks_alone_do_not_fit(tmp_path: Any) -> None:
-    app = Caraway("hist", broker=f"sqlite:///{tmp_path}/b.db", backend=f"sqlite:///{tmp_path}/r.db")
+def test_a_store_drops_old_chart_buckets_when_tasks_alone_do_not_fit(app: Caraway) -> None:
     cluster = Cluster()
     for minute in range(600):
         for name in range(20):
@@ -152,4 +160,3 @@ def test_a_store_drops_old_chart_buckets_when_tasks_alone_do_not_fit(tmp_path: A
         assert 0 < len(kept) < 600 and kept[-1] == 599 * 30, "the newest buckets are kept"
     finally:
         store.close()
-        app.close()
