@@ -785,6 +785,13 @@ def test_pages_stay_fast_with_ten_thousand_tasks_and_twenty_workers(
                     lambda: page.goto(url + "/#charts"),
                     '#chart-failures rect[data-type="KeyError"]',
                 )
+                # the y axis reads what it means: each tick's label is its value
+                ticks = page.locator("#chart-throughput text.y-tick")
+                read = "ticks => ticks.map((tick) => tick.dataset.value)"
+                values = [float(v) for v in ticks.evaluate_all(read)]
+                labels = [float(text) for text in ticks.all_text_contents()]
+                assert len(labels) == 5 and labels == sorted(labels)
+                assert labels == pytest.approx(values, rel=0.05)
                 shot(page, "charts-10k-tasks")
             finally:
                 browser.close()

@@ -510,8 +510,10 @@ function niceMax(value) {
 
 function axisValue(value, unit) {
   if (unit === "s") return duration(value) || "0";
-  const text = Math.abs(value) >= 100 || value === 0 ? String(Math.round(value)) : value.toPrecision(2).replace(/\.?0+$/, "");
-  return text;
+  if (Math.abs(value) >= 100 || value === 0) return String(Math.round(value));
+  const text = value.toPrecision(2);
+  // 0.50 -> 0.5, 2.0 -> 2; never 50 -> 5
+  return text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text;
 }
 
 // series: [{label, cls, points: [[t, value|null]]}]; unit labels the y axis ("tasks/s", "s", "messages")
@@ -530,7 +532,7 @@ function lineChart(container, series, { unit, yLabel, from, to }) {
   for (let i = 0; i <= 4; i += 1) {
     const v = (peak * i) / 4;
     svg.append(svgEl("line", { x1: m.left, x2: m.left + w, y1: y(v), y2: y(v), class: "grid" }));
-    svg.append(svgEl("text", { x: m.left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, axisValue(v, unit)));
+    svg.append(svgEl("text", { x: m.left - 6, y: y(v) + 4, class: "tick y-tick", "data-value": v, "text-anchor": "end" }, axisValue(v, unit)));
   }
   const ticks = 5;
   for (let i = 0; i <= ticks; i += 1) {
