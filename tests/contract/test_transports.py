@@ -374,6 +374,26 @@ def test_requeue_all_dead_letters_puts_every_one_back(
     assert len(drain(transport, [queue], 2)) == 2
 
 
+def test_unacked_counts_what_consumers_hold_per_queue(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
+    other = queue + "-other"
+    transport.publish_many([(make_message(index), queue) for index in range(3)])
+    transport.publish_many([(make_message(9), other)])
+    held = drain(transport, [queue], 2)
+    counts = admin.unacked([queue, other])
+    if counts is None:  # the broker cannot count them (RabbitMQ without its management API)
+        assert type(admin).unacked is QueueAdmin.unacked, "None only from the contract default"
+        transport.ack_many(held)
+        return
+    assert counts == {queue: 2, other: 0}
+    assert admin.size(queue) == 1
+    held[0].ack()
+    assert admin.unacked([queue]) == {queue: 1}
+    held[1].ack()
+    assert admin.unacked([queue]) == {queue: 0}
+
+
 def test_purge_empties_one_queue_and_size_counts_ready_messages(
     transport: Transport, queue: str, admin: QueueAdmin
 ) -> None:

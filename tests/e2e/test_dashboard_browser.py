@@ -427,11 +427,20 @@ def test_counts_add_up_and_queues_show_their_consumers(stack: dict[str, Any]) ->
         return int(row.locator(f'td[data-count="{name}"]').inner_text().replace(",", ""))
 
     assert figure("processed") == figure("succeeded") + figure("failed") == 4
-    assert figure("total") >= 4  # the node's own count since it started
+    # the node's own count since it started, from its next heartbeat
+    wait_until(lambda: figure("total") >= 4, timeout=10, message="the node's own total")
     expect(page.locator("#counts-since")).to_contain_text("since")
     page.goto(url + "/#queues")
-    consumers = page.locator('#queue-table tr[data-queue="celery"] td').nth(2)
-    expect(consumers).to_have_text(hostname)
+    celery = page.locator('#queue-table tr[data-queue="celery"]')
+    expect(celery.locator("td[data-consumers]")).to_have_text(hostname)
+    # tasks the node holds (running or prefetched) count as unacked, not as waiting
+    busy = [tasks.slow.delay(4) for _ in range(3)]
+    expect(celery.locator("td[data-unacked]")).to_have_attribute(
+        "data-unacked", re.compile(r"^[1-9]")
+    )
+    shot(page, "queues-unacked")
+    for result in busy:
+        stack["app"].control.revoke(result.id, terminate=True)
 
 
 def test_a_chord_is_drawn_whole_with_its_progress(stack: dict[str, Any]) -> None:

@@ -254,7 +254,10 @@ def test_task_by_id_has_traceback_and_unknown_id_is_404(harness: Harness) -> Non
 
 
 def test_queues_and_throughput_endpoints(harness: Harness) -> None:
-    assert harness.get("/api/queues").json() == [{"name": "celery", "length": 3, "consumers": []}]
+    harness.cluster.set_queue_unacked({"celery": 2})
+    [queue] = harness.get("/api/queues").json()
+    assert queue == {"name": "celery", "length": 3, "unacked": 2, "consumers": []}
+    assert 'caraway_queue_unacked{queue="celery"} 2' in harness.get("/metrics").body.decode()
     points = harness.get("/api/throughput", query="seconds=5").json()
     assert len(points) == 5
     assert sum(p["succeeded"] for p in points) == 1

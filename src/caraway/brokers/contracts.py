@@ -263,6 +263,13 @@ class QueueAdmin(abc.ABC):
         Claimed and parked messages are kept.
         """
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """How many messages of each of ``queues`` consumers hold and have not acked
+        (claimed, prefetched or running); None where the broker cannot count them without
+        taking messages (RabbitMQ: only its management API knows). The dashboard's
+        queue page shows it beside :meth:`size`."""
+        return None
+
     @abc.abstractmethod
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         """Parked messages, soonest first, as ``(eta, queue, message)``.

@@ -121,6 +121,11 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "length": {"type": "integer", "nullable": True},
+            "unacked": {
+                "type": "integer",
+                "nullable": True,
+                "description": "held by consumers, not acked; null where the broker cannot count",
+            },
             "consumers": {"type": "array", "items": {"type": "string"}},
         },
     },
@@ -327,6 +332,18 @@ def metrics(cluster: Cluster) -> str:
     lines += ["# HELP caraway_queue_length Messages waiting.", "# TYPE caraway_queue_length gauge"]
     for queue, length in sorted(cluster.queue_lengths.items()):
         lines.append(f"caraway_queue_length{{queue={_label(queue)}}} {length}")
+    lines += [
+        "# HELP caraway_queue_unacked Messages held by consumers, not yet acknowledged.",
+        "# TYPE caraway_queue_unacked gauge",
+    ]
+    for queue, held in sorted((cluster.queue_unacked or {}).items()):
+        lines.append(f"caraway_queue_unacked{{queue={_label(queue)}}} {held}")
+    lines += [
+        "# HELP caraway_queue_consumers Nodes consuming the queue.",
+        "# TYPE caraway_queue_consumers gauge",
+    ]
+    for queue, nodes in sorted(cluster.queue_consumers.items()):
+        lines.append(f"caraway_queue_consumers{{queue={_label(queue)}}} {len(nodes)}")
     lines += [
         "# HELP caraway_task_runtime_seconds Runtime of finished tasks in the history.",
         "# TYPE caraway_task_runtime_seconds summary",

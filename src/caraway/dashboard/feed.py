@@ -185,7 +185,10 @@ class Monitor:
         except Exception as exc:
             logger.warning("remote control poll failed: %s", exc)
         try:
-            self.cluster.set_queue_lengths(self._queue_lengths(sorted(queues)))
+            names = sorted(queues)
+            self.cluster.set_queue_lengths(self._queue_lengths(names))
+            assert self._admin is not None
+            self.cluster.set_queue_unacked(self._admin.unacked(names))
         except Exception as exc:
             logger.warning("queue length poll failed: %s", exc)
             self._close_admin()

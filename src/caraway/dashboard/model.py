@@ -96,6 +96,8 @@ class Cluster:
         self._groups: dict[str, tuple[str, int | None]] = {}
         self.queue_lengths: dict[str, int] = {}
         self.queue_consumers: dict[str, list[str]] = {}
+        #: None when the broker cannot count unacked messages (RabbitMQ)
+        self.queue_unacked: dict[str, int] | None = None
         self.history = History()
         self.clock = clock
         #: when the counts began (the first start; a restored snapshot keeps its own)
@@ -172,6 +174,10 @@ class Cluster:
             self.queue_lengths = dict(lengths)
             self.history.queue_depth(self.clock(), lengths)
 
+    def set_queue_unacked(self, unacked: dict[str, int] | None) -> None:
+        with self._lock:
+            self.queue_unacked = dict(unacked) if unacked is not None else None
+
     def set_queue_consumers(self, consumers: dict[str, list[str]]) -> None:
         """Which nodes consume each queue (from their ``active_queues`` replies)."""
         with self._lock:
@@ -181,10 +187,12 @@ class Cluster:
     def queues(self) -> list[dict[str, Any]]:
         with self._lock:
             names = sorted(self.queue_lengths.keys() | self.queue_consumers.keys())
+            unacked = self.queue_unacked
             return [
                 {
                     "name": name,
                     "length": self.queue_lengths.get(name),
+                    "unacked": unacked.get(name) if unacked is not None else None,
                     "consumers": list(self.queue_consumers.get(name, [])),
                 }
                 for name in names

@@ -75,6 +75,11 @@ class MemoryAdmin(QueueAdmin):
         parked.sort(key=lambda entry: (entry.visible_at, entry.id))
         return [(entry.visible_at, entry.queue, entry.message) for entry in parked[:limit]]
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        with self._broker.cond:
+            held = [e.queue for e in self._broker.entries.values() if e.owner is not None]
+        return {queue: held.count(queue) for queue in queues}
+
     def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         with self._broker.cond:
             return [self._broker.dead[key] for key in sorted(self._broker.dead)[:limit]]

@@ -116,6 +116,16 @@ class Keys:
         ]
 
 
+def bound_queue(keys: Keys, members: Any, routing_key: str) -> str:
+    """The queue kombu's binding ``members`` (of one exchange) route ``routing_key`` to
+    (direct bindings only); the routing key itself when none matches."""
+    for member in sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members):
+        key, _pattern, queue = member.split(keys.sep, 2)
+        if key == routing_key:
+            return queue
+    return routing_key
+
+
 def fanout_key(keys: Keys, exchange: str) -> str:
     """caraway's set of the queues a fanout exchange copies to. Not kombu's binding table:
     kombu fans out by pub/sub, so its table's fanout members are queues nobody reads as

@@ -21,7 +21,7 @@ import redis
 
 from caraway.brokers.contracts import Capabilities, Delivery, Fanout, Scheduling, Transport
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.keys import Command, Keys, fanout_key, priority_of
+from caraway.brokers.redis.keys import Command, Keys, bound_queue, fanout_key, priority_of
 from caraway.clients.redis import (
     RETRYABLE,
     HeldConnection,
@@ -512,11 +512,7 @@ class RedisTransport(Transport, Scheduling, Fanout):
         if not exchange:
             return routing_key
         members = self.client.smembers(self.keys.k(f"_kombu.binding.{exchange}"))
-        for member in sorted(text(m) for m in members):
-            key, _pattern, queue = member.split(self.keys.sep, 2)
-            if key == routing_key:
-                return queue
-        return routing_key
+        return bound_queue(self.keys, members, routing_key)
 
     def close(self) -> None:
         self._held.close()

@@ -50,6 +50,16 @@ class SQLiteAdmin(QueueAdmin, Revocations):
         args = (queue, time.time(), queue)
         return int(self._db.read(lambda conn: conn.execute(sql, args).fetchone()[0]))
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        # claimed rows: an owner and a lease that has not run out
+        sql = (
+            "SELECT queue, count(*) FROM caraway_messages WHERE owner IS NOT NULL "
+            "AND visible_at > ? GROUP BY queue"
+        )
+        rows = self._db.read(lambda conn: conn.execute(sql, (time.time(),)).fetchall())
+        held = {str(queue): int(count) for queue, count in rows}
+        return {queue: held.get(queue, 0) for queue in queues}
+
     def bind(
         self,
         queue: str,

@@ -618,6 +618,8 @@ async function pollQueues() {
   const queues = await api("/api/queues");
   $("#queue-table tbody").replaceChildren(...queues.map((q) =>
     el("tr", { "data-queue": q.name }, el("td", {}, q.name), el("td", { class: "num" }, count(q.length)),
+      el("td", { class: "num", "data-unacked": q.unacked ?? "", title: q.unacked == null ? "this broker cannot count them" : "" },
+        q.unacked == null ? "n/a" : count(q.unacked)),
       el("td", { "data-consumers": q.consumers.length }, q.consumers.length ? q.consumers.join(", ") : "none"))));
 }
 
