@@ -160,3 +160,49 @@ def test_a_store_drops_old_chart_buckets_when_tasks_alone_do_not_fit(app: Carawa
         assert 0 < len(kept) < 600 and kept[-1] == 599 * 30, "the newest buckets are kept"
     finally:
         store.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_task_whose_final_event_was_lost_takes_the_backends_final_state(
+    app: Caraway,
+) -> None:
+    from caraway.dashboard.feed import Monitor
+    from caraway.protocol import results as docs
+
+    clock = Clock()
+    cluster = Cluster(clock=clock)
+    for uuid in ("done", "died", "revoked", "running"):
+        cluster.event(event("received", uuid, name="proj.add", timestamp=clock.now))
+        cluster.event(event("started", uuid, timestamp=clock.now))
+    backend = app.new_backend()
+    assert backend is not None
+    failure = docs.exception_to_dict(KeyError("gone"))
+    for uuid, state, value in [
+        ("done", "SUCCESS", 4),
+        ("died", "FAILURE", failure),
+        ("revoked", "REVOKED", docs.exception_to_dict(RuntimeError("terminated"))),
+    ]:
+        document = docs.encode_document(docs.result_document(uuid, state, value))
+        backend.store(uuid, document, state=state, expires=None)
+    backend.close()
+    monitor = Monitor(app, cluster, source=None)
+    try:
+        assert monitor.settle_from_backend() == 0, "too recent to doubt"
+        clock.now += 60
+        assert monitor.settle_from_backend() == 3
+    finally:
+        monitor.stop()
+    done, died, revoked, running = (cluster.task(u) for u in ("done", "died", "revoked", "running"))
+    assert done is not None and (done["state"], done["result"]) == ("SUCCESS", "4")
+    assert died is not None and died["state"] == "FAILURE"
+    assert died["exception"] == "KeyError('gone')"
+    assert revoked is not None and revoked["state"] == "REVOKED"
+    assert running is not None and running["state"] == "STARTED"
+    assert cluster.event_counts["task-succeeded"] == 0, "not counted as an event"

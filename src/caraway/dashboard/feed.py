@@ -15,17 +15,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from caraway.brokers.contracts import QueueAdmin
+from caraway import states
+from caraway.brokers.contracts import Backend, QueueAdmin
 from caraway.dashboard.model import Cluster
 from caraway.dashboard.store import HistoryStore
 from caraway.events.receiver import EventReceiver
+from caraway.exceptions import BackendError
+from caraway.protocol.message import safe_repr
+from caraway.protocol.results import decode_document
 
 logger = logging.getLogger("caraway.dashboard")
 
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 5.0
+#: a task silent this long in a state that is not final is looked up in the result backend
+_SETTLE_AFTER = 15.0
+_SETTLE_BATCH = 200
 
 
 class EventSource(Protocol):
@@ -102,6 +109,8 @@ class Monitor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._admin: QueueAdmin | None = None
+        #: the result backend for settle_from_backend; False when the app has none
+        self._backend: Backend | Literal[False] | None = None
 
     def start(self) -> None:
         if self.store is not None:
@@ -126,6 +135,10 @@ class Monitor:
         for thread in self._threads:
             thread.join(timeout)
         self._close_admin()
+        backend, self._backend = self._backend, None
+        if backend:
+            with contextlib.suppress(Exception):
+                backend.close()
         self.save()
         if self.store is not None:
             self.store.close()
@@ -192,6 +205,35 @@ class Monitor:
         except Exception as exc:
             logger.warning("queue length poll failed: %s", exc)
             self._close_admin()
+        try:
+            self.settle_from_backend()
+        except Exception as exc:
+            logger.warning("reading final states from the result backend failed: %s", exc)
+
+    def settle_from_backend(self) -> int:
+        """Give tasks whose final event never came the final state the result backend
+        holds (a Celery node that died, events dropped); returns how many changed."""
+        stale = self.cluster.unsettled(quiet_for=_SETTLE_AFTER, limit=_SETTLE_BATCH)
+        if not stale:
+            return 0
+        backend = self._results()
+        if backend is None:
+            return 0
+        settled = 0
+        for uuid, raw in zip(stale, backend.load_many(stale), strict=True):
+            final = _final_fields(raw)
+            if final is not None:
+                self.cluster.settle(uuid, *final)
+                settled += 1
+        return settled
+
+    def _results(self) -> Backend | None:
+        if self._backend is None:
+            self._backend = self.app.new_backend() or False
+        backend = self._backend
+        if backend is False or backend is None or not backend.shared:
+            return None
+        return backend
 
     def _poll_workers(self) -> set[str]:
         # stop waiting once every known node answered; a new node is found by its events,
@@ -250,6 +292,30 @@ class Monitor:
 #: the inspect calls behind a node's page
 _NODE_INSPECTS = ("stats", "active_queues", "active", "reserved", "scheduled", "revoked",
                   "registered", "conf")  # fmt: skip
+
+
+def _final_fields(raw: bytes | None) -> tuple[str, dict[str, Any]] | None:
+    """(state, event fields) of a final result document; None for anything else."""
+    if not raw:
+        return None
+    try:
+        document = decode_document(raw)
+    except BackendError:
+        return None  # a document we cannot read settles nothing
+    state = document.get("status")
+    if state not in states.READY_STATES:
+        return None
+    result = document.get("result")
+    if state == states.SUCCESS:
+        return state, {"result": safe_repr(result)}
+    error = result if isinstance(result, dict) else {}
+    args = error.get("exc_message")
+    args = args if isinstance(args, (list, tuple)) else [args]
+    exception = f"{error.get('exc_type') or 'Exception'}({', '.join(map(repr, args))})"
+    fields: dict[str, Any] = {"exception": exception}
+    if state == states.FAILURE:
+        fields["traceback"] = str(document.get("traceback") or "")
+    return str(state), fields
 
 
 def _brief(task: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from caraway import states
 from caraway.dashboard import canvas
 from caraway.dashboard.history import History
 from caraway.events.state import TASK_EVENT_TO_STATE, TASK_FIELDS, WORKER_FIELDS, State, Task
@@ -173,6 +174,33 @@ class Cluster:
         with self._lock:
             self.queue_lengths = dict(lengths)
             self.history.queue_depth(self.clock(), lengths)
+
+    def unsettled(self, *, quiet_for: float, limit: int) -> list[str]:
+        """Tasks not final whose last event is ``quiet_for`` seconds old, oldest first:
+        those whose final event may have been lost (a killed process, a full buffer)."""
+        cutoff = self.clock() - quiet_for
+        with self._lock:
+            found = []
+            for task in self.state.tasks.values():
+                last = task.timestamp or task.first_seen
+                if task.state not in states.READY_STATES and last < cutoff:
+                    found.append(task.uuid)
+                    if len(found) >= limit:
+                        break
+            return found
+
+    def settle(self, uuid: str, state: str, fields: dict[str, Any]) -> None:
+        """Take the final ``state`` the result backend holds for a task whose final event
+        never came; not counted as an event, nor for a worker."""
+        kind = {states.SUCCESS: "task-succeeded", states.FAILURE: "task-failed"}.get(
+            state, "task-revoked"
+        )
+        with self._lock:
+            if uuid not in self.state.tasks:
+                return
+            self.state.event({"type": kind, "uuid": uuid, **fields})
+            self._seq += 1
+            self._changes.append((self._seq, uuid))
 
     def set_queue_unacked(self, unacked: dict[str, int] | None) -> None:
         with self._lock:
