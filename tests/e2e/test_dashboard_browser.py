@@ -193,6 +193,11 @@ def _revoke_scheduled_task_from_the_page(stack: dict[str, Any], project: Path) -
     page.click(f'#task-table tr[data-uuid="{scheduled.id}"] td.uuid a')
     page.click("#revoke")
     expect(page.locator("#notice")).to_contain_text("revoke: ok")
+    # until the node acts on it (at the task's ETA, as in Celery), the page says it is coming
+    expect(page.locator('#detail-fields dd[data-field="revoke"]')).to_contain_text("sent ")
+    page.goto(f"{stack['url']}/#tasks")
+    expect(row_state(page, scheduled.id)).to_contain_text("revoking")
+    page.goto(f"{stack['url']}/#task/{scheduled.id}")
     shot(page, "task-revoked")
     wait_until(lambda: time.time() > eta + 0.5, timeout=10, message="the revoked task's eta")
     # a task sent after the eta runs; the revoked one, due before it, must not have

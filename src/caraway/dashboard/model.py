@@ -95,6 +95,8 @@ class Cluster:
         self._event_counts: Counter[str] = Counter()
         self._info: dict[str, dict[str, Any]] = {}
         self._groups: dict[str, tuple[str, int | None]] = {}
+        #: task id -> when this dashboard sent revoke or terminate for it (bounded by tasks)
+        self._revoking: dict[str, float] = {}
         self.queue_lengths: dict[str, int] = {}
         self.queue_consumers: dict[str, list[str]] = {}
         #: None when the broker cannot count unacked messages (RabbitMQ)
@@ -188,6 +190,17 @@ class Cluster:
                     if len(found) >= limit:
                         break
             return found
+
+    def revoke_sent(self, uuid: str) -> None:
+        """Note that a revoke went out, so the page can say so until the node acts on it
+        (a task held for its ETA is revoked when it falls due, as in Celery)."""
+        with self._lock:
+            self._revoking[uuid] = self.clock()
+            if len(self._revoking) > self.state.max_tasks:
+                self._revoking = {u: t for u, t in self._revoking.items() if u in self.state.tasks}
+            if uuid in self.state.tasks:
+                self._seq += 1
+                self._changes.append((self._seq, uuid))
 
     def settle(self, uuid: str, state: str, fields: dict[str, Any]) -> None:
         """Take the final ``state`` the result backend holds for a task whose final event
@@ -288,6 +301,7 @@ class Cluster:
             retries=task.retries or 0,
             worker=task.worker,
             group=self._groups.get(task.uuid, (None, None))[0],
+            revoke_sent=self._revoking.get(task.uuid),
             timestamp=task.first_seen,
             times={kind: when for kind, when in times.items() if when is not None},
             children=list(self.state.children.get(task.uuid, ())),

@@ -413,9 +413,15 @@ class Dashboard:
             task_id, verb = unquote(match.group(1)), match.group(2)
             signal = str(body.get("signal") or "SIGTERM")
             terminate = verb == "terminate"
-            return lambda: control.revoke(
-                task_id, terminate=terminate, signal=signal, reply=True, timeout=1.0
-            )
+
+            def revoke() -> Any:
+                replies = control.revoke(
+                    task_id, terminate=terminate, signal=signal, reply=True, timeout=1.0
+                )
+                self.cluster.revoke_sent(task_id)
+                return replies
+
+            return revoke
         match = _WORKER_ACTION.match(path)
         if not match:
             raise HTTPError(404, f"no action {path!r}")

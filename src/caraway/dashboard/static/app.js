@@ -369,7 +369,7 @@ function pageSize() { return Number(new FormData($("#filters")).get("size") || 5
 function taskCell(key, task) {
   switch (key) {
     case "uuid": return el("td", { class: "uuid mono", title: task.uuid }, el("a", { href: `#task/${encodeURIComponent(task.uuid)}` }, task.uuid));
-    case "state": return el("td", { class: `state state-${task.state}` }, task.state);
+    case "state": return stateCell(task);
     case "received": case "started": {
       const t = task.times[key] || (key === "received" ? task.timestamp : null);
       return el("td", { class: "time" }, when(t));
@@ -380,6 +380,16 @@ function taskCell(key, task) {
       return el("td", { class: `mono clip c-${key}`, title: task[key] || "" }, task[key] || "");
     default: return el("td", { class: "clip", title: task[key] || "" }, task[key] || "");
   }
+}
+
+const FINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
+
+function stateCell(task) {
+  const td = el("td", { class: `state state-${task.state}` }, task.state);
+  if (task.revoke_sent && !FINAL.has(task.state)) {
+    td.append(" ", el("small", { class: "revoking", title: `revoke sent ${when(task.revoke_sent)}` }, "revoking"));
+  }
+  return td;
 }
 
 function taskRow(task) {
@@ -485,7 +495,9 @@ async function loadDetail() {
   if (id !== state.detailId) return;
   state.detailRoot = task.root_id || task.uuid;
   const fields = [
-    ["name", task.name], ["state", task.state], ["worker", task.worker],
+    ["name", task.name], ["state", task.state],
+    ["revoke", task.revoke_sent && !FINAL.has(task.state) ? `sent ${when(task.revoke_sent)}; the node acts on it when the task falls due` : ""],
+    ["worker", task.worker],
     ["args", task.args], ["kwargs", task.kwargs], ["result", task.result],
     ["exception", task.exception], ["runtime", duration(task.runtime)],
     ["retries", String(task.retries)], ["parent", task.parent_id], ["root", task.root_id],
