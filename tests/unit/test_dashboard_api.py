@@ -225,6 +225,36 @@ def test_beat_page_says_beat_is_not_enabled_rather_than_inventing_entries(
     assert "not enabled" in beat["reason"]
 
 
+def test_beat_page_reads_beats_own_status_once_caraway_has_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shape of caraway.beat.status (being built on the beat branch), faked here."""
+    import sys
+    import types
+
+    from caraway.dashboard import actions
+
+    status: dict[str, Any] = {
+        "namespace": "proj",
+        "timezone": "UTC",
+        "leader": {"node": "beat@h", "holder": "x", "since": 5.0, "renewed": 6.0},
+        "entries": [{"name": "tick", "task": "proj.add", "schedule": "<freq: 10s>",
+                     "last_run": "2026-01-01T00:00:00+00:00", "next_run": None,
+                     "total_run_count": 3}],
+    }  # fmt: skip
+    module = types.ModuleType("fake_beat_status")
+    module.beat_status = lambda app: SimpleNamespace(as_dict=lambda: status)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_beat_status", module)
+    monkeypatch.setattr(actions, "BEAT_STATUS_MODULE", "fake_beat_status")
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is True and beat["leader"]["node"] == "beat@h"
+    assert [entry["name"] for entry in beat["entries"]] == ["tick"]
+    status["leader"] = None
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is False and "no beat leads" in beat["reason"]
+    assert beat["entries"][0]["total_run_count"] == 3, "entries still shown without a leader"
+
+
 def test_worker_page_asks_the_node_and_404s_for_strangers(harness: Harness) -> None:
     body = harness.get("/api/workers/w1@h").json()
     assert body["worker"]["hostname"] == "w1@h"

@@ -8,7 +8,7 @@ a bad one is an ActionError (400) naming it. No HTTP here.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -140,22 +140,38 @@ def _letter(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def beat_status() -> dict[str, Any]:
-    """Periodic tasks: what beat says, or why there is nothing to show.
+#: where beat's own status lives (``beat_status(app).as_dict()``); being built on the
+#: beat branch, not yet part of caraway: until it is, the page says beat is not enabled
+BEAT_STATUS_MODULE = "caraway.beat.status"
 
-    caraway.beat is not part of this build yet; until it is, the page says beat is not
-    enabled rather than invent entries.
+
+def beat_status(app: Any) -> dict[str, Any]:
+    """Periodic tasks: entries with their next and last run, and the leading node.
+
+    Read from beat's own status module when caraway has one; otherwise (and when no beat
+    leads) the answer says so in ``reason`` rather than invent entries.
     """
-    if importlib.util.find_spec("caraway.beat") is None:
-        return {
-            "enabled": False,
-            "reason": "beat is not enabled: this caraway has no caraway.beat service yet",
-            "entries": [],
-            "leader": None,
-        }
+    try:
+        module = importlib.import_module(BEAT_STATUS_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name and BEAT_STATUS_MODULE.startswith(exc.name):
+            return _no_beat("beat is not enabled: this caraway has no caraway.beat service yet")
+        raise
+    try:
+        status = module.beat_status(app).as_dict()
+    except Exception as exc:
+        return _no_beat(f"beat's status could not be read: {exc}")
+    leader = status.get("leader")
+    entries = list(status.get("entries") or [])
+    reason = "" if leader else "no beat leads the schedule: start one (caraway beat or worker -B)"
     return {
-        "enabled": False,
-        "reason": "caraway.beat is installed but this dashboard cannot read it yet",
-        "entries": [],
-        "leader": None,
+        "enabled": bool(leader),
+        "reason": reason,
+        "entries": entries,
+        "leader": leader,
+        "timezone": status.get("timezone"),
     }
+
+
+def _no_beat(reason: str) -> dict[str, Any]:
+    return {"enabled": False, "reason": reason, "entries": [], "leader": None}

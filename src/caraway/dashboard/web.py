@@ -259,7 +259,7 @@ class Dashboard:
             limit = _count(request.query, "limit", 100, 1000)
             await _json(send, await self._blocking(lambda: actions.dead_letters(self.app, limit)))
         elif path == "/api/beat":
-            await _json(send, actions.beat_status())
+            await _json(send, await self._blocking(lambda: actions.beat_status(self.app)))
         elif _WORKER.match(path):
             await _json(send, await self._worker(unquote(path.split("/")[3])))
         else:

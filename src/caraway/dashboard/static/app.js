@@ -689,11 +689,14 @@ async function deadAction(verb) {
 async function loadBeat() {
   const beat = await api("/api/beat");
   const status = $("#beat-status");
-  status.textContent = beat.enabled ? `Leader: ${beat.leader || "none"}` : beat.reason;
+  const leader = beat.leader ? `${beat.leader.node} (since ${when(beat.leader.since)})` : "";
+  status.textContent = beat.enabled ? `Leading node: ${leader}; times in ${beat.timezone || "UTC"}` : beat.reason;
   status.dataset.enabled = beat.enabled;
-  $("#beat-table").hidden = !beat.enabled;
-  $("#beat-table tbody").replaceChildren(...beat.entries.map((e) => el("tr", {},
-    cell(e.name), cell(e.task), cell(e.schedule), cell(when(e.last_run)), cell(when(e.next_run)))));
+  const iso = (value) => (value ? Date.parse(value) / 1000 : null);
+  $("#beat-table").hidden = beat.entries.length === 0;
+  $("#beat-table tbody").replaceChildren(...beat.entries.map((e) => el("tr", { "data-entry": e.name },
+    cell(e.name), cell(e.task), cell(e.schedule), cell(when(iso(e.last_run))), cell(when(iso(e.next_run))),
+    cell(count(e.total_run_count)))));
 }
 
 // -- keyboard ------------------------------------------------------------------------------
