@@ -410,6 +410,13 @@ def test_task_list_sorts_pages_and_shows_results_exceptions_and_dates(
     expect(page.locator("#task-table tbody tr")).to_have_count(1)
     expect(info).to_have_text(f"1{DASH}1 of 1 tasks")
 
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("j")  # keyboard: to the first task, then open it
+    focused = page.evaluate("document.activeElement.closest('tr').dataset.uuid")
+    assert focused == bad.id
+    page.keyboard.press("Enter")
+    expect(page.locator('#detail-fields dd[data-field="state"]')).to_have_text("FAILURE")
+    page.go_back()
     page.click("#columns summary")
     page.uncheck('#column-choice input[name="args"]')
     expect(page.locator('#task-table th[data-column="args"]')).to_have_count(0)
