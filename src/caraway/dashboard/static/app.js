@@ -240,7 +240,7 @@ function taskList(tasks) {
       const req = t.request || t;
       return el("tr", { "data-uuid": req.id || "" },
         el("td", { class: "mono" }, el("a", { href: `#task/${encodeURIComponent(req.id || "")}` }, req.id || "")),
-        el("td", {}, req.name || ""), el("td", { class: "mono" }, req.args != null ? JSON.stringify(req.args) : ""),
+        el("td", {}, req.name || ""), el("td", { class: "mono" }, req.args == null ? "" : typeof req.args === "string" ? req.args : JSON.stringify(req.args)),
         el("td", {}, when(req.time_start || t.eta && Date.parse(t.eta) / 1000)));
     })));
 }
