@@ -206,3 +206,23 @@ def test_a_task_whose_final_event_was_lost_takes_the_backends_final_state(
     assert revoked is not None and revoked["state"] == "REVOKED"
     assert running is not None and running["state"] == "STARTED"
     assert cluster.event_counts["task-succeeded"] == 0, "not counted as an event"
+
+
+def test_a_nodes_reply_loses_its_secrets_before_a_page_shows_it() -> None:
+    from caraway.dashboard.feed import masked
+
+    conf = {
+        "broker_url": "redis://user:SENTINEL-PW@host:6379/0",
+        "result_backend": "db+postgresql://u:SENTINEL-PW@db/results",
+        "redis_password": "SENTINEL-PW",
+        "security_key": "SENTINEL-PW",
+        "broker_transport_options": {"sentinel_kwargs": {"password": "SENTINEL-PW"}},
+        "task_default_queue": "celery",
+        "worker_concurrency": 4,
+        "include": ["proj.tasks"],
+    }
+    shown = masked({"conf": conf, "stats": {"broker": {"hostname": "amqp://g:SENTINEL-PW@h//"}}})
+    assert "SENTINEL-PW" not in repr(shown)
+    assert shown["conf"]["task_default_queue"] == "celery"
+    assert shown["conf"]["worker_concurrency"] == 4 and shown["conf"]["include"] == ["proj.tasks"]
+    assert shown["conf"]["broker_url"].startswith("redis://user:")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from caraway import states
 from caraway.brokers.contracts import Backend, QueueAdmin
+from caraway.clients.urls import mask_url
 from caraway.dashboard.model import Cluster
 from caraway.dashboard.store import HistoryStore
 from caraway.events.receiver import EventReceiver
@@ -273,7 +275,7 @@ class Monitor:
             except Exception as exc:
                 detail[name] = {"error": str(exc)}
                 continue
-            detail[name] = replies.get(hostname)
+            detail[name] = masked(replies.get(hostname))
         return detail
 
     def _queue_lengths(self, names: list[str]) -> dict[str, int]:
@@ -292,6 +294,25 @@ class Monitor:
 #: the inspect calls behind a node's page
 _NODE_INSPECTS = ("stats", "active_queues", "active", "reserved", "scheduled", "revoked",
                   "registered", "conf")  # fmt: skip
+
+
+#: setting names whose values are secrets whatever they look like
+_SECRET_NAME = re.compile(r"pass|secret|token|credential|private|api_?key|_key$", re.IGNORECASE)
+
+
+def masked(value: Any, name: str = "") -> Any:
+    """A node's reply with its secrets hidden before any page shows it: URLs lose their
+    passwords, settings with a secret's name lose their values. Nodes should mask them
+    already (Celery censors ``inspect conf``); a node that does not is not trusted to."""
+    if isinstance(value, dict):
+        return {key: masked(item, str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [masked(item, name) for item in value]
+    if value not in (None, "", False) and _SECRET_NAME.search(name):
+        return "********"
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
 
 
 def _final_fields(raw: bytes | None) -> tuple[str, dict[str, Any]] | None:
