@@ -92,6 +92,9 @@ class AppLike(ResultHost, Protocol):
     ) -> AsyncResult:
         """Send a task by name."""
 
+    async def asend(self, send: Callable[[], Any]) -> Any:
+        """Run a send on the app's sender thread: asyncio code's loop never waits on it."""
+
     def publishing_batch(self) -> AbstractContextManager[None]:
         """Hold what is sent inside and publish it in one round trip at the end."""
 
