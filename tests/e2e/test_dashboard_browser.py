@@ -626,12 +626,67 @@ def test_dead_letters_are_browsed_inspected_replayed_and_discarded(
     purge_queue(app, queue)
 
 
-def test_periodic_tasks_page_says_beat_is_not_enabled(stack: dict[str, Any]) -> None:
+def test_periodic_tasks_page_without_a_beat_says_none_leads(stack: dict[str, Any]) -> None:
     page = stack["page"]
     page.goto(stack["url"] + "/#beat")
-    playwright_api.expect(page.locator("#beat-status")).to_contain_text("beat is not enabled")
-    playwright_api.expect(page.locator("#beat-table")).to_be_hidden()
-    shot(page, "periodic", full_page=False)
+    playwright_api.expect(page.locator("#beat-status")).to_contain_text("no beat leads")
+    playwright_api.expect(page.locator("#beat-table")).to_be_hidden()  # no entries to show
+
+
+BEAT_APP = """
+import os
+from caraway import Caraway
+app = Caraway('proj', include=['proj.tasks'])
+app.conf.update(
+    beat_lease_seconds=1.0,
+    beat_schedule={
+        'every-second': {'task': 'proj.tasks.add', 'schedule': 1.0, 'args': (1, 2)},
+        'nightly': {'task': 'proj.tasks.mul', 'schedule': 86400.0, 'args': (2, 3)},
+    },
+)
+"""
+
+
+def test_periodic_tasks_page_shows_entries_runs_and_the_leading_node(
+    project: Path, workers: list[Worker]
+) -> None:
+    from tests.helpers import PROJ_TASKS, write_project
+
+    write_project(project, BEAT_APP, PROJ_TASKS)
+    from proj.caraway import app
+
+    from caraway.dashboard.auth import Auth
+    from caraway.dashboard.server import DashboardServer, create_dashboard
+
+    workers.append(Worker(project, "-E", "-B", "-c", "1").wait_ready())
+    web = create_dashboard(app, auth=Auth(basic=(USER, PASSWORD)), poll_interval=1.0)
+    server = DashboardServer(web).start()
+    expect = playwright_api.expect
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = open_browser(playwright)
+            try:
+                page = logged_in_page(browser)
+                page.goto(server.url + "/#beat")
+                expect(page.locator("#beat-status")).to_contain_text("Leading node: w1@")
+                every = page.locator('#beat-table tr[data-entry="every-second"] td')
+                expect(every.nth(1)).to_have_text("proj.tasks.add")
+                expect(every.nth(3)).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d "))  # last run
+                expect(every.nth(4)).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d "))  # next run
+                nightly = page.locator('#beat-table tr[data-entry="nightly"] td')
+                expect(nightly.nth(1)).to_have_text("proj.tasks.mul")
+                page.goto(server.url + "/#beat")  # the page reads the schedule when opened
+                wait_until(lambda: int(every.nth(5).inner_text() or 0) >= 1, timeout=10)
+                shot(page, "periodic")
+                page.goto(server.url + "/#tasks")
+                page.fill('#filters input[name="name"]', "proj.tasks.add")
+                sent_by_beat = page.locator('#task-table td.state:has-text("SUCCESS")')
+                expect(sent_by_beat.first).to_be_visible()
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        app.control.close()
 
 
 CELERY_REDIS = "redis://127.0.0.1:6379/5"  # the dashboard's tests' db

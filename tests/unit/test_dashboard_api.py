@@ -217,18 +217,27 @@ def test_dead_letters_are_listed_replayed_and_discarded(harness: Harness) -> Non
     assert admin.letters == {} and admin.closed == 3
 
 
-def test_beat_page_says_beat_is_not_enabled_rather_than_inventing_entries(
-    harness: Harness,
+def test_beat_page_says_why_it_has_nothing_rather_than_inventing_entries(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from caraway.dashboard import actions
+
+    # a caraway without beat
+    monkeypatch.setattr(actions, "BEAT_STATUS_MODULE", "caraway.no_such_beat.status")
     beat = harness.get("/api/beat").json()
     assert beat["enabled"] is False and beat["entries"] == []
     assert "not enabled" in beat["reason"]
+    # a beat whose status cannot be read (here: an app that is not one)
+    monkeypatch.setattr(actions, "BEAT_STATUS_MODULE", "caraway.beat.status")
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is False and "could not be read" in beat["reason"]
 
 
-def test_beat_page_reads_beats_own_status_once_caraway_has_it(
+def test_beat_page_reads_beats_own_status(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The shape of caraway.beat.status (being built on the beat branch), faked here."""
+    """The shape of caraway.beat.status's answer, faked here (the browser suite runs the
+    real one against a worker with -B)."""
     import sys
     import types
 

@@ -9,6 +9,7 @@ a bad one is an ActionError (400) naming it. No HTTP here.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -140,16 +141,16 @@ def _letter(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-#: where beat's own status lives (``beat_status(app).as_dict()``); being built on the
-#: beat branch, not yet part of caraway: until it is, the page says beat is not enabled
+#: where beat's own status lives (``beat_status(app).as_dict()``), imported when asked so a
+#: caraway without beat (or a broken beat store) still serves every other page
 BEAT_STATUS_MODULE = "caraway.beat.status"
 
 
 def beat_status(app: Any) -> dict[str, Any]:
     """Periodic tasks: entries with their next and last run, and the leading node.
 
-    Read from beat's own status module when caraway has one; otherwise (and when no beat
-    leads) the answer says so in ``reason`` rather than invent entries.
+    Read from beat's own status (the broker's schedule state and the app's entries);
+    when no beat leads, or caraway has no beat, ``reason`` says so rather than invent.
     """
     try:
         module = importlib.import_module(BEAT_STATUS_MODULE)
@@ -164,6 +165,8 @@ def beat_status(app: Any) -> dict[str, Any]:
     leader = status.get("leader")
     entries = list(status.get("entries") or [])
     reason = "" if leader else "no beat leads the schedule: start one (caraway beat or worker -B)"
+    if isinstance(leader, dict) and isinstance(leader.get("renewed"), (int, float)):
+        leader = {**leader, "age": max(0.0, time.time() - float(leader["renewed"]))}
     return {
         "enabled": bool(leader),
         "reason": reason,

@@ -689,7 +689,9 @@ async function deadAction(verb) {
 async function loadBeat() {
   const beat = await api("/api/beat");
   const status = $("#beat-status");
-  const leader = beat.leader ? `${beat.leader.node} (since ${when(beat.leader.since)})` : "";
+  const leader = beat.leader
+    ? `${beat.leader.node} (leading since ${when(beat.leader.since)}, lease renewed ${duration(beat.leader.age)} ago)`
+    : "";
   status.textContent = beat.enabled ? `Leading node: ${leader}; times in ${beat.timezone || "UTC"}` : beat.reason;
   status.dataset.enabled = beat.enabled;
   const iso = (value) => (value ? Date.parse(value) / 1000 : null);
