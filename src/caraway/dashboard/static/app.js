@@ -692,7 +692,9 @@ async function loadBeat() {
   const leader = beat.leader
     ? `${beat.leader.node} (leading since ${when(beat.leader.since)}, lease renewed ${duration(beat.leader.age)} ago)`
     : "";
-  status.textContent = beat.enabled ? `Leading node: ${leader}; times in ${beat.timezone || "UTC"}` : beat.reason;
+  status.textContent = beat.enabled
+    ? `Leading node: ${leader}. Schedule time zone: ${beat.timezone || "UTC"}; times shown in this browser's.`
+    : beat.reason;
   status.dataset.enabled = beat.enabled;
   const iso = (value) => (value ? Date.parse(value) / 1000 : null);
   $("#beat-table").hidden = beat.entries.length === 0;
@@ -769,5 +771,6 @@ window.addEventListener("DOMContentLoaded", () => {
   every(POLL_MS, pollQueues, "#queues");
   every(POLL_MS, pollThroughput, "#queues");
   every(POLL_MS * 5, pollCharts, "#charts");
+  every(POLL_MS, loadBeat, "#beat");
   every(POLL_MS, async () => { if (state.workerName) await loadWorker(true); }, "#worker");
 });
