@@ -271,7 +271,10 @@ class Monitor:
         detail: dict[str, Any] = {}
         for name in _NODE_INSPECTS:
             try:
-                replies = getattr(inspect, name)() or {}
+                if name == "registered":  # Celery's nodes add each task's limits
+                    replies = inspect.registered(*_TASK_INFO) or {}
+                else:
+                    replies = getattr(inspect, name)() or {}
             except Exception as exc:
                 detail[name] = {"error": str(exc)}
                 continue
@@ -337,6 +340,10 @@ def _final_fields(raw: bytes | None) -> tuple[str, dict[str, Any]] | None:
     if state == states.FAILURE:
         fields["traceback"] = str(document.get("traceback") or "")
     return str(state), fields
+
+
+#: what ``inspect registered`` is asked to tell of each task (Celery: "name [k=v ...]")
+_TASK_INFO = ("rate_limit", "time_limit", "soft_time_limit")
 
 
 def _brief(task: dict[str, Any]) -> dict[str, Any]:

@@ -259,18 +259,24 @@ function drawWorkerPanel() {
         el("td", {}, q.name), el("td", {}, (q.exchange && q.exchange.name) || ""), el("td", {}, q.routing_key || ""))))); break;
     case "limits": {
       const pool = stats.pool || {};
-      content = keyValueTable({
+      const perTask = (detail.registered || []).filter((n) => n.includes(" ["));
+      content = el("div", {}, keyValueTable({
         prefetch_count: stats.prefetch_count,
         "time limits (soft, hard)": pool.timeouts,
         "max-tasks-per-child": pool["max-tasks-per-child"],
         ...Object.fromEntries(Object.entries(conf).filter(([k]) => /limit|prefetch|concurrency|max_tasks|max_memory/.test(k))),
-      });
+      }), el("h4", {}, "Per task"), perTask.length
+        ? el("table", { id: "task-limits" }, el("tbody", {}, ...perTask.map((entry) => {
+          const [name, rest] = entry.split(" [");
+          return el("tr", { "data-task": name }, el("th", { scope: "row" }, name), el("td", { class: "mono" }, rest.replace(/]$/, "")));
+        })))
+        : el("p", { class: "empty" }, "no task has a rate or time limit of its own (or the node does not say)"));
       break;
     }
     case "config": content = keyValueTable(conf); break;
     case "system": content = keyValueTable({ pid: stats.pid, uptime: stats.uptime != null ? duration(stats.uptime) : "", clock: stats.clock, broker: (stats.broker || {}).hostname, ...(stats.rusage || {}), totals: stats.total }); break;
     case "revoked": content = (detail.revoked || []).length ? el("ul", { class: "mono" }, ...(detail.revoked || []).map((id) => el("li", {}, id))) : el("p", { class: "empty" }, "none"); break;
-    case "registered": content = (detail.registered || []).length ? el("ul", { class: "mono" }, ...(detail.registered || []).map((n) => el("li", {}, n))) : el("p", { class: "empty" }, "none"); break;
+    case "registered": content = (detail.registered || []).length ? el("ul", { class: "mono" }, ...(detail.registered || []).map((n) => el("li", {}, n.split(" [")[0]))) : el("p", { class: "empty" }, "none"); break;
     default: content = taskList(detail[state.workerTab]);
   }
   panel.replaceChildren(content);
