@@ -343,6 +343,25 @@ def test_dead_letters_are_listed_requeued_and_purged(
     assert [letter for letter in admin.dead_letters() if letter.queue == queue] == []
 
 
+def test_chosen_dead_letters_are_discarded_and_the_rest_kept(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
+    messages = [make_message(index) for index in range(3)]
+    transport.publish_many([(message, queue) for message in messages])
+    for delivery in drain(transport, [queue], 3):
+        delivery.dead_letter("poison")
+    letters = [letter for letter in admin.dead_letters(limit=1000) if letter.queue == queue]
+    assert len(letters) == 3
+
+    assert admin.purge_dead_letters([letters[0].id, letters[2].id]) == 2
+    assert admin.purge_dead_letters([letters[0].id]) == 0, "already gone"
+    left = [letter for letter in admin.dead_letters(limit=1000) if letter.queue == queue]
+    assert [letter.id for letter in left] == [letters[1].id]
+    assert admin.purge_dead_letters([]) == 0
+    assert admin.purge_dead_letters([letters[1].id]) == 1
+    expect_nothing(transport, [queue])
+
+
 def test_requeue_all_dead_letters_puts_every_one_back(
     transport: Transport, queue: str, admin: QueueAdmin
 ) -> None:
@@ -353,6 +372,26 @@ def test_requeue_all_dead_letters_puts_every_one_back(
     assert admin.requeue_dead_letters() >= 2
 
     assert len(drain(transport, [queue], 2)) == 2
+
+
+def test_unacked_counts_what_consumers_hold_per_queue(
+    transport: Transport, queue: str, admin: QueueAdmin
+) -> None:
+    other = queue + "-other"
+    transport.publish_many([(make_message(index), queue) for index in range(3)])
+    transport.publish_many([(make_message(9), other)])
+    held = drain(transport, [queue], 2)
+    counts = admin.unacked([queue, other])
+    if counts is None:  # the broker cannot count them (RabbitMQ without its management API)
+        assert type(admin).unacked is QueueAdmin.unacked, "None only from the contract default"
+        transport.ack_many(held)
+        return
+    assert counts == {queue: 2, other: 0}
+    assert admin.size(queue) == 1
+    held[0].ack()
+    assert admin.unacked([queue]) == {queue: 1}
+    held[1].ack()
+    assert admin.unacked([queue]) == {queue: 0}
 
 
 def test_purge_empties_one_queue_and_size_counts_ready_messages(

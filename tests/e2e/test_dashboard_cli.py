@@ -117,20 +117,10 @@ def test_dashboard_command_requires_its_token_and_sees_an_events_worker(
     assert status == 200 and "/api/tasks/{task_id}" in doc["paths"]
 
 
-def test_dashboard_command_rejects_two_kinds_of_auth(project: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LAUNCH,
-            "-A",
-            "proj",
-            "dashboard",
-            "--basic-auth",
-            "a:b",
-            "--auth-token",
-            "t",
-        ],
+def run_dashboard(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``caraway -A proj dashboard ARGS`` that is expected to refuse and exit."""
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCH, "-A", "proj", "dashboard", *args],
         cwd=project,
         env={**os.environ, "PYTHONPATH": str(project)},
         capture_output=True,
@@ -138,5 +128,18 @@ def test_dashboard_command_rejects_two_kinds_of_auth(project: Path) -> None:
         timeout=30,
         check=False,
     )
+
+
+def test_dashboard_command_rejects_two_kinds_of_auth(project: Path) -> None:
+    result = run_dashboard(project, "--basic-auth", "a:b", "--auth-token", "t")
     assert result.returncode != 0
     assert "not both" in result.stderr
+
+
+def test_dashboard_command_refuses_to_serve_beyond_loopback_without_credentials(
+    project: Path,
+) -> None:
+    result = run_dashboard(project, "--address", "0.0.0.0")
+    assert result.returncode != 0
+    assert "refusing to serve 0.0.0.0 without credentials" in result.stderr
+    assert "--insecure" in result.stderr

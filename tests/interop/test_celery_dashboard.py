@@ -1,6 +1,6 @@
 """A real Celery 5.7 worker (``-E -P solo``) watched through caraway's dashboard JSON API.
 
-The dashboard's app and a Celery client share Redis db 15 under a key prefix private to
+The dashboard's app and a Celery client share Redis db 5 under a key prefix private to
 the test (kombu prefixes event channels too). The Celery client sends one task that
 succeeds and one that fails; the dashboard must show the Celery node online and both
 tasks with their final states, result and traceback, all learnt from Celery's events.
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 pytest.importorskip("uvicorn")
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = "redis://127.0.0.1:6379/5"  # the dashboard's tests' db
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def _worker(url: str, hostname: str) -> dict[str, Any] | None:
 
 
 def _task_in(url: str, task_id: str, state: str) -> dict[str, Any] | None:
-    listed = get(url, f"/api/tasks?state={state}")
+    listed = get(url, f"/api/tasks?state={state}")["tasks"]
     return next((t for t in listed if t["uuid"] == task_id), None)
 
 

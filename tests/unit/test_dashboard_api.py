@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from caraway.dashboard.auth import Auth
+from caraway.dashboard.guard import Csrf, HostAllowlist
 from caraway.dashboard.model import Cluster
 from caraway.dashboard.web import Dashboard
 
@@ -43,15 +44,25 @@ class FakeControl:
         return record
 
 
+CSRF = Csrf("test-csrf-token")
+
+
 @dataclass
 class Harness:
     cluster: Cluster = field(default_factory=Cluster)
     control: FakeControl = field(default_factory=FakeControl)
     auth: Auth = field(default_factory=Auth)
+    hosts: HostAllowlist = field(default_factory=HostAllowlist)
 
     @property
     def app(self) -> Dashboard:
-        return Dashboard(SimpleNamespace(control=self.control), self.cluster, auth=self.auth)
+        return Dashboard(
+            SimpleNamespace(control=self.control, admin=lambda: FakeAdmin([])),
+            self.cluster,
+            auth=self.auth,
+            hosts=self.hosts,
+            csrf=CSRF,
+        )
 
     def request(
         self,
@@ -62,13 +73,14 @@ class Harness:
         headers: dict[str, str] | None = None,
         body: Any = None,
     ) -> Response:
-        return asyncio.run(_call(self.app, method, path, query, headers or {}, body))
+        sent = {"host": "127.0.0.1:5555", **(headers or {})}
+        return asyncio.run(_call(self.app, method, path, query, sent, body))
 
     def get(self, path: str, **kwargs: Any) -> Response:
         return self.request("GET", path, **kwargs)
 
     def act(self, path: str, body: Any = None, **headers: str) -> Response:
-        sent = {"x-caraway-action": "1", "content-type": "application/json", **headers}
+        sent = {"x-csrf-token": CSRF.token, "content-type": "application/json", **headers}
         return self.request("POST", path, headers=sent, body=body or {})
 
 
@@ -129,10 +141,143 @@ def test_workers_endpoint_lists_the_online_worker_with_counts(harness: Harness) 
 
 
 def test_tasks_endpoint_filters_by_query_string(harness: Harness) -> None:
-    assert [t["uuid"] for t in harness.get("/api/tasks").json()] == ["t-bad", "t-ok"]
-    failed = harness.get("/api/tasks", query="state=FAILURE").json()
+    assert [t["uuid"] for t in harness.get("/api/tasks").json()["tasks"]] == ["t-bad", "t-ok"]
+    failed = harness.get("/api/tasks", query="state=FAILURE").json()["tasks"]
     assert [t["uuid"] for t in failed] == ["t-bad"]
-    assert [t["uuid"] for t in harness.get("/api/tasks", query="search=2%2C+2").json()] == ["t-ok"]
+    found = harness.get("/api/tasks", query="search=2%2C+2").json()["tasks"]
+    assert [t["uuid"] for t in found] == ["t-ok"]
+
+
+def test_tasks_are_sorted_paged_and_counted(harness: Harness) -> None:
+    for index in range(5):
+        harness.cluster.event(event("received", f"t-{index}", name="proj.n", timestamp=10 + index))
+        harness.cluster.event(event("succeeded", f"t-{index}", runtime=index / 10, timestamp=20))
+    page = harness.get("/api/tasks", query="name=proj.n&sort=runtime&order=asc&limit=2&offset=1")
+    body = page.json()
+    assert body["total"] == 5 and body["offset"] == 1
+    assert [t["uuid"] for t in body["tasks"]] == ["t-1", "t-2"]
+    by_name = harness.get("/api/tasks", query="sort=name&order=desc").json()["tasks"]
+    assert [t["name"] for t in by_name][-2:] == ["proj.add", "proj.boom"][::-1]
+    assert harness.get("/api/tasks", query="search=kaboom").json()["total"] == 1  # exception
+    assert harness.get("/api/tasks", query="sort=args").status == 400
+    assert harness.get("/api/tasks", query="limit=nan").status == 400
+
+
+def test_charts_endpoint_gives_rates_percentiles_and_failure_types(harness: Harness) -> None:
+    charts = harness.get("/api/charts", query="seconds=86400").json()
+    assert charts["tasks"] == ["proj.add", "proj.boom"]
+    assert charts["failures"] == {"ValueError": 1}
+    assert sum(point["count"] for point in charts["points"]) == 2
+    one = harness.get("/api/charts", query="seconds=86400&task=proj.add").json()
+    assert one["failures"] == {} and one["points"][-1]["runtime"]["p50"] == 0.01
+
+
+class FakeAdmin:
+    def __init__(self, letters: list[Any]) -> None:
+        self.letters = {str(letter.id): letter for letter in letters}
+        self.closed = 0
+
+    def dead_letters(self, *, limit: int = 100) -> list[Any]:
+        return list(self.letters.values())[:limit]
+
+    def requeue_dead_letters(self, ids: list[str]) -> int:
+        return sum(1 for i in ids if self.letters.pop(i, None) is not None)
+
+    purge_dead_letters = requeue_dead_letters
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_dead_letters_are_listed_replayed_and_discarded(harness: Harness) -> None:
+    from caraway.brokers.contracts import DeadLetter
+    from caraway.protocol.message import Message
+
+    message = Message(body=b"[[1], {}, {}]", headers={"id": "t-x", "task": "proj.add"})
+    admin = FakeAdmin([DeadLetter(i, "celery", "bad header", message, 5.0) for i in (1, 2, 3)])
+    app = SimpleNamespace(control=harness.control, admin=lambda: admin)
+    dashboard = Dashboard(app, harness.cluster, csrf=CSRF)
+
+    def call(method: str, path: str, body: Any = None) -> Response:
+        headers = {"host": "localhost", "x-csrf-token": CSRF.token}
+        headers["content-type"] = "application/json"
+        return asyncio.run(_call(dashboard, method, path, "", headers, body))
+
+    [first, *_] = call("GET", "/api/dead-letters").json()
+    assert (first["id"], first["reason"], first["task"], first["body"]) == (
+        "1",
+        "bad header",
+        "proj.add",
+        "[[1], {}, {}]",
+    )
+    assert call("POST", "/api/dead-letters/replay", {"ids": ["1"]}).json()["count"] == 1
+    assert call("POST", "/api/dead-letters/discard", {"ids": ["2", "3", "9"]}).json()["count"] == 2
+    assert call("POST", "/api/dead-letters/discard", {"ids": []}).status == 400
+    assert call("POST", "/api/dead-letters/discard", {}).status == 400
+    assert admin.letters == {} and admin.closed == 3
+
+
+def test_beat_page_says_why_it_has_nothing_rather_than_inventing_entries(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caraway.dashboard import actions
+
+    # a caraway without beat
+    monkeypatch.setattr(actions, "BEAT_STATUS_MODULE", "caraway.no_such_beat.status")
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is False and beat["entries"] == []
+    assert "not enabled" in beat["reason"]
+    # a beat whose status cannot be read (here: an app that is not one)
+    monkeypatch.setattr(actions, "BEAT_STATUS_MODULE", "caraway.beat.status")
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is False and "could not be read" in beat["reason"]
+
+
+def test_beat_page_reads_beats_own_status(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shape of caraway.beat.status's answer, faked here (the browser suite runs the
+    real one against a worker with -B)."""
+    import sys
+    import types
+
+    from caraway.dashboard import actions
+
+    status: dict[str, Any] = {
+        "namespace": "proj",
+        "timezone": "UTC",
+        "leader": {"node": "beat@h", "holder": "x", "since": 5.0, "renewed": 6.0},
+        "entries": [{"name": "tick", "task": "proj.add", "schedule": "<freq: 10s>",
+                     "last_run": "2026-01-01T00:00:00+00:00", "next_run": None,
+                     "total_run_count": 3}],
+    }  # fmt: skip
+    module = types.ModuleType("fake_beat_status")
+    module.beat_status = lambda app: SimpleNamespace(as_dict=lambda: status)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_beat_status", module)
+    monkeypatch.setattr(actions, "BEAT_STATUS_MODULE", "fake_beat_status")
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is True and beat["leader"]["node"] == "beat@h"
+    assert [entry["name"] for entry in beat["entries"]] == ["tick"]
+    status["leader"] = None
+    beat = harness.get("/api/beat").json()
+    assert beat["enabled"] is False and "no beat leads" in beat["reason"]
+    assert beat["entries"][0]["total_run_count"] == 3, "entries still shown without a leader"
+
+
+def test_worker_page_asks_the_node_and_404s_for_strangers(harness: Harness) -> None:
+    body = harness.get("/api/workers/w1@h").json()
+    assert body["worker"]["hostname"] == "w1@h"
+    assert harness.get("/api/workers/nobody@x").status == 404
+
+
+def test_time_limit_and_autoscale_actions_reach_remote_control(harness: Harness) -> None:
+    assert harness.act("/api/workers/w1@h/time-limit", {"task_name": "a", "hard": 5}).status == 200
+    assert harness.act("/api/workers/w1@h/pool/autoscale", {"max": 4, "min": 1}).status == 200
+    assert harness.act("/api/workers/w1@h/time-limit", {"task_name": "a", "soft": -1}).status == 400
+    assert harness.act("/api/workers/w1@h/pool/autoscale", {"max": 2, "min": 3}).status == 400
+    names = [call[0] for call in harness.control.calls]
+    assert names == ["time_limit", "broadcast"]
+    assert harness.control.calls[1][1] == ("autoscale",)
 
 
 def test_bad_filter_value_is_a_400_naming_the_field(harness: Harness) -> None:
@@ -148,7 +293,10 @@ def test_task_by_id_has_traceback_and_unknown_id_is_404(harness: Harness) -> Non
 
 
 def test_queues_and_throughput_endpoints(harness: Harness) -> None:
-    assert harness.get("/api/queues").json() == [{"name": "celery", "length": 3}]
+    harness.cluster.set_queue_unacked({"celery": 2})
+    [queue] = harness.get("/api/queues").json()
+    assert queue == {"name": "celery", "length": 3, "unacked": 2, "consumers": []}
+    assert 'caraway_queue_unacked{queue="celery"} 2' in harness.get("/metrics").body.decode()
     points = harness.get("/api/throughput", query="seconds=5").json()
     assert len(points) == 5
     assert sum(p["succeeded"] for p in points) == 1
@@ -163,7 +311,8 @@ def test_openapi_describes_every_route_the_app_serves(harness: Harness) -> None:
     for path, item in doc["paths"].items():
         concrete = path.replace("{hostname}", "w1@h").replace("{task_id}", "t-ok")
         if "post" in item:
-            assert harness.act(concrete, {"n": 1, "queue": "q", "task_name": "t"}).status == 200
+            body = {"n": 1, "queue": "q", "task_name": "t", "max": 2, "ids": ["1"]}
+            assert harness.act(concrete, body).status == 200, path
         elif path != "/api/stream":
             assert harness.get(concrete).status == 200, path
 
@@ -217,20 +366,50 @@ def test_action_with_missing_or_bad_arguments_is_a_400(harness: Harness) -> None
     assert harness.control.calls == []
 
 
-def test_action_without_the_action_header_is_refused(harness: Harness) -> None:
-    # what a form on another site could send: no custom header, no JSON content type
+def test_action_without_the_csrf_token_is_refused(harness: Harness) -> None:
+    # what a form on another site could send: no token, no JSON content type
     response = harness.request(
         "POST", "/api/tasks/t-ok/revoke", headers={"content-type": "text/plain"}, body={}
     )
     assert response.status == 403
+    wrong = {"x-csrf-token": "guessed", "content-type": "application/json"}
+    assert harness.request("POST", "/api/tasks/t-ok/revoke", headers=wrong, body={}).status == 403
+    other_site = {"sec-fetch-site": "cross-site"}
+    assert harness.act("/api/tasks/t-ok/revoke", {}, **other_site).status == 403
     response = harness.request(
         "POST",
         "/api/tasks/t-ok/revoke",
-        headers={"x-caraway-action": "1", "content-type": "text/plain"},
+        headers={"x-csrf-token": CSRF.token, "content-type": "text/plain"},
         body={},
     )
     assert response.status == 415
     assert harness.control.calls == []
+
+
+def test_session_hands_out_the_csrf_token(harness: Harness) -> None:
+    assert harness.get("/api/session").json() == {"csrf": CSRF.token, "auth": False}
+
+
+@pytest.mark.parametrize(
+    "host", ["rebound.test", "rebound.test:5555", "127.0.0.2.nip.io", "", "[::2]:80"]
+)
+def test_a_host_not_on_the_allowlist_is_refused(harness: Harness, host: str) -> None:
+    response = harness.get("/api/workers", headers={"host": host})
+    assert response.status == 421
+    assert "not served here" in response.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["localhost:5555", "127.0.0.1", "[::1]:5555", "LOCALHOST"])
+def test_loopback_host_names_are_served_by_default(harness: Harness, host: str) -> None:
+    assert harness.get("/api/workers", headers={"host": host}).status == 200
+
+
+def test_the_allowlist_takes_the_bound_address_and_extra_names() -> None:
+    hosts = HostAllowlist.build("10.1.2.3", ["dash.example.com", " "])
+    assert hosts.allows("10.1.2.3:5555") and hosts.allows("dash.example.com")
+    assert hosts.allows("localhost") and not hosts.allows("evil.example.com")
+    assert not HostAllowlist.build("0.0.0.0").allows("0.0.0.0")
+    assert HostAllowlist.build("0.0.0.0", ["*"]).allows("anything")
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -288,7 +467,7 @@ def test_stream_sends_changed_tasks_as_server_sent_events(harness: Harness) -> N
             "method": "GET",
             "path": "/api/stream",
             "query_string": b"",
-            "headers": [],
+            "headers": [(b"host", b"localhost")],
         }
         chunks: list[bytes] = []
         disconnect = asyncio.Event()

@@ -108,7 +108,7 @@ def test_worker_offline_event_marks_it_offline_at_once() -> None:
     cluster = Cluster()
     cluster.events(vector_events("worker-online") + vector_events("worker-offline"))
     worker = cluster.workers()[0]
-    assert (worker["status"], worker["processed"]) == ("offline", 20)
+    assert (worker["status"], worker["processed_total"]) == ("offline", 20)
 
 
 def test_remote_control_info_fills_pool_and_queues() -> None:
@@ -118,7 +118,7 @@ def test_remote_control_info_fills_pool_and_queues() -> None:
     [worker] = cluster.workers()
     assert worker["status"] == "online"
     assert (worker["pool"], worker["concurrency"], worker["queues"]) == ("prefork", 4, ["celery"])
-    assert worker["processed"] == 7
+    assert worker["processed_total"] == 7
 
 
 def test_history_is_bounded_and_drops_the_least_recently_updated() -> None:
@@ -198,7 +198,7 @@ def test_a_node_known_only_from_task_events_counts_its_started_tasks_as_active()
     cluster.event(task_event("started", "t1"))
     cluster.set_worker_info("w1@h", {"processed": 9}, freq=2.0)
     [worker] = cluster.workers()
-    assert (worker["active"], worker["processed"], worker["status"]) == (1, 9, "online")
+    assert (worker["active"], worker["processed_total"], worker["status"]) == (1, 9, "online")
 
 
 def test_a_nodes_own_figures_win_over_remote_control_once_it_sends_events() -> None:
@@ -206,7 +206,7 @@ def test_a_nodes_own_figures_win_over_remote_control_once_it_sends_events() -> N
     cluster.events(vector_events("worker-online"))
     cluster.set_worker_info("wcap@vm", {"processed": 7, "pool": "prefork"}, freq=2.0)
     [worker] = cluster.workers()
-    assert (worker["processed"], worker["pool"]) == (0, "prefork")  # as worker-online said
+    assert (worker["processed_total"], worker["pool"]) == (0, "prefork")  # worker-online's
 
 
 def test_event_counts_are_kept_by_type_for_every_event() -> None:

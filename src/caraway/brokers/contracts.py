@@ -301,6 +301,13 @@ class QueueAdmin(abc.ABC):
         Claimed and parked messages are kept.
         """
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """How many messages of each of ``queues`` consumers hold and have not acked
+        (claimed, prefetched or running); None where the broker cannot count them without
+        taking messages (RabbitMQ: only its management API knows). The dashboard's
+        queue page shows it beside :meth:`size`."""
+        return None
+
     @abc.abstractmethod
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         """Parked messages, soonest first, as ``(eta, queue, message)``.
@@ -318,8 +325,9 @@ class QueueAdmin(abc.ABC):
         all of them when ``ids`` is None. Unknown ids are skipped; returns how many."""
 
     @abc.abstractmethod
-    def purge_dead_letters(self) -> int:
-        """Delete every dead letter; returns how many."""
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        """Delete the dead letters ``ids`` (every one when None); unknown ids are skipped;
+        returns how many. (``ids`` is what the dashboard's discard needs: one or many.)"""
 
     def declare(self, queue: str) -> None:  # noqa: B027 - most brokers declare nothing
         """Make ``queue`` exist with the entities Celery declares for it; idempotent.

@@ -17,8 +17,15 @@ _TASK_FILTERS = [
     ("worker", "string", "hostname of the node that ran it"),
     ("since", "number", "only tasks first seen at or after this UNIX time"),
     ("until", "number", "only tasks first seen at or before this UNIX time"),
-    ("search", "string", "substring of the id, args or kwargs"),
-    ("limit", "integer", "at most this many, newest first (default 200)"),
+    ("search", "string", "substring of the id, args, kwargs, result or exception"),
+    (
+        "sort",
+        "string",
+        "timestamp (default), received, started, succeeded, name, state, runtime or worker",
+    ),
+    ("order", "string", "desc (default) or asc"),
+    ("offset", "integer", "skip this many (paging)"),
+    ("limit", "integer", "at most this many (default 200, at most 10000)"),
 ]
 
 #: (method, path, summary, request body fields) for every action; all answer ActionResult
@@ -26,6 +33,11 @@ ACTIONS: list[tuple[str, str, dict[str, str]]] = [
     ("/api/workers/{hostname}/shutdown", "Shut the node down (warm)", {}),
     ("/api/workers/{hostname}/pool/grow", "Add pool processes", {"n": "integer"}),
     ("/api/workers/{hostname}/pool/shrink", "Remove pool processes", {"n": "integer"}),
+    (
+        "/api/workers/{hostname}/pool/autoscale",
+        "Set the autoscaler's bounds (nodes started with --autoscale)",
+        {"max": "integer", "min": "integer"},
+    ),
     ("/api/workers/{hostname}/queues/add", "Start consuming a queue", {"queue": "string"}),
     ("/api/workers/{hostname}/queues/cancel", "Stop consuming a queue", {"queue": "string"}),
     (
@@ -33,8 +45,15 @@ ACTIONS: list[tuple[str, str, dict[str, str]]] = [
         "Set a task's rate limit on the node",
         {"task_name": "string", "rate_limit": "string"},
     ),
+    (
+        "/api/workers/{hostname}/time-limit",
+        "Set a task's soft and hard time limits (seconds) on the node",
+        {"task_name": "string", "soft": "number", "hard": "number"},
+    ),
     ("/api/tasks/{task_id}/revoke", "Revoke the task (it will not run)", {}),
     ("/api/tasks/{task_id}/terminate", "Revoke and kill the task if running", {"signal": "string"}),
+    ("/api/dead-letters/replay", "Publish dead letters back to their queues", {"ids": "array"}),
+    ("/api/dead-letters/discard", "Delete dead letters for good", {"ids": "array"}),
 ]
 
 _SCHEMAS: dict[str, Any] = {
@@ -45,9 +64,15 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ["online", "offline"]},
             "pool": {"type": "string", "nullable": True},
             "concurrency": {"type": "integer", "nullable": True},
-            "processed": {"type": "integer", "nullable": True},
-            "succeeded": {"type": "integer"},
+            "processed": {"type": "integer", "description": "succeeded + failed, since 'since'"},
+            "succeeded": {"type": "integer", "description": "seen since /api/status 'since'"},
             "failed": {"type": "integer"},
+            "retried": {"type": "integer"},
+            "processed_total": {
+                "type": "integer",
+                "nullable": True,
+                "description": "the node's own count since it started",
+            },
             "active": {"type": "integer"},
             "loadavg": {"type": "array", "items": {"type": "number"}, "nullable": True},
             "queues": {"type": "array", "items": {"type": "string"}},
@@ -93,7 +118,24 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Queue": {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "length": {"type": "integer"}},
+        "properties": {
+            "name": {"type": "string"},
+            "length": {"type": "integer", "nullable": True},
+            "unacked": {
+                "type": "integer",
+                "nullable": True,
+                "description": "held by consumers, not acked; null where the broker cannot count",
+            },
+            "consumers": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "TaskPage": {
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+        },
     },
     "Point": {
         "type": "object",
@@ -137,8 +179,8 @@ def _action(summary: str, fields: dict[str, str], path: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "description": "Needs the header X-Caraway-Action: 1 (so no other site can "
-            "trigger it) and, when auth is on, credentials.",
+            "description": "Needs the token of GET /api/session in the X-CSRF-Token "
+            "header (so no other site can trigger it) and, when auth is on, credentials.",
             "parameters": parameters,
             "requestBody": {"content": {"application/json": {"schema": body}}},
             "responses": {**_ok(_ref("ActionResult")), "401": {"description": "no credentials"}},
@@ -157,9 +199,9 @@ def openapi() -> dict[str, Any]:
         "/api/workers": {"get": {"summary": "Worker nodes", "responses": _ok(_list("Worker"))}},
         "/api/tasks": {
             "get": {
-                "summary": "Recent tasks, newest first",
+                "summary": "Tasks, filtered, sorted and paged, with how many match",
                 "parameters": filters,
-                "responses": _ok(_list("Task")),
+                "responses": _ok(_ref("TaskPage")),
             }
         },
         "/api/tasks/{task_id}": {
@@ -169,12 +211,64 @@ def openapi() -> dict[str, Any]:
                 "responses": {**_ok(_ref("TaskDetail")), "404": {"description": "unknown id"}},
             }
         },
-        "/api/queues": {"get": {"summary": "Queue lengths", "responses": _ok(_list("Queue"))}},
+        "/api/workers/{hostname}": {
+            "get": {
+                "summary": "One node: its worker record and what remote control tells "
+                "(stats, active_queues, active, reserved, scheduled, revoked, registered, conf)",
+                "parameters": [
+                    {
+                        "name": "hostname",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "{worker, detail}"},
+                    "404": {"description": "unknown"},
+                },
+            }
+        },
+        "/api/queues": {
+            "get": {"summary": "Queue lengths and consumers", "responses": _ok(_list("Queue"))}
+        },
+        "/api/charts": {
+            "get": {
+                "summary": "Throughput, runtime and wait percentiles, queue depth, failures by "
+                "exception type, per bucket (kept across restarts)",
+                "parameters": [
+                    {"name": "seconds", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "task", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "{step, task, tasks, points, failures, queues}"}
+                },
+            }
+        },
+        "/api/dead-letters": {
+            "get": {
+                "summary": "The dead-letter store, oldest first: reason and raw message",
+                "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"200": {"description": "[{id, queue, reason, task, headers, body}]"}},
+            }
+        },
+        "/api/beat": {
+            "get": {
+                "summary": "Periodic tasks: entries, next and last run, leader (when beat is on)",
+                "responses": {"200": {"description": "{enabled, reason, entries, leader}"}},
+            }
+        },
         "/api/throughput": {
             "get": {
                 "summary": "Tasks succeeded and failed per second",
                 "parameters": [{"name": "seconds", "in": "query", "schema": {"type": "integer"}}],
                 "responses": _ok(_list("Point")),
+            }
+        },
+        "/api/session": {
+            "get": {
+                "summary": "The CSRF token actions must send in X-CSRF-Token",
+                "responses": {"200": {"description": "{csrf, auth}"}},
             }
         },
         "/api/status": {
@@ -238,6 +332,18 @@ def metrics(cluster: Cluster) -> str:
     lines += ["# HELP caraway_queue_length Messages waiting.", "# TYPE caraway_queue_length gauge"]
     for queue, length in sorted(cluster.queue_lengths.items()):
         lines.append(f"caraway_queue_length{{queue={_label(queue)}}} {length}")
+    lines += [
+        "# HELP caraway_queue_unacked Messages held by consumers, not yet acknowledged.",
+        "# TYPE caraway_queue_unacked gauge",
+    ]
+    for queue, held in sorted((cluster.queue_unacked or {}).items()):
+        lines.append(f"caraway_queue_unacked{{queue={_label(queue)}}} {held}")
+    lines += [
+        "# HELP caraway_queue_consumers Nodes consuming the queue.",
+        "# TYPE caraway_queue_consumers gauge",
+    ]
+    for queue, nodes in sorted(cluster.queue_consumers.items()):
+        lines.append(f"caraway_queue_consumers{{queue={_label(queue)}}} {len(nodes)}")
     lines += [
         "# HELP caraway_task_runtime_seconds Runtime of finished tasks in the history.",
         "# TYPE caraway_task_runtime_seconds summary",

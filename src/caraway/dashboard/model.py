@@ -2,9 +2,11 @@
 
 Workers, tasks, the heartbeat rule, the task merge rule, the LRU and throughput are
 ``caraway.events.state.State``'s; this module adds the change log the live page follows,
-remote-control info per worker, queue lengths and event counts by type, and shapes State's
-records into the API's dicts (schema in api.py). Thread-safe: the event thread writes
-through ``event()`` under State's lock, web handlers read snapshots. No I/O here.
+remote-control info per worker, queue lengths, event counts by type, the groups tasks
+belong to (for canvas trees), the charts' History, and shapes State's records into the
+API's dicts (schema in api.py). Counts per worker are those seen since ``since`` (the
+history's start, kept across restarts by ``snapshot``/``restore``). Thread-safe: the event
+thread writes through ``event()`` under State's lock, web handlers read snapshots. No I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from caraway import states
+from caraway.dashboard import canvas
+from caraway.dashboard.history import History
 from caraway.events.state import TASK_EVENT_TO_STATE, TASK_FIELDS, WORKER_FIELDS, State, Task
 
 #: State's task fields the API leaves out: routing and revocation details it never showed
@@ -25,6 +30,10 @@ _TASK_FIELDS = tuple(sorted(TASK_FIELDS - _UNSHOWN_TASK_FIELDS))
 _TIMES = tuple(kind.removeprefix("task-") for kind in TASK_EVENT_TO_STATE)
 _THROUGHPUT_SECONDS = 600
 _CHANGELOG_SIZE = 4096
+#: how the task list may be sorted: key -> what of a task dict it compares
+SORT_KEYS = ("received", "started", "succeeded", "timestamp", "name", "state", "runtime", "worker")
+#: tasks a snapshot keeps for the next start (the newest)
+SNAPSHOT_TASKS = 2000
 
 
 @dataclass
@@ -38,6 +47,9 @@ class TaskQuery:
     until: float | None = None
     search: str | None = None
     limit: int = 200
+    offset: int = 0
+    sort: str = "timestamp"
+    descending: bool = True
 
     def matches(self, task: dict[str, Any]) -> bool:
         if self.state and task["state"] != self.state.upper():
@@ -53,9 +65,23 @@ class TaskQuery:
             return False
         if self.search:
             needle = self.search.lower()
-            haystack = " ".join(str(task[key] or "") for key in ("uuid", "args", "kwargs"))
+            keys = ("uuid", "args", "kwargs", "result", "exception")
+            haystack = " ".join(str(task[key] or "") for key in keys)
             return needle in haystack.lower()
         return True
+
+    @property
+    def filters(self) -> bool:
+        return any((self.state, self.name, self.worker, self.search)) or (
+            self.since is not None or self.until is not None
+        )
+
+    def key(self, task: Task) -> tuple[int, Any]:
+        """Sort key: unknown values sort last whichever the order."""
+        value = task.first_seen if self.sort == "timestamp" else getattr(task, self.sort)
+        if value is None:
+            return (0 if self.descending else 1, 0)
+        return (1 if self.descending else 0, value)
 
 
 class Cluster:
@@ -68,7 +94,19 @@ class Cluster:
         self._changes: deque[tuple[int, str]] = deque(maxlen=_CHANGELOG_SIZE)
         self._event_counts: Counter[str] = Counter()
         self._info: dict[str, dict[str, Any]] = {}
+        self._groups: dict[str, tuple[str, int | None]] = {}
+        #: task id -> when this dashboard sent revoke or terminate for it (bounded by tasks)
+        self._revoking: dict[str, float] = {}
         self.queue_lengths: dict[str, int] = {}
+        self.queue_consumers: dict[str, list[str]] = {}
+        #: None when the broker cannot count unacked messages (RabbitMQ)
+        self.queue_unacked: dict[str, int] | None = None
+        self.history = History()
+        self.clock = clock
+        #: when the counts began (the first start; a restored snapshot keeps its own)
+        self.since = clock()
+        #: remote control has been asked at least once (the page says "looking" until then)
+        self.polled = False
 
     @property
     def max_tasks(self) -> int:
@@ -88,9 +126,35 @@ class Cluster:
         with self._lock:
             self._event_counts[kind] += 1
             uuid = self.state.event(event)
-            if uuid is not None:
-                self._seq += 1
-                self._changes.append((self._seq, uuid))
+            if uuid is None:
+                return
+            self._seq += 1
+            self._changes.append((self._seq, uuid))
+            group = event.get("group")
+            if isinstance(group, str) and group:
+                index = event.get("group_index")
+                self._groups[uuid] = (group, index if isinstance(index, int) else None)
+                if len(self._groups) > 2 * self.state.max_tasks:
+                    self._groups = {u: g for u, g in self._groups.items() if u in self.state.tasks}
+            if kind in ("task-succeeded", "task-failed"):
+                self._finished(self.state.tasks[uuid], event, ok=kind == "task-succeeded")
+
+    def _finished(self, task: Task, event: dict[str, Any], *, ok: bool) -> None:
+        arrived = event.get("local_received")
+        when = float(arrived) if isinstance(arrived, (int, float)) else self.clock()
+        runtime = task.runtime
+        if runtime is None and task.started is not None:
+            runtime = (task.failed or task.succeeded or task.started) - task.started
+        queued = task.sent or task.received
+        wait = task.started - queued if task.started is not None and queued else None
+        self.history.task_finished(
+            when,
+            task.name or "unknown",
+            ok=ok,
+            runtime=runtime,
+            wait=wait,
+            exception=task.exception,
+        )
 
     def events(self, batch: Iterable[dict[str, Any]]) -> None:
         for item in batch:
@@ -111,6 +175,69 @@ class Cluster:
     def set_queue_lengths(self, lengths: dict[str, int]) -> None:
         with self._lock:
             self.queue_lengths = dict(lengths)
+            self.history.queue_depth(self.clock(), lengths)
+
+    def unsettled(self, *, quiet_for: float, limit: int) -> list[str]:
+        """Tasks not final whose last event is ``quiet_for`` seconds old, oldest first:
+        those whose final event may have been lost (a killed process, a full buffer)."""
+        cutoff = self.clock() - quiet_for
+        with self._lock:
+            found = []
+            for task in self.state.tasks.values():
+                last = task.timestamp or task.first_seen
+                if task.state not in states.READY_STATES and last < cutoff:
+                    found.append(task.uuid)
+                    if len(found) >= limit:
+                        break
+            return found
+
+    def revoke_sent(self, uuid: str) -> None:
+        """Note that a revoke went out, so the page can say so until the node acts on it
+        (a task held for its ETA is revoked when it falls due, as in Celery)."""
+        with self._lock:
+            self._revoking[uuid] = self.clock()
+            if len(self._revoking) > self.state.max_tasks:
+                self._revoking = {u: t for u, t in self._revoking.items() if u in self.state.tasks}
+            if uuid in self.state.tasks:
+                self._seq += 1
+                self._changes.append((self._seq, uuid))
+
+    def settle(self, uuid: str, state: str, fields: dict[str, Any]) -> None:
+        """Take the final ``state`` the result backend holds for a task whose final event
+        never came; not counted as an event, nor for a worker."""
+        kind = {states.SUCCESS: "task-succeeded", states.FAILURE: "task-failed"}.get(
+            state, "task-revoked"
+        )
+        with self._lock:
+            if uuid not in self.state.tasks:
+                return
+            self.state.event({"type": kind, "uuid": uuid, **fields})
+            self._seq += 1
+            self._changes.append((self._seq, uuid))
+
+    def set_queue_unacked(self, unacked: dict[str, int] | None) -> None:
+        with self._lock:
+            self.queue_unacked = dict(unacked) if unacked is not None else None
+
+    def set_queue_consumers(self, consumers: dict[str, list[str]]) -> None:
+        """Which nodes consume each queue (from their ``active_queues`` replies)."""
+        with self._lock:
+            self.queue_consumers = {queue: sorted(nodes) for queue, nodes in consumers.items()}
+            self.polled = True
+
+    def queues(self) -> list[dict[str, Any]]:
+        with self._lock:
+            names = sorted(self.queue_lengths.keys() | self.queue_consumers.keys())
+            unacked = self.queue_unacked
+            return [
+                {
+                    "name": name,
+                    "length": self.queue_lengths.get(name),
+                    "unacked": unacked.get(name) if unacked is not None else None,
+                    "consumers": list(self.queue_consumers.get(name, [])),
+                }
+                for name in names
+            ]
 
     # -- reading ---------------------------------------------------------------
 
@@ -126,19 +253,22 @@ class Cluster:
             return sorted(self.state.workers)
 
     def tasks(self, query: TaskQuery | None = None) -> list[dict[str, Any]]:
-        """Newest first, at most ``query.limit``."""
+        """One page of the matching tasks (newest first unless sorted otherwise)."""
+        return self.page(query)[1]
+
+    def page(self, query: TaskQuery | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(how many tasks match, the page ``query.offset``..+``query.limit`` of them)."""
         query = query or TaskQuery()
-        selected: list[dict[str, Any]] = []
-        if query.limit <= 0:
-            return selected
         with self._lock:
-            for task in reversed(self.state.tasks.values()):
-                data = self._task_dict(task)
-                if query.matches(data):
-                    selected.append(data)
-                    if len(selected) >= query.limit:
-                        break
-        return selected
+            # dicts only for the filters and the page: 10,000 of them cost a third of a second
+            matching = list(reversed(self.state.tasks.values()))
+            if query.filters:
+                matching = [t for t in matching if query.matches(self._task_dict(t))]
+            if query.sort != "timestamp" or not query.descending:
+                matching.sort(key=query.key, reverse=query.descending)
+            start = max(query.offset, 0)
+            window = matching[start : start + max(query.limit, 0)]
+            return len(matching), [self._task_dict(t) for t in window]
 
     def task(self, uuid: str) -> dict[str, Any] | None:
         """One task with ``tree``: the canvas it belongs to, nested from its root."""
@@ -147,7 +277,19 @@ class Cluster:
             if task is None:
                 return None
             data = self._task_dict(task)
-            data["tree"] = self._tree(task.root_id or uuid)
+            members = {
+                t.uuid: canvas.Member(
+                    uuid=t.uuid,
+                    name=t.name,
+                    state=t.state,
+                    parent_id=t.parent_id,
+                    root_id=t.root_id,
+                    group=self._groups.get(t.uuid, (None, None))[0],
+                    group_index=self._groups.get(t.uuid, (None, None))[1],
+                )
+                for t in self.state.tasks.values()
+            }
+        data["tree"] = canvas.tree(members, uuid)
         return data
 
     def _task_dict(self, task: Task) -> dict[str, Any]:
@@ -158,33 +300,13 @@ class Cluster:
             state=task.state,
             retries=task.retries or 0,
             worker=task.worker,
+            group=self._groups.get(task.uuid, (None, None))[0],
+            revoke_sent=self._revoking.get(task.uuid),
             timestamp=task.first_seen,
             times={kind: when for kind, when in times.items() if when is not None},
             children=list(self.state.children.get(task.uuid, ())),
         )
         return data
-
-    def _tree(self, root_id: str) -> dict[str, Any] | None:
-        members = {
-            task.uuid: task
-            for task in self.state.tasks.values()
-            if root_id in (task.uuid, task.root_id)
-        }
-        if root_id not in members:
-            return None
-        children = self.state.children
-
-        def node(uuid: str, depth: int) -> dict[str, Any]:
-            task = members[uuid]
-            kids = [kid for kid in children.get(uuid, ()) if kid in members] if depth < 64 else []
-            return {
-                "uuid": uuid,
-                "name": task.name,
-                "state": task.state,
-                "children": [node(kid, depth + 1) for kid in kids],
-            }
-
-        return node(root_id, 0)
 
     def changes_since(self, seq: int) -> tuple[int, list[dict[str, Any]], bool]:
         """Tasks changed after ``seq``: (latest seq, tasks, reset). ``reset`` says the
@@ -221,18 +343,87 @@ class Cluster:
         return totals
 
 
+_SAVED_WORKER_FIELDS = ("hostname", "succeeded", "failed", "retried", "processed", "pid")
+_SAVED_TASK_FIELDS = tuple(Task.__dataclass_fields__)
+
+
+def snapshot(
+    cluster: Cluster, *, tasks: int = SNAPSHOT_TASKS, buckets: int | None = None
+) -> dict[str, Any]:
+    """What the next start restores: counts, the newest ``tasks``, groups and the newest
+    ``buckets`` of History (all by default)."""
+    with cluster._lock:
+        kept = list(cluster.state.tasks.values())[-tasks:] if tasks > 0 else []
+        return {
+            "since": cluster.since,
+            "workers": [
+                {key: getattr(w, key) for key in _SAVED_WORKER_FIELDS}
+                for w in cluster.state.workers.values()
+            ],
+            "task_fields": list(_SAVED_TASK_FIELDS),
+            "tasks": [[getattr(t, key) for key in _SAVED_TASK_FIELDS] for t in kept],
+            "groups": {t.uuid: cluster._groups[t.uuid] for t in kept if t.uuid in cluster._groups},
+            "history": cluster.history.dump(buckets=buckets),
+        }
+
+
+def restore(cluster: Cluster, saved: dict[str, Any]) -> None:
+    """Start from a snapshot: workers (offline until they speak), tasks, counts, charts.
+
+    Events already applied win: a restored task never replaces one seen live.
+    """
+    with cluster._lock:
+        state = cluster.state
+        cluster.since = min(cluster.since, float(saved.get("since") or cluster.since))
+        for item in saved.get("workers", []):
+            worker = state._worker(str(item["hostname"]))
+            for key in ("succeeded", "failed", "retried"):
+                setattr(worker, key, getattr(worker, key) + int(item.get(key) or 0))
+        restored = []
+        # by name: a snapshot from another version may have other fields
+        fields = [str(name) for name in saved.get("task_fields", ())]
+        known = set(_SAVED_TASK_FIELDS)
+        # newest first, each put in front: the oldest ends up oldest
+        for values in reversed(saved.get("tasks", [])[-state.max_tasks :]):
+            pairs = zip(fields, values, strict=False)
+            data = {key: value for key, value in pairs if key in known}
+            uuid = str(data.get("uuid"))
+            if uuid in state.tasks:
+                continue
+            state.tasks[uuid] = Task(**data)
+            state.tasks.move_to_end(uuid, last=False)  # older than anything seen live
+            restored.append(state.tasks[uuid])
+        for task in restored:
+            state._link(task)
+        while len(state.tasks) > state.max_tasks:
+            state.tasks.popitem(last=False)
+        for uuid, (group, index) in (saved.get("groups") or {}).items():
+            cluster._groups.setdefault(uuid, (str(group), index))
+        cluster.history.load(saved.get("history") or {})
+        cluster._seq += 1  # pages following the stream reload
+
+
 def _worker_dict(worker: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """State's worker snapshot in the API's shape, with what remote control told."""
+    """State's worker snapshot in the API's shape, with what remote control told.
+
+    ``succeeded``/``failed``/``retried``/``processed`` are what the dashboard saw since
+    its counts began, so they add up; ``processed_total`` is the node's own lifetime
+    figure (worker events, or ``inspect stats`` for a node that sends none).
+    """
     data: dict[str, Any] = {key: worker[key] for key in WORKER_FIELDS}
+    lifetime = worker["processed"] if worker["worker_events"] else info.get("processed")
     if not worker["worker_events"]:
         # known only from task events or a remote-control reply: no figures of its own
-        data.update(active=len(worker["running"]), processed=info.get("processed"))
+        data.update(active=len(worker["running"]))
     data.update(
         hostname=worker["hostname"],
         status=worker["status"],
         last_seen=worker["last_heartbeat"],
         succeeded=worker["succeeded"],
         failed=worker["failed"],
+        retried=worker["retried"],
+        processed=worker["succeeded"] + worker["failed"],
+        processed_total=lifetime,
         pool=info.get("pool"),
         concurrency=info.get("concurrency"),
         queues=list(info.get("queues") or []),

@@ -14,7 +14,9 @@ from typing import Any
 
 from caraway.dashboard.auth import Auth
 from caraway.dashboard.feed import EventSource, Monitor, receiver_factory
+from caraway.dashboard.guard import HostAllowlist
 from caraway.dashboard.model import Cluster
+from caraway.dashboard.store import HistoryStore
 from caraway.dashboard.web import Dashboard
 from caraway.exceptions import ImproperlyConfigured
 
@@ -30,12 +32,25 @@ def create_dashboard(
     source: Callable[[], EventSource] | bool | None = True,
     poll_interval: float = 2.0,
     queues: Sequence[str] = (),
+    hosts: HostAllowlist | None = None,
+    history: HistoryStore | bool = True,
+    save_interval: float = 10.0,
 ) -> Dashboard:
-    """The ASGI app for ``app``. ``source=True`` means caraway.events' receiver."""
+    """The ASGI app for ``app``. ``source=True`` means caraway.events' receiver; ``hosts``
+    defaults to loopback names."""
     cluster = Cluster(max_tasks=max_tasks)
     factory = receiver_factory(app) if source is True else source or None
-    monitor = Monitor(app, cluster, source=factory, poll_interval=poll_interval, queues=queues)
-    return Dashboard(app, cluster, auth=auth, monitor=monitor)
+    store = HistoryStore(app) if history is True else history or None
+    monitor = Monitor(
+        app,
+        cluster,
+        source=factory,
+        poll_interval=poll_interval,
+        queues=queues,
+        store=store,
+        save_interval=save_interval,
+    )
+    return Dashboard(app, cluster, auth=auth, monitor=monitor, hosts=hosts)
 
 
 def _uvicorn() -> Any:

@@ -1,9 +1,9 @@
 """The dashboard's ASGI application: the page, its JSON API, live updates and actions.
 
-A plain ASGI callable with a small router, no framework: about fifteen routes do not
-need one. Every request passes ``Auth`` first; every action is a POST that must also
-carry ``X-Caraway-Action: 1`` and a JSON body, which a page on another site cannot send
-without a CORS preflight we never grant, so a logged-in browser cannot be made to act.
+A plain ASGI callable with a small router, no framework: a few dozen routes do not
+need one. Every request passes the Host allowlist, then ``Auth``; every action is a POST
+that must also carry the session's CSRF token in ``X-CSRF-Token`` and a JSON body, which a
+page on another site can neither read nor send (guard.py says why).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from caraway.dashboard import api
+from caraway.dashboard import actions, api
 from caraway.dashboard.auth import TOKEN_COOKIE, Auth
 from caraway.dashboard.feed import Monitor
-from caraway.dashboard.model import Cluster, TaskQuery
+from caraway.dashboard.guard import CSRF_HEADER, Csrf, HostAllowlist, cross_site
+from caraway.dashboard.model import SORT_KEYS, Cluster, TaskQuery
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,7 +32,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("caraway.dashboard")
 
-ACTION_HEADER = "x-caraway-action"
 _MAX_BODY = 64 * 1024
 _STATIC = {
     "app.js": "text/javascript; charset=utf-8",
@@ -47,10 +47,13 @@ _SECURITY_HEADERS = [
     ),
 ]
 _WORKER_ACTION = re.compile(
-    r"^/api/workers/([^/]+)/(shutdown|pool/grow|pool/shrink|queues/add|queues/cancel|rate-limit)$"
+    r"^/api/workers/([^/]+)/(shutdown|pool/grow|pool/shrink|pool/autoscale|queues/add"
+    r"|queues/cancel|rate-limit|time-limit)$"
 )
 _TASK_ACTION = re.compile(r"^/api/tasks/([^/]+)/(revoke|terminate)$")
+_DEAD_ACTION = re.compile(r"^/api/dead-letters/(replay|discard)$")
 _TASK = re.compile(r"^/api/tasks/([^/]+)$")
+_WORKER = re.compile(r"^/api/workers/([^/]+)$")
 
 
 class HTTPError(Exception):
@@ -136,9 +139,23 @@ def _number(query: dict[str, str], key: str) -> float | None:
         raise HTTPError(400, f"{key} must be a number, got {raw!r}") from exc
 
 
+def _count(query: dict[str, str], key: str, default: int, most: int) -> int:
+    value = _number(query, key)
+    if value is None:
+        return default
+    if not 0 <= value <= most:  # also refuses nan
+        raise HTTPError(400, f"{key} must be between 0 and {most}, got {query[key]!r}")
+    return int(value)
+
+
 def task_query(query: dict[str, str]) -> TaskQuery:
     """Read the task list's filters from a query string; raises HTTPError(400)."""
-    limit = _number(query, "limit")
+    sort = query.get("sort") or "timestamp"
+    if sort not in SORT_KEYS:
+        raise HTTPError(400, f"sort must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
+    order = query.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise HTTPError(400, f"order must be asc or desc, got {order!r}")
     return TaskQuery(
         state=query.get("state") or None,
         name=query.get("name") or None,
@@ -146,7 +163,10 @@ def task_query(query: dict[str, str]) -> TaskQuery:
         since=_number(query, "since"),
         until=_number(query, "until"),
         search=query.get("search") or None,
-        limit=int(limit) if limit is not None else 200,
+        limit=_count(query, "limit", 200, 10_000),
+        offset=_count(query, "offset", 0, 10_000_000),
+        sort=sort,
+        descending=order == "desc",
     )
 
 
@@ -161,10 +181,14 @@ class Dashboard:
         auth: Auth | None = None,
         monitor: Monitor | None = None,
         stream_interval: float = 0.25,
+        hosts: HostAllowlist | None = None,
+        csrf: Csrf | None = None,
     ) -> None:
         self.app = app
         self.cluster = cluster
         self.auth = auth or Auth()
+        self.hosts = hosts or HostAllowlist()
+        self.csrf = csrf or Csrf()
         self.monitor = monitor
         self.stream_interval = stream_interval
 
@@ -176,6 +200,10 @@ class Dashboard:
             return
         request = Request(scope, receive)
         try:
+            host = request.headers.get("host")
+            if not self.hosts.allows(host):
+                # DNS rebinding: a hostile name that resolves to this address
+                raise HTTPError(421, f"host {host!r} is not served here (see --allowed-hosts)")
             if not self._authorized(request):
                 await self._unauthorized(send)
                 return
@@ -227,26 +255,67 @@ class Dashboard:
         elif path == "/metrics":
             text = api.metrics(self.cluster).encode()
             await _respond(send, 200, text, "text/plain; version=0.0.4; charset=utf-8")
+        elif path == "/api/dead-letters":
+            limit = _count(request.query, "limit", 100, 1000)
+            await _json(send, await self._blocking(lambda: actions.dead_letters(self.app, limit)))
+        elif path == "/api/beat":
+            await _json(send, await self._blocking(lambda: actions.beat_status(self.app)))
+        elif _WORKER.match(path):
+            await _json(send, await self._worker(unquote(path.split("/")[3])))
         else:
             await _json(send, self._get(path, request.query))
+
+    async def _blocking(self, call: Callable[[], Any]) -> Any:
+        """Run a broker call in a thread; its failure is a 502 that says what failed."""
+        try:
+            return await asyncio.to_thread(call)
+        except actions.ActionError as exc:
+            raise HTTPError(400, str(exc)) from exc
+        except Exception as exc:
+            logger.warning("broker call failed: %s", exc)
+            raise HTTPError(502, f"the broker call failed: {exc}") from exc
+
+    async def _worker(self, hostname: str) -> dict[str, Any]:
+        known = [w for w in self.cluster.workers() if w["hostname"] == hostname]
+        monitor = self.monitor
+        detail = (
+            await self._blocking(lambda: monitor.node_detail(hostname))
+            if monitor is not None
+            else {}
+        )
+        if not known and not any(detail.values()):
+            raise HTTPError(404, f"no worker {hostname!r} seen or answering")
+        return {"worker": known[0] if known else {"hostname": hostname}, "detail": detail}
 
     def _get(self, path: str, query: dict[str, str]) -> Any:
         cluster = self.cluster
         if path == "/api/workers":
             return cluster.workers()
         if path == "/api/tasks":
-            return cluster.tasks(task_query(query))
+            task_filter = task_query(query)
+            total, page = cluster.page(task_filter)
+            return {"total": total, "offset": task_filter.offset, "tasks": page}
         if path == "/api/queues":
-            return [{"name": k, "length": v} for k, v in sorted(cluster.queue_lengths.items())]
+            return cluster.queues()
+        if path == "/api/charts":
+            window = _count(query, "seconds", 900, 7 * 24 * 3600)
+            since = cluster.clock() - window
+            return cluster.history.series(since=since, task=query.get("task") or None)
         if path == "/api/throughput":
-            seconds = _number(query, "seconds") or 120
-            return cluster.throughput(int(min(max(seconds, 1), 600)))
+            return cluster.throughput(max(_count(query, "seconds", 120, 600), 1))
+        if path == "/api/session":
+            return {"csrf": self.csrf.token, "auth": self.auth.enabled}
         if path == "/api/status":
             monitor = self.monitor
+            store = monitor.store if monitor is not None else None
             return {
                 "events": monitor is not None and monitor.source is not None,
                 "connected": monitor is not None and monitor.connected,
                 "auth": self.auth.enabled,
+                "polled": cluster.polled,
+                "since": cluster.since,
+                "history": store is not None and store.available,
+                "restored": monitor is not None and monitor.restored,
             }
         if path == "/openapi.json":
             return api.openapi()
@@ -309,13 +378,27 @@ class Dashboard:
         return latest
 
     async def _action(self, request: Request, send: Send) -> None:
-        if request.headers.get(ACTION_HEADER) != "1":
-            raise HTTPError(403, f"actions need the header {ACTION_HEADER.title()}: 1")
+        if cross_site(request.headers) or not self.csrf.allows(request.headers.get(CSRF_HEADER)):
+            raise HTTPError(
+                403, "actions need the token of GET /api/session in the X-CSRF-Token header"
+            )
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/json"):
             raise HTTPError(415, "actions take a JSON body (Content-Type: application/json)")
         body = await request.json()
-        call = self._action_call(request.path, body)
+        match = _DEAD_ACTION.match(request.path)
+        if match:
+            try:
+                run = actions.dead_letter_action(self.app, match.group(1), body)
+            except actions.ActionError as exc:
+                raise HTTPError(400, str(exc)) from exc
+            count = await self._blocking(run)
+            await _json(send, {"ok": True, "count": count, "replies": []})
+            return
+        try:
+            call = self._action_call(request.path, body)
+        except actions.ActionError as exc:
+            raise HTTPError(400, str(exc)) from exc
         try:
             replies = await asyncio.to_thread(call)
         except Exception as exc:
@@ -330,29 +413,19 @@ class Dashboard:
             task_id, verb = unquote(match.group(1)), match.group(2)
             signal = str(body.get("signal") or "SIGTERM")
             terminate = verb == "terminate"
-            return lambda: control.revoke(
-                task_id, terminate=terminate, signal=signal, reply=True, timeout=1.0
-            )
+
+            def revoke() -> Any:
+                replies = control.revoke(
+                    task_id, terminate=terminate, signal=signal, reply=True, timeout=1.0
+                )
+                self.cluster.revoke_sent(task_id)
+                return replies
+
+            return revoke
         match = _WORKER_ACTION.match(path)
         if not match:
             raise HTTPError(404, f"no action {path!r}")
-        where = {"destination": [unquote(match.group(1))], "reply": True, "timeout": 1.0}
-        verb = match.group(2)
-        if verb == "shutdown":
-            # a node going down may not answer: do not wait for it
-            return lambda: control.shutdown(destination=where["destination"])
-        if verb in ("pool/grow", "pool/shrink"):
-            n = _positive(body.get("n", 1))
-            method = control.pool_grow if verb == "pool/grow" else control.pool_shrink
-            return lambda: method(n, **where)
-        if verb == "rate-limit":
-            task_name = _required(body, "task_name")
-            rate = body.get("rate_limit") or None
-            return lambda: control.rate_limit(task_name, rate, **where)
-        queue = _required(body, "queue")
-        if verb == "queues/add":
-            return lambda: control.add_consumer(queue, **where)
-        return lambda: control.cancel_consumer(queue, **where)
+        return actions.worker_action(control, unquote(match.group(1)), match.group(2), body)
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
@@ -361,20 +434,3 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
         if message["type"] == "http.disconnect":
             gone.set()
             return
-
-
-def _required(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise HTTPError(400, f"{key!r} is required (a non-empty string)")
-    return value.strip()
-
-
-def _positive(value: Any) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError) as exc:
-        raise HTTPError(400, f"n must be a positive integer, got {value!r}") from exc
-    if n < 1:
-        raise HTTPError(400, f"n must be a positive integer, got {n}")
-    return n

@@ -64,6 +64,10 @@ class TaskEvents:
             retries=message.retries,
             eta=message.eta.isoformat() if message.eta else None,
             expires=message.expires.isoformat() if message.expires else None,
+            # beyond Celery's fields (monitors ignore unknown ones): the group a task
+            # belongs to, so a monitor can draw a group or chord whole, with its progress
+            group=message.group,
+            group_index=message.group_index,
         )
 
     def started(self, message: TaskMessage) -> None:
@@ -102,6 +106,19 @@ class TaskEvents:
             self._send(
                 "task-revoked", uuid=message.id, terminated=terminated, signum=None, expired=expired
             )
+
+    def lost(self, task_id: str, *, error: BaseException, signum: int | None = None) -> None:
+        """A task whose process the supervisor killed or lost (its child sent no outcome).
+
+        As Celery does: task-revoked (terminated) for a terminate, task-failed otherwise
+        (hard time limit, worker lost), so a monitor does not leave it STARTED.
+        """
+        if not self._enabled:
+            return
+        if signum is not None:
+            self._send("task-revoked", uuid=task_id, terminated=True, signum=signum, expired=False)
+        else:
+            self._send("task-failed", uuid=task_id, exception=safe_repr(error), traceback="")
 
     def worker(self, kind: str, *, active: int, processed: int) -> None:
         """worker-online / worker-heartbeat / worker-offline, whatever ``enabled`` says."""

@@ -385,7 +385,9 @@ class Supervisor:
     def _lost_task(self, running: TaskStarted, child: Child) -> None:
         """Record the fate of the task a dead child was running."""
         if child.killed_for == "revoked":
-            self._store(running.task_id, states.REVOKED, exceptions.TaskRevokedError("terminated"))
+            revoked = exceptions.TaskRevokedError("terminated")
+            self._store(running.task_id, states.REVOKED, revoked)
+            self._announce_lost(running.task_id, revoked, signum=int(child.killed_with or 9))
             signals.task_revoked.send(
                 sender=self.app._tasks.get(running.name),
                 request=running,
@@ -413,6 +415,15 @@ class Supervisor:
             )
         self.node.count_processed(running.name, "failure")
         self._store(running.task_id, states.FAILURE, error)
+        self._announce_lost(running.task_id, error)
+
+    def _announce_lost(
+        self, task_id: str, error: BaseException, *, signum: int | None = None
+    ) -> None:
+        try:
+            self.events.lost(task_id, error=error, signum=signum)
+        except Exception:
+            logger.exception("could not send the event for task %s", task_id)
 
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
         if self.backend is None:

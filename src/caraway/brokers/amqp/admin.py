@@ -181,8 +181,18 @@ class AMQPAdmin(QueueAdmin):
 
         return self._run("requeue_dead_letters", run)
 
-    def purge_dead_letters(self) -> int:
-        return self._run("purge_dead_letters", lambda link: _purge(link, DEAD_QUEUE))
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        if ids is None:
+            return self._run("purge_dead_letters", lambda link: _purge(link, DEAD_QUEUE))
+        wanted = {str(i) for i in ids}
+
+        def run(link: Link) -> int:
+            taken = _drain_dead(link, lambda letter: str(letter.id) in wanted, None)
+            for _, raw in taken:
+                link.publish_channel.basic_ack(int(raw.delivery_info["delivery_tag"]))
+            return len(taken)
+
+        return self._run("purge_dead_letters", run)
 
     def close(self) -> None:
         with self._lock:

@@ -78,6 +78,11 @@ class MemoryAdmin(QueueAdmin):
         parked.sort(key=lambda entry: (entry.visible_at, entry.id))
         return [(entry.visible_at, entry.queue, entry.message) for entry in parked[:limit]]
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        with self._broker.cond:
+            held = [e.queue for e in self._broker.entries.values() if e.owner is not None]
+        return {queue: held.count(queue) for queue in queues}
+
     def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         with self._broker.cond:
             return [self._broker.dead[key] for key in sorted(self._broker.dead)[:limit]]
@@ -91,8 +96,12 @@ class MemoryAdmin(QueueAdmin):
                 broker.add(letter.message, letter.queue, "", letter.queue)
             return len(letters)
 
-    def purge_dead_letters(self) -> int:
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
         with self._broker.cond:
-            count = len(self._broker.dead)
-            self._broker.dead.clear()
-            return count
+            dead = self._broker.dead
+            if ids is None:
+                count = len(dead)
+                dead.clear()
+                return count
+            chosen = {int(i) for i in ids}
+            return sum(1 for key in chosen if dead.pop(key, None) is not None)

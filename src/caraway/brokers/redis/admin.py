@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from caraway.brokers.contracts import DeadLetter, QueueAdmin, Revocations
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.keys import Command, Keys, fanout_key
+from caraway.brokers.redis.keys import Command, Keys, bound_queue, fanout_key
 from caraway.clients.redis import (
     connect,
     parse_redis_url,
@@ -119,6 +119,33 @@ class RedisAdmin(QueueAdmin, Revocations):
             listed.append((float(eta), self.keys.queue_of(rest[:size].decode()), message))
         return listed
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """Counted from kombu's ``unacked`` hash (records of every consumer, Celery's
+        too), each record's exchange and routing key resolved to its queue."""
+
+        def count() -> dict[str, int]:
+            held: dict[str, int] = dict.fromkeys(queues, 0)
+            routes: dict[tuple[str, str], str] = {}
+            for _, record in self.client.hscan_iter(self.keys.unacked, count=500):
+                try:
+                    _, exchange, routing_key = json.loads(record)
+                except (ValueError, TypeError):
+                    continue  # not a kombu record: nothing to count it against
+                route = (str(exchange or ""), str(routing_key or ""))
+                if route not in routes:
+                    routes[route] = self._queue_of(*route)
+                if routes[route] in held:
+                    held[routes[route]] += 1
+            return held
+
+        return self._call("unacked", count)
+
+    def _queue_of(self, exchange: str, routing_key: str) -> str:
+        if not exchange:
+            return routing_key
+        members = self.client.smembers(self.keys.k(f"_kombu.binding.{exchange}"))
+        return bound_queue(self.keys, members, routing_key)
+
     # -- dead letters --------------------------------------------------------------------
 
     def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
@@ -167,8 +194,15 @@ class RedisAdmin(QueueAdmin, Revocations):
             return None  # not a usable envelope: stays in the store for a human
         return self.keys.queue_key(str(data["queue"]), priority), envelope
 
-    def purge_dead_letters(self) -> int:
-        commands = [("ZCARD", self.keys.dead_index), ("DEL", self.keys.dead, self.keys.dead_index)]
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
+        dead, index = self.keys.dead, self.keys.dead_index
+        if ids is None:
+            commands = [("ZCARD", index), ("DEL", dead, index)]
+            return int(self._pipeline("purge_dead_letters", commands, transaction=True)[0])
+        wanted = [str(i) for i in ids]
+        if not wanted:
+            return 0
+        commands = [("HDEL", dead, *wanted), ("ZREM", index, *wanted)]
         return int(self._pipeline("purge_dead_letters", commands, transaction=True)[0])
 
     # -- revocations ---------------------------------------------------------------------

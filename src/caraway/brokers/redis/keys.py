@@ -171,6 +171,17 @@ def kombu_matches(exchange_type: str, binding_key: str, routing_key: str) -> boo
     return binding_key == routing_key
 
 
+def bound_queue(keys: Keys, members: Any, routing_key: str) -> str:
+    """The queue kombu's binding ``members`` (of one exchange) route ``routing_key`` to, as
+    kombu resolves it (a member with a pattern is a topic binding); the first of several,
+    so a message taken back never becomes copies; the routing key itself when none matches."""
+    for member in sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members):
+        key, pattern, queue = member.split(keys.sep, 2)
+        if kombu_matches("topic" if pattern else "direct", key, routing_key):
+            return queue
+    return routing_key
+
+
 def fanout_key(keys: Keys, exchange: str) -> str:
     """caraway's set of the queues a fanout exchange copies to. Not kombu's binding table:
     kombu fans out by pub/sub, so its table's fanout members are queues nobody reads as

@@ -29,7 +29,14 @@ from caraway.brokers.contracts import (
     Transport,
 )
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.keys import Command, Keys, fanout_key, kombu_matches, priority_of
+from caraway.brokers.redis.keys import (
+    Command,
+    Keys,
+    bound_queue,
+    fanout_key,
+    kombu_matches,
+    priority_of,
+)
 from caraway.clients.redis import (
     RETRYABLE,
     HeldConnection,
@@ -571,11 +578,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         if not exchange:
             return routing_key
         members = self.client.smembers(self.keys.k(f"_kombu.binding.{exchange}"))
-        for member in sorted(text(m) for m in members):
-            key, pattern, queue = member.split(self.keys.sep, 2)
-            if kombu_matches("topic" if pattern else "direct", key, routing_key):
-                return queue
-        return routing_key
+        return bound_queue(self.keys, members, routing_key)
 
     def close(self) -> None:
         self._held.close()

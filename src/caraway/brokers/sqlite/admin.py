@@ -50,6 +50,16 @@ class SQLiteAdmin(QueueAdmin, Revocations):
         args = (queue, time.time(), queue)
         return int(self._db.read(lambda conn: conn.execute(sql, args).fetchone()[0]))
 
+    def unacked(self, queues: Sequence[str]) -> dict[str, int] | None:
+        # claimed rows: an owner and a lease that has not run out
+        sql = (
+            "SELECT queue, count(*) FROM caraway_messages WHERE owner IS NOT NULL "
+            "AND visible_at > ? GROUP BY queue"
+        )
+        rows = self._db.read(lambda conn: conn.execute(sql, (time.time(),)).fetchall())
+        held = {str(queue): int(count) for queue, count in rows}
+        return {queue: held.get(queue, 0) for queue in queues}
+
     def bind(
         self,
         queue: str,
@@ -135,9 +145,19 @@ class SQLiteAdmin(QueueAdmin, Revocations):
 
         return self._db.write(requeue, notify=True)
 
-    def purge_dead_letters(self) -> int:
+    def purge_dead_letters(self, ids: Sequence[int | str] | None = None) -> int:
         sql = "DELETE FROM caraway_dead_letters"
-        return int(self._db.write(lambda conn: conn.execute(sql).rowcount))
+
+        def purge(conn: sqlite3.Connection) -> int:
+            if ids is None:
+                return int(conn.execute(sql).rowcount)
+            gone = 0
+            for part in chunks([int(value) for value in ids]):
+                where = f" WHERE id IN ({placeholders(len(part))})"
+                gone += conn.execute(f"{sql}{where}", part).rowcount
+            return gone
+
+        return int(self._db.write(purge))
 
     # -- revocations ----------------------------------------------------------------------
 
