@@ -289,6 +289,26 @@ class OptionTable:
         _OPT_BOOL, None, "Durable rpc results.", old="CELERY_RESULT_PERSISTENT"
     )
     result_chord_ordered = Option(_BOOL, False, "Chord results in call order.")
+    # Celery's database backend settings, read by the SQL result store (db+... URLs)
+    database_engine_options = Option(
+        _DICT, {}, "SQLAlchemy create_engine options (pool_size, pool_recycle...)."
+    )
+    database_engine_callback = Option(
+        _ANY, None, "Called with each new engine (a callable or 'module:function')."
+    )
+    database_short_lived_sessions = Option(
+        _BOOL,
+        False,
+        "caraway's SQL store holds no session between calls, so every session is short-lived.",
+        old="CELERY_RESULT_DB_SHORT_LIVED_SESSIONS",
+    )
+    database_table_names = Option(
+        _DICT, {}, "{'task': ..., 'group': ...}.", old="CELERY_RESULT_DB_TABLENAMES"
+    )
+    database_table_schemas = Option(_DICT, {}, "{'task': ..., 'group': ...}.")
+    database_create_tables_at_setup = Option(
+        _BOOL, True, "Create/upgrade the tables when the store opens (else on first use)."
+    )
     result_cache_max = Option(_INT, -1, "-1 disables.", old="CELERY_MAX_CACHED_RESULTS")
 
     # -- tasks -----------------------------------------------------------------------------

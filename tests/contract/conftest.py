@@ -40,6 +40,7 @@ from caraway.brokers.registry import (
 )
 from caraway.brokers.sqlite import transport as sqlite_transport
 from caraway.protocol.message import Message
+from tests import pg
 
 TransportFactory = Callable[..., Transport]
 AdminFactory = Callable[..., QueueAdmin]
@@ -157,12 +158,30 @@ def _handles(
         reset(url)
 
 
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """One PostgreSQL database for the suite's run; each test takes a schema of its own."""
+    with pg.database("caraway_ha_contract") as name:
+        yield name
+
+
+def _postgres_url(request: pytest.FixtureRequest, scheme: str) -> Iterator[str]:
+    kind = "transport" if scheme == "postgresql" else "backend"
+    _plugin_or_skip(f"caraway.brokers.postgres.{kind}")
+    dbname = request.getfixturevalue("pg_database")
+    with pg.schema(dbname) as schema:
+        yield pg.url(dbname, scheme=scheme, schema=schema)
+
+
 @pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis", "amqp"])
 def broker_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """A broker private to this test: its transports and admins share it."""
     kind: str = request.param
+    if kind == "postgresql":
+        yield from _postgres_url(request, "postgresql")
+        return
     if kind == "sqlite-select-then-update":
         # the claim path for SQLite libraries older than 3.35 (no RETURNING)
         monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
@@ -223,9 +242,18 @@ def queue(request: pytest.FixtureRequest) -> Iterator[str]:
         delete_amqp_queues([name + suffix for suffix in _DERIVED])
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "db+postgresql", "db+sqlite"])
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
+    if request.param == "db+postgresql":
+        for url in _postgres_url(request, "db+postgresql"):
+            yield from _handles(open_backend, url, memory_backend.reset)
+        return
+    if request.param == "db+sqlite":
+        _plugin_or_skip("caraway.brokers.postgres.backend")
+        url = f"db+sqlite:///{tmp_path / 'results.db'}"
+        yield from _handles(open_backend, url, memory_backend.reset)
+        return
     url = _url(request.param, tmp_path / "results.sqlite3", "caraway.brokers.redis.backend")
     yield from _handles(open_backend, url, memory_backend.reset)
 

@@ -307,6 +307,10 @@ class Backend(abc.ABC):
 
     #: any process can read a result (False for rpc://, where only the caller can)
     shared: bool = True
+    #: :meth:`load` returns the very bytes stored; False where the store keeps a
+    #: document's fields in columns (SQL, in Celery's table layout) and builds an equal
+    #: document back (same fields and values, in the protocol's field order)
+    keeps_bytes: bool = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url

@@ -44,12 +44,19 @@ BACKEND_SCHEMES: dict[str, str] = {
     "memory": "memory",
     "cache+memory": "memory",
     "sqlite": "sqlite",
-    "db+sqlite": "sqlite",
     "redis": "redis",
     "rediss": "redis",
     "redis+socket": "redis",
     "sentinel": "redis",
     "rpc": "amqp",
+    # Celery's database backend (a SQLAlchemy URL after "db+"), in Celery's table layout
+    "db+postgresql": "postgres",
+    "db+postgres": "postgres",
+    "db+sqlite": "postgres",
+    "db+mysql": "postgres",
+    "db+mariadb": "postgres",
+    "postgresql": "postgres",
+    "postgres": "postgres",
 }
 #: broker folder -> kind of plug-in -> "module:Class"
 _PLUGINS: dict[str, dict[str, str]] = {
@@ -81,6 +88,13 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "mailbox": "caraway.brokers.amqp.mailbox:AMQPMailbox",
         "bus": "caraway.brokers.amqp.bus:AMQPBus",
     },
+    "postgres": {
+        "admin": "caraway.brokers.postgres.admin:PostgresAdmin",
+        "transport": "caraway.brokers.postgres.transport:PostgresTransport",
+        "backend": "caraway.brokers.postgres.backend:SQLBackend",
+        "mailbox": "caraway.brokers.postgres.mailbox:PostgresMailbox",
+        "bus": "caraway.brokers.postgres.bus:PostgresBus",
+    },
 }
 
 
@@ -96,7 +110,7 @@ BUS_ALIASES = _aliases(BROKER_SCHEMES, "bus")
 BACKEND_ALIASES = _aliases(BACKEND_SCHEMES, "backend")
 
 #: top-level client package -> the extra that installs it
-_EXTRAS = {"redis": "redis", "amqp": "amqp"}
+_EXTRAS = {"redis": "redis", "amqp": "amqp", "sqlalchemy": "sql", "psycopg": "postgres"}
 
 
 def open_transport(url: str, *, options: dict[str, Any] | None = None) -> Transport:
@@ -180,6 +194,10 @@ def resolve(url: str, aliases: dict[str, str], *, group: str, kind: str) -> Any:
         plugins = _entry_points(group)
         if scheme in plugins:
             return plugins[scheme].load()
+        if "+" in scheme:
+            # a SQLAlchemy driver after the dialect: db+postgresql+psycopg, db+mysql+pymysql
+            target = aliases.get(scheme.rpartition("+")[0])
+    if target is None:
         known = ", ".join(f"{name}://" for name in sorted({*aliases, *plugins}))
         raise ImproperlyConfigured(
             f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}; known schemes: {known} "
