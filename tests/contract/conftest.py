@@ -173,7 +173,9 @@ def _postgres_url(request: pytest.FixtureRequest, scheme: str) -> Iterator[str]:
         yield pg.url(dbname, scheme=scheme, schema=schema)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis", "amqp"])
+@pytest.fixture(
+    params=["memory", "sqlite", "sqlite-select-then-update", "redis", "amqp", "postgresql"]
+)
 def broker_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:

@@ -144,3 +144,21 @@ def task_message(
 @pytest.fixture
 def make_message() -> Callable[..., Message]:
     return task_message
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database for this run (``caraway_ha_*``); tests take schemas in it."""
+    from tests import pg
+
+    with pg.database("caraway_ha_integration") as name:
+        yield name
+
+
+@pytest.fixture
+def pg_broker_url(pg_database: str) -> Iterator[str]:
+    """A ``postgresql://`` broker private to this test: a schema of its own."""
+    from tests import pg
+
+    with pg.schema(pg_database) as schema:
+        yield pg.url(pg_database, schema=schema)

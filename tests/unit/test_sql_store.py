@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from caraway.brokers.postgres import rows
-from caraway.brokers.registry import BACKEND_ALIASES, resolve
+from caraway.brokers.registry import BACKEND_ALIASES, TRANSPORT_ALIASES, resolve
 from caraway.clients.sql import dialect_name, engine_url
 from caraway.exceptions import BackendError, ImproperlyConfigured
 from caraway.protocol.results import encode_document, result_document
@@ -84,3 +84,8 @@ def test_a_result_celery_pickled_is_reported_not_unpickled() -> None:
     row.update(task_id="t1", status="SUCCESS", result=b"\x80\x04K\x04.")
     with pytest.raises(BackendError, match="result_serializer='json'"):
         rows.document_from_row([row[column] for column in rows.TASK_COLUMNS])
+
+
+def test_a_postgresql_broker_url_finds_the_postgres_transport() -> None:
+    cls = resolve("postgres://h/d", TRANSPORT_ALIASES, group="caraway.transports", kind="t")
+    assert cls.__name__ == "PostgresTransport"

@@ -291,6 +291,20 @@ class Revocations(abc.ABC):
         """The revoked ids recorded and not yet expired, in no particular order."""
 
 
+class Migrations(abc.ABC):
+    """An admin or backend whose store has a schema to create or upgrade (SQL tables):
+    ``caraway migrate`` runs it ahead of deployment. Callers test ``isinstance``."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Create or upgrade the schema now; idempotent. Returns what was done (empty when
+        it was up to date)."""
+
+    @abc.abstractmethod
+    def migration_sql(self) -> list[str]:
+        """The statements of a fresh schema, for a DBA to read or run by hand."""
+
+
 # -- result backends -------------------------------------------------------------------------
 
 

@@ -38,6 +38,8 @@ BROKER_SCHEMES: dict[str, str] = {
     "amqp": "amqp",
     "pyamqp": "amqp",
     "amqps": "amqp",
+    "postgresql": "postgres",
+    "postgres": "postgres",
 }
 #: result backend URL scheme -> broker folder; ``rpc://`` results travel on the AMQP broker
 BACKEND_SCHEMES: dict[str, str] = {

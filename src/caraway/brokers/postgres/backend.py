@@ -20,9 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
+from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore, Migrations
 from caraway.brokers.postgres import rows as docs
-from caraway.brokers.postgres.schema import RESULTS_CHANNEL, migrate_results, result_tables
+from caraway.brokers.postgres.schema import (
+    RESULTS_CHANNEL,
+    migrate_results,
+    result_tables,
+    results_sql,
+)
 from caraway.clients.sql import SQLDatabase, chunks
 from caraway.clients.sql_listen import Listener, listener_for
 from caraway.exceptions import BackendError
@@ -41,7 +46,7 @@ _CHORD_CLAIM_STALE = 21.0
 _LAST = 1e308
 
 
-class SQLBackend(Backend, GroupStore, ChordStore):
+class SQLBackend(Backend, GroupStore, ChordStore, Migrations):
     """Results in a SQL database through SQLAlchemy; see the module docstring.
 
     Options (the app fills them from Celery's ``database_*`` settings): ``table_names``,
@@ -75,6 +80,9 @@ class SQLBackend(Backend, GroupStore, ChordStore):
     def migrate(self) -> list[str]:
         """Create or upgrade the tables now; returns what was done."""
         return self.db.transaction(lambda conn: migrate_results(conn, self.tables))
+
+    def migration_sql(self) -> list[str]:
+        return results_sql(self.tables, self.db.engine.dialect)
 
     def _ready(self) -> SQLDatabase:
         if self._create:
