@@ -19,6 +19,7 @@ from benchmarks.runner import SQLITE_ROUND_TRIPS, Outcome, Results
 START = "<!-- benchmarks:results:start -->"
 END = "<!-- benchmarks:results:end -->"
 BROKER_TITLES = {
+    "postgres": "PostgreSQL",
     "redis": "Redis",
     "amqp": "RabbitMQ (results in Redis)",
     "sqlite": "SQLite",

@@ -134,6 +134,8 @@ def _create_engine(url: str, options: dict[str, Any]) -> Engine:
         raise ImproperlyConfigured(f"cannot use {mask_url(url)!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         _sqlite_setup(engine, float(options.get("busy_timeout", 5.0)))
+    if engine.dialect.name == "postgresql" and options.get("synchronous_commit") is not None:
+        _synchronous_commit(engine, str(options["synchronous_commit"]))
     callback = options.get("engine_callback")
     if callback is not None:
         _callable(callback)(engine)
@@ -180,6 +182,23 @@ def _sqlite_setup(engine: Engine, busy_timeout: float) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _synchronous_commit(engine: Engine, value: str) -> None:
+    """Every connection of ``engine`` commits with PostgreSQL's ``synchronous_commit`` at
+    ``value``: ``off`` returns before the commit's WAL is on disk (a server crash may undo
+    the last few hundred milliseconds of commits, in order; nothing is left half done)."""
+    if value not in ("on", "off", "local", "remote_write", "remote_apply"):
+        raise ImproperlyConfigured(f"synchronous_commit {value!r} is not a PostgreSQL value")
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # a session setting, outside any transaction
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET synchronous_commit TO {value}")
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
+
+
 def _retryable(exc: DBAPIError) -> bool:
     """A dropped connection, a deadlock, a serialisation failure, a busy SQLite file."""
     return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
@@ -221,7 +240,8 @@ class SQLDatabase:
         self._engine_options = {
             key: value
             for key, value in self.options.items()
-            if key in _ENGINE_OPTIONS or key in ("busy_timeout", "engine_callback")
+            if key in _ENGINE_OPTIONS
+            or key in ("busy_timeout", "engine_callback", "synchronous_commit")
         }
         self._prepared: set[tuple[int, str]] = set()
         self._prepare_lock = threading.Lock()

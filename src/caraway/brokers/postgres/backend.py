@@ -72,6 +72,7 @@ class SQLBackend(Backend, GroupStore, ChordStore, Migrations):
         self._create = bool(self.options.get("create_tables", True))
         self._listener: Listener | None = None
         self._listener_pid = -1
+        self._pg_store: sa.TextClause | None = None
         if self._create and self.options.get("create_tables_at_setup"):
             self._ready()
 
@@ -101,16 +102,17 @@ class SQLBackend(Backend, GroupStore, ChordStore, Migrations):
         reply_to: str | None = None,
     ) -> bool:
         row = self._row(task_id, document, state, expires)
-        return bool(self._ready().transaction(lambda conn: self._upsert(conn, [row])))
+        return bool(self._write([row]))
 
     def store_many(
         self, items: Sequence[tuple[str, bytes, str, str | None]], *, expires: float | None
     ) -> None:
-        """All documents in one transaction."""
+        """All documents in one statement (the last state of each task in the batch, or
+        its first final one, as storing them one by one would leave)."""
         if not items:
             return
         rows = [self._row(task_id, doc, state, expires) for task_id, doc, state, _ in items]
-        self._ready().transaction(lambda conn: self._upsert(conn, rows))
+        self._write(_one_per_task(rows))
 
     @staticmethod
     def _row(task_id: str, document: bytes, state: str, expires: float | None) -> dict[str, Any]:
@@ -119,12 +121,21 @@ class SQLBackend(Backend, GroupStore, ChordStore, Migrations):
         row["caraway_expires"] = None if expires is None else time.time() + expires
         return row
 
-    def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+    def _write(self, rows: list[dict[str, Any]]) -> int:
+        """Write ``rows`` (one per task) in one statement; returns how many were written."""
+        db = self._ready()
+        if db.dialect == "postgresql":
+            # the hot path: one fixed statement (prepared by the server after a few runs),
+            # committed on its own in one round trip
+            statement = self._pg_store
+            if statement is None:
+                statement = self._pg_store = _pg_store_sql(self.tables.tasks, db.engine.dialect)
+            params = _pg_store_params(rows)
+            return int(db.autocommit(lambda conn: conn.execute(statement, params).rowcount))
         table = self.tables.tasks
-        changed = 0
-        for row in rows:  # one statement per row: rowcount says which were written
-            changed += conn.execute(_store_statement(conn, table, row)).rowcount
-        return changed
+        return int(
+            db.transaction(lambda conn: conn.execute(_store_statement(conn, table, rows)).rowcount)
+        )
 
     def load(self, task_id: str) -> bytes | None:
         found = self.load_many([task_id])
@@ -359,38 +370,99 @@ def _live(table: sa.Table, now: float) -> sa.ColumnElement[bool]:
     return sa.or_(table.c.caraway_expires.is_(None), table.c.caraway_expires > now)
 
 
-def _store_statement(conn: Connection, table: sa.Table, row: dict[str, Any]) -> Any:
-    """Insert, or update a row that is not final (or has expired): one statement."""
+#: the stored columns and their PostgreSQL array types, in the order the store binds them
+_PG_COLUMNS = (
+    ("task_id", "varchar"),
+    ("status", "varchar"),
+    ("result", "bytea"),
+    ("date_done", "timestamp"),
+    ("traceback", "text"),
+    ("children", "bytea"),
+    ("name", "varchar"),
+    ("args", "bytea"),
+    ("kwargs", "bytea"),
+    ("worker", "varchar"),
+    ("retries", "int"),
+    ("queue", "varchar"),
+    ("stamps", "bytea"),
+    ("caraway_meta", "bytea"),
+    ("caraway_expires", "float8"),
+)
+
+
+def _pg_store_sql(table: sa.Table, dialect: Any) -> sa.TextClause:
+    """The PostgreSQL upsert of many rows, bound as one array per column (see _store_statement
+    for what it refuses)."""
+    preparer = dialect.identifier_preparer
+    sequence = table.c.id.default
+    assert isinstance(sequence, sa.Sequence)
+    names = ", ".join(preparer.quote(name) for name, _ in _PG_COLUMNS)
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _PG_COLUMNS)
+    updates = ", ".join(
+        f"{preparer.quote(name)} = excluded.{preparer.quote(name)}"
+        for name, _ in _PG_COLUMNS
+        if name != "task_id"
+    )
+    final = ", ".join(f"'{state}'" for state in _FINAL)
+    return sa.text(
+        f"INSERT INTO {preparer.format_table(table)} AS t (id, {names}) "
+        f"SELECT nextval('{preparer.format_sequence(sequence)}'), * FROM unnest({arrays}) "
+        f"ON CONFLICT (task_id) DO UPDATE SET {updates} WHERE NOT (t.status IN ({final}) "
+        "AND (t.caraway_expires IS NULL OR t.caraway_expires > :now))"
+    )
+
+
+def _pg_store_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {name: [row[name] for row in rows] for name, _ in _PG_COLUMNS}
+    params["now"] = time.time()
+    return params
+
+
+def _one_per_task(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per task (an upsert may touch a row once): the last, or the first final."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        previous = chosen.get(row["task_id"])
+        if previous is None or previous["status"] not in _FINAL:
+            chosen[row["task_id"]] = row
+    return list(chosen.values())
+
+
+def _store_statement(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> Any:
+    """Insert, or update rows that are not final (or have expired): one statement."""
     refused = sa.and_(
         table.c.status.in_(_FINAL),
         sa.or_(table.c.caraway_expires.is_(None), table.c.caraway_expires > time.time()),
     )
     if conn.dialect.name == "mysql":
-        return _mysql_store(table, row, refused)
+        return _mysql_store(table, rows, refused)
     # rowcount is only kept for INSERTs when asked: it says whether the upsert wrote
-    statement = _on_conflict_insert(conn, table, row)
-    changes = {column: statement.excluded[column] for column in row if column != "task_id"}
+    statement = _on_conflict_insert(conn, table, rows)
+    columns = [column for column in rows[0] if column not in ("task_id", "id")]
+    changes = {column: statement.excluded[column] for column in columns}
     return statement.on_conflict_do_update(
         index_elements=[table.c.task_id], set_=changes, where=sa.not_(refused)
     ).execution_options(preserve_rowcount=True)
 
 
 def _on_conflict_insert(
-    conn: Connection, table: sa.Table, values: dict[str, Any]
+    conn: Connection, table: sa.Table, values: dict[str, Any] | list[dict[str, Any]]
 ) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).values(**values)
-    return sqlite.insert(table).values(**values)
+        return postgresql.insert(table).values(values)
+    return sqlite.insert(table).values(values)
 
 
-def _mysql_store(table: sa.Table, row: dict[str, Any], refused: sa.ColumnElement[bool]) -> Any:
-    statement = mysql.insert(table).values(**row)
+def _mysql_store(
+    table: sa.Table, rows: list[dict[str, Any]], refused: sa.ColumnElement[bool]
+) -> Any:
+    statement = mysql.insert(table).values(rows)
     # assignments run left to right and each sees the ones before it: the columns the
     # test reads go last, and the expiry follows the status it was written with
     new = statement.inserted
     updates: list[tuple[str, Any]] = [
         (column, sa.func.if_(refused, table.c[column], new[column]))
-        for column in row
+        for column in rows[0]
         if column not in ("task_id", "status", "caraway_expires")
     ]
     updates.append(("status", sa.func.if_(refused, table.c.status, new.status)))

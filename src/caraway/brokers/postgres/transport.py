@@ -7,6 +7,10 @@ are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`` statement (consu
 wait on each other's rows), acks a DELETE that rides in the next claim's statement, and
 every write that makes a row claimable NOTIFYs ``caraway_messages`` with the queue's name,
 which wakes waiting consumers (no polling). At-least-once: a claim is a committed update.
+Publishes commit synchronously (on disk when ``publish`` returns); claims, acks and the
+other settling writes commit asynchronously, since losing the last of them to a server
+crash can only hand a message out again, never lose one: one WAL flush per task batch
+(its results) instead of two.
 """
 
 from __future__ import annotations
@@ -176,12 +180,18 @@ class PostgresTransport(Transport, Scheduling):
         super().__init__(url, options=options)
         self.visibility_timeout = float(self.options.get("visibility_timeout", 30.0))
         self.db = broker_database(url, self.options)
+        #: the settling writes' client (see the module docstring), on a pool of its own
+        self.settle_db = broker_database(url, {**self.options, "synchronous_commit": "off"})
         self._listener: Listener | None = None
         self._listener_pid = -1
 
     def _ready(self) -> SQLDatabase:
         ensure_broker_tables(self.db)
         return self.db
+
+    def _settling(self) -> SQLDatabase:
+        ensure_broker_tables(self.db)
+        return self.settle_db
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -286,7 +296,7 @@ class PostgresTransport(Transport, Scheduling):
         }
         params.update({f"q{i}": queue for i, queue in enumerate(queues)})
         statement = _claim_sql(len(queues))
-        rows = self._ready().autocommit(lambda conn: conn.execute(statement, params).all())
+        rows = self._settling().autocommit(lambda conn: conn.execute(statement, params).all())
         # RETURNING gives rows in no promised order
         return sorted(rows, key=lambda row: (-row[2], row[0]))
 
@@ -319,19 +329,19 @@ class PostgresTransport(Transport, Scheduling):
 
     def _ack_ids(self, ids: list[int]) -> None:
         if ids:
-            self._ready().autocommit(lambda conn: conn.execute(_ACK, {"ids": ids}))
+            self._settling().autocommit(lambda conn: conn.execute(_ACK, {"ids": ids}))
 
     def requeue(self, delivery: Delivery) -> None:
         # only the current owner may hand back: after a lease expired another may hold it
         params = {"id": int(delivery.tag), "owner": delivery.state}
-        self._ready().autocommit(lambda conn: conn.execute(_HAND_BACK, params).all())
+        self._settling().autocommit(lambda conn: conn.execute(_HAND_BACK, params).all())
 
     def park(self, delivery: Delivery, eta: float) -> None:
         # parking is not a delivery attempt: the count is given back, and the NOTIFY makes
         # waiting consumers look again for the new due time
         visible = eta if eta > time.time() else 0.0
         params = {"visible": visible, "id": int(delivery.tag), "owner": delivery.state}
-        self._ready().autocommit(lambda conn: conn.execute(_PARK, params).all())
+        self._settling().autocommit(lambda conn: conn.execute(_PARK, params).all())
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         params = {
@@ -345,14 +355,16 @@ class PostgresTransport(Transport, Scheduling):
             "routing_key": delivery.routing_key,
             **message_values(delivery.message),
         }
-        self._ready().autocommit(lambda conn: conn.execute(_DEAD_LETTER, params))
+        self._settling().autocommit(lambda conn: conn.execute(_DEAD_LETTER, params))
 
     def renew(self, owner: str) -> None:
         params = {"lease": time.time() + self.visibility_timeout, "owner": owner}
-        self._ready().autocommit(lambda conn: conn.execute(_RENEW, params))
+        self._settling().autocommit(lambda conn: conn.execute(_RENEW, params))
 
     def recover(self, owner: str) -> int:
-        rows = self._ready().autocommit(lambda conn: conn.execute(_RECOVER, {"owner": owner}).one())
+        rows = self._settling().autocommit(
+            lambda conn: conn.execute(_RECOVER, {"owner": owner}).one()
+        )
         return int(rows[0])
 
     def close(self) -> None:
