@@ -235,6 +235,7 @@ class Caraway:
             "connect_timeout": conf.broker_connection_timeout,
             "max_priority": conf.task_queue_max_priority,
             "queue_type": conf.task_default_queue_type,
+            "exchange_type": conf.task_default_exchange_type,
         }
         if self.broker_url.startswith(("amqp", "pyamqp")):
             for key, value in amqp_settings.items():
