@@ -6,6 +6,7 @@ from caraway import exceptions, states
 from caraway._version import __version__
 from caraway.app import Caraway
 from caraway.canvas import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
+from caraway.entities import Broadcast, Exchange, Queue
 from caraway.result import AsyncResult, EagerResult, GroupResult
 from caraway.shared import current_app, shared_task
 from caraway.task import Task
@@ -13,9 +14,12 @@ from caraway.utils.log import get_task_logger
 
 __all__ = [
     "AsyncResult",
+    "Broadcast",
     "Caraway",
     "EagerResult",
+    "Exchange",
     "GroupResult",
+    "Queue",
     "Signature",
     "Task",
     "__version__",

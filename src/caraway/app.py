@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
-from caraway import current, publish
+from caraway import current, publish, signals
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
 from caraway.config import Settings
 from caraway.control import Control
+from caraway.events.api import Events
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol.events import task_sent_fields
@@ -122,6 +123,8 @@ class Caraway:
     def result_backend_url(self) -> str | None:
         """The result backend URL in effect, or None when results are disabled."""
         url = self.conf.result_backend
+        if url == "rpc":
+            return "rpc://"  # Celery's backend='rpc'
         if url in ("sqlite://", "sqlite:///"):
             return f"sqlite:///{self._default_sqlite}"
         if url:
@@ -143,6 +146,7 @@ class Caraway:
         def register(function: Callable[..., Any]) -> TaskType:
             base = options.pop("base", None) or self.Task
             task = build_task(self, function, base, options)
+            _annotate(task, self.conf.task_annotations)
             self._tasks[task.name] = task
             for twin in current.twins(self):
                 twin._tasks.setdefault(task.name, task)
@@ -181,8 +185,13 @@ class Caraway:
         if self._imported:
             return
         self._imported = True
+        signals.import_modules.send(sender=self)
         for name in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(name)
+        if self.conf.task_annotations:
+            # settings read after the tasks were declared (config_from_object below them)
+            for task in self._tasks.values():
+                _annotate(task, self.conf.task_annotations)
 
     def autodiscover_tasks(
         self,
@@ -210,9 +219,18 @@ class Caraway:
             local.oid = None
         return local
 
-    def connection(self) -> Transport:
-        """A new broker connection (the caller closes it)."""
+    def connection(self, *args: Any, **kwargs: Any) -> Transport:
+        """A new broker connection; the caller closes it, or uses it in ``with``.
+
+        Celery's arguments (hostname, userid, ...) are refused: the URL is broker_url.
+        """
+        if args or kwargs:
+            raise ImproperlyConfigured(
+                "app.connection() takes no arguments in caraway; it connects to broker_url"
+            )
         return open_transport(self.broker_url, options=self._broker_options())
+
+    connection_for_read = connection_for_write = connection
 
     def admin(self) -> QueueAdmin:
         """A new handle on the broker's queues, schedule and dead letters, with the options
@@ -392,6 +410,12 @@ class Caraway:
         self.start(["worker", *(argv or [])])
 
     @property
+    def events(self) -> Events:
+        """Celery's monitoring API: ``app.events.Receiver(connection, handlers={...})``,
+        ``app.events.State()``, ``app.events.Dispatcher()``."""
+        return Events(self)
+
+    @property
     def control(self) -> Control:
         """Remote control of the worker nodes (broadcast commands)."""
         if self._control is None:
@@ -411,6 +435,48 @@ class Caraway:
 
     def __repr__(self) -> str:
         return f"<Caraway {self.main or '__main__'} at {id(self):#x}>"
+
+
+def _annotate(task: TaskType, annotations: Any) -> None:
+    """Apply ``task_annotations`` to ``task`` as Celery does: a dict keyed by task name
+    or '*' (the name's entry applied after '*'), an object with ``annotate(task)``, or a
+    list of those applied in order; an '@name' key wraps the method:
+    ``value(original, *args, **kwargs)``."""
+    if not annotations:
+        return
+    sources = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+    for entry in sources:
+        source = _import_object(entry) if isinstance(entry, str) else entry
+        if isinstance(source, Mapping):
+            found = {**(source.get("*") or {}), **(source.get(task.name) or {})}
+        elif hasattr(source, "annotate"):
+            found = source.annotate(task) or {}
+        else:
+            raise ImproperlyConfigured(
+                f"task_annotations entry {source!r} is neither a dict nor has annotate(task)"
+            )
+        for key, value in found.items():
+            if key.startswith("@"):
+                _wrap_method(task, key[1:], value)
+            else:
+                setattr(task, key, value)
+
+
+def _wrap_method(task: TaskType, name: str, around: Callable[..., Any]) -> None:
+    original = getattr(task, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return around(original, *args, **kwargs)
+
+    setattr(task, name, wrapped)
+
+
+def _import_object(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        module_name, _, attribute = path.rpartition(".")
+    found = getattr(importlib.import_module(module_name), attribute)
+    return found() if isinstance(found, type) else found
 
 
 def _bind_group_result(bound: Caraway) -> type[GroupResultType]:

@@ -3,8 +3,9 @@
 Owns validation on write, the "did you mean" for unknown names, and loading from objects,
 modules and the environment; the option table itself (names, types, defaults, aliases) is
 :mod:`caraway._config_table`, and nothing here acts on any setting. The one thing to know:
-a name missing from the table is an error (``UnknownSetting`` with a "did you mean"), never
-a silent no-op.
+a name missing from the table is an error (``UnknownSetting`` with a "did you mean"), and a
+Celery setting caraway refuses (``REFUSED``) is an error that says why and what to use
+instead, unless its value is what caraway does anyway; neither is ever a silent no-op.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from caraway._config_table import ALIASES as _ALIASES
-from caraway._config_table import OPTIONS, Option, OptionTable
+from caraway._config_table import OPTIONS, REFUSED, REFUSED_ALIASES, Option, OptionTable
 from caraway.clients.urls import mask_url
 from caraway.exceptions import ImproperlyConfigured, UnknownSetting
 
@@ -46,9 +47,14 @@ class Settings(OptionTable, Mapping[str, Any]):
         self.update(mapping, **kwargs)
 
     def __getitem__(self, name: str) -> Any:
+        refused = _refused_name(name)
+        if refused is not None:
+            return _refused_value(refused)
         return self._values[_resolve(name)]
 
     def __setitem__(self, name: str, value: Any) -> None:
+        if _check_refused(name, value):
+            return
         canonical = _resolve(name)
         self._values[canonical] = OPTIONS[canonical].coerce(value)
         self._explicit.add(canonical)
@@ -65,6 +71,8 @@ class Settings(OptionTable, Mapping[str, Any]):
             self[name] = value  # an unknown name raises UnknownSetting with a suggestion
 
         def __getattr__(self, name: str) -> Any:
+            if _refused_name(name) is not None:
+                return self[name]
             raise AttributeError(_unknown_message(name)) from None
 
     def __repr__(self) -> str:
@@ -144,6 +152,8 @@ class Settings(OptionTable, Mapping[str, Any]):
                 continue
             name = variable[len(prefix) :].lower()
             option = OPTIONS.get(name)
+            if option is None and name in REFUSED:
+                raise ImproperlyConfigured(_refusal_message(variable, name))
             if option is None:
                 if _closest(name, cutoff=0.85):
                     raise UnknownSetting(_unknown_message(variable, prefix=prefix))
@@ -155,6 +165,39 @@ class Settings(OptionTable, Mapping[str, Any]):
         self._values.update(staged)
         self._explicit.update(staged)
         return list(staged)
+
+
+def _refused_name(name: str) -> str | None:
+    """The refused setting ``name`` stands for (itself or an old alias), or None."""
+    if name in REFUSED:
+        return name
+    return REFUSED_ALIASES.get(name)
+
+
+def _refused_value(name: str) -> Any:
+    """What reading a refused setting gives: the value caraway behaves as, if it has one."""
+    allowed = REFUSED[name].allowed
+    if not allowed:
+        raise AttributeError(_refusal_message(name, name))
+    return allowed[0]
+
+
+def _refusal_message(given: str, name: str) -> str:
+    spelled = given if given == name else f"{given!r} ({name})"
+    return f"setting {spelled!r} is not supported by caraway: {REFUSED[name].reason}"
+
+
+def _check_refused(name: str, value: Any) -> bool:
+    """True to skip a refused setting set to a value caraway already behaves as; raises
+    ImproperlyConfigured for any other value; False for a setting that is not refused."""
+    refused = _refused_name(name)
+    if refused is None:
+        return False
+    allowed = REFUSED[refused].allowed
+    if any(type(value) is type(ok) and value == ok for ok in allowed):
+        return True
+    shown = f" (caraway behaves as {allowed[0]!r})" if allowed else ""
+    raise ImproperlyConfigured(f"{_refusal_message(name, refused)}; got {value!r}{shown}")
 
 
 def _rebuild(values: dict[str, Any], explicit: set[str]) -> Settings:
@@ -198,6 +241,8 @@ def _stage(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     staged: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     for name, value in pairs:
+        if _check_refused(name, value):
+            continue
         canonical = _resolve(name)
         coerced = OPTIONS[canonical].coerce(value)
         if canonical in staged and staged[canonical] != coerced:
@@ -237,7 +282,7 @@ def _is_code(value: object) -> bool:
 def _plain(items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
     picked = []
     for name, value in items:
-        if name in OPTIONS or name in _ALIASES:
+        if name in OPTIONS or name in _ALIASES or _refused_name(name):
             picked.append((name, value))
         elif _is_code(value):
             continue
@@ -255,9 +300,9 @@ def _namespaced(items: Iterable[tuple[str, Any]], namespace: str) -> list[tuple[
         if not name.startswith(prefix):
             continue  # e.g. Django's own settings beside the CELERY_* ones
         setting = name[len(prefix) :].lower()
-        if setting in OPTIONS:
+        if setting in OPTIONS or setting in REFUSED:
             picked.append((setting, value))
-        elif name in _ALIASES:
+        elif name in _ALIASES or name in REFUSED_ALIASES:
             picked.append((name, value))
         elif not _is_code(value):
             raise UnknownSetting(_unknown_message(name, prefix=prefix))

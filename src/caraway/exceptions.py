@@ -128,8 +128,10 @@ class RemoteTaskError(TaskError):
         self.exc_args = list(exc_args)
 
     def __str__(self) -> str:
-        message = ", ".join(str(arg) for arg in self.exc_args)
-        return f"{self.exc_module}.{self.exc_type}: {message}"
+        # The bare message, as Celery's reader shows it (its rebuilt class is a plain
+        # Exception subclass); the type is in the class name and exc_module.
+        args = self.exc_args
+        return str(args[0]) if len(args) == 1 else str(tuple(args))
 
     def __repr__(self) -> str:
         args = ", ".join(repr(arg) for arg in self.exc_args)

@@ -193,6 +193,12 @@ class Transport(abc.ABC):
     def close(self) -> None:  # noqa: B027 - nothing to close for some transports
         """Release the connection; idempotent."""
 
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class Scheduling(abc.ABC):
     """A transport that keeps messages due later on the broker (every built-in one does).
@@ -216,6 +222,16 @@ class Scheduling(abc.ABC):
         For fleets that are all caraway (``producer_parks_eta``): a Celery worker only
         sees the message once it is due. Not idempotent, as :meth:`Transport.publish`.
         """
+
+
+class Fanout(abc.ABC):
+    """A transport that copies a message to every queue bound to a fanout exchange (kombu's
+    ``Broadcast``). Callers test ``isinstance(transport, Fanout)``."""
+
+    @abc.abstractmethod
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """Put a copy of ``message`` on each queue bound to ``exchange`` now (by
+        :meth:`QueueAdmin.bind`); with none bound, the message is dropped (AMQP's rule)."""
 
 
 # -- administration --------------------------------------------------------------------------
@@ -272,6 +288,24 @@ class QueueAdmin(abc.ABC):
 
         Brokers whose queues exist once written to have nothing to declare.
         """
+
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Declare ``queue`` and bind it to ``exchange`` (of ``exchange_type``) with
+        ``routing_key``; idempotent. Brokers that route by queue name alone record only
+        what a fanout publish needs; the default declares the queue."""
+        self.declare(queue)
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:  # noqa: B027
+        """Undo :meth:`bind` (a node's broadcast queue at shutdown); idempotent."""
 
     def close(self) -> None:  # noqa: B027 - nothing to close for some admins
         """Release the connection; idempotent."""

@@ -42,6 +42,7 @@ BROKER_SCHEMES: dict[str, str] = {
     "postgres": "postgres",
 }
 #: result backend URL scheme -> broker folder; ``rpc://`` results travel on the AMQP broker
+#: (over other brokers, on their transport: see open_backend)
 BACKEND_SCHEMES: dict[str, str] = {
     "memory": "memory",
     "cache+memory": "memory",
@@ -134,11 +135,21 @@ def open_admin(url: str, *, options: dict[str, Any] | None = None) -> QueueAdmin
     return cls(url, options=options)
 
 
+#: ``rpc://`` over a broker other than RabbitMQ: results travel through its transport
+REPLY_BACKEND = "caraway.brokers.rpc:ReplyBackend"
+
+
 def open_backend(url: str, *, options: dict[str, Any] | None = None) -> Backend:
-    """Open the result backend for ``url``; raises ImproperlyConfigured as open_transport."""
-    cls: type[Backend] = _plugin(
-        url, BACKEND_ALIASES, "caraway.backends", "result backend", Backend
-    )
+    """Open the result backend for ``url``; raises ImproperlyConfigured as open_transport.
+
+    ``rpc://`` follows the broker (``options['broker_url']``): RabbitMQ's own reply-queue
+    backend, else the transport-generic one, as Celery's rpc backend works over any broker.
+    """
+    aliases = BACKEND_ALIASES
+    broker = str((options or {}).get("broker_url") or "")
+    if url_scheme(url) == "rpc" and broker and BROKER_SCHEMES.get(url_scheme(broker)) != "amqp":
+        aliases = {**BACKEND_ALIASES, "rpc": REPLY_BACKEND}
+    cls: type[Backend] = _plugin(url, aliases, "caraway.backends", "result backend", Backend)
     return cls(url, options=options)
 
 

@@ -8,14 +8,16 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 
 import click
 
-from caraway import exceptions
+from caraway import exceptions, signals
 from caraway.app import Caraway
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
-from caraway.routing import queue_names
+from caraway.entities import Queue
+from caraway.routing import queue_names, select_queues
 from caraway.worker.banner import banner
 from caraway.worker.supervisor import Supervisor
 
@@ -49,8 +51,15 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option(
     "-c", "--concurrency", type=int, default=None, help="Child processes/threads (default: CPUs)."
 )
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork")
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default=None,
+    help="Default: worker_pool (prefork).",
+)
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
 @click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
 @click.option(
@@ -77,8 +86,9 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 def worker(
     ctx: click.Context,
     concurrency: int | None,
-    pool: str,
+    pool: str | None,
     queues: str | None,
+    exclude_queues: str | None,
     hostname: str,
     task_events: bool,
     loglevel: str,
@@ -98,6 +108,7 @@ def worker(
 ) -> None:
     """Start a worker node that runs the app's tasks."""
     app = app_of(ctx)
+    pool = pool or _pool_setting(app)
     node = expand_hostname(hostname)
     pid_path = expand_path(pidfile, node) if pidfile else None
     guard = Pidfile(pid_path) if pid_path else None
@@ -105,7 +116,8 @@ def worker(
         guard.check()
     if detach:
         _detach(expand_path(logfile, node) if logfile else None)
-    _setup_logging(loglevel, logfile, node)
+    signals.celeryd_init.send(sender=node, instance=None, conf=app.conf, options=ctx.params)
+    _configure_logging(app, loglevel, logfile, node)
     if task_events:
         app.conf.worker_send_task_events = True
     heartbeats = not without_heartbeat
@@ -118,12 +130,14 @@ def worker(
     app.conf.update({key: value for key, value in overrides.items() if value is not None})
     scale = _parse_autoscale(autoscale)
     app.loader_import_modules()
-    names = queue_names(queues) if queues else [str(app.conf.task_default_queue)]
+    chosen = select_queues(app.conf, queue_names(queues or ()), queue_names(exclude_queues or ()))
+    names = [queue.for_node(node).name for queue in chosen]
     size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
     size = 1 if pool == "solo" else size
     if scale is not None:
         size = scale[1] or 1
     wait_for_broker(app)
+    declared = _declare_queues(app, chosen, node)
     click.echo(
         banner(
             app,
@@ -131,7 +145,7 @@ def worker(
             concurrency=size,
             pool=pool,
             events=bool(app.conf.worker_send_task_events),
-            queues=names,
+            queues=chosen,
         )
     )
     sys.stdout.flush()
@@ -156,9 +170,11 @@ def worker(
         autoscale=scale,
         heartbeats=heartbeats,
     )
+    signals.celeryd_after_setup.send(sender=node, instance=supervisor, conf=app.conf)
     try:
         code = supervisor.run()
     finally:
+        _unbind_broadcasts(app, declared)
         if guard is not None:
             guard.remove()
     sys.exit(code)
@@ -218,8 +234,96 @@ def wait_for_broker(app: Caraway) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def _setup_logging(level: str, logfile: str | None, node: str) -> None:
+def _declare_queues(app: Caraway, chosen: Sequence[Queue], node: str) -> list[Queue]:
+    """Declare each consumed queue with its exchange and binding (a Broadcast queue as the
+    node's own queue on the fanout exchange); returns the node queues of broadcasts."""
+    broadcasts = []
+    admin = app.admin()
+    try:
+        for declared in chosen:
+            queue = declared.for_node(node)
+            exchange = queue.exchange_entity
+            if exchange is None or not exchange.name:
+                admin.declare(queue.name)
+                continue
+            admin.bind(
+                queue.name,
+                exchange=exchange.name,
+                exchange_type=exchange.type,
+                routing_key=queue.routing_key,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+            )
+            if queue.is_broadcast:
+                broadcasts.append(queue)
+    finally:
+        admin.close()
+    return broadcasts
+
+
+def _unbind_broadcasts(app: Caraway, queues: Sequence[Queue]) -> None:
+    """At shutdown: this node stops taking copies of broadcasts it will not read."""
+    if not queues:
+        return
+    admin = app.admin()
+    try:
+        for queue in queues:
+            exchange = queue.exchange_entity
+            assert exchange is not None
+            admin.unbind(queue.name, exchange=exchange.name, routing_key=queue.routing_key)
+    except Exception as exc:
+        logging.getLogger("caraway.worker").warning("could not unbind broadcast queues: %s", exc)
+    finally:
+        admin.close()
+
+
+def _pool_setting(app: Caraway) -> str:
+    pool = str(app.conf.worker_pool)
+    if pool not in ("prefork", "threads", "solo"):
+        raise click.BadParameter(
+            f"worker_pool = {pool!r}: caraway's pools are prefork, threads and solo",
+            param_hint="worker_pool",
+        )
+    return pool
+
+
+def _configure_logging(app: Caraway, level: str, logfile: str | None, node: str) -> None:
+    """Celery's order: setup_logging receivers replace the worker's own set-up; then
+    after_setup_logger and after_setup_task_logger are sent either way."""
+    conf = app.conf
+    arguments = {"loglevel": level, "logfile": logfile, "format": conf.worker_log_format}
+    if not signals.setup_logging.send(sender=None, colorize=False, **arguments):
+        _setup_logging(
+            level,
+            logfile,
+            node,
+            fmt=conf.worker_log_format,
+            datefmt=conf.worker_log_datefmt,
+            hijack=conf.worker_hijack_root_logger,
+        )
+    signals.after_setup_logger.send(
+        sender=None, logger=logging.getLogger(), colorize=False, **arguments
+    )
+    signals.after_setup_task_logger.send(
+        sender=None,
+        logger=logging.getLogger("celery.task"),
+        colorize=False,
+        **{**arguments, "format": conf.worker_task_log_format},
+    )
+
+
+def _setup_logging(
+    level: str,
+    logfile: str | None,
+    node: str,
+    *,
+    fmt: str = LOG_FORMAT,
+    datefmt: str | None = None,
+    hijack: bool = True,
+) -> None:
     root = logging.getLogger()
+    if not hijack and root.handlers:
+        return  # worker_hijack_root_logger=False: the user's logging stays as it is
     for existing in list(root.handlers):
         root.removeHandler(existing)
     if logfile:
@@ -228,7 +332,7 @@ def _setup_logging(level: str, logfile: str | None, node: str) -> None:
         handler: logging.Handler = logging.FileHandler(path)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(fmt, datefmt))
     root.addHandler(handler)
     root.setLevel(level.upper().replace("FATAL", "CRITICAL"))
 

@@ -1,8 +1,10 @@
-"""Body serializers: json (with kombu's type tags), msgpack and yaml if installed, pickle.
+"""Body serializers: json (with kombu's type tags), msgpack and yaml if installed, pickle;
+and body compression as kombu does it (the ``compression`` header).
 
 JSON is the hot path: orjson encodes, and values JSON cannot hold become kombu's
 ``{"__type__", "__value__"}`` tags (protocol.md §1.5); inf/nan become null (kombu: NaN).
 Decoding checks the content type against ``accept`` first: nothing outside it is parsed.
+A compressed body names its method's content type in the ``compression`` header.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import json
 import pickle
 import re
 import uuid
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
 from types import ModuleType
@@ -331,3 +334,78 @@ def normalize_accept(names: Iterable[str] | None) -> frozenset[str]:
                 f"use one of {', '.join(SERIALIZERS)} or a content type"
             )
     return frozenset(accepted)
+
+
+# -- compression -----------------------------------------------------------------------------
+#: method name (and kombu's aliases) -> the content type the ``compression`` header carries
+COMPRESSIONS: dict[str, str] = {
+    "gzip": "application/x-gzip",  # kombu's 'gzip' is zlib's format under gzip's name
+    "zlib": "application/x-gzip",
+    "bzip2": "application/x-bz2",
+    "bzip": "application/x-bz2",
+    "lzma": "application/x-lzma",
+    "xz": "application/x-lzma",
+    "brotli": "application/x-brotli",
+    "zstd": "application/zstd",
+    "zstandard": "application/zstd",
+}
+#: content type -> (modules that provide it, first found wins; the package to install)
+_CODECS: dict[str, tuple[tuple[str, ...], str]] = {
+    "application/x-gzip": (("zlib",), ""),
+    "application/x-bz2": (("bz2",), ""),
+    "application/x-lzma": (("lzma",), ""),
+    "application/x-brotli": (("brotli", "brotlicffi"), "brotli"),
+    "application/zstd": (("compression.zstd", "backports.zstd", "zstandard"), "zstandard"),
+}
+
+
+def _codec(content_type: str) -> ModuleType:
+    """The module with ``compress``/``decompress`` for ``content_type``.
+
+    Raises ImproperlyConfigured for an unknown method or a missing optional package.
+    """
+    found = _CODECS.get(content_type)
+    if found is None:
+        raise ImproperlyConfigured(
+            f"unknown compression {content_type!r}; use one of {', '.join(sorted(COMPRESSIONS))}"
+        )
+    modules, package = found
+    for name in modules:
+        if name == "zlib":
+            return zlib  # the default method needs no lookup
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImproperlyConfigured(
+        f"compression {content_type!r} needs the {package!r} package; pip install {package}"
+    )
+
+
+def compression_type(method: str) -> str:
+    """The header value for ``method`` ('gzip', 'bzip2', ... or a content type).
+
+    Raises ImproperlyConfigured for an unknown method or one whose package is missing.
+    """
+    content_type = COMPRESSIONS.get(method.lower(), method)
+    _codec(content_type)
+    return content_type
+
+
+def compress(body: bytes, method: str) -> tuple[bytes, str]:
+    """Compress a serialized body; returns ``(bytes, header value)`` as kombu does."""
+    content_type = compression_type(method)
+    compressor: Callable[[bytes], bytes] = _codec(content_type).compress
+    return bytes(compressor(body)), content_type
+
+
+def decompress(body: bytes, content_type: str) -> bytes:
+    """Undo :func:`compress` (or kombu's); ProtocolError when it cannot be done."""
+    try:
+        codec = _codec(COMPRESSIONS.get(content_type, content_type))
+    except ImproperlyConfigured as exc:
+        raise ProtocolError(f"cannot decompress the body: {exc}") from exc
+    try:
+        return bytes(codec.decompress(body))
+    except Exception as exc:  # each codec raises its own error type
+        raise ProtocolError(f"body is not valid {content_type!r} data: {exc}") from exc

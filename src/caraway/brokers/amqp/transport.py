@@ -25,7 +25,7 @@ import amqp
 
 from caraway.brokers.amqp import delay as ladder
 from caraway.brokers.amqp import native_delay
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import Capabilities, Delivery, Fanout, Scheduling, Transport
 from caraway.clients.amqp import (
     CHANNEL_ERRORS,
     CONNECTION_ERRORS,
@@ -65,7 +65,7 @@ class _Held:
     settled: bool = False
 
 
-class AMQPTransport(Transport, Scheduling):
+class AMQPTransport(Transport, Scheduling, Fanout):
     """Celery-compatible RabbitMQ broker (``amqp://``, ``pyamqp://``, ``amqps://``).
 
     ``options`` (``broker_transport_options``): ``heartbeat`` (120 s; 0 = off),
@@ -221,6 +221,18 @@ class AMQPTransport(Transport, Scheduling):
                 else:
                     wire.append((to_amqp(message), exchange, routing_key or queue))
             link.publish(wire, mandatory=True)
+
+        self._run("publish", run)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """Publish to the fanout exchange (kombu's Broadcast: durable, declared here too);
+        RabbitMQ copies it to every bound queue, Celery workers' included."""
+
+        def run(link: Link) -> None:
+            link.publish_channel.exchange_declare(
+                exchange, "fanout", durable=True, auto_delete=False
+            )
+            link.publish([(to_amqp(message), exchange, "")], mandatory=False)
 
         self._run("publish", run)
 
@@ -550,6 +562,25 @@ def declare_queue(
         )
     channel.exchange_declare(queue, exchange_type, durable=True, auto_delete=False)
     channel.queue_bind(queue, exchange=queue, routing_key=queue)
+
+
+def bind_queue(
+    link: Link,
+    queue: str,
+    arguments: dict[str, Any],
+    *,
+    exchange: str,
+    exchange_type: str,
+    routing_key: str,
+) -> None:
+    """Declare ``queue`` as :func:`declare_queue` does (so a consumer's declaration
+    matches it) and bind it to ``exchange`` of ``exchange_type`` with ``routing_key``."""
+    declare_queue(link, queue, arguments)
+    if not exchange or exchange == queue:
+        return
+    channel = link.publish_channel
+    channel.exchange_declare(exchange, exchange_type, durable=True, auto_delete=False)
+    channel.queue_bind(queue, exchange=exchange, routing_key=routing_key)
 
 
 def declare_dead_queue(link: Link) -> None:

@@ -23,6 +23,25 @@ class MemoryAdmin(QueueAdmin):
         super().__init__(url, options=options)
         self._broker = broker_for(url)
 
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Queues are routed by name; only fanout bindings are kept (for publish_fanout)."""
+        if exchange_type == "fanout":
+            with self._broker.cond:
+                self._broker.fanout.setdefault(exchange, set()).add(queue)
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        with self._broker.cond:
+            self._broker.fanout.get(exchange, set()).discard(queue)
+
     def size(self, queue: str) -> int:
         # ready entries, plus parked ones and expired claims the next claim promotes
         now = time.time()

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Fanout,
+    Scheduling,
+    Transport,
+)
 from caraway.protocol.message import Message
 
 
@@ -47,6 +54,8 @@ class Broker:
         #: heap of (visible_at, id) of parked and claimed entries; stale pairs are skipped
         self.timed: list[tuple[float, int]] = []
         self.dead: dict[int, DeadLetter] = {}
+        #: fanout exchange -> the queues bound to it
+        self.fanout: dict[str, set[str]] = {}
 
     def add(
         self,
@@ -154,7 +163,7 @@ def reset(url: str | None = None) -> None:
             _BROKERS.pop(url, None)
 
 
-class MemoryTransport(Transport, Scheduling):
+class MemoryTransport(Transport, Scheduling, Fanout):
     """Queues in this process's memory, shared by every transport opened on the same URL.
 
     Option ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -184,6 +193,12 @@ class MemoryTransport(Transport, Scheduling):
         with broker.cond:
             for message, queue in items:
                 broker.add(message, queue, "", queue)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        broker = self._broker
+        with broker.cond:
+            for queue in sorted(broker.fanout.get(exchange, ())):
+                broker.add(message, queue, exchange, "")
 
     def fetch(
         self, queues: Sequence[str], *, limit: int, timeout: float, owner: str

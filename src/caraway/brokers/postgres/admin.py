@@ -69,6 +69,33 @@ class PostgresAdmin(QueueAdmin, Revocations, Migrations):
         params = {"queue": queue, "now": time.time()}
         return int(self._ready().transaction(lambda conn: conn.execute(_PURGE, params).rowcount))
 
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Queues are routed by name; only fanout bindings are kept (for publish_fanout)."""
+        if exchange_type != "fanout":
+            return
+        statement = sa.text(
+            "INSERT INTO caraway_fanout (exchange, queue) VALUES (:exchange, :queue) "
+            "ON CONFLICT DO NOTHING"
+        )
+        params = {"exchange": exchange, "queue": queue}
+        self._ready().transaction(lambda conn: conn.execute(statement, params))
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        statement = sa.text(
+            "DELETE FROM caraway_fanout WHERE exchange = :exchange AND queue = :queue"
+        )
+        params = {"exchange": exchange, "queue": queue}
+        self._ready().transaction(lambda conn: conn.execute(statement, params))
+
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         params = {"now": time.time(), "limit": limit}
         rows = self._ready().transaction(lambda conn: conn.execute(_SCHEDULED, params).all())

@@ -255,6 +255,12 @@ BROKER_DDL = (
     priority INTEGER NOT NULL DEFAULT 0,
     delivery_count INTEGER NOT NULL DEFAULT 0,{_MESSAGE_COLUMNS}
 )""",
+    # kombu's Broadcast: the queues bound to each fanout exchange
+    """CREATE TABLE IF NOT EXISTS caraway_fanout (
+    exchange TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    PRIMARY KEY (exchange, queue)
+)""",
     """CREATE TABLE IF NOT EXISTS caraway_revoked (
     task_id TEXT PRIMARY KEY,
     expires_at DOUBLE PRECISION NOT NULL

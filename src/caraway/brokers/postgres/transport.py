@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import Capabilities, Delivery, Fanout, Scheduling, Transport
 from caraway.brokers.postgres.schema import MESSAGES_CHANNEL, migrate_broker
 from caraway.clients.sql import SQLDatabase
 from caraway.clients.sql_listen import Listener, listener_for
@@ -43,6 +43,13 @@ _INSERT_MANY = sa.text(
     "CAST(:encodings AS text[]), CAST(:exchanges AS text[]), CAST(:keys AS text[])) "
     "RETURNING queue) "
     f"SELECT pg_notify('{MESSAGES_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM ins) q"
+)
+_FANOUT = sa.text(
+    "WITH ins AS (INSERT INTO caraway_messages (queue, priority, enqueued_at, "
+    f"{MESSAGE_FIELDS}) SELECT f.queue, :priority, :now, :headers, :properties, :body, "
+    ":content_type, :content_encoding, :exchange, '' FROM caraway_fanout f "
+    "WHERE f.exchange = :exchange ORDER BY f.queue RETURNING queue) "
+    f"SELECT pg_notify('{MESSAGES_CHANNEL}', queue) FROM ins"
 )
 _NEXT_DUE = sa.text(
     "SELECT min(visible_at) FROM caraway_messages "
@@ -165,7 +172,7 @@ def _migrate_quietly(conn: sa.Connection) -> None:
     migrate_broker(conn)
 
 
-class PostgresTransport(Transport, Scheduling):
+class PostgresTransport(Transport, Scheduling, Fanout):
     """The ``postgresql://`` broker; see the module docstring for the table layout.
 
     Options (``broker_transport_options``): ``visibility_timeout`` (s, default 30): how long
@@ -210,6 +217,16 @@ class PostgresTransport(Transport, Scheduling):
         """One statement for the batch, one NOTIFY per queue."""
         if items:
             self._insert([(message, queue, "", queue, 0.0) for message, queue in items])
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """A copy for each queue bound to ``exchange`` (``PostgresAdmin.bind``), one statement."""
+        params = {
+            "exchange": exchange,
+            "priority": _priority(message),
+            "now": time.time(),
+            **message_values(message),
+        }
+        self._ready().autocommit(lambda conn: conn.execute(_FANOUT, params).all())
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
         visible = eta if eta > time.time() else 0.0

@@ -116,6 +116,13 @@ class Keys:
         ]
 
 
+def fanout_key(keys: Keys, exchange: str) -> str:
+    """caraway's set of the queues a fanout exchange copies to. Not kombu's binding table:
+    kombu fans out by pub/sub, so its table's fanout members are queues nobody reads as
+    lists; ours are nodes' broadcast queues, each a list its node reads."""
+    return keys.k(f"caraway.fanout.{exchange}")
+
+
 def priority_of(message: Message) -> int:
     """The message's priority clamped to kombu's 0-9; 0 when it has none."""
     priority = message.properties.get("priority")

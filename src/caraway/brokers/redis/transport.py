@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import Capabilities, Delivery, Fanout, Scheduling, Transport
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.keys import Command, Keys, priority_of
+from caraway.brokers.redis.keys import Command, Keys, fanout_key, priority_of
 from caraway.clients.redis import (
     RETRYABLE,
     HeldConnection,
@@ -54,7 +54,7 @@ class _Held:
     key: str  # unprefixed list key the message was claimed from
 
 
-class RedisTransport(Transport, Scheduling):
+class RedisTransport(Transport, Scheduling, Fanout):
     """Celery-compatible Redis broker (``redis://``, ``rediss://``, ``redis+socket://``, sentinel).
 
     ``options`` are Celery's ``broker_transport_options``: ``visibility_timeout`` (3600 s),
@@ -150,6 +150,16 @@ class RedisTransport(Transport, Scheduling):
             commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
         self._send("publish", commands, transaction=len(commands) > 1)
         self._declared.update(declared)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """A copy on each node queue bound to ``exchange`` (keys.fanout_key): two round
+        trips, the set's members then the pushes."""
+        members = self._send(
+            "fanout", [("SMEMBERS", fanout_key(self.keys, exchange))], transaction=False
+        )
+        queues = sorted(text(member) for member in to_list(members[0]))
+        if queues:
+            self.publish_batch([(message, queue, exchange, "") for queue in queues])
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
         """Publish straight into ``caraway.schedule`` (the zset :meth:`park` uses), due at

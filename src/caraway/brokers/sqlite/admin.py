@@ -50,6 +50,26 @@ class SQLiteAdmin(QueueAdmin, Revocations):
         args = (queue, time.time(), queue)
         return int(self._db.read(lambda conn: conn.execute(sql, args).fetchone()[0]))
 
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Queues are routed by name; only fanout bindings are kept (for publish_fanout)."""
+        if exchange_type != "fanout":
+            return
+        sql = "INSERT OR IGNORE INTO caraway_fanout (exchange, queue) VALUES (?, ?)"
+        self._db.write(lambda conn: conn.execute(sql, (exchange, queue)))
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        sql = "DELETE FROM caraway_fanout WHERE exchange = ? AND queue = ?"
+        self._db.write(lambda conn: conn.execute(sql, (exchange, queue)))
+
     def purge(self, queue: str) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             conn.execute(PROMOTE, (time.time(),))

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import Capabilities, Delivery, Fanout, Scheduling, Transport
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS caraway_dead_letters (
     content_encoding TEXT NOT NULL,
     exchange TEXT NOT NULL DEFAULT '',
     routing_key TEXT NOT NULL DEFAULT ''
+);
+-- fanout exchanges (Broadcast queues): the queues each one copies a message to
+CREATE TABLE IF NOT EXISTS caraway_fanout (
+    exchange TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    PRIMARY KEY (exchange, queue)
 );
 """
 
@@ -126,7 +132,7 @@ def message_from(row: Sequence[Any]) -> Message:
     )
 
 
-class SQLiteTransport(Transport, Scheduling):
+class SQLiteTransport(Transport, Scheduling, Fanout):
     """The embedded default broker; see the module docstring for the table layout.
 
     Options: ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -166,6 +172,17 @@ class SQLiteTransport(Transport, Scheduling):
         rows = [self._row(message, queue, "", None, now) for message, queue in items]
         if rows:
             self._db.write(lambda conn: conn.executemany(_INSERT, rows), notify=True)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> None:
+            sql = "SELECT queue FROM caraway_fanout WHERE exchange = ? ORDER BY queue"
+            queues = [row[0] for row in conn.execute(sql, (exchange,))]
+            rows = [self._row(message, queue, exchange, "", now) for queue in queues]
+            conn.executemany(_INSERT, rows)
+
+        self._db.write(insert, notify=True)
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
         row = self._row(message, queue, "", None, time.time())
