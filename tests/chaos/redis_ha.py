@@ -7,8 +7,10 @@ The machine's Redis (6379) is never touched. A missing binary skips locally, fai
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,13 +25,14 @@ MASTER_NAME = "carawayha"
 class Server:
     """One ``redis-server`` (or sentinel) process in its own session."""
 
-    def __init__(self, workdir: Path, name: str, args: list[str]) -> None:
+    def __init__(self, workdir: Path, name: str, args: list[str], *, cluster: bool = False) -> None:
         binary = shutil.which("redis-server")
         require(binary is not None, "redis-server is not installed")
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.port = free_port()
+        # a cluster node also listens on port + 10000 (its bus): both must be free
+        self.port = cluster_port() if cluster else free_port()
         self.args = args
         self.binary = str(binary)
         self.process: subprocess.Popen[bytes] | None = None
@@ -80,6 +83,24 @@ class Server:
     def log(self) -> str:
         path = self.workdir / "redis.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def cluster_port() -> int:
+    """A free port below 55536 whose bus port (+ 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if all(_free(candidate) for candidate in (port, port + 10000)):
+            return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait(predicate: object, timeout: float, what: str) -> None:
@@ -159,3 +180,76 @@ class SentinelGroup:
     def stop(self) -> None:
         for server in [*self.sentinels, self.replica, self.master]:
             server.stop()
+
+
+class Cluster:
+    """Three masters and three replicas (``redis-cli --cluster create``), node timeout 2 s."""
+
+    def __init__(self, workdir: Path, *, masters: int = 3, replicas: int = 1) -> None:
+        args = [
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            "cluster-node-timeout 2000",
+        ]
+        count = masters * (1 + replicas)
+        self.nodes = [Server(workdir, f"node{i}", list(args), cluster=True) for i in range(count)]
+        self.replicas = replicas
+
+    def start(self) -> Cluster:
+        cli = shutil.which("redis-cli")
+        require(cli is not None, "redis-cli is not installed")
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [str(cli), "--cluster", "create", *addresses, "--cluster-replicas",
+             str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        wait(self.healthy, 30, "the cluster to cover every slot")
+        return self
+
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
+
+    def healthy(self) -> bool:
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            client = node.client()
+            try:
+                info = client.execute_command("CLUSTER", "INFO")
+                if b"cluster_state:ok" not in (
+                    info if isinstance(info, bytes) else str(info).encode()
+                ):
+                    return False
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+        return True
+
+    def master_of(self, key: str) -> Server:
+        """The live node that serves ``key``'s slot as a master."""
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            client = node.client()
+            try:
+                slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+                for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        port = int(master[1])
+                        return next(n for n in self.nodes if n.port == port)
+            finally:
+                client.close()
+        raise AssertionError(f"no master serves {key!r}")
+
+    def fail_over(self, master: Server) -> None:
+        """Kill ``master``; return once its replica took its slots and the cluster is ok."""
+        master.kill()
+        wait(self.healthy, 30, "a replica to take over the killed master's slots")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -173,8 +173,35 @@ def _postgres_url(request: pytest.FixtureRequest, scheme: str) -> Iterator[str]:
         yield pg.url(dbname, scheme=scheme, schema=schema)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Redis Cluster (3 masters, 3 replicas) for the suite's run; its URL."""
+    from tests.chaos.redis_ha import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start().url()
+    finally:
+        cluster.stop()
+
+
+def _cluster_url(request: pytest.FixtureRequest) -> str:
+    """The suite's cluster, under a key prefix no other test uses."""
+    _plugin_or_skip("caraway.brokers.rediscluster.transport")
+    base = request.getfixturevalue("redis_cluster")
+    return f"{base}/?global_keyprefix=t{uuid.uuid4().hex[:10]}:"
+
+
 @pytest.fixture(
-    params=["memory", "sqlite", "sqlite-select-then-update", "redis", "amqp", "postgresql"]
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite-select-then-update",
+        "redis",
+        "amqp",
+        "postgresql",
+        "redis+cluster",
+    ]
 )
 def broker_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -183,6 +210,9 @@ def broker_url(
     kind: str = request.param
     if kind == "postgresql":
         yield from _postgres_url(request, "postgresql")
+        return
+    if kind == "redis+cluster":
+        yield _cluster_url(request)
         return
     if kind == "sqlite-select-then-update":
         # the claim path for SQLite libraries older than 3.35 (no RETURNING)
@@ -244,9 +274,14 @@ def queue(request: pytest.FixtureRequest) -> Iterator[str]:
         delete_amqp_queues([name + suffix for suffix in _DERIVED])
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "db+postgresql", "db+sqlite"])
+@pytest.fixture(
+    params=["memory", "sqlite", "redis", "db+postgresql", "db+sqlite", "redis+cluster"]
+)
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
+    if request.param == "redis+cluster":
+        yield from _handles(open_backend, _cluster_url(request), memory_backend.reset)
+        return
     if request.param == "db+postgresql":
         for url in _postgres_url(request, "db+postgresql"):
             yield from _handles(open_backend, url, memory_backend.reset)

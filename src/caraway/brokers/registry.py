@@ -40,6 +40,8 @@ BROKER_SCHEMES: dict[str, str] = {
     "amqps": "amqp",
     "postgresql": "postgres",
     "postgres": "postgres",
+    "redis+cluster": "rediscluster",
+    "rediss+cluster": "rediscluster",
 }
 #: result backend URL scheme -> broker folder; ``rpc://`` results travel on the AMQP broker
 #: (over other brokers, on their transport: see open_backend)
@@ -60,6 +62,8 @@ BACKEND_SCHEMES: dict[str, str] = {
     "db+mariadb": "postgres",
     "postgresql": "postgres",
     "postgres": "postgres",
+    "redis+cluster": "rediscluster",
+    "rediss+cluster": "rediscluster",
 }
 #: broker folder -> kind of plug-in -> "module:Class"
 _PLUGINS: dict[str, dict[str, str]] = {
@@ -97,6 +101,13 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "backend": "caraway.brokers.postgres.backend:SQLBackend",
         "mailbox": "caraway.brokers.postgres.mailbox:PostgresMailbox",
         "bus": "caraway.brokers.postgres.bus:PostgresBus",
+    },
+    "rediscluster": {
+        "admin": "caraway.brokers.rediscluster.admin:RedisClusterAdmin",
+        "transport": "caraway.brokers.rediscluster.transport:RedisClusterTransport",
+        "backend": "caraway.brokers.rediscluster.backend:RedisClusterBackend",
+        "mailbox": "caraway.brokers.rediscluster.mailbox:RedisClusterMailbox",
+        "bus": "caraway.brokers.rediscluster.bus:RedisClusterBus",
     },
 }
 
