@@ -190,6 +190,9 @@ class Cluster:
             "cluster-enabled yes",
             "cluster-config-file nodes.conf",
             "cluster-node-timeout 2000",
+            # a replica takes over however stale it is: availability first; what it had
+            # not received is lost (docs/reliability.md)
+            "cluster-replica-validity-factor 0",
         ]
         count = masters * (1 + replicas)
         self.nodes = [Server(workdir, f"node{i}", list(args), cluster=True) for i in range(count)]
@@ -207,7 +210,20 @@ class Cluster:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         wait(self.healthy, 30, "the cluster to cover every slot")
+        wait(self._replicas_synced, 30, "every replica to sync with its master")
         return self
+
+    def _replicas_synced(self) -> bool:
+        synced = 0
+        for node in self.nodes:
+            client = node.client()
+            try:
+                info = client.info("replication")
+            finally:
+                client.close()
+            if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                synced += 1
+        return synced == len(self.nodes) // (1 + self.replicas) * self.replicas
 
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
@@ -245,10 +261,19 @@ class Cluster:
                 client.close()
         raise AssertionError(f"no master serves {key!r}")
 
-    def fail_over(self, master: Server) -> None:
-        """Kill ``master``; return once its replica took its slots and the cluster is ok."""
+    def fail_over(self, master: Server, key: str) -> Server:
+        """Kill ``master`` (serving ``key``); return the replica that took its slots, once
+        the cluster is ok again."""
         master.kill()
-        wait(self.healthy, 30, "a replica to take over the killed master's slots")
+        wait(lambda: self._served_by_other(key, master), 30, "a replica to take the slots")
+        wait(self.healthy, 30, "the cluster to be ok again")
+        return self.master_of(key)
+
+    def _served_by_other(self, key: str, old: Server) -> bool:
+        try:
+            return self.master_of(key) is not old
+        except (AssertionError, redis.RedisError):
+            return False
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -51,8 +51,11 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp", "postgresql"])
+@pytest.fixture(params=["sqlite", "redis", "amqp", "postgresql", "redis+cluster"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Caraway:
+    if request.param == "redis+cluster":
+        url = request.getfixturevalue("cluster_broker_url")
+        return Caraway("proj", broker=url, backend="memory://")
     if request.param == "sqlite":
         return Caraway("proj", broker=f"sqlite:///{tmp_path / 'broker.db'}", backend="memory://")
     if request.param == "postgresql":

@@ -89,8 +89,8 @@ class RedisClusterTransport(Transport, Scheduling):
         self._subscribed: tuple[str, ...] = ()
         self._next_queue = 0
 
-    def _run(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
-        return retrying(what, fn, where=self._where, retries=self.max_retries if retry else 0)
+    def _run(self, what: str, fn: Callable[[], T]) -> T:
+        return retrying(what, fn, where=self._where, retries=self.max_retries)
 
     def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self._scripts[name](keys=list(keys), args=list(args))
@@ -126,10 +126,9 @@ class RedisClusterTransport(Transport, Scheduling):
 
     def _push(self, queue: str, raws: list[str]) -> None:
         keys = self.keys(queue)
-        # not retried: a push whose reply was lost may have landed (publish is not idempotent)
-        self._run(
-            "publish", lambda: self._script("PUBLISH", [keys.ready, keys.wake], raws), retry=False
-        )
+        # retried as Celery's producer retries (task_publish_retry_policy): a push whose
+        # reply was lost in a failover may have landed, so a retry may deliver it twice
+        self._run_script("publish", "PUBLISH", [keys.ready, keys.wake], raws)
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
         raw = item(message, queue)
