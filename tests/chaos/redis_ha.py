@@ -269,6 +269,11 @@ class Cluster:
         wait(self.healthy, 30, "the cluster to be ok again")
         return self.master_of(key)
 
+    def rejoin(self, node: Server) -> None:
+        """Restart a killed node: its nodes.conf makes it a replica of whoever took over."""
+        node.start()
+        wait(self._replicas_synced, 60, f"{node.name} to sync as a replica")
+
     def _served_by_other(self, key: str, old: Server) -> bool:
         try:
             return self.master_of(key) is not old
