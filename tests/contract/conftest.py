@@ -274,9 +274,7 @@ def queue(request: pytest.FixtureRequest) -> Iterator[str]:
         delete_amqp_queues([name + suffix for suffix in _DERIVED])
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", "redis", "db+postgresql", "db+sqlite", "redis+cluster"]
-)
+@pytest.fixture(params=["memory", "sqlite", "redis", "db+postgresql", "db+sqlite", "redis+cluster"])
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
     if request.param == "redis+cluster":
