@@ -17,6 +17,8 @@ from datetime import timedelta
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 from caraway.exceptions import ImproperlyConfigured
+from caraway.schedules.base import InvalidSchedule
+from caraway.schedules.entries import check_beat_schedule
 
 G = TypeVar("G")  # the type an option reads back as
 S = TypeVar("S")  # what an option accepts on assignment (a wider type where we coerce)
@@ -78,6 +80,13 @@ def _check_strs(value: object) -> list[str]:
     raise TypeError
 
 
+def _check_beat_schedule(value: object) -> dict[str, Any]:
+    try:
+        return check_beat_schedule(_check_dict(value))
+    except InvalidSchedule as exc:  # its own message names the entry, field and value
+        raise ImproperlyConfigured(f"setting 'beat_schedule': {exc}") from None
+
+
 def _check_ssl(value: object) -> bool | dict[str, Any]:
     return value if isinstance(value, bool) else _check_dict(value)
 
@@ -129,6 +138,9 @@ _OPT_STR, _OPT_BOOL, _OPT_INT = _nullable(_STR), _nullable(_BOOL), _nullable(_IN
 _OPT_FLOAT, _OPT_STRS = _nullable(_FLOAT), _nullable(_STRS)
 _SECONDS: _Kind[float | None, float | timedelta | None] = _Kind(
     "a number of seconds, a timedelta or None", _check_seconds, _OPT_FLOAT.parse
+)
+_BEAT_SCHEDULE: _Kind[dict[str, Any], Mapping[str, Any]] = _Kind(
+    "a dict of beat entries", _check_beat_schedule, json.loads
 )
 _SSL: _Kind[bool | dict[str, Any], bool | Mapping[str, Any]] = _Kind(
     "a bool or a dict of SSL options", _check_ssl, _parse_first(_parse_bool, json.loads)
@@ -223,7 +235,6 @@ _LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 _TASK_LOG_FORMAT = (
     "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
 )
-_COMPAT = "Celery's; read by caraway beat."
 _EXPIRES_DOC = "Seconds results are kept (timedelta accepted); None or 0 = forever."
 
 
@@ -393,16 +404,37 @@ class OptionTable:
     event_queue_prefix = Option(_STR, "celeryev", "", old="CELERY_EVENT_QUEUE_PREFIX")
     event_exchange = Option(_STR, "celeryev", "")
 
-    # -- Celery's, read by caraway.beat ------------------------------------------------------
-    beat_schedule = Option(_DICT, {}, _COMPAT, old="CELERYBEAT_SCHEDULE")
+    # -- periodic tasks (beat; docs/periodic-tasks.md) ----------------------------------------
+    beat_schedule = Option(
+        _BEAT_SCHEDULE, {}, "Periodic task entries, checked when set.", old="CELERYBEAT_SCHEDULE"
+    )
     beat_scheduler = Option(
-        _STR, "celery.beat:PersistentScheduler", _COMPAT, old="CELERYBEAT_SCHEDULER"
+        _STR,
+        "celery.beat:PersistentScheduler",
+        "Only Celery's default: beat keeps its state on the broker, not in a class.",
+        old="CELERYBEAT_SCHEDULER",
     )
     beat_schedule_filename = Option(
-        _STR, "celerybeat-schedule", _COMPAT, old="CELERYBEAT_SCHEDULE_FILENAME"
+        _STR,
+        "celerybeat-schedule",
+        "Its base name (with the app's) names the schedule on the broker; no file is written.",
+        old="CELERYBEAT_SCHEDULE_FILENAME",
     )
-    beat_sync_every = Option(_INT, 0, _COMPAT, old="CELERYBEAT_SYNC_EVERY")
-    beat_max_loop_interval = Option(_FLOAT, 0, _COMPAT, old="CELERYBEAT_MAX_LOOP_INTERVAL")
+    beat_max_loop_interval = Option(
+        _FLOAT, 0, "Longest sleep between ticks; 0 = 300 s.", old="CELERYBEAT_MAX_LOOP_INTERVAL"
+    )
+    beat_cron_starting_deadline = Option(
+        _OPT_FLOAT, None, "Seconds: a crontab catch-up run later than this is not sent."
+    )
+    beat_enable_remote_control = Option(
+        _BOOL, False, "Beat answers 'inspect ping' as celerybeat@host."
+    )
+    beat_remote_control_max_tick_age = Option(
+        _OPT_FLOAT, None, "Seconds without a tick before beat stops answering ping."
+    )
+    beat_lease_seconds = Option(
+        _FLOAT, 5.0, "caraway: a dead beat leader's lease lapses after this; a standby takes over."
+    )
 
     # -- messages and routing --------------------------------------------------------------
     task_compression = Option(
@@ -829,6 +861,12 @@ REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
             allowed=(None,),
         ),
         "worker_disable_prefetch": Refusal("set worker_prefetch_multiplier=1", allowed=(False,)),
+        "beat_sync_every": Refusal(
+            "caraway beat stores each run on the broker before it sends it, so there is no "
+            "schedule file to sync",
+            allowed=(0, 1),
+            old=("CELERYBEAT_SYNC_EVERY",),
+        ),
         "worker_detect_quorum_queues": Refusal(
             "caraway declares queues of task_default_queue_type and does not probe them",
             allowed=(True,),

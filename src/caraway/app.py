@@ -8,11 +8,14 @@ threads open their own), so an app can be imported before a fork and used after 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone, tzinfo
 from typing import Any, TypeVar, overload
 
 from caraway import current, publish, signals
@@ -30,12 +33,17 @@ from caraway.request import current_request
 from caraway.result import AsyncResult as AsyncResultType
 from caraway.result import GroupResult as GroupResultType
 from caraway.result import ResultHost
+from caraway.schedules.base import zone_of
+from caraway.schedules.entries import periodic_task_entry
+from caraway.signals import Signal
 from caraway.task import Task as TaskType
 from caraway.task import build_task
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_SQLITE_FILE = "caraway.sqlite3"
+
+logger = logging.getLogger("caraway.app")
 
 
 class _PerThread(threading.local):
@@ -88,6 +96,16 @@ class Caraway:
         self._group_result_cls: type[GroupResultType] | None = None
         #: the one publish path, for every task message this app sends
         self.publisher = Publisher(self.conf, on_sent=self._on_sent)
+        #: Celery's app signals (receivers get ``sender=app``): the first three are sent by
+        #: :meth:`finalize`, on_after_fork in a child process after a fork
+        self.on_configure = Signal("app.on_configure")
+        self.on_after_configure = Signal("app.on_after_configure")
+        self.on_after_finalize = Signal("app.on_after_finalize")
+        self.on_after_fork = Signal("app.on_after_fork")
+        _FORKED_APPS.add(self)
+        self.configured = False
+        self.finalized = False
+        self._pending_periodic: list[tuple[str, dict[str, Any], str | None]] = []
         for name, function, options in BUILTINS:
             self.task(name=name, bind=True, typing=False, **options)(function)
         if set_as_current:
@@ -192,6 +210,67 @@ class Caraway:
             # settings read after the tasks were declared (config_from_object below them)
             for task in self._tasks.values():
                 _annotate(task, self.conf.task_annotations)
+        self.finalize()
+
+    def finalize(self, auto: bool = False) -> None:
+        """Finish setting the app up, once: ``on_configure``, ``on_after_configure`` (the
+        configuration is read; pending ``add_periodic_task`` entries join ``beat_schedule``
+        first), then ``on_after_finalize``. A worker, beat and the first ``app.tasks`` call
+        it, after the ``imports``/``include`` modules, so receivers connected there count."""
+        if self.finalized:
+            return
+        self.finalized = True
+        self.loader_import_modules()  # its own call to finalize() returns at once
+        if not self.configured:
+            self.configured = True
+            self.on_configure.send(sender=self)
+            pending, self._pending_periodic = self._pending_periodic, []
+            for key, item, name in pending:
+                self._add_periodic_task(key, item, name)
+            replies = self.on_after_configure.send(sender=self, source=self.conf)
+            for _, reply in replies:
+                if isinstance(reply, ImproperlyConfigured):
+                    raise reply  # a bad add_periodic_task fails now, not at beat's first tick
+        self.on_after_finalize.send(sender=self)
+
+    # -- periodic tasks --------------------------------------------------------------------
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Add an entry to ``beat_schedule``, as Celery's: ``schedule`` (seconds, timedelta,
+        crontab, solar), ``sig`` (``add.s(2, 2)``, a task or its name), extra ``args`` and
+        ``kwargs``, ``name`` (default: the signature's repr) and apply_async options.
+        Returns the entry's name; raises InvalidSchedule for a bad entry, at once."""
+        key, item = periodic_task_entry(schedule, sig, args, kwargs or None, name, opts)
+        if self.configured:
+            self._add_periodic_task(key, item, name)
+        else:
+            self._pending_periodic.append((key, item, name))
+        return key
+
+    def _add_periodic_task(self, key: str, item: dict[str, Any], name: str | None) -> None:
+        if name is None and key in self.conf.beat_schedule:
+            logger.warning(
+                "periodic task %r replaced an unnamed one of the same signature; pass name= "
+                "to add_periodic_task to keep both",
+                key,
+            )
+        self.conf.beat_schedule[key] = item
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The app's zone: ``timezone``, else UTC."""
+        return zone_of(self.conf)
+
+    def now(self) -> datetime:
+        """Now, in the app's zone (what schedules read their fields against)."""
+        return datetime.now(timezone.utc).astimezone(self.timezone)
 
     def autodiscover_tasks(
         self,
@@ -477,6 +556,19 @@ def _import_object(path: str) -> Any:
         module_name, _, attribute = path.rpartition(".")
     found = getattr(importlib.import_module(module_name), attribute)
     return found() if isinstance(found, type) else found
+
+
+#: apps whose on_after_fork a forked child sends
+_FORKED_APPS: weakref.WeakSet[Caraway] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for app in list(_FORKED_APPS):
+        if app.on_after_fork.receivers:
+            app.on_after_fork.send(sender=app)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _bind_group_result(bound: Caraway) -> type[GroupResultType]:

@@ -192,6 +192,27 @@ def _cluster_url(request: pytest.FixtureRequest) -> str:
     return f"{base}/?global_keyprefix=t{uuid.uuid4().hex[:10]}:"
 
 
+@pytest.fixture
+def broker_url_for(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """Makes a private URL of a PostgreSQL or Redis Cluster broker (for suites with their
+    own params); what it made is dropped afterwards."""
+    made: list[Iterator[str]] = []
+
+    def make(kind: str) -> str:
+        if kind == "redis+cluster":
+            return _cluster_url(request)
+        urls = _postgres_url(request, "postgresql")
+        made.append(urls)
+        return next(urls)
+
+    try:
+        yield make
+    finally:
+        for urls in made:
+            for _ in urls:  # runs the generator's clean-up
+                pass
+
+
 @pytest.fixture(
     params=[
         "memory",

@@ -20,14 +20,6 @@ CELERY = {name: option for name, option in flatten(NAMESPACES)}
 
 #: read by code on other branches, which this list names; the merge empties it
 ELSEWHERE = {
-    "beat_schedule": "caraway.beat (issue-beat)",
-    "beat_scheduler": "caraway.beat (issue-beat)",
-    "beat_schedule_filename": "caraway.beat (issue-beat)",
-    "beat_sync_every": "caraway.beat (issue-beat)",
-    "beat_max_loop_interval": "caraway.beat (issue-beat)",
-    "beat_enable_remote_control": "caraway.beat (issue-beat)",
-    "beat_remote_control_max_tick_age": "caraway.beat (issue-beat)",
-    "beat_cron_starting_deadline": "caraway.beat (issue-beat)",
     "worker_task_log_datefmt": "the task log prefix (issue 18)",
 }
 #: options whose every value caraway already meets; their doc says how

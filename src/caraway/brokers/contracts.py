@@ -3,7 +3,8 @@ bus each promise. Nothing here knows a task; messages and documents are bytes to
 
 What a broker *is* (leases, priorities, durable...) is a :class:`Capabilities` flag; what it
 can *do* beyond the hot path is an optional interface that callers test with ``isinstance``
-(:class:`Scheduling`, :class:`Revocations`, :class:`GroupStore`, :class:`ChordStore`).
+(:class:`Scheduling`, :class:`Revocations`, :class:`GroupStore`, :class:`ChordStore`), or a
+plug-in of its own the registry opens (:class:`BeatStore`).
 No method raises NotImplementedError to say "cannot".
 """
 
@@ -515,6 +516,141 @@ class ChordStore(abc.ABC):
 
         True only for the caller that completed the chord.
         """
+
+
+# -- periodic tasks --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BeatLeader:
+    """The beat instance that holds the lease."""
+
+    #: unique per beat process (``<node>/<pid>/<random>``): a restart is a new holder
+    holder: str
+    #: the node name users see (``w1@host`` for ``worker -B``, ``celerybeat@host``)
+    node: str
+    #: unix times: when it took the lease, and when it last renewed it
+    since: float
+    renewed: float
+
+
+@dataclass(frozen=True, slots=True)
+class BeatRun:
+    """One run sent (or about to be): its entry's scheduled instant and the task id."""
+
+    scheduled_ms: int
+    task_id: str
+    holder: str
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BeatEntryState:
+    """What the broker remembers of one entry."""
+
+    #: the latest scheduled instant consumed (sent or skipped), unix milliseconds; a new
+    #: entry's is the moment beat first saw it
+    last_ms: int
+    #: runs sent so far
+    count: int = 0
+    last_run: BeatRun | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BeatState:
+    """Everything a beat instance or a reader needs: who leads, where each entry is, and
+    the entries added at runtime (JSON specs, built and read by ``caraway.schedules``)."""
+
+    leader: BeatLeader | None = None
+    entries: dict[str, BeatEntryState] = field(default_factory=dict)
+    runtime: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BeatAdvance:
+    """Move an entry from ``expected_ms`` (None: never seen) to ``to_ms``, claiming ``runs``."""
+
+    name: str
+    expected_ms: int | None
+    to_ms: int
+    runs: tuple[BeatRun, ...] = ()
+
+
+class BeatStore(abc.ABC):
+    """The broker side of periodic tasks for one schedule (``namespace``): a leader lease,
+    each entry's state, and entries added at runtime. Opened by the registry
+    (``open_beat_store``) for brokers whose folder has one.
+
+    Any number of beat instances open one each; at most one leads at a time, and a
+    standby calling :meth:`lead` takes over within ``lease_seconds`` of the leader's death
+    (sooner where the broker sees a connection die). :meth:`advance` is the fence: it
+    writes only for the current leader and only from the state the caller read, and each
+    run it claims is keyed by entry and scheduled instant, so a run can never be claimed
+    twice, whatever the timing of a failover. A beat sends a run only after claiming it:
+    a crash between the two loses that one run rather than doubling it.
+
+    Methods raise BrokerError when the broker fails; a leader that saw one must call
+    :meth:`lead` again before it advances anything.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        options: dict[str, Any] | None = None,
+        namespace: str,
+        holder: str,
+        node: str,
+        lease_seconds: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.options = dict(options or {})
+        self.namespace = namespace
+        self.holder = holder
+        self.node = node
+        self.lease_seconds = lease_seconds
+
+    @abc.abstractmethod
+    def lead(self) -> bool:
+        """Take the lease if nobody holds it, or renew it if this holder does; True while
+        this holder leads. Standbys call it to take over; the leader calls it at least
+        every ``lease_seconds / 3``."""
+
+    @abc.abstractmethod
+    def resign(self) -> None:
+        """Give the lease up (a standby can take it at once); idempotent."""
+
+    @abc.abstractmethod
+    def state(self) -> BeatState:
+        """The leader, every entry's state and the runtime entries, as the broker has them.
+
+        Readers (``caraway inspect beat``, the dashboard) call it too; where only the
+        leader can read the state (RabbitMQ), others get the leader's latest snapshot.
+        """
+
+    @abc.abstractmethod
+    def advance(self, changes: Sequence[BeatAdvance]) -> list[bool]:
+        """Apply each change, atomically on its own, only while this holder leads, only if
+        the entry's ``last_ms`` is still ``expected_ms`` and no run in it was claimed
+        before. Returns, per change, whether it was applied (all False for a holder that
+        does not lead)."""
+
+    @abc.abstractmethod
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop the state of entries that no longer exist (only while this holder leads)."""
+
+    @abc.abstractmethod
+    def put_entry(self, name: str, spec: bytes) -> None:
+        """Store a runtime entry (JSON spec), replacing one of that name; any process may
+        call it. The leader picks it up within a tick."""
+
+    @abc.abstractmethod
+    def remove_entry(self, name: str) -> bool:
+        """Delete a runtime entry; whether one of that name was known."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to close for some stores
+        """Release the connection (a leader that did not resign loses its lease when the
+        broker notices, or when it expires)."""
 
 
 # -- remote control --------------------------------------------------------------------------

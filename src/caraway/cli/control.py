@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from caraway.cli.beat import inspect_beat
 from caraway.cli.loader import app_of
 from caraway.clients.urls import mask_url
 from caraway.control import Control
@@ -173,7 +174,9 @@ def _run(
 
 
 def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Command:
-    @click.command(kind, help=f"{kind.capitalize()} worker nodes: {', '.join(table)}.")
+    extra = ", beat (the periodic-task schedule)" if kind == "inspect" else ""
+
+    @click.command(kind, help=f"{kind.capitalize()} worker nodes: {', '.join(table)}{extra}.")
     @click.argument("action", metavar="COMMAND")
     @click.argument("values", nargs=-1)
     @click.option("-d", "--destination", help="Comma-separated node names (default: all).")
@@ -188,6 +191,9 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
         timeout: float,
         as_json: bool,
     ) -> None:
+        if kind == "inspect" and action == "beat":  # read from the broker, not broadcast
+            inspect_beat(ctx, as_json)
+            return
         if action not in table:
             raise BadUsage(f"unknown {kind} command {action!r}; choose from: {', '.join(table)}")
         arguments = _arguments(action, table[action], values)

@@ -14,6 +14,7 @@ import click
 
 from caraway import exceptions, signals
 from caraway.app import Caraway
+from caraway.beat import EmbeddedBeat
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
 from caraway.entities import Queue
@@ -82,6 +83,13 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
+@click.option(
+    "-B", "--beat", "embed_beat", is_flag=True, help="Also run beat (safe on every node)."
+)
+@click.option(
+    "-s", "--schedule-filename", "--schedule", default=None, help="Beat's schedule name (-B)."
+)
+@click.option("--scheduler", default=None, help="Only Celery's default is accepted (-B).")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -105,6 +113,9 @@ def worker(
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
+    embed_beat: bool,
+    schedule_filename: str | None,
+    scheduler: str | None,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
     app = app_of(ctx)
@@ -136,6 +147,11 @@ def worker(
     size = 1 if pool == "solo" else size
     if scale is not None:
         size = scale[1] or 1
+    embedded = None
+    if embed_beat:  # checked now: a bad schedule stops the node before it starts
+        embedded = EmbeddedBeat(
+            app, node=node, schedule_filename=schedule_filename, scheduler=scheduler
+        )
     wait_for_broker(app)
     declared = _declare_queues(app, chosen, node)
     click.echo(
@@ -169,6 +185,7 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         autoscale=scale,
         heartbeats=heartbeats,
+        beat=embedded,
     )
     signals.celeryd_after_setup.send(sender=node, instance=supervisor, conf=app.conf)
     try:

@@ -44,6 +44,7 @@ from caraway.worker.node import NodeControl
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.beat import EmbeddedBeat
     from caraway.brokers.contracts import Transport
 
 logger = logging.getLogger("caraway.worker")
@@ -72,7 +73,10 @@ class Supervisor:
         max_memory_per_child: int | None = None,
         autoscale: tuple[int, int] | None = None,
         heartbeats: bool = True,
+        beat: EmbeddedBeat | None = None,
     ) -> None:
+        #: ``-B``: beat on a thread of this process, never in a child; stops with the node
+        self.beat = beat
         self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
@@ -137,8 +141,12 @@ class Supervisor:
         logger.info("%s ready.", self.hostname)
         signals.worker_ready.send(sender=self)
         try:
+            if self.beat is not None:
+                self.beat.start()
             self._loop(thread)
         finally:
+            if self.beat is not None:
+                self.beat.stop()  # gives the lease up, so another node's beat takes over
             signals.worker_shutdown.send(sender=self)
             self._beat("worker-offline")
             self.events.close()
@@ -548,6 +556,8 @@ class Supervisor:
             )
             self._signal_children(signal.SIGTERM)
             self._stop_thread.set()
+            if self.beat is not None:
+                self.beat.stop(wait=False)  # no more runs from a node on its way out
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if self.shutdown_mode is None:

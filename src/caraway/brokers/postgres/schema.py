@@ -288,6 +288,36 @@ BROKER_DDL = (
     envelope BYTEA NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS caraway_events_expires ON caraway_events (expires)",
+    # periodic tasks (beat): the leader's lease, each entry's state, claimed runs, runtime
+    """CREATE TABLE IF NOT EXISTS caraway_beat_lease (
+    namespace TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    node TEXT NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
+    renewed DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS caraway_beat_entries (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_ms BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    last_run TEXT,
+    PRIMARY KEY (namespace, name)
+)""",
+    """CREATE TABLE IF NOT EXISTS caraway_beat_runs (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    scheduled_ms BIGINT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (namespace, name, scheduled_ms)
+)""",
+    """CREATE TABLE IF NOT EXISTS caraway_beat_runtime (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec BYTEA NOT NULL,
+    PRIMARY KEY (namespace, name)
+)""",
 )
 
 

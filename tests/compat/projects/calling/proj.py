@@ -4,8 +4,8 @@ import os
 
 from celery import Celery
 
-app = Celery('proj', broker=os.environ['COMPAT_BROKER'], backend=os.environ['COMPAT_BROKER'])
-app.conf.task_default_queue = os.environ['COMPAT_QUEUE']
+app = Celery("proj", broker=os.environ["COMPAT_BROKER"], backend=os.environ["COMPAT_BROKER"])
+app.conf.task_default_queue = os.environ["COMPAT_QUEUE"]
 
 
 @app.task
@@ -25,4 +25,4 @@ def boom(message):
 
 @app.task(bind=True)
 def whoami(self, *args, **kwargs):
-    return {'args': list(args), 'kwargs': kwargs, 'retries': self.request.retries}
+    return {"args": list(args), "kwargs": kwargs, "retries": self.request.retries}

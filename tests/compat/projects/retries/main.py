@@ -2,7 +2,7 @@ from common import wait_for_worker
 from proj import app, auto, flaky, hopeless
 
 wait_for_worker(app)
-print('flaky', flaky.delay(2).get(timeout=30))
+print("flaky", flaky.delay(2).get(timeout=30))
 for task in (hopeless, auto):
     result = task.delay()
     try:

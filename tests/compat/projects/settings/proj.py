@@ -2,8 +2,8 @@
 
 from celery import Celery
 
-app = Celery('proj')
-app.config_from_object('proj_config')
+app = Celery("proj")
+app.config_from_object("proj_config")
 
 
 @app.task(bind=True)

@@ -2,11 +2,11 @@
 
 import os
 
-broker_url = os.environ['COMPAT_BROKER']
-result_backend = os.environ['COMPAT_BROKER']
-task_default_queue = os.environ['COMPAT_QUEUE']
-task_serializer = 'json'
-accept_content = ['json']
-timezone = 'Europe/Oslo'
-task_annotations = {'proj.add': {'rate_limit': '100/s'}, '*': {'acks_late': True}}
+broker_url = os.environ["COMPAT_BROKER"]
+result_backend = os.environ["COMPAT_BROKER"]
+task_default_queue = os.environ["COMPAT_QUEUE"]
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "Europe/Oslo"
+task_annotations = {"proj.add": {"rate_limit": "100/s"}, "*": {"acks_late": True}}
 CELERY_TASK_TRACK_STARTED = False
