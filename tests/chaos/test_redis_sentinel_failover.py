@@ -11,54 +11,33 @@ duplicated = runs beyond the first.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.chaos.ha_ledger import COUNT, LONG, RETRY_POLICY, Producer, ledger_project, report
+from tests.chaos.ha_ledger import settle as settle_ledger
 from tests.chaos.redis_ha import MASTER_NAME, SentinelGroup, wait
-from tests.helpers import Worker, write_project
-from tests.integration.redisproj import forget_proj
+from tests.helpers import Worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-LONG = bool(os.environ.get("CARAWAY_HA_LONG"))
-COUNT = 3000 if LONG else 150
 FAILOVERS = 3 if LONG else 1
 
-APP = """
-import json
+APP = f"""
 import os
 from caraway import Caraway
 
 url = os.environ['TEST_BROKER']
 app = Caraway('proj', broker=url, backend=url, include=['proj.tasks'])
-options = {{'master_name': {master!r}}}
+options = {{'master_name': {MASTER_NAME!r}}}
 app.conf.update(
     broker_transport_options=options,
     result_backend_transport_options=options,
     result_expires=3600,
-    # ride out the few seconds a failover takes
-    task_publish_retry_policy={{'max_retries': 30, 'interval_start': 0.2, 'interval_step': 0.2,
-                                'interval_max': 1}},
+    task_publish_retry_policy={RETRY_POLICY},
 )
-"""
-TASKS = """
-import os
-from .caraway import app
-
-
-@app.task(acks_late=True)
-def ledger(number):
-    with open(os.environ['TEST_LEDGER'], 'a') as handle:
-        handle.write(f'{number}\\n')
-    return number
 """
 
 
@@ -75,26 +54,7 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group: SentinelGroup
 ) -> Iterator[Path]:
-    write_project(tmp_path, app_source=APP.format(master=MASTER_NAME), tasks_source=TASKS)
-    monkeypatch.setenv("TEST_BROKER", group.url())
-    monkeypatch.setenv("TEST_LEDGER", str(tmp_path / "ledger.txt"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    forget_proj()
-    try:
-        yield tmp_path
-    finally:
-        forget_proj()
-
-
-def _produce(ledger: Any, sent: list[int], failed: list[int], done: threading.Event) -> None:
-    for number in range(COUNT):
-        try:
-            sent.append(number) if ledger.delay(number) else None
-        except Exception:  # a publish that raised may or may not have been written
-            failed.append(number)
-        time.sleep(0.01 if LONG else 0.02)
-    done.set()
+    yield from ledger_project(tmp_path, monkeypatch, APP, group.url())
 
 
 def test_a_ledger_survives_a_sentinel_failover(
@@ -104,43 +64,26 @@ def test_a_ledger_survives_a_sentinel_failover(
     try:
         from proj.tasks import ledger
 
-        sent: list[int] = []
-        failed: list[int] = []
-        done = threading.Event()
-        producer = threading.Thread(target=_produce, args=(ledger, sent, failed, done))
-        producer.start()
+        producer = Producer(ledger).start()
         for round_ in range(1, FAILOVERS + 1):
             target = COUNT // (FAILOVERS + 1) * round_
-            wait(lambda target=target: len(sent) >= target, 120, "progress")
+            wait(lambda target=target: len(producer.sent) >= target, 120, "progress")
             group.fail_over()
             if FAILOVERS > 1:
                 _restart_old_master(group)
-        producer.join(timeout=300)
-        assert done.is_set()
+        wait(producer.done.is_set, 300, "the producer to finish")
         # a result waiter on the new master
         assert ledger.delay(-1).get(timeout=30) == -1
-        runs = _ledger(tmp_path, settle=sent)
+        runs = settle_ledger(tmp_path, producer.sent)
         survived = worker.process.poll() is None
     finally:
         worker.stop()
-    counts = Counter(runs)
-    lost = sorted(set(sent) - set(counts))
-    duplicated = sum(n - 1 for n in counts.values() if n > 1)
-    report = {
-        "count": COUNT,
-        "failovers": FAILOVERS,
-        "published": len(sent),
-        "publish_raised": len(failed),
-        "lost": len(lost),
-        "duplicated": duplicated,
-    }
-    (tmp_path / "report.json").write_text(json.dumps(report))
-    print("sentinel ledger:", json.dumps(report))
-    assert not failed, f"publishes that raised through the failover: {failed[:10]}"
+    figures = report("sentinel", producer, runs, FAILOVERS)
+    assert survived, f"the worker must survive the failover:\n{worker.log()[-3000:]}"
+    assert not producer.failed, f"publishes that raised: {producer.failed[:10]}"
     # asynchronous replication: what the master acknowledged but had not yet sent to the
     # replica is gone with it (docs/reliability.md); on one machine that window is tiny
-    assert len(lost) <= COUNT // 50, f"lost {lost[:20]}"
-    assert survived, f"the worker must survive the failover:\n{worker.log()[-3000:]}"
+    assert figures["lost"] <= COUNT // 50
 
 
 def _restart_old_master(group: SentinelGroup) -> None:
@@ -150,17 +93,3 @@ def _restart_old_master(group: SentinelGroup) -> None:
     old.start()
     group.master, group.replica = new, old
     wait(group._replicating, 20, "the old master to sync as a replica")
-
-
-def _ledger(tmp_path: Path, *, settle: list[int]) -> list[int]:
-    """The numbers run, once every published one ran or nothing new arrived for 10 s."""
-    path = tmp_path / "ledger.txt"
-    last, quiet_since = -1, time.monotonic()
-    while True:
-        lines = path.read_text().split() if path.exists() else []
-        runs = [int(line) for line in lines]
-        if set(settle) <= set(runs) or time.monotonic() - quiet_since > 10:
-            return [n for n in runs if n >= 0]
-        if len(runs) != last:
-            last, quiet_since = len(runs), time.monotonic()
-        time.sleep(0.2)
