@@ -40,7 +40,7 @@ from caraway.brokers.registry import (
 )
 from caraway.brokers.sqlite import transport as sqlite_transport
 from caraway.protocol.message import Message
-from tests import pg
+from tests import mysqldb, pg
 
 TransportFactory = Callable[..., Transport]
 AdminFactory = Callable[..., QueueAdmin]
@@ -295,9 +295,31 @@ def queue(request: pytest.FixtureRequest) -> Iterator[str]:
         delete_amqp_queues([name + suffix for suffix in _DERIVED])
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "db+postgresql", "db+sqlite", "redis+cluster"])
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """One MariaDB database for the suite's run (the SQL store's MySQL dialect)."""
+    _plugin_or_skip("pymysql")
+    with mysqldb.database() as url:
+        yield url
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "redis",
+        "db+postgresql",
+        "db+sqlite",
+        "db+mysql",
+        "redis+cluster",
+    ]
+)
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
+    if request.param == "db+mysql":
+        url = request.getfixturevalue("mysql_url")
+        yield from _handles(open_backend, url, memory_backend.reset)
+        return
     if request.param == "redis+cluster":
         yield from _handles(open_backend, _cluster_url(request), memory_backend.reset)
         return

@@ -1,7 +1,7 @@
 """Celery's database result backend and caraway's SQL store on one database, both ways.
 
 In-process: a Celery 5.7 app writes results (values, failures, extended fields, saved
-groups) and caraway reads them, and the reverse, on PostgreSQL and on SQLite. With
+groups) and caraway reads them, and the reverse, on PostgreSQL, SQLite and MariaDB. With
 workers: a real ``celery worker`` and a real caraway worker on Redis (db 7, ours) keep
 results in PostgreSQL, each read by the other side's client.
 """
@@ -18,7 +18,7 @@ import pytest
 from caraway import Caraway, states
 from caraway.protocol.results import encode_document, result_document
 from caraway.result import AsyncResult, GroupResult
-from tests import pg
+from tests import mysqldb, pg
 from tests.helpers import Worker
 from tests.integration.redisproj import clean_db, redis_project, tasks
 from tests.interop.celeryproc import (
@@ -40,8 +40,12 @@ def pg_db() -> Iterator[str]:
         yield name
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "sqlite", "mysql"])
 def results_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "mysql":
+        with mysqldb.database() as url:
+            yield url
+        return
     if request.param == "sqlite":
         yield f"db+sqlite:///{tmp_path / 'results.db'}"
         return

@@ -123,6 +123,10 @@ def _create_engine(url: str, options: dict[str, Any]) -> Engine:
     target = engine_url(url)
     kwargs = {key: options[key] for key in _ENGINE_OPTIONS if key in options}
     kwargs.setdefault("pool_recycle", 3600)  # Celery's database_engine_options default
+    if target.startswith(("mysql", "mariadb")):
+        # rowcount must count changed rows (an upsert that refused to write: 0), not the
+        # rows matched, which SQLAlchemy asks the MySQL drivers for (CLIENT_FOUND_ROWS)
+        kwargs["connect_args"] = {"client_flag": 0, **dict(kwargs.get("connect_args") or {})}
     try:
         engine = sa.create_engine(target, **kwargs)
     except ModuleNotFoundError as exc:

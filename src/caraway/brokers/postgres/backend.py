@@ -456,18 +456,19 @@ def _on_conflict_insert(
 def _mysql_store(
     table: sa.Table, rows: list[dict[str, Any]], refused: sa.ColumnElement[bool]
 ) -> Any:
+    """MySQL's upsert: ON DUPLICATE KEY UPDATE assigns left to right, each assignment
+    seeing the ones before it, so the refusal is decided once, by the first assignment,
+    into a session variable the others read."""
     statement = mysql.insert(table).values(rows)
-    # assignments run left to right and each sees the ones before it: the columns the
-    # test reads go last, and the expiry follows the status it was written with
     new = statement.inserted
-    updates: list[tuple[str, Any]] = [
-        (column, sa.func.if_(refused, table.c[column], new[column]))
-        for column in rows[0]
-        if column not in ("task_id", "status", "caraway_expires")
-    ]
-    updates.append(("status", sa.func.if_(refused, table.c.status, new.status)))
-    expiry = sa.func.if_(table.c.status == new.status, new.caraway_expires, table.c.caraway_expires)
-    updates.append(("caraway_expires", expiry))
+    decided = refused.compile(dialect=mysql.dialect(), compile_kwargs={"literal_binds": True})
+    columns = [column for column in rows[0] if column not in ("task_id", "id")]
+    updates: list[tuple[str, Any]] = []
+    for position, column in enumerate(columns):
+        test: Any = sa.literal_column(
+            f"(@caraway_refused := ({decided}))" if position == 0 else "@caraway_refused"
+        )
+        updates.append((column, sa.func.if_(test, table.c[column], new[column])))
     return statement.on_duplicate_key_update(updates).execution_options(preserve_rowcount=True)
 
 
