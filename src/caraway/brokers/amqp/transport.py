@@ -575,8 +575,10 @@ def bind_queue(
 ) -> None:
     """Declare ``queue`` as :func:`declare_queue` does (so a consumer's declaration
     matches it) and bind it to ``exchange`` of ``exchange_type`` with ``routing_key``."""
-    declare_queue(link, queue, arguments)
-    if not exchange or exchange == queue:
+    own = not exchange or exchange == queue
+    # the queue's own exchange (named like it) is of the type asked for when it is the one
+    declare_queue(link, queue, arguments, exchange_type=exchange_type if own else "direct")
+    if own:
         return
     channel = link.publish_channel
     channel.exchange_declare(exchange, exchange_type, durable=True, auto_delete=False)
