@@ -1,6 +1,7 @@
 """Redis Sentinel for real: a ledger of numbered acks_late tasks runs while the master is
 killed and a sentinel promotes the replica; producers, the worker and result waiters find
-the new master by themselves.
+the new master by themselves, and so does the event bus (a sender and a receiver opened
+before the failover exchange an event after it).
 
 Private processes (tests/chaos/redis_ha.py): a master, a replica, three sentinels. The
 short variant (CI) runs 150 tasks through one failover; ``CARAWAY_HA_LONG=1`` runs 3000
@@ -11,11 +12,17 @@ duplicated = runs beyond the first.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from caraway.brokers.contracts import EventBus
+from caraway.brokers.registry import open_bus
+from caraway.exceptions import BrokerError
+from caraway.protocol.message import Message
 from tests.chaos.ha_ledger import COUNT, LONG, RETRY_POLICY, Producer, ledger_project, report
 from tests.chaos.ha_ledger import settle as settle_ledger
 from tests.chaos.redis_ha import MASTER_NAME, SentinelGroup, wait
@@ -57,11 +64,34 @@ def project(
     yield from ledger_project(tmp_path, monkeypatch, APP, group.url())
 
 
+def _event(tag: str) -> Message:
+    return Message(body=json.dumps({"tag": tag}).encode(), headers={}, properties={})
+
+
+def _event_arrives(sender: EventBus, receiver: EventBus, tag: str, timeout: float = 30) -> None:
+    """Publish a marked event until the receiver gets it; each side reconnects on its next
+    call after an error, as the contract says."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            sender.publish(_event(tag), routing_key=f"test.{tag}")
+            for message in receiver.receive(0.5):
+                if json.loads(message.body).get("tag") == tag:
+                    return
+        except BrokerError:
+            time.sleep(0.2)
+    raise AssertionError(f"event {tag!r} never arrived")
+
+
 def test_a_ledger_survives_a_sentinel_failover(
     project: Path, group: SentinelGroup, tmp_path: Path
 ) -> None:
     worker = Worker(project, "-c", "2").wait_ready()
+    options = {"master_name": MASTER_NAME}
+    sender, receiver = open_bus(group.url(), options), open_bus(group.url(), options)
     try:
+        receiver.subscribe("#")
+        _event_arrives(sender, receiver, "before")
         from proj.tasks import ledger
 
         producer = Producer(ledger).start()
@@ -72,12 +102,15 @@ def test_a_ledger_survives_a_sentinel_failover(
             if FAILOVERS > 1:
                 _restart_old_master(group)
         wait(producer.done.is_set, 300, "the producer to finish")
-        # a result waiter on the new master
+        # a result waiter and the event bus (both sides opened before) on the new master
         assert ledger.delay(-1).get(timeout=30) == -1
+        _event_arrives(sender, receiver, "after")
         runs = settle_ledger(tmp_path, producer.sent)
         survived = worker.process.poll() is None
     finally:
         worker.stop()
+        sender.close()
+        receiver.close()
     figures = report("sentinel", producer, runs, FAILOVERS)
     assert survived, f"the worker must survive the failover:\n{worker.log()[-3000:]}"
     assert not producer.failed, f"publishes that raised: {producer.failed[:10]}"
