@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from caraway.exceptions import ImproperlyConfigured
+from caraway.exceptions import BrokerConnectionError, ImproperlyConfigured
 
 logger = logging.getLogger("caraway.clients.sql_listen")
 
@@ -86,7 +86,7 @@ class Listener:
     def subscribe(self, channel: str, payloads: Iterable[str] | None = None) -> Subscription:
         """Wake on NOTIFY ``channel`` (with one of ``payloads``, or any payload for None).
 
-        Blocks until the server listens on ``channel``; raises ``ConnectionError`` when
+        Blocks until the server listens on ``channel``; raises BrokerConnectionError when
         the listener cannot reach the database within 10 s.
         """
         sub = Subscription(self, channel, None if payloads is None else tuple(payloads))
@@ -102,7 +102,10 @@ class Listener:
                     lambda: channel in self._listening, timeout=_LISTEN_TIMEOUT
                 ):
                     self._remove(sub)
-                    raise ConnectionError(f"could not LISTEN on {channel!r} within 10 s")
+                    raise BrokerConnectionError(
+                        f"could not LISTEN on {channel!r} within 10 s: the database is "
+                        "unreachable (the listener keeps trying)"
+                    )
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:

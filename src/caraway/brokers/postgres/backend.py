@@ -30,7 +30,7 @@ from caraway.brokers.postgres.schema import (
 )
 from caraway.clients.sql import SQLDatabase, chunks
 from caraway.clients.sql_listen import Listener, listener_for
-from caraway.exceptions import BackendError
+from caraway.exceptions import BackendError, BrokerConnectionError
 from caraway.protocol.results import chord_member
 from caraway.protocol.serializers import loads_json_plain
 from caraway.states import READY_STATES
@@ -168,7 +168,11 @@ class SQLBackend(Backend, GroupStore, ChordStore, Migrations):
         listener = self._notifications()
         if listener is None:
             return self._poll(task_id, until, deadline)
-        with listener.subscribe(RESULTS_CHANNEL, [task_id]) as sub:
+        try:
+            sub = listener.subscribe(RESULTS_CHANNEL, [task_id])
+        except BrokerConnectionError:  # no notifications now: wait the way other stores do
+            return self._poll(task_id, until, deadline)
+        with sub:
             while True:
                 sub.clear()
                 document = self.load(task_id)
