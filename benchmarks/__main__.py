@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         default=4,
         help="private Redis db, flushed around each measurement (default 4)",
     )
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server for --broker postgres; each measurement creates a database "
+        "caraway_ha_bench_* there and drops it (default postgresql://postgres@127.0.0.1:5432)",
+    )
     return parser
 
 
@@ -76,6 +82,7 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         workloads=tuple(w for w in WORKLOADS if w in workloads),
         quick=args.quick,
         redis_db=args.redis_db,
+        pg_url=args.pg_url,
         command=shlex.join(["python", "-m", "benchmarks", *argv]),
         n=counts["n"],
         round_trips=counts["round_trips"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BROKERS = ("redis", "amqp", "sqlite")
+BROKERS = ("redis", "amqp", "sqlite", "postgres")
 WORKLOADS = ("W1", "W1b", "W2", "W2E", "W3", "W4", "W5")
 SYSTEMS = ("caraway", "celery")
 
@@ -81,6 +81,7 @@ FIGURES: tuple[Figure, ...] = (
             "redis": Target(10.0, True),
             "amqp": Target(5.0, True),
             "sqlite": Target(10.0, True, absolute=3000.0),
+            "postgres": Target(5.0, True),
         },
     ),
     Figure("W2E", "rate", "drain with task events", "tasks/s", True),
@@ -108,6 +109,8 @@ class Options:
     redis_port: int = 6379
     redis_db: int = 4
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: a PostgreSQL server (no database): each measurement creates one of its own and drops it
+    pg_url: str = "postgresql://postgres@127.0.0.1:5432"
     command: str = "python -m benchmarks"
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-celery"
-REQUIREMENTS = ("celery==5.7.0", "redis", "packaging", "sqlalchemy")
+REQUIREMENTS = ("celery==5.7.0", "redis", "packaging", "sqlalchemy", "psycopg[binary]")
 _STAMP = VENV / ".bench-requirements"
 
 

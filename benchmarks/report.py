@@ -19,6 +19,7 @@ from benchmarks.runner import SQLITE_ROUND_TRIPS, Outcome, Results
 START = "<!-- benchmarks:results:start -->"
 END = "<!-- benchmarks:results:end -->"
 BROKER_TITLES = {
+    "postgres": "PostgreSQL",
     "redis": "Redis",
     "amqp": "RabbitMQ (results in Redis)",
     "sqlite": "SQLite",
@@ -50,7 +51,7 @@ class Header:
             f"- caraway {_config(self.caraway)}",
             f"- Celery {_config(self.celery)} (its defaults)",
             f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3; "
-            f"{min(o.round_trips, SQLITE_ROUND_TRIPS)} on SQLite), chord of "
+            f"{min(o.round_trips, SQLITE_ROUND_TRIPS)} on SQLite and PostgreSQL), chord of "
             f"{o.chord_size} (W4); median of {o.repeat} run(s), min-max in brackets",
         ]
 

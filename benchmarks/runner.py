@@ -74,9 +74,9 @@ def _drain_rate(
 
 
 def round_trips_for(broker: str, options: Options) -> int:
-    """W3's count: on SQLite at most 50, because Celery's SQLAlchemy transport polls once a
-    second and 500 of its round trips take a quarter of an hour per repetition."""
-    if broker == "sqlite":
+    """W3's count: on SQLite and PostgreSQL at most 50, because Celery's SQLAlchemy transport
+    polls once a second and 500 of its round trips take a quarter of an hour per repetition."""
+    if broker in ("sqlite", "postgres"):
         return min(options.round_trips, SQLITE_ROUND_TRIPS)
     return options.round_trips
 

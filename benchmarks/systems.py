@@ -110,8 +110,20 @@ class System:
         ]
 
 
-def urls_for(system: System, broker: str, options: Options, workdir: Path) -> tuple[str, str]:
-    """(broker URL, result backend URL) for ``system`` on ``broker``."""
+def urls_for(
+    system: System, broker: str, options: Options, workdir: Path, database: str = ""
+) -> tuple[str, str]:
+    """(broker URL, result backend URL) for ``system`` on ``broker`` (``database``: the
+    PostgreSQL database of this measurement)."""
+    if broker == "postgres":
+        server = options.pg_url.partition("://")[2].rstrip("/")
+        if system.name == "caraway":
+            return f"postgresql://{server}/{database}", f"db+postgresql://{server}/{database}"
+        # Celery's PostgreSQL options: kombu's SQLAlchemy transport and the database backend
+        return (
+            f"sqla+postgresql+psycopg://{server}/{database}",
+            f"db+postgresql+psycopg://{server}/{database}",
+        )
     if broker == "redis":
         return options.redis_url, options.redis_url
     if broker == "amqp":
@@ -134,7 +146,7 @@ class BrokerOps:
         self.python = python
         self.options = options
 
-    def call(self, command: str, *queues: str) -> dict[str, Any]:
+    def call(self, command: str, *queues: str, database: str | None = None) -> dict[str, Any]:
         argv = [
             str(self.python),
             "-m",
@@ -144,6 +156,9 @@ class BrokerOps:
             self.options.redis_url,
             "--amqp-url",
             self.options.amqp_url,
+            "--pg-url",
+            self.options.pg_url,
+            *(["--database", database] if database else []),
         ]
         for queue in queues:
             argv += ["--queue", queue]
@@ -173,12 +188,18 @@ class Session:
         self.tag = f"bench-{system.name}-{uuid.uuid4().hex[:8]}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"caraway-{self.tag}-"))
         self._workers: list[subprocess.Popen[bytes]] = []
+        #: the measurement's own PostgreSQL database (created and dropped around it)
+        self.database = "caraway_ha_" + self.tag.replace("-", "_") if broker == "postgres" else ""
 
     def __enter__(self) -> Session:
-        broker_url, backend_url = urls_for(self.system, self.broker, self.options, self.workdir)
+        broker_url, backend_url = urls_for(
+            self.system, self.broker, self.options, self.workdir, self.database
+        )
         source = self.system.app_source(broker=broker_url, backend=backend_url, queue=self.tag)
         (self.workdir / "benchapp.py").write_text(source)
         self.ops.call("clean", *self._queues())
+        if self.database:
+            self.ops.call("pg-create", database=self.database)
         return self
 
     def __exit__(
@@ -196,6 +217,8 @@ class Session:
         finally:
             try:
                 self.ops.call("clean", *self._queues())
+                if self.database:
+                    self.ops.call("pg-drop", database=self.database)
             finally:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -78,6 +78,20 @@ def clean(redis_url: str, amqp_url: str | None, queues: Sequence[str]) -> None:
     emit(cleaned=list(queues))
 
 
+def pg_database(pg_url: str, database: str, *, create: bool) -> None:
+    """Create (or drop, closing its sessions) one measurement's PostgreSQL database."""
+    import psycopg
+
+    if not database.startswith("caraway_ha_bench_"):
+        sys.exit(f"refusing to touch database {database!r}: not one the benchmark names")
+    with psycopg.connect(f"{pg_url.rstrip('/')}/postgres", autocommit=True) as conn:
+        if create:
+            conn.execute(f'CREATE DATABASE "{database}"')
+        else:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    emit(database=database, created=create)
+
+
 def release(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     if client.exists(MARKER):
@@ -87,12 +101,18 @@ def release(redis_url: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="broker_ops")
-    parser.add_argument("command", choices=("probe", "claim", "clean", "release"))
+    parser.add_argument(
+        "command", choices=("probe", "claim", "clean", "release", "pg-create", "pg-drop")
+    )
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--amqp-url")
+    parser.add_argument("--pg-url")
+    parser.add_argument("--database")
     parser.add_argument("--queue", action="append", default=[])
     args = parser.parse_args(argv)
-    if args.command == "probe":
+    if args.command in ("pg-create", "pg-drop"):
+        pg_database(args.pg_url, args.database, create=args.command == "pg-create")
+    elif args.command == "probe":
         probe(args.redis_url, args.amqp_url or "")
     elif args.command == "claim":
         claim(args.redis_url)

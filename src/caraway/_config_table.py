@@ -317,6 +317,23 @@ class OptionTable:
     result_persistent = Option(
         _OPT_BOOL, None, "Durable rpc results.", old="CELERY_RESULT_PERSISTENT"
     )
+    # Celery's database backend settings, read by the SQL result store (db+... URLs)
+    database_engine_options = Option(
+        _DICT,
+        {},
+        "SQLAlchemy create_engine options (pool_size, pool_recycle...).",
+        old="CELERY_RESULT_ENGINE_OPTIONS",
+    )
+    database_engine_callback = Option(
+        _ANY, None, "Called with each new engine (a callable or 'module:function')."
+    )
+    database_table_names = Option(
+        _DICT, {}, "{'task': ..., 'group': ...}.", old="CELERY_RESULT_DB_TABLENAMES"
+    )
+    database_table_schemas = Option(_DICT, {}, "{'task': ..., 'group': ...}.")
+    database_create_tables_at_setup = Option(
+        _BOOL, True, "Create/upgrade the tables when the store opens (else on first use)."
+    )
 
     # -- tasks -----------------------------------------------------------------------------
     task_serializer = Option(_STR, "json", "", old="CELERY_TASK_SERIALIZER")
@@ -518,7 +535,7 @@ def _backend(name: str) -> str:
 
 
 _IN_URL = "caraway reads it from the URL; put it in {}"
-_DB, _CASSANDRA, _S3 = _backend("database (SQLAlchemy)"), _backend("Cassandra"), _backend("S3")
+_CASSANDRA, _S3 = _backend("Cassandra"), _backend("S3")
 _AZURE, _GCS, _COSMOS = (
     _backend("Azure Block Blob"),
     _backend("Google Cloud Storage"),
@@ -532,17 +549,15 @@ _WHOLE = "caraway's worker has no {} setting: {}"
 REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
     {
         # results stored elsewhere
-        **dict.fromkeys(
-            (
-                "database_url",
-                "database_engine_options",
-                "database_engine_callback",
-                "database_short_lived_sessions",
-                "database_table_schemas",
-                "database_table_names",
-                "database_create_tables_at_setup",
-            ),
-            Refusal(_DB),
+        "database_short_lived_sessions": Refusal(
+            "caraway's SQL result store holds no session between calls: every session is "
+            "short-lived already",
+            allowed=(True, False),
+            old=("CELERY_RESULT_DB_SHORT_LIVED_SESSIONS",),
+        ),
+        "database_url": Refusal(
+            _IN_URL.format("result_backend='db+<SQLAlchemy URL>' (Celery's own spelling)"),
+            old=("CELERY_RESULT_DBURI",),
         ),
         **dict.fromkeys(
             (

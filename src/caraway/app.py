@@ -392,6 +392,7 @@ class Caraway:
             "connect_timeout": conf.broker_connection_timeout,
             "max_priority": conf.task_queue_max_priority,
             "queue_type": conf.task_default_queue_type,
+            "exchange_type": conf.task_default_exchange_type,
         }
         if self.broker_url.startswith(("amqp", "pyamqp")):
             for key, value in amqp_settings.items():
@@ -420,7 +421,22 @@ class Caraway:
             options.setdefault("persistent", bool(self.conf.result_persistent))
         if self.conf.redis_backend_use_ssl:
             options.setdefault("ssl", self.conf.redis_backend_use_ssl)
+        if url.startswith(("db+", "postgres")):
+            options.update(self._database_options(options))
         return open_backend(url, options=options)
+
+    def _database_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Celery's ``database_*`` settings, for the SQL result store."""
+        conf = self.conf
+        settings = {
+            "engine_options": dict(conf.database_engine_options),
+            "engine_callback": conf.database_engine_callback,
+            "table_names": dict(conf.database_table_names),
+            "table_schemas": dict(conf.database_table_schemas),
+            "create_tables_at_setup": conf.database_create_tables_at_setup,
+            "result_expires": conf.result_expires_seconds(),
+        }
+        return {key: value for key, value in settings.items() if key not in given}
 
     @property
     def backend(self) -> Backend | None:

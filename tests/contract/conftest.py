@@ -41,6 +41,7 @@ from caraway.brokers.registry import (
 )
 from caraway.brokers.sqlite import transport as sqlite_transport
 from caraway.protocol.message import Message
+from tests import mysqldb, pg
 
 TransportFactory = Callable[..., Transport]
 AdminFactory = Callable[..., QueueAdmin]
@@ -158,12 +159,83 @@ def _handles(
         reset(url)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-select-then-update", "redis", "amqp"])
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """One PostgreSQL database for the suite's run; each test takes a schema of its own."""
+    with pg.database("caraway_ha_contract") as name:
+        yield name
+
+
+def _postgres_url(request: pytest.FixtureRequest, scheme: str) -> Iterator[str]:
+    kind = "transport" if scheme == "postgresql" else "backend"
+    _plugin_or_skip(f"caraway.brokers.postgres.{kind}")
+    dbname = request.getfixturevalue("pg_database")
+    with pg.schema(dbname) as schema:
+        yield pg.url(dbname, scheme=scheme, schema=schema)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Redis Cluster (3 masters, 3 replicas) for the suite's run; its URL."""
+    from tests.chaos.redis_ha import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start().url()
+    finally:
+        cluster.stop()
+
+
+def _cluster_url(request: pytest.FixtureRequest) -> str:
+    """The suite's cluster, under a key prefix no other test uses."""
+    _plugin_or_skip("caraway.brokers.rediscluster.transport")
+    base = request.getfixturevalue("redis_cluster")
+    return f"{base}/?global_keyprefix=t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def broker_url_for(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """Makes a private URL of a PostgreSQL or Redis Cluster broker (for suites with their
+    own params); what it made is dropped afterwards."""
+    made: list[Iterator[str]] = []
+
+    def make(kind: str) -> str:
+        if kind == "redis+cluster":
+            return _cluster_url(request)
+        urls = _postgres_url(request, "postgresql")
+        made.append(urls)
+        return next(urls)
+
+    try:
+        yield make
+    finally:
+        for urls in made:
+            for _ in urls:  # runs the generator's clean-up
+                pass
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "sqlite-select-then-update",
+        "redis",
+        "amqp",
+        "postgresql",
+        "redis+cluster",
+    ]
+)
 def broker_url(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """A broker private to this test: its transports and admins share it."""
     kind: str = request.param
+    if kind == "postgresql":
+        yield from _postgres_url(request, "postgresql")
+        return
+    if kind == "redis+cluster":
+        yield _cluster_url(request)
+        return
     if kind == "sqlite-select-then-update":
         # the claim path for SQLite libraries older than 3.35 (no RETURNING)
         monkeypatch.setattr(sqlite_transport, "HAS_RETURNING", False)
@@ -224,9 +296,43 @@ def queue(request: pytest.FixtureRequest) -> Iterator[str]:
         delete_amqp_queues([name + suffix for suffix in _DERIVED])
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """One MariaDB database for the suite's run (the SQL store's MySQL dialect)."""
+    _plugin_or_skip("pymysql")
+    with mysqldb.database() as url:
+        yield url
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        "redis",
+        "db+postgresql",
+        "db+sqlite",
+        "db+mysql",
+        "redis+cluster",
+    ]
+)
 def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
     """Opens backends on one store, private to this test; closes them afterwards."""
+    if request.param == "db+mysql":
+        url = request.getfixturevalue("mysql_url")
+        yield from _handles(open_backend, url, memory_backend.reset)
+        return
+    if request.param == "redis+cluster":
+        yield from _handles(open_backend, _cluster_url(request), memory_backend.reset)
+        return
+    if request.param == "db+postgresql":
+        for url in _postgres_url(request, "db+postgresql"):
+            yield from _handles(open_backend, url, memory_backend.reset)
+        return
+    if request.param == "db+sqlite":
+        _plugin_or_skip("caraway.brokers.postgres.backend")
+        url = f"db+sqlite:///{tmp_path / 'results.db'}"
+        yield from _handles(open_backend, url, memory_backend.reset)
+        return
     url = _url(request.param, tmp_path / "results.sqlite3", "caraway.brokers.redis.backend")
     yield from _handles(open_backend, url, memory_backend.reset)
 
@@ -273,9 +379,10 @@ def _has(scheme: str, need: str) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     keep, drop = [], []
     for item in items:
-        marker = item.get_closest_marker("needs")
+        # every needs(...) counts: a test's own and its module's (pytestmark)
+        needs = [need for marker in item.iter_markers("needs") for need in marker.args]
         scheme = _scheme(item)
-        if marker is None or scheme is None or all(_has(scheme, n) for n in marker.args):
+        if scheme is None or all(_has(scheme, need) for need in needs):
             keep.append(item)
         else:
             drop.append(item)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -18,7 +20,31 @@ def document(task_id: str, state: str, result: object = None) -> bytes:
 
 
 def has_state(state: str) -> Callable[[bytes], bool]:
-    return lambda doc: f'"status": "{state}"'.encode() in doc
+    return lambda doc: json.loads(doc).get("status") == state
+
+
+class _Fields:
+    """Equal to a loaded document that holds every field of ``fields`` (stores that keep
+    fields in columns build the document back with more fields, in their own order)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, bytes):
+            return NotImplemented
+        loaded = json.loads(other)
+        return all(loaded.get(key) == value for key, value in self.fields.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<document with {self.fields!r}>"
+
+
+def expect(backend: Backend, raw: bytes) -> Any:
+    """What ``backend`` loads back for ``raw``: the same bytes, or the same fields."""
+    return raw if backend.keeps_bytes else _Fields(json.loads(raw))
 
 
 @pytest.fixture
@@ -42,7 +68,7 @@ def test_stored_document_is_loaded_back_byte_for_byte(backend: Backend, task_id:
 
     assert backend.store(task_id, doc, state="SUCCESS", expires=60) is True
 
-    assert backend.load(task_id) == doc
+    assert backend.load(task_id) == expect(backend, doc)
 
 
 def test_unknown_task_loads_as_none(backend: Backend) -> None:
@@ -54,7 +80,7 @@ def test_an_unfinished_state_is_replaced_by_a_later_one(backend: Backend, task_i
 
     assert backend.store(task_id, document(task_id, "SUCCESS", 1), state="SUCCESS", expires=60)
 
-    assert backend.load(task_id) == document(task_id, "SUCCESS", 1)
+    assert backend.load(task_id) == expect(backend, document(task_id, "SUCCESS", 1))
 
 
 @pytest.mark.parametrize("final", ["SUCCESS", "FAILURE", "REVOKED"])
@@ -66,7 +92,7 @@ def test_a_final_state_is_never_overwritten(
 
     assert backend.store(task_id, document(task_id, late, 2), state=late, expires=60) is False
 
-    assert backend.load(task_id) == document(task_id, final)
+    assert backend.load(task_id) == expect(backend, document(task_id, final))
 
 
 def test_an_expired_document_loads_as_none(backend: Backend, task_id: str) -> None:
@@ -85,7 +111,7 @@ def test_a_document_without_expiry_is_kept(backend: Backend, task_id: str) -> No
     backend.store(task_id, document(task_id, "SUCCESS"), state="SUCCESS", expires=None)
 
     assert backend.cleanup() >= 0
-    assert backend.load(task_id) == document(task_id, "SUCCESS")
+    assert backend.load(task_id) == expect(backend, document(task_id, "SUCCESS"))
     backend.forget(task_id)
 
 
@@ -95,9 +121,9 @@ def test_load_many_answers_in_the_order_asked(backend: Backend) -> None:
     backend.store(second, document(second, "FAILURE"), state="FAILURE", expires=60)
 
     assert backend.load_many([second, missing, first]) == [
-        document(second, "FAILURE"),
+        expect(backend, document(second, "FAILURE")),
         None,
-        document(first, "SUCCESS"),
+        expect(backend, document(first, "SUCCESS")),
     ]
 
 
@@ -118,7 +144,7 @@ def test_wait_returns_at_once_when_the_document_already_satisfies_it(
 
     got = backend.wait(task_id, until=has_state("SUCCESS"), timeout=5)
 
-    assert got == document(task_id, "SUCCESS")
+    assert got == expect(backend, document(task_id, "SUCCESS"))
     assert time.monotonic() - started < 0.5
 
 
@@ -147,7 +173,7 @@ def test_wait_wakes_promptly_when_another_thread_stores(
             timer.cancel()
             timer.join()
 
-    assert got == document(task_id, "SUCCESS")
+    assert got == expect(waiter, document(task_id, "SUCCESS"))
     assert elapsed < 1.0
 
 
@@ -166,7 +192,7 @@ def test_wait_skips_documents_that_do_not_satisfy_it(
             timer.cancel()
             timer.join()
 
-    assert got == document(task_id, "SUCCESS")
+    assert got == expect(backend, document(task_id, "SUCCESS"))
 
 
 def group_store(backend: Backend) -> GroupStore:
@@ -182,7 +208,7 @@ def test_saved_group_is_loaded_back_and_forgotten(backend: Backend) -> None:
 
     store.save_group(group_id, doc, expires=60)
 
-    assert store.load_group(group_id) == doc
+    assert store.load_group(group_id) == expect(backend, doc)
     store.forget_group(group_id)
     assert store.load_group(group_id) is None
 
@@ -203,4 +229,4 @@ def test_two_handles_on_one_url_share_results(
 
     writer.store(task_id, document(task_id, "SUCCESS"), state="SUCCESS", expires=60)
 
-    assert reader.load(task_id) == document(task_id, "SUCCESS")
+    assert reader.load(task_id) == expect(reader, document(task_id, "SUCCESS"))

@@ -41,11 +41,15 @@ def _url(kind: str, tmp_path: Path) -> str:
     return REDIS_URL
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "amqp"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "amqp", "postgresql", "redis+cluster"])
 def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens beat stores on one schedule private to this test; closes and deletes it."""
     kind: str = request.param
-    url = _url(kind, tmp_path)
+    if kind in ("postgresql", "redis+cluster"):
+        # the broker's own private namespace: a schema, or a key prefix on the cluster
+        url = request.getfixturevalue("broker_url_for")(kind)
+    else:
+        url = _url(kind, tmp_path)
     namespace = f"beat-{uuid.uuid4().hex[:10]}"
     opened: list[BeatStore] = []
 

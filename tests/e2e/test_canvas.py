@@ -1,4 +1,4 @@
-"""The seed's canvas examples on real worker processes: SQLite by default, Redis when up."""
+"""The seed's canvas examples on real worker processes: SQLite, Redis and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -34,12 +34,36 @@ def _drop_proj() -> None:
         del sys.modules[name]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(scope="module")
+def pg_db() -> Iterator[str]:
+    from tests import pg
+
+    with pg.database("caraway_ha_canvas") as name:
+        yield name
+
+
+@pytest.fixture
+def pg_env(pg_db: str) -> Iterator[dict[str, str]]:
+    """The PostgreSQL broker and SQL results in a schema private to the test."""
+    from tests import pg
+
+    with pg.schema(pg_db) as schema:
+        yield {
+            "TEST_BROKER": pg.url(pg_db, schema=schema),
+            "TEST_BACKEND": pg.url(pg_db, scheme="db+postgresql", schema=schema),
+        }
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def canvas_project(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
     """A `proj` package with the built-ins registered and one worker (-c 2) running."""
     env: dict[str, str] = {}
+    if request.param == "postgresql":
+        env = request.getfixturevalue("pg_env")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
     if request.param == "redis":
         if not _redis_up():
             pytest.skip("Redis is not running on 127.0.0.1:6379")

@@ -144,3 +144,39 @@ def task_message(
 @pytest.fixture
 def make_message() -> Callable[..., Message]:
     return task_message
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database for this run (``caraway_ha_*``); tests take schemas in it."""
+    from tests import pg
+
+    with pg.database("caraway_ha_integration") as name:
+        yield name
+
+
+@pytest.fixture
+def pg_broker_url(pg_database: str) -> Iterator[str]:
+    """A ``postgresql://`` broker private to this test: a schema of its own."""
+    from tests import pg
+
+    with pg.schema(pg_database) as schema:
+        yield pg.url(pg_database, schema=schema)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Redis Cluster (3 masters, 3 replicas) for this run; its URL."""
+    from tests.chaos.redis_ha import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start().url()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_broker_url(redis_cluster: str) -> str:
+    """The run's cluster under a key prefix of this test's own."""
+    return f"{redis_cluster}/?global_keyprefix=t{uuid.uuid4().hex[:10]}:"

@@ -84,9 +84,12 @@ def _amqp_or_skip() -> str:
     return "pyamqp://guest:guest@127.0.0.1:5672//"
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=["sqlite", "redis", "amqp", "postgresql"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_broker_url")
+        yield url, "db+" + url
+    elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'broker.sqlite3'}"
         yield url, url
     elif request.param == "redis":
@@ -182,7 +185,7 @@ def test_broadcast_reaches_every_worker_and_expired_countdowns_are_revoked(
     assert "received proj.tasks.add" in text and "prerun proj.tasks.add" in text
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def rpc_project(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
@@ -191,6 +194,8 @@ def rpc_project(
         if request.param == "sqlite"
         else "redis://127.0.0.1:6379/10"
     )
+    if request.param == "postgresql":
+        broker = request.getfixturevalue("pg_broker_url")
     prefix = f"compat-{uuid.uuid4().hex[:8]}"
     evidence = tmp_path / "evidence.txt"
     for key, value in {

@@ -51,10 +51,16 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=["sqlite", "redis", "amqp", "postgresql", "redis+cluster"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Caraway:
+    if request.param == "redis+cluster":
+        url = request.getfixturevalue("cluster_broker_url")
+        return Caraway("proj", broker=url, backend="memory://")
     if request.param == "sqlite":
         return Caraway("proj", broker=f"sqlite:///{tmp_path / 'broker.db'}", backend="memory://")
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_broker_url")
+        return Caraway("proj", broker=url, backend="memory://")
     if request.param == "redis":
         prefix = request.getfixturevalue("redis_prefix")
         app = Caraway("proj", broker=REDIS_URL, backend="memory://")

@@ -80,10 +80,14 @@ def amqp_exchange() -> Iterator[str]:
         conn.close()
 
 
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
+@pytest.fixture(params=["sqlite", "redis", "amqp", "postgresql", "redis+cluster"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Caraway]:
     if request.param == "sqlite":
         application = Caraway("evt", broker=f"sqlite:///{tmp_path / 'broker.db'}")
+    elif request.param == "redis+cluster":
+        application = Caraway("evt", broker=request.getfixturevalue("cluster_broker_url"))
+    elif request.param == "postgresql":
+        application = Caraway("evt", broker=request.getfixturevalue("pg_broker_url"))
     elif request.param == "redis":
         application = Caraway("evt", broker=REDIS_URL)
         application.conf.broker_transport_options = {

@@ -371,6 +371,20 @@ class Revocations(abc.ABC):
         """The revoked ids recorded and not yet expired, in no particular order."""
 
 
+class Migrations(abc.ABC):
+    """An admin or backend whose store has a schema to create or upgrade (SQL tables):
+    ``caraway migrate`` runs it ahead of deployment. Callers test ``isinstance``."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Create or upgrade the schema now; idempotent. Returns what was done (empty when
+        it was up to date)."""
+
+    @abc.abstractmethod
+    def migration_sql(self) -> list[str]:
+        """The statements of a fresh schema, for a DBA to read or run by hand."""
+
+
 # -- result backends -------------------------------------------------------------------------
 
 
@@ -387,6 +401,10 @@ class Backend(abc.ABC):
 
     #: any process can read a result (False for rpc://, where only the caller can)
     shared: bool = True
+    #: :meth:`load` returns the very bytes stored; False where the store keeps a
+    #: document's fields in columns (SQL, in Celery's table layout) and builds an equal
+    #: document back (same fields and values, in the protocol's field order)
+    keeps_bytes: bool = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url

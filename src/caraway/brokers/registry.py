@@ -40,6 +40,10 @@ BROKER_SCHEMES: dict[str, str] = {
     "amqp": "amqp",
     "pyamqp": "amqp",
     "amqps": "amqp",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "redis+cluster": "rediscluster",
+    "rediss+cluster": "rediscluster",
 }
 #: result backend URL scheme -> broker folder; ``rpc://`` results travel on the AMQP broker
 #: (over other brokers, on their transport: see open_backend)
@@ -47,12 +51,21 @@ BACKEND_SCHEMES: dict[str, str] = {
     "memory": "memory",
     "cache+memory": "memory",
     "sqlite": "sqlite",
-    "db+sqlite": "sqlite",
     "redis": "redis",
     "rediss": "redis",
     "redis+socket": "redis",
     "sentinel": "redis",
     "rpc": "amqp",
+    # Celery's database backend (a SQLAlchemy URL after "db+"), in Celery's table layout
+    "db+postgresql": "postgres",
+    "db+postgres": "postgres",
+    "db+sqlite": "postgres",
+    "db+mysql": "postgres",
+    "db+mariadb": "postgres",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "redis+cluster": "rediscluster",
+    "rediss+cluster": "rediscluster",
 }
 #: broker folder -> kind of plug-in -> "module:Class"
 _PLUGINS: dict[str, dict[str, str]] = {
@@ -88,6 +101,22 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "bus": "caraway.brokers.amqp.bus:AMQPBus",
         "beat": "caraway.brokers.amqp.beat:AMQPBeatStore",
     },
+    "postgres": {
+        "admin": "caraway.brokers.postgres.admin:PostgresAdmin",
+        "transport": "caraway.brokers.postgres.transport:PostgresTransport",
+        "backend": "caraway.brokers.postgres.backend:SQLBackend",
+        "mailbox": "caraway.brokers.postgres.mailbox:PostgresMailbox",
+        "bus": "caraway.brokers.postgres.bus:PostgresBus",
+        "beat": "caraway.brokers.postgres.beat:PostgresBeatStore",
+    },
+    "rediscluster": {
+        "admin": "caraway.brokers.rediscluster.admin:RedisClusterAdmin",
+        "transport": "caraway.brokers.rediscluster.transport:RedisClusterTransport",
+        "backend": "caraway.brokers.rediscluster.backend:RedisClusterBackend",
+        "mailbox": "caraway.brokers.rediscluster.mailbox:RedisClusterMailbox",
+        "bus": "caraway.brokers.rediscluster.bus:RedisClusterBus",
+        "beat": "caraway.brokers.rediscluster.beat:RedisClusterBeatStore",
+    },
 }
 
 
@@ -104,7 +133,7 @@ BACKEND_ALIASES = _aliases(BACKEND_SCHEMES, "backend")
 BEAT_ALIASES = _aliases(BROKER_SCHEMES, "beat")
 
 #: top-level client package -> the extra that installs it
-_EXTRAS = {"redis": "redis", "amqp": "amqp"}
+_EXTRAS = {"redis": "redis", "amqp": "amqp", "sqlalchemy": "sql", "psycopg": "postgres"}
 
 
 def open_transport(url: str, *, options: dict[str, Any] | None = None) -> Transport:
@@ -222,6 +251,10 @@ def resolve(url: str, aliases: dict[str, str], *, group: str, kind: str) -> Any:
         plugins = _entry_points(group)
         if scheme in plugins:
             return plugins[scheme].load()
+        if "+" in scheme:
+            # a SQLAlchemy driver after the dialect: db+postgresql+psycopg, db+mysql+pymysql
+            target = aliases.get(scheme.rpartition("+")[0])
+    if target is None:
         known = ", ".join(f"{name}://" for name in sorted({*aliases, *plugins}))
         raise ImproperlyConfigured(
             f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}; known schemes: {known} "

@@ -35,6 +35,7 @@ _COMMANDS: dict[str, str] = {
     "result": "caraway.cli.control:result",
     "report": "caraway.cli.control:report",
     "multi": "caraway.cli.multi:multi",
+    "migrate": "caraway.cli.migrate:migrate",
 }
 #: lists of commands registered whole, for a name not in ``_COMMANDS`` and for help
 _COMMAND_LISTS = ("caraway.cli.control:commands",)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import amqp
 
+from caraway.brokers.amqp import native_delay
 from caraway.brokers.amqp.transport import (
     DEAD_HEADERS,
     DEAD_QUEUE,
@@ -135,6 +136,8 @@ class AMQPAdmin(QueueAdmin):
                 routing_key=routing_key,
             )
             self._declared.add(queue)
+            if exchange_type != "fanout":
+                self._into_tree(link, queue, routing_key or queue)
 
         self._run("bind", run)
 
@@ -149,8 +152,19 @@ class AMQPAdmin(QueueAdmin):
 
     def _declare(self, link: Link, queue: str, *, again: bool = False) -> None:
         if again or queue not in self._declared:
-            declare_queue(link, queue, self._queue_arguments)
+            exchange_type = str(self.options.get("exchange_type") or "direct")
+            declare_queue(link, queue, self._queue_arguments, exchange_type=exchange_type)
             self._declared.add(queue)
+            self._into_tree(link, queue, queue)
+
+    def _into_tree(self, link: Link, queue: str, routing_key: str) -> None:
+        """With quorum queues, route Celery's native delayed delivery to ``queue`` as a
+        Celery worker does at start-up, before anything is consumed: a delayed message
+        that leaves the tree finding no binding would be dropped."""
+        if self._queue_arguments.get("x-queue-type") != "quorum":
+            return
+        native_delay.declare_tree(link.publish_channel)
+        native_delay.bind_queue(link.publish_channel, queue, routing_key)
 
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         return []
@@ -233,10 +247,16 @@ def _drain_dead(
 def _dead_letter(raw: Any) -> DeadLetter:
     message = from_amqp(raw)
     headers = message.headers
+    # a message RabbitMQ dead-lettered itself (a quorum queue's x-delivery-limit) carries
+    # its death in x-first-death-* headers instead of caraway's
+    death = raw.properties.get("application_headers") or {}
+    reason = headers.get("x-caraway-reason")
+    if reason is None and death.get("x-first-death-reason"):
+        reason = f"RabbitMQ dead-lettered it: {death['x-first-death-reason']}"
     letter = DeadLetter(
         id=str(headers.get("x-caraway-dead-id") or raw.delivery_info["delivery_tag"]),
-        queue=str(headers.get("x-caraway-queue") or "celery"),
-        reason=str(headers.get("x-caraway-reason") or ""),
+        queue=str(headers.get("x-caraway-queue") or death.get("x-first-death-queue") or "celery"),
+        reason=str(reason or ""),
         message=message,
         failed_at=float(headers.get("x-caraway-failed-at") or 0.0),
     )

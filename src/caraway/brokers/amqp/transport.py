@@ -4,7 +4,9 @@ Entities: per queue a durable direct exchange and a durable queue of the same na
 with routing key = queue; tasks go to the default exchange "" with routing key = queue,
 persistent, with publisher confirms. Delivery guarantee: at least once -- a delivery stays
 unacked on the broker until acked, and RabbitMQ itself requeues whatever a closed
-connection held (so ``recover`` has nothing to do). Far ETAs park in ``delay``'s ladder.
+connection held (so ``recover`` has nothing to do). Far ETAs park in ``delay``'s ladder;
+with ``queue_type='quorum'`` they go through Celery 5.5's native delayed delivery tree
+instead (``native_delay``), producers' countdowns too, as Celery's producers send them.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import amqp
 
 from caraway.brokers.amqp import delay as ladder
+from caraway.brokers.amqp import native_delay
 from caraway.brokers.contracts import (
     Binding,
     Capabilities,
@@ -77,7 +81,15 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
     errors are retried with backoff on a new connection, then raised as
     BrokerConnectionError), ``confirm_publish`` (True), ``prefetch_count`` (default: the
     first fetch's ``limit``, see :meth:`fetch`), ``max_priority`` (adds
-    ``x-max-priority``), ``queue_type`` (``"classic"`` or ``"quorum"``).
+    ``x-max-priority``), ``queue_type`` (``"classic"`` or ``"quorum"``), ``exchange_type``
+    (of each queue's own exchange: Celery's ``task_default_exchange_type``, ``direct``),
+    ``delivery_limit`` (quorum queues: ``x-delivery-limit``, and what goes over it is
+    dead-lettered by RabbitMQ to ``caraway.dead``; Celery declares neither, so set it on
+    both sides or through a RabbitMQ policy).
+
+    Quorum queues count deliveries (``x-delivery-count``), so a quorum transport reports
+    ``delivery_count`` and the worker's ``worker_delivery_cap`` applies; they have no
+    priorities (RabbitMQ 3.x) and no global QoS, so the prefetch is per consumer.
     """
 
     capabilities = Capabilities(priorities=True, durable=True, free_acks=True)
@@ -91,6 +103,10 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
         prefetch = opts.get("prefetch_count")
         self.prefetch_count: int | None = int(prefetch) if prefetch else None
         self._queue_arguments = queue_arguments(opts)
+        self.quorum = self._queue_arguments.get("x-queue-type") == "quorum"
+        self.exchange_type = str(opts.get("exchange_type") or "direct")
+        if self.quorum:
+            self.capabilities = Capabilities(durable=True, free_acks=True, delivery_count=True)
         self._where = self.params.redacted()
         self._link: Link | None = None
         self._generation = 0
@@ -104,7 +120,8 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
         self._consuming: set[str] = set()
         self._qos_set = False
         self._ladder_ready = False
-        self._delay_bound: set[str] = set()
+        self._delay_bound: set[Any] = set()
+        self._tree_ready = False
         #: exchanges and bindings publish_routed declared on this connection
         self._routes_declared: set[tuple[str, ...]] = set()
 
@@ -175,7 +192,7 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
     def _declare(self, link: Link, queue: str) -> None:
         if queue in self._declared:
             return
-        declare_queue(link, queue, self._queue_arguments)
+        declare_queue(link, queue, self._queue_arguments, exchange_type=self.exchange_type)
         self._declared.add(queue)
 
     def declare(self, queue: str) -> None:
@@ -201,11 +218,18 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
         if not items:
             return
 
+        now = time.time()
+
         def run(link: Link) -> None:
             wire = []
             for message, queue, exchange, routing_key in items:
                 self._declare(link, queue)
-                wire.append((to_amqp(message), exchange, routing_key or queue))
+                eta = _due(message) if self.quorum else None
+                if eta is not None and eta - now >= 1:
+                    # as Celery 5.5's producer sends a countdown when its queues are quorum
+                    wire.append(self._into_tree(link, message, queue, routing_key, eta, now))
+                else:
+                    wire.append((to_amqp(message), exchange, routing_key or queue))
             link.publish(wire, mandatory=True)
 
         self._run("publish", run)
@@ -275,6 +299,10 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             if queue in self._consuming:
                 continue
             self._declare(link, queue)
+            if self.quorum:
+                # as Celery's worker does: a Celery producer's countdown leaves the native
+                # delay tree through the delivery exchange and must find this queue there
+                self._bind_to_tree(link, queue, queue)
 
             def callback(message: Any, queue: str = queue, link: Link = link) -> None:
                 link.unsettled.add(message.delivery_info["delivery_tag"])
@@ -324,15 +352,21 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
 
     def _delivery(self, generation: int, queue: str, raw: Any) -> Delivery:
         info = raw.delivery_info
+        message = from_amqp(raw)
+        count = 0
+        if self.quorum:
+            # a quorum queue counts the deliveries that were returned (absent the first time)
+            count = int(message.headers.pop("x-delivery-count", 0) or 0) + 1
         return Delivery(
-            message=from_amqp(raw),
+            message=message,
             queue=queue,
             tag=str(info["delivery_tag"]),
             transport=self,
-            redelivered=bool(info.get("redelivered")),
+            redelivered=bool(info.get("redelivered")) or count > 1,
+            delivery_count=count,
             state=_Held(generation, int(info["delivery_tag"])),
             exchange=str(info.get("exchange") or ""),
-            routing_key=str(info.get("routing_key") or queue),
+            routing_key=native_delay.original_routing_key(str(info.get("routing_key") or queue)),
         )
 
     # -- settling ----------------------------------------------------------------------
@@ -438,6 +472,9 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             # shortest wait is a whole second)
             link.publish([(to_amqp(message), "", queue)], mandatory=True)
             return
+        if self.quorum:
+            link.publish([self._into_tree(link, message, queue, None, eta, now)], mandatory=True)
+            return
         seconds = ladder.delay_seconds(eta, now)
         headers = {**message.headers, **ladder.bit_headers(seconds)}
         properties = {k: v for k, v in message.properties.items() if k != "expiration"}
@@ -451,6 +488,36 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             link.publish_channel.queue_bind(queue, exchange=ladder.DELIVER, routing_key=queue)
             self._delay_bound.add(queue)
         link.publish([(to_amqp(parked), ladder.entry_exchange(), queue)], mandatory=True)
+
+    def _into_tree(
+        self,
+        link: Link,
+        message: Message,
+        queue: str,
+        routing_key: str | None,
+        eta: float,
+        now: float,
+    ) -> tuple[Any, str, str]:
+        """What to publish so ``message`` waits in Celery's native delay tree until ``eta``
+        and then reaches ``queue`` (declaring the tree and the queue's binding once)."""
+        key = native_delay.original_routing_key(routing_key or queue)
+        self._bind_to_tree(link, queue, key)
+        seconds = native_delay.delay_seconds(eta, now)
+        properties = {k: v for k, v in message.properties.items() if k != "expiration"}
+        waiting = Message(
+            message.body, message.headers, message.content_type, message.content_encoding,
+            properties,
+        )  # fmt: skip
+        return to_amqp(waiting), native_delay.TOP, native_delay.routing_key(seconds, key)
+
+    def _bind_to_tree(self, link: Link, queue: str, key: str) -> None:
+        """Declare the native delay tree and route its ``key`` messages to ``queue`` (once)."""
+        if not self._tree_ready:
+            native_delay.declare_tree(link.publish_channel)
+            self._tree_ready = True
+        if (queue, key) not in self._delay_bound:
+            native_delay.bind_queue(link.publish_channel, queue, key)
+            self._delay_bound.add((queue, key))
 
     # -- dead letters ------------------------------------------------------------------
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -497,17 +564,32 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
 
 def queue_arguments(options: dict[str, Any]) -> dict[str, Any]:
     """The arguments task queues are declared with (must match Celery's exactly): from the
-    ``max_priority`` and ``queue_type`` options."""
+    ``max_priority``, ``queue_type`` and ``delivery_limit`` options."""
     if str(options.get("queue_type") or "classic") == "quorum":
-        return {"x-queue-type": "quorum"}
+        arguments: dict[str, Any] = {"x-queue-type": "quorum"}
+        limit = options.get("delivery_limit")
+        if limit:
+            # a message returned this many times is dead-lettered by RabbitMQ itself
+            arguments.update(
+                {
+                    "x-delivery-limit": int(limit),
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": DEAD_QUEUE,
+                }
+            )
+        return arguments
     max_priority = options.get("max_priority")
     if max_priority:
         return {"x-max-priority": int(max_priority)}
     return {}
 
 
-def declare_queue(link: Link, queue: str, arguments: dict[str, Any]) -> None:
+def declare_queue(
+    link: Link, queue: str, arguments: dict[str, Any], *, exchange_type: str = "direct"
+) -> None:
     """Declare ``queue`` with its exchange and binding as Celery does (idempotent)."""
+    if arguments.get("x-dead-letter-routing-key") == DEAD_QUEUE:
+        declare_dead_queue(link)  # RabbitMQ drops what it dead-letters to no queue
     channel = link.publish_channel
     try:
         channel.queue_declare(
@@ -524,7 +606,7 @@ def declare_queue(link: Link, queue: str, arguments: dict[str, Any]) -> None:
             arguments,
             exc,
         )
-    channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+    channel.exchange_declare(queue, exchange_type, durable=True, auto_delete=False)
     channel.queue_bind(queue, exchange=queue, routing_key=queue)
 
 
@@ -539,8 +621,10 @@ def bind_queue(
 ) -> None:
     """Declare ``queue`` as :func:`declare_queue` does (so a consumer's declaration
     matches it) and bind it to ``exchange`` of ``exchange_type`` with ``routing_key``."""
-    declare_queue(link, queue, arguments)
-    if not exchange or exchange == queue:
+    own = not exchange or exchange == queue
+    # the queue's own exchange (named like it) is of the type asked for when it is the one
+    declare_queue(link, queue, arguments, exchange_type=exchange_type if own else "direct")
+    if own:
         return
     channel = link.publish_channel
     channel.exchange_declare(exchange, exchange_type, durable=True, auto_delete=False)
@@ -580,6 +664,20 @@ def from_amqp(raw: Any) -> Message:
         content_encoding=str(props.get("content_encoding") or ""),
         properties={key: props[key] for key in _PROPERTIES if props.get(key) is not None},
     )
+
+
+def _due(message: Message) -> float | None:
+    """The unix time of the message's ``eta`` header, None without one (or unreadable)."""
+    eta = message.headers.get("eta")
+    if not eta:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(eta).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _held(delivery: Delivery) -> _Held:
