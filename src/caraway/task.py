@@ -9,12 +9,19 @@ Celery calling API on top.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
+import typing
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from caraway import exceptions, execution, publish
-from caraway.canvas import Signature, chunks, xmap, xstarmap
+from caraway.brokers.contracts import ChordStore
+from caraway.canvas import Signature, chain, chord, chunks, group, xmap, xstarmap
+from caraway.request import Request
 from caraway.result import AsyncResult, EagerResult
 from caraway.taskbase import TASK_DEFAULTS, AppLike, TaskBase, validate_options
 
@@ -78,6 +85,11 @@ class Task(TaskBase):
         when it ends, as Celery sends it.
         """
         request = self.request
+        if request.called_directly:
+            # a plain function call has no message to send again: Celery raises the error
+            if exc is not None:
+                raise exc
+            raise exceptions.Retry("Task can be retried", None)
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and not isinstance(limit, int):
             raise TypeError(f"max_retries must be an int or None, not {limit!r}")
@@ -99,6 +111,47 @@ class Task(TaskBase):
         if throw:
             raise signal
         return signal
+
+    # -- replacing ---------------------------------------------------------------------------
+    def replace(self, sig: Signature) -> Any:
+        """Stand ``sig`` in for this task: its result becomes this task's result.
+
+        In a worker ``sig`` is sent (keeping this task's id for its final result, its
+        place in a chord or group, the rest of its chain and its callbacks) and this run
+        ends with :class:`~caraway.exceptions.Ignore`; eagerly it runs here and its value is
+        returned, as Celery does. A group stands in as a chord over ``celery.accumulate``
+        so that one result, the list, answers for it.
+        """
+        request = self.request
+        if request.called_directly:
+            raise exceptions.ImproperlyConfigured(
+                f"{self.name}: replace() works only while a worker or apply() runs the task"
+            )
+        replacement = replacement_of(self, sig, request)
+        return self.on_replace(replacement)
+
+    def on_replace(self, sig: Signature) -> Any:
+        """Send (or, eagerly, run) the replacement; override to look at it, then call super."""
+        if self.request.is_eager:
+            return sig.apply().get()
+        sig.apply_async()
+        raise exceptions.Ignore("Replaced by new task")
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
+        """Add ``sig`` to the chord this task is a header member of (the body waits for it)."""
+        request = self.request
+        if not request.chord or not request.group:
+            raise ValueError("Current task is not member of any chord")
+        backend = self.app.require_backend()
+        if not isinstance(backend, ChordStore):
+            raise exceptions.ImproperlyConfigured(
+                "add_to_chord() needs a result backend that counts chords (redis, sqlite)"
+            )
+        sig = sig.clone()
+        sig.set(group_id=request.group, group_index=request.group_index, chord=request.chord)
+        sig.freeze()
+        backend.chord_extend(request.group, 1)
+        return sig if lazy else sig.apply_async()
 
     # -- results and signatures ------------------------------------------------------------
     def AsyncResult(self, task_id: str) -> AsyncResult:
@@ -151,19 +204,58 @@ def _retry_at(eta: Any, countdown: Any, default: float, now: datetime) -> dateti
     return now + timedelta(seconds=float(countdown))
 
 
+def replacement_of(task: TaskBase, sig: Signature, request: Request) -> Signature:
+    """``sig`` made to finish as ``request``'s task would: its id, chord place, chain, links."""
+    if isinstance(sig, group):
+        sig = chord(sig, Signature("celery.accumulate", kwargs={"index": 0}, app=task.app))
+    else:
+        sig = sig.clone()
+    nesting = request.replaced_task_nesting + 1
+    _finishing(sig).set(task_id=request.id)
+    for callback in request.callbacks or ():
+        sig.link(callback)
+    for errback in request.errbacks or ():
+        sig.link_error(errback)
+    found: dict[str, Any] = {"group_id": request.group, "group_index": request.group_index}
+    found["chord"] = request.chord
+    join = {key: value for key, value in found.items() if value is not None}
+    rest = [Signature.from_dict(step, app=task.app) for step in reversed(request.chain or [])]
+    if rest:
+        sig = chain(sig, *rest, app=task.app)  # the chain's end already carries any join
+    elif join:
+        sig.set(**join)
+    headers = {**sig.options.get("headers", {}), "replaced_task_nesting": nesting}
+    return sig.set(headers=headers)
+
+
+def _finishing(sig: Signature) -> Signature:
+    """The task whose result stands for ``sig``: a chain's last step, a chord's body."""
+    if isinstance(sig, chain) and sig.tasks:
+        return _finishing(sig.tasks[-1])
+    if isinstance(sig, chord) and sig.body is not None:
+        return _finishing(sig.body)
+    return sig
+
+
 def build_task(
     app: AppLike, fun: Callable[..., Any], base: type[Task], options: Mapping[str, Any]
 ) -> Task:
-    """Create the Task instance ``@app.task`` registers for ``fun``."""
-    unknown = set(options) - set(TASK_DEFAULTS) - {"base"}
-    if unknown:
-        raise TypeError(
-            f"unknown task option(s) {sorted(unknown)} for {fun.__qualname__}; "
-            f"known: {sorted(TASK_DEFAULTS)}"
-        )
+    """Create the Task instance ``@app.task`` registers for ``fun``.
+
+    Options that are not task options become class attributes, as in Celery (custom
+    attributes a base class reads); one that looks like a misspelt option warns.
+    """
+    _warn_near_misses(fun, options)
+    options = dict(options)
+    if options.pop("pydantic", False):
+        fun = _pydantic_wrapper(fun, options)
+    for key in ("pydantic_strict", "pydantic_context", "pydantic_dump_kwargs"):
+        options.pop(key, None)
     name = options.get("name") or task_name(app, fun)
     attrs: dict[str, Any] = {
-        key: value for key, value in options.items() if key != "name" and value is not None
+        key: value
+        for key, value in options.items()
+        if key not in ("name", "base") and value is not None
     }
     attrs.update(
         name=name,
@@ -178,6 +270,63 @@ def build_task(
     cls = type(fun.__name__, (base,), attrs)
     task: Task = cls()
     return task
+
+
+def _warn_near_misses(fun: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    known = [*TASK_DEFAULTS, "base", "pydantic"]
+    for key in set(options) - set(known):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            warnings.warn(
+                f"task {fun.__qualname__}: option {key!r} is not a task option, so it becomes "
+                f"a plain class attribute; did you mean {close[0]!r}?",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def _pydantic_wrapper(fun: Callable[..., Any], options: dict[str, Any]) -> Callable[..., Any]:
+    """``@app.task(pydantic=True)``: arguments annotated with a pydantic model are validated
+    from their dicts, and a model returned is dumped to a dict (Celery 5.5's contract)."""
+    try:
+        from pydantic import BaseModel  # noqa: PLC0415 - optional: only for pydantic=True
+    except ImportError:
+        raise exceptions.ImproperlyConfigured(
+            f"task {fun.__qualname__} uses pydantic=True, but pydantic is not installed: "
+            "pip install pydantic"
+        ) from None
+    strict = bool(options.get("pydantic_strict", False))
+    context = options.get("pydantic_context")
+    dump_kwargs = dict(options.get("pydantic_dump_kwargs") or {})
+    signature = inspect.signature(fun)
+    hints = typing_get_hints(fun)
+    models = {
+        name: hint
+        for name, hint in hints.items()
+        if name != "return" and isinstance(hint, type) and issubclass(hint, BaseModel)
+    }
+
+    @functools.wraps(fun)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for name, model in models.items():
+            value = bound.arguments.get(name)
+            if name in bound.arguments and not isinstance(value, model):
+                bound.arguments[name] = model.model_validate(value, strict=strict, context=context)
+        result = fun(*bound.args, **bound.kwargs)
+        if isinstance(result, BaseModel):
+            return result.model_dump(**dump_kwargs)
+        return result
+
+    return wrapper
+
+
+def typing_get_hints(fun: Callable[..., Any]) -> dict[str, Any]:
+    """The function's resolved annotations (string annotations too); {} when unresolvable."""
+    try:
+        return typing.get_type_hints(fun)
+    except Exception:
+        return {}
 
 
 def task_name(app: AppLike, fun: Callable[..., Any]) -> str:

@@ -15,11 +15,16 @@ from caraway import exceptions
 from caraway.app import Caraway
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
+from caraway.request import current_request
 from caraway.routing import queue_names
+from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
 from caraway.worker.supervisor import Supervisor
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
+)
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
@@ -105,7 +110,8 @@ def worker(
         guard.check()
     if detach:
         _detach(expand_path(logfile, node) if logfile else None)
-    _setup_logging(loglevel, logfile, node)
+    formats = (str(app.conf.worker_log_format), str(app.conf.worker_task_log_format))
+    _setup_logging(loglevel, logfile, node, formats)
     if task_events:
         app.conf.worker_send_task_events = True
     heartbeats = not without_heartbeat
@@ -141,7 +147,7 @@ def worker(
             guard.write()
 
     def child_init(index: int) -> None:
-        _child_logging(loglevel, logfile, node, index + 1)
+        _child_logging(loglevel, logfile, node, index + 1, formats)
 
     supervisor = Supervisor(
         app,
@@ -218,25 +224,46 @@ def wait_for_broker(app: Caraway) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def _setup_logging(level: str, logfile: str | None, node: str) -> None:
+def _setup_logging(
+    level: str, logfile: str | None, node: str, formats: tuple[str, str] | None = None
+) -> None:
+    """The root logger, and the task logger with Celery's ``task_name[task_id]:`` prefix."""
+    plain, tasks = formats or (LOG_FORMAT, TASK_LOG_FORMAT)
     root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    if logfile:
-        path = expand_path(logfile, node)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(path)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    task_logger = logging.getLogger(TASK_LOGGER)
+    for logger in (root, task_logger):
+        for existing in list(logger.handlers):
+            logger.removeHandler(existing)
+    handler, task_handler = _log_handler(logfile, node), _log_handler(logfile, node)
+    handler.setFormatter(logging.Formatter(plain))
+    task_handler.setFormatter(TaskFormatter(tasks, _running_task))
     root.addHandler(handler)
+    task_logger.addHandler(task_handler)
+    task_logger.propagate = False  # one line per record, in the task format (as Celery)
     root.setLevel(level.upper().replace("FATAL", "CRITICAL"))
 
 
-def _child_logging(level: str, logfile: str | None, node: str, index: int) -> None:
+def _log_handler(logfile: str | None, node: str) -> logging.Handler:
+    if not logfile:
+        return logging.StreamHandler(sys.stderr)
+    path = expand_path(logfile, node)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return logging.FileHandler(path)
+
+
+def _running_task() -> tuple[str, str] | None:
+    request = current_request()
+    if request is None or request.id is None:
+        return None
+    return str(request.task), request.id
+
+
+def _child_logging(
+    level: str, logfile: str | None, node: str, index: int, formats: tuple[str, str]
+) -> None:
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
     if logfile and "%I" in logfile:
-        _setup_logging(level, expand_path(logfile, node, index), node)
+        _setup_logging(level, expand_path(logfile, node, index), node, formats)
 
 
 def _detach(logfile: str | None) -> None:

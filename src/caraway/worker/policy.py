@@ -39,10 +39,11 @@ def protocol_accept(accept: Any) -> frozenset[str]:
 
 
 def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
+    name = message.shadow or message.task  # Celery logs the name a task was sent under
     if outcome.kind == "success":
         logger.info(
             "Task %s[%s] succeeded in %.6fs: %.200r",
-            message.task,
+            name,
             message.id,
             outcome.runtime,
             outcome.value,
@@ -50,12 +51,12 @@ def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
     elif outcome.kind == "failure":
         logger.error(
             "Task %s[%s] raised unexpected: %r\n%s",
-            message.task,
+            name,
             message.id,
             outcome.exc,
             outcome.traceback or "",
         )
     elif outcome.kind == "retry":
-        logger.info("Task %s[%s] retry: %s", message.task, message.id, outcome.exc)
+        logger.info("Task %s[%s] retry: %s", name, message.id, outcome.exc)
     else:
-        logger.info("Task %s[%s] %s", message.task, message.id, outcome.kind)
+        logger.info("Task %s[%s] %s", name, message.id, outcome.kind)
