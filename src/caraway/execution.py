@@ -321,8 +321,11 @@ def fire_errbacks(app: AppLike, errbacks: Errbacks, *, send: Send) -> None:
             send(signature, failed.id)
             continue
         request = build_request(failed, hostname="", delivery_info={})
+        args = list(signature.get("args") or ())
+        if not signature.get("immutable"):  # Celery calls the signature: .si() keeps its own
+            args = [request, errbacks.exc, errbacks.traceback, *args]
         try:
-            task(request, errbacks.exc, errbacks.traceback, *(signature.get("args") or ()))
+            task(*args, **dict(signature.get("kwargs") or {}))
         except Exception:
             logger.exception("errback %s for task %s raised", task.name, failed.id)
 

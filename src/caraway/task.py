@@ -21,6 +21,7 @@ from typing import Any
 from caraway import exceptions, execution, publish
 from caraway.brokers.contracts import ChordStore
 from caraway.canvas import Signature, chain, chord, chunks, group, xmap, xstarmap
+from caraway.canvas.signature import stamps_as_headers
 from caraway.request import Request
 from caraway.result import AsyncResult, EagerResult
 from caraway.taskbase import TASK_DEFAULTS, AppLike, TaskBase, validate_options
@@ -49,6 +50,8 @@ class Task(TaskBase):
         """
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
+        if "stamped_headers" in options:
+            options = stamps_as_headers(options)
         if self.typing:
             self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from caraway.canvas.signature import (
     Signature,
+    StampingVisitor,
     check_serialisable,
     maybe_signature,
     new_id,
@@ -178,6 +179,19 @@ class _chain(_Members[Any], kind="chain"):
     def _joins_chord(self) -> bool:
         return any(_joins_chord(step) for step in _prepare_steps(self.tasks, self._app))
 
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp the chain and every step (``on_chain_start``, the steps, ``on_chain_end``)."""
+        if visitor is not None:
+            headers = {**headers, **(visitor.on_chain_start(self, **headers) or {})}
+        self._add_stamps(headers, append_stamps)
+        for step in self.tasks:
+            step.stamp(visitor, append_stamps, **headers)
+        if visitor is not None:
+            visitor.on_chain_end(self, **headers)
+        return self
+
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         """Publish the first step with the rest in ``embed.chain``; the last step's result."""
         join, shared = split_options(options)
@@ -271,6 +285,30 @@ class group(_Members[GroupResult], kind="group"):
 
     def _joins_chord(self) -> bool:
         return any(_joins_chord(member) for member in self.tasks)
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spread the members out: ``countdown`` start, start+step, ... below ``stop``, the
+        last value repeating once it is reached (Celery's ``fxrange(repeatlast=True)``)."""
+        countdown = float(start)
+        for index, member in enumerate(self.tasks):
+            following = start + index * step
+            if stop is None or following < stop:
+                countdown = float(following)
+            member.set(countdown=countdown)
+        return self
+
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp the group and every member (``on_group_start``, members, ``on_group_end``)."""
+        if visitor is not None:
+            headers = {**headers, **(visitor.on_group_start(self, **headers) or {})}
+        self._add_stamps(headers, append_stamps)
+        for member in self.tasks:
+            member.stamp(visitor, append_stamps, **headers)
+        if visitor is not None:
+            visitor.on_group_end(self, **headers)
+        return self
 
     def _send(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
@@ -410,6 +448,32 @@ class chord(_Composite[Any], kind="chord"):
 
     def _joins_chord(self) -> bool:
         return True
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An errback of a chord runs when its body fails (or a header failure fails it)."""
+        if self.body is not None:
+            self.body.link_error(errback)
+            return errback
+        return super().link_error(errback)
+
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp the header's members and the body, with the chord visitor hooks."""
+        self._add_stamps(headers, append_stamps)
+        header_stamps = dict(headers)
+        if visitor is not None:
+            header_stamps.update(visitor.on_chord_header_start(self, **headers) or {})
+        self.header.stamp(visitor, append_stamps, **header_stamps)
+        if visitor is not None:
+            visitor.on_chord_header_end(self, **headers)
+        body = self.body
+        if body is not None:
+            body_stamps = dict(headers)
+            if visitor is not None:
+                body_stamps.update(visitor.on_chord_body(self, **headers) or {})
+            body.stamp(visitor, append_stamps, **body_stamps)
+        return self
 
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         app = self.app
