@@ -8,19 +8,17 @@ answer) is one ``Error:`` line and a non-zero exit, before or instead of any bro
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 import click
 
 from caraway.cli.loader import app_of
-from caraway.clients.urls import mask_url
 from caraway.control import Control
 from caraway.worker.control import COMMANDS
+from caraway.worker.node import bug_report
 
 #: Celery's exit code when no node replied (EX_UNAVAILABLE)
 EX_UNAVAILABLE = 69
@@ -37,6 +35,11 @@ _INSPECT_ARGS: dict[str, tuple[str, ...]] = {
     "revoked": (),
     "query_task": ("*ids",),
     "conf": ("with_defaults",),
+    "report": (),
+    "clock": (),
+    "memsample": (),
+    "memdump": ("samples",),
+    "objgraph": ("type", "num", "max_depth"),
 }
 _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
     "revoke": ("*task_id",),
@@ -47,13 +50,18 @@ _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
     "cancel_consumer": ("queue",),
     "pool_grow": ("n",),
     "pool_shrink": ("n",),
+    "pool_restart": ("*modules",),
+    "autoscale": ("max", "min"),
+    "heartbeat": (),
+    "election": ("id", "topic", "action"),
     "shutdown": (),
     "enable_events": (),
     "disable_events": (),
 }
 _REQUIRED = {"terminate": 2, "rate_limit": 2, "time_limit": 2, "add_consumer": 1}
-_REQUIRED.update(cancel_consumer=1, revoke=1, query_task=1)
-_NUMBERS = {"soft", "hard", "n"}
+_REQUIRED.update(cancel_consumer=1, revoke=1, query_task=1, election=2)
+_NUMBERS = {"soft", "hard", "n", "max", "min", "samples", "num", "max_depth"}
+_INTEGERS = {"n", "max", "min", "samples", "num", "max_depth"}
 
 assert set(_INSPECT_ARGS) | set(_CONTROL_ARGS) <= set(COMMANDS)
 
@@ -99,7 +107,7 @@ def _number(name: str, text: str) -> Any:
     if name not in _NUMBERS:
         return text
     try:
-        return int(text) if name == "n" else float(text)
+        return int(text) if name in _INTEGERS else float(text)
     except ValueError:
         raise BadUsage(f"{name} must be a number, not {text!r}") from None
 
@@ -331,34 +339,11 @@ def _result_text(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 @click.command()
 @click.pass_context
 def report(ctx: click.Context) -> None:
     """Print versions, platform and settings for bug reports (passwords masked)."""
-    app = app_of(ctx)
-    software = [f"{name}:{_version(name)}" for name in ("caraway", "redis", "amqp", "celery")]
-    software = [item for item in software if not item.endswith(":None")]
-    click.echo(f"software -> {' '.join(software)} py:{platform.python_version()}")
-    click.echo(f"platform -> system:{platform.system()} arch:{platform.machine()}")
-    click.echo(
-        f"            kernel version:{platform.release()} imp:{platform.python_implementation()}"
-    )
-    backend = app.result_backend_url
-    click.echo(
-        f"settings -> transport:{app.broker_url.partition('://')[0]} "
-        f"results:{mask_url(backend) if backend else 'disabled'}"
-    )
-    click.echo("")
-    for name, value in app.conf.changes().items():
-        shown = mask_url(value) if isinstance(value, str) and "://" in value else value
-        click.echo(f"{name}: {shown!r}")
+    click.echo(bug_report(app_of(ctx)))
     sys.stdout.flush()
 
 

@@ -39,6 +39,8 @@ class Child:
     killed_for: str | None = None
     #: the hard time limit it was killed for exceeding (seconds)
     limit_hit: float | None = None
+    #: the signal ``revoke --terminate`` killed it with (the task-revoked event's signum)
+    kill_signal: int | None = None
     retiring: bool = False
 
     @property

@@ -11,6 +11,7 @@ exception in that loop.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -64,6 +65,8 @@ class NodeView(Protocol):
     def pool_shrink(self, n: int, /) -> int: ...
     def shutdown(self) -> None: ...
     def set_events(self, enabled: bool, /) -> None: ...
+    def autoscale(self, high: int | None, low: int | None, /) -> tuple[int, int]: ...
+    def report(self) -> str: ...
 
 
 # -- the commands a node answers --------------------------------------------------------
@@ -128,6 +131,27 @@ def _events(enabled: bool) -> Handler:
     return handle
 
 
+def _autoscale(node: NodeView, args: dict[str, Any]) -> Any:
+    high, low = args.get("max"), args.get("min")
+    found = node.autoscale(
+        int(high) if high is not None else None, int(low) if low is not None else None
+    )
+    return {"ok": f"autoscale now max={found[0]} min={found[1]}"}
+
+
+def _memsample(node: NodeView, args: dict[str, Any]) -> Any:
+    """Celery's ``memsample``: this node's resident memory now, as ``'12.34MB'``."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return f"{usage.ru_maxrss / 1024.0:.2f}MB"
+
+
+def _unsupported(name: str, why: str) -> Handler:
+    def handle(node: NodeView, args: dict[str, Any]) -> Any:
+        return {"error": f"{name} is not supported by caraway workers: {why}"}
+
+    return handle
+
+
 def _hello(node: NodeView, args: dict[str, Any]) -> Any:
     # The mingle handshake Celery workers broadcast at start-up: answer others, not us.
     if args.get("from_node") == node.hostname:
@@ -147,6 +171,14 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "revoked": ("inspect", lambda node, args: node.revoked()),
     "query_task": ("inspect", lambda node, args: node.query_task(_ids(args.get("ids")))),
     "conf": ("inspect", lambda node, args: node.conf()),
+    "report": ("inspect", lambda node, args: {"ok": node.report()}),
+    "clock": ("inspect", lambda node, args: {"clock": 0}),
+    "memsample": ("inspect", _memsample),
+    "memdump": ("inspect", lambda node, args: f"peak resident memory: {_memsample(node, args)}"),
+    "objgraph": (
+        "inspect",
+        _unsupported("objgraph", "use a profiler attached to the worker process instead"),
+    ),
     "hello": ("inspect", _hello),
     "heartbeat": ("control", lambda node, args: None),
     "revoke": ("control", _revoke),
@@ -157,6 +189,12 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "cancel_consumer": ("control", _cancel_consumer),
     "pool_grow": ("control", lambda n, a: {"ok": f"pool will grow to {n.pool_grow(_n(a))}"}),
     "pool_shrink": ("control", lambda n, a: {"ok": f"pool will shrink to {n.pool_shrink(_n(a))}"}),
+    "autoscale": ("control", _autoscale),
+    "election": ("control", lambda node, args: None),
+    "pool_restart": (
+        "control",
+        _unsupported("pool_restart", "restart the worker (or let max-tasks-per-child recycle)"),
+    ),
     "enable_events": ("control", _events(True)),
     "disable_events": ("control", _events(False)),
     "shutdown": ("control", lambda node, args: {"ok": "shutting down"}),
@@ -243,6 +281,8 @@ class ControlServer:
             return {"error": f"{type(exc).__name__}: {exc}"}
         if method == "stats" and isinstance(result, dict) and not result.get("clock"):
             result = {**result, "clock": str(self.clock.value)}
+        if method == "clock":
+            result = {"clock": self.clock.value}
         return result
 
     def _reply(self, request: Request, reply: Any) -> None:

@@ -88,10 +88,11 @@ class TaskEvents:
                 traceback=outcome.traceback or "",
             )
         elif outcome.kind == "retry":
+            # Celery reports the error the task retried for, not the Retry around it
             self._send(
                 "task-retried",
                 uuid=message.id,
-                exception=safe_repr(outcome.exc),
+                exception=safe_repr(getattr(outcome.exc, "exc", None) or outcome.exc),
                 traceback=outcome.traceback or "",
             )
         elif outcome.kind == "reject":
@@ -102,6 +103,27 @@ class TaskEvents:
             self._send(
                 "task-revoked", uuid=message.id, terminated=terminated, signum=None, expired=expired
             )
+
+    def terminated(self, task_id: str, signum: int | None) -> None:
+        """A task ``revoke --terminate`` killed: Celery's task-revoked with terminated."""
+        if self._enabled:
+            self._send(
+                "task-revoked", uuid=task_id, terminated=True, signum=signum, expired=False
+            )
+            self.flush()
+
+    def failed_outside(self, task_id: str, error: BaseException) -> None:
+        """A task whose process died (hard time limit, lost child): task-failed for it."""
+        if self._enabled:
+            self._send("task-failed", uuid=task_id, exception=safe_repr(error), traceback="")
+            self.flush()
+
+    def flush(self) -> None:
+        if self._dispatcher is not None:
+            try:
+                self._dispatcher.flush()
+            except Exception:
+                logger.exception("could not send events")
 
     def worker(self, kind: str, *, active: int, processed: int) -> None:
         """worker-online / worker-heartbeat / worker-offline, whatever ``enabled`` says."""

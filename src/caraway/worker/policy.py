@@ -29,9 +29,15 @@ def _rss_kib() -> int:
     return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
-def _info(delivery: Delivery) -> tuple[str, str]:
+def _info(delivery: Delivery) -> tuple[str, str, str, str, str]:
     headers = delivery.message.headers
-    return str(headers.get("id", "")), str(headers.get("task", ""))
+    return (
+        str(headers.get("id", "")),
+        str(headers.get("task", "")),
+        str(headers.get("argsrepr") or "()"),
+        str(headers.get("kwargsrepr") or "{}"),
+        delivery.queue,
+    )
 
 
 def protocol_accept(accept: Any) -> frozenset[str]:

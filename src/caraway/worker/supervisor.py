@@ -370,6 +370,7 @@ class Supervisor:
         """Record the fate of the task a dead child was running."""
         if child.killed_for == "revoked":
             self._store(running.task_id, states.REVOKED, exceptions.TaskRevokedError("terminated"))
+            self.events.terminated(running.task_id, child.kill_signal)
             return
         if child.killed_for == "time_limit":
             error: BaseException = exceptions.TimeLimitExceeded(
@@ -390,6 +391,8 @@ class Supervisor:
             )
         self.node.count_processed(running.name, "failure")
         self._store(running.task_id, states.FAILURE, error)
+        # Flower and the dashboard learn the end from the event, not the backend
+        self.events.failed_outside(running.task_id, error)
 
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
         if self.backend is None:
@@ -446,7 +449,7 @@ class Supervisor:
                         self.pool,
                     )
                     return False
-                child.killed_for = "revoked"
+                child.killed_for, child.kill_signal = "revoked", signum
                 # the child takes SIGTERM as a warm stop and ignores SIGINT; terminate means now
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     signum = signal.SIGKILL
@@ -475,6 +478,18 @@ class Supervisor:
             kill(child.pid, signal.SIGTERM)
             self.concurrency -= 1
         return self.concurrency
+
+    def set_autoscale(self, high: int | None, low: int | None) -> tuple[int, int]:
+        """Remote control ``autoscale``: new bounds (None keeps one); ValueError when the
+        node was not started with ``--autoscale`` or the bounds make no sense."""
+        if self.autoscale is None:
+            raise ValueError("Autoscale not enabled")
+        new_high = self.autoscale[0] if high is None else high
+        new_low = self.autoscale[1] if low is None else low
+        if new_high < 1 or new_low < 0 or new_low > new_high:
+            raise ValueError(f"autoscale needs max >= min >= 0 and max >= 1, got {high}, {low}")
+        self.autoscale = (new_high, new_low)
+        return self.autoscale
 
     def _autoscale(self) -> None:
         """Grow while every child is busy, shrink after a while of idleness (--autoscale)."""
