@@ -19,6 +19,7 @@ from caraway.request import current_request
 from caraway.routing import queue_names
 from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
+from caraway.worker.pools import GREEN_POOLS, patch_concurrency
 from caraway.worker.supervisor import Supervisor
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -29,12 +30,19 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
 def expand_hostname(template: str) -> str:
-    """``name@%h`` -> ``name@host.example``: %h host, %n short name, %d domain, as Celery."""
+    """``name@%h`` -> ``name@host.example``: %h host, %n short name, %d domain, as Celery;
+    %i and %I (a pool process's index in file names) are 0 and empty for the node."""
     host = socket.gethostname()
     short, _, domain = host.partition(".")
     if "@" not in template and "%" not in template:
         template = f"{template}@%h"
-    return template.replace("%h", host).replace("%n", short).replace("%d", domain)
+    return (
+        template.replace("%h", host)
+        .replace("%n", short)
+        .replace("%d", domain)
+        .replace("%i", "0")
+        .replace("%I", "")
+    )
 
 
 def expand_path(template: str, hostname: str, index: int | None = None) -> str:
@@ -54,7 +62,13 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option(
     "-c", "--concurrency", type=int, default=None, help="Child processes/threads (default: CPUs)."
 )
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork")
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo", *GREEN_POOLS]),
+    default="prefork",
+    help="prefork, threads, solo, or gevent/eventlet (greenlets; needs the library).",
+)
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
@@ -75,6 +89,16 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("--soft-time-limit", type=float, default=None, help="Soft time limit (s).")
 @click.option("--prefetch-multiplier", type=int, default=None, help="worker_prefetch_multiplier.")
 @click.option("-S", "--statedb", default=None, help="Keep revoked task ids in this file.")
+@click.option(
+    "-O",
+    "optimization",
+    type=click.Choice(["default", "fair"]),
+    default="default",
+    help="fair: a process holds only the task it runs (prefetch 1), as Celery's -O fair.",
+)
+@click.option(
+    "--purge", "--discard", "purge", is_flag=True, help="Delete waiting messages, then start."
+)
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
@@ -97,11 +121,15 @@ def worker(
     soft_time_limit: float | None,
     prefetch_multiplier: int | None,
     statedb: str | None,
+    optimization: str,
+    purge: bool,
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
+    if pool in GREEN_POOLS:
+        patch_concurrency(pool)  # a no-op when the command line already patched
     app = app_of(ctx)
     node = expand_hostname(hostname)
     pid_path = expand_path(pidfile, node) if pidfile else None
@@ -115,6 +143,8 @@ def worker(
     if task_events:
         app.conf.worker_send_task_events = True
     heartbeats = not without_heartbeat
+    if optimization == "fair" and prefetch_multiplier is None:
+        prefetch_multiplier = 1
     overrides = {
         "task_time_limit": time_limit,
         "task_soft_time_limit": soft_time_limit,
@@ -130,6 +160,8 @@ def worker(
     if scale is not None:
         size = scale[1] or 1
     wait_for_broker(app)
+    if purge:
+        _purge(app, names)
     click.echo(
         banner(
             app,
@@ -168,6 +200,15 @@ def worker(
         if guard is not None:
             guard.remove()
     sys.exit(code)
+
+
+def _purge(app: Caraway, names: list[str]) -> None:
+    count = app.control.purge(names)
+    plural = "s" if len(names) != 1 else ""
+    click.echo(
+        f"Purged {count} message{'s' if count != 1 else ''} from "
+        f"{len(names)} known task queue{plural}."
+    )
 
 
 def _parse_autoscale(value: str | None) -> tuple[int, int] | None:
