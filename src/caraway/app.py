@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
 
 from caraway import current, publish
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
@@ -32,7 +32,8 @@ from caraway.result import ResultHost
 from caraway.task import Task as TaskType
 from caraway.task import build_task
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from caraway.task import P, R
 
 DEFAULT_SQLITE_FILE = "caraway.sqlite3"
 
@@ -88,7 +89,8 @@ class Caraway:
         #: the one publish path, for every task message this app sends
         self.publisher = Publisher(self.conf, on_sent=self._on_sent)
         for name, function, options in BUILTINS:
-            self.task(name=name, bind=True, typing=False, **options)(function)
+            register: Any = self.task(name=name, bind=True, typing=False, **options)
+            register(function)
         if set_as_current:
             current.set_current_app(self)
         current.register_app(self)
@@ -131,11 +133,20 @@ class Caraway:
         return None
 
     # -- tasks -----------------------------------------------------------------------------
+    # typed as Task[P, R]: a checker holds delay()/calls to the function's parameters, and
+    # with bind=True to those after ``self``
     @overload
-    def task(self, fun: F) -> TaskType: ...
+    def task(self, fun: Callable[P, R]) -> TaskType[P, R]: ...
 
     @overload
-    def task(self, fun: None = None, **options: Any) -> Callable[[F], TaskType]: ...
+    def task(
+        self, fun: None = None, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], TaskType[P, R]]: ...
+
+    @overload
+    def task(
+        self, fun: None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], TaskType[P, R]]: ...
 
     def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""

@@ -14,7 +14,17 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    #: what a task returns; Any where a handle is not parameterised (``AsyncResult``)
+    R = TypeVar("R", default=Any)
+else:  # PEP 696 defaults are for the type checker; at run time a plain TypeVar does
+    from typing import TypeVar
+
+    R = TypeVar("R")
 
 from caraway import current, states
 from caraway.brokers.contracts import Backend, GroupStore
@@ -90,7 +100,7 @@ def _is_ready(raw: bytes) -> bool:
     return protocol.decode_document(raw).get("status") in states.READY_STATES
 
 
-class AsyncResult:
+class AsyncResult(Generic[R]):
     """The handle ``delay()`` returns: read the state and result of one task by id."""
 
     def __init__(
@@ -202,7 +212,7 @@ class AsyncResult:
         disable_sync_subtasks: bool = True,
         callback: Callable[[str, Any], Any] | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> R:
         """Wait for the task to finish and return its result.
 
         Raises the task's exception when it failed and ``propagate`` is true, and
@@ -218,7 +228,7 @@ class AsyncResult:
         document = self._wait(timeout, check_parents=follow_parents and propagate)
         if propagate and document.get("status") in states.PROPAGATE_STATES:
             raise self._exception(document)
-        value = self._value(document)
+        value: R = self._value(document)
         if kwargs.get("callback") is not None:
             kwargs["callback"](self.id, value)
         return value
@@ -307,12 +317,12 @@ class AsyncResult:
 
     async def aget(
         self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> Any:
+    ) -> R:
         """``get()`` for async code: waits on a worker thread, never blocking the loop."""
         kwargs.setdefault("disable_sync_subtasks", False)
         return await asyncio.to_thread(self.get, timeout, propagate, **kwargs)
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         return self.aget().__await__()
 
     def _wait(self, timeout: float | None, *, check_parents: bool = False) -> dict[str, Any]:
@@ -400,7 +410,7 @@ class AsyncResult:
         return self.id
 
 
-class EagerResult(AsyncResult):
+class EagerResult(AsyncResult[R]):
     """The result of ``apply()``/eager mode: already known, never stored."""
 
     def __init__(
@@ -448,12 +458,13 @@ class EagerResult(AsyncResult):
         disable_sync_subtasks: bool = True,
         callback: Callable[[str, Any], Any] | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> R:
         if propagate and self.state in states.PROPAGATE_STATES:
             raise self._exception(self._document())
+        value: R = self._raw_value
         if callback is not None:
-            callback(self.id, self._raw_value)
-        return self._raw_value
+            callback(self.id, value)
+        return value
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

@@ -16,7 +16,7 @@ import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from caraway import exceptions, execution, publish
 from caraway.brokers.contracts import ChordStore
@@ -26,12 +26,33 @@ from caraway.request import Request
 from caraway.result import AsyncResult, EagerResult
 from caraway.taskbase import TASK_DEFAULTS, AppLike, TaskBase, validate_options
 
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec, TypeVar
 
-class Task(TaskBase):
-    """Base class of every task; subclass it and pass ``base=`` for shared behaviour."""
+    #: the task function's parameters (any, for a bare ``Task``) and its return type
+    P = ParamSpec("P", default=...)
+    R = TypeVar("R", default=Any)
+else:  # PEP 696 defaults are for the type checker; at run time plain ones do
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+
+class Task(TaskBase, Generic[P, R]):
+    """Base class of every task; subclass it and pass ``base=`` for shared behaviour.
+
+    ``@app.task`` returns a ``Task[P, R]``: a type checker holds ``add(2, 2)`` and
+    ``add.delay(2, 2)`` to the function's parameters, and ``add.delay(...).get()`` is an R.
+    """
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+            """Run the function here and now (TaskBase.__call__ at run time)."""
 
     # -- calling by message ----------------------------------------------------------------
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task with these arguments; shortcut for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
@@ -40,7 +61,7 @@ class Task(TaskBase):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> AsyncResult[R]:
         """Send a message asking a worker to run this task.
 
         Options as Celery's: ``countdown``, ``eta``, ``expires``, ``queue``, ``priority``,
@@ -63,7 +84,7 @@ class Task(TaskBase):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> EagerResult:
+    ) -> EagerResult[R]:
         """Run the task here, as a worker would (hooks, retries, callbacks), no broker."""
         return execution.run_eagerly(self, tuple(args or ()), dict(kwargs or {}), options)
 
@@ -157,7 +178,7 @@ class Task(TaskBase):
         return sig if lazy else sig.apply_async()
 
     # -- results and signatures ------------------------------------------------------------
-    def AsyncResult(self, task_id: str) -> AsyncResult:
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, app=self.app, task_name=self.name)
 
     def signature(
