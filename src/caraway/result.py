@@ -115,8 +115,7 @@ class AsyncResult(Generic[R]):
         self.app = _app(app)
         self.task_name = task_name
         self.parent = parent
-        #: a chord body's result: the header's results (Celery makes them the parent; ours
-        #: waits until GroupResult takes part in get()'s parent walk)
+        #: a chord body's result: the header's results (also its ``parent``, as in Celery)
         self.header: GroupResult | None = None
         self._cache: dict[str, Any] | None = None
 
@@ -227,6 +226,10 @@ class AsyncResult(Generic[R]):
             self.parent._raise_if_failed()
         document = self._wait(timeout, check_parents=follow_parents and propagate)
         if propagate and document.get("status") in states.PROPAGATE_STATES:
+            if follow_parents and self.parent is not None:
+                # the cause first, as Celery's parent walk finds it: a chord body's
+                # ChordError comes from a header task's own error
+                self.parent._raise_if_failed()
             raise self._exception(document)
         value: R = self._value(document)
         if kwargs.get("callback") is not None:

@@ -84,7 +84,7 @@ def test_skew_spreads_countdowns_as_celery(proj: Path) -> None:
     from caraway import group
 
     spread = group(tasks.add.s(i, i) for i in range(4)).skew(start=1, stop=3)
-    assert [t.options["countdown"] for t in spread.tasks] == [1.0, 2.0, 2.0, 2.0]
+    assert [t.options["countdown"] for t in spread.tasks] == [1.0, 2.0, 3.0, 3.0]
     spread = group(tasks.add.s(i, i) for i in range(3)).skew(start=0, step=10)
     assert [t.options["countdown"] for t in spread.tasks] == [0.0, 10.0, 20.0]
 

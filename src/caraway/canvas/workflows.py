@@ -287,12 +287,12 @@ class group(_Members[GroupResult], kind="group"):
         return any(_joins_chord(member) for member in self.tasks)
 
     def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
-        """Spread the members out: ``countdown`` start, start+step, ... below ``stop``, the
+        """Spread the members out: ``countdown`` start, start+step, ... up to ``stop``, the
         last value repeating once it is reached (Celery's ``fxrange(repeatlast=True)``)."""
         countdown = float(start)
         for index, member in enumerate(self.tasks):
             following = start + index * step
-            if stop is None or following < stop:
+            if stop is None or following <= stop:
                 countdown = float(following)
             member.set(countdown=countdown)
         return self
@@ -502,6 +502,9 @@ class chord(_Composite[Any], kind="chord"):
                 for index, member in enumerate(members)
             ]
         result.header = GroupResult(group_id, results, app=app)
+        if result.parent is None:
+            # as Celery's: get() on the body raises a failed header task's own error
+            result.parent = result.header
         return result
 
     def apply(
