@@ -58,7 +58,7 @@ def run_case(case: str, flavour: str, workdir: Path) -> str:
         output = _run(target, [sys.executable, "run.py"], env)
         for line in _cli_lines(target):
             command = [sys.executable, "-m", flavour, "-A", "proj", *line.split()]
-            output += f"$ {flavour} {line}\n" + _run(target, command, env)
+            output += f"$ {line}\n" + _run(target, command, env)
     finally:
         if worker is not None:
             _stop(worker)

@@ -117,7 +117,7 @@ def test_control_add_consumer_and_pool_grow(app: Caraway, node: FakeNode) -> Non
 def test_status_lists_each_node_once(app: Caraway, node: FakeNode) -> None:
     result = run(app, "status", "-t", "0.5")
     assert result.exit_code == 0
-    assert result.output == "w1@cli: OK\n\n1 node online.\n"
+    assert result.output == "->  w1@cli: OK\n\n1 node online.\n"  # Celery's status lines
 
 
 def test_status_without_nodes_fails(app: Caraway) -> None:

@@ -8,6 +8,7 @@ answer) is one ``Error:`` line and a non-zero exit, before or instead of any bro
 from __future__ import annotations
 
 import json
+import pprint
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -118,43 +119,52 @@ def _destination(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _show(replies: list[dict[str, Any]], as_json: bool) -> bool:
-    """Print replies Celery's way; returns whether any node replied an error."""
+def _show(replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True) -> bool:
+    """Print replies as Celery's command line does; returns whether a node replied an error.
+
+    ``->  node: OK`` then the reply indented: a list as ``* item`` lines, a dict as JSON,
+    an ``ok``/``error`` text indented once more; ``inspect`` ends with the count of nodes.
+    """
     merged: dict[str, Any] = {}
     for reply in replies:
         merged.update(reply)
+    failed = any(isinstance(answer, Mapping) and "error" in answer for answer in merged.values())
     if as_json:
         click.echo(json.dumps(merged, default=str))
-    failed = False
+        return failed
     for node, answer in merged.items():
-        error = isinstance(answer, Mapping) and "error" in answer
-        failed = failed or error
-        if as_json:
-            continue
-        click.echo(f"->  {node}: {'ERROR' if error else 'OK'}")
-        click.echo(_indent(_pretty(answer)))
-    if not as_json:
+        status, body = _pretty(answer)
+        click.echo(f"->  {node}: {status}")
+        if body:
+            click.echo(_indent(body))
+    if footer:
         count = len(merged)
         click.echo(f"\n{count} node{'s' if count != 1 else ''} online.")
     return failed
 
 
-def _pretty(value: Any) -> str:
-    if isinstance(value, Mapping) and set(value) == {"ok"}:
-        return str(value["ok"])
-    if isinstance(value, Mapping) and set(value) == {"error"}:
-        return str(value["error"])
-    if value in ([], {}):
-        return "- empty -"
-    return json.dumps(value, indent=4, sort_keys=True, default=str)
+def _pretty(value: Any) -> tuple[str, str]:
+    """(OK or ERROR, the text) for one node's reply, as Celery's ``pretty``."""
+    if isinstance(value, list):
+        return "OK", "\n".join(f"* {item}" for item in value) if value else "- empty -"
+    if isinstance(value, Mapping):
+        if "ok" in value:
+            return "OK", _indent(_pretty(value["ok"])[1])
+        if "error" in value:
+            return "ERROR", _indent(_pretty(value["error"])[1])
+        return "OK", json.dumps(value, sort_keys=True, indent=4, default=str) + "\n"
+    if isinstance(value, str):
+        return "OK", value
+    return "OK", pprint.pformat(value)
 
 
 def _indent(text: str) -> str:
-    return "\n".join(f"        {line}" for line in text.splitlines())
+    return "\n".join(f"    {line}" for line in text.split("\n"))
 
 
 def _run(
     ctx: click.Context,
+    kind: str,
     command: str,
     arguments: dict[str, Any],
     destination: list[str] | None,
@@ -171,7 +181,7 @@ def _run(
         control.close()
     if not replies:
         raise NoReply("No nodes replied within time constraint.")
-    failed = _show(replies, as_json)
+    failed = _show(replies, as_json, footer=kind == "inspect")
     answered = {node for reply in replies for node in reply}
     missing = [node for node in destination or () if node not in answered]
     if missing:
@@ -199,7 +209,7 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
         if action not in table:
             raise BadUsage(f"unknown {kind} command {action!r}; choose from: {', '.join(table)}")
         arguments = _arguments(action, table[action], values)
-        _run(ctx, action, arguments, _destination(destination), timeout, as_json)
+        _run(ctx, kind, action, arguments, _destination(destination), timeout, as_json)
 
     return command
 
@@ -222,12 +232,12 @@ def status(ctx: click.Context, destination: str | None, timeout: float, as_json:
         app.control.close()
     if not replies:
         raise NoReply("No nodes replied within time constraint.")
-    nodes = sorted(node for reply in replies for node in reply)
     if as_json:
-        click.echo(json.dumps(nodes))
+        click.echo(json.dumps(replies))  # Celery's: the ping replies as they came
         return
+    nodes = sorted(node for reply in replies for node in reply)
     for node in nodes:
-        click.echo(f"{node}: OK")
+        click.echo(f"->  {node}: OK")
     click.echo(f"\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} online.")
 
 
@@ -269,10 +279,16 @@ def purge(ctx: click.Context, queues: str | None, exclude_queues: str | None, fo
         if not click.confirm("Are you sure you want to delete all tasks?", default=False):
             raise CommandError("Aborted: nothing was purged.")
     count = app.control.purge(names)
-    click.echo(
-        f"Purged {count} message{'s' if count != 1 else ''} "
-        f"from {len(names)} known task queue{plural}."
-    )
+    click.echo(purged_text(count, len(names)))
+
+
+def purged_text(count: int, queues: int) -> str:
+    """Celery's line after a purge."""
+    plural = "s" if queues != 1 else ""
+    if not count:
+        return f"No messages purged from {queues} queue{plural}."
+    messages = f"{count} message{'s' if count != 1 else ''}"
+    return f"Purged {messages} from {queues} known task queue{plural}."
 
 
 def _json_arg(name: str, text: str, kind: type) -> Any:

@@ -13,6 +13,7 @@ import click
 
 from caraway import exceptions
 from caraway.app import Caraway
+from caraway.cli.control import purged_text
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
 from caraway.request import current_request
@@ -203,12 +204,7 @@ def worker(
 
 
 def _purge(app: Caraway, names: list[str]) -> None:
-    count = app.control.purge(names)
-    plural = "s" if len(names) != 1 else ""
-    click.echo(
-        f"Purged {count} message{'s' if count != 1 else ''} from "
-        f"{len(names)} known task queue{plural}."
-    )
+    click.echo(purged_text(app.control.purge(names), len(names)))
 
 
 def _parse_autoscale(value: str | None) -> tuple[int, int] | None:

@@ -86,9 +86,11 @@ def _revoke(node: NodeView, args: dict[str, Any], *, terminate: bool | None = No
     ids = _ids(args.get("task_id"))
     kill = bool(args.get("terminate")) if terminate is None else terminate
     node.revoke(ids, kill, str(args.get("signal") or "SIGTERM"))
+    # Celery's text names the ids as a Python set
+    shown = "{" + ", ".join(repr(task_id) for task_id in ids) + "}"
     if kill:
-        return {"ok": f"terminate: tasks {', '.join(ids)} flagged as revoked"}
-    return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+        return {"ok": f"terminate: tasks {shown} flagged as revoked"}
+    return {"ok": f"tasks {shown} flagged as revoked"}
 
 
 def _rate_limit(node: NodeView, args: dict[str, Any]) -> Any:
@@ -278,7 +280,7 @@ class ControlServer:
             return {"error": str(exc.args[0]) if exc.args else "missing argument"}
         except Exception as exc:
             logger.warning("%s: remote-control %r failed: %r", self.hostname, method, exc)
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return {"error": repr(exc)}  # Celery's form: ValueError('...')
         if method == "stats" and isinstance(result, dict) and not result.get("clock"):
             result = {**result, "clock": str(self.clock.value)}
         if method == "clock":
