@@ -138,6 +138,7 @@ def soft_limit_of(task: TaskBase, request: Request) -> float | None:
 
 
 def _enter(task: TaskBase, request: Request) -> float:
+    request.running_task = task
     task.push_request(request)
     push_current(request)
     signals.task_prerun.send(

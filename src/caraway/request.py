@@ -54,6 +54,8 @@ class Request:
     properties: dict[str, Any] = field(default_factory=dict)
     #: the message as received (a TaskMessage), so ``retry()`` can re-send it faithfully
     message: Any = None
+    #: the task object running this request (``current_task``)
+    running_task: Any = None
     #: messages the run asks to be published once it ends (``retry()``'s), as
     #: ``caraway.publish.Outgoing``: the worker sends them with the run's other effects
     resends: list[Any] = field(default_factory=list)

@@ -309,6 +309,23 @@ class AsyncResult(Generic[R]):
     def supports_native_join(self) -> bool:
         return True
 
+    @property
+    def graph(self) -> dict[Any, Any]:
+        return self.build_graph()
+
+    @property
+    def ignored(self) -> bool:
+        """True when the task was sent with ``ignore_result`` (nothing will be stored)."""
+        return bool(getattr(self, "_ignored", False))
+
+    def throw(self, *args: Any, **kwargs: Any) -> None:
+        """Raise the given exception here (Celery's promise API)."""
+        if args and isinstance(args[0], BaseException):
+            raise args[0]
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseException):
+            raise args[0](*args[1:2])
+        raise RuntimeError(f"result {self.id}: throw() needs an exception, got {args!r}")
+
     def as_list(self) -> list[str]:
         """This result's id and its parents', nearest first."""
         found: list[str] = []
@@ -599,6 +616,19 @@ class ResultSet:
 
     #: every backend here wakes on the result's own event, so the plain join is native
     join_native = join
+
+    def iter_native(
+        self, timeout: float | None = None, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(task_id, meta)`` for each member in order, ``meta`` holding ``status``,
+        ``result`` and ``traceback`` as the backend stored them (Celery's form)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for result in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            document = result._wait(left)
+            meta = {key: document.get(key) for key in ("status", "traceback", "children")}
+            meta["result"] = result._value(document)
+            yield result.id, meta
 
     async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """Every member's value, awaited together."""

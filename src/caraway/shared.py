@@ -75,9 +75,9 @@ class _CurrentTask:
 
     def _task(self) -> TaskBase | None:
         request = current_request()
-        if request is None or request.task is None:
+        if request is None:
             return None
-        found: TaskBase | None = current.get_current_app().tasks.get(request.task)
+        found: TaskBase | None = request.running_task
         return found
 
     def __bool__(self) -> bool:

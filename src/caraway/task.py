@@ -178,6 +178,28 @@ class Task(TaskBase, Generic[P, R]):
         return sig if lazy else sig.apply_async()
 
     # -- results and signatures ------------------------------------------------------------
+    def signature_from_request(
+        self,
+        request: Request | None = None,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **extra_options: Any,
+    ) -> Signature:
+        """A signature that calls this task again as ``request`` (the current one) did."""
+        request = request or self.request
+        options: dict[str, Any] = {"task_id": request.id, "link": request.callbacks}
+        options.update(link_error=request.errbacks, group_id=request.group)
+        options.update(group_index=request.group_index, chord=request.chord)
+        options.update(extra_options)
+        found = {key: value for key, value in options.items() if value is not None}
+        return self.signature(
+            request.args if args is None else args,
+            request.kwargs if kwargs is None else kwargs,
+            **found,
+        )
+
+    subtask_from_request = signature_from_request
+
     def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, app=self.app, task_name=self.name)
 

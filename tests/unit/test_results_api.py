@@ -112,3 +112,14 @@ def test_uuid_and_top_level_names_match_celery() -> None:
     for name in ("ResultSet", "current_task", "maybe_signature", "subtask", "uuid"):
         assert name in caraway.__all__
     assert not caraway.current_task
+
+
+def test_iter_native_yields_celery_meta_and_throw_raises(app: Caraway) -> None:
+    _store(app, "a", states.SUCCESS, 1)
+    _store(app, "b", states.FAILURE, docs.exception_to_dict(KeyError("k")))
+    found = dict(ResultSet([AsyncResult("a", app=app), AsyncResult("b", app=app)]).iter_native())
+    assert found["a"]["status"] == "SUCCESS" and found["a"]["result"] == 1
+    assert isinstance(found["b"]["result"], KeyError)
+    with pytest.raises(ValueError, match="x"):
+        AsyncResult("a", app=app).throw(ValueError("x"))
+    assert AsyncResult("a", app=app).graph == {AsyncResult("a", app=app): []}

@@ -1,0 +1,55 @@
+"""Celery's task API without a broker: options as attributes, pydantic=True, request helpers."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+import caraway
+from caraway import Caraway, Task, current_task
+
+
+@pytest.fixture
+def app() -> Caraway:
+    url = f"memory://task-api-{caraway.uuid()}"
+    app = Caraway("taskapi", broker=url, backend=url, set_as_current=False)
+    app.conf.task_always_eager = True
+    return app
+
+
+def test_unknown_options_become_attributes_and_near_misses_warn(app: Caraway) -> None:
+    @app.task(queue_hint="fast")
+    def plain() -> str:
+        return "ok"
+
+    assert plain.queue_hint == "fast"
+    with pytest.warns(UserWarning, match="did you mean 'max_retries'"):
+
+        @app.task(max_retrie=3)
+        def typo() -> None:
+            """Never run."""
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+def test_pydantic_validates_arguments_and_dumps_the_result(app: Caraway) -> None:
+    @app.task(pydantic=True)
+    def move(point: Point, by: int) -> Point:
+        return Point(x=point.x + by, y=point.y + by)
+
+    assert move.delay({"x": 1, "y": 2}, 3).get() == {"x": 4, "y": 5}
+    failed = move.apply(({"x": "not a number", "y": 2}, 1))
+    assert failed.failed() and "validation error" in str(failed.result)
+
+
+def test_signature_from_request_and_current_task_inside_a_task(app: Caraway) -> None:
+    @app.task(bind=True)
+    def again(self: Task, x: int) -> list[object]:
+        sig = self.signature_from_request()
+        return [sig.name, list(sig.args), sig.options["task_id"] == self.request.id,
+                current_task.name]  # fmt: skip
+
+    assert again.delay(7).get() == [again.name, [7], True, again.name]
