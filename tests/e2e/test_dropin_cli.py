@@ -26,13 +26,20 @@ def test_worker_purge_fair_and_node_name_templates(project: Path, workers: list[
     import proj.tasks as tasks
 
     stale = [tasks.add.delay(i, i) for i in range(3)]
-    worker = Worker(project, "--purge", "-O", "fair", "-n", "node%i%I@%h", "-P", "solo")
+    extra = "from proj.caraway import app\n\n@app.task\ndef shout(text):\n    return text.upper()\n"
+    (project / "proj" / "extra.py").write_text(extra)
+    worker = Worker(
+        project, "--purge", "-O", "fair", "-n", "node%i%I@%h", "-P", "solo", "-I", "proj.extra"
+    )
     workers.append(worker.wait_ready())
     log = worker.log()
     assert "Purged 3 messages from 1 known task queue." in log
     assert " -------------- node0@" in log
     assert tasks.add.delay(1, 2).get(timeout=10) == 3
     assert all(result.state == "PENDING" for result in stale)
+    from proj.caraway import app
+
+    assert app.send_task("proj.extra.shout", ("hi",)).get(timeout=10) == "HI"  # -I imported it
 
     replies = json.loads(_caraway(project, "inspect", "stats", "-j").stdout)
     (stats,) = replies.values()

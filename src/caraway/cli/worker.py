@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import grp
+import importlib
 import logging
 import multiprocessing
 import os
+import pwd
 import socket
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -78,7 +82,7 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 )
 @click.option("-f", "--logfile", default=None, help="Log file (%n, %h, %I expand).")
 @click.option("--pidfile", default=None, help="Write the pid here once ready (%n expands).")
-@click.option("--detach", is_flag=True, help="Run in the background (daemonise).")
+@click.option("-D", "--detach", is_flag=True, help="Run in the background (daemonise).")
 @click.option(
     "--max-tasks-per-child", type=int, default=None, help="Replace a child after N tasks."
 )
@@ -92,6 +96,7 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("-S", "--statedb", default=None, help="Keep revoked task ids in this file.")
 @click.option(
     "-O",
+    "--optimization",
     "optimization",
     type=click.Choice(["default", "fair"]),
     default="default",
@@ -100,6 +105,11 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option(
     "--purge", "--discard", "purge", is_flag=True, help="Delete waiting messages, then start."
 )
+@click.option("--disable-prefetch", is_flag=True, help="Fetch a task only for a free slot.")
+@click.option("-I", "--include", default=None, help="Comma-separated modules to import.")
+@click.option("--uid", default=None, help="Run as this user (name or id) once started.")
+@click.option("--gid", default=None, help="Run as this group (name or id) once started.")
+@click.option("--umask", default=None, help="Octal umask for files the worker creates.")
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
@@ -124,6 +134,11 @@ def worker(
     statedb: str | None,
     optimization: str,
     purge: bool,
+    disable_prefetch: bool,
+    include: str | None,
+    uid: str | None,
+    gid: str | None,
+    umask: str | None,
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
@@ -141,20 +156,20 @@ def worker(
         _detach(expand_path(logfile, node) if logfile else None)
     formats = (str(app.conf.worker_log_format), str(app.conf.worker_task_log_format))
     _setup_logging(loglevel, logfile, node, formats)
-    if task_events:
-        app.conf.worker_send_task_events = True
     heartbeats = not without_heartbeat
-    if optimization == "fair" and prefetch_multiplier is None:
-        prefetch_multiplier = 1
+    fair = optimization == "fair" or disable_prefetch
+    _drop_privileges(uid, gid, umask)
     overrides = {
         "task_time_limit": time_limit,
         "task_soft_time_limit": soft_time_limit,
-        "worker_prefetch_multiplier": prefetch_multiplier,
+        # -O fair: each process holds only the task it runs
+        "worker_prefetch_multiplier": prefetch_multiplier or (1 if fair else None),
         "worker_state_db": statedb,
+        "worker_send_task_events": True if task_events else None,
     }
     app.conf.update({key: value for key, value in overrides.items() if value is not None})
     scale = _parse_autoscale(autoscale)
-    app.loader_import_modules()
+    _import_tasks(app, include)
     names = queue_names(queues) if queues else [str(app.conf.task_default_queue)]
     size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
     size = 1 if pool == "solo" else size
@@ -201,6 +216,35 @@ def worker(
         if guard is not None:
             guard.remove()
     sys.exit(code)
+
+
+def _import_tasks(app: Caraway, include: str | None) -> None:
+    app.loader_import_modules()
+    for module in queue_names(include) if include else ():
+        importlib.import_module(module)
+
+
+def _drop_privileges(uid: str | None, gid: str | None, umask: str | None) -> None:
+    """``--uid``/``--gid``/``--umask``, as Celery applies them before it starts."""
+    if umask is not None:
+        try:
+            os.umask(int(umask, 8))
+        except ValueError:
+            message = f"{umask!r} is not an octal umask"
+            raise click.BadParameter(message, param_hint="--umask") from None
+    if gid is not None:
+        os.setgid(_id_of(gid, grp.getgrnam, "group"))
+    if uid is not None:
+        os.setuid(_id_of(uid, pwd.getpwnam, "user"))
+
+
+def _id_of(value: str, lookup: Any, kind: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(lookup(value)[2])
+    except KeyError:
+        raise click.BadParameter(f"no {kind} named {value!r}") from None
 
 
 def _purge(app: Caraway, names: list[str]) -> None:
