@@ -338,9 +338,27 @@ class AsyncResult(Generic[R]):
     async def aget(
         self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
     ) -> R:
-        """``get()`` for async code: waits on a worker thread, never blocking the loop."""
-        kwargs.setdefault("disable_sync_subtasks", False)
-        return await asyncio.to_thread(self.get, timeout, propagate, **kwargs)
+        """``get()`` for async code (``await result`` is the same): the backend wakes the
+        coroutine (Redis pub/sub, SQLite's change counter; a worker thread for the others),
+        so the loop is never blocked. A chain step whose earlier steps must be watched for
+        failures waits as ``get()`` does, on a worker thread."""
+        if self._cache is None and self.parent is not None and propagate:
+            kwargs.setdefault("disable_sync_subtasks", False)
+            return await asyncio.to_thread(self.get, timeout, propagate, **kwargs)
+        document = self._cache
+        if document is None:
+            backend = self.app.require_backend()
+            raw = await backend.await_ready(self.id, until=_is_ready, timeout=timeout)
+            if raw is None:
+                raise TimeoutError(
+                    f"task {self.id} ({self.task_name or 'unknown task'}) did not finish "
+                    f"within {timeout}s"
+                )
+            document = self._cache = protocol.decode_document(raw)
+        if propagate and document.get("status") in states.PROPAGATE_STATES:
+            raise self._exception(document)
+        value: R = self._value(document)
+        return value
 
     def __await__(self) -> Generator[Any, None, R]:
         return self.aget().__await__()
@@ -485,6 +503,11 @@ class EagerResult(AsyncResult[R]):
         if callback is not None:
             callback(self.id, value)
         return value
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
+    ) -> R:
+        return self.get(timeout, propagate)
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""

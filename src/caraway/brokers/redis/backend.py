@@ -21,7 +21,7 @@ import redis
 from redis.client import PubSub
 
 from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
-from caraway.clients.redis import HeldConnection, connect, parse_redis_url
+from caraway.clients.redis import HeldConnection, connect, connect_async, parse_redis_url
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
 
@@ -316,6 +316,39 @@ class RedisBackend(Backend, GroupStore, ChordStore):
             return doc
         finally:
             self._call("unsubscribe", lambda: notifier.close(box))
+
+    async def await_ready(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[bytes], bool],
+        timeout: float | None,
+    ) -> bytes | None:
+        """:meth:`wait` on the event loop: its own subscription on an asyncio connection
+        (subscribe confirmed, then GET, then publishes), no thread."""
+        client = connect_async(self.url, self.options)
+        if client is None:
+            return await super().await_ready(task_id, until=until, timeout=timeout)
+        key = self.task_key(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(key)  # confirmed before the GET: nothing slips past
+                doc = _opt_bytes(await client.get(key))
+                while doc is None or not until(doc):
+                    left = _REREAD_EVERY if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=min(left, _REREAD_EVERY)
+                    )
+                    pushed = _opt_bytes(message["data"]) if message else None
+                    doc = pushed if pushed is not None else _opt_bytes(await client.get(key))
+                return doc
+        except redis.RedisError as exc:
+            raise BackendError(f"Redis at {self._where}: waiting for {task_id}: {exc}") from exc
+        finally:
+            await client.aclose()
 
     def _next(self, notifier: _Notifier, box: _Box, timeout: float) -> bytes | None:
         return self._call("wait", lambda: notifier.next(box, timeout))

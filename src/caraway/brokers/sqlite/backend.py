@@ -8,6 +8,7 @@ uses ``PRAGMA data_version`` and a 1-50 ms backoff, see ``SQLiteFile.wait_for_ch
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -20,6 +21,10 @@ from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
 from caraway.states import READY_STATES
+
+#: how an awaiting coroutine paces its looks at the file's change counter (seconds)
+_ASYNC_MIN_PAUSE = 0.002
+_ASYNC_MAX_PAUSE = 0.1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_results (
@@ -131,6 +136,29 @@ class SQLiteBackend(Backend, GroupStore, ChordStore):
             if time.monotonic() >= deadline:
                 return None
             self._db.wait_for_change(token, deadline=deadline)
+
+    async def await_ready(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[bytes], bool],
+        timeout: float | None,
+    ) -> bytes | None:
+        """:meth:`wait` on the event loop: the file's change counter is read between
+        growing pauses (asyncio sleeps), the document only once it changed; no thread."""
+        deadline = float("inf") if timeout is None else time.monotonic() + timeout
+        while True:
+            token = self._db.change_token()
+            document = self.load(task_id)
+            if document is not None and until(document):
+                return document
+            pause = _ASYNC_MIN_PAUSE
+            while self._db.change_token() == token:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, _ASYNC_MAX_PAUSE)
 
     def forget(self, task_id: str) -> None:
         sql = "DELETE FROM caraway_results WHERE task_id = ?"
