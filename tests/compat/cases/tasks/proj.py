@@ -1,6 +1,6 @@
 import os
 
-from celery import Celery, Task
+from celery import Celery, Task, shared_task
 
 app = Celery("proj", broker=os.environ["TEST_BROKER"], backend=os.environ["TEST_BACKEND"])
 
@@ -51,3 +51,8 @@ def add(x, y):
 @app.task(bind=True)
 def replaced(self, n):
     return self.replace(add.s(n, 100))
+
+
+@shared_task
+def shared_double(x):
+    return x * 2

@@ -3,7 +3,7 @@
 import time
 
 from celery.exceptions import MaxRetriesExceededError  # noqa: F401 - the name exists
-from proj import add, app, audited, context, divide, flaky, replaced
+from proj import add, app, audited, context, divide, flaky, replaced, shared_double
 
 print("context", sorted(context.apply_async(headers={"tenant": "acme"}).get(timeout=10).items()))
 print("custom attribute", audited.audit_level)
@@ -24,3 +24,4 @@ except ZeroDivisionError as exc:
 print("replaced", replaced.delay(1).get(timeout=10))
 print("called directly", add(2, 2), context.request.called_directly)
 print("name", add.name, repr(add.s(1, 2)))
+print("shared task", shared_double.delay(21).get(timeout=10), shared_double.name)
