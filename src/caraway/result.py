@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Protocol
@@ -68,23 +68,22 @@ _JOIN_ALLOWED: ContextVar[bool] = ContextVar("caraway_join_allowed", default=Fal
 
 
 @contextmanager
-def allow_join_result() -> Iterator[None]:
+def _join_allowed(allowed: bool) -> Iterator[None]:
+    token = _JOIN_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        _JOIN_ALLOWED.reset(token)
+
+
+def allow_join_result() -> AbstractContextManager[None]:
     """Let the code inside wait for results while a task runs (Celery's escape hatch)."""
-    token = _JOIN_ALLOWED.set(True)
-    try:
-        yield
-    finally:
-        _JOIN_ALLOWED.reset(token)
+    return _join_allowed(True)
 
 
-@contextmanager
-def denied_join_result() -> Iterator[None]:
+def denied_join_result() -> AbstractContextManager[None]:
     """The opposite of :func:`allow_join_result`, for a block inside one."""
-    token = _JOIN_ALLOWED.set(False)
-    try:
-        yield
-    finally:
-        _JOIN_ALLOWED.reset(token)
+    return _join_allowed(False)
 
 
 def assert_will_not_block() -> None:

@@ -53,3 +53,40 @@ def test_signature_from_request_and_current_task_inside_a_task(app: Caraway) -> 
                 current_task.name]  # fmt: skip
 
     assert again.delay(7).get() == [again.name, [7], True, again.name]
+
+
+def test_stamping_visits_every_part_of_a_canvas_with_celerys_hooks(app: Caraway) -> None:
+    from caraway import chain, chord, group
+    from caraway.canvas import Signature, StampingVisitor
+
+    @app.task
+    def step(x: int) -> int:
+        return x
+
+    calls: list[str] = []
+
+    class Visitor(StampingVisitor):
+        def on_signature(self, sig: Signature, **headers: object) -> dict[str, object]:
+            calls.append(f"sig:{sig.args[0]}")
+            return {"seen": True}
+
+        def on_chain_start(self, chain: Signature, **headers: object) -> dict[str, object]:
+            calls.append("chain")
+            return {"in_chain": 1}
+
+        def on_group_start(self, group: Signature, **headers: object) -> dict[str, object]:
+            calls.append("group")
+            return {}
+
+        def on_chord_body(self, chord: Signature, **header: object) -> dict[str, object]:
+            calls.append("body")
+            return {"body": True}
+
+    flow = chain(step.s(1), chord(group(step.s(2), step.s(3)), step.s(4)))
+    flow.stamp(visitor=Visitor(), run="r1")
+    assert calls == ["chain", "sig:1", "group", "sig:2", "sig:3", "body", "sig:4"]
+    first, joined = flow.tasks
+    assert sorted(first.options["stamped_headers"]) == ["in_chain", "run", "seen"]
+    assert joined.body.options["body"] is True and joined.body.options["run"] == "r1"
+    again = step.s(5).stamp(tag="a").stamp(append_stamps=True, tag="b")
+    assert again.options["tag"] == ["a", "b"]

@@ -131,6 +131,22 @@ class _Members(_Composite[ResultT]):
         value: list[Signature] = self.kwargs["tasks"]
         return value
 
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp this and every member, between the visitor's ``on_chain_start``/``_end``
+        (or ``on_group_...``) hooks."""
+        kind = "chain" if self.kind == "chain" else "group"
+        if visitor is not None:
+            start = getattr(visitor, f"on_{kind}_start")
+            headers = {**headers, **(start(self, **headers) or {})}
+        self._add_stamps(headers, append_stamps)
+        for member in self.tasks:
+            member.stamp(visitor, append_stamps, **headers)
+        if visitor is not None:
+            getattr(visitor, f"on_{kind}_end")(self, **headers)
+        return self
+
 
 def _joins_chord(sig: Signature) -> bool:
     return isinstance(sig, _Composite) and bool(sig._joins_chord())
@@ -179,18 +195,6 @@ class _chain(_Members[Any], kind="chain"):
     def _joins_chord(self) -> bool:
         return any(_joins_chord(step) for step in _prepare_steps(self.tasks, self._app))
 
-    def stamp(
-        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
-    ) -> Signature:
-        """Stamp the chain and every step (``on_chain_start``, the steps, ``on_chain_end``)."""
-        if visitor is not None:
-            headers = {**headers, **(visitor.on_chain_start(self, **headers) or {})}
-        self._add_stamps(headers, append_stamps)
-        for step in self.tasks:
-            step.stamp(visitor, append_stamps, **headers)
-        if visitor is not None:
-            visitor.on_chain_end(self, **headers)
-        return self
 
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         """Publish the first step with the rest in ``embed.chain``; the last step's result."""
@@ -297,18 +301,6 @@ class group(_Members[GroupResult], kind="group"):
             member.set(countdown=countdown)
         return self
 
-    def stamp(
-        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
-    ) -> Signature:
-        """Stamp the group and every member (``on_group_start``, members, ``on_group_end``)."""
-        if visitor is not None:
-            headers = {**headers, **(visitor.on_group_start(self, **headers) or {})}
-        self._add_stamps(headers, append_stamps)
-        for member in self.tasks:
-            member.stamp(visitor, append_stamps, **headers)
-        if visitor is not None:
-            visitor.on_group_end(self, **headers)
-        return self
 
     def _send(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
