@@ -35,7 +35,7 @@ def shell(
     eventlet: bool,
     gevent: bool,
 ) -> None:
-    """A Python shell with ``app``, the canvas and the app's tasks by name (as Celery's)."""
+    """A Python shell with the app, the canvas and the app's tasks by name."""
     from caraway.worker.pools import patch_concurrency  # noqa: PLC0415 - patches the process
 
     if gevent or eventlet:
@@ -86,7 +86,7 @@ def _run_bpython(namespace: dict[str, Any]) -> bool:
 # -- list bindings ---------------------------------------------------------------------------
 @click.group("list")
 def list_() -> None:
-    """List what the broker holds for the app (``bindings``)."""
+    """List what the broker holds for the app: bindings."""
 
 
 @list_.command()
@@ -133,7 +133,7 @@ def _field(value: Any, name: str) -> Any:
 # -- upgrade settings --------------------------------------------------------------------------
 @click.group()
 def upgrade() -> None:
-    """Rewrite old configuration to Celery 5's names (``settings``)."""
+    """Rewrite old configuration to Celery 5's names: settings."""
 
 
 @upgrade.command()
@@ -142,7 +142,7 @@ def upgrade() -> None:
 @click.option("--compat", is_flag=True, help="Keep the old names another project may read.")
 @click.option("--no-backup", is_flag=True, help="Do not keep FILENAME.orig.")
 def settings(filename: str, django: bool, compat: bool, no_backup: bool) -> None:
-    """Rename pre-4.0 setting names in FILENAME (``CELERYD_CONCURRENCY`` -> ...)."""
+    """Rename pre-4.0 setting names in FILENAME (CELERYD_CONCURRENCY -> worker_concurrency)."""
     path = Path(filename)
     text = path.read_text()
     new, renamed = upgrade_text(text, django=django, compat=compat)
