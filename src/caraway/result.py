@@ -1,8 +1,9 @@
-"""AsyncResult and GroupResult: a task's state as its result document tells it.
+"""AsyncResult, ResultSet and GroupResult: a task's state as its result document tells it.
 
 The state logic lives here; waiting is the backend's (pub/sub, reply queue or a short
-adaptive wait), so ``get()`` never polls in a tight loop. A failure's exception is
-rebuilt without importing anything (see ``protocol.results.exception_from_dict``).
+adaptive wait; ``await`` is woken on the event loop where the store allows), so ``get()``
+never polls in a tight loop. A failure's exception is rebuilt without importing anything
+(see ``protocol.results.exception_from_dict``).
 """
 
 from __future__ import annotations
