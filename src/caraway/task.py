@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import os
 import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +23,7 @@ from caraway import exceptions, execution, publish
 from caraway.brokers.contracts import ChordStore
 from caraway.canvas import Signature, chain, chord, chunks, group, xmap, xstarmap
 from caraway.canvas.signature import stamps_as_headers
+from caraway.events.dispatcher import EventDispatcher
 from caraway.request import Request
 from caraway.result import AsyncResult, EagerResult
 from caraway.taskbase import TASK_DEFAULTS, AppLike, TaskBase, validate_options
@@ -135,6 +137,33 @@ class Task(TaskBase, Generic[P, R]):
         if throw:
             raise signal
         return signal
+
+    # -- events ------------------------------------------------------------------------------
+    #: send_event() sends (Celery's switch); a base class may turn it off
+    send_events = True
+
+    def send_event(
+        self, type_: str, retry: bool = True, retry_policy: Any = None, **fields: Any
+    ) -> None:
+        """Send a custom event about the running task (``task-progress``...), whatever
+        ``-E`` says, as Celery does; monitors see it with ``uuid`` set to the task's id.
+
+        ``retry``/``retry_policy`` are accepted: events are published off this thread and
+        retried there.
+        """
+        if not self.send_events:
+            return
+        request = self.request
+        self._dispatcher(request.hostname).send(type_, uuid=request.id, **fields)
+
+    def _dispatcher(self, hostname: str | None) -> EventDispatcher:
+        """One dispatcher per task object and process (its outbox is the process's)."""
+        found = self.__dict__.get("_event_dispatcher")
+        if found is None or found[0] != os.getpid():
+            found = (os.getpid(), EventDispatcher(self.app, hostname=hostname))
+            self.__dict__["_event_dispatcher"] = found
+        dispatcher: EventDispatcher = found[1]
+        return dispatcher
 
     # -- replacing ---------------------------------------------------------------------------
     def replace(self, sig: Signature) -> Any:

@@ -90,3 +90,37 @@ def test_stamping_visits_every_part_of_a_canvas_with_celerys_hooks(app: Caraway)
     assert joined.body.options["body"] is True and joined.body.options["run"] == "r1"
     again = step.s(5).stamp(tag="a").stamp(append_stamps=True, tag="b")
     assert again.options["tag"] == ["a", "b"]
+
+
+def test_send_event_publishes_a_custom_event_with_the_task_id() -> None:
+    from caraway.brokers.registry import open_bus
+    from caraway.protocol import events as proto
+    from tests.helpers import wait_until
+
+    url = f"memory://task-events-{caraway.uuid()}"
+    app = Caraway("taskevents", broker=url, backend=url, set_as_current=False)
+    app.conf.task_always_eager = True
+    bus = open_bus(url)
+    bus.subscribe("#")
+
+    @app.task(bind=True)
+    def progress(self: Task) -> str:
+        self.send_event("task-progress", current=3, total=10)
+        return str(self.request.id)
+
+    task_id = progress.delay().get()
+    seen: list[dict[str, object]] = []
+
+    def arrived() -> bool:
+        for message in bus.receive(0.05):
+            decoded = proto.decode(message.body)
+            seen.extend(decoded if isinstance(decoded, list) else [decoded])
+        return any(event.get("type") == "task-progress" for event in seen)
+
+    try:
+        wait_until(arrived, timeout=5, message="the custom event")
+    finally:
+        bus.close()
+        app.close()
+    (event,) = [event for event in seen if event["type"] == "task-progress"]
+    assert event["uuid"] == task_id and event["current"] == 3 and event["total"] == 10
