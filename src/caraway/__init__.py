@@ -17,6 +17,7 @@ from caraway.canvas import (
     xmap,
     xstarmap,
 )
+from caraway.entities import Broadcast, Exchange, Queue
 from caraway.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from caraway.shared import current_app, current_task, shared_task
 from caraway.task import Task
@@ -25,9 +26,12 @@ from caraway.utils.log import get_task_logger
 
 __all__ = [
     "AsyncResult",
+    "Broadcast",
     "Caraway",
     "EagerResult",
+    "Exchange",
     "GroupResult",
+    "Queue",
     "ResultSet",
     "Signature",
     "Task",

@@ -7,20 +7,28 @@ threads open their own), so an app can be imported before a fork and used after 
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, overload
+from datetime import datetime, timezone, tzinfo
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, overload
 
-from caraway import current, publish
+from caraway import current, publish, signals
+from caraway.asyncpublish import AsyncSender
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
 from caraway.config import Settings
+from caraway.contrib.django.fixup import DjangoFixup
+from caraway.contrib.django.fixup import fixup as django_fixup
 from caraway.control import Control
+from caraway.events.api import Events
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
 from caraway.protocol.events import task_sent_fields
@@ -29,13 +37,21 @@ from caraway.request import current_request
 from caraway.result import AsyncResult as AsyncResultType
 from caraway.result import GroupResult as GroupResultType
 from caraway.result import ResultHost
+from caraway.schedules.base import zone_of
+from caraway.schedules.entries import periodic_task_entry
+from caraway.signals import Signal
 from caraway.task import Task as TaskType
 from caraway.task import build_task
 
 if TYPE_CHECKING:
-    from caraway.task import P, R
+    from caraway.task import P as TaskP
+    from caraway.task import R as TaskR
+
+R = TypeVar("R")
 
 DEFAULT_SQLITE_FILE = "caraway.sqlite3"
+
+logger = logging.getLogger("caraway.app")
 
 
 class _PerThread(threading.local):
@@ -80,6 +96,10 @@ class Caraway:
             self.conf.update(settings)
         if task_cls is not None:
             self.Task = task_cls
+        #: Celery's default fix-up: Django's, when DJANGO_SETTINGS_MODULE is set
+        self._fixups: list[DjangoFixup] = [f for f in [django_fixup(self)] if f is not None]
+        #: autodiscover_tasks() calls not run yet: (packages or None, related_name)
+        self._discoveries: list[tuple[Any, str]] = []
         self._default_sqlite = os.path.abspath(DEFAULT_SQLITE_FILE)
         self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
@@ -88,6 +108,18 @@ class Caraway:
         self._group_result_cls: type[GroupResultType] | None = None
         #: the one publish path, for every task message this app sends
         self.publisher = Publisher(self.conf, on_sent=self._on_sent)
+        #: sends for asyncio callers (asend_task, Task.adelay), on a thread of its own
+        self._async_sender = AsyncSender(self.connection, self.publisher)
+        #: Celery's app signals (receivers get ``sender=app``): the first three are sent by
+        #: :meth:`finalize`, on_after_fork in a child process after a fork
+        self.on_configure = Signal("app.on_configure")
+        self.on_after_configure = Signal("app.on_after_configure")
+        self.on_after_finalize = Signal("app.on_after_finalize")
+        self.on_after_fork = Signal("app.on_after_fork")
+        _FORKED_APPS.add(self)
+        self.configured = False
+        self.finalized = False
+        self._pending_periodic: list[tuple[str, dict[str, Any], str | None]] = []
         for name, function, options in BUILTINS:
             register: Any = self.task(name=name, bind=True, typing=False, **options)
             register(function)
@@ -124,6 +156,8 @@ class Caraway:
     def result_backend_url(self) -> str | None:
         """The result backend URL in effect, or None when results are disabled."""
         url = self.conf.result_backend
+        if url == "rpc":
+            return "rpc://"  # Celery's backend='rpc'
         if url in ("sqlite://", "sqlite:///"):
             return f"sqlite:///{self._default_sqlite}"
         if url:
@@ -136,17 +170,17 @@ class Caraway:
     # typed as Task[P, R]: a checker holds delay()/calls to the function's parameters, and
     # with bind=True to those after ``self``
     @overload
-    def task(self, fun: Callable[P, R]) -> TaskType[P, R]: ...
+    def task(self, fun: Callable[TaskP, TaskR]) -> TaskType[TaskP, TaskR]: ...
 
     @overload
     def task(
         self, fun: None = None, *, bind: Literal[True], **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], TaskType[P, R]]: ...
+    ) -> Callable[[Callable[Concatenate[Any, TaskP], TaskR]], TaskType[TaskP, TaskR]]: ...
 
     @overload
     def task(
         self, fun: None = None, **options: Any
-    ) -> Callable[[Callable[P, R]], TaskType[P, R]]: ...
+    ) -> Callable[[Callable[TaskP, TaskR]], TaskType[TaskP, TaskR]]: ...
 
     def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
@@ -154,6 +188,7 @@ class Caraway:
         def register(function: Callable[..., Any]) -> TaskType:
             base = options.pop("base", None) or self.Task
             task = build_task(self, function, base, options)
+            _annotate(task, self.conf.task_annotations)
             self._tasks[task.name] = task
             for twin in current.twins(self):
                 twin._tasks.setdefault(task.name, task)
@@ -188,28 +223,143 @@ class Caraway:
             ) from None
 
     def loader_import_modules(self) -> None:
-        """Import ``include`` and ``imports`` modules once, so their tasks register."""
+        """Import ``include`` and ``imports`` modules once, so their tasks register, and
+        run the ``autodiscover_tasks()`` calls waiting for this moment."""
         if self._imported:
             return
         self._imported = True
+        for fixup in self._fixups:
+            fixup.on_import_modules()
+        signals.import_modules.send(sender=self)
         for name in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(name)
+        self._discover()
+        if self.conf.task_annotations:
+            # settings read after the tasks were declared (config_from_object below them)
+            for task in self._tasks.values():
+                _annotate(task, self.conf.task_annotations)
+        self.finalize()
+
+    def finalize(self, auto: bool = False) -> None:
+        """Finish setting the app up, once: ``on_configure``, ``on_after_configure`` (the
+        configuration is read; pending ``add_periodic_task`` entries join ``beat_schedule``
+        first), then ``on_after_finalize``. A worker, beat and the first ``app.tasks`` call
+        it, after the ``imports``/``include`` modules, so receivers connected there count."""
+        if self.finalized:
+            return
+        self.finalized = True
+        self.loader_import_modules()  # its own call to finalize() returns at once
+        if not self.configured:
+            self.configured = True
+            self.on_configure.send(sender=self)
+            pending, self._pending_periodic = self._pending_periodic, []
+            for key, item, name in pending:
+                self._add_periodic_task(key, item, name)
+            replies = self.on_after_configure.send(sender=self, source=self.conf)
+            for _, reply in replies:
+                if isinstance(reply, ImproperlyConfigured):
+                    raise reply  # a bad add_periodic_task fails now, not at beat's first tick
+        self.on_after_finalize.send(sender=self)
+
+    # -- periodic tasks --------------------------------------------------------------------
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Add an entry to ``beat_schedule``, as Celery's: ``schedule`` (seconds, timedelta,
+        crontab, solar), ``sig`` (``add.s(2, 2)``, a task or its name), extra ``args`` and
+        ``kwargs``, ``name`` (default: the signature's repr) and apply_async options.
+        Returns the entry's name; raises InvalidSchedule for a bad entry, at once."""
+        key, item = periodic_task_entry(schedule, sig, args, kwargs or None, name, opts)
+        if self.configured:
+            self._add_periodic_task(key, item, name)
+        else:
+            self._pending_periodic.append((key, item, name))
+        return key
+
+    def _add_periodic_task(self, key: str, item: dict[str, Any], name: str | None) -> None:
+        if name is None and key in self.conf.beat_schedule:
+            logger.warning(
+                "periodic task %r replaced an unnamed one of the same signature; pass name= "
+                "to add_periodic_task to keep both",
+                key,
+            )
+        self.conf.beat_schedule[key] = item
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The app's zone: ``timezone``, else UTC."""
+        return zone_of(self.conf)
+
+    def now(self) -> datetime:
+        """Now, in the app's zone (what schedules read their fields against)."""
+        return datetime.now(timezone.utc).astimezone(self.timezone)
 
     def autodiscover_tasks(
         self,
-        packages: Iterable[str] | Callable[[], Iterable[str]] = (),
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
         related_name: str = "tasks",
-        force: bool = True,
+        force: bool = False,
     ) -> None:
-        """Import ``<package>.tasks`` for each package that has one (Django-style layout)."""
-        names = packages() if callable(packages) else packages
-        for package in names:
-            module = f"{package}.{related_name}" if related_name else package
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as exc:
-                if exc.name != module:
-                    raise
+        """Import ``<package>.<related_name>`` for each package that has one.
+
+        With no packages, every installed Django app is searched (the Django fix-up lists
+        them). As in Celery the imports wait until the app's tasks are first needed
+        (``app.tasks``, a worker starting), since a Django project creates its app before
+        Django is ready to import models; ``force=True`` imports now. Raises
+        ImproperlyConfigured for no packages where no framework lists its apps.
+        """
+        if packages is None and not self._fixups:
+            raise ImproperlyConfigured(
+                "autodiscover_tasks() with no packages searches Django's installed apps, and "
+                "this app is not in a Django project (DJANGO_SETTINGS_MODULE is not set when "
+                "it is created); name the packages: app.autodiscover_tasks(['proj.orders'])"
+            )
+        self._discoveries.append((packages, related_name))
+        if force or self._imported:
+            self._discover()
+
+    def _discover(self) -> None:
+        while self._discoveries:
+            packages, related_name = self._discoveries.pop(0)
+            if packages is None:
+                names = [name for fixup in self._fixups for name in fixup.autodiscover_tasks()]
+            else:
+                names = list(packages() if callable(packages) else packages)
+            for package in names:
+                module = f"{package}.{related_name}" if related_name else package
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as exc:
+                    if exc.name != module:
+                        raise
+
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: str | bytes | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign what this process sends and verify what it receives (Celery's ``auth``
+        serializer), for every app in the process; see :func:`caraway.security.setup_security`."""
+        try:
+            from caraway import security  # noqa: PLC0415 - needs the optional cryptography
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"message signing needs the cryptography package ({exc}); pip install caraway[auth]"
+            ) from exc
+        security.setup_security(
+            allowed_serializers, key, key_password, cert, store, digest, serializer, app=self
+        )
 
     # -- connections -----------------------------------------------------------------------
     def _thread_state(self) -> _PerThread:
@@ -221,9 +371,18 @@ class Caraway:
             local.oid = None
         return local
 
-    def connection(self) -> Transport:
-        """A new broker connection (the caller closes it)."""
+    def connection(self, *args: Any, **kwargs: Any) -> Transport:
+        """A new broker connection; the caller closes it, or uses it in ``with``.
+
+        Celery's arguments (hostname, userid, ...) are refused: the URL is broker_url.
+        """
+        if args or kwargs:
+            raise ImproperlyConfigured(
+                "app.connection() takes no arguments in caraway; it connects to broker_url"
+            )
         return open_transport(self.broker_url, options=self._broker_options())
+
+    connection_for_read = connection_for_write = connection
 
     def admin(self) -> QueueAdmin:
         """A new handle on the broker's queues, schedule and dead letters, with the options
@@ -329,6 +488,44 @@ class Caraway:
             parent.headers.setdefault("_children", []).append(message.id)
         return AsyncResultType(message.id, app=self, task_name=name)
 
+    async def asend(self, send: Callable[[], R]) -> R:
+        """Run a send (``apply_async``, ``send_task``, a canvas's ``apply_async``) on this
+        app's sender thread, in the caller's context, and return what it returns once the
+        broker has its messages: for asyncio code, whose loop never waits on the broker.
+
+        Sends in flight together go out in one round trip. Inside ``publishing_batch()``
+        the send joins the batch instead. Raises what ``send`` raises, and
+        ImproperlyConfigured with an ``rpc://`` result backend, whose replies only the
+        sending thread can read.
+        """
+        url = self.result_backend_url
+        if url is not None and url.startswith("rpc"):
+            raise ImproperlyConfigured(
+                "rpc:// results go back to the thread that sent the task, and an async send "
+                "is published by the app's sender thread: use a result store any process "
+                "can read (redis://, sqlite://...) or send with delay()/apply_async()"
+            )
+        if publish.held() is not None:  # inside a batch: its owner sends, all at once
+            return send()
+
+        def build() -> tuple[R, list[Outgoing]]:
+            with publish.holding() as held:
+                result = send()
+            return result, held or []
+
+        sent: R = await self._async_sender.send(build)
+        return sent
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResultType:
+        """:meth:`send_task` for asyncio code (see :meth:`asend`)."""
+        return await self.asend(functools.partial(self.send_task, name, args, kwargs, **options))
+
     @contextmanager
     def publishing_batch(self) -> Iterator[None]:
         """Hold the messages sent inside and publish them in one round trip at the end
@@ -387,6 +584,12 @@ class Caraway:
         self.start(["worker", *(argv or [])])
 
     @property
+    def events(self) -> Events:
+        """Celery's monitoring API: ``app.events.Receiver(connection, handlers={...})``,
+        ``app.events.State()``, ``app.events.Dispatcher()``."""
+        return Events(self)
+
+    @property
     def control(self) -> Control:
         """Remote control of the worker nodes (broadcast commands)."""
         if self._control is None:
@@ -394,6 +597,7 @@ class Caraway:
         return self._control
 
     def close(self) -> None:
+        self._async_sender.close()
         local = self._thread_state()
         if local.transport is not None:
             local.transport.close()
@@ -406,6 +610,61 @@ class Caraway:
 
     def __repr__(self) -> str:
         return f"<Caraway {self.main or '__main__'} at {id(self):#x}>"
+
+
+def _annotate(task: TaskType, annotations: Any) -> None:
+    """Apply ``task_annotations`` to ``task`` as Celery does: a dict keyed by task name
+    or '*' (the name's entry applied after '*'), an object with ``annotate(task)``, or a
+    list of those applied in order; an '@name' key wraps the method:
+    ``value(original, *args, **kwargs)``."""
+    if not annotations:
+        return
+    sources = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+    for entry in sources:
+        source = _import_object(entry) if isinstance(entry, str) else entry
+        if isinstance(source, Mapping):
+            found = {**(source.get("*") or {}), **(source.get(task.name) or {})}
+        elif hasattr(source, "annotate"):
+            found = source.annotate(task) or {}
+        else:
+            raise ImproperlyConfigured(
+                f"task_annotations entry {source!r} is neither a dict nor has annotate(task)"
+            )
+        for key, value in found.items():
+            if key.startswith("@"):
+                _wrap_method(task, key[1:], value)
+            else:
+                setattr(task, key, value)
+
+
+def _wrap_method(task: TaskType, name: str, around: Callable[..., Any]) -> None:
+    original = getattr(task, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return around(original, *args, **kwargs)
+
+    setattr(task, name, wrapped)
+
+
+def _import_object(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        module_name, _, attribute = path.rpartition(".")
+    found = getattr(importlib.import_module(module_name), attribute)
+    return found() if isinstance(found, type) else found
+
+
+#: apps whose on_after_fork a forked child sends
+_FORKED_APPS: weakref.WeakSet[Caraway] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for app in list(_FORKED_APPS):
+        if app.on_after_fork.receivers:
+            app.on_after_fork.send(sender=app)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _bind_group_result(bound: Caraway) -> type[GroupResultType]:

@@ -3,8 +3,9 @@
 Owns validation on write, the "did you mean" for unknown names, and loading from objects,
 modules and the environment; the option table itself (names, types, defaults, aliases) is
 :mod:`caraway._config_table`, and nothing here acts on any setting. The one thing to know:
-a name missing from the table is an error (``UnknownSetting`` with a "did you mean"), never
-a silent no-op.
+a name missing from the table is an error (``UnknownSetting`` with a "did you mean"), and a
+Celery setting caraway refuses (``REFUSED``) is an error that says why and what to use
+instead, unless its value is what caraway does anyway; neither is ever a silent no-op.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import importlib
 import os
 import re
 import types
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from caraway._config_table import ALIASES as _ALIASES
-from caraway._config_table import OPTIONS, Option, OptionTable
+from caraway._config_table import OPTIONS, REFUSED, REFUSED_ALIASES, Option, OptionTable
 from caraway.clients.urls import mask_url
 from caraway.exceptions import ImproperlyConfigured, UnknownSetting
 
 __all__ = ["OPTIONS", "Option", "Settings"]
+
+T = TypeVar("T")
 
 
 class Settings(OptionTable, Mapping[str, Any]):
@@ -34,24 +37,32 @@ class Settings(OptionTable, Mapping[str, Any]):
     (``BROKER_URL``, ``CELERY_RESULT_BACKEND``, ``CELERYD_CONCURRENCY``) work as aliases.
     """
 
-    __slots__ = ("_explicit", "_values")
+    __slots__ = ("_derived", "_explicit", "_values")
     _values: dict[str, Any]
     _explicit: set[str]  # set by the user, so setdefault() leaves them alone
+    _derived: dict[str, Any]  # what derived() built, dropped on every write
 
     # -- behaviour -------------------------------------------------------------------------
     def __init__(self, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         values = {name: copy.deepcopy(option.default) for name, option in OPTIONS.items()}
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_explicit", set())
+        object.__setattr__(self, "_derived", {})
         self.update(mapping, **kwargs)
 
     def __getitem__(self, name: str) -> Any:
+        refused = _refused_name(name)
+        if refused is not None:
+            return _refused_value(refused)
         return self._values[_resolve(name)]
 
     def __setitem__(self, name: str, value: Any) -> None:
+        if _check_refused(name, value):
+            return
         canonical = _resolve(name)
         self._values[canonical] = OPTIONS[canonical].coerce(value)
         self._explicit.add(canonical)
+        self._derived.clear()
 
     def __iter__(self) -> Iterator[str]:
         return iter(OPTIONS)
@@ -65,6 +76,8 @@ class Settings(OptionTable, Mapping[str, Any]):
             self[name] = value  # an unknown name raises UnknownSetting with a suggestion
 
         def __getattr__(self, name: str) -> Any:
+            if _refused_name(name) is not None:
+                return self[name]
             raise AttributeError(_unknown_message(name)) from None
 
     def __repr__(self) -> str:
@@ -144,6 +157,8 @@ class Settings(OptionTable, Mapping[str, Any]):
                 continue
             name = variable[len(prefix) :].lower()
             option = OPTIONS.get(name)
+            if option is None and name in REFUSED:
+                raise ImproperlyConfigured(_refusal_message(variable, name))
             if option is None:
                 if _closest(name, cutoff=0.85):
                     raise UnknownSetting(_unknown_message(variable, prefix=prefix))
@@ -154,7 +169,51 @@ class Settings(OptionTable, Mapping[str, Any]):
     def _apply(self, staged: Mapping[str, Any]) -> list[str]:
         self._values.update(staged)
         self._explicit.update(staged)
+        self._derived.clear()
         return list(staged)
+
+    def derived(self, key: str, build: Callable[[Settings], T]) -> T:
+        """``build(self)``, built once and kept until a setting is assigned (routing keeps
+        the declared queues here rather than rebuilding them on every publish). A value
+        changed in place (``conf.task_queues.append(...)``) is not seen: assign it."""
+        try:
+            return self._derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._derived[key] = build(self)
+            return value
+
+
+def _refused_name(name: str) -> str | None:
+    """The refused setting ``name`` stands for (itself or an old alias), or None."""
+    if name in REFUSED:
+        return name
+    return REFUSED_ALIASES.get(name)
+
+
+def _refused_value(name: str) -> Any:
+    """What reading a refused setting gives: the value caraway behaves as, if it has one."""
+    allowed = REFUSED[name].allowed
+    if not allowed:
+        raise AttributeError(_refusal_message(name, name))
+    return allowed[0]
+
+
+def _refusal_message(given: str, name: str) -> str:
+    spelled = given if given == name else f"{given!r} ({name})"
+    return f"setting {spelled!r} is not supported by caraway: {REFUSED[name].reason}"
+
+
+def _check_refused(name: str, value: Any) -> bool:
+    """True to skip a refused setting set to a value caraway already behaves as; raises
+    ImproperlyConfigured for any other value; False for a setting that is not refused."""
+    refused = _refused_name(name)
+    if refused is None:
+        return False
+    allowed = REFUSED[refused].allowed
+    if any(type(value) is type(ok) and value == ok for ok in allowed):
+        return True
+    shown = f" (caraway behaves as {allowed[0]!r})" if allowed else ""
+    raise ImproperlyConfigured(f"{_refusal_message(name, refused)}; got {value!r}{shown}")
 
 
 def _rebuild(values: dict[str, Any], explicit: set[str]) -> Settings:
@@ -198,6 +257,8 @@ def _stage(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     staged: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     for name, value in pairs:
+        if _check_refused(name, value):
+            continue
         canonical = _resolve(name)
         coerced = OPTIONS[canonical].coerce(value)
         if canonical in staged and staged[canonical] != coerced:
@@ -237,7 +298,7 @@ def _is_code(value: object) -> bool:
 def _plain(items: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
     picked = []
     for name, value in items:
-        if name in OPTIONS or name in _ALIASES:
+        if name in OPTIONS or name in _ALIASES or _refused_name(name):
             picked.append((name, value))
         elif _is_code(value):
             continue
@@ -255,9 +316,9 @@ def _namespaced(items: Iterable[tuple[str, Any]], namespace: str) -> list[tuple[
         if not name.startswith(prefix):
             continue  # e.g. Django's own settings beside the CELERY_* ones
         setting = name[len(prefix) :].lower()
-        if setting in OPTIONS:
+        if setting in OPTIONS or setting in REFUSED:
             picked.append((setting, value))
-        elif name in _ALIASES:
+        elif name in _ALIASES or name in REFUSED_ALIASES:
             picked.append((name, value))
         elif not _is_code(value):
             raise UnknownSetting(_unknown_message(name, prefix=prefix))

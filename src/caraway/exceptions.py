@@ -11,7 +11,8 @@ CarawayError
 ├── BrokerError                   the broker failed
 │   └── BrokerConnectionError     ... could not be reached (after the configured retries)
 ├── ProtocolError                 a message that cannot be decoded
-│   └── ContentDisallowed         its content type is not in accept_content
+│   ├── ContentDisallowed         its content type is not in accept_content
+│   └── SecurityError             its signature (auth serializer) does not verify
 ├── SerializationError            arguments or a return value the serializer cannot encode
 └── TaskError                     what a task's failure is reported as
     ├── WorkerLostError           the process running it died
@@ -86,6 +87,11 @@ class ContentDisallowed(ProtocolError):
     """A message whose content type is not in ``accept_content``."""
 
 
+class SecurityError(ProtocolError):
+    """A signed message (the ``auth`` serializer) whose signature does not verify: unknown
+    or expired signer, or a body that is not what was signed."""
+
+
 class SerializationError(CarawayError, TypeError):
     """A value the configured serializer cannot encode or decode."""
 
@@ -133,8 +139,10 @@ class RemoteTaskError(TaskError):
         self.exc_args = list(exc_args)
 
     def __str__(self) -> str:
-        message = ", ".join(str(arg) for arg in self.exc_args)
-        return f"{self.exc_module}.{self.exc_type}: {message}"
+        # The bare message, as Celery's reader shows it (its rebuilt class is a plain
+        # Exception subclass); the type is in the class name and exc_module.
+        args = self.exc_args
+        return str(args[0]) if len(args) == 1 else str(tuple(args))
 
     def __repr__(self) -> str:
         args = ", ".join(repr(arg) for arg in self.exc_args)

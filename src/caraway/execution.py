@@ -198,7 +198,7 @@ def _check_storable(task: TaskBase, request: Request, outcome: Outcome) -> None:
 
 def _send_signals(task: TaskBase, request: Request, outcome: Outcome) -> None:
     if outcome.kind == "success":
-        signals.task_success.send(sender=task, result=outcome.value)
+        signals.task_success.send(sender=task, result=outcome.value, runtime=outcome.runtime)
     elif outcome.kind == "failure":
         signals.task_failure.send(
             sender=task,
@@ -386,4 +386,3 @@ def _follow_eagerly(app: AppLike, message: TaskMessage, outcome: Outcome) -> Non
     elif outcome.kind == "failure" and message.errbacks and outcome.exc is not None:
         failed = Errbacks(list(message.errbacks), message, outcome.exc, outcome.traceback)
         fire_errbacks(app, failed, send=send)
-

@@ -170,7 +170,7 @@ def on_receipt(
         effects = failure_effects(bare, malformed, None, policy, force=True)
         effects.reason = str(malformed)
         return Receipt("settle", effects)
-    if revoked or (message.expires is not None and message.expires.timestamp() <= now):
+    if revoked or _expired(message, now):
         why = "revoked" if revoked else "expired"
         return Receipt("settle", revoked_effects(message, why, policy))
     if message.eta is not None:
@@ -180,6 +180,16 @@ def on_receipt(
         if eta > now:
             return Receipt("hold", eta=eta)
     return Receipt("run")
+
+
+def _expired(message: TaskMessage, now: float) -> bool:
+    """Expired now, or bound to be by its eta: Celery revokes it when due, without
+    running it, so it need not wait here (held or parked) for that."""
+    if message.expires is None:
+        return False
+    expires = message.expires.timestamp()
+    eta = message.eta.timestamp() if message.eta is not None else now
+    return expires <= max(now, eta)
 
 
 def _malformed_embed(message: TaskMessage) -> ValueError | None:

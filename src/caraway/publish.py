@@ -7,7 +7,8 @@ made inside a task inherits its ``root_id`` and gets it as ``parent_id``, as in 
 is the only place that hands task messages to a transport: ``delay``, ``send_task``,
 canvas, retries and the worker's follow-ups all end there. ``holding`` collects what is
 sent inside it, so its caller can send it in one round trip (a group's members) or through
-its own connection (a worker completing a chord).
+its own connection (a worker completing a chord). ``before_task_publish`` and
+``after_task_publish`` are sent here, around each message, and compression applied.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from caraway.brokers.contracts import Scheduling, Transport
+from caraway import signals
+from caraway.brokers.contracts import Binding, Fanout, Routing, Scheduling, Transport
 from caraway.config import Settings
+from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import message as protocol
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import Message, TaskMessage
+from caraway.protocol.serializers import compress, compression_type, dumps
 from caraway.request import Request, current_request
 from caraway.routing import Route, route
+from caraway.schedules.base import zone_of
 from caraway.taskbase import TaskBase, check_limits
 
 #: options apply_async understands; anything else is a caller's mistake
@@ -83,6 +88,12 @@ class Outgoing:
     message: TaskMessage
     route: Route
     serializer: str
+    #: kombu's compression method ('gzip', 'zstd', ...), or None
+    compression: str | None = None
+    #: the publish retry policy given to apply_async (before_task_publish receivers see it)
+    retry_policy: Mapping[str, Any] | None = None
+    #: AMQP delivery mode: 2 persistent (the default), 1 transient
+    delivery_mode: int = 2
 
 
 # -- building ----------------------------------------------------------------------------
@@ -110,7 +121,9 @@ def build(
             f"apply_async() got unknown option(s) {sorted(unknown)}; "
             "see the calling guide for the supported ones"
         )
-    now = now or datetime.now(timezone.utc)
+    # countdown and expires become dates in the app's zone, as Celery writes them (UTC
+    # unless timezone is set or enable_utc is off); the instant is the same either way
+    now = now or datetime.now(conf.derived("publish.zone", zone_of))
     task_id = options.get("task_id") or str(uuid.uuid4())
     parent = current_request()
     hard = options.get("time_limit", task.time_limit if task else None)
@@ -137,7 +150,7 @@ def build(
         soft_time_limit=soft,
         ignore_result=_ignore_result(options, task, conf, by_name),
         reply_to=options.get("reply_to") or reply_to,
-        priority=options.get("priority"),
+        priority=_priority(options, parent, conf),
         extra_headers=dict(options.get("headers") or {}),
     )
     message.root_id = message.root_id or task_id
@@ -147,7 +160,31 @@ def build(
     serializer = (
         options.get("serializer") or (task.serializer if task else None) or conf.task_serializer
     )
-    return Outgoing(message, target, str(serializer))
+    compression = (
+        options.get("compression") or (task.compression if task else None) or conf.task_compression
+    )
+    if compression is not None:
+        compression_type(compression)  # an unknown method fails the call, not the publish
+    mode = options.get("delivery_mode")
+    return Outgoing(
+        message,
+        target,
+        str(serializer),
+        compression,
+        options.get("retry_policy"),
+        conf.task_default_delivery_mode if mode is None else _DELIVERY_MODES[mode],
+    )
+
+
+_DELIVERY_MODES = {1: 1, 2: 2, "transient": 1, "persistent": 2}
+
+
+def _priority(options: Mapping[str, Any], parent: Request | None, conf: Settings) -> Any:
+    """The priority asked for; else, with task_inherit_parent_priority, the caller's."""
+    priority = options.get("priority")
+    if priority is None and parent is not None and conf.task_inherit_parent_priority:
+        priority = parent.delivery_info.get("priority")
+    return priority
 
 
 def _ignore_result(
@@ -228,7 +265,12 @@ def follow_up(
         priority=options.get("priority"),
     )
     route_options = {key: value for key, value in options.items() if key in _ROUTE_OPTIONS}
-    return Outgoing(message, route(name, route_options, conf), str(conf.task_serializer))
+    return Outgoing(
+        message,
+        route(name, route_options, conf),
+        str(options.get("serializer") or conf.task_serializer),
+        options.get("compression") or conf.task_compression,
+    )
 
 
 def retry(
@@ -257,7 +299,12 @@ def retry(
     queue = queue or request.delivery_info.get("routing_key")
     conf = task.app.conf
     target = route(task.name, {"queue": queue} if queue else {}, conf)
-    return Outgoing(message, target, str(task.serializer or conf.task_serializer))
+    return Outgoing(
+        message,
+        target,
+        str(task.serializer or conf.task_serializer),
+        task.compression or conf.task_compression,
+    )
 
 
 # -- sending -----------------------------------------------------------------------------
@@ -311,43 +358,102 @@ class Publisher:
         ``publish_many``; a route through an exchange is published on its own.
         """
         if len(items) == 1:
-            self._send_one(transport, items[0])
+            wires = [self._send_one(transport, items[0])]
         else:
-            self._send_many(transport, items)
+            wires = self._send_many(transport, items)
+        if signals.after_task_publish.receivers or signals.task_sent.receivers:
+            self._after_publish(items, wires)
         if self.on_sent is not None:
             for item in items:
                 self.on_sent(item)
 
-    def _send_one(self, transport: Transport, item: Outgoing) -> None:
-        wire = protocol.encode(item.message, serializer=item.serializer)
+    def _send_one(self, transport: Transport, item: Outgoing) -> Message:
+        wire = self._encode(item)
         target = item.route
+        if target.exchange_type == "fanout":
+            _fanout(transport, wire, target)
+            return wire
         eta = self._park_until(item)
         if eta is not None and isinstance(transport, Scheduling):
             transport.publish_parked(wire, queue=target.queue, eta=eta)
         else:
-            transport.publish(
-                wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
-            )
+            _publish(transport, wire, target)
+        return wire
 
-    def _send_many(self, transport: Transport, items: Sequence[Outgoing]) -> None:
-        encoded = [protocol.encode(item.message, serializer=item.serializer) for item in items]
+    def _send_many(self, transport: Transport, items: Sequence[Outgoing]) -> list[Message]:
+        encoded = [self._encode(item) for item in items]
         plain = []
         for item, wire in zip(items, encoded, strict=True):
             target = item.route
             eta = self._park_until(item)
-            if eta is not None and isinstance(transport, Scheduling):
+            if target.exchange_type == "fanout":
+                _fanout(transport, wire, target)
+            elif eta is not None and isinstance(transport, Scheduling):
                 transport.publish_parked(wire, queue=target.queue, eta=eta)
             elif target.exchange or target.routing_key not in (None, target.queue):
-                transport.publish(
-                    wire,
-                    queue=target.queue,
-                    exchange=target.exchange,
-                    routing_key=target.routing_key,
-                )
+                _publish(transport, wire, target)
             else:
                 plain.append((wire, target.queue))
         if plain:
             transport.publish_many(plain)
+        return encoded
+
+    def _encode(self, item: Outgoing) -> Message:
+        """The wire message; ``before_task_publish`` receivers may change it first."""
+        wire = protocol.encode(item.message, serializer=item.serializer)
+        if signals.before_task_publish.receivers:
+            self._before_publish(item, wire)
+        if item.compression:
+            wire.body, wire.headers["compression"] = compress(wire.body, item.compression)
+        if item.delivery_mode != 2:
+            wire.properties["delivery_mode"] = item.delivery_mode
+        return wire
+
+    def _before_publish(self, item: Outgoing, wire: Message) -> None:
+        """Send before_task_publish as Celery does: headers and properties are the ones
+        sent, and the body (args, kwargs, embed) is encoded again after the receivers ran,
+        so what they change in place is what travels (tracing context, for one)."""
+        task = item.message
+        body = (task.args, task.kwargs, _embed(task))
+        target = item.route
+        signals.before_task_publish.send(
+            sender=task.task,
+            body=body,
+            exchange=target.exchange,
+            routing_key=target.routing_key,
+            headers=wire.headers,
+            properties=wire.properties,
+            declare=target.declare,
+            retry_policy=self._retry_policy(item),
+        )
+        wire.body, wire.content_type, wire.content_encoding = dumps(list(body), item.serializer)
+
+    def _retry_policy(self, item: Outgoing) -> dict[str, Any]:
+        policy = dict(self.conf.task_publish_retry_policy or {})
+        policy.update(item.retry_policy or {})
+        return policy
+
+    def _after_publish(self, items: Sequence[Outgoing], wires: Sequence[Message]) -> None:
+        """after_task_publish, and Celery's deprecated task_sent, once the broker has them."""
+        for item, wire in zip(items, wires, strict=True):
+            task, target = item.message, item.route
+            body = (task.args, task.kwargs, _embed(task))
+            signals.after_task_publish.send(
+                sender=task.task,
+                body=body,
+                headers=wire.headers,
+                exchange=target.exchange,
+                routing_key=target.routing_key,
+            )
+            signals.task_sent.send(
+                sender=task.task,
+                task_id=task.id,
+                task=task.task,
+                args=task.args,
+                kwargs=task.kwargs,
+                eta=task.eta and task.eta.isoformat(),
+                taskset=task.group,
+            )
 
     def _park_until(self, item: Outgoing) -> float | None:
         """When ``item`` is due, if it should wait in the broker's schedule rather than on
@@ -360,3 +466,43 @@ class Publisher:
         if due - datetime.now(timezone.utc).timestamp() <= float(self.conf.broker_park_horizon):
             return None
         return due
+
+
+_ROUTED = ("direct", "topic")
+
+
+def _publish(transport: Transport, wire: Message, target: Route) -> None:
+    """One message: through its exchange's bindings where the transport routes (every
+    queue whose binding matches gets a copy), else to the queue the router chose."""
+    if target.exchange and target.exchange_type in _ROUTED and isinstance(transport, Routing):
+        key = target.binding_key
+        transport.publish_routed(
+            wire,
+            exchange=target.exchange,
+            exchange_type=target.exchange_type,
+            routing_key=target.routing_key,
+            declare=() if key is None else (Binding(target.queue, key),),
+        )
+        return
+    transport.publish(
+        wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
+    )
+
+
+def _fanout(transport: Transport, wire: Message, target: Route) -> None:
+    """A copy for every worker consuming the broadcast queue (kombu's Broadcast)."""
+    if not isinstance(transport, Fanout):
+        raise ImproperlyConfigured(
+            f"queue {target.queue!r} is a Broadcast queue, and this broker's transport "
+            f"({type(transport).__name__}) cannot copy a message to every worker"
+        )
+    transport.publish_fanout(wire, exchange=target.exchange)
+
+
+def _embed(task: TaskMessage) -> dict[str, Any]:
+    return {
+        "callbacks": task.callbacks,
+        "errbacks": task.errbacks,
+        "chain": task.chain,
+        "chord": task.chord,
+    }

@@ -96,6 +96,19 @@ def assert_will_not_block() -> None:
         )
 
 
+def _reporting(on_message: Callable[[dict[str, Any]], Any]) -> Callable[[bytes], bool]:
+    """``until`` for Backend.wait that also hands each new document to ``on_message``."""
+    last: list[bytes] = []
+
+    def until(raw: bytes) -> bool:
+        if not last or last[0] != raw:
+            last[:] = [raw]
+            on_message(protocol.decode_document(raw))
+        return _is_ready(raw)
+
+    return until
+
+
 def _is_ready(raw: bytes) -> bool:
     return protocol.decode_document(raw).get("status") in states.READY_STATES
 
@@ -210,6 +223,7 @@ class AsyncResult(Generic[R]):
         follow_parents: bool = True,
         disable_sync_subtasks: bool = True,
         callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
         **kwargs: Any,
     ) -> R:
         """Wait for the task to finish and return its result.
@@ -217,6 +231,8 @@ class AsyncResult(Generic[R]):
         Raises the task's exception when it failed and ``propagate`` is true, and
         :class:`caraway.exceptions.TimeoutError` when ``timeout`` seconds pass first.
         ``interval`` is accepted for Celery compatibility; waiting is event-driven.
+        ``on_message`` is called with each state document the wait sees (STARTED, a
+        custom PROGRESS state, the final one), as with Celery's rpc and Redis backends.
         """
         if disable_sync_subtasks:
             assert_will_not_block()
@@ -224,7 +240,9 @@ class AsyncResult(Generic[R]):
             kwargs["callback"] = callback
         if follow_parents and propagate and self.parent is not None:
             self.parent._raise_if_failed()
-        document = self._wait(timeout, check_parents=follow_parents and propagate)
+        document = self._wait(
+            timeout, check_parents=follow_parents and propagate, on_message=on_message
+        )
         if propagate and document.get("status") in states.PROPAGATE_STATES:
             if follow_parents and self.parent is not None:
                 # the cause first, as Celery's parent walk finds it: a chord body's
@@ -363,11 +381,20 @@ class AsyncResult(Generic[R]):
     def __await__(self) -> Generator[Any, None, R]:
         return self.aget().__await__()
 
-    def _wait(self, timeout: float | None, *, check_parents: bool = False) -> dict[str, Any]:
+    def _wait(
+        self,
+        timeout: float | None,
+        *,
+        check_parents: bool = False,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> dict[str, Any]:
         document = self._document()
         if document.get("status") in states.READY_STATES:
+            if on_message is not None:
+                on_message(document)
             return document
         backend = self.app.require_backend()
+        until = _is_ready if on_message is None else _reporting(on_message)
         if check_parents and self.parent is not None:
             # a chain whose earlier step failed never runs this one: wait in slices and
             # look at the parents between them, raising their failure as Celery does
@@ -375,12 +402,12 @@ class AsyncResult(Generic[R]):
             while True:
                 left = None if deadline is None else deadline - time.monotonic()
                 piece = PARENT_CHECK_INTERVAL if left is None else min(left, PARENT_CHECK_INTERVAL)
-                raw = backend.wait(self.id, until=_is_ready, timeout=max(piece, 0.0))
+                raw = backend.wait(self.id, until=until, timeout=max(piece, 0.0))
                 if raw is not None or (left is not None and left <= piece):
                     break
                 self.parent._raise_if_failed()
         else:
-            raw = backend.wait(self.id, until=_is_ready, timeout=timeout)
+            raw = backend.wait(self.id, until=until, timeout=timeout)
         if raw is None:
             raise TimeoutError(
                 f"task {self.id} ({self.task_name or 'unknown task'}) did not finish within "
@@ -478,7 +505,13 @@ class EagerResult(AsyncResult[R]):
 
     info = result
 
-    def _wait(self, timeout: float | None, *, check_parents: bool = False) -> dict[str, Any]:
+    def _wait(
+        self,
+        timeout: float | None,
+        *,
+        check_parents: bool = False,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> dict[str, Any]:
         return self._document()
 
     def _exception(self, document: dict[str, Any]) -> BaseException:
@@ -495,8 +528,11 @@ class EagerResult(AsyncResult[R]):
         follow_parents: bool = True,
         disable_sync_subtasks: bool = True,
         callback: Callable[[str, Any], Any] | None = None,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
         **kwargs: Any,
     ) -> R:
+        if on_message is not None:
+            on_message(self._document())
         if propagate and self.state in states.PROPAGATE_STATES:
             raise self._exception(self._document())
         value: R = self._raw_value

@@ -8,19 +8,22 @@ name (docs/protocol.md §3.2), so that is the default ``Route``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from caraway.entities import Exchange, Queue, as_queue
 from caraway.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from caraway.config import Settings
 
-__all__ = ["Route", "queue_names", "route"]
+__all__ = ["Route", "declared_queues", "queue_for", "queue_names", "route", "select_queues"]
 
 _FIELDS = ("queue", "exchange", "routing_key", "priority")
 
@@ -33,6 +36,22 @@ class Route:
     exchange: str
     routing_key: str
     priority: int | None = None
+    #: the exchange's type: 'fanout' sends a copy to every queue bound to it (Broadcast),
+    #: 'topic' and 'direct' to every queue whose binding matches the routing key
+    exchange_type: str = "direct"
+    #: ``queue``'s binding key on ``exchange``, declared before publishing as Celery's
+    #: producer declares its route's queue; None when the queue is not bound to it
+    binding_key: str | None = None
+
+    @property
+    def declare(self) -> list[Queue]:
+        """What Celery passes as ``declare`` to before_task_publish: the target queue, or
+        nothing for a broadcast (each worker declares its own)."""
+        if self.exchange_type == "fanout":
+            return []
+        exchange = Exchange(self.exchange, self.exchange_type) if self.exchange else None
+        key = self.routing_key if self.binding_key is None else self.binding_key
+        return [Queue(self.queue, exchange=exchange, routing_key=key)]
 
 
 @dataclass(frozen=True)
@@ -148,51 +167,111 @@ def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:
     if priority is None:
         priority = conf.task_default_priority
     queue = queue or conf.task_default_queue
-    declared = _declared(queue, conf)
-    if exchange is None and routing_key is None:
+    if exchange is None and routing_key is None and not conf.task_queues:
         # Celery publishes straight to the queue through the default exchange.
         return Route(queue, "", queue, priority)
-    if exchange is None:
-        exchange = declared[0]
-    if routing_key is None:
-        routing_key = declared[1]
-    return Route(queue, exchange, routing_key, priority)
+    declared = queue_for(queue, conf)
+    bound = declared.exchange_entity
+    kind = bound.type if bound is not None else "direct"
+    if kind == "fanout" and bound is not None and exchange in (None, bound.name):
+        return Route(queue, bound.name, routing_key or "", priority, "fanout")
+    if (not exchange or not routing_key) and kind in ("direct", "headers"):
+        # Celery's rule: a direct queue without both an exchange and a routing key is
+        # reached by name through the default exchange (a headers queue too: caraway does
+        # not route by headers, so it is reached by name as before)
+        return Route(queue, "", queue, priority)
+    if not exchange:
+        exchange = bound.name if bound is not None and bound.name else queue
+    routing_key = routing_key or declared.routing_key or queue
+    if bound is not None and bound.name == exchange:
+        return Route(queue, exchange, routing_key, priority, kind, declared.routing_key)
+    # another exchange: its type as task_queues declare it, else the queue's (Celery's)
+    return Route(queue, exchange, routing_key, priority, _exchange_types(conf).get(exchange, kind))
 
 
-def _declared(queue: str, conf: Settings) -> tuple[str, str]:
-    """(exchange, routing key) the queue is bound with: as declared, else named like it."""
-    if queue == conf.task_default_queue:
-        found: tuple[str | None, str | None] | None = (
-            conf.task_default_exchange,
-            conf.task_default_routing_key,
-        )
+def declared_queues(conf: Settings) -> Mapping[str, Queue]:
+    """``task_queues`` as :class:`Queue` values by name (kombu's objects and dicts read),
+    with Celery's defaults filled in: an unbound queue gets ``task_default_exchange`` (of
+    ``task_default_exchange_type``) or an exchange named like it, and a binding key named
+    like it. With no ``task_queues``, the default queue alone.
+
+    Built once per settings (``Settings.derived``) and rebuilt after a setting changes:
+    every publish asks for it."""
+    return conf.derived("routing.declared_queues", _declared_queues)
+
+
+def _declared_queues(conf: Settings) -> Mapping[str, Queue]:
+    configured = conf.task_queues
+    if isinstance(configured, Mapping):
+        entries = [as_queue(value, str(name)) for name, value in configured.items()]
     else:
-        found = _from_task_queues(queue, conf.task_queues)
-    if found is None:
-        if not conf.task_create_missing_queues:
-            raise ImproperlyConfigured(
-                f"queue {queue!r} is not in task_queues and task_create_missing_queues is "
-                f"off; declare it in task_queues or turn task_create_missing_queues on"
-            )
-        found = (None, None)
-    # A queue made on demand gets a direct exchange and a binding both named like it.
-    return found[0] or queue, found[1] or queue
+        entries = [as_queue(value) for value in configured or ()]
+    if not entries:
+        entries = [Queue(conf.task_default_queue)]
+    return MappingProxyType({queue.name: _with_defaults(queue, conf) for queue in entries})
 
 
-def _from_task_queues(queue: str, queues: Any) -> tuple[str | None, str | None] | None:
-    if isinstance(queues, Mapping):
-        entry = queues.get(queue)
-        if entry is None:
-            return None
-        if isinstance(entry, Mapping):
-            return _name(entry.get("exchange")), entry.get("routing_key")
-        return _name(getattr(entry, "exchange", None)), getattr(entry, "routing_key", None)
-    for entry in queues or ():
-        if _name(entry) == queue:
-            if isinstance(entry, str):
-                return None, None
-            return _name(getattr(entry, "exchange", None)), getattr(entry, "routing_key", None)
-    return None
+def _exchange_types(conf: Settings) -> Mapping[str, str]:
+    """The type of each exchange ``task_queues`` declare, by name."""
+    return conf.derived("routing.exchange_types", _build_exchange_types)
+
+
+def _build_exchange_types(conf: Settings) -> Mapping[str, str]:
+    types: dict[str, str] = {}
+    for queue in declared_queues(conf).values():
+        exchange = queue.exchange_entity
+        if exchange is not None and exchange.name:
+            types.setdefault(exchange.name, exchange.type)
+    return MappingProxyType(types)
+
+
+def queue_for(name: str, conf: Settings) -> Queue:
+    """The declaration of queue ``name``: from ``task_queues``, else made on demand.
+
+    Raises ImproperlyConfigured for an unknown queue when task_create_missing_queues is off.
+    """
+    found = declared_queues(conf).get(name)
+    if found is not None:
+        return found
+    if name == conf.task_default_queue:
+        return _with_defaults(Queue(name), conf)
+    if not conf.task_create_missing_queues:
+        raise ImproperlyConfigured(
+            f"queue {name!r} is not in task_queues and task_create_missing_queues is "
+            f"off; declare it in task_queues or turn task_create_missing_queues on"
+        )
+    # A queue made on demand gets an exchange and a binding both named like it (Celery's
+    # task_create_missing_queue_exchange_type, else the default exchange type).
+    kind = conf.task_create_missing_queue_exchange_type or conf.task_default_exchange_type
+    return Queue(name, exchange=Exchange(name, kind), routing_key=name)
+
+
+def _with_defaults(queue: Queue, conf: Settings) -> Queue:
+    exchange = queue.exchange_entity
+    if exchange is None:
+        default = conf.task_default_exchange or queue.name
+        exchange = Exchange(default, conf.task_default_exchange_type)
+    routing_key = queue.routing_key
+    if not routing_key and exchange.type != "fanout":
+        routing_key = conf.task_default_routing_key or queue.name
+    if exchange is queue.exchange and routing_key == queue.routing_key:
+        return queue
+    return dataclasses.replace(queue, exchange=exchange, routing_key=routing_key)
+
+
+def select_queues(
+    conf: Settings, wanted: Iterable[str] = (), excluded: Iterable[str] = ()
+) -> list[Queue]:
+    """The queues a worker consumes: ``-Q`` (made on demand) or every declared one, less
+    ``-X``. Raises ImproperlyConfigured when nothing is left."""
+    names = list(wanted) or list(declared_queues(conf))
+    skip = set(excluded)
+    chosen = [queue_for(name, conf) for name in names if name not in skip]
+    if not chosen:
+        raise ImproperlyConfigured(
+            f"no queue left to consume: -Q {','.join(names)} less -X {','.join(sorted(skip))}"
+        )
+    return chosen
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,27 @@ class Task(TaskBase, Generic[P, R]):
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 
+    # -- calling by message from asyncio code ----------------------------------------------
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``delay`` for asyncio code: ``await add.adelay(2, 2)`` never blocks the loop."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``apply_async`` for asyncio code: same options, same checks, same message; the
+        broker round trip happens on the app's sender thread (``app.asend``). In eager
+        mode the task runs there, so a long one does not hold up the loop either."""
+        # the sender thread runs apply_async itself (checks, build, eager run) in this
+        # call's context; only the loop's side differs
+        result: AsyncResult = await self.app.asend(
+            functools.partial(self.apply_async, args, kwargs, **options)
+        )
+        return result
+
     def apply(
         self,
         args: Sequence[Any] | None = None,

@@ -33,6 +33,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "ignore_result": None,
     "store_errors_even_if_ignored": None,
     "serializer": None,
+    "compression": None,
     "queue": None,
     "exchange": None,
     "routing_key": None,
@@ -91,6 +92,9 @@ class AppLike(ResultHost, Protocol):
     ) -> AsyncResult:
         """Send a task by name."""
 
+    async def asend(self, send: Callable[[], Any]) -> Any:
+        """Run a send on the app's sender thread: asyncio code's loop never waits on it."""
+
     def publishing_batch(self) -> AbstractContextManager[None]:
         """Hold what is sent inside and publish it in one round trip at the end."""
 
@@ -112,6 +116,7 @@ class TaskBase(abc.ABC):
     ignore_result: bool | None = None
     store_errors_even_if_ignored: bool | None = None
     serializer: str | None = None
+    compression: str | None = None
     queue: str | None = None
     exchange: str | None = None
     routing_key: str | None = None
@@ -173,7 +178,8 @@ class TaskBase(abc.ABC):
 
     # -- hooks run by the worker (override in a base class) --------------------------------
     def before_start(  # noqa: B027 - a hook: nothing unless a subclass says
-        self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
         """Called before the task body runs."""
 
     def on_success(  # noqa: B027 - a hook: nothing unless a subclass says

@@ -24,6 +24,7 @@ from caraway.brokers.contracts import (
     GroupStore,
     QueueAdmin,
     Revocations,
+    Routing,
     Scheduling,
     Transport,
 )
@@ -248,6 +249,7 @@ _NEEDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "leases": ("transport", lambda cls: bool(cls.capabilities.leases)),
     "priorities": ("transport", lambda cls: bool(cls.capabilities.priorities)),
     "scheduling": ("transport", lambda cls: issubclass(cls, Scheduling)),
+    "routing": ("transport", lambda cls: issubclass(cls, Routing)),
     "revocations": ("admin", lambda cls: issubclass(cls, Revocations)),
     "chords": ("backend", lambda cls: issubclass(cls, ChordStore)),
     "groups": ("backend", lambda cls: issubclass(cls, GroupStore)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def _receiver(name):
 
 for _name in ('task_prerun', 'task_postrun', 'task_success', 'task_failure', 'task_retry',
               'worker_process_init', 'worker_ready', 'worker_shutdown'):
-    getattr(_signals, _name).connect(_receiver(_name))
+    getattr(_signals, _name).connect(_receiver(_name), weak=False)
 
 
 @app.task(bind=True, track_started=True)
@@ -175,7 +176,8 @@ def forget_receivers() -> None:
     for name in signals.__all__:
         registry = getattr(signals, name)
         if isinstance(registry, signals.Signal):
-            for receiver in registry.receivers:
+            for _, stored in list(registry.receivers):
+                receiver = stored() if isinstance(stored, weakref.ref) else stored
                 if getattr(receiver, "__module__", "") == "proj.tasks":
                     registry.disconnect(receiver)
 

@@ -71,6 +71,14 @@ def test_expired_message_is_revoked_not_run() -> None:
     assert receipt.effects.results[0][1] == states.REVOKED
 
 
+def test_message_expiring_before_its_eta_is_revoked_at_once_not_held() -> None:
+    # Celery marks it REVOKED without running it; held, it ran and ended SUCCESS
+    for eta in (_at(5), _at(3600)):
+        receipt = _receipt(_message(eta=eta, expires=_at(2)))
+        assert receipt.verdict == "settle" and receipt.effects is not None
+        assert receipt.effects.results[0][1] == states.REVOKED
+
+
 def test_far_eta_is_parked_and_near_eta_is_held() -> None:
     assert _receipt(_message(eta=_at(3600))).verdict == "park"
     assert _receipt(_message(eta=_at(5))).verdict == "hold"

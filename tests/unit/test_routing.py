@@ -71,7 +71,8 @@ def test_fields_merge_one_by_one_across_levels() -> None:
 def test_an_explicit_routing_key_overrides_the_routed_one_for_topic_exchanges() -> None:
     routes = {"media.*": {"queue": "media", "exchange": "media", "routing_key": "media.any"}}
     result = route("media.video", {"routing_key": "media.video"}, Settings(task_routes=routes))
-    assert result == Route("media", "media", "media.video")
+    # the queue made on demand is bound to its exchange by its name, as Celery makes it
+    assert result == Route("media", "media", "media.video", binding_key="media")
 
 
 def test_a_higher_queue_does_not_inherit_a_lower_levels_exchange_and_key() -> None:
@@ -213,24 +214,27 @@ def test_a_malformed_items_list_is_improperly_configured() -> None:
 # -- exchanges, routing keys and declared queues -------------------------------------------
 
 
-def test_a_routing_key_alone_uses_the_queues_own_exchange() -> None:
+def test_a_direct_queue_given_a_routing_key_alone_is_reached_by_name() -> None:
+    # Celery's rule (checked against Celery 5.7's before_task_publish): a direct queue
+    # without both an exchange and a routing key goes through the default exchange
     result = route("tasks.add", {"queue": "feeds", "routing_key": "feeds.x"}, Settings())
-    assert result == Route("feeds", "feeds", "feeds.x")
+    assert result == Route("feeds", "", "feeds")
 
 
-def test_the_default_queue_uses_the_default_exchange_settings_when_keyed() -> None:
+def test_the_default_queue_given_an_exchange_alone_is_reached_by_name() -> None:
     conf = Settings(task_default_exchange="tasks", task_default_routing_key="task.default")
-    assert route("tasks.add", {"exchange": "tasks"}, conf) == Route(
-        "celery", "tasks", "task.default"
-    )
+    assert route("tasks.add", {"exchange": "tasks"}, conf) == Route("celery", "", "celery")
+    keyed = route("tasks.add", {"exchange": "tasks", "routing_key": "task.x"}, conf)
+    assert keyed == Route("celery", "tasks", "task.x", binding_key="task.default")
 
 
 def test_declared_queues_give_their_exchange_and_routing_key() -> None:
     conf = Settings(task_queues={"media": {"exchange": "media_ex", "routing_key": "media.#"}})
     result = route("tasks.add", {"queue": "media", "routing_key": "media.video"}, conf)
-    assert result == Route("media", "media_ex", "media.video")
-    assert route("tasks.add", {"queue": "media", "exchange": "media_ex"}, conf).routing_key == (
-        "media.#"
+    assert result == Route("media", "", "media")  # a direct queue: by name, as Celery
+    both = {"queue": "media", "exchange": "media_ex", "routing_key": "media.video"}
+    assert route("tasks.add", both, conf) == Route(
+        "media", "media_ex", "media.video", binding_key="media.#"
     )
 
 
@@ -242,9 +246,8 @@ def test_queue_objects_with_names_are_accepted() -> None:
             self.routing_key = name
 
     conf = Settings(task_queues=[Queue("q1")])
-    assert route("tasks.add", {"queue": Queue("q1"), "routing_key": "k"}, conf) == Route(
-        "q1", "q1_ex", "k"
-    )
+    options = {"queue": Queue("q1"), "exchange": "q1_ex", "routing_key": "k"}
+    assert route("tasks.add", options, conf) == Route("q1", "q1_ex", "k", binding_key="q1")
 
 
 def test_an_undeclared_queue_is_refused_when_missing_queues_are_not_created() -> None:

@@ -3,7 +3,8 @@ bus each promise. Nothing here knows a task; messages and documents are bytes to
 
 What a broker *is* (leases, priorities, durable...) is a :class:`Capabilities` flag; what it
 can *do* beyond the hot path is an optional interface that callers test with ``isinstance``
-(:class:`Scheduling`, :class:`Revocations`, :class:`GroupStore`, :class:`ChordStore`).
+(:class:`Scheduling`, :class:`Revocations`, :class:`GroupStore`, :class:`ChordStore`), or a
+plug-in of its own the registry opens (:class:`BeatStore`).
 No method raises NotImplementedError to say "cannot".
 """
 
@@ -194,6 +195,12 @@ class Transport(abc.ABC):
     def close(self) -> None:  # noqa: B027 - nothing to close for some transports
         """Release the connection; idempotent."""
 
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class Scheduling(abc.ABC):
     """A transport that keeps messages due later on the broker (every built-in one does).
@@ -217,6 +224,53 @@ class Scheduling(abc.ABC):
         For fleets that are all caraway (``producer_parks_eta``): a Celery worker only
         sees the message once it is due. Not idempotent, as :meth:`Transport.publish`.
         """
+
+
+class Fanout(abc.ABC):
+    """A transport that copies a message to every queue bound to a fanout exchange (kombu's
+    ``Broadcast``). Callers test ``isinstance(transport, Fanout)``."""
+
+    @abc.abstractmethod
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """Put a copy of ``message`` on each queue bound to ``exchange`` now (by
+        :meth:`QueueAdmin.bind`); with none bound, the message is dropped (AMQP's rule)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A queue bound to an exchange with a binding key (kombu's ``Queue`` declaration)."""
+
+    queue: str
+    key: str
+
+
+class Routing(abc.ABC):
+    """A transport that routes through direct and topic exchanges: a message goes to every
+    queue bound to the exchange whose binding key matches its routing key, as RabbitMQ
+    routes. Callers test ``isinstance(transport, Routing)``; a transport without it
+    publishes to the queue the router chose."""
+
+    @abc.abstractmethod
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        """Bind ``declare`` to ``exchange`` first (Celery's producer declares the queue it
+        routes to, so the message is not lost before a worker binds it; once per binding per
+        connection), then put a copy of ``message`` on each matching queue, each queue once.
+        With no binding matching, the message is dropped (AMQP's rule)."""
+
+
+def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """AMQP's rule: a direct binding matches an equal key, a topic binding by words."""
+    if exchange_type == "topic":
+        return topic_matches(binding_key, routing_key)
+    return binding_key == routing_key
 
 
 # -- administration --------------------------------------------------------------------------
@@ -273,6 +327,24 @@ class QueueAdmin(abc.ABC):
 
         Brokers whose queues exist once written to have nothing to declare.
         """
+
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Declare ``queue`` and bind it to ``exchange`` (of ``exchange_type``) with
+        ``routing_key``; idempotent. Brokers that route by queue name alone record only
+        what a fanout publish needs; the default declares the queue."""
+        self.declare(queue)
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:  # noqa: B027
+        """Undo :meth:`bind` (a node's broadcast queue at shutdown); idempotent."""
 
     def close(self) -> None:  # noqa: B027 - nothing to close for some admins
         """Release the connection; idempotent."""
@@ -476,6 +548,141 @@ class ChordStore(abc.ABC):
 
         True only for the caller that completed the chord.
         """
+
+
+# -- periodic tasks --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BeatLeader:
+    """The beat instance that holds the lease."""
+
+    #: unique per beat process (``<node>/<pid>/<random>``): a restart is a new holder
+    holder: str
+    #: the node name users see (``w1@host`` for ``worker -B``, ``celerybeat@host``)
+    node: str
+    #: unix times: when it took the lease, and when it last renewed it
+    since: float
+    renewed: float
+
+
+@dataclass(frozen=True, slots=True)
+class BeatRun:
+    """One run sent (or about to be): its entry's scheduled instant and the task id."""
+
+    scheduled_ms: int
+    task_id: str
+    holder: str
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BeatEntryState:
+    """What the broker remembers of one entry."""
+
+    #: the latest scheduled instant consumed (sent or skipped), unix milliseconds; a new
+    #: entry's is the moment beat first saw it
+    last_ms: int
+    #: runs sent so far
+    count: int = 0
+    last_run: BeatRun | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BeatState:
+    """Everything a beat instance or a reader needs: who leads, where each entry is, and
+    the entries added at runtime (JSON specs, built and read by ``caraway.schedules``)."""
+
+    leader: BeatLeader | None = None
+    entries: dict[str, BeatEntryState] = field(default_factory=dict)
+    runtime: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BeatAdvance:
+    """Move an entry from ``expected_ms`` (None: never seen) to ``to_ms``, claiming ``runs``."""
+
+    name: str
+    expected_ms: int | None
+    to_ms: int
+    runs: tuple[BeatRun, ...] = ()
+
+
+class BeatStore(abc.ABC):
+    """The broker side of periodic tasks for one schedule (``namespace``): a leader lease,
+    each entry's state, and entries added at runtime. Opened by the registry
+    (``open_beat_store``) for brokers whose folder has one.
+
+    Any number of beat instances open one each; at most one leads at a time, and a
+    standby calling :meth:`lead` takes over within ``lease_seconds`` of the leader's death
+    (sooner where the broker sees a connection die). :meth:`advance` is the fence: it
+    writes only for the current leader and only from the state the caller read, and each
+    run it claims is keyed by entry and scheduled instant, so a run can never be claimed
+    twice, whatever the timing of a failover. A beat sends a run only after claiming it:
+    a crash between the two loses that one run rather than doubling it.
+
+    Methods raise BrokerError when the broker fails; a leader that saw one must call
+    :meth:`lead` again before it advances anything.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        options: dict[str, Any] | None = None,
+        namespace: str,
+        holder: str,
+        node: str,
+        lease_seconds: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.options = dict(options or {})
+        self.namespace = namespace
+        self.holder = holder
+        self.node = node
+        self.lease_seconds = lease_seconds
+
+    @abc.abstractmethod
+    def lead(self) -> bool:
+        """Take the lease if nobody holds it, or renew it if this holder does; True while
+        this holder leads. Standbys call it to take over; the leader calls it at least
+        every ``lease_seconds / 3``."""
+
+    @abc.abstractmethod
+    def resign(self) -> None:
+        """Give the lease up (a standby can take it at once); idempotent."""
+
+    @abc.abstractmethod
+    def state(self) -> BeatState:
+        """The leader, every entry's state and the runtime entries, as the broker has them.
+
+        Readers (``caraway inspect beat``, the dashboard) call it too; where only the
+        leader can read the state (RabbitMQ), others get the leader's latest snapshot.
+        """
+
+    @abc.abstractmethod
+    def advance(self, changes: Sequence[BeatAdvance]) -> list[bool]:
+        """Apply each change, atomically on its own, only while this holder leads, only if
+        the entry's ``last_ms`` is still ``expected_ms`` and no run in it was claimed
+        before. Returns, per change, whether it was applied (all False for a holder that
+        does not lead)."""
+
+    @abc.abstractmethod
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop the state of entries that no longer exist (only while this holder leads)."""
+
+    @abc.abstractmethod
+    def put_entry(self, name: str, spec: bytes) -> None:
+        """Store a runtime entry (JSON spec), replacing one of that name; any process may
+        call it. The leader picks it up within a tick."""
+
+    @abc.abstractmethod
+    def remove_entry(self, name: str) -> bool:
+        """Delete a runtime entry; whether one of that name was known."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to close for some stores
+        """Release the connection (a leader that did not resign loses its lease when the
+        broker notices, or when it expires)."""
 
 
 # -- remote control --------------------------------------------------------------------------

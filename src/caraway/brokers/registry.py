@@ -2,9 +2,10 @@
 
 Built-in plug-ins are found by scheme in the alias tables (Celery's spellings included),
 third-party ones under the ``caraway.transports``, ``caraway.admins``, ``caraway.backends``,
-``caraway.mailboxes`` and ``caraway.event_buses`` entry points. The one thing to know: a
-plug-in module is imported only when its scheme is asked for, so ``import caraway`` never
-needs redis or amqp, and a missing client library is reported as the extra to install.
+``caraway.mailboxes``, ``caraway.event_buses`` and ``caraway.beat_stores`` entry points.
+The one thing to know: a plug-in module is imported only when its scheme is asked for, so
+``import caraway`` never needs redis or amqp, and a missing client library is reported as
+the extra to install.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from caraway.brokers.contracts import (
     Backend,
+    BeatStore,
     BusSettings,
     EventBus,
     Mailbox,
@@ -40,6 +42,7 @@ BROKER_SCHEMES: dict[str, str] = {
     "amqps": "amqp",
 }
 #: result backend URL scheme -> broker folder; ``rpc://`` results travel on the AMQP broker
+#: (over other brokers, on their transport: see open_backend)
 BACKEND_SCHEMES: dict[str, str] = {
     "memory": "memory",
     "cache+memory": "memory",
@@ -59,6 +62,7 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "backend": "caraway.brokers.memory.backend:MemoryBackend",
         "mailbox": "caraway.brokers.memory.mailbox:MemoryMailbox",
         "bus": "caraway.brokers.memory.bus:MemoryBus",
+        "beat": "caraway.brokers.memory.beat:MemoryBeatStore",
     },
     "sqlite": {
         "admin": "caraway.brokers.sqlite.admin:SQLiteAdmin",
@@ -66,6 +70,7 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "backend": "caraway.brokers.sqlite.backend:SQLiteBackend",
         "mailbox": "caraway.brokers.sqlite.mailbox:SQLiteMailbox",
         "bus": "caraway.brokers.sqlite.bus:SQLiteBus",
+        "beat": "caraway.brokers.sqlite.beat:SQLiteBeatStore",
     },
     "redis": {
         "admin": "caraway.brokers.redis.admin:RedisAdmin",
@@ -73,6 +78,7 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "backend": "caraway.brokers.redis.backend:RedisBackend",
         "mailbox": "caraway.brokers.redis.mailbox:RedisMailbox",
         "bus": "caraway.brokers.redis.bus:RedisBus",
+        "beat": "caraway.brokers.redis.beat:RedisBeatStore",
     },
     "amqp": {
         "admin": "caraway.brokers.amqp.admin:AMQPAdmin",
@@ -80,6 +86,7 @@ _PLUGINS: dict[str, dict[str, str]] = {
         "backend": "caraway.brokers.amqp.backend:RPCBackend",
         "mailbox": "caraway.brokers.amqp.mailbox:AMQPMailbox",
         "bus": "caraway.brokers.amqp.bus:AMQPBus",
+        "beat": "caraway.brokers.amqp.beat:AMQPBeatStore",
     },
 }
 
@@ -94,6 +101,7 @@ ADMIN_ALIASES = _aliases(BROKER_SCHEMES, "admin")
 MAILBOX_ALIASES = _aliases(BROKER_SCHEMES, "mailbox")
 BUS_ALIASES = _aliases(BROKER_SCHEMES, "bus")
 BACKEND_ALIASES = _aliases(BACKEND_SCHEMES, "backend")
+BEAT_ALIASES = _aliases(BROKER_SCHEMES, "beat")
 
 #: top-level client package -> the extra that installs it
 _EXTRAS = {"redis": "redis", "amqp": "amqp"}
@@ -118,11 +126,21 @@ def open_admin(url: str, *, options: dict[str, Any] | None = None) -> QueueAdmin
     return cls(url, options=options)
 
 
+#: ``rpc://`` over a broker other than RabbitMQ: results travel through its transport
+REPLY_BACKEND = "caraway.brokers.rpc:ReplyBackend"
+
+
 def open_backend(url: str, *, options: dict[str, Any] | None = None) -> Backend:
-    """Open the result backend for ``url``; raises ImproperlyConfigured as open_transport."""
-    cls: type[Backend] = _plugin(
-        url, BACKEND_ALIASES, "caraway.backends", "result backend", Backend
-    )
+    """Open the result backend for ``url``; raises ImproperlyConfigured as open_transport.
+
+    ``rpc://`` follows the broker (``options['broker_url']``): RabbitMQ's own reply-queue
+    backend, else the transport-generic one, as Celery's rpc backend works over any broker.
+    """
+    aliases = BACKEND_ALIASES
+    broker = str((options or {}).get("broker_url") or "")
+    if url_scheme(url) == "rpc" and broker and BROKER_SCHEMES.get(url_scheme(broker)) != "amqp":
+        aliases = {**BACKEND_ALIASES, "rpc": REPLY_BACKEND}
+    cls: type[Backend] = _plugin(url, aliases, "caraway.backends", "result backend", Backend)
     return cls(url, options=options)
 
 
@@ -138,6 +156,30 @@ def open_bus(
     """Open the event bus of broker ``url`` (same schemes as the broker)."""
     cls: type[EventBus] = _plugin(url, BUS_ALIASES, "caraway.event_buses", "event bus", EventBus)
     return cls(url, options=options, settings=settings)
+
+
+def open_beat_store(
+    url: str,
+    *,
+    options: dict[str, Any] | None = None,
+    namespace: str,
+    holder: str,
+    node: str,
+    lease_seconds: float = 5.0,
+) -> BeatStore:
+    """Open the periodic-task store of broker ``url`` for the schedule ``namespace`` (the
+    caller closes it); ``holder`` names this beat instance, ``node`` is shown as leader."""
+    cls: type[BeatStore] = _plugin(
+        url, BEAT_ALIASES, "caraway.beat_stores", "beat store", BeatStore
+    )
+    return cls(
+        url,
+        options=options,
+        namespace=namespace,
+        holder=holder,
+        node=node,
+        lease_seconds=lease_seconds,
+    )
 
 
 def preload(url: str, *, backend_url: str | None = None) -> None:
@@ -218,11 +260,13 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
 __all__ = [
     "ADMIN_ALIASES",
     "BACKEND_ALIASES",
+    "BEAT_ALIASES",
     "BUS_ALIASES",
     "MAILBOX_ALIASES",
     "TRANSPORT_ALIASES",
     "open_admin",
     "open_backend",
+    "open_beat_store",
     "open_bus",
     "open_mailbox",
     "open_transport",

@@ -16,7 +16,9 @@ from typing import Any
 
 import click
 
+from caraway.cli.beat import inspect_beat
 from caraway.cli.loader import app_of
+from caraway.cli.worker import purged_text
 from caraway.control import Control
 from caraway.worker.control import COMMANDS
 from caraway.worker.node import bug_report
@@ -191,7 +193,9 @@ def _run(
 
 
 def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Command:
-    @click.command(kind, help=f"{kind.capitalize()} worker nodes: {', '.join(table)}.")
+    extra = ", beat (the periodic-task schedule)" if kind == "inspect" else ""
+
+    @click.command(kind, help=f"{kind.capitalize()} worker nodes: {', '.join(table)}{extra}.")
     @click.argument("action", metavar="COMMAND")
     @click.argument("values", nargs=-1)
     @click.option("-d", "--destination", help="Comma-separated node names (default: all).")
@@ -206,6 +210,9 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
         timeout: float,
         as_json: bool,
     ) -> None:
+        if kind == "inspect" and action == "beat":  # read from the broker, not broadcast
+            inspect_beat(ctx, as_json)
+            return
         if action not in table:
             raise BadUsage(f"unknown {kind} command {action!r}; choose from: {', '.join(table)}")
         arguments = _arguments(action, table[action], values)
@@ -280,15 +287,6 @@ def purge(ctx: click.Context, queues: str | None, exclude_queues: str | None, fo
             raise CommandError("Aborted: nothing was purged.")
     count = app.control.purge(names)
     click.echo(purged_text(count, len(names)))
-
-
-def purged_text(count: int, queues: int) -> str:
-    """Celery's line after a purge."""
-    plural = "s" if queues != 1 else ""
-    if not count:
-        return f"No messages purged from {queues} queue{plural}."
-    messages = f"{count} message{'s' if count != 1 else ''}"
-    return f"Purged {messages} from {queues} known task queue{plural}."
 
 
 def _json_arg(name: str, text: str, kind: type) -> Any:

@@ -39,6 +39,7 @@ def app_of(ctx: click.Context) -> Caraway:
         raise ImproperlyConfigured(f"{state.loaded!r} is not a Caraway app")
     return state.loaded
 
+
 _ATTRIBUTES = ("app", "caraway", "celery")
 _SUBMODULES = ("caraway", "celery")
 

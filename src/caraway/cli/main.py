@@ -24,6 +24,7 @@ from caraway.worker.pools import maybe_patch_concurrency
 #: that subcommand runs or help lists it, so a worker process does not hold them all.
 _COMMANDS: dict[str, str] = {
     "worker": "caraway.cli.worker:worker",
+    "beat": "caraway.cli.beat:beat",
     "dead-letters": "caraway.cli.deadletters:dead_letters",
     "events": "caraway.cli.events:events",
     "dashboard": "caraway.cli.dashboard:dashboard",

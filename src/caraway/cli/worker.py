@@ -11,17 +11,19 @@ import pwd
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from caraway import exceptions
+from caraway import exceptions, signals
 from caraway.app import Caraway
-from caraway.cli.control import purged_text
+from caraway.beat import EmbeddedBeat
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
+from caraway.entities import Queue
 from caraway.request import current_request
-from caraway.routing import queue_names
+from caraway.routing import queue_names, select_queues
 from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
 from caraway.worker.pools import GREEN_POOLS, patch_concurrency
@@ -31,6 +33,7 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 TASK_LOG_FORMAT = (
     "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
 )
+POOLS = ("prefork", "threads", "solo", *GREEN_POOLS)
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
@@ -70,11 +73,12 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "threads", "solo", *GREEN_POOLS]),
-    default="prefork",
-    help="prefork, threads, solo, or gevent/eventlet (greenlets; needs the library).",
+    type=click.Choice(POOLS),
+    default=None,
+    help="Default: worker_pool (prefork); gevent/eventlet need their library.",
 )
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
+@click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
 @click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
 @click.option(
@@ -113,12 +117,20 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
+@click.option(
+    "-B", "--beat", "embed_beat", is_flag=True, help="Also run beat (safe on every node)."
+)
+@click.option(
+    "-s", "--schedule-filename", "--schedule", default=None, help="Beat's schedule name (-B)."
+)
+@click.option("--scheduler", default=None, help="Only Celery's default is accepted (-B).")
 @click.pass_context
 def worker(
     ctx: click.Context,
     concurrency: int | None,
-    pool: str,
+    pool: str | None,
     queues: str | None,
+    exclude_queues: str | None,
     hostname: str,
     task_events: bool,
     loglevel: str,
@@ -142,11 +154,15 @@ def worker(
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
+    embed_beat: bool,
+    schedule_filename: str | None,
+    scheduler: str | None,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
     if pool in GREEN_POOLS:
         patch_concurrency(pool)  # a no-op when the command line already patched
     app = app_of(ctx)
+    pool = pool or _pool_setting(app)
     node = expand_hostname(hostname)
     pid_path = expand_path(pidfile, node) if pidfile else None
     guard = Pidfile(pid_path) if pid_path else None
@@ -154,8 +170,8 @@ def worker(
         guard.check()
     if detach:
         _detach(expand_path(logfile, node) if logfile else None)
-    formats = (str(app.conf.worker_log_format), str(app.conf.worker_task_log_format))
-    _setup_logging(loglevel, logfile, node, formats)
+    signals.celeryd_init.send(sender=node, instance=None, conf=app.conf, options=ctx.params)
+    _configure_logging(app, loglevel, logfile, node)
     heartbeats = not without_heartbeat
     fair = optimization == "fair" or disable_prefetch
     _drop_privileges(uid, gid, umask)
@@ -170,14 +186,21 @@ def worker(
     app.conf.update({key: value for key, value in overrides.items() if value is not None})
     scale = _parse_autoscale(autoscale)
     _import_tasks(app, include)
-    names = queue_names(queues) if queues else [str(app.conf.task_default_queue)]
+    chosen = select_queues(app.conf, queue_names(queues or ()), queue_names(exclude_queues or ()))
+    names = [queue.for_node(node).name for queue in chosen]
     size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
     size = 1 if pool == "solo" else size
     if scale is not None:
         size = scale[1] or 1
+    embedded = None
+    if embed_beat:  # checked now: a bad schedule stops the node before it starts
+        embedded = EmbeddedBeat(
+            app, node=node, schedule_filename=schedule_filename, scheduler=scheduler
+        )
     wait_for_broker(app)
+    declared = _declare_queues(app, chosen, node)
     if purge:
-        _purge(app, names)
+        click.echo(purged_text(app.control.purge(names), len(names)))
     click.echo(
         banner(
             app,
@@ -185,7 +208,7 @@ def worker(
             concurrency=size,
             pool=pool,
             events=bool(app.conf.worker_send_task_events),
-            queues=names,
+            queues=chosen,
         )
     )
     sys.stdout.flush()
@@ -195,7 +218,7 @@ def worker(
             guard.write()
 
     def child_init(index: int) -> None:
-        _child_logging(loglevel, logfile, node, index + 1, formats)
+        _child_logging(loglevel, logfile, node, index + 1)
 
     supervisor = Supervisor(
         app,
@@ -209,13 +232,25 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         autoscale=scale,
         heartbeats=heartbeats,
+        beat=embedded,
     )
+    signals.celeryd_after_setup.send(sender=node, instance=supervisor, conf=app.conf)
     try:
         code = supervisor.run()
     finally:
+        _unbind_broadcasts(app, declared)
         if guard is not None:
             guard.remove()
     sys.exit(code)
+
+
+def purged_text(count: int, queues: int) -> str:
+    """Celery's line after a purge."""
+    plural = "s" if queues != 1 else ""
+    if not count:
+        return f"No messages purged from {queues} queue{plural}."
+    messages = f"{count} message{'s' if count != 1 else ''}"
+    return f"Purged {messages} from {queues} known task queue{plural}."
 
 
 def _import_tasks(app: Caraway, include: str | None) -> None:
@@ -245,10 +280,6 @@ def _id_of(value: str, lookup: Any, kind: str) -> int:
         return int(lookup(value)[2])
     except KeyError:
         raise click.BadParameter(f"no {kind} named {value!r}") from None
-
-
-def _purge(app: Caraway, names: list[str]) -> None:
-    click.echo(purged_text(app.control.purge(names), len(names)))
 
 
 def _parse_autoscale(value: str | None) -> tuple[int, int] | None:
@@ -305,19 +336,110 @@ def wait_for_broker(app: Caraway) -> None:
             delay = min(delay * 2, 10.0)
 
 
+def _declare_queues(app: Caraway, chosen: Sequence[Queue], node: str) -> list[Queue]:
+    """Declare each consumed queue with its exchange and binding (a Broadcast queue as the
+    node's own queue on the fanout exchange); returns the node queues of broadcasts."""
+    broadcasts = []
+    admin = app.admin()
+    try:
+        for declared in chosen:
+            queue = declared.for_node(node)
+            exchange = queue.exchange_entity
+            if exchange is None or not exchange.name:
+                admin.declare(queue.name)
+                continue
+            admin.bind(
+                queue.name,
+                exchange=exchange.name,
+                exchange_type=exchange.type,
+                routing_key=queue.routing_key,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+            )
+            if queue.is_broadcast:
+                broadcasts.append(queue)
+    finally:
+        admin.close()
+    return broadcasts
+
+
+def _unbind_broadcasts(app: Caraway, queues: Sequence[Queue]) -> None:
+    """At shutdown: this node stops taking copies of broadcasts it will not read."""
+    if not queues:
+        return
+    admin = app.admin()
+    try:
+        for queue in queues:
+            exchange = queue.exchange_entity
+            assert exchange is not None
+            admin.unbind(queue.name, exchange=exchange.name, routing_key=queue.routing_key)
+    except Exception as exc:
+        logging.getLogger("caraway.worker").warning("could not unbind broadcast queues: %s", exc)
+    finally:
+        admin.close()
+
+
+def _pool_setting(app: Caraway) -> str:
+    pool = str(app.conf.worker_pool)
+    if pool not in POOLS:
+        raise click.BadParameter(
+            f"worker_pool = {pool!r}: caraway's pools are {', '.join(POOLS)}",
+            param_hint="worker_pool",
+        )
+    if pool in GREEN_POOLS:
+        patch_concurrency(pool)  # late (the app is loaded), but before any connection
+    return pool
+
+
+def _configure_logging(app: Caraway, level: str, logfile: str | None, node: str) -> None:
+    """Celery's order: setup_logging receivers replace the worker's own set-up; then
+    after_setup_logger and after_setup_task_logger are sent either way."""
+    conf = app.conf
+    arguments = {"loglevel": level, "logfile": logfile, "format": conf.worker_log_format}
+    if not signals.setup_logging.send(sender=None, colorize=False, **arguments):
+        _setup_logging(
+            level,
+            logfile,
+            node,
+            fmt=conf.worker_log_format,
+            datefmt=conf.worker_log_datefmt,
+            hijack=conf.worker_hijack_root_logger,
+            task_fmt=conf.worker_task_log_format,
+            task_datefmt=conf.worker_task_log_datefmt,
+        )
+    signals.after_setup_logger.send(
+        sender=None, logger=logging.getLogger(), colorize=False, **arguments
+    )
+    signals.after_setup_task_logger.send(
+        sender=None,
+        logger=logging.getLogger(TASK_LOGGER),
+        colorize=False,
+        **{**arguments, "format": conf.worker_task_log_format},
+    )
+
+
 def _setup_logging(
-    level: str, logfile: str | None, node: str, formats: tuple[str, str] | None = None
+    level: str,
+    logfile: str | None,
+    node: str,
+    *,
+    fmt: str = LOG_FORMAT,
+    datefmt: str | None = None,
+    hijack: bool = True,
+    task_fmt: str = TASK_LOG_FORMAT,
+    task_datefmt: str | None = None,
 ) -> None:
     """The root logger, and the task logger with Celery's ``task_name[task_id]:`` prefix."""
-    plain, tasks = formats or (LOG_FORMAT, TASK_LOG_FORMAT)
     root = logging.getLogger()
+    if not hijack and root.handlers:
+        return  # worker_hijack_root_logger=False: the user's logging stays as it is
     task_logger = logging.getLogger(TASK_LOGGER)
     for logger in (root, task_logger):
         for existing in list(logger.handlers):
             logger.removeHandler(existing)
     handler, task_handler = _log_handler(logfile, node), _log_handler(logfile, node)
-    handler.setFormatter(logging.Formatter(plain))
-    task_handler.setFormatter(TaskFormatter(tasks, _running_task))
+    handler.setFormatter(logging.Formatter(fmt, datefmt))
+    task_handler.setFormatter(TaskFormatter(task_fmt, _running_task, task_datefmt or datefmt))
     root.addHandler(handler)
     task_logger.addHandler(task_handler)
     task_logger.propagate = False  # one line per record, in the task format (as Celery)
@@ -339,12 +461,10 @@ def _running_task() -> tuple[str, str] | None:
     return str(request.task), request.id
 
 
-def _child_logging(
-    level: str, logfile: str | None, node: str, index: int, formats: tuple[str, str]
-) -> None:
+def _child_logging(level: str, logfile: str | None, node: str, index: int) -> None:
     multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
     if logfile and "%I" in logfile:
-        _setup_logging(level, expand_path(logfile, node, index), node, formats)
+        _setup_logging(level, expand_path(logfile, node, index), node)
 
 
 def _detach(logfile: str | None) -> None:

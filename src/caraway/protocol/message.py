@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from caraway.exceptions import ProtocolError
-from caraway.protocol.serializers import dumps, loads
+from caraway.protocol.serializers import decompress, dumps, loads
 
 
 @dataclass(slots=True)
@@ -97,6 +97,7 @@ KNOWN_HEADERS = frozenset(
         "replaced_task_nesting",
         "stamped_headers",
         "stamps",
+        "compression",
     }
 )
 
@@ -240,7 +241,7 @@ def decode(message: Message, *, accept: frozenset[str]) -> TaskMessage:
         raise ProtocolError(f"task message has a bad 'task' header: {name!r}")
     if not isinstance(task_id, str) or not task_id:
         raise ProtocolError(f"task message for {name!r} has no usable 'id' header: {task_id!r}")
-    body = loads(message.body, message.content_type, message.content_encoding, accept=accept)
+    body = loads(_body(message), message.content_type, message.content_encoding, accept=accept)
     args, kwargs, embed = _split_body(body, task_id)
     hard, soft = _timelimit(headers.get("timelimit"), task_id)
     get = headers.get
@@ -276,6 +277,16 @@ def decode(message: Message, *, accept: frozenset[str]) -> TaskMessage:
     )
 
 
+def _body(message: Message) -> bytes:
+    """The serialized body, decompressed when the ``compression`` header says so (kombu)."""
+    compression = message.headers.get("compression")
+    if not compression:
+        return message.body
+    if not isinstance(compression, str):
+        raise ProtocolError(f"compression header must be a string, got {compression!r}")
+    return decompress(message.body, compression)
+
+
 def _split_body(body: Any, task_id: str) -> tuple[list[Any], dict[str, Any], Mapping[str, Any]]:
     if not isinstance(body, (list, tuple)) or len(body) != 3:
         raise ProtocolError(
@@ -301,7 +312,7 @@ def _timelimit(value: Any, task_id: str) -> tuple[float | None, float | None]:
 
 def _decode_v1(message: Message, accept: frozenset[str]) -> TaskMessage:
     """Protocol v1: everything lives in a dict body (Celery 3 and ``task_protocol=1``)."""
-    body = loads(message.body, message.content_type, message.content_encoding, accept=accept)
+    body = loads(_body(message), message.content_type, message.content_encoding, accept=accept)
     if not isinstance(body, dict) or "task" not in body:
         raise ProtocolError("message has no 'task' header and its body is not a v1 task")
     name, task_id = body.get("task"), body.get("id")
@@ -328,5 +339,5 @@ def _decode_v1(message: Message, accept: frozenset[str]) -> TaskMessage:
         soft_time_limit=soft,
         reply_to=message.properties.get("reply_to"),
         priority=message.properties.get("priority"),
-        extra_headers=dict(message.headers),
+        extra_headers={k: v for k, v in message.headers.items() if k != "compression"},
     )

@@ -1,8 +1,12 @@
-"""Body serializers: json (with kombu's type tags), msgpack and yaml if installed, pickle.
+"""Body serializers: json (with kombu's type tags), msgpack and yaml if installed, pickle;
+and body compression as kombu does it (the ``compression`` header).
 
 JSON is the hot path: orjson encodes, and values JSON cannot hold become kombu's
 ``{"__type__", "__value__"}`` tags (protocol.md §1.5); inf/nan become null (kombu: NaN).
 Decoding checks the content type against ``accept`` first: nothing outside it is parsed.
+A compressed body names its method's content type in the ``compression`` header. The
+``auth`` serializer (signed bodies) is whatever :func:`use_signing` registered
+(``caraway.protocol.auth``, set up by ``app.setup_security()``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import json
 import pickle
 import re
 import uuid
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -27,6 +32,7 @@ from caraway.exceptions import (
     ContentDisallowed,
     ImproperlyConfigured,
     ProtocolError,
+    SecurityError,
     SerializationError,
 )
 
@@ -34,6 +40,7 @@ JSON = "application/json"
 MSGPACK = "application/x-msgpack"
 PICKLE = "application/x-python-serialize"
 YAML = "application/x-yaml"
+AUTH = "application/data"
 
 #: short name -> (content type, content encoding), as kombu registers them
 SERIALIZERS: dict[str, tuple[str, str]] = {
@@ -41,6 +48,7 @@ SERIALIZERS: dict[str, tuple[str, str]] = {
     "msgpack": (MSGPACK, "binary"),
     "pickle": (PICKLE, "binary"),
     "yaml": (YAML, "utf-8"),
+    "auth": (AUTH, "utf-8"),
 }
 _NAME_BY_TYPE = {content_type: name for name, (content_type, _) in SERIALIZERS.items()}
 _DEFAULT_ACCEPT = frozenset({JSON})
@@ -230,6 +238,33 @@ def _optional_module(name: str, purpose: str) -> ModuleType:
         ) from exc
 
 
+class Signing(Protocol):
+    """The ``auth`` serializer: signs what it dumps, verifies what it loads."""
+
+    def dumps(self, value: Any) -> tuple[bytes, str, str]: ...
+
+    def loads(self, body: bytes) -> Any: ...
+
+
+#: this process's auth serializer (Celery registers it process-wide in kombu's registry too)
+_signing: Signing | None = None
+
+
+def use_signing(codec: Signing | None) -> None:
+    """Register (or with None, drop) the codec of the ``auth`` serializer."""
+    global _signing  # noqa: PLW0603 - one registry per process, as kombu's
+    _signing = codec
+
+
+def _signed() -> Signing:
+    if _signing is None:
+        raise ImproperlyConfigured(
+            "the 'auth' serializer signs messages once app.setup_security() has loaded the "
+            "key and certificates; call it where the app is created"
+        )
+    return _signing
+
+
 def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
     """Serialize ``value``; returns ``(body, content_type, content_encoding)``.
 
@@ -257,6 +292,8 @@ def dumps(value: Any, serializer: str = "json") -> tuple[bytes, str, str]:
         except Exception as exc:  # PyYAML raises its own RepresenterError
             raise SerializationError(f"value is not YAML serializable: {exc}") from exc
         return str(text).encode("utf-8"), YAML, "utf-8"
+    if serializer == "auth":
+        return _signed().dumps(value)
     raise ImproperlyConfigured(
         f"unknown serializer {serializer!r}; use one of {', '.join(SERIALIZERS)}"
     )
@@ -272,6 +309,13 @@ def _decode_other(body: bytes, content_type: str) -> Any:
     if name == "yaml":
         yaml = _optional_module("yaml", "yaml")
         return yaml.safe_load(body)
+    if name == "auth":
+        if _signing is None:
+            raise SecurityError(
+                "signed (auth) message, and this process has no key store to verify it: "
+                "call app.setup_security() where the app is created"
+            )
+        return _signing.loads(body)
     raise ProtocolError(f"no decoder for content type {content_type!r}")
 
 
@@ -331,3 +375,78 @@ def normalize_accept(names: Iterable[str] | None) -> frozenset[str]:
                 f"use one of {', '.join(SERIALIZERS)} or a content type"
             )
     return frozenset(accepted)
+
+
+# -- compression -----------------------------------------------------------------------------
+#: method name (and kombu's aliases) -> the content type the ``compression`` header carries
+COMPRESSIONS: dict[str, str] = {
+    "gzip": "application/x-gzip",  # kombu's 'gzip' is zlib's format under gzip's name
+    "zlib": "application/x-gzip",
+    "bzip2": "application/x-bz2",
+    "bzip": "application/x-bz2",
+    "lzma": "application/x-lzma",
+    "xz": "application/x-lzma",
+    "brotli": "application/x-brotli",
+    "zstd": "application/zstd",
+    "zstandard": "application/zstd",
+}
+#: content type -> (modules that provide it, first found wins; the package to install)
+_CODECS: dict[str, tuple[tuple[str, ...], str]] = {
+    "application/x-gzip": (("zlib",), ""),
+    "application/x-bz2": (("bz2",), ""),
+    "application/x-lzma": (("lzma",), ""),
+    "application/x-brotli": (("brotli", "brotlicffi"), "brotli"),
+    "application/zstd": (("compression.zstd", "backports.zstd", "zstandard"), "zstandard"),
+}
+
+
+def _codec(content_type: str) -> ModuleType:
+    """The module with ``compress``/``decompress`` for ``content_type``.
+
+    Raises ImproperlyConfigured for an unknown method or a missing optional package.
+    """
+    found = _CODECS.get(content_type)
+    if found is None:
+        raise ImproperlyConfigured(
+            f"unknown compression {content_type!r}; use one of {', '.join(sorted(COMPRESSIONS))}"
+        )
+    modules, package = found
+    for name in modules:
+        if name == "zlib":
+            return zlib  # the default method needs no lookup
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImproperlyConfigured(
+        f"compression {content_type!r} needs the {package!r} package; pip install {package}"
+    )
+
+
+def compression_type(method: str) -> str:
+    """The header value for ``method`` ('gzip', 'bzip2', ... or a content type).
+
+    Raises ImproperlyConfigured for an unknown method or one whose package is missing.
+    """
+    content_type = COMPRESSIONS.get(method.lower(), method)
+    _codec(content_type)
+    return content_type
+
+
+def compress(body: bytes, method: str) -> tuple[bytes, str]:
+    """Compress a serialized body; returns ``(bytes, header value)`` as kombu does."""
+    content_type = compression_type(method)
+    compressor: Callable[[bytes], bytes] = _codec(content_type).compress
+    return bytes(compressor(body)), content_type
+
+
+def decompress(body: bytes, content_type: str) -> bytes:
+    """Undo :func:`compress` (or kombu's); ProtocolError when it cannot be done."""
+    try:
+        codec = _codec(COMPRESSIONS.get(content_type, content_type))
+    except ImproperlyConfigured as exc:
+        raise ProtocolError(f"cannot decompress the body: {exc}") from exc
+    try:
+        return bytes(codec.decompress(body))
+    except Exception as exc:  # each codec raises its own error type
+        raise ProtocolError(f"body is not valid {content_type!r} data: {exc}") from exc

@@ -1,6 +1,6 @@
 """Loggers for task code: ``get_task_logger(__name__)``, as in ``celery.utils.log``.
 
-A task logger's parent is the ``caraway.task`` logger, to which the worker gives Celery's
+A task logger's parent is the ``celery.task`` logger, to which the worker gives Celery's
 ``worker_task_log_format`` (``task_name[task_id]: message``); the formatter that fills
 those two fields is the worker's (it knows the running task), :class:`TaskFormatter` here
 reads them from a callable it is given.
@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-#: the parent of every task logger (Celery's ``celery.task``)
-TASK_LOGGER = "caraway.task"
+#: the parent of every task logger: Celery's name, so logging configurations (and the
+#: after_setup_task_logger signal's receivers) written for Celery find it
+TASK_LOGGER = "celery.task"
 
 
 def get_task_logger(name: str) -> logging.Logger:
@@ -40,8 +41,10 @@ def _descends(logger: logging.Logger, ancestor: logging.Logger) -> bool:
 class TaskFormatter(logging.Formatter):
     """Fills ``task_name`` and ``task_id`` (``???`` outside a task), as Celery's does."""
 
-    def __init__(self, fmt: str, current: Callable[[], tuple[str, str] | None]) -> None:
-        super().__init__(fmt)
+    def __init__(
+        self, fmt: str, current: Callable[[], tuple[str, str] | None], datefmt: str | None = None
+    ) -> None:
+        super().__init__(fmt, datefmt)
         self._current = current
 
     def format(self, record: logging.LogRecord) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from caraway._version import __version__
 from caraway.clients.urls import mask_url
+from caraway.entities import Exchange, Queue
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -21,7 +22,7 @@ def banner(
     concurrency: int,
     pool: str,
     events: bool,
-    queues: Sequence[str],
+    queues: Sequence[str | Queue],
 ) -> str:
     backend = app.result_backend_url
     lines = [
@@ -38,8 +39,13 @@ def banner(
         "--- ***** ----- ",
         " -------------- [queues]",
     ]
-    for queue in queues:
-        lines.append(f"                .> {queue:<16} exchange={queue}(direct) key={queue}")
+    for entry in queues:
+        queue = Queue(entry, Exchange(entry), entry) if isinstance(entry, str) else entry
+        exchange = queue.exchange_entity or Exchange(queue.name)
+        lines.append(
+            f"                .> {queue.name:<16} exchange={exchange.name}({exchange.type}) "
+            f"key={queue.routing_key}"
+        )
     lines.append("")
     lines.append("[tasks]")
     for name in sorted(app.tasks):

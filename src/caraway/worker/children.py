@@ -37,10 +37,10 @@ class Child:
     holding: Holding = field(default_factory=Holding)
     #: why the supervisor killed it: "time_limit" or "revoked"
     killed_for: str | None = None
+    #: the signal revoke(terminate=True) asked for
+    killed_with: int | None = None
     #: the hard time limit it was killed for exceeding (seconds)
     limit_hit: float | None = None
-    #: the signal ``revoke --terminate`` killed it with (the task-revoked event's signum)
-    kill_signal: int | None = None
     retiring: bool = False
 
     @property

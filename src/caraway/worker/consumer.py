@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from caraway import exceptions, lifecycle
+from caraway import exceptions, lifecycle, signals
 from caraway.brokers.contracts import Delivery, Scheduling
 from caraway.effects import EffectApplier
 from caraway.execution import build_request, run_task, run_task_async, started_meta
@@ -297,6 +297,7 @@ class Consumer:
                 exc,
             )
             delivery.dead_letter(f"{type(exc).__name__}: {exc}")
+            signals.task_rejected.send(sender=self, message=delivery.message, exc=exc)
             return
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
@@ -316,6 +317,9 @@ class Consumer:
             policy=policy,
         )
         self.events.received(message)
+        if signals.task_received.receivers and receipt.verdict != "settle":
+            request = self._request(_Job(delivery, message, task, policy))  # type: ignore[arg-type]
+            signals.task_received.send(sender=self, request=request)
         if receipt.verdict == "run":
             assert task is not None
             self._try_start(_Job(delivery, message, task, policy, is_async=self._is_async(task)))
@@ -334,12 +338,27 @@ class Consumer:
                     message.id,
                     "stored as FAILURE NotRegistered",
                 )
+                signals.task_unknown.send(
+                    sender=self,
+                    message=delivery.message,
+                    exc=exceptions.NotRegistered(message.task),
+                    name=message.task,
+                    id=message.id,
+                )
             elif receipt.effects.reason:
                 logger.info(
                     "task %s[%s] not run: %s", message.task, message.id, receipt.effects.reason
                 )
             if receipt.effects.results and receipt.effects.results[0][1] == "REVOKED":
-                self.events.revoked(message, expired=message.id not in self.revoked)
+                expired = message.id not in self.revoked
+                self.events.revoked(message, expired=expired)
+                signals.task_revoked.send(
+                    sender=task,
+                    request=self._request(_Job(delivery, message, task, policy)),  # type: ignore[arg-type]
+                    terminated=False,
+                    signum=None,
+                    expired=expired,
+                )
             self.effects.apply(delivery, receipt.effects)
 
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
@@ -362,8 +381,9 @@ class Consumer:
             _, key, delivery, message = heapq.heappop(self._held)
             self._rate_waiting.discard(key)
             task = self.app._tasks.get(message.task)
-            if task is None or message.id in self.revoked:
-                self._buffer.appendleft(delivery)
+            expired = message.expires is not None and message.expires.timestamp() <= now
+            if task is None or message.id in self.revoked or expired:
+                self._buffer.appendleft(delivery)  # received again: settled, not run
                 continue
             job = _Job(delivery, message, task, self._policy(task), is_async=self._is_async(task))
             self._try_start(job)
@@ -468,14 +488,18 @@ class Consumer:
             self._inflight -= 1
         outcome = job.outcome
         assert outcome is not None
-        effects = lifecycle.on_outcome(
-            job.message,
-            outcome,
-            policy=job.policy,
-            conf=self.app.conf,
-            hostname=self.hostname,
-            queue=job.delivery.queue,
-        )
+        try:
+            effects = lifecycle.on_outcome(
+                job.message,
+                outcome,
+                policy=job.policy,
+                conf=self.app.conf,
+                hostname=self.hostname,
+                queue=job.delivery.queue,
+            )
+        except Exception as exc:
+            self._internal_error(job, exc)
+            raise
         if job.acked and effects.settle == "ack":
             effects.settle = "none"
         if not job.is_async:
@@ -488,6 +512,19 @@ class Consumer:
         self.processed += 1
         _log_outcome(job.message, outcome)
         self._maybe_retire()
+
+    def _internal_error(self, job: _Job, exc: Exception) -> None:
+        """task_internal_error: the worker's own handling of a task failed, not the task."""
+        signals.task_internal_error.send(
+            sender=job.task,
+            task_id=job.message.id,
+            args=job.message.args,
+            kwargs=job.message.kwargs,
+            request=self._request(job),
+            exception=exc,
+            traceback=exc.__traceback__,
+            einfo=None,
+        )
 
     def _maybe_retire(self) -> None:
         """Stop after ``max_tasks`` or above ``max_memory_kib``; the supervisor forks anew."""

@@ -44,6 +44,7 @@ from caraway.worker.node import NodeControl
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.beat import EmbeddedBeat
     from caraway.brokers.contracts import Transport
 
 logger = logging.getLogger("caraway.worker")
@@ -72,15 +73,19 @@ class Supervisor:
         max_memory_per_child: int | None = None,
         autoscale: tuple[int, int] | None = None,
         heartbeats: bool = True,
+        beat: EmbeddedBeat | None = None,
     ) -> None:
+        #: ``-B``: beat on a thread of this process, never in a child; stops with the node
+        self.beat = beat
         self.max_tasks_per_child = max_tasks_per_child or app.conf.worker_max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
         self.heartbeats = heartbeats
         self._idle_since: float | None = None
+        limits = () if app.conf.worker_disable_rate_limits else app.tasks.items()
         self.buckets = SharedBuckets(
             (name, getattr(task, "rate_limit", None) or app.conf.task_default_rate_limit)
-            for name, task in app.tasks.items()
+            for name, task in limits
         )
         self.app = app
         self.hostname = hostname
@@ -115,6 +120,7 @@ class Supervisor:
 
     # -- entry point -----------------------------------------------------------------------
     def run(self) -> int:
+        signals.worker_init.send(sender=self)
         self.node.load_state()
         self._install_signals()
         self.transport = self.app.connection()
@@ -135,8 +141,12 @@ class Supervisor:
         logger.info("%s ready.", self.hostname)
         signals.worker_ready.send(sender=self)
         try:
+            if self.beat is not None:
+                self.beat.start()
             self._loop(thread)
         finally:
+            if self.beat is not None:
+                self.beat.stop()  # gives the lease up, so another node's beat takes over
             signals.worker_shutdown.send(sender=self)
             self._beat("worker-offline")
             self.events.close()
@@ -149,6 +159,8 @@ class Supervisor:
         return 0
 
     def _open_control(self) -> ControlServer | None:
+        if not self.app.conf.worker_enable_remote_control:
+            return None
         try:
             return ControlServer(self.app, node=self.node)
         except Exception as exc:
@@ -235,6 +247,9 @@ class Supervisor:
             self.events.worker(kind, active=active, processed=self.node.processed)
         except Exception:
             logger.exception("could not send %s", kind)
+            return
+        if kind == "worker-heartbeat":
+            signals.heartbeat_sent.send(sender=self)
 
     def _poll_control(self, control: ControlServer) -> None:
         try:
@@ -244,6 +259,7 @@ class Supervisor:
 
     # -- children --------------------------------------------------------------------------
     def _spawn(self, index: int) -> None:
+        signals.worker_before_create_process.send(sender=self)
         link = Link()
         pid = os.fork()
         if pid == 0:  # the child
@@ -370,7 +386,14 @@ class Supervisor:
         """Record the fate of the task a dead child was running."""
         if child.killed_for == "revoked":
             self._store(running.task_id, states.REVOKED, exceptions.TaskRevokedError("terminated"))
-            self.events.terminated(running.task_id, child.kill_signal)
+            signals.task_revoked.send(
+                sender=self.app._tasks.get(running.name),
+                request=running,
+                terminated=True,
+                signum=child.killed_with,
+                expired=False,
+            )
+            self.events.terminated(running.task_id, child.killed_with)
             return
         if child.killed_for == "time_limit":
             error: BaseException = exceptions.TimeLimitExceeded(
@@ -449,7 +472,7 @@ class Supervisor:
                         self.pool,
                     )
                     return False
-                child.killed_for, child.kill_signal = "revoked", signum
+                child.killed_for, child.killed_with = "revoked", signum
                 # the child takes SIGTERM as a warm stop and ignores SIGINT; terminate means now
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     signum = signal.SIGKILL
@@ -539,12 +562,17 @@ class Supervisor:
         """Warm shutdown: running tasks finish, unstarted messages go back."""
         if self.shutdown_mode is None:
             self.shutdown_mode = "warm"
+            signals.worker_shutting_down.send(
+                sender=self.hostname, sig="SIGTERM", how="Warm", exitcode=0
+            )
             logger.warning(
                 "worker: warm shutdown (running tasks finish; send the signal "
                 "again or SIGQUIT for a cold shutdown)"
             )
             self._signal_children(signal.SIGTERM)
             self._stop_thread.set()
+            if self.beat is not None:
+                self.beat.stop(wait=False)  # no more runs from a node on its way out
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if self.shutdown_mode is None:
@@ -554,6 +582,9 @@ class Supervisor:
 
     def _on_cold_signal(self, signum: int, frame: Any) -> None:
         self.shutdown_mode = "cold"
+        signals.worker_shutting_down.send(
+            sender=self.hostname, sig=signal.Signals(signum).name, how="Cold", exitcode=1
+        )
         logger.warning(
             "worker: cold shutdown (running tasks are stopped; with acks_late "
             "their messages are redelivered)"

@@ -18,6 +18,7 @@ import amqp
 from caraway.brokers.amqp.transport import (
     DEAD_HEADERS,
     DEAD_QUEUE,
+    bind_queue,
     declare_dead_queue,
     declare_queue,
     from_amqp,
@@ -110,6 +111,41 @@ class AMQPAdmin(QueueAdmin):
     def declare(self, queue: str) -> None:
         """Declare ``queue`` with its exchange and binding as Celery does."""
         self._run("declare", lambda link: self._declare(link, queue, again=True))
+
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Declare ``queue`` as the transport does and bind it to ``exchange``; a node's
+        broadcast queue is durable here (the transport's declaration must match it)."""
+
+        def run(link: Link) -> None:
+            bind_queue(
+                link,
+                queue,
+                self._queue_arguments,
+                exchange=exchange,
+                exchange_type=exchange_type,
+                routing_key=routing_key,
+            )
+            self._declared.add(queue)
+
+        self._run("bind", run)
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        """Stop ``queue`` receiving from ``exchange`` (a node's broadcast queue, at its
+        warm shutdown); the queue itself is kept for the node's next start."""
+
+        def run(link: Link) -> None:
+            link.publish_channel.queue_unbind(queue, exchange=exchange, routing_key=routing_key)
+
+        self._run("unbind", run)
 
     def _declare(self, link: Link, queue: str, *, again: bool = False) -> None:
         if again or queue not in self._declared:

@@ -21,7 +21,15 @@ from typing import Any, TypeVar
 import amqp
 
 from caraway.brokers.amqp import delay as ladder
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import (
+    Binding,
+    Capabilities,
+    Delivery,
+    Fanout,
+    Routing,
+    Scheduling,
+    Transport,
+)
 from caraway.clients.amqp import (
     CHANNEL_ERRORS,
     CONNECTION_ERRORS,
@@ -61,7 +69,7 @@ class _Held:
     settled: bool = False
 
 
-class AMQPTransport(Transport, Scheduling):
+class AMQPTransport(Transport, Scheduling, Fanout, Routing):
     """Celery-compatible RabbitMQ broker (``amqp://``, ``pyamqp://``, ``amqps://``).
 
     ``options`` (``broker_transport_options``): ``heartbeat`` (120 s; 0 = off),
@@ -97,6 +105,8 @@ class AMQPTransport(Transport, Scheduling):
         self._qos_set = False
         self._ladder_ready = False
         self._delay_bound: set[str] = set()
+        #: exchanges and bindings publish_routed declared on this connection
+        self._routes_declared: set[tuple[str, ...]] = set()
 
     # -- the connection ----------------------------------------------------------------
     def _ensure_link(self) -> Link:
@@ -197,6 +207,54 @@ class AMQPTransport(Transport, Scheduling):
                 self._declare(link, queue)
                 wire.append((to_amqp(message), exchange, routing_key or queue))
             link.publish(wire, mandatory=True)
+
+        self._run("publish", run)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """Publish to the fanout exchange (kombu's Broadcast: durable, declared here too);
+        RabbitMQ copies it to every bound queue, Celery workers' included."""
+
+        def run(link: Link) -> None:
+            link.publish_channel.exchange_declare(
+                exchange, "fanout", durable=True, auto_delete=False
+            )
+            link.publish([(to_amqp(message), exchange, "")], mandatory=False)
+
+        self._run("publish", run)
+
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        """Declare the exchange and bind ``declare`` as Celery's producer does (so no worker
+        need have started), each once per connection, then publish: RabbitMQ routes."""
+
+        def run(link: Link) -> None:
+            done = self._routes_declared
+            if (exchange,) not in done:
+                link.publish_channel.exchange_declare(
+                    exchange, exchange_type, durable=True, auto_delete=False
+                )
+                done.add((exchange,))
+            for bound in declare:
+                if (exchange, bound.key, bound.queue) not in done:
+                    bind_queue(
+                        link,
+                        bound.queue,
+                        self._queue_arguments,
+                        exchange=exchange,
+                        exchange_type=exchange_type,
+                        routing_key=bound.key,
+                    )
+                    self._declared.add(bound.queue)
+                    done.add((exchange, bound.key, bound.queue))
+            # not mandatory: a key no queue is bound for is dropped, as Celery's publish does
+            link.publish([(to_amqp(message), exchange, routing_key)], mandatory=False)
 
         self._run("publish", run)
 
@@ -468,6 +526,25 @@ def declare_queue(link: Link, queue: str, arguments: dict[str, Any]) -> None:
         )
     channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
     channel.queue_bind(queue, exchange=queue, routing_key=queue)
+
+
+def bind_queue(
+    link: Link,
+    queue: str,
+    arguments: dict[str, Any],
+    *,
+    exchange: str,
+    exchange_type: str,
+    routing_key: str,
+) -> None:
+    """Declare ``queue`` as :func:`declare_queue` does (so a consumer's declaration
+    matches it) and bind it to ``exchange`` of ``exchange_type`` with ``routing_key``."""
+    declare_queue(link, queue, arguments)
+    if not exchange or exchange == queue:
+        return
+    channel = link.publish_channel
+    channel.exchange_declare(exchange, exchange_type, durable=True, auto_delete=False)
+    channel.queue_bind(queue, exchange=exchange, routing_key=routing_key)
 
 
 def declare_dead_queue(link: Link) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from caraway.brokers.contracts import DeadLetter, QueueAdmin
+from caraway.brokers.contracts import Binding, DeadLetter, QueueAdmin
 from caraway.brokers.memory.transport import broker_for
 from caraway.protocol.message import Message
 
@@ -22,6 +22,28 @@ class MemoryAdmin(QueueAdmin):
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
         self._broker = broker_for(url)
+
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Fanout bindings for publish_fanout, the others for publish_routed."""
+        with self._broker.cond:
+            if exchange_type == "fanout":
+                self._broker.fanout.setdefault(exchange, set()).add(queue)
+            else:
+                self._broker.bindings.setdefault(exchange, set()).add(Binding(queue, routing_key))
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        with self._broker.cond:
+            self._broker.fanout.get(exchange, set()).discard(queue)
+            self._broker.bindings.get(exchange, set()).discard(Binding(queue, routing_key))
 
     def size(self, queue: str) -> int:
         # ready entries, plus parked ones and expired claims the next claim promotes

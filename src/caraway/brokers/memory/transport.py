@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caraway.brokers.contracts import Capabilities, DeadLetter, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import (
+    Binding,
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Fanout,
+    Routing,
+    Scheduling,
+    Transport,
+    binding_matches,
+)
 from caraway.protocol.message import Message
 
 
@@ -47,6 +57,19 @@ class Broker:
         #: heap of (visible_at, id) of parked and claimed entries; stale pairs are skipped
         self.timed: list[tuple[float, int]] = []
         self.dead: dict[int, DeadLetter] = {}
+        #: fanout exchange -> the queues bound to it
+        self.fanout: dict[str, set[str]] = {}
+        #: direct or topic exchange -> its bindings
+        self.bindings: dict[str, set[Binding]] = {}
+
+    def route(self, exchange: str, exchange_type: str, routing_key: str) -> list[str]:
+        """The queues bound to ``exchange`` whose binding matches, each once, in order."""
+        found = {
+            bound.queue
+            for bound in self.bindings.get(exchange, ())
+            if binding_matches(exchange_type, bound.key, routing_key)
+        }
+        return sorted(found)
 
     def add(
         self,
@@ -154,7 +177,7 @@ def reset(url: str | None = None) -> None:
             _BROKERS.pop(url, None)
 
 
-class MemoryTransport(Transport, Scheduling):
+class MemoryTransport(Transport, Scheduling, Fanout, Routing):
     """Queues in this process's memory, shared by every transport opened on the same URL.
 
     Option ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -184,6 +207,27 @@ class MemoryTransport(Transport, Scheduling):
         with broker.cond:
             for message, queue in items:
                 broker.add(message, queue, "", queue)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        broker = self._broker
+        with broker.cond:
+            for queue in sorted(broker.fanout.get(exchange, ())):
+                broker.add(message, queue, exchange, "")
+
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        broker = self._broker
+        with broker.cond:
+            broker.bindings.setdefault(exchange, set()).update(declare)
+            for queue in broker.route(exchange, exchange_type, routing_key):
+                broker.add(message, queue, exchange, routing_key)
 
     def fetch(
         self, queues: Sequence[str], *, limit: int, timeout: float, owner: str

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from caraway.brokers.contracts import DeadLetter, QueueAdmin, Revocations
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.keys import Command, Keys
+from caraway.brokers.redis.keys import Command, Keys, fanout_key
 from caraway.clients.redis import (
     connect,
     parse_redis_url,
@@ -76,6 +76,29 @@ class RedisAdmin(QueueAdmin, Revocations):
     def declare(self, queue: str) -> None:
         """Write ``queue``'s binding-table entries, as Celery 5.7 does when it declares it."""
         self._pipeline("declare", self.keys.binding(queue, "", queue), transaction=True)
+
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """kombu's binding-table entries; for a fanout exchange, caraway's fanout set."""
+        if exchange_type == "fanout":
+            key = fanout_key(self.keys, exchange)
+            self._call("bind", lambda: self.client.sadd(key, queue))
+            return
+        commands = self.keys.binding(queue, exchange, routing_key, exchange_type)
+        self._pipeline("bind", commands, transaction=True)
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        commands: list[Command] = [("SREM", fanout_key(self.keys, exchange), queue)]
+        commands += self.keys.unbinding(queue, exchange, routing_key)
+        self._pipeline("unbind", commands, transaction=True)
 
     def scheduled(self, *, limit: int = 100) -> list[tuple[float, str, Message]]:
         """Unreadable entries are left out (the claim that promotes them sets them aside)."""

@@ -8,6 +8,8 @@ priority bucket (``<queue>``, ``<queue>\\x06\\x163`` ...), every key takes the
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,19 +103,79 @@ class Keys:
     def dead_keys(self) -> list[str]:
         return [self.dead, self.dead_index, self.dead_seq]
 
-    def binding(self, queue: str, exchange: str, routing_key: str) -> list[Command]:
+    def binding(
+        self, queue: str, exchange: str, routing_key: str, exchange_type: str = "direct"
+    ) -> list[Command]:
         """The binding-table entries Celery 5.7 writes when it declares ``queue`` (§2.4).
 
         Celery declares a queue on an exchange of its own name; a message sent to the
-        default exchange "" is routed by queue name and needs no other binding.
+        default exchange "" is routed by queue name and needs no other binding. A member is
+        ``<binding key><sep><pattern><sep><queue>``, the pattern being kombu's regex for a
+        topic binding (:func:`topic_pattern`; kombu's producers match with it) and empty
+        otherwise.
         """
         bind_exchange = exchange or queue
-        bind_key = routing_key if exchange else queue
-        member = f"{bind_key}{self.sep}{self.sep}{queue}"
+        member = self.member(queue, exchange, routing_key, exchange_type)
         return [
             ("SADD", self.k(f"_kombu.binding.{bind_exchange}"), member),
             ("SADD", self.k(f"_kombu.binding_permanent.{bind_exchange}"), member),
         ]
+
+    def member(
+        self, queue: str, exchange: str, routing_key: str, exchange_type: str = "direct"
+    ) -> str:
+        """One binding-table member (see :meth:`binding`)."""
+        bind_key = routing_key if exchange else queue
+        pattern = topic_pattern(bind_key) if exchange and exchange_type == "topic" else ""
+        return f"{bind_key}{self.sep}{pattern}{self.sep}{queue}"
+
+    def unbinding(self, queue: str, exchange: str, routing_key: str) -> list[Command]:
+        """Remove ``queue``'s direct and topic members for ``routing_key`` from both sets."""
+        members = {self.member(queue, exchange, routing_key, kind) for kind in ("direct", "topic")}
+        return [
+            ("SREM", self.k(f"{table}.{exchange}"), *sorted(members))
+            for table in ("_kombu.binding", "_kombu.binding_permanent")
+        ]
+
+
+def topic_pattern(binding_key: str) -> str:
+    """kombu 5.7's regex for a topic binding key (``TopicExchange.key_to_pattern``), written
+    as kombu writes it so both see one member: ``*`` is one word, ``#`` any run of
+    characters (``a.#`` does not match ``a``, unlike AMQP), other characters escaped."""
+    words = binding_key.split(".")
+    return "^" + r"\.".join(_WILDCARDS.get(word) or _escape(word) for word in words) + "$"
+
+
+_WILDCARDS = {"*": r"[^\.]+", "#": r".*?"}
+
+
+def _escape(word: str) -> str:
+    # kombu's escape_regex(key, '.#*'): '#' and '*' inside a word stay as they are
+    return "".join(
+        char if char.isalnum() or char in "#*" else ("\\000" if char == "\0" else "\\" + char)
+        for char in word
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(binding_key: str) -> re.Pattern[str]:
+    return re.compile(topic_pattern(binding_key))
+
+
+def kombu_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """Whether kombu's Redis transport routes ``routing_key`` to a binding of ``binding_key``:
+    equal keys for a direct exchange, :func:`topic_pattern` for a topic one. caraway routes
+    by the same rule on Redis, so a message goes where a Celery producer would send it."""
+    if exchange_type == "topic":
+        return _compiled(binding_key).match(routing_key) is not None
+    return binding_key == routing_key
+
+
+def fanout_key(keys: Keys, exchange: str) -> str:
+    """caraway's set of the queues a fanout exchange copies to. Not kombu's binding table:
+    kombu fans out by pub/sub, so its table's fanout members are queues nobody reads as
+    lists; ours are nodes' broadcast queues, each a list its node reads."""
+    return keys.k(f"caraway.fanout.{exchange}")
 
 
 def priority_of(message: Message) -> int:

@@ -19,9 +19,17 @@ from typing import Any, TypeVar
 
 import redis
 
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import (
+    Binding,
+    Capabilities,
+    Delivery,
+    Fanout,
+    Routing,
+    Scheduling,
+    Transport,
+)
 from caraway.brokers.redis import scripts as lua
-from caraway.brokers.redis.keys import Command, Keys, priority_of
+from caraway.brokers.redis.keys import Command, Keys, fanout_key, kombu_matches, priority_of
 from caraway.clients.redis import (
     RETRYABLE,
     HeldConnection,
@@ -54,7 +62,7 @@ class _Held:
     key: str  # unprefixed list key the message was claimed from
 
 
-class RedisTransport(Transport, Scheduling):
+class RedisTransport(Transport, Scheduling, Fanout, Routing):
     """Celery-compatible Redis broker (``redis://``, ``rediss://``, ``redis+socket://``, sentinel).
 
     ``options`` are Celery's ``broker_transport_options``: ``visibility_timeout`` (3600 s),
@@ -150,6 +158,65 @@ class RedisTransport(Transport, Scheduling):
             commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
         self._send("publish", commands, transaction=len(commands) > 1)
         self._declared.update(declared)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        """A copy on each node queue bound to ``exchange`` (keys.fanout_key): two round
+        trips, the set's members then the pushes."""
+        members = self._send(
+            "fanout", [("SMEMBERS", fanout_key(self.keys, exchange))], transaction=False
+        )
+        queues = sorted(text(member) for member in to_list(members[0]))
+        if queues:
+            self.publish_batch([(message, queue, exchange, "") for queue in queues])
+
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        """kombu's routing: the exchange's binding table (``_kombu.binding.<exchange>``, what
+        Celery's workers and producers write) read with the bindings to declare, then a copy
+        pushed to each matching queue. Each copy's delivery tag ends with ``>`` and its queue,
+        so restoring it puts it back on that queue (kombu's restore would copy it to every
+        matching one)."""
+        commands: list[Command] = []
+        declared: list[tuple[str, str, str]] = []
+        for bound in declare:
+            entry = (exchange, bound.key, bound.queue)
+            if entry not in self._declared:
+                commands += self.keys.binding(bound.queue, exchange, bound.key, exchange_type)
+                declared.append(entry)
+        commands.append(("SMEMBERS", self.keys.k(f"_kombu.binding.{exchange}")))
+        replies = self._send("route", commands, transaction=len(commands) > 1)
+        self._declared.update(declared)
+        queues = self._matching(replies[-1], exchange_type, routing_key)
+        priority = priority_of(message)
+        pushes: list[Command] = []
+        for queue in queues:
+            tag = f"{uuid.uuid4()}>{queue}"
+            raw = pack(
+                message,
+                exchange=exchange,
+                routing_key=routing_key,
+                delivery_tag=tag,
+                priority=priority,
+            )
+            pushes.append(("LPUSH", self.keys.k(self.keys.queue_key(queue, priority)), raw))
+        if pushes:
+            self._send("publish", pushes, transaction=len(pushes) > 1)
+
+    def _matching(self, members: Any, exchange_type: str, routing_key: str) -> list[str]:
+        """The queues of binding-table ``members`` that ``routing_key`` reaches, each once."""
+        queues = set()
+        for member in to_list(members):
+            key, _pattern, queue = text(member).split(self.keys.sep, 2)
+            if queue and kombu_matches(exchange_type, key, routing_key):
+                queues.add(queue)
+        return sorted(queues)
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
         """Publish straight into ``caraway.schedule`` (the zset :meth:`park` uses), due at
@@ -479,7 +546,7 @@ class RedisTransport(Transport, Scheduling):
             if record is None:
                 orphans.append(tag)
                 continue
-            key, envelope = self._restore_target(record)
+            key, envelope = self._restore_target(record, tag)
             entries += [tag, owner, key, mark_redelivered(envelope) if mark else envelope]
         if orphans:
             # index entries without a record (kombu drops them the same way)
@@ -490,21 +557,23 @@ class RedisTransport(Transport, Scheduling):
         restored = self._restore(keys=self.keys.bookkeeping(), args=[self.prefix, cutoff, *entries])
         return int(restored)
 
-    def _restore_target(self, record: bytes) -> tuple[str, bytes]:
+    def _restore_target(self, record: bytes, tag: str) -> tuple[str, bytes]:
         """The list key and envelope bytes for an ``unacked`` record written by anyone."""
         envelope, exchange, routing_key = json.loads(record)
-        queue = self._lookup(str(exchange), str(routing_key))
+        routed = tag[37:] if len(tag) > 37 and tag[36] == ">" else ""  # see publish_routed
+        queue = routed or self._lookup(str(exchange), str(routing_key))
         priority = to_int(envelope.get("properties", {}).get("priority"))
         return self.keys.queue_key(queue, priority), json.dumps(envelope).encode()
 
     def _lookup(self, exchange: str, routing_key: str) -> str:
-        """The queue a message goes back to, as kombu resolves it (direct bindings only)."""
+        """The queue a message goes back to, as kombu resolves it (a member with a pattern is
+        a topic binding); the first of several, so a restore never makes copies."""
         if not exchange:
             return routing_key
         members = self.client.smembers(self.keys.k(f"_kombu.binding.{exchange}"))
         for member in sorted(text(m) for m in members):
-            key, _pattern, queue = member.split(self.keys.sep, 2)
-            if key == routing_key:
+            key, pattern, queue = member.split(self.keys.sep, 2)
+            if kombu_matches("topic" if pattern else "direct", key, routing_key):
                 return queue
         return routing_key
 

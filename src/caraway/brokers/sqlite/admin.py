@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from caraway.brokers.contracts import DeadLetter, QueueAdmin, Revocations
-from caraway.brokers.sqlite.transport import MESSAGE_FIELDS, PROMOTE, SCHEMA, message_from
+from caraway.brokers.sqlite.transport import BIND, MESSAGE_FIELDS, PROMOTE, SCHEMA, message_from
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
@@ -49,6 +49,35 @@ class SQLiteAdmin(QueueAdmin, Revocations):
         )
         args = (queue, time.time(), queue)
         return int(self._db.read(lambda conn: conn.execute(sql, args).fetchone()[0]))
+
+    def bind(
+        self,
+        queue: str,
+        *,
+        exchange: str,
+        exchange_type: str = "direct",
+        routing_key: str = "",
+        durable: bool = True,
+        auto_delete: bool = False,
+    ) -> None:
+        """Fanout bindings for publish_fanout, the others for publish_routed."""
+        if exchange_type != "fanout":
+            self._db.write(lambda conn: conn.execute(BIND, (exchange, routing_key, queue)))
+            return
+        sql = "INSERT OR IGNORE INTO caraway_fanout (exchange, queue) VALUES (?, ?)"
+        self._db.write(lambda conn: conn.execute(sql, (exchange, queue)))
+
+    def unbind(self, queue: str, *, exchange: str, routing_key: str = "") -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM caraway_fanout WHERE exchange = ? AND queue = ?", (exchange, queue)
+            )
+            conn.execute(
+                "DELETE FROM caraway_bindings WHERE exchange = ? AND binding_key = ? AND queue = ?",
+                (exchange, routing_key, queue),
+            )
+
+        self._db.write(delete)
 
     def purge(self, queue: str) -> int:
         def purge(conn: sqlite3.Connection) -> int:

@@ -17,7 +17,16 @@ from typing import Any
 
 import orjson
 
-from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transport
+from caraway.brokers.contracts import (
+    Binding,
+    Capabilities,
+    Delivery,
+    Fanout,
+    Routing,
+    Scheduling,
+    Transport,
+    binding_matches,
+)
 from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
@@ -65,6 +74,19 @@ CREATE TABLE IF NOT EXISTS caraway_dead_letters (
     exchange TEXT NOT NULL DEFAULT '',
     routing_key TEXT NOT NULL DEFAULT ''
 );
+-- fanout exchanges (Broadcast queues): the queues each one copies a message to
+CREATE TABLE IF NOT EXISTS caraway_fanout (
+    exchange TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    PRIMARY KEY (exchange, queue)
+);
+-- direct and topic exchanges: each queue's binding keys (publish_routed matches them)
+CREATE TABLE IF NOT EXISTS caraway_bindings (
+    exchange TEXT NOT NULL,
+    binding_key TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    PRIMARY KEY (exchange, binding_key, queue)
+);
 """
 
 MESSAGE_FIELDS = "headers, properties, body, content_type, content_encoding, exchange, routing_key"
@@ -77,6 +99,8 @@ PROMOTE = (
     "UPDATE caraway_messages SET visible_at = 0, owner = NULL "
     "WHERE visible_at > 0 AND visible_at <= ?"
 )
+BIND = "INSERT OR IGNORE INTO caraway_bindings (exchange, binding_key, queue) VALUES (?, ?, ?)"
+_BOUND = "SELECT binding_key, queue FROM caraway_bindings WHERE exchange = ?"
 _NEXT_DUE = "SELECT min(visible_at) FROM caraway_messages WHERE visible_at > 0"
 _HAND_BACK = "UPDATE caraway_messages SET visible_at = 0, owner = NULL"
 
@@ -126,7 +150,7 @@ def message_from(row: Sequence[Any]) -> Message:
     )
 
 
-class SQLiteTransport(Transport, Scheduling):
+class SQLiteTransport(Transport, Scheduling, Fanout, Routing):
     """The embedded default broker; see the module docstring for the table layout.
 
     Options: ``visibility_timeout`` (s, default 30): how long a claim lasts without renewal.
@@ -147,6 +171,8 @@ class SQLiteTransport(Transport, Scheduling):
             error=BrokerError,
             busy_timeout=float(self.options.get("busy_timeout", 5.0)),
         )
+        #: bindings this connection declared (publish_routed declares each once)
+        self._bound: set[Binding] = set()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -166,6 +192,44 @@ class SQLiteTransport(Transport, Scheduling):
         rows = [self._row(message, queue, "", None, now) for message, queue in items]
         if rows:
             self._db.write(lambda conn: conn.executemany(_INSERT, rows), notify=True)
+
+    def publish_fanout(self, message: Message, *, exchange: str) -> None:
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> None:
+            sql = "SELECT queue FROM caraway_fanout WHERE exchange = ? ORDER BY queue"
+            queues = [row[0] for row in conn.execute(sql, (exchange,))]
+            rows = [self._row(message, queue, exchange, "", now) for queue in queues]
+            conn.executemany(_INSERT, rows)
+
+        self._db.write(insert, notify=True)
+
+    def publish_routed(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        exchange_type: str,
+        routing_key: str,
+        declare: Sequence[Binding] = (),
+    ) -> None:
+        """One transaction: the bindings to declare, the exchange's bindings read, a row per
+        matching queue."""
+        now = time.time()
+        new = [(exchange, bound.key, bound.queue) for bound in declare if bound not in self._bound]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            if new:
+                conn.executemany(BIND, new)
+            found = conn.execute(_BOUND, (exchange,)).fetchall()
+            queues = sorted(
+                {queue for key, queue in found if binding_matches(exchange_type, key, routing_key)}
+            )
+            rows = [self._row(message, queue, exchange, routing_key, now) for queue in queues]
+            conn.executemany(_INSERT, rows)
+
+        self._db.write(insert, notify=True)
+        self._bound.update(declare)
 
     def publish_parked(self, message: Message, *, queue: str, eta: float) -> None:
         row = self._row(message, queue, "", None, time.time())
