@@ -5,14 +5,15 @@ and a client script (``run.py``) that prints what a user observes. ``worker.args
 present, holds the worker's command-line options: a worker is started for the run, with
 ``celery -A proj worker`` and then ``caraway -A proj worker``. ``cli.txt`` lists commands
 (one per line, after ``-A proj``) whose output is printed after run.py's. The caraway copy
-is the same text with the imports renamed (``celery`` -> ``caraway``, ``Celery`` ->
-``Caraway``), nothing else: what differs in output is a compatibility gap.
+is the same text with only its import lines renamed, by the corpus's own rule
+(``test_corpus.to_caraway``): what differs in output is a compatibility gap. These cases
+sit beside ``projects/`` because they need what that runner does not give: worker options
+(pools), command lines, and no worker at all (eager mode).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import redis
 
+from tests.compat.test_corpus import to_caraway
 from tests.helpers import wait_until
 
 CASES = Path(__file__).parent / "cases"
@@ -28,18 +30,11 @@ CASES = Path(__file__).parent / "cases"
 URL = "redis://127.0.0.1:6379/8"
 NODE = "compat@localhost"
 
-_RENAMES = (
-    (re.compile(r"\bfrom celery\b"), "from caraway"),
-    (re.compile(r"\bimport celery\b"), "import caraway as celery"),
-    (re.compile(r"\bCelery\b"), "Caraway"),
-)
 
 
 def rename(text: str) -> str:
     """A Celery project's text as a user switching to caraway would change it."""
-    for pattern, replacement in _RENAMES:
-        text = pattern.sub(replacement, text)
-    return text
+    return to_caraway(text)
 
 
 def run_case(case: str, flavour: str, workdir: Path) -> str:
