@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,6 +58,44 @@ def _expires_at(expires: float | None) -> float | None:
     return None if expires is None else time.time() + expires
 
 
+class _ChangeWatcher:
+    """Reads the file's change counter for every coroutine of one loop awaiting a result,
+    pausing longer while nothing changes, and wakes them all when it moves."""
+
+    def __init__(self, db: SQLiteFile) -> None:
+        self.db = db
+        self.waiters = 0
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def wait(self, token: tuple[int, int], timeout: float) -> None:
+        """Return once the file changed since ``token`` (or after ``timeout``)."""
+        if self.db.change_token() != token:
+            return
+        self.waiters += 1
+        changed = self.changed
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._watch(token))
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.waiters -= 1
+
+    async def _watch(self, token: tuple[int, int]) -> None:
+        pause = _ASYNC_MIN_PAUSE
+        while self.waiters:
+            await asyncio.sleep(pause)
+            now = self.db.change_token()
+            if now == token:
+                pause = min(pause * 2, _ASYNC_MAX_PAUSE)
+                continue
+            token, pause = now, _ASYNC_MIN_PAUSE
+            changed, self.changed = self.changed, asyncio.Event()
+            changed.set()
+
+
 class SQLiteBackend(Backend, GroupStore, ChordStore):
     """Results in a SQLite file (default: ``caraway.sqlite3``, shared with the broker).
 
@@ -73,6 +112,10 @@ class SQLiteBackend(Backend, GroupStore, ChordStore):
             schema=_SCHEMA,
             error=BackendError,
             busy_timeout=float(self.options.get("busy_timeout", 5.0)),
+        )
+        #: await result: one change watcher per event loop
+        self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ChangeWatcher] = (
+            weakref.WeakKeyDictionary()
         )
 
     def store(
@@ -144,21 +187,22 @@ class SQLiteBackend(Backend, GroupStore, ChordStore):
         until: Callable[[bytes], bool],
         timeout: float | None,
     ) -> bytes | None:
-        """:meth:`wait` on the event loop: the file's change counter is read between
-        growing pauses (asyncio sleeps), the document only once it changed; no thread."""
+        """:meth:`wait` on the event loop, no thread: one watcher per loop reads the file's
+        change counter between growing pauses for every awaiting coroutine, and each reads
+        its document only once the file changed."""
         deadline = float("inf") if timeout is None else time.monotonic() + timeout
+        watcher = self._watchers.get(asyncio.get_running_loop())
+        if watcher is None:
+            watcher = self._watchers[asyncio.get_running_loop()] = _ChangeWatcher(self._db)
         while True:
             token = self._db.change_token()
             document = self.load(task_id)
             if document is not None and until(document):
                 return document
-            pause = _ASYNC_MIN_PAUSE
-            while self._db.change_token() == token:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                await asyncio.sleep(min(pause, left))
-                pause = min(pause * 2, _ASYNC_MAX_PAUSE)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await watcher.wait(token, left)
 
     def forget(self, task_id: str) -> None:
         sql = "DELETE FROM caraway_results WHERE task_id = ?"
