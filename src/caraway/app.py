@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone, tzinfo
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, overload
 
 from caraway import current, publish, signals
 from caraway.asyncpublish import AsyncSender
@@ -43,7 +43,10 @@ from caraway.signals import Signal
 from caraway.task import Task as TaskType
 from caraway.task import build_task
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from caraway.task import P as TaskP
+    from caraway.task import R as TaskR
+
 R = TypeVar("R")
 
 DEFAULT_SQLITE_FILE = "caraway.sqlite3"
@@ -118,7 +121,8 @@ class Caraway:
         self.finalized = False
         self._pending_periodic: list[tuple[str, dict[str, Any], str | None]] = []
         for name, function, options in BUILTINS:
-            self.task(name=name, bind=True, typing=False, **options)(function)
+            register: Any = self.task(name=name, bind=True, typing=False, **options)
+            register(function)
         if set_as_current:
             current.set_current_app(self)
         current.register_app(self)
@@ -163,11 +167,20 @@ class Caraway:
         return None
 
     # -- tasks -----------------------------------------------------------------------------
+    # typed as Task[P, R]: a checker holds delay()/calls to the function's parameters, and
+    # with bind=True to those after ``self``
     @overload
-    def task(self, fun: F) -> TaskType: ...
+    def task(self, fun: Callable[TaskP, TaskR]) -> TaskType[TaskP, TaskR]: ...
 
     @overload
-    def task(self, fun: None = None, **options: Any) -> Callable[[F], TaskType]: ...
+    def task(
+        self, fun: None = None, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, TaskP], TaskR]], TaskType[TaskP, TaskR]]: ...
+
+    @overload
+    def task(
+        self, fun: None = None, **options: Any
+    ) -> Callable[[Callable[TaskP, TaskR]], TaskType[TaskP, TaskR]]: ...
 
     def task(self, fun: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""

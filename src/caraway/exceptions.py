@@ -5,6 +5,7 @@ CarawayError
 │   └── UnknownSetting            a setting name that does not exist (with "did you mean")
 ├── NotRegistered (KeyError)      a task name this process does not know
 ├── TimeoutError                  AsyncResult.get(timeout=...) ran out
+├── IncompleteStream              a result graph walked before its nodes finished
 ├── ResultsDisabled               no result backend configured, yet a result was asked for
 ├── BackendError                  the result store failed or holds something unreadable
 ├── BrokerError                   the broker failed
@@ -56,6 +57,10 @@ class NotRegistered(CarawayError, KeyError):
 
 class TimeoutError(CarawayError, builtins.TimeoutError):
     """The operation did not finish within the given timeout."""
+
+
+class IncompleteStream(CarawayError):
+    """A result's children were asked for before it finished (``iterdeps``/``collect``)."""
 
 
 class ResultsDisabled(CarawayError, NotImplementedError):

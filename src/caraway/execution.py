@@ -30,6 +30,7 @@ from caraway.publish import signature_list
 from caraway.request import Request, pop_current, push_current
 from caraway.result import EagerResult
 from caraway.taskbase import AppLike, TaskBase
+from caraway.utils.einfo import ExceptionInfo
 
 logger = logging.getLogger("caraway.worker")
 
@@ -69,6 +70,11 @@ def build_request(
         chord=message.chord,
         headers=dict(message.extra_headers),
         ignore_result=bool(message.ignore_result),
+        called_directly=False,
+        shadow=message.shadow,
+        stamped_headers=message.stamped_headers,
+        stamps=dict(message.stamps),
+        replaced_task_nesting=message.replaced_task_nesting,
         message=message,
     )
 
@@ -132,6 +138,7 @@ def soft_limit_of(task: TaskBase, request: Request) -> float | None:
 
 
 def _enter(task: TaskBase, request: Request) -> float:
+    request.running_task = task
     task.push_request(request)
     push_current(request)
     signals.task_prerun.send(
@@ -200,14 +207,14 @@ def _send_signals(task: TaskBase, request: Request, outcome: Outcome) -> None:
             args=request.args,
             kwargs=request.kwargs,
             traceback=outcome.traceback,
-            einfo=outcome.traceback,
+            einfo=_einfo(outcome),
         )
     elif outcome.kind == "retry":
         signals.task_retry.send(
             sender=task,
             request=request,
             reason=getattr(outcome.exc, "exc", None) or outcome.exc,
-            einfo=outcome.traceback,
+            einfo=_einfo(outcome),
         )
     signals.task_postrun.send(
         sender=task,
@@ -267,20 +274,28 @@ def _failure_or_autoretry(task: TaskBase, request: Request, exc: Exception) -> O
     return Outcome("failure", exc=exc, traceback=trace)
 
 
+def _einfo(outcome: Outcome) -> ExceptionInfo | None:
+    """What hooks and signals get as ``einfo``: Celery's ExceptionInfo, not a string."""
+    if outcome.exc is None:
+        return None
+    return ExceptionInfo.from_exception(outcome.exc, outcome.traceback)
+
+
 def _run_hooks(task: TaskBase, request: Request, outcome: Outcome) -> None:
     """User hooks; an exception in one is logged as the task's failure, never lost."""
     task_id, args, kwargs = request.id or "", request.args, request.kwargs
+    einfo = _einfo(outcome)
     task.push_request(request)
     try:
         if outcome.kind == "success":
             task.on_success(outcome.value, task_id, args, kwargs)
         elif outcome.kind == "failure" and outcome.exc is not None:
-            task.on_failure(outcome.exc, task_id, args, kwargs, outcome.traceback)
+            task.on_failure(outcome.exc, task_id, args, kwargs, einfo)
         elif outcome.kind == "retry" and outcome.exc is not None:
             cause = getattr(outcome.exc, "exc", None) or outcome.exc
-            task.on_retry(cause, task_id, args, kwargs, outcome.traceback)
+            task.on_retry(cause, task_id, args, kwargs, einfo)
         retval = outcome.value if outcome.kind == "success" else outcome.exc
-        task.after_return(outcome.state, retval, task_id, args, kwargs, outcome.traceback)
+        task.after_return(outcome.state, retval, task_id, args, kwargs, einfo)
     except Exception as exc:
         outcome.kind = "failure"
         outcome.exc = exc
@@ -307,8 +322,11 @@ def fire_errbacks(app: AppLike, errbacks: Errbacks, *, send: Send) -> None:
             send(signature, failed.id)
             continue
         request = build_request(failed, hostname="", delivery_info={})
+        args = list(signature.get("args") or ())
+        if not signature.get("immutable"):  # Celery calls the signature: .si() keeps its own
+            args = [request, errbacks.exc, errbacks.traceback, *args]
         try:
-            task(request, errbacks.exc, errbacks.traceback, *(signature.get("args") or ()))
+            task(*args, **dict(signature.get("kwargs") or {}))
         except Exception:
             logger.exception("errback %s for task %s raised", task.name, failed.id)
 
@@ -332,6 +350,7 @@ def run_eagerly(
         callbacks=signature_list(options.get("link")),
         errbacks=signature_list(options.get("link_error")),
         chain=options.get("chain"),
+        extra_headers=dict(options.get("headers") or {}),
     )
     while True:
         request = build_request(message, hostname="eager", delivery_info={}, eager=True)

@@ -263,7 +263,15 @@ def follow_up(
         parent_id=parent.id,
         reply_to=options.get("reply_to") or parent.reply_to,
         priority=options.get("priority"),
+        extra_headers=dict(options.get("headers") or {}),
     )
+    # a stamped canvas keeps its stamps on every step (Celery's stamped_headers/stamps),
+    # whether they ride as options (a signature's own) or were moved into its headers
+    stamped = options.get("stamped_headers") or message.extra_headers.pop("stamped_headers", None)
+    if stamped:
+        carried = message.extra_headers.pop("stamps", None) or {}
+        message.stamped_headers = list(stamped)
+        message.stamps = {key: options.get(key, carried.get(key)) for key in stamped}
     route_options = {key: value for key, value in options.items() if key in _ROUTE_OPTIONS}
     return Outgoing(
         message,

@@ -43,11 +43,36 @@ class Request:
     chord: dict[str, Any] | None = None
     headers: dict[str, Any] = field(default_factory=dict)
     ignore_result: bool = False
+    #: True unless a worker or ``apply()`` runs the task (a plain function call)
+    called_directly: bool = True
+    #: the name the task was sent under (``shadow_name``), if not its own
+    shadow: str | None = None
+    stamped_headers: list[str] | None = None
+    stamps: dict[str, Any] = field(default_factory=dict)
+    #: ``replace()`` depth, as Celery counts it
+    replaced_task_nesting: int = 0
+    properties: dict[str, Any] = field(default_factory=dict)
     #: the message as received (a TaskMessage), so ``retry()`` can re-send it faithfully
     message: Any = None
+    #: the task object running this request (``current_task``)
+    running_task: Any = None
     #: messages the run asks to be published once it ends (``retry()``'s), as
     #: ``caraway.publish.Outgoing``: the worker sends them with the run's other effects
     resends: list[Any] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        """A custom header is an attribute, as in Celery (``apply_async(headers={...})``)."""
+        headers = self.__dict__.get("headers") or {}
+        if name in headers:
+            return headers[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Celery's ``self.request.get('key')``: an attribute or a header, else ``default``."""
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            return default
 
 
 #: the requests being run, per thread and per asyncio task, keyed by task object identity

@@ -1,22 +1,41 @@
-"""AsyncResult and GroupResult: a task's state as its result document tells it.
+"""AsyncResult, ResultSet and GroupResult: a task's state as its result document tells it.
 
 The state logic lives here; waiting is the backend's (pub/sub, reply queue or a short
-adaptive wait), so ``get()`` never polls in a tight loop. A failure's exception is
-rebuilt without importing anything (see ``protocol.results.exception_from_dict``).
+adaptive wait; ``await`` is woken on the event loop where the store allows), so ``get()``
+never polls in a tight loop. A failure's exception is rebuilt without importing anything
+(see ``protocol.results.exception_from_dict``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    #: what a task returns; Any where a handle is not parameterised (``AsyncResult``)
+    R = TypeVar("R", default=Any)
+else:  # PEP 696 defaults are for the type checker; at run time a plain TypeVar does
+    from typing import TypeVar
+
+    R = TypeVar("R")
 
 from caraway import current, states
 from caraway.brokers.contracts import Backend, GroupStore
 from caraway.config import Settings
-from caraway.exceptions import ImproperlyConfigured, TaskRevokedError, TimeoutError
+from caraway.exceptions import (
+    ImproperlyConfigured,
+    IncompleteStream,
+    TaskRevokedError,
+    TimeoutError,
+)
 from caraway.protocol import results as protocol
 from caraway.request import current_request
 
@@ -45,6 +64,37 @@ def _app(app: ResultHost | None) -> ResultHost:
 #: how often ``get()`` on a chain step looks at the steps before it while waiting
 PARENT_CHECK_INTERVAL = 1.0
 
+#: True inside ``allow_join_result()``: a task may wait for results (at its own risk)
+_JOIN_ALLOWED: ContextVar[bool] = ContextVar("caraway_join_allowed", default=False)
+
+
+@contextmanager
+def _join_allowed(allowed: bool) -> Iterator[None]:
+    token = _JOIN_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        _JOIN_ALLOWED.reset(token)
+
+
+def allow_join_result() -> AbstractContextManager[None]:
+    """Let the code inside wait for results while a task runs (Celery's escape hatch)."""
+    return _join_allowed(True)
+
+
+def denied_join_result() -> AbstractContextManager[None]:
+    """The opposite of :func:`allow_join_result`, for a block inside one."""
+    return _join_allowed(False)
+
+
+def assert_will_not_block() -> None:
+    """RuntimeError when called inside a running task outside ``allow_join_result()``."""
+    if current_request() is not None and not _JOIN_ALLOWED.get():
+        raise RuntimeError(
+            "Never call result.get() within a task: it can deadlock the worker. "
+            "Use a chain or a chord, or wrap the call in allow_join_result() if you must."
+        )
+
 
 def _reporting(on_message: Callable[[dict[str, Any]], Any]) -> Callable[[bytes], bool]:
     """``until`` for Backend.wait that also hands each new document to ``on_message``."""
@@ -63,7 +113,7 @@ def _is_ready(raw: bytes) -> bool:
     return protocol.decode_document(raw).get("status") in states.READY_STATES
 
 
-class AsyncResult:
+class AsyncResult(Generic[R]):
     """The handle ``delay()`` returns: read the state and result of one task by id."""
 
     def __init__(
@@ -78,8 +128,7 @@ class AsyncResult:
         self.app = _app(app)
         self.task_name = task_name
         self.parent = parent
-        #: a chord body's result: the header's results (Celery makes them the parent; ours
-        #: waits until GroupResult takes part in get()'s parent walk)
+        #: a chord body's result: the header's results (also its ``parent``, as in Celery)
         self.header: GroupResult | None = None
         self._cache: dict[str, Any] | None = None
 
@@ -149,9 +198,10 @@ class AsyncResult:
         return self._document().get("queue")
 
     @property
-    def children(self) -> list[AsyncResult]:
+    def children(self) -> list[AsyncResult | GroupResult]:
+        """The tasks this task sent while it ran, as the stored result records them."""
         found = self._document().get("children") or []
-        return [AsyncResult(item[0][0], app=self.app) for item in found if item and item[0]]
+        return [result_from_tuple(item, app=self.app) for item in found if item]
 
     def ready(self) -> bool:
         """True once the task reached SUCCESS, FAILURE or REVOKED."""
@@ -172,9 +222,10 @@ class AsyncResult:
         no_ack: bool = True,
         follow_parents: bool = True,
         disable_sync_subtasks: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
         on_message: Callable[[dict[str, Any]], Any] | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> R:
         """Wait for the task to finish and return its result.
 
         Raises the task's exception when it failed and ``propagate`` is true, and
@@ -183,30 +234,151 @@ class AsyncResult:
         ``on_message`` is called with each state document the wait sees (STARTED, a
         custom PROGRESS state, the final one), as with Celery's rpc and Redis backends.
         """
-        if disable_sync_subtasks and current_request() is not None:
-            raise RuntimeError(
-                "Never call result.get() within a task: it can deadlock the worker. "
-                "Use a chain or a chord, or pass disable_sync_subtasks=False if you must."
-            )
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        if callback is not None:
+            kwargs["callback"] = callback
         if follow_parents and propagate and self.parent is not None:
             self.parent._raise_if_failed()
         document = self._wait(
             timeout, check_parents=follow_parents and propagate, on_message=on_message
         )
         if propagate and document.get("status") in states.PROPAGATE_STATES:
+            if follow_parents and self.parent is not None:
+                # the cause first, as Celery's parent walk finds it: a chord body's
+                # ChordError comes from a header task's own error
+                self.parent._raise_if_failed()
             raise self._exception(document)
-        return self._value(document)
+        value: R = self._value(document)
+        if kwargs.get("callback") is not None:
+            kwargs["callback"](self.id, value)
+        return value
 
     wait = get
 
+    def maybe_throw(
+        self, propagate: bool = True, callback: Callable[[str, Any], Any] | None = None
+    ) -> None:
+        """Raise the task's exception if it failed (and ``propagate``); else call
+        ``callback(task_id, value)`` when given. Reads the state once, waits for nothing."""
+        document = self._document()
+        if propagate and document.get("status") in states.PROPAGATE_STATES:
+            raise self._exception(document)
+        if callback is not None:
+            callback(self.id, self._value(document))
+
+    maybe_reraise = maybe_throw
+
+    def iterdeps(
+        self, intermediate: bool = False
+    ) -> Iterator[tuple[AsyncResult | GroupResult | None, AsyncResult | GroupResult]]:
+        """``(parent, node)`` for this result and its children, breadth first (Celery's order).
+
+        Raises IncompleteStream when a node is not ready and ``intermediate`` is false:
+        its children are not known yet.
+        """
+        stack: deque[tuple[AsyncResult | GroupResult | None, AsyncResult | GroupResult]] = deque(
+            [(None, self)]
+        )
+        while stack:
+            parent, node = stack.popleft()
+            yield parent, node
+            if node.ready():
+                stack.extend((node, child) for child in node.children or ())
+            elif not intermediate:
+                raise IncompleteStream()
+
+    def collect(
+        self, intermediate: bool = False, **kwargs: Any
+    ) -> Iterator[tuple[AsyncResult | GroupResult, Any]]:
+        """``(result, value)`` for this task and every task it started, as they finish.
+
+        Needs the children recorded (``result_extended`` or a task that calls others).
+        """
+        for _, node in self.iterdeps(intermediate=intermediate):
+            yield node, node.get(**kwargs)
+
+    def get_leaf(self) -> Any:
+        """The value of the last task in the graph this task started."""
+        value = None
+        for _, node in self.iterdeps():
+            value = node.get()
+        return value
+
+    def then(self, callback: Callable[[AsyncResult], Any], **kwargs: Any) -> None:
+        """Call ``callback(self)`` once the result is ready (waits here; no event loop)."""
+        self._wait(None)
+        callback(self)
+
+    def build_graph(self, intermediate: bool = False, formatter: Any = None) -> dict[Any, Any]:
+        """{node: [children]} of this result's graph (Celery's DependencyGraph as a dict)."""
+        graph: dict[Any, list[Any]] = {}
+        for parent, node in self.iterdeps(intermediate=intermediate):
+            graph.setdefault(node, [])
+            if parent is not None:
+                graph.setdefault(parent, []).append(node)
+        return graph
+
+    @property
+    def backend(self) -> Backend:
+        return self.app.require_backend()
+
+    @property
+    def supports_native_join(self) -> bool:
+        return True
+
+    @property
+    def graph(self) -> dict[Any, Any]:
+        return self.build_graph()
+
+    @property
+    def ignored(self) -> bool:
+        """True when the task was sent with ``ignore_result`` (nothing will be stored)."""
+        return bool(getattr(self, "_ignored", False))
+
+    def throw(self, *args: Any, **kwargs: Any) -> None:
+        """Raise the given exception here (Celery's promise API)."""
+        if args and isinstance(args[0], BaseException):
+            raise args[0]
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseException):
+            raise args[0](*args[1:2])
+        raise RuntimeError(f"result {self.id}: throw() needs an exception, got {args!r}")
+
+    def as_list(self) -> list[str]:
+        """This result's id and its parents', nearest first."""
+        found: list[str] = []
+        node: AsyncResult | GroupResult | None = self
+        while node is not None:
+            found.append(str(node.id))
+            node = node.parent
+        return found
+
     async def aget(
         self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> Any:
-        """``get()`` for async code: waits on a worker thread, never blocking the loop."""
-        kwargs.setdefault("disable_sync_subtasks", False)
-        return await asyncio.to_thread(self.get, timeout, propagate, **kwargs)
+    ) -> R:
+        """``get()`` for async code (``await result`` is the same): the backend wakes the
+        coroutine (Redis pub/sub, SQLite's change counter; a worker thread for the others),
+        so the loop is never blocked. A chain step whose earlier steps must be watched for
+        failures waits as ``get()`` does, on a worker thread."""
+        if self._cache is None and self.parent is not None and propagate:
+            kwargs.setdefault("disable_sync_subtasks", False)
+            return await asyncio.to_thread(self.get, timeout, propagate, **kwargs)
+        document = self._cache
+        if document is None:
+            backend = self.app.require_backend()
+            raw = await backend.await_ready(self.id, until=_is_ready, timeout=timeout)
+            if raw is None:
+                raise TimeoutError(
+                    f"task {self.id} ({self.task_name or 'unknown task'}) did not finish "
+                    f"within {timeout}s"
+                )
+            document = self._cache = protocol.decode_document(raw)
+        if propagate and document.get("status") in states.PROPAGATE_STATES:
+            raise self._exception(document)
+        value: R = self._value(document)
+        return value
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         return self.aget().__await__()
 
     def _wait(
@@ -303,7 +475,7 @@ class AsyncResult:
         return self.id
 
 
-class EagerResult(AsyncResult):
+class EagerResult(AsyncResult[R]):
     """The result of ``apply()``/eager mode: already known, never stored."""
 
     def __init__(
@@ -355,35 +527,63 @@ class EagerResult(AsyncResult):
         no_ack: bool = True,
         follow_parents: bool = True,
         disable_sync_subtasks: bool = True,
+        callback: Callable[[str, Any], Any] | None = None,
         on_message: Callable[[dict[str, Any]], Any] | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> R:
         if on_message is not None:
             on_message(self._document())
         if propagate and self.state in states.PROPAGATE_STATES:
             raise self._exception(self._document())
-        return self._raw_value
+        value: R = self._raw_value
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
+    ) -> R:
+        return self.get(timeout, propagate)
 
     def forget(self) -> None:
         """Nothing is stored for an eager result."""
 
 
-class GroupResult:
-    """The results of a group's tasks, in the order the group listed them."""
+class ResultSet:
+    """Several results handled as one: wait for all, count the finished, revoke them all."""
 
     def __init__(
-        self,
-        id: str | None,
-        results: Sequence[AsyncResult] | None = None,
-        *,
-        app: ResultHost | None = None,
+        self, results: Iterable[AsyncResult] | None = None, *, app: ResultHost | None = None
     ) -> None:
-        self.id = id
-        self.results = list(results or ())
+        self.results: list[AsyncResult] = list(results or ())
         if app is None and self.results:
             app = self.results[0].app
         self.app = _app(app)
         self.parent: AsyncResult | GroupResult | None = None
+
+    # -- membership ------------------------------------------------------------------------
+    def add(self, result: AsyncResult) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def update(self, results: Iterable[AsyncResult]) -> None:
+        self.results.extend(result for result in results if result not in self.results)
+
+    def remove(self, result: AsyncResult | str) -> None:
+        """Remove ``result`` (a handle or an id); KeyError when it is not a member."""
+        if isinstance(result, str):
+            result = AsyncResult(result, app=self.app)
+        try:
+            self.results.remove(result)
+        except ValueError:
+            raise KeyError(result) from None
+
+    def discard(self, result: AsyncResult | str) -> None:
+        with suppress(KeyError):
+            self.remove(result)
+
+    def clear(self) -> None:
+        self.results.clear()
 
     def __iter__(self) -> Iterator[AsyncResult]:
         return iter(self.results)
@@ -394,6 +594,10 @@ class GroupResult:
     def __getitem__(self, index: int) -> AsyncResult:
         return self.results[index]
 
+    def __contains__(self, result: object) -> bool:
+        return result in self.results
+
+    # -- state -----------------------------------------------------------------------------
     def completed_count(self) -> int:
         return sum(1 for result in self.results if result.successful())
 
@@ -409,37 +613,139 @@ class GroupResult:
     def waiting(self) -> bool:
         return not self.ready()
 
+    @property
+    def children(self) -> list[AsyncResult]:
+        return self.results
+
+    @property
+    def backend(self) -> Backend:
+        return self.app.require_backend()
+
+    @property
+    def supports_native_join(self) -> bool:
+        return True
+
+    def maybe_throw(
+        self, propagate: bool = True, callback: Callable[[str, Any], Any] | None = None
+    ) -> None:
+        for result in self.results:
+            result.maybe_throw(propagate=propagate, callback=callback)
+
+    maybe_reraise = maybe_throw
+
     def _raise_if_failed(self) -> None:
-        """Raise the first failed member's error (lets a GroupResult be a result's parent)."""
+        """Raise the first failed member's error (lets a group be a result's parent)."""
         if self.parent is not None:
             self.parent._raise_if_failed()
         for result in self.results:
             result._raise_if_failed()
 
+    # -- waiting ---------------------------------------------------------------------------
     def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> list[Any]:
         return self.join(timeout=timeout, propagate=propagate, **kwargs)
 
     def join(
-        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        **kwargs: Any,
     ) -> list[Any]:
-        """Wait for every task in order; ``timeout`` bounds the whole wait."""
+        """Every member's value, in order; ``timeout`` bounds the whole wait.
+
+        With ``callback`` each ``(task_id, value)`` goes to it instead and the list is
+        empty, as in Celery.
+        """
+        if disable_sync_subtasks:
+            assert_will_not_block()
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         for result in self.results:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(result.get(timeout=remaining, propagate=propagate, **kwargs))
+            value = result.get(
+                timeout=remaining, propagate=propagate, disable_sync_subtasks=False, **kwargs
+            )
+            if callback is not None:
+                callback(result.id, value)
+            else:
+                values.append(value)
         return values
 
-    def revoke(self, terminate: bool = False, signal: str | None = None, **kwargs: Any) -> None:
+    #: every backend here wakes on the result's own event, so the plain join is native
+    join_native = join
+
+    def iter_native(
+        self, timeout: float | None = None, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(task_id, meta)`` for each member in order, ``meta`` holding ``status``,
+        ``result`` and ``traceback`` as the backend stored them (Celery's form)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for result in self.results:
-            result.revoke(terminate=terminate, signal=signal)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            document = result._wait(left)
+            meta = {key: document.get(key) for key in ("status", "traceback", "children")}
+            meta["result"] = result._value(document)
+            yield result.id, meta
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Every member's value, awaited together."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        return list(
+            await asyncio.gather(*(r.aget(timeout=left(), propagate=propagate) for r in self))
+        )
+
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        return self.aget().__await__()
+
+    def then(self, callback: Callable[[ResultSet], Any], **kwargs: Any) -> None:
+        self.join()
+        callback(self)
+
+    # -- acting on every member ------------------------------------------------------------
+    def revoke(self, terminate: bool = False, signal: str | None = None, **kwargs: Any) -> None:
+        self.app.control.revoke(
+            [result.id for result in self.results], terminate=terminate, signal=signal
+        )
 
     def forget(self) -> None:
         for result in self.results:
             result.forget()
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultSet):
+            return other.results == self.results
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
+
+
+class GroupResult(ResultSet):
+    """The results of a group's tasks, in the order the group listed them."""
+
+    def __init__(
+        self,
+        id: str | None = None,
+        results: Sequence[AsyncResult] | None = None,
+        *,
+        app: ResultHost | None = None,
+        parent: AsyncResult | GroupResult | None = None,
+    ) -> None:
+        super().__init__(results, app=app)
+        self.id = id
+        self.parent = parent
+
     def as_tuple(self) -> list[Any]:
-        return [[self.id, None], [result.as_tuple() for result in self.results]]
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return [[self.id, parent], [result.as_tuple() for result in self.results]]
 
     def save(self) -> GroupResult:
         """Store the group so ``app.GroupResult.restore(id)`` finds it elsewhere."""
@@ -449,6 +755,11 @@ class GroupResult:
         document = protocol.encode_document({"result": self.as_tuple()})
         store.save_group(self.id, document, expires=self.app.conf.result_expires_seconds())
         return self
+
+    def delete(self) -> None:
+        """Forget the saved group (its members' results stay)."""
+        if self.id is not None:
+            _group_store(self.app).forget_group(self.id)
 
     @classmethod
     def restore(cls, id: str, *, app: ResultHost | None = None) -> GroupResult | None:
@@ -460,12 +771,39 @@ class GroupResult:
     @classmethod
     def from_document(cls, id: str, raw: bytes, *, app: ResultHost) -> GroupResult:
         tree = protocol.decode_document(raw)["result"]
-        children = [AsyncResult(item[0][0], app=app) for item in tree[1]]
-        return cls(id, children, app=app)
+        children = [result_from_tuple(item, app=app) for item in tree[1]]
+        return cls(id, [c for c in children if isinstance(c, AsyncResult)], app=app)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(self.id)
 
     def __repr__(self) -> str:
         ids = ", ".join(result.id for result in self.results)
         return f"<GroupResult: {self.id} [{ids}]>"
+
+
+def result_from_tuple(
+    value: Sequence[Any] | AsyncResult | GroupResult, *, app: ResultHost | None = None
+) -> AsyncResult | GroupResult:
+    """A result handle from its ``as_tuple()`` form (as result documents store children)."""
+    if isinstance(value, (AsyncResult, GroupResult)):
+        return value
+    (task_id, parent_tuple), members = value[0], value[1] if len(value) > 1 else None
+    parent = result_from_tuple(parent_tuple, app=app) if parent_tuple else None
+    if members is not None:
+        children = [result_from_tuple(item, app=app) for item in members]
+        return GroupResult(
+            task_id,
+            [c for c in children if isinstance(c, AsyncResult)],
+            app=app,
+            parent=parent,
+        )
+    return AsyncResult(task_id, app=app, parent=parent)
 
 
 def _group_store(app: ResultHost) -> GroupStore:

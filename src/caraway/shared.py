@@ -12,6 +12,7 @@ from typing import Any
 
 from caraway import current
 from caraway.app import Caraway
+from caraway.request import current_request
 from caraway.taskbase import TaskBase
 
 
@@ -67,3 +68,29 @@ class _CurrentApp:
 
 
 current_app: Any = _CurrentApp()
+
+
+class _CurrentTask:
+    """``current_task``: the task running in this thread or asyncio task (falsy if none)."""
+
+    def _task(self) -> TaskBase | None:
+        request = current_request()
+        if request is None:
+            return None
+        found: TaskBase | None = request.running_task
+        return found
+
+    def __bool__(self) -> bool:
+        return self._task() is not None
+
+    def __getattr__(self, attribute: str) -> Any:
+        task = self._task()
+        if task is None:
+            raise AttributeError(f"no task is running here, so current_task has no {attribute!r}")
+        return getattr(task, attribute)
+
+    def __repr__(self) -> str:
+        return f"<current_task: {self._task()!r}>"
+
+
+current_task: Any = _CurrentTask()

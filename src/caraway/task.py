@@ -9,22 +9,52 @@ Celery calling API on top.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
+import os
+import typing
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from caraway import exceptions, execution, publish
-from caraway.canvas import Signature, chunks, xmap, xstarmap
+from caraway.brokers.contracts import ChordStore
+from caraway.canvas import Signature, chain, chord, chunks, group, xmap, xstarmap
+from caraway.canvas.signature import stamps_as_headers
+from caraway.events.dispatcher import EventDispatcher
+from caraway.request import Request
 from caraway.result import AsyncResult, EagerResult
 from caraway.taskbase import TASK_DEFAULTS, AppLike, TaskBase, validate_options
 
+if TYPE_CHECKING:
+    from typing_extensions import ParamSpec, TypeVar
 
-class Task(TaskBase):
-    """Base class of every task; subclass it and pass ``base=`` for shared behaviour."""
+    #: the task function's parameters (any, for a bare ``Task``) and its return type
+    P = ParamSpec("P", default=...)
+    R = TypeVar("R", default=Any)
+else:  # PEP 696 defaults are for the type checker; at run time plain ones do
+    from typing import ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+
+class Task(TaskBase, Generic[P, R]):
+    """Base class of every task; subclass it and pass ``base=`` for shared behaviour.
+
+    ``@app.task`` returns a ``Task[P, R]``: a type checker holds ``add(2, 2)`` and
+    ``add.delay(2, 2)`` to the function's parameters, and ``add.delay(...).get()`` is an R.
+    """
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+            """Run the function here and now (TaskBase.__call__ at run time)."""
 
     # -- calling by message ----------------------------------------------------------------
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task with these arguments; shortcut for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
@@ -33,7 +63,7 @@ class Task(TaskBase):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> AsyncResult[R]:
         """Send a message asking a worker to run this task.
 
         Options as Celery's: ``countdown``, ``eta``, ``expires``, ``queue``, ``priority``,
@@ -43,6 +73,8 @@ class Task(TaskBase):
         """
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
+        if "stamped_headers" in options:
+            options = stamps_as_headers(options)
         if self.typing:
             self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
@@ -75,7 +107,7 @@ class Task(TaskBase):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> EagerResult:
+    ) -> EagerResult[R]:
         """Run the task here, as a worker would (hooks, retries, callbacks), no broker."""
         return execution.run_eagerly(self, tuple(args or ()), dict(kwargs or {}), options)
 
@@ -100,6 +132,11 @@ class Task(TaskBase):
         when it ends, as Celery sends it.
         """
         request = self.request
+        if request.called_directly:
+            # a plain function call has no message to send again: Celery raises the error
+            if exc is not None:
+                raise exc
+            raise exceptions.Retry("Task can be retried", None)
         limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and not isinstance(limit, int):
             raise TypeError(f"max_retries must be an int or None, not {limit!r}")
@@ -122,8 +159,98 @@ class Task(TaskBase):
             raise signal
         return signal
 
+    # -- events ------------------------------------------------------------------------------
+    #: send_event() sends (Celery's switch); a base class may turn it off
+    send_events = True
+
+    def send_event(
+        self, type_: str, retry: bool = True, retry_policy: Any = None, **fields: Any
+    ) -> None:
+        """Send a custom event about the running task (``task-progress``...), whatever
+        ``-E`` says, as Celery does; monitors see it with ``uuid`` set to the task's id.
+
+        ``retry``/``retry_policy`` are accepted: events are published off this thread and
+        retried there.
+        """
+        if not self.send_events:
+            return
+        request = self.request
+        self._dispatcher(request.hostname).send(type_, uuid=request.id, **fields)
+
+    def _dispatcher(self, hostname: str | None) -> EventDispatcher:
+        """One dispatcher per task object and process (its outbox is the process's)."""
+        found = self.__dict__.get("_event_dispatcher")
+        if found is None or found[0] != os.getpid():
+            found = (os.getpid(), EventDispatcher(self.app, hostname=hostname))
+            self.__dict__["_event_dispatcher"] = found
+        dispatcher: EventDispatcher = found[1]
+        return dispatcher
+
+    # -- replacing ---------------------------------------------------------------------------
+    def replace(self, sig: Signature) -> Any:
+        """Stand ``sig`` in for this task: its result becomes this task's result.
+
+        In a worker ``sig`` is sent (keeping this task's id for its final result, its
+        place in a chord or group, the rest of its chain and its callbacks) and this run
+        ends with :class:`~caraway.exceptions.Ignore`; eagerly it runs here and its value is
+        returned, as Celery does. A group stands in as a chord over ``celery.accumulate``
+        so that one result, the list, answers for it.
+        """
+        request = self.request
+        if request.called_directly:
+            raise exceptions.ImproperlyConfigured(
+                f"{self.name}: replace() works only while a worker or apply() runs the task"
+            )
+        replacement = replacement_of(self, sig, request)
+        return self.on_replace(replacement)
+
+    def on_replace(self, sig: Signature) -> Any:
+        """Send (or, eagerly, run) the replacement; override to look at it, then call super."""
+        if self.request.is_eager:
+            return sig.apply().get()
+        sig.apply_async()
+        raise exceptions.Ignore("Replaced by new task")
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
+        """Add ``sig`` to the chord this task is a header member of (the body waits for it)."""
+        request = self.request
+        if not request.chord or not request.group:
+            raise ValueError("Current task is not member of any chord")
+        backend = self.app.require_backend()
+        if not isinstance(backend, ChordStore):
+            raise exceptions.ImproperlyConfigured(
+                "add_to_chord() needs a result backend that counts chords (redis, sqlite)"
+            )
+        sig = sig.clone()
+        sig.set(group_id=request.group, group_index=request.group_index, chord=request.chord)
+        sig.freeze()
+        backend.chord_extend(request.group, 1)
+        return sig if lazy else sig.apply_async()
+
     # -- results and signatures ------------------------------------------------------------
-    def AsyncResult(self, task_id: str) -> AsyncResult:
+    def signature_from_request(
+        self,
+        request: Request | None = None,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **extra_options: Any,
+    ) -> Signature:
+        """A signature that calls this task again as ``request`` (the current one) did."""
+        request = request or self.request
+        options: dict[str, Any] = {"task_id": request.id, "link": request.callbacks}
+        options.update(link_error=request.errbacks, group_id=request.group)
+        options.update(group_index=request.group_index, chord=request.chord)
+        options.update(extra_options)
+        found = {key: value for key, value in options.items() if value is not None}
+        return self.signature(
+            request.args if args is None else args,
+            request.kwargs if kwargs is None else kwargs,
+            **found,
+        )
+
+    subtask_from_request = signature_from_request
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
         return AsyncResult(task_id, app=self.app, task_name=self.name)
 
     def signature(
@@ -173,19 +300,58 @@ def _retry_at(eta: Any, countdown: Any, default: float, now: datetime) -> dateti
     return now + timedelta(seconds=float(countdown))
 
 
+def replacement_of(task: TaskBase, sig: Signature, request: Request) -> Signature:
+    """``sig`` made to finish as ``request``'s task would: its id, chord place, chain, links."""
+    if isinstance(sig, group):
+        sig = chord(sig, Signature("celery.accumulate", kwargs={"index": 0}, app=task.app))
+    else:
+        sig = sig.clone()
+    nesting = request.replaced_task_nesting + 1
+    _finishing(sig).set(task_id=request.id)
+    for callback in request.callbacks or ():
+        sig.link(callback)
+    for errback in request.errbacks or ():
+        sig.link_error(errback)
+    found: dict[str, Any] = {"group_id": request.group, "group_index": request.group_index}
+    found["chord"] = request.chord
+    join = {key: value for key, value in found.items() if value is not None}
+    rest = [Signature.from_dict(step, app=task.app) for step in reversed(request.chain or [])]
+    if rest:
+        sig = chain(sig, *rest, app=task.app)  # the chain's end already carries any join
+    elif join:
+        sig.set(**join)
+    headers = {**sig.options.get("headers", {}), "replaced_task_nesting": nesting}
+    return sig.set(headers=headers)
+
+
+def _finishing(sig: Signature) -> Signature:
+    """The task whose result stands for ``sig``: a chain's last step, a chord's body."""
+    if isinstance(sig, chain) and sig.tasks:
+        return _finishing(sig.tasks[-1])
+    if isinstance(sig, chord) and sig.body is not None:
+        return _finishing(sig.body)
+    return sig
+
+
 def build_task(
     app: AppLike, fun: Callable[..., Any], base: type[Task], options: Mapping[str, Any]
 ) -> Task:
-    """Create the Task instance ``@app.task`` registers for ``fun``."""
-    unknown = set(options) - set(TASK_DEFAULTS) - {"base"}
-    if unknown:
-        raise TypeError(
-            f"unknown task option(s) {sorted(unknown)} for {fun.__qualname__}; "
-            f"known: {sorted(TASK_DEFAULTS)}"
-        )
+    """Create the Task instance ``@app.task`` registers for ``fun``.
+
+    Options that are not task options become class attributes, as in Celery (custom
+    attributes a base class reads); one that looks like a misspelt option warns.
+    """
+    _warn_near_misses(fun, options)
+    options = dict(options)
+    if options.pop("pydantic", False):
+        fun = _pydantic_wrapper(fun, options)
+    for key in ("pydantic_strict", "pydantic_context", "pydantic_dump_kwargs"):
+        options.pop(key, None)
     name = options.get("name") or task_name(app, fun)
     attrs: dict[str, Any] = {
-        key: value for key, value in options.items() if key != "name" and value is not None
+        key: value
+        for key, value in options.items()
+        if key not in ("name", "base") and value is not None
     }
     attrs.update(
         name=name,
@@ -200,6 +366,63 @@ def build_task(
     cls = type(fun.__name__, (base,), attrs)
     task: Task = cls()
     return task
+
+
+def _warn_near_misses(fun: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    known = [*TASK_DEFAULTS, "base", "pydantic"]
+    for key in set(options) - set(known):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            warnings.warn(
+                f"task {fun.__qualname__}: option {key!r} is not a task option, so it becomes "
+                f"a plain class attribute; did you mean {close[0]!r}?",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def _pydantic_wrapper(fun: Callable[..., Any], options: dict[str, Any]) -> Callable[..., Any]:
+    """``@app.task(pydantic=True)``: arguments annotated with a pydantic model are validated
+    from their dicts, and a model returned is dumped to a dict (Celery 5.5's contract)."""
+    try:
+        from pydantic import BaseModel  # noqa: PLC0415 - optional: only for pydantic=True
+    except ImportError:
+        raise exceptions.ImproperlyConfigured(
+            f"task {fun.__qualname__} uses pydantic=True, but pydantic is not installed: "
+            "pip install pydantic"
+        ) from None
+    strict = bool(options.get("pydantic_strict", False))
+    context = options.get("pydantic_context")
+    dump_kwargs = dict(options.get("pydantic_dump_kwargs") or {})
+    signature = inspect.signature(fun)
+    hints = typing_get_hints(fun)
+    models = {
+        name: hint
+        for name, hint in hints.items()
+        if name != "return" and isinstance(hint, type) and issubclass(hint, BaseModel)
+    }
+
+    @functools.wraps(fun)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for name, model in models.items():
+            value = bound.arguments.get(name)
+            if name in bound.arguments and not isinstance(value, model):
+                bound.arguments[name] = model.model_validate(value, strict=strict, context=context)
+        result = fun(*bound.args, **bound.kwargs)
+        if isinstance(result, BaseModel):
+            return result.model_dump(**dump_kwargs)
+        return result
+
+    return wrapper
+
+
+def typing_get_hints(fun: Callable[..., Any]) -> dict[str, Any]:
+    """The function's resolved annotations (string annotations too); {} when unresolvable."""
+    try:
+        return typing.get_type_hints(fun)
+    except Exception:
+        return {}
 
 
 def task_name(app: AppLike, fun: Callable[..., Any]) -> str:

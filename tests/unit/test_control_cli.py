@@ -71,7 +71,8 @@ def test_unknown_inspect_command_is_one_line_and_exit_2(app: Caraway) -> None:
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "Error: unknown inspect command 'frobnicate'; choose from: ping, active, reserved, "
-        "scheduled, registered, stats, active_queues, revoked, query_task, conf"
+        "scheduled, registered, stats, active_queues, revoked, query_task, conf, report, clock, "
+            "memsample, memdump, objgraph"
     ]
 
 
@@ -116,7 +117,7 @@ def test_control_add_consumer_and_pool_grow(app: Caraway, node: FakeNode) -> Non
 def test_status_lists_each_node_once(app: Caraway, node: FakeNode) -> None:
     result = run(app, "status", "-t", "0.5")
     assert result.exit_code == 0
-    assert result.output == "w1@cli: OK\n\n1 node online.\n"
+    assert result.output == "->  w1@cli: OK\n\n1 node online.\n"  # Celery's status lines
 
 
 def test_status_without_nodes_fails(app: Caraway) -> None:

@@ -214,3 +214,19 @@ def test_a_failed_chain_step_marks_the_steps_it_will_never_run_as_failed() -> No
         "t3": ("FAILURE", "ValueError"),
     }
     assert effects.publish == []
+
+
+def test_a_chain_step_keeps_its_custom_headers_and_its_stamps() -> None:
+    step = {
+        "task": "proj.tasks.mul",
+        "args": [2],
+        "options": {"headers": {"tenant": "t-1"}, "stamped_headers": ["run"], "run": "r-7"},
+    }
+    message = _message(chain=[step])
+    effects = lifecycle.on_outcome(
+        message, Outcome("success", value=4), policy=lifecycle.Policy(), conf=Settings(),
+        hostname="w", queue="celery",
+    )  # fmt: skip
+    follow = effects.publish[0].message
+    assert follow.extra_headers == {"tenant": "t-1"}
+    assert (follow.stamped_headers, follow.stamps) == (["run"], {"run": "r-7"})

@@ -11,6 +11,7 @@ No method raises NotImplementedError to say "cannot".
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -473,6 +474,18 @@ class Backend(abc.ABC):
         Wakes on the store's notification where it has one (pub/sub, reply queue),
         never by a tight poll.
         """
+
+    async def await_ready(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[bytes], bool],
+        timeout: float | None,
+    ) -> bytes | None:
+        """:meth:`wait` for a coroutine (``await result``): stores that can be woken on an
+        event loop override it (Redis pub/sub, SQLite's change counter); this default runs
+        :meth:`wait` on a worker thread so the loop is never blocked."""
+        return await asyncio.to_thread(self.wait, task_id, until=until, timeout=timeout)
 
     @abc.abstractmethod
     def forget(self, task_id: str) -> None:

@@ -6,11 +6,19 @@ workflow publishes only its first messages; what runs next travels inside them
 (``embed.chain``/``embed.chord``) and the worker follows it.
 """
 
-from caraway.canvas.signature import Signature, maybe_signature, signature, subtask, to_wire
+from caraway.canvas.signature import (
+    Signature,
+    StampingVisitor,
+    maybe_signature,
+    signature,
+    subtask,
+    to_wire,
+)
 from caraway.canvas.workflows import attach, chain, chord, chunks, group, xmap, xstarmap
 
 __all__ = [
     "Signature",
+    "StampingVisitor",
     "attach",
     "chain",
     "chord",

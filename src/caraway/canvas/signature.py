@@ -9,6 +9,7 @@ type without this module naming them.
 
 from __future__ import annotations
 
+import abc
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -241,6 +242,53 @@ class Signature(dict[str, Any]):
         self.options.setdefault("link_error", []).append(errback)
         return errback
 
+    def on_error(self, errback: Mapping[str, Any]) -> Signature:
+        """``link_error`` that returns this signature, for chaining calls (Celery's)."""
+        self.link_error(errback)
+        return self
+
+    # -- stamping (Celery 5.3+) ------------------------------------------------------------
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Add stamps: headers that travel with this task's message and its follow-ups.
+
+        ``headers`` and what ``visitor.on_signature(self, **headers)`` returns become
+        ``stamped_headers`` and ``stamps`` on the wire (``self.request.stamps`` in the
+        task). With ``append_stamps`` a stamp already set keeps its values and gains the
+        new ones, as a list.
+        """
+        if visitor is not None:
+            headers = {**headers, **(visitor.on_signature(self, **headers) or {})}
+        self._add_stamps(headers, append_stamps)
+        return self
+
+    def stamp_links(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> None:
+        """Stamp this task's callbacks and errbacks (``on_callback``/``on_errback``)."""
+        for key, hook in (("link", "on_callback"), ("link_error", "on_errback")):
+            links = self.options.get(key) or []
+            for index, link in enumerate(links):
+                found = link if isinstance(link, Signature) else Signature.from_dict(link)
+                extra = getattr(visitor, hook)(found, **headers) if visitor else {}
+                found.stamp(None, append_stamps, **{**headers, **(extra or {})})
+                links[index] = found
+
+    def _add_stamps(self, headers: Mapping[str, Any], append: bool) -> None:
+        names = list(self.options.get("stamped_headers") or [])
+        for name, given in headers.items():
+            value = given
+            if append and name in names:
+                old = self.options.get(name)
+                old_list = list(old) if isinstance(old, (list, tuple)) else [old]
+                new = list(given) if isinstance(given, (list, tuple)) else [given]
+                value = old_list + [item for item in new if item not in old_list]
+            self.options[name] = value
+            if name not in names:
+                names.append(name)
+        self.options["stamped_headers"] = names
+
     def freeze(
         self,
         _id: str | None = None,
@@ -281,6 +329,10 @@ class Signature(dict[str, Any]):
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
+    def __invert__(self) -> Any:
+        """``~sig``: send it and wait for its result (Celery's shortcut)."""
+        return self.apply_async().get()
+
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
@@ -289,6 +341,7 @@ class Signature(dict[str, Any]):
     ) -> Any:
         """Send the task; partial ``args`` are prepended to the signature's own."""
         merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
+        merged_options = stamps_as_headers(merged_options)
         wire_options = {key: to_wire(value) for key, value in merged_options.items()}
         task = self.type
         if task is not None:
@@ -334,6 +387,67 @@ class Signature(dict[str, Any]):
 
     def __reduce__(self) -> Any:
         return (Signature.from_dict, (to_wire(self),))
+
+
+class StampingVisitor(abc.ABC):
+    """Decides the stamps of each part of a canvas (Celery 5.3's visitor).
+
+    ``sig.stamp(visitor=MyVisitor())`` calls the hook that fits each part; each returns the
+    headers to stamp on it (a dict, possibly empty). Only ``on_signature`` is required.
+    """
+
+    @abc.abstractmethod
+    def on_signature(self, sig: Signature, **headers: Any) -> dict[str, Any]:
+        """The stamps of one task signature."""
+
+    def on_group_start(self, group: Signature, **headers: Any) -> dict[str, Any]:
+        return {}
+
+    def on_group_end(  # noqa: B027 - a hook: nothing unless a visitor says
+        self, group: Signature, **headers: Any
+    ) -> None:
+        """Called after a group's members were stamped."""
+
+    def on_chain_start(self, chain: Signature, **headers: Any) -> dict[str, Any]:
+        return {}
+
+    def on_chain_end(  # noqa: B027 - a hook: nothing unless a visitor says
+        self, chain: Signature, **headers: Any
+    ) -> None:
+        """Called after a chain's steps were stamped."""
+
+    def on_chord_header_start(self, chord: Signature, **header: Any) -> dict[str, Any]:
+        return {}
+
+    def on_chord_header_end(  # noqa: B027 - a hook: nothing unless a visitor says
+        self, chord: Signature, **header: Any
+    ) -> None:
+        """Called after a chord's header was stamped."""
+
+    def on_chord_body(self, chord: Signature, **header: Any) -> dict[str, Any]:
+        return {}
+
+    def on_callback(self, callback: Signature, **header: Any) -> dict[str, Any]:
+        return {}
+
+    def on_errback(self, errback: Signature, **header: Any) -> dict[str, Any]:
+        return {}
+
+
+def stamps_as_headers(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options with the stamps (``stamped_headers`` and the values they name) moved into
+    ``headers`` as Celery's ``stamped_headers``/``stamps`` message headers."""
+    names = options.get("stamped_headers")
+    if not names:
+        return dict(options)
+    found = {key: value for key, value in options.items() if key not in names}
+    found.pop("stamped_headers", None)
+    found.pop("stamps", None)
+    stamps = {name: options.get(name) for name in names}
+    headers = dict(found.get("headers") or {})
+    headers.update(stamped_headers=list(names), stamps=stamps)
+    found["headers"] = headers
+    return found
 
 
 def _copy_fields(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from caraway.canvas.signature import (
     Signature,
+    StampingVisitor,
     check_serialisable,
     maybe_signature,
     new_id,
@@ -130,6 +131,22 @@ class _Members(_Composite[ResultT]):
         value: list[Signature] = self.kwargs["tasks"]
         return value
 
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp this and every member, between the visitor's ``on_chain_start``/``_end``
+        (or ``on_group_...``) hooks."""
+        kind = "chain" if self.kind == "chain" else "group"
+        if visitor is not None:
+            start = getattr(visitor, f"on_{kind}_start")
+            headers = {**headers, **(start(self, **headers) or {})}
+        self._add_stamps(headers, append_stamps)
+        for member in self.tasks:
+            member.stamp(visitor, append_stamps, **headers)
+        if visitor is not None:
+            getattr(visitor, f"on_{kind}_end")(self, **headers)
+        return self
+
 
 def _joins_chord(sig: Signature) -> bool:
     return isinstance(sig, _Composite) and bool(sig._joins_chord())
@@ -177,6 +194,7 @@ class _chain(_Members[Any], kind="chain"):
 
     def _joins_chord(self) -> bool:
         return any(_joins_chord(step) for step in _prepare_steps(self.tasks, self._app))
+
 
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         """Publish the first step with the rest in ``embed.chain``; the last step's result."""
@@ -271,6 +289,18 @@ class group(_Members[GroupResult], kind="group"):
 
     def _joins_chord(self) -> bool:
         return any(_joins_chord(member) for member in self.tasks)
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spread the members out: ``countdown`` start, start+step, ... up to ``stop``, the
+        last value repeating once it is reached (Celery's ``fxrange(repeatlast=True)``)."""
+        countdown = float(start)
+        for index, member in enumerate(self.tasks):
+            following = start + index * step
+            if stop is None or following <= stop:
+                countdown = float(following)
+            member.set(countdown=countdown)
+        return self
+
 
     def _send(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
@@ -411,6 +441,32 @@ class chord(_Composite[Any], kind="chord"):
     def _joins_chord(self) -> bool:
         return True
 
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An errback of a chord runs when its body fails (or a header failure fails it)."""
+        if self.body is not None:
+            self.body.link_error(errback)
+            return errback
+        return super().link_error(errback)
+
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp the header's members and the body, with the chord visitor hooks."""
+        self._add_stamps(headers, append_stamps)
+        header_stamps = dict(headers)
+        if visitor is not None:
+            header_stamps.update(visitor.on_chord_header_start(self, **headers) or {})
+        self.header.stamp(visitor, append_stamps, **header_stamps)
+        if visitor is not None:
+            visitor.on_chord_header_end(self, **headers)
+        body = self.body
+        if body is not None:
+            body_stamps = dict(headers)
+            if visitor is not None:
+                body_stamps.update(visitor.on_chord_body(self, **headers) or {})
+            body.stamp(visitor, append_stamps, **body_stamps)
+        return self
+
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         app = self.app
         join, shared = split_options(options)
@@ -438,6 +494,9 @@ class chord(_Composite[Any], kind="chord"):
                 for index, member in enumerate(members)
             ]
         result.header = GroupResult(group_id, results, app=app)
+        if result.parent is None:
+            # as Celery's: get() on the body raises a failed header task's own error
+            result.parent = result.header
         return result
 
     def apply(

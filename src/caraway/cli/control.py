@@ -8,20 +8,20 @@ answer) is one ``Error:`` line and a non-zero exit, before or instead of any bro
 from __future__ import annotations
 
 import json
-import platform
+import pprint
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 import click
 
 from caraway.cli.beat import inspect_beat
 from caraway.cli.loader import app_of
-from caraway.clients.urls import mask_url
+from caraway.cli.worker import purged_text
 from caraway.control import Control
 from caraway.worker.control import COMMANDS
+from caraway.worker.node import bug_report
 
 #: Celery's exit code when no node replied (EX_UNAVAILABLE)
 EX_UNAVAILABLE = 69
@@ -38,6 +38,11 @@ _INSPECT_ARGS: dict[str, tuple[str, ...]] = {
     "revoked": (),
     "query_task": ("*ids",),
     "conf": ("with_defaults",),
+    "report": (),
+    "clock": (),
+    "memsample": (),
+    "memdump": ("samples",),
+    "objgraph": ("type", "num", "max_depth"),
 }
 _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
     "revoke": ("*task_id",),
@@ -48,13 +53,18 @@ _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
     "cancel_consumer": ("queue",),
     "pool_grow": ("n",),
     "pool_shrink": ("n",),
+    "pool_restart": ("*modules",),
+    "autoscale": ("max", "min"),
+    "heartbeat": (),
+    "election": ("id", "topic", "action"),
     "shutdown": (),
     "enable_events": (),
     "disable_events": (),
 }
 _REQUIRED = {"terminate": 2, "rate_limit": 2, "time_limit": 2, "add_consumer": 1}
-_REQUIRED.update(cancel_consumer=1, revoke=1, query_task=1)
-_NUMBERS = {"soft", "hard", "n"}
+_REQUIRED.update(cancel_consumer=1, revoke=1, query_task=1, election=2)
+_NUMBERS = {"soft", "hard", "n", "max", "min", "samples", "num", "max_depth"}
+_INTEGERS = {"n", "max", "min", "samples", "num", "max_depth"}
 
 assert set(_INSPECT_ARGS) | set(_CONTROL_ARGS) <= set(COMMANDS)
 
@@ -100,7 +110,7 @@ def _number(name: str, text: str) -> Any:
     if name not in _NUMBERS:
         return text
     try:
-        return int(text) if name == "n" else float(text)
+        return int(text) if name in _INTEGERS else float(text)
     except ValueError:
         raise BadUsage(f"{name} must be a number, not {text!r}") from None
 
@@ -111,43 +121,52 @@ def _destination(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _show(replies: list[dict[str, Any]], as_json: bool) -> bool:
-    """Print replies Celery's way; returns whether any node replied an error."""
+def _show(replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True) -> bool:
+    """Print replies as Celery's command line does; returns whether a node replied an error.
+
+    ``->  node: OK`` then the reply indented: a list as ``* item`` lines, a dict as JSON,
+    an ``ok``/``error`` text indented once more; ``inspect`` ends with the count of nodes.
+    """
     merged: dict[str, Any] = {}
     for reply in replies:
         merged.update(reply)
+    failed = any(isinstance(answer, Mapping) and "error" in answer for answer in merged.values())
     if as_json:
         click.echo(json.dumps(merged, default=str))
-    failed = False
+        return failed
     for node, answer in merged.items():
-        error = isinstance(answer, Mapping) and "error" in answer
-        failed = failed or error
-        if as_json:
-            continue
-        click.echo(f"->  {node}: {'ERROR' if error else 'OK'}")
-        click.echo(_indent(_pretty(answer)))
-    if not as_json:
+        status, body = _pretty(answer)
+        click.echo(f"->  {node}: {status}")
+        if body:
+            click.echo(_indent(body))
+    if footer:
         count = len(merged)
         click.echo(f"\n{count} node{'s' if count != 1 else ''} online.")
     return failed
 
 
-def _pretty(value: Any) -> str:
-    if isinstance(value, Mapping) and set(value) == {"ok"}:
-        return str(value["ok"])
-    if isinstance(value, Mapping) and set(value) == {"error"}:
-        return str(value["error"])
-    if value in ([], {}):
-        return "- empty -"
-    return json.dumps(value, indent=4, sort_keys=True, default=str)
+def _pretty(value: Any) -> tuple[str, str]:
+    """(OK or ERROR, the text) for one node's reply, as Celery's ``pretty``."""
+    if isinstance(value, list):
+        return "OK", "\n".join(f"* {item}" for item in value) if value else "- empty -"
+    if isinstance(value, Mapping):
+        if "ok" in value:
+            return "OK", _indent(_pretty(value["ok"])[1])
+        if "error" in value:
+            return "ERROR", _indent(_pretty(value["error"])[1])
+        return "OK", json.dumps(value, sort_keys=True, indent=4, default=str) + "\n"
+    if isinstance(value, str):
+        return "OK", value
+    return "OK", pprint.pformat(value)
 
 
 def _indent(text: str) -> str:
-    return "\n".join(f"        {line}" for line in text.splitlines())
+    return "\n".join(f"    {line}" for line in text.split("\n"))
 
 
 def _run(
     ctx: click.Context,
+    kind: str,
     command: str,
     arguments: dict[str, Any],
     destination: list[str] | None,
@@ -164,7 +183,7 @@ def _run(
         control.close()
     if not replies:
         raise NoReply("No nodes replied within time constraint.")
-    failed = _show(replies, as_json)
+    failed = _show(replies, as_json, footer=kind == "inspect")
     answered = {node for reply in replies for node in reply}
     missing = [node for node in destination or () if node not in answered]
     if missing:
@@ -197,7 +216,7 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
         if action not in table:
             raise BadUsage(f"unknown {kind} command {action!r}; choose from: {', '.join(table)}")
         arguments = _arguments(action, table[action], values)
-        _run(ctx, action, arguments, _destination(destination), timeout, as_json)
+        _run(ctx, kind, action, arguments, _destination(destination), timeout, as_json)
 
     return command
 
@@ -220,12 +239,12 @@ def status(ctx: click.Context, destination: str | None, timeout: float, as_json:
         app.control.close()
     if not replies:
         raise NoReply("No nodes replied within time constraint.")
-    nodes = sorted(node for reply in replies for node in reply)
     if as_json:
-        click.echo(json.dumps(nodes))
+        click.echo(json.dumps(replies))  # Celery's: the ping replies as they came
         return
+    nodes = sorted(node for reply in replies for node in reply)
     for node in nodes:
-        click.echo(f"{node}: OK")
+        click.echo(f"->  {node}: OK")
     click.echo(f"\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} online.")
 
 
@@ -267,10 +286,7 @@ def purge(ctx: click.Context, queues: str | None, exclude_queues: str | None, fo
         if not click.confirm("Are you sure you want to delete all tasks?", default=False):
             raise CommandError("Aborted: nothing was purged.")
     count = app.control.purge(names)
-    click.echo(
-        f"Purged {count} message{'s' if count != 1 else ''} "
-        f"from {len(names)} known task queue{plural}."
-    )
+    click.echo(purged_text(count, len(names)))
 
 
 def _json_arg(name: str, text: str, kind: type) -> Any:
@@ -337,34 +353,11 @@ def _result_text(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 @click.command()
 @click.pass_context
 def report(ctx: click.Context) -> None:
     """Print versions, platform and settings for bug reports (passwords masked)."""
-    app = app_of(ctx)
-    software = [f"{name}:{_version(name)}" for name in ("caraway", "redis", "amqp", "celery")]
-    software = [item for item in software if not item.endswith(":None")]
-    click.echo(f"software -> {' '.join(software)} py:{platform.python_version()}")
-    click.echo(f"platform -> system:{platform.system()} arch:{platform.machine()}")
-    click.echo(
-        f"            kernel version:{platform.release()} imp:{platform.python_implementation()}"
-    )
-    backend = app.result_backend_url
-    click.echo(
-        f"settings -> transport:{app.broker_url.partition('://')[0]} "
-        f"results:{mask_url(backend) if backend else 'disabled'}"
-    )
-    click.echo("")
-    for name, value in app.conf.changes().items():
-        shown = mask_url(value) if isinstance(value, str) and "://" in value else value
-        click.echo(f"{name}: {shown!r}")
+    click.echo(bug_report(app_of(ctx)))
     sys.stdout.flush()
 
 

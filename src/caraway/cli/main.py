@@ -17,6 +17,7 @@ from caraway._version import __version__
 from caraway.cli.context import CliState
 from caraway.exceptions import CarawayError
 from caraway.taskbase import AppLike
+from caraway.worker.pools import maybe_patch_concurrency
 
 #: subcommand -> "module:attribute" of its click command. A subcommand's module (and what it
 #: imports: the dashboard's server, the events monitor, ``multi``...) is imported only when
@@ -36,6 +37,9 @@ _COMMANDS: dict[str, str] = {
     "report": "caraway.cli.control:report",
     "multi": "caraway.cli.multi:multi",
     "migrate": "caraway.cli.migrate:migrate",
+    "shell": "caraway.cli.tools:shell",
+    "list": "caraway.cli.tools:list_",
+    "upgrade": "caraway.cli.tools:upgrade",
 }
 #: lists of commands registered whole, for a name not in ``_COMMANDS`` and for help
 _COMMAND_LISTS = ("caraway.cli.control:commands",)
@@ -100,6 +104,12 @@ def cli(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
+    try:
+        # -P gevent/eventlet: patch before the app is loaded or any connection opened
+        maybe_patch_concurrency(sys.argv[1:] if argv is None else argv)
+    except CarawayError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     run(CliState(), list(argv) if argv is not None else None)
 
 
@@ -110,7 +120,8 @@ def run_for_app(app: AppLike, argv: list[str] | None) -> None:
 
 def run(state: CliState, argv: list[str] | None) -> None:
     try:
-        cli.main(args=argv, obj=state, standalone_mode=False, prog_name="caraway")
+        # without standalone mode, click returns ctx.exit(code)'s code instead of exiting
+        code = cli.main(args=argv, obj=state, standalone_mode=False, prog_name="caraway")
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         sys.exit(1)
@@ -120,3 +131,5 @@ def run(state: CliState, argv: list[str] | None) -> None:
     except CarawayError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import grp
+import importlib
 import logging
 import multiprocessing
 import os
+import pwd
 import socket
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -18,21 +22,35 @@ from caraway.beat import EmbeddedBeat
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
 from caraway.entities import Queue
+from caraway.request import current_request
 from caraway.routing import queue_names, select_queues
+from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
+from caraway.worker.pools import GREEN_POOLS, patch_concurrency
 from caraway.worker.supervisor import Supervisor
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
+)
+POOLS = ("prefork", "threads", "solo", *GREEN_POOLS)
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
 def expand_hostname(template: str) -> str:
-    """``name@%h`` -> ``name@host.example``: %h host, %n short name, %d domain, as Celery."""
+    """``name@%h`` -> ``name@host.example``: %h host, %n short name, %d domain, as Celery;
+    %i and %I (a pool process's index in file names) are 0 and empty for the node."""
     host = socket.gethostname()
     short, _, domain = host.partition(".")
     if "@" not in template and "%" not in template:
         template = f"{template}@%h"
-    return template.replace("%h", host).replace("%n", short).replace("%d", domain)
+    return (
+        template.replace("%h", host)
+        .replace("%n", short)
+        .replace("%d", domain)
+        .replace("%i", "0")
+        .replace("%I", "")
+    )
 
 
 def expand_path(template: str, hostname: str, index: int | None = None) -> str:
@@ -55,9 +73,9 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "threads", "solo"]),
+    type=click.Choice(POOLS),
     default=None,
-    help="Default: worker_pool (prefork).",
+    help="Default: worker_pool (prefork); gevent/eventlet need their library.",
 )
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
@@ -68,7 +86,7 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 )
 @click.option("-f", "--logfile", default=None, help="Log file (%n, %h, %I expand).")
 @click.option("--pidfile", default=None, help="Write the pid here once ready (%n expands).")
-@click.option("--detach", is_flag=True, help="Run in the background (daemonise).")
+@click.option("-D", "--detach", is_flag=True, help="Run in the background (daemonise).")
 @click.option(
     "--max-tasks-per-child", type=int, default=None, help="Replace a child after N tasks."
 )
@@ -80,6 +98,22 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("--soft-time-limit", type=float, default=None, help="Soft time limit (s).")
 @click.option("--prefetch-multiplier", type=int, default=None, help="worker_prefetch_multiplier.")
 @click.option("-S", "--statedb", default=None, help="Keep revoked task ids in this file.")
+@click.option(
+    "-O",
+    "--optimization",
+    "optimization",
+    type=click.Choice(["default", "fair"]),
+    default="default",
+    help="fair: a process holds only the task it runs (prefetch 1), as Celery's -O fair.",
+)
+@click.option(
+    "--purge", "--discard", "purge", is_flag=True, help="Delete waiting messages, then start."
+)
+@click.option("--disable-prefetch", is_flag=True, help="Fetch a task only for a free slot.")
+@click.option("-I", "--include", default=None, help="Comma-separated modules to import.")
+@click.option("--uid", default=None, help="Run as this user (name or id) once started.")
+@click.option("--gid", default=None, help="Run as this group (name or id) once started.")
+@click.option("--umask", default=None, help="Octal umask for files the worker creates.")
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
@@ -110,6 +144,13 @@ def worker(
     soft_time_limit: float | None,
     prefetch_multiplier: int | None,
     statedb: str | None,
+    optimization: str,
+    purge: bool,
+    disable_prefetch: bool,
+    include: str | None,
+    uid: str | None,
+    gid: str | None,
+    umask: str | None,
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
@@ -118,6 +159,8 @@ def worker(
     scheduler: str | None,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
+    if pool in GREEN_POOLS:
+        patch_concurrency(pool)  # a no-op when the command line already patched
     app = app_of(ctx)
     pool = pool or _pool_setting(app)
     node = expand_hostname(hostname)
@@ -129,18 +172,20 @@ def worker(
         _detach(expand_path(logfile, node) if logfile else None)
     signals.celeryd_init.send(sender=node, instance=None, conf=app.conf, options=ctx.params)
     _configure_logging(app, loglevel, logfile, node)
-    if task_events:
-        app.conf.worker_send_task_events = True
     heartbeats = not without_heartbeat
+    fair = optimization == "fair" or disable_prefetch
+    _drop_privileges(uid, gid, umask)
     overrides = {
         "task_time_limit": time_limit,
         "task_soft_time_limit": soft_time_limit,
-        "worker_prefetch_multiplier": prefetch_multiplier,
+        # -O fair: each process holds only the task it runs
+        "worker_prefetch_multiplier": prefetch_multiplier or (1 if fair else None),
         "worker_state_db": statedb,
+        "worker_send_task_events": True if task_events else None,
     }
     app.conf.update({key: value for key, value in overrides.items() if value is not None})
     scale = _parse_autoscale(autoscale)
-    app.loader_import_modules()
+    _import_tasks(app, include)
     chosen = select_queues(app.conf, queue_names(queues or ()), queue_names(exclude_queues or ()))
     names = [queue.for_node(node).name for queue in chosen]
     size = concurrency or app.conf.worker_concurrency or os.cpu_count() or 1
@@ -154,6 +199,8 @@ def worker(
         )
     wait_for_broker(app)
     declared = _declare_queues(app, chosen, node)
+    if purge:
+        click.echo(purged_text(app.control.purge(names), len(names)))
     click.echo(
         banner(
             app,
@@ -195,6 +242,44 @@ def worker(
         if guard is not None:
             guard.remove()
     sys.exit(code)
+
+
+def purged_text(count: int, queues: int) -> str:
+    """Celery's line after a purge."""
+    plural = "s" if queues != 1 else ""
+    if not count:
+        return f"No messages purged from {queues} queue{plural}."
+    messages = f"{count} message{'s' if count != 1 else ''}"
+    return f"Purged {messages} from {queues} known task queue{plural}."
+
+
+def _import_tasks(app: Caraway, include: str | None) -> None:
+    app.loader_import_modules()
+    for module in queue_names(include) if include else ():
+        importlib.import_module(module)
+
+
+def _drop_privileges(uid: str | None, gid: str | None, umask: str | None) -> None:
+    """``--uid``/``--gid``/``--umask``, as Celery applies them before it starts."""
+    if umask is not None:
+        try:
+            os.umask(int(umask, 8))
+        except ValueError:
+            message = f"{umask!r} is not an octal umask"
+            raise click.BadParameter(message, param_hint="--umask") from None
+    if gid is not None:
+        os.setgid(_id_of(gid, grp.getgrnam, "group"))
+    if uid is not None:
+        os.setuid(_id_of(uid, pwd.getpwnam, "user"))
+
+
+def _id_of(value: str, lookup: Any, kind: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(lookup(value)[2])
+    except KeyError:
+        raise click.BadParameter(f"no {kind} named {value!r}") from None
 
 
 def _parse_autoscale(value: str | None) -> tuple[int, int] | None:
@@ -296,11 +381,13 @@ def _unbind_broadcasts(app: Caraway, queues: Sequence[Queue]) -> None:
 
 def _pool_setting(app: Caraway) -> str:
     pool = str(app.conf.worker_pool)
-    if pool not in ("prefork", "threads", "solo"):
+    if pool not in POOLS:
         raise click.BadParameter(
-            f"worker_pool = {pool!r}: caraway's pools are prefork, threads and solo",
+            f"worker_pool = {pool!r}: caraway's pools are {', '.join(POOLS)}",
             param_hint="worker_pool",
         )
+    if pool in GREEN_POOLS:
+        patch_concurrency(pool)  # late (the app is loaded), but before any connection
     return pool
 
 
@@ -317,13 +404,15 @@ def _configure_logging(app: Caraway, level: str, logfile: str | None, node: str)
             fmt=conf.worker_log_format,
             datefmt=conf.worker_log_datefmt,
             hijack=conf.worker_hijack_root_logger,
+            task_fmt=conf.worker_task_log_format,
+            task_datefmt=conf.worker_task_log_datefmt,
         )
     signals.after_setup_logger.send(
         sender=None, logger=logging.getLogger(), colorize=False, **arguments
     )
     signals.after_setup_task_logger.send(
         sender=None,
-        logger=logging.getLogger("celery.task"),
+        logger=logging.getLogger(TASK_LOGGER),
         colorize=False,
         **{**arguments, "format": conf.worker_task_log_format},
     )
@@ -337,21 +426,39 @@ def _setup_logging(
     fmt: str = LOG_FORMAT,
     datefmt: str | None = None,
     hijack: bool = True,
+    task_fmt: str = TASK_LOG_FORMAT,
+    task_datefmt: str | None = None,
 ) -> None:
+    """The root logger, and the task logger with Celery's ``task_name[task_id]:`` prefix."""
     root = logging.getLogger()
     if not hijack and root.handlers:
         return  # worker_hijack_root_logger=False: the user's logging stays as it is
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    if logfile:
-        path = expand_path(logfile, node)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(path)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    task_logger = logging.getLogger(TASK_LOGGER)
+    for logger in (root, task_logger):
+        for existing in list(logger.handlers):
+            logger.removeHandler(existing)
+    handler, task_handler = _log_handler(logfile, node), _log_handler(logfile, node)
     handler.setFormatter(logging.Formatter(fmt, datefmt))
+    task_handler.setFormatter(TaskFormatter(task_fmt, _running_task, task_datefmt or datefmt))
     root.addHandler(handler)
+    task_logger.addHandler(task_handler)
+    task_logger.propagate = False  # one line per record, in the task format (as Celery)
     root.setLevel(level.upper().replace("FATAL", "CRITICAL"))
+
+
+def _log_handler(logfile: str | None, node: str) -> logging.Handler:
+    if not logfile:
+        return logging.StreamHandler(sys.stderr)
+    path = expand_path(logfile, node)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return logging.FileHandler(path)
+
+
+def _running_task() -> tuple[str, str] | None:
+    request = current_request()
+    if request is None or request.id is None:
+        return None
+    return str(request.task), request.id
 
 
 def _child_logging(level: str, logfile: str | None, node: str, index: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -137,6 +138,24 @@ def connect(url: str, options: dict[str, Any] | None = None, *, retries: int = 0
     if target.kind == "unix":
         return redis.Redis(unix_socket_path=target.path, db=target.db, **kwargs)
     return redis.Redis(host=target.host, port=target.port, db=target.db, **kwargs)
+
+
+def connect_async(url: str, options: dict[str, Any] | None = None) -> redis.asyncio.Redis | None:
+    """An asyncio client for ``url`` with the same options (no retry policy), for waiters
+    on an event loop; None for ``sentinel://``, whose waiters keep to a thread.
+
+    Its commands share one connection (a burst of a thousand waiters must not open a
+    thousand); a pub/sub it makes takes one more.
+    """
+    target = parse_redis_url(url)
+    if target.kind == "sentinel":
+        return None
+    kwargs = _client_kwargs(target, dict(options or {}), 0)
+    kwargs.pop("retry", None)  # redis-py's sync Retry; a wait re-reads on its own
+    kwargs["single_connection_client"] = True
+    if target.kind == "unix":
+        return redis.asyncio.Redis(unix_socket_path=target.path, db=target.db, **kwargs)
+    return redis.asyncio.Redis(host=target.host, port=target.port, db=target.db, **kwargs)
 
 
 def _client_kwargs(target: RedisTarget, options: dict[str, Any], retries: int) -> dict[str, Any]:

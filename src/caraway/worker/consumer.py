@@ -259,7 +259,12 @@ class Consumer:
                 return
             if sync_full and any(not job.is_async for job in self._ready):
                 return
-            self._receive(self._buffer.popleft())
+            delivery = self._buffer.popleft()
+            if self.slots == 1:
+                # the one slot runs it inline, which may take long: say what waits behind it
+                # (throttled, but at once when the countdown tasks held here changed)
+                self._report_queue_state(force=len(self._held) != len(self._reported.scheduled))
+            self._receive(delivery)
 
     def _wait_for_completion(self, timeout: float) -> None:
         if self.effects.pending:
@@ -561,14 +566,16 @@ class Consumer:
             elif isinstance(command, SetTaskEvents):
                 self.events.enabled = command.enabled
 
-    def _report_queue_state(self) -> None:
+    def _report_queue_state(self, *, force: bool = False) -> None:
         """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""
         now = time.monotonic()
-        if now < self._next_queue_report:
+        if now < self._next_queue_report and not force:
             return
         self._next_queue_report = now + QUEUE_REPORT_INTERVAL
         holding = Holding(
-            reserved=tuple(_info(d) for d in self._buffer),
+            reserved=tuple(
+                [_info(d) for d in self._buffer] + [_info(job.delivery) for job in self._ready]
+            ),
             scheduled=tuple((eta, _info(d)) for eta, _, d, _ in self._held),
         )
         if holding != self._reported:

@@ -11,6 +11,7 @@ exception in that loop.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -64,6 +65,8 @@ class NodeView(Protocol):
     def pool_shrink(self, n: int, /) -> int: ...
     def shutdown(self) -> None: ...
     def set_events(self, enabled: bool, /) -> None: ...
+    def autoscale(self, high: int | None, low: int | None, /) -> tuple[int, int]: ...
+    def report(self) -> str: ...
 
 
 # -- the commands a node answers --------------------------------------------------------
@@ -83,9 +86,11 @@ def _revoke(node: NodeView, args: dict[str, Any], *, terminate: bool | None = No
     ids = _ids(args.get("task_id"))
     kill = bool(args.get("terminate")) if terminate is None else terminate
     node.revoke(ids, kill, str(args.get("signal") or "SIGTERM"))
+    # Celery's text names the ids as a Python set
+    shown = "{" + ", ".join(repr(task_id) for task_id in ids) + "}"
     if kill:
-        return {"ok": f"terminate: tasks {', '.join(ids)} flagged as revoked"}
-    return {"ok": f"tasks {', '.join(ids)} flagged as revoked"}
+        return {"ok": f"terminate: tasks {shown} flagged as revoked"}
+    return {"ok": f"tasks {shown} flagged as revoked"}
 
 
 def _rate_limit(node: NodeView, args: dict[str, Any]) -> Any:
@@ -128,6 +133,27 @@ def _events(enabled: bool) -> Handler:
     return handle
 
 
+def _autoscale(node: NodeView, args: dict[str, Any]) -> Any:
+    high, low = args.get("max"), args.get("min")
+    found = node.autoscale(
+        int(high) if high is not None else None, int(low) if low is not None else None
+    )
+    return {"ok": f"autoscale now max={found[0]} min={found[1]}"}
+
+
+def _memsample(node: NodeView, args: dict[str, Any]) -> Any:
+    """Celery's ``memsample``: this node's resident memory now, as ``'12.34MB'``."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return f"{usage.ru_maxrss / 1024.0:.2f}MB"
+
+
+def _unsupported(name: str, why: str) -> Handler:
+    def handle(node: NodeView, args: dict[str, Any]) -> Any:
+        return {"error": f"{name} is not supported by caraway workers: {why}"}
+
+    return handle
+
+
 def _hello(node: NodeView, args: dict[str, Any]) -> Any:
     # The mingle handshake Celery workers broadcast at start-up: answer others, not us.
     if args.get("from_node") == node.hostname:
@@ -147,6 +173,14 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "revoked": ("inspect", lambda node, args: node.revoked()),
     "query_task": ("inspect", lambda node, args: node.query_task(_ids(args.get("ids")))),
     "conf": ("inspect", lambda node, args: node.conf()),
+    "report": ("inspect", lambda node, args: {"ok": node.report()}),
+    "clock": ("inspect", lambda node, args: {"clock": 0}),
+    "memsample": ("inspect", _memsample),
+    "memdump": ("inspect", lambda node, args: f"peak resident memory: {_memsample(node, args)}"),
+    "objgraph": (
+        "inspect",
+        _unsupported("objgraph", "use a profiler attached to the worker process instead"),
+    ),
     "hello": ("inspect", _hello),
     "heartbeat": ("control", lambda node, args: None),
     "revoke": ("control", _revoke),
@@ -157,6 +191,12 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "cancel_consumer": ("control", _cancel_consumer),
     "pool_grow": ("control", lambda n, a: {"ok": f"pool will grow to {n.pool_grow(_n(a))}"}),
     "pool_shrink": ("control", lambda n, a: {"ok": f"pool will shrink to {n.pool_shrink(_n(a))}"}),
+    "autoscale": ("control", _autoscale),
+    "election": ("control", lambda node, args: None),
+    "pool_restart": (
+        "control",
+        _unsupported("pool_restart", "restart the worker (or let max-tasks-per-child recycle)"),
+    ),
     "enable_events": ("control", _events(True)),
     "disable_events": ("control", _events(False)),
     "shutdown": ("control", lambda node, args: {"ok": "shutting down"}),
@@ -240,9 +280,11 @@ class ControlServer:
             return {"error": str(exc.args[0]) if exc.args else "missing argument"}
         except Exception as exc:
             logger.warning("%s: remote-control %r failed: %r", self.hostname, method, exc)
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return {"error": repr(exc)}  # Celery's form: ValueError('...')
         if method == "stats" and isinstance(result, dict) and not result.get("clock"):
             result = {**result, "clock": str(self.clock.value)}
+        if method == "clock":
+            result = {"clock": self.clock.value}
         return result
 
     def _reply(self, request: Request, reply: Any) -> None:

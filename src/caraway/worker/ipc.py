@@ -68,8 +68,9 @@ class TaskFinished:
     outcome: str
 
 
-#: (task id, task name) of a message a consumer holds
-TaskRef = tuple[str, str]
+#: (task id, task name, argsrepr, kwargsrepr, queue) of a message a consumer holds; the
+#: reprs and queue are what ``inspect reserved/scheduled`` show (Flower reads them)
+TaskRef = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,10 +92,11 @@ class TaskEvents:
                 traceback=outcome.traceback or "",
             )
         elif outcome.kind == "retry":
+            # Celery reports the error the task retried for, not the Retry around it
             self._send(
                 "task-retried",
                 uuid=message.id,
-                exception=safe_repr(outcome.exc),
+                exception=safe_repr(getattr(outcome.exc, "exc", None) or outcome.exc),
                 traceback=outcome.traceback or "",
             )
         elif outcome.kind == "reject":
@@ -119,6 +120,13 @@ class TaskEvents:
             self._send("task-revoked", uuid=task_id, terminated=True, signum=signum, expired=False)
         else:
             self._send("task-failed", uuid=task_id, exception=safe_repr(error), traceback="")
+
+    def flush(self) -> None:
+        if self._dispatcher is not None:
+            try:
+                self._dispatcher.flush()
+            except Exception:
+                logger.exception("could not send events")
 
     def worker(self, kind: str, *, active: int, processed: int) -> None:
         """worker-online / worker-heartbeat / worker-offline, whatever ``enabled`` says."""

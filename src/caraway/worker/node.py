@@ -10,12 +10,14 @@ to it as its ``NodeView``. Reply shapes follow Celery's so that Celery's tools r
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -60,6 +62,7 @@ class Supervised(Protocol):
     def terminate(self, task_id: str, signum: int, /) -> bool: ...
     def grow(self, count: int, /) -> int: ...
     def shrink(self, count: int, /) -> int: ...
+    def set_autoscale(self, high: int | None, low: int | None, /) -> tuple[int, int]: ...
     def request_shutdown(self) -> None: ...
 
 
@@ -170,17 +173,21 @@ class NodeControl:
 
     def reserved(self) -> list[dict[str, Any]]:
         return [
-            self._request_info(task_id, name, child.pid)
+            self._request_info(ref, child.pid)
             for child in self._supervisor.children.values()
-            for task_id, name in child.holding.reserved
+            for ref in child.holding.reserved
         ]
 
     def scheduled(self) -> list[dict[str, Any]]:
-        """Countdown tasks this node holds, then those parked on the broker (marked so)."""
+        """Countdown tasks this node holds, then those parked on the broker (marked so).
+
+        Celery's shape: ``eta`` an ISO-8601 string, ``request`` a request's info (Flower's
+        worker page reads its ``args``, ``kwargs`` and ``delivery_info``).
+        """
         held = [
-            {"eta": eta, "priority": 0, "request": self._request_info(info[0], info[1], child.pid)}
+            {"eta": _iso(eta), "priority": 0, "request": self._request_info(ref, child.pid)}
             for child in self._supervisor.children.values()
-            for eta, info in child.holding.scheduled
+            for eta, ref in child.holding.scheduled
         ]
         return held + self.parked_on_broker()
 
@@ -191,28 +198,43 @@ class NodeControl:
             return []
         found = []
         for eta, queue, message in parked:
-            info = self._request_info(
-                str(message.headers.get("id", "")), str(message.headers.get("task", "")), 0
+            headers = message.headers
+            ref = (
+                str(headers.get("id", "")),
+                str(headers.get("task", "")),
+                str(headers.get("argsrepr") or "()"),
+                str(headers.get("kwargsrepr") or "{}"),
+                queue,
             )
-            info["delivery_info"] = {"routing_key": queue}
             found.append(
                 {
-                    "eta": datetime.fromtimestamp(eta, timezone.utc).isoformat(),
+                    "eta": _iso(eta),
                     "priority": message.properties.get("priority") or 0,
-                    "request": info,
+                    "request": self._request_info(ref, 0),
                     "parked": True,
                 }
             )
         return found
 
-    def _request_info(self, task_id: str, name: str, pid: int) -> dict[str, Any]:
+    def _request_info(self, ref: Sequence[str], pid: int) -> dict[str, Any]:
+        """Celery's ``Request.info()`` for a message held and not started."""
+        task_id, name, args, kwargs, queue = (*ref, "()", "{}", "")[:5] if len(ref) < 5 else ref[:5]
         return {
             "id": task_id,
             "name": name,
+            "args": args,
+            "kwargs": kwargs,
             "type": name,
             "hostname": self.hostname,
+            "time_start": None,
             "acknowledged": False,
-            "worker_pid": pid,
+            "delivery_info": {
+                "exchange": "",
+                "routing_key": queue,
+                "priority": 0,
+                "redelivered": False,
+            },
+            "worker_pid": pid or None,
         }
 
     def registered(self) -> list[str]:
@@ -318,12 +340,51 @@ class NodeControl:
     def pool_shrink(self, n: int = 1) -> int:
         return self._supervisor.shrink(n)
 
+    def autoscale(self, high: int | None, low: int | None) -> tuple[int, int]:
+        """New ``--autoscale`` bounds; ValueError when the node does not autoscale."""
+        return self._supervisor.set_autoscale(high, low)
+
+    def report(self) -> str:
+        """What ``caraway report`` prints, for ``inspect report``."""
+        return bug_report(self.app)
+
     def shutdown(self) -> None:
         self._supervisor.request_shutdown()
 
     def set_events(self, enabled: bool) -> None:
         self.events_enabled = enabled
         self._supervisor.relay(SetTaskEvents(enabled))
+
+
+def bug_report(app: Caraway) -> str:
+    """Versions, platform and changed settings (URLs' passwords masked): Celery's
+    ``bugreport``, printed by ``caraway report`` and replied to ``inspect report``."""
+    software = [f"{name}:{_version(name)}" for name in ("caraway", "redis", "amqp", "celery")]
+    software = [item for item in software if not item.endswith(":None")]
+    backend = app.result_backend_url
+    lines = [
+        f"software -> {' '.join(software)} py:{platform.python_version()}",
+        f"platform -> system:{platform.system()} arch:{platform.machine()}",
+        f"            kernel version:{platform.release()} imp:{platform.python_implementation()}",
+        f"settings -> transport:{app.broker_url.partition('://')[0]} "
+        f"results:{mask_url(backend) if backend else 'disabled'}",
+        "",
+    ]
+    for name, value in app.conf.changes().items():
+        shown = mask_url(value) if isinstance(value, str) and "://" in value else value
+        lines.append(f"{name}: {shown!r}")
+    return "\n".join(lines)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).isoformat()
 
 
 def _signal_number(name: str | int | None) -> int:

@@ -29,9 +29,15 @@ def _rss_kib() -> int:
     return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
-def _info(delivery: Delivery) -> tuple[str, str]:
+def _info(delivery: Delivery) -> tuple[str, str, str, str, str]:
     headers = delivery.message.headers
-    return str(headers.get("id", "")), str(headers.get("task", ""))
+    return (
+        str(headers.get("id", "")),
+        str(headers.get("task", "")),
+        str(headers.get("argsrepr") or "()"),
+        str(headers.get("kwargsrepr") or "{}"),
+        delivery.queue,
+    )
 
 
 def protocol_accept(accept: Any) -> frozenset[str]:
@@ -39,10 +45,11 @@ def protocol_accept(accept: Any) -> frozenset[str]:
 
 
 def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
+    name = message.shadow or message.task  # Celery logs the name a task was sent under
     if outcome.kind == "success":
         logger.info(
             "Task %s[%s] succeeded in %.6fs: %.200r",
-            message.task,
+            name,
             message.id,
             outcome.runtime,
             outcome.value,
@@ -50,12 +57,12 @@ def _log_outcome(message: TaskMessage, outcome: Outcome) -> None:
     elif outcome.kind == "failure":
         logger.error(
             "Task %s[%s] raised unexpected: %r\n%s",
-            message.task,
+            name,
             message.id,
             outcome.exc,
             outcome.traceback or "",
         )
     elif outcome.kind == "retry":
-        logger.info("Task %s[%s] retry: %s", message.task, message.id, outcome.exc)
+        logger.info("Task %s[%s] retry: %s", name, message.id, outcome.exc)
     else:
-        logger.info("Task %s[%s] %s", message.task, message.id, outcome.kind)
+        logger.info("Task %s[%s] %s", name, message.id, outcome.kind)

@@ -422,6 +422,7 @@ class Supervisor:
     ) -> None:
         try:
             self.events.lost(task_id, error=error, signum=signum)
+            self.events.flush()  # monitors learn the end from this event, not the backend
         except Exception:
             logger.exception("could not send the event for task %s", task_id)
 
@@ -509,6 +510,18 @@ class Supervisor:
             kill(child.pid, signal.SIGTERM)
             self.concurrency -= 1
         return self.concurrency
+
+    def set_autoscale(self, high: int | None, low: int | None) -> tuple[int, int]:
+        """Remote control ``autoscale``: new bounds (None keeps one); ValueError when the
+        node was not started with ``--autoscale`` or the bounds make no sense."""
+        if self.autoscale is None:
+            raise ValueError("Autoscale not enabled")
+        new_high = self.autoscale[0] if high is None else high
+        new_low = self.autoscale[1] if low is None else low
+        if new_high < 1 or new_low < 0 or new_low > new_high:
+            raise ValueError(f"autoscale needs max >= min >= 0 and max >= 1, got {high}, {low}")
+        self.autoscale = (new_high, new_low)
+        return self.autoscale
 
     def _autoscale(self) -> None:
         """Grow while every child is busy, shrink after a while of idleness (--autoscale)."""

@@ -9,10 +9,13 @@ and written in one Lua call, so a redelivered duplicate can never replace an out
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +24,7 @@ import redis
 from redis.client import PubSub
 
 from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
-from caraway.clients.redis import HeldConnection, connect, parse_redis_url
+from caraway.clients.redis import HeldConnection, connect, connect_async, parse_redis_url
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
 
@@ -196,6 +199,111 @@ class _Notifier:
             self._pubsub.close()
 
 
+class _AsyncBox:
+    """One awaiting coroutine's mailbox for its channel's publishes."""
+
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def next(self, timeout: float) -> bytes | None:
+        """The next payload, or None after ``timeout`` (or when the connection failed)."""
+        try:
+            return await asyncio.wait_for(self.items.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+
+class _LoopNotifier:
+    """One asyncio pub/sub connection per event loop (and one for GETs), shared by every
+    coroutine awaiting a result there; it closes when its last waiter leaves.
+
+    A reader task hands each published payload to the boxes of its channel and marks
+    subscriptions confirmed; waiters GET only after their confirmation.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self.pubsub = client.pubsub()
+        self.boxes: dict[bytes, list[_AsyncBox]] = {}
+        self.confirmed: dict[bytes, asyncio.Event] = {}
+        self.reader: asyncio.Task[None] | None = None
+        self.closed = False
+        #: the subscription connection failed: new waiters take a new notifier
+        self.failed = False
+        #: one SUBSCRIBE/UNSUBSCRIBE at a time: concurrent first calls would each connect
+        self._commands = asyncio.Lock()
+
+    async def open(self, channel: bytes, *, timeout: float = 10.0) -> _AsyncBox:
+        box = _AsyncBox()
+        self.boxes.setdefault(channel, []).append(box)
+        confirmed = self.confirmed.get(channel)
+        if confirmed is None:
+            confirmed = self.confirmed[channel] = asyncio.Event()
+            async with self._commands:
+                await self.pubsub.subscribe(channel)
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.get_running_loop().create_task(self._read())
+        try:
+            await asyncio.wait_for(confirmed.wait(), timeout)
+        except asyncio.TimeoutError:
+            await self.close(channel, box)
+            raise BackendError(f"Redis did not confirm SUBSCRIBE {channel.decode()!r}") from None
+        return box
+
+    async def get(self, key: str) -> bytes | None:
+        return _opt_bytes(await self.client.get(key))
+
+    async def _read(self) -> None:
+        try:
+            while self.boxes:
+                message = await self.pubsub.get_message(timeout=0.5)
+                if message is not None:
+                    self._dispatch(message)
+        except (redis.RedisError, OSError):
+            # the waiters re-read their keys on a None; the next open starts anew
+            for boxes in self.boxes.values():
+                for box in boxes:
+                    box.items.put_nowait(None)
+            self.failed = True
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = _bytes(message["channel"])
+        if message["type"] == "subscribe":
+            event = self.confirmed.get(channel)
+            if event is not None:
+                event.set()
+        elif message["type"] == "message":
+            for box in self.boxes.get(channel, ()):
+                box.items.put_nowait(_bytes(message["data"]))
+
+    async def close(self, channel: bytes, box: _AsyncBox) -> None:
+        boxes = self.boxes.get(channel, [])
+        if box in boxes:
+            boxes.remove(box)
+        if boxes:
+            return
+        self.boxes.pop(channel, None)
+        self.confirmed.pop(channel, None)
+        async with self._commands:  # never a command on a connection being closed
+            if self.closed:
+                return
+            if self.boxes:
+                if not self.failed:
+                    await self.pubsub.unsubscribe(channel)
+                return
+            # the last waiter: the connections go, so none outlives its loop
+            self.closed = True
+            reader, self.reader = self.reader, None
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, redis.RedisError, OSError):
+                    await reader
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.pubsub.aclose()
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.client.aclose()
+
+
 class RedisBackend(Backend, GroupStore, ChordStore):
     """Celery-compatible Redis result store (``redis://``, ``rediss://``, sentinel ...).
 
@@ -219,6 +327,10 @@ class RedisBackend(Backend, GroupStore, ChordStore):
         self._done = self.client.register_script(_CHORD_DONE)
         self._notifier: _Notifier | None = None
         self._notifier_lock = threading.Lock()
+        #: await result: one notifier per event loop (see _LoopNotifier)
+        self._loop_notifiers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, _LoopNotifier
+        ] = weakref.WeakKeyDictionary()
         self._chord_tokens: dict[str, str] = {}
 
     def task_key(self, task_id: str) -> str:
@@ -316,6 +428,48 @@ class RedisBackend(Backend, GroupStore, ChordStore):
             return doc
         finally:
             self._call("unsubscribe", lambda: notifier.close(box))
+
+    async def await_ready(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[bytes], bool],
+        timeout: float | None,
+    ) -> bytes | None:
+        """:meth:`wait` on the event loop, no thread: the loop's one subscription connection
+        (:class:`_LoopNotifier`) hands this task's publishes over; subscribe confirmed, then
+        GET, then publishes, so a result stored in between is never missed."""
+        notifier = self._loop_notifier()
+        if notifier is None:
+            return await super().await_ready(task_id, until=until, timeout=timeout)
+        key = self.task_key(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            box = await notifier.open(key.encode())
+            try:
+                doc = await notifier.get(key)
+                while doc is None or not until(doc):
+                    left = _REREAD_EVERY if deadline is None else deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    pushed = await box.next(min(left, _REREAD_EVERY))
+                    doc = pushed if pushed is not None else await notifier.get(key)
+                return doc
+            finally:
+                await notifier.close(key.encode(), box)
+        except redis.RedisError as exc:
+            raise BackendError(f"Redis at {self._where}: waiting for {task_id}: {exc}") from exc
+
+    def _loop_notifier(self) -> _LoopNotifier | None:
+        loop = asyncio.get_running_loop()
+        with self._notifier_lock:
+            found = self._loop_notifiers.get(loop)
+            if found is None or found.closed or found.failed:
+                client = connect_async(self.url, self.options)
+                if client is None:
+                    return None
+                found = self._loop_notifiers[loop] = _LoopNotifier(client)
+            return found
 
     def _next(self, notifier: _Notifier, box: _Box, timeout: float) -> bytes | None:
         return self._call("wait", lambda: notifier.next(box, timeout))

@@ -8,10 +8,12 @@ uses ``PRAGMA data_version`` and a 1-50 ms backoff, see ``SQLiteFile.wait_for_ch
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +22,10 @@ from caraway.clients.sqlite import SQLiteFile, chunks, placeholders, sqlite_path
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
 from caraway.states import READY_STATES
+
+#: how an awaiting coroutine paces its looks at the file's change counter (seconds)
+_ASYNC_MIN_PAUSE = 0.002
+_ASYNC_MAX_PAUSE = 0.1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_results (
@@ -52,6 +58,44 @@ def _expires_at(expires: float | None) -> float | None:
     return None if expires is None else time.time() + expires
 
 
+class _ChangeWatcher:
+    """Reads the file's change counter for every coroutine of one loop awaiting a result,
+    pausing longer while nothing changes, and wakes them all when it moves."""
+
+    def __init__(self, db: SQLiteFile) -> None:
+        self.db = db
+        self.waiters = 0
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def wait(self, token: tuple[int, int], timeout: float) -> None:
+        """Return once the file changed since ``token`` (or after ``timeout``)."""
+        if self.db.change_token() != token:
+            return
+        self.waiters += 1
+        changed = self.changed
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._watch(token))
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self.waiters -= 1
+
+    async def _watch(self, token: tuple[int, int]) -> None:
+        pause = _ASYNC_MIN_PAUSE
+        while self.waiters:
+            await asyncio.sleep(pause)
+            now = self.db.change_token()
+            if now == token:
+                pause = min(pause * 2, _ASYNC_MAX_PAUSE)
+                continue
+            token, pause = now, _ASYNC_MIN_PAUSE
+            changed, self.changed = self.changed, asyncio.Event()
+            changed.set()
+
+
 class SQLiteBackend(Backend, GroupStore, ChordStore):
     """Results in a SQLite file (default: ``caraway.sqlite3``, shared with the broker).
 
@@ -68,6 +112,10 @@ class SQLiteBackend(Backend, GroupStore, ChordStore):
             schema=_SCHEMA,
             error=BackendError,
             busy_timeout=float(self.options.get("busy_timeout", 5.0)),
+        )
+        #: await result: one change watcher per event loop
+        self._watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ChangeWatcher] = (
+            weakref.WeakKeyDictionary()
         )
 
     def store(
@@ -131,6 +179,30 @@ class SQLiteBackend(Backend, GroupStore, ChordStore):
             if time.monotonic() >= deadline:
                 return None
             self._db.wait_for_change(token, deadline=deadline)
+
+    async def await_ready(
+        self,
+        task_id: str,
+        *,
+        until: Callable[[bytes], bool],
+        timeout: float | None,
+    ) -> bytes | None:
+        """:meth:`wait` on the event loop, no thread: one watcher per loop reads the file's
+        change counter between growing pauses for every awaiting coroutine, and each reads
+        its document only once the file changed."""
+        deadline = float("inf") if timeout is None else time.monotonic() + timeout
+        watcher = self._watchers.get(asyncio.get_running_loop())
+        if watcher is None:
+            watcher = self._watchers[asyncio.get_running_loop()] = _ChangeWatcher(self._db)
+        while True:
+            token = self._db.change_token()
+            document = self.load(task_id)
+            if document is not None and until(document):
+                return document
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await watcher.wait(token, left)
 
     def forget(self, task_id: str) -> None:
         sql = "DELETE FROM caraway_results WHERE task_id = ?"

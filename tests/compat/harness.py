@@ -1,0 +1,120 @@
+"""Run one migration case twice, with Celery and renamed to caraway, and return both outputs.
+
+A case is a folder of ``cases/``: a Celery project as the user guide writes it (``proj.py``)
+and a client script (``run.py``) that prints what a user observes. ``worker.args``, when
+present, holds the worker's command-line options: a worker is started for the run, with
+``celery -A proj worker`` and then ``caraway -A proj worker``. ``cli.txt`` lists commands
+(one per line, after ``-A proj``) whose output is printed after run.py's. The caraway copy
+is the same text with only its import lines renamed, by the corpus's own rule
+(``test_corpus.to_caraway``): what differs in output is a compatibility gap. These cases
+sit beside ``projects/`` because they need what that runner does not give: worker options
+(pools), command lines, and no worker at all (eager mode).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from tests.compat.test_corpus import to_caraway
+from tests.helpers import wait_until
+
+CASES = Path(__file__).parent / "cases"
+#: this suite's Redis db (flushed around each run), shared by the Celery and caraway runs
+URL = "redis://127.0.0.1:6379/8"
+NODE = "compat@localhost"
+
+
+
+def rename(text: str) -> str:
+    """A Celery project's text as a user switching to caraway would change it."""
+    return to_caraway(text)
+
+
+def run_case(case: str, flavour: str, workdir: Path) -> str:
+    """The case's observable output under ``flavour`` ("celery" or "caraway")."""
+    source = CASES / case
+    target = workdir / flavour
+    shutil.copytree(source, target)
+    if flavour == "caraway":
+        for path in target.glob("*.py"):
+            path.write_text(rename(path.read_text()))
+    env = {**os.environ, "PYTHONPATH": str(target), "TEST_BROKER": URL, "TEST_BACKEND": URL}
+    env.pop("CI", None)  # a case prints what it sees; nothing in it depends on CI
+    _flush()
+    worker = _start_worker(target, flavour, env) if (target / "worker.args").exists() else None
+    try:
+        output = _run(target, [sys.executable, "run.py"], env)
+        for line in _cli_lines(target):
+            command = [sys.executable, "-m", flavour, "-A", "proj", *line.split()]
+            output += f"$ {line}\n" + _run(target, command, env)
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _flush()
+    return output
+
+
+def _run(cwd: Path, command: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    status = f"[exit {done.returncode}]\n" if done.returncode else ""
+    return done.stdout + status
+
+
+def _cli_lines(target: Path) -> list[str]:
+    path = target / "cli.txt"
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _start_worker(target: Path, flavour: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    args = (target / "worker.args").read_text().split()
+    log = open(target / "worker.log", "wb")  # noqa: SIM115 - closed by the process's exit
+    command = [sys.executable, "-m", flavour, "-A", "proj", "worker", "-l", "info", "-n", NODE]
+    command += args
+    process = subprocess.Popen(
+        command, cwd=target, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    try:
+        wait_until(
+            lambda: _ready(target, process), timeout=40, message=f"the {flavour} worker to start"
+        )
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+def _ready(target: Path, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise AssertionError((target / "worker.log").read_text(errors="replace"))
+    return " ready." in (target / "worker.log").read_text(errors="replace")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _flush() -> None:
+    client = redis.Redis.from_url(URL)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
