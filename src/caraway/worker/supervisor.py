@@ -429,7 +429,9 @@ class Supervisor:
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
         if self.backend is None:
             return
-        document = docs.result_document(task_id, state, docs.exception_to_dict(error))
+        document = docs.result_document(
+            task_id, state, docs.exception_to_dict(error), zone=self.app.timezone
+        )
         if state == states.REVOKED:
             document["children"] = None
         try:
