@@ -21,6 +21,26 @@ from .caraway import app
 def nap(seconds):
     time.sleep(seconds)
     return threading.get_native_id()
+
+
+@app.task(time_limit=1)
+def overrun(seconds):
+    try:
+        time.sleep(seconds)
+    except Exception:  # a hard limit is not an exception the task can swallow
+        return 'swallowed'
+    return 'finished'
+
+
+@app.task(soft_time_limit=1)
+def cleanup(seconds):
+    from caraway.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return 'cleaned up'
+    return 'finished'
 '''
 
 
@@ -46,6 +66,26 @@ def test_green_pool_runs_tasks_together_on_greenlets(
     elapsed = time.monotonic() - started
     assert elapsed < 5, f"10 one-second naps took {elapsed:.1f}s: they did not wait together"
     assert len(set(threads)) == 1, "greenlets share one OS thread; these ran on several"
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_green_pool_enforces_time_limits_at_the_next_cooperative_wait(
+    proj: Path, workers: list[Worker], pool: str
+) -> None:
+    pytest.importorskip(pool)
+    workers.append(Worker(proj, "-P", pool, "-c", "4").wait_ready())
+    import proj.tasks as tasks
+
+    from caraway.exceptions import TimeLimitExceeded
+
+    started = time.monotonic()
+    hard, soft = tasks.overrun.delay(30), tasks.cleanup.delay(30)
+    with pytest.raises(TimeLimitExceeded):
+        hard.get(timeout=20)
+    assert soft.get(timeout=20) == "cleaned up"
+    assert time.monotonic() - started < 10
+    assert hard.state == "FAILURE"
+    assert tasks.nap.delay(0).get(timeout=20), "the worker kept running tasks after the limit"
 
 
 def test_green_pool_without_its_library_says_what_to_install(proj: Path, tmp_path: Path) -> None:

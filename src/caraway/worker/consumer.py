@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 from caraway import exceptions, lifecycle, signals
 from caraway.brokers.contracts import Delivery, Scheduling
 from caraway.effects import EffectApplier
-from caraway.execution import build_request, run_task, run_task_async, started_meta
+from caraway.execution import (
+    build_request,
+    run_task,
+    run_task_async,
+    soft_limit_of,
+    started_meta,
+)
 from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
 from caraway.protocol.message import TaskMessage
@@ -43,7 +49,14 @@ from caraway.worker.ipc import (
 )
 from caraway.worker.monitor import TaskEvents
 from caraway.worker.policy import _info, _log_outcome, _rss_kib, protocol_accept
-from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
+from caraway.worker.pools import (
+    AsyncLoop,
+    HardTimeLimit,
+    InlinePool,
+    ThreadPool,
+    green_time_limits,
+    patched,
+)
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -466,7 +479,21 @@ class Consumer:
         return job
 
     def _execute(self, job: _Job) -> _Job:
-        job.outcome = run_task(job.task, self._request(job))
+        request = self._request(job)
+        if patched() is None:
+            job.outcome = run_task(job.task, request)
+            return job
+        # gevent/eventlet: time limits raised in the greenlet (prefork's parent kills)
+        hard = job.message.time_limit or job.task.time_limit or self.app.conf.task_time_limit
+        try:
+            with green_time_limits(soft_limit_of(job.task, request), hard):
+                job.outcome = run_task(job.task, request)
+        except HardTimeLimit as limit:
+            error = exceptions.TimeLimitExceeded(
+                f"task {job.message.task}[{job.message.id}] exceeded its hard time limit "
+                f"({limit.seconds}s)"
+            )
+            job.outcome = Outcome("failure", exc=error, traceback=None)
         return job
 
     def _request(self, job: _Job) -> Request:
