@@ -10,7 +10,7 @@ with the delivery. No I/O here, so every rule is unit-tested without a broker.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
 from typing import Any, Literal
@@ -185,6 +185,25 @@ def on_receipt(
         if eta > now:
             return Receipt("hold", eta=eta)
     return Receipt("run")
+
+
+def revoked_by_stamps(
+    message: TaskMessage, revoked: Mapping[str, Sequence[Any]]
+) -> dict[str, Any] | None:
+    """The stamp that revokes ``message`` (``{name: value}``), or None: Celery's rule for
+    ``revoke_by_stamped_headers``, a stamped header whose value (or one of whose values,
+    for a list) is among the values revoked for that header."""
+    if not revoked or not message.stamps:
+        return None
+    for name in message.stamped_headers or list(message.stamps):
+        values = revoked.get(name)
+        stamped = message.stamps.get(name)
+        if values is None or stamped is None:
+            continue
+        for value in stamped if isinstance(stamped, (list, tuple)) else [stamped]:
+            if value in values:
+                return {name: value}
+    return None
 
 
 def _expired(message: TaskMessage, now: float) -> bool:

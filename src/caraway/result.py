@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime
@@ -353,9 +353,7 @@ class AsyncResult(Generic[R]):
             node = node.parent
         return found
 
-    async def aget(
-        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> R:
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> R:
         """``get()`` for async code (``await result`` is the same): the backend wakes the
         coroutine (Redis pub/sub, SQLite's change counter; a worker thread for the others),
         so the loop is never blocked. A chain step whose earlier steps must be watched for
@@ -454,6 +452,27 @@ class AsyncResult(Generic[R]):
         """Ask every worker not to run this task (or to stop it, with ``terminate``)."""
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
+    def revoke_by_stamped_headers(
+        self,
+        headers: Mapping[str, Any] | Sequence[str],
+        connection: Any = None,
+        reply: bool = False,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Ask every worker not to run tasks stamped with ``headers`` (and to stop the
+        running ones, with ``terminate``): ``app.control.revoke_by_stamped_headers``."""
+        replies: list[dict[str, Any]] | None = self.app.control.revoke_by_stamped_headers(
+            headers,
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=reply or wait,
+            timeout=timeout or 1.0,
+        )
+        return replies
+
     def as_tuple(self) -> list[Any]:
         parent = self.parent.as_tuple() if self.parent is not None else None
         return [[self.id, parent], None]
@@ -540,9 +559,7 @@ class EagerResult(AsyncResult[R]):
             callback(self.id, value)
         return value
 
-    async def aget(
-        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> R:
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> R:
         return self.get(timeout, propagate)
 
     def forget(self) -> None:

@@ -195,7 +195,6 @@ class _chain(_Members[Any], kind="chain"):
     def _joins_chord(self) -> bool:
         return any(_joins_chord(step) for step in _prepare_steps(self.tasks, self._app))
 
-
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         """Publish the first step with the rest in ``embed.chain``; the last step's result."""
         join, shared = split_options(options)
@@ -300,7 +299,6 @@ class group(_Members[GroupResult], kind="group"):
                 countdown = float(following)
             member.set(countdown=countdown)
         return self
-
 
     def _send(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caraway import exceptions, lifecycle, signals
 from caraway.brokers.contracts import Delivery, Scheduling
@@ -41,6 +41,7 @@ from caraway.worker.ipc import (
     Holding,
     Report,
     Revoke,
+    RevokeStamps,
     SetRateLimit,
     SetTaskEvents,
     SetTimeLimit,
@@ -123,6 +124,8 @@ class Consumer:
         self.delivery_cap = int(conf.worker_delivery_cap or 0)
         self.accept = protocol_accept(conf.accept_content)
         self.revoked: set[str] = set()
+        #: stamp name -> revoked values (revoke_by_stamped_headers)
+        self.revoked_stamps: dict[str, list[Any]] = {}
         self._policies: dict[str, lifecycle.Policy] = {}
         self._buffer: deque[Delivery] = deque()
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
@@ -324,7 +327,7 @@ class Consumer:
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
-            revoked=message.id in self.revoked,
+            revoked=self._revoked(message),
             # only an unregistered task's error names them: not worth a sort per message
             registered_names="" if task else ", ".join(sorted(self._user_task_names())),
             policy=policy,
@@ -363,7 +366,7 @@ class Consumer:
                     "task %s[%s] not run: %s", message.task, message.id, receipt.effects.reason
                 )
             if receipt.effects.results and receipt.effects.results[0][1] == "REVOKED":
-                expired = message.id not in self.revoked
+                expired = not self._revoked(message)
                 self.events.revoked(message, expired=expired)
                 signals.task_revoked.send(
                     sender=task,
@@ -373,6 +376,13 @@ class Consumer:
                     expired=expired,
                 )
             self.effects.apply(delivery, receipt.effects)
+
+    def _revoked(self, message: TaskMessage) -> bool:
+        if message.id in self.revoked:
+            return True
+        if not self.revoked_stamps:
+            return False
+        return lifecycle.revoked_by_stamps(message, self.revoked_stamps) is not None
 
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
         return delivery.redelivered or delivery.delivery_count > 1
@@ -395,7 +405,7 @@ class Consumer:
             self._rate_waiting.discard(key)
             task = self.app._tasks.get(message.task)
             expired = message.expires is not None and message.expires.timestamp() <= now
-            if task is None or message.id in self.revoked or expired:
+            if task is None or self._revoked(message) or expired:
                 self._buffer.appendleft(delivery)  # received again: settled, not run
                 continue
             job = _Job(delivery, message, task, self._policy(task), is_async=self._is_async(task))
@@ -469,6 +479,7 @@ class Consumer:
                 argsrepr=message.argsrepr,
                 kwargsrepr=message.kwargsrepr,
                 queue=job.delivery.queue,
+                stamps=message.stamps or None,
             )
         )
         self._inflight += 1
@@ -574,8 +585,8 @@ class Consumer:
     # -- remote control --------------------------------------------------------------------
     def _apply_commands(self) -> None:
         for command in self.commands():
-            if isinstance(command, Revoke):
-                self.revoked.update(command.task_ids)
+            if isinstance(command, (Revoke, RevokeStamps)):
+                self._apply_revoke(command)
             elif isinstance(command, AddConsumer):
                 if command.queue not in self.queues:
                     self.queues.append(command.queue)
@@ -592,6 +603,13 @@ class Consumer:
                     task.rate_limit = command.rate
             elif isinstance(command, SetTaskEvents):
                 self.events.enabled = command.enabled
+
+    def _apply_revoke(self, command: Revoke | RevokeStamps) -> None:
+        if isinstance(command, Revoke):
+            self.revoked.update(command.task_ids)
+            return
+        for name, values in command.headers.items():
+            self.revoked_stamps.setdefault(name, []).extend(values)
 
     def _report_queue_state(self, *, force: bool = False) -> None:
         """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""

@@ -35,6 +35,7 @@ from caraway.worker.ipc import (
     Link,
     Report,
     Revoke,
+    RevokeStamps,
     TaskFinished,
     TaskStarted,
     encode,
@@ -277,6 +278,8 @@ class Supervisor:
         self.selector.register(end.reader, selectors.EVENT_READ, child)
         if self.node.revoked_ids:
             end.send(encode(Revoke(tuple(self.node.revoked_ids))))
+        if self.node.revoked_stamps:
+            end.send(encode(RevokeStamps(self.node.revoked_stamps)))
 
     def _child_main(self, index: int, link: ChildEnd) -> None:
         stop = threading.Event()
