@@ -258,13 +258,14 @@ class Task(TaskBase, Generic[P, R]):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Signature:
-        return Signature.from_task(self, args, kwargs, options)
+    ) -> Signature[R]:
+        sig: Signature[R] = Signature.from_task(self, args, kwargs, options)
+        return sig
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         return self.signature(args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature:
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         return self.signature(args, kwargs, immutable=True)
 
     subtask = signature
