@@ -4,9 +4,10 @@
 parameters (after ``self`` with ``bind=True``), and ``delay(...).get()`` is the function's
 return type. ``add.s(...)`` is a ``Signature[R]``: its partial arguments are not checked (a
 signature may be completed later, by a chain's previous result), but what it returns is:
-``sig.delay().get()``, ``sig.apply().get()``, ``sig()`` and ``~sig`` are R. The lines marked ``type: ignore[...]`` are mistakes the checker must catch:
-under ``--strict`` an ignore that catches nothing is itself an error, so this file fails
-the check if typing ever stops catching them.
+``sig.delay().get()``, ``sig.apply().get()``, ``sig()`` and ``~sig`` are R. The lines
+marked ``type: ignore[...]`` are mistakes the checker must catch: under ``--strict`` an
+ignore that catches nothing is itself an error, so this file fails the check if typing
+ever stops catching them.
 
 Run it: ``python examples/typed.py`` (eager mode, no broker needed).
 """
