@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import PROJ_APP, Worker, write_project
 
-TASKS = '''
+TASKS = """
 import threading
 import time
 from .caraway import app
@@ -41,7 +41,7 @@ def cleanup(seconds):
     except SoftTimeLimitExceeded:
         return 'cleaned up'
     return 'finished'
-'''
+"""
 
 
 @pytest.fixture

@@ -4,10 +4,14 @@ runs the others, and with ``terminate=True`` also kills a matching task that is 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from caraway import states
 from tests.helpers import Worker, wait_until
+
+CARAWAY = (sys.executable, "-m", "caraway", "-A", "proj")
 
 
 def test_a_task_stamped_with_a_revoked_header_is_not_run(
@@ -26,6 +30,20 @@ def test_a_task_stamped_with_a_revoked_header_is_not_run(
     assert kept.get(timeout=20) == 4
     wait_until(lambda: doomed.state == states.REVOKED, timeout=20, message="REVOKED")
     assert add.delay(3, 3).get(timeout=20) == 6  # unstamped tasks run
+
+    # the command line's form: Celery's key=value words
+    done = subprocess.run(
+        [*CARAWAY, "control", "revoke_by_stamped_headers", "batch=b9"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "headers {'batch': 'b9'} flagged as revoked, but not terminated" in done.stdout
+    by_cli = add.s(5, 5).stamp(batch="b9").delay()
+    wait_until(lambda: by_cli.state == states.REVOKED, timeout=20, message="REVOKED")
 
 
 def test_terminate_kills_a_running_task_whose_stamp_matches(

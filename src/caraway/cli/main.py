@@ -42,7 +42,7 @@ _COMMANDS: dict[str, str] = {
     "upgrade": "caraway.cli.tools:upgrade",
 }
 #: lists of commands registered whole, for a name not in ``_COMMANDS`` and for help
-_COMMAND_LISTS = ("caraway.cli.control:commands",)
+_COMMAND_LISTS = ("caraway.cli.control:commands", "caraway.cli.refused:commands")
 
 
 def _load(target: str) -> Any:
@@ -81,6 +81,11 @@ class LazyGroup(click.Group):
 @click.option("-b", "--broker", help="Broker URL (overrides the app's broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides the app's setting).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Directory to import APP from.")
+@click.option("--loader", help="Refused: caraway has no loaders (Celery's default only).")
+@click.option("--config", help="Refused: call app.config_from_object(MODULE) in the app.")
+@click.option("-C", "--no-color", is_flag=True, help="caraway's output is never coloured.")
+@click.option("-q", "--quiet", is_flag=True, help="Replies without arrows or node counts.")
+@click.option("--skip-checks", is_flag=True, help="caraway never runs Django's checks.")
 @click.version_option(__version__, prog_name="caraway")
 @click.pass_context
 def cli(
@@ -89,8 +94,14 @@ def cli(
     broker: str | None,
     result_backend: str | None,
     workdir: str | None,
+    loader: str | None,
+    config: str | None,
+    no_color: bool,
+    quiet: bool,
+    skip_checks: bool,
 ) -> None:
     """caraway: a distributed task queue, wire-compatible with Celery 5."""
+    _refuse_loader_and_config(loader, config)
     state = ctx.find_object(CliState)
     if state is None:
         state = CliState()
@@ -100,6 +111,22 @@ def cli(
     state.broker = broker or state.broker
     state.result_backend = result_backend or state.result_backend
     state.workdir = workdir
+    state.quiet = quiet or state.quiet
+
+
+def _refuse_loader_and_config(loader: str | None, config: str | None) -> None:
+    """Celery's ``--loader`` and ``--config`` pick a loader class and the module its
+    default loader reads; caraway has neither, so they stop the command with the way."""
+    if loader:
+        raise click.UsageError(
+            f"--loader {loader} is not supported: caraway has no loaders (it behaves as "
+            "Celery's default one); configure the app in code instead"
+        )
+    if config:
+        raise click.UsageError(
+            f"--config {config} is not supported: call app.config_from_object({config!r}) "
+            "where the app is created (or app.config_from_envvar)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
