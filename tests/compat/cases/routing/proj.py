@@ -8,7 +8,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 prefix = os.environ["COMPAT_QUEUE"]
-app = Celery("proj", broker=os.environ["COMPAT_BROKER"], backend=os.environ["COMPAT_BROKER"])
+app = Celery("proj", broker=os.environ["TEST_BROKER"], backend=os.environ["TEST_BROKER"])
 
 media = Exchange(prefix + "-media", type="topic")
 app.conf.task_default_queue = prefix + "-default"
