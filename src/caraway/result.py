@@ -449,8 +449,15 @@ class AsyncResult(Generic[R]):
         wait: bool = False,
         timeout: float | None = None,
     ) -> None:
-        """Ask every worker not to run this task (or to stop it, with ``terminate``)."""
-        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+        """Ask every worker not to run this task (or to stop it, with ``terminate``);
+        ``wait`` waits up to ``timeout`` s for the workers' replies, as Celery's."""
+        self.app.control.revoke(
+            self.id,
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=wait,
+            timeout=timeout or 1.0,
+        )
 
     def revoke_by_stamped_headers(
         self,
@@ -725,9 +732,21 @@ class ResultSet:
         callback(self)
 
     # -- acting on every member ------------------------------------------------------------
-    def revoke(self, terminate: bool = False, signal: str | None = None, **kwargs: Any) -> None:
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Revoke every member (Celery's arguments: ``wait`` waits for the replies)."""
         self.app.control.revoke(
-            [result.id for result in self.results], terminate=terminate, signal=signal
+            [result.id for result in self.results],
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=wait,
+            timeout=timeout or 1.0,
         )
 
     def forget(self) -> None:

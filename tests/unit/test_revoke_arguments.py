@@ -1,0 +1,51 @@
+"""``AsyncResult.revoke``/``ResultSet.revoke``/``revoke_by_stamped_headers`` take Celery's
+arguments and act on them: ``wait`` asks for the workers' replies, up to ``timeout``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from caraway import Caraway
+from caraway.result import AsyncResult, ResultSet
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def revoke(self, task_id: Any, **kwargs: Any) -> None:
+        self.calls.append(("revoke", task_id, kwargs))
+
+    def revoke_by_stamped_headers(self, headers: Any, **kwargs: Any) -> None:
+        self.calls.append(("stamps", headers, kwargs))
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Caraway, Recorder]]:
+    application = Caraway("rv", broker="memory://")
+    recorder = Recorder()
+    monkeypatch.setattr(Caraway, "control", property(lambda self: recorder))
+    try:
+        yield application, recorder
+    finally:
+        application.close()
+
+
+def test_revoke_wait_asks_for_replies(app: tuple[Caraway, Recorder]) -> None:
+    application, recorder = app
+    AsyncResult("t1", app=application).revoke(wait=True, timeout=3, terminate=True)
+    ResultSet([AsyncResult("t2", app=application)]).revoke(wait=True, timeout=4)
+    AsyncResult("t3", app=application).revoke_by_stamped_headers({"a": "1"}, wait=True)
+    (_, first, one), (_, many, two), (_, headers, three) = recorder.calls
+    assert (first, one["reply"], one["timeout"], one["terminate"]) == ("t1", True, 3, True)
+    assert (many, two["reply"], two["timeout"]) == (["t2"], True, 4)
+    assert (headers, three["reply"]) == ({"a": "1"}, True)
+
+
+def test_revoke_without_wait_asks_for_nothing(app: tuple[Caraway, Recorder]) -> None:
+    application, recorder = app
+    AsyncResult("t1", app=application).revoke()
+    assert recorder.calls[0][2]["reply"] is False
