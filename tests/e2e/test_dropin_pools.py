@@ -88,6 +88,22 @@ def test_green_pool_enforces_time_limits_at_the_next_cooperative_wait(
     assert tasks.nap.delay(0).get(timeout=20), "the worker kept running tasks after the limit"
 
 
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_green_pool_worker_stops_at_once_on_term(proj: Path, pool: str) -> None:
+    pytest.importorskip(pool)
+    worker = Worker(proj, "-P", pool, "-c", "2").wait_ready()
+    try:
+        import proj.tasks as tasks
+
+        assert tasks.nap.delay(0).get(timeout=20)
+        started = time.monotonic()
+        code = worker.stop(timeout=10)
+        assert code == 0, f"-P {pool} did not stop on TERM:\n{worker.log()}"
+        assert time.monotonic() - started < 10
+    finally:
+        worker.stop()
+
+
 def test_green_pool_without_its_library_says_what_to_install(proj: Path, tmp_path: Path) -> None:
     shadow = tmp_path / "shadow" / "gevent"
     shadow.mkdir(parents=True)
