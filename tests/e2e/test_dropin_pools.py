@@ -14,7 +14,21 @@ from tests.helpers import PROJ_APP, Worker, write_project
 TASKS = """
 import threading
 import time
+from caraway import signals
 from .caraway import app
+
+
+def _note(name):
+    def receiver(sender=None, **kwargs):
+        with open('eventlet-signals.log', 'a') as log:
+            log.write(f"{name} {type(sender).__name__}\\n")
+
+    return receiver
+
+
+for _name in ('started', 'preshutdown', 'postshutdown', 'apply'):
+    _receiver = _note(_name)
+    getattr(signals, 'eventlet_pool_' + _name).connect(_receiver, weak=False)
 
 
 @app.task
@@ -100,6 +114,11 @@ def test_green_pool_worker_stops_at_once_on_term(proj: Path, pool: str) -> None:
         code = worker.stop(timeout=10)
         assert code == 0, f"-P {pool} did not stop on TERM:\n{worker.log()}"
         assert time.monotonic() - started < 10
+        sent = (proj / "eventlet-signals.log").read_text().split() if pool == "eventlet" else []
+        if pool == "eventlet":  # Celery's eventlet pool sends these; its gevent pool none
+            names = sent[::2]
+            assert names[0] == "started" and "apply" in names, sent
+            assert names[-2:] == ["preshutdown", "postshutdown"], sent
     finally:
         worker.stop()
 

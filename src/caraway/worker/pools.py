@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from caraway import signals
 from caraway.exceptions import ImproperlyConfigured, SoftTimeLimitExceeded
 
 Job = Callable[[], Any]
@@ -119,6 +120,13 @@ def green_time_limits(soft: float | None, hard: float | None) -> Iterator[None]:
         yield
 
 
+def _eventlet_signal(signal: signals.Signal, pool: object, **fields: Any) -> None:
+    """Celery's eventlet pool signals, sent by a pool on an eventlet-patched process (its
+    gevent and other pools send none, as Celery's)."""
+    if _patched == "eventlet" and signal.receivers:
+        signal.send(sender=pool, **fields)
+
+
 class InlinePool:
     """One slot: the job runs on the consumer's own thread (prefork children, solo)."""
 
@@ -126,12 +134,16 @@ class InlinePool:
 
     def __init__(self, done: queue.SimpleQueue[Any]) -> None:
         self._done = done
+        _eventlet_signal(signals.eventlet_pool_started, self)
 
     def submit(self, job: Job) -> None:
+        _eventlet_signal(signals.eventlet_pool_apply, self, target=job, args=(), kwargs={})
         self._done.put(job())
 
     def stop(self) -> None:
         """Nothing runs in the background."""
+        _eventlet_signal(signals.eventlet_pool_preshutdown, self)
+        _eventlet_signal(signals.eventlet_pool_postshutdown, self)
 
 
 class ThreadPool:
@@ -147,6 +159,7 @@ class ThreadPool:
         ]
         for thread in self._threads:
             thread.start()
+        _eventlet_signal(signals.eventlet_pool_started, self)
 
     def _work(self) -> None:
         while True:
@@ -156,14 +169,17 @@ class ThreadPool:
             self._done.put(job())
 
     def submit(self, job: Job) -> None:
+        _eventlet_signal(signals.eventlet_pool_apply, self, target=job, args=(), kwargs={})
         self._jobs.put(job)
 
     def stop(self) -> None:
         """Let running jobs finish, then end the threads."""
+        _eventlet_signal(signals.eventlet_pool_preshutdown, self)
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join()
+        _eventlet_signal(signals.eventlet_pool_postshutdown, self)
 
 
 class AsyncLoop:
