@@ -14,6 +14,7 @@ import os
 import threading
 import uuid
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone, tzinfo
@@ -116,6 +117,9 @@ class Caraway:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
+        #: Celery's extra command-line options: click Options by command ('worker',
+        #: 'beat', 'events'; 'preload' for every command, sent to user_preload_options)
+        self.user_options: defaultdict[str, set[Any]] = defaultdict(set)
         _FORKED_APPS.add(self)
         self.configured = False
         self.finalized = False

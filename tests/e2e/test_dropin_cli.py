@@ -191,3 +191,38 @@ def test_quiet_drops_the_arrows_and_the_footer_as_celery_does(
     assert loud.stdout.startswith("->  quiet@h: OK") and "1 node online." in loud.stdout
     assert quiet.returncode == 0 and quiet.stdout.startswith(" quiet@h: OK")
     assert "online" not in quiet.stdout
+
+
+USER_OPTIONS = """
+import json
+from click import Option
+from caraway import signals
+
+app.user_options['preload'].add(Option(['-Z', '--template'], default='plain'))
+app.user_options['worker'].add(Option(['--enable-audit'], is_flag=True))
+
+
+@signals.user_preload_options.connect
+def on_preload(options, **kwargs):
+    with open('preload.json', 'w') as out:
+        json.dump(options, out)
+
+
+@signals.celeryd_init.connect
+def on_init(options, **kwargs):
+    with open('worker-options.json', 'w') as out:
+        json.dump({'enable_audit': options.get('enable_audit')}, out)
+"""
+
+
+def test_user_options_extend_the_command_line_as_celery_does(
+    project: Path, workers: list[Worker]
+) -> None:
+    module = project / "proj" / "caraway.py"
+    module.write_text(module.read_text() + USER_OPTIONS)
+    report = _caraway(project, "report", "--template", "fancy")
+    assert report.returncode == 0, report.stderr
+    assert json.loads((project / "preload.json").read_text()) == {"template": "fancy"}
+    worker = Worker(project, "--enable-audit", "-P", "solo")
+    workers.append(worker.wait_ready())
+    assert json.loads((project / "worker-options.json").read_text()) == {"enable_audit": True}

@@ -6,6 +6,7 @@ printed as one line and exit non-zero; tracebacks are for bugs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from caraway import signals
 from caraway._version import __version__
 from caraway.cli.context import CliState
 from caraway.exceptions import CarawayError
@@ -112,6 +114,62 @@ def cli(
     state.result_backend = result_backend or state.result_backend
     state.workdir = workdir
     state.quiet = quiet or state.quiet
+    _add_user_options(ctx, state)
+
+
+#: the commands Celery gives the app's own ``user_options[name]`` (besides 'preload')
+_USER_OPTION_COMMANDS = ("worker", "beat", "events")
+
+
+def _add_user_options(ctx: click.Context, state: CliState) -> None:
+    """Celery's ``app.user_options``: the app's extra click options join the command about
+    to run (``preload`` ones every command, sent to ``user_preload_options``). The app is
+    loaded here for that, as Celery loads it; if it cannot be, the command says why."""
+    name = ctx.invoked_subcommand
+    if name is None or not (state.app_spec or state.preset):
+        return
+    try:
+        app = _app_of(ctx)
+    except Exception:
+        return
+    options = getattr(app, "user_options", None) or {}
+    preload = list(options.get("preload", ()))
+    extra = [*options.get(name, ()), *preload] if name in _USER_OPTION_COMMANDS else preload
+    command = cli.get_command(ctx, name)
+    if command is None or not extra:
+        return
+    for option in extra:
+        if option not in command.params:
+            command.params.append(option)
+    if command.callback is not None and not hasattr(command.callback, "_user_options"):
+        command.callback = _taking_user_options(command.callback)
+
+
+def _app_of(ctx: click.Context) -> Any:
+    # by name, as the commands are: the loader imports the app, whose start() imports this
+    return _load("caraway.cli.loader:app_of")(ctx)
+
+
+def _taking_user_options(callback: Any) -> Any:
+    """The command's callback, called without the user options' values (they stay in
+    ``ctx.params``, where ``celeryd_init`` receivers read them); the preload ones are sent
+    to ``user_preload_options`` first, as Celery does."""
+
+    @functools.wraps(callback)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        app = _app_of(ctx)
+        options = getattr(app, "user_options", None) or {}
+        names = {option.name for group in options.values() for option in group}
+        preload = {option.name for option in options.get("preload", ())}
+        taken = {key: kwargs.pop(key) for key in list(kwargs) if key in names}
+        given = {key: value for key, value in taken.items() if key in preload}
+        if given:
+            signals.user_preload_options.send(sender=callback, app=app, options=given)
+        return callback(*args, **kwargs)
+
+    call._user_options = True  # type: ignore[attr-defined]
+    return call
 
 
 def _refuse_loader_and_config(loader: str | None, config: str | None) -> None:
