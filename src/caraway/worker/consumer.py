@@ -517,6 +517,7 @@ class Consumer:
                 "priority": job.message.priority,
                 "redelivered": job.delivery.redelivered,
             },
+            properties=job.delivery.message.properties,
         )
 
     def _finish(self, job: _Job) -> None:
