@@ -137,6 +137,14 @@ class AsyncResult(Generic[R]):
         return self.id
 
     # -- reading ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """True when the backend holds a result for this id (Celery 5.7): tells a task
+        that is waiting (PENDING, stored nothing yet) from an id never sent or expired
+        only as far as the backend can, exactly as Celery's."""
+        if self._cache is not None:
+            return True
+        return self.app.require_backend().load(self.id) is not None
+
     def _document(self) -> dict[str, Any]:
         if self._cache is not None:
             return self._cache

@@ -49,3 +49,18 @@ def test_revoke_without_wait_asks_for_nothing(app: tuple[Caraway, Recorder]) -> 
     application, recorder = app
     AsyncResult("t1", app=application).revoke()
     assert recorder.calls[0][2]["reply"] is False
+
+
+def test_exists_tells_a_stored_result_from_an_unknown_id() -> None:
+    from caraway.protocol import results as docs
+
+    application = Caraway("ex", broker="memory://ex", backend="memory://ex")
+    try:
+        document = docs.result_document("stored", "SUCCESS", 3)
+        application.require_backend().store(
+            "stored", docs.encode_document(document), state="SUCCESS", expires=60
+        )
+        assert AsyncResult("stored", app=application).exists()
+        assert not AsyncResult("never-sent", app=application).exists()
+    finally:
+        application.close()
