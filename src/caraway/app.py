@@ -296,6 +296,16 @@ class Caraway:
         self.conf.beat_schedule[key] = item
 
     @property
+    def steps(self) -> Any:
+        """Celery's bootsteps (``app.steps['worker'].add(...)``): refused, with the way."""
+        raise ImproperlyConfigured(
+            "app.steps: Celery's bootsteps are not supported by caraway (its worker has no "
+            "blueprint); hook into the worker with signals instead: worker_init, "
+            "worker_ready, worker_process_init, worker_shutting_down, heartbeat_sent, "
+            "task_prerun/task_postrun (caraway.signals), and app.user_options for options"
+        )
+
+    @property
     def timezone(self) -> tzinfo:
         """The app's zone: ``timezone``, else UTC."""
         return zone_of(self.conf)

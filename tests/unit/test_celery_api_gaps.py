@@ -1,5 +1,5 @@
-"""``AsyncResult.revoke``/``ResultSet.revoke``/``revoke_by_stamped_headers`` take Celery's
-arguments and act on them: ``wait`` asks for the workers' replies, up to ``timeout``."""
+"""Celery API details: ``revoke``'s ``wait``/``timeout`` (on results, result sets and by
+stamps) ask for the workers' replies; ``AsyncResult.exists()``; ``app.steps`` refused."""
 
 from __future__ import annotations
 
@@ -62,5 +62,16 @@ def test_exists_tells_a_stored_result_from_an_unknown_id() -> None:
         )
         assert AsyncResult("stored", app=application).exists()
         assert not AsyncResult("never-sent", app=application).exists()
+    finally:
+        application.close()
+
+
+def test_bootsteps_are_refused_saying_what_to_use() -> None:
+    from caraway.exceptions import ImproperlyConfigured
+
+    application = Caraway("steps", broker="memory://")
+    try:
+        with pytest.raises(ImproperlyConfigured, match="worker_init"):
+            application.steps["worker"].add(object)
     finally:
         application.close()
