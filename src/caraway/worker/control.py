@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -113,7 +114,8 @@ def _revoke_by_stamped_headers(node: NodeView, args: dict[str, Any]) -> Any:
         return {"ok": f"headers {given} flagged as revoked, but not terminated"}
     if not terminated:
         return {"ok": f"headers {given} were not terminated"}
-    return {"ok": f"headers {terminated} revoked"}
+    # Celery's text shows its defaultdict(set) as such
+    return {"ok": f"headers {defaultdict(set, terminated)!r} revoked"}
 
 
 def _rate_limit(node: NodeView, args: dict[str, Any]) -> Any:
