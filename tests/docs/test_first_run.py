@@ -1,0 +1,112 @@
+"""The first-run traps of the quick start (issue 24), each shown by a newcomer's steps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from caraway.app import Caraway, default_sqlite_file
+from caraway.cli.context import CliState
+from caraway.cli.control import call
+from tests.helpers import Worker, wait_until, write_project
+
+
+def test_default_file_is_beside_the_module_that_made_the_app(tmp_path: Path) -> None:
+    module = {"__name__": "proj.caraway", "__file__": str(tmp_path / "proj" / "caraway.py")}
+    assert default_sqlite_file(module) == str(tmp_path / "proj" / "caraway.sqlite3")
+
+
+def test_default_file_of_an_interactive_or_caraway_made_app_is_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    here = str(tmp_path / "caraway.sqlite3")
+    assert default_sqlite_file({"__name__": "__main__"}) == here  # the REPL, python -c
+    made_by_cli = {"__name__": "caraway.cli.loader", "__file__": "/venv/caraway/cli/loader.py"}
+    assert default_sqlite_file(made_by_cli) == here
+
+
+CLIENT = "from proj.tasks import add; print(add.delay(2, 2).get(timeout=10))"
+
+
+def test_a_client_in_another_directory_gets_the_result(tmp_path: Path) -> None:
+    """The trap: the worker started in the project, the client somewhere else; with the
+    file in the current directory the client used another file and waited for ever."""
+    write_project(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
+    env.pop("CARAWAY_BROKER_URL", None)
+    worker = Worker(tmp_path, "-P", "threads", "-c", "1", env=env)
+    try:
+        worker.wait_ready()
+        client = subprocess.run(
+            [sys.executable, "-c", CLIENT],
+            cwd=elsewhere,
+            env={**env, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert client.stdout.strip() == "4", client.stderr
+        log = worker.log()
+        assert f"sqlite:///{tmp_path / 'proj' / 'caraway.sqlite3'}" in log  # in the banner
+        assert not list(elsewhere.glob("caraway.sqlite3*"))
+        # Celery's INFO line for each task a worker takes
+        assert wait_until(lambda: "Task proj.tasks.add[" in worker.log(), timeout=5)
+        assert "] received" in worker.log()
+    finally:
+        worker.stop()
+
+
+def test_a_worker_with_no_tasks_warns_before_it_is_ready(tmp_path: Path) -> None:
+    log = tmp_path / "w.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "caraway", "worker", "-P", "threads", "-c", "1", "-l", "info"],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_until(lambda: "ready." in log.read_text(), timeout=30, message="ready")
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    text = log.read_text()
+    assert "no tasks are registered in app 'default'" in text
+    assert "-A" in text and text.index("no tasks are registered") < text.index("ready.")
+
+
+def _typo_app() -> Caraway:
+    app = Caraway("proj", broker=f"memory://typo-{uuid.uuid4().hex[:8]}", set_as_current=False)
+
+    @app.task(name="proj.tasks.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    return app
+
+
+def test_calling_a_misspelt_task_name_fails_and_suggests_the_right_one() -> None:
+    app = _typo_app()
+    result = CliRunner().invoke(call, ["proj.tasks.ad"], obj=CliState(preset=app))
+    assert result.exit_code == 2
+    assert "'proj.tasks.ad' is not registered in app 'proj'" in result.output
+    assert "did you mean 'proj.tasks.add'?" in result.output
+    assert app.connection().fetch(["celery"], limit=1, timeout=0.1, owner="t/1") == []
+
+
+def test_force_sends_a_name_only_the_workers_know() -> None:
+    app = _typo_app()
+    result = CliRunner().invoke(call, ["other.task", "--force"], obj=CliState(preset=app))
+    assert result.exit_code == 0, result.output
+    uuid.UUID(result.output.strip())
