@@ -13,7 +13,8 @@ A page is read top to bottom, block by block, in a fresh working directory:
 - any other block (``text``, ``ini``, ``sh``...) is for reading only.
 
 ``<!-- test: ... -->`` comments (not rendered) steer the run: ``skip`` (the next block is
-not run, say why on the same line), ``worker-log`` (the next block shows lines the last
+not run, say why on the same line), ``setup PAGE`` (the files PAGE wrote, as a reader
+who followed it has them), ``worker-log`` (the next block shows lines the last
 worker started prints, checked as its banner is), ``stop-workers`` (what the reader does
 with Ctrl+C).
 
@@ -67,8 +68,9 @@ def blocks(markdown: str) -> list[Block]:
         directive = _DIRECTIVE.match(lines[index])
         if directive:
             pending.append(directive["what"])
-            if directive["what"] == "stop-workers":
-                found.append(Block("directive", None, "stop-workers", index + 1))
+            if directive["what"] in ("stop-workers", "setup"):
+                body = directive["rest"].strip()
+                found.append(Block(directive["what"], None, body, index + 1))
                 pending.pop()
             index += 1
             continue
@@ -191,23 +193,8 @@ class Page:
     # -- running ----------------------------------------------------------------------
     def run(self) -> list[str]:
         for block in blocks(self.path.read_text()):
-            where = f"{self.path.name}:{block.line}"
-            if "skip" in block.directives:
-                continue
-            if "worker-log" in block.directives:
-                assert self.workers, f"{where}: a worker-log block before any worker"
-                self.workers[-1][2] += "\n" + block.body
-                continue
-            if block.lang == "directive":
-                self.stop_workers()
-            elif block.lang == "python" and block.title:
-                self._write(block.title, block.body)
-            elif block.lang == "python":
-                exec(compile(self._here(block.body), where, "exec"), self.namespace)
-            elif block.lang == "pycon":
-                self._doctest(block, where)
-            elif block.lang == "console":
-                self._console(block, where)
+            if "skip" not in block.directives:
+                self._run_block(block, f"{self.path.name}:{block.line}")
         for process, log, shown in self.workers:
             missing = matches_in_order(shown, self._shown(log.read_text(errors="replace")))
             if missing is not None:
@@ -216,6 +203,25 @@ class Page:
                     f"  {missing}\nit printed:\n{self._shown(log.read_text())}"
                 )
         return self.failures
+
+    def _run_block(self, block: Block, where: str) -> None:
+        if "worker-log" in block.directives:
+            assert self.workers, f"{where}: a worker-log block before any worker"
+            self.workers[-1][2] += "\n" + block.body
+        elif block.lang == "stop-workers":
+            self.stop_workers()
+        elif block.lang == "setup":  # the files another page made, as the reader has them
+            for made in blocks((self.path.parent / block.body).read_text()):
+                if made.lang == "python" and made.title:
+                    self._write(made.title, made.body)
+        elif block.lang == "python" and block.title:
+            self._write(block.title, block.body)
+        elif block.lang == "python":
+            exec(compile(self._here(block.body), where, "exec"), self.namespace)
+        elif block.lang == "pycon":
+            self._doctest(block, where)
+        elif block.lang == "console":
+            self._console(block, where)
 
     def _write(self, name: str, text: str) -> None:
         target = self.workdir / name
