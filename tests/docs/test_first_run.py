@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -110,3 +111,31 @@ def test_force_sends_a_name_only_the_workers_know() -> None:
     result = CliRunner().invoke(call, ["other.task", "--force"], obj=CliState(preset=app))
     assert result.exit_code == 0, result.output
     uuid.UUID(result.output.strip())
+
+
+@pytest.mark.amqp
+def test_a_missing_rabbitmq_vhost_is_named_as_such_and_not_retried() -> None:
+    from caraway.clients.amqp import connect, parse_amqp_url
+    from caraway.exceptions import ImproperlyConfigured
+
+    params = parse_amqp_url("amqp://guest:guest@localhost:5672/no-such-vhost-docs", {})
+    started = time.monotonic()
+    with pytest.raises(ImproperlyConfigured, match="virtual host 'no-such-vhost-docs' does not"):
+        connect(params)
+    assert time.monotonic() - started < 2  # refused once, not retried as an outage
+
+
+@pytest.mark.amqp
+def test_the_rpc_backend_reports_a_missing_vhost_as_the_broker_s_refusal(tmp_path: Path) -> None:
+    app = Caraway(
+        "proj",
+        broker="amqp://guest:guest@localhost:5672/no-such-vhost-docs",
+        backend="rpc://",
+        set_as_current=False,
+    )
+    app.task(name="proj.tasks.add")(lambda x, y: x + y)
+    result = CliRunner().invoke(call, ["proj.tasks.add", "-a", "[1, 2]"], obj=CliState(preset=app))
+    assert result.exit_code != 0
+    said = str(result.exception) + result.output
+    assert "rpc:// backend" not in said
+    assert "virtual host 'no-such-vhost-docs' does not exist" in said

@@ -37,6 +37,7 @@ RUN = [
 REDIS_SHOWN = "redis://localhost:6379/0"
 REDIS_HERE = "redis://localhost:6379/4"
 AMQP_SHOWN = "amqp://guest:guest@localhost:5672//"
+AMQP_MASKED = "amqp://guest:**@localhost:5672//"  # as banners and errors print it
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -75,6 +76,7 @@ def test_page_runs_as_shown(name: str, page_dir: Path) -> None:
         _rabbitmqctl("add_vhost", vhost)
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         page.substitutions[AMQP_SHOWN] = f"amqp://guest:guest@localhost:5672/{vhost}"
+        page.substitutions[AMQP_MASKED] = f"amqp://guest:**@localhost:5672/{vhost}"
     try:
         failures = page.run()
     finally:
