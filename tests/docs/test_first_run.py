@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -139,3 +140,59 @@ def test_the_rpc_backend_reports_a_missing_vhost_as_the_broker_s_refusal(tmp_pat
     said = str(result.exception) + result.output
     assert "rpc:// backend" not in said
     assert "virtual host 'no-such-vhost-docs' does not exist" in said
+
+
+def test_events_dump_prints_readable_lines_naming_the_task_as_celery_s_does() -> None:
+    from caraway.cli.events import dump_line
+
+    names: dict[str, str] = {}
+    received = {
+        "type": "task-received", "hostname": "w1@h", "timestamp": 1796637600.5,
+        "uuid": "id-1", "name": "proj.tasks.add", "args": "[2, 2]", "kwargs": "{}",
+        "retries": 0,
+    }  # fmt: skip
+    succeeded = {
+        "type": "task-succeeded", "hostname": "w1@h", "timestamp": 1796637601.0,
+        "uuid": "id-1", "result": "4", "runtime": 0.001,
+    }  # fmt: skip
+    assert dump_line(received, names) == (
+        "w1@h [2026-12-07 10:00:00.500000] task received: "
+        "proj.tasks.add(id-1) args=[2, 2] kwargs={} retries=0"
+    )
+    assert dump_line(succeeded, names) == (
+        "w1@h [2026-12-07 10:00:01] task succeeded: proj.tasks.add(id-1) args=[2, 2] "
+        "kwargs={} result=4, runtime=0.001"
+    )
+    heartbeat = {"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": 1796637600.0}
+    assert dump_line({**heartbeat, "active": 0}, names) == (
+        "w1@h [2026-12-07 10:00:00] worker heartbeat: active=0"
+    )
+
+
+def test_q_quits_the_events_view_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "caraway", "-b", f"sqlite:///{tmp_path}/q.sqlite3", "events"],
+        cwd=tmp_path, stdin=follower, stdout=follower, stderr=follower,
+        start_new_session=True,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    try:
+
+        def drawn() -> bool:
+            nonlocal seen
+            if select.select([leader], [], [], 0.1)[0]:
+                seen += os.read(leader, 65536)
+            return b"Workers" in seen or b"workers" in seen
+
+        wait_until(drawn, timeout=20, message="the events view to draw")
+        os.write(leader, b"q")
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        os.close(leader)
