@@ -196,3 +196,27 @@ def test_q_quits_the_events_view_on_a_terminal(tmp_path: Path) -> None:
             process.kill()
             process.wait(timeout=10)
         os.close(leader)
+
+
+def test_a_router_function_gets_the_call_s_arguments_and_task() -> None:
+    """Found by the routing guide: routers were asked with empty args and kwargs."""
+    seen: list[tuple[object, ...]] = []
+
+    def by_size(name, args, kwargs, options, task=None, **kw):  # type: ignore[no-untyped-def]
+        seen.append((name, args, kwargs, task))
+        return {"queue": "large"} if kwargs.get("width", 0) > 1000 else None
+
+    app = Caraway("proj", broker=f"memory://routes-{uuid.uuid4().hex[:8]}", set_as_current=False)
+    app.conf.task_routes = [by_size]
+
+    @app.task(name="proj.tasks.resize")
+    def resize(width: int = 100) -> int:
+        return width
+
+    resize.apply_async(kwargs={"width": 4000})
+    resize.apply_async((7,))
+    transport = app.connection()
+    assert transport.fetch(["large"], limit=5, timeout=1, owner="t/1")
+    assert len(transport.fetch(["celery"], limit=5, timeout=1, owner="t/1")) == 1
+    assert seen[0][1:3] == ((), {"width": 4000}) and seen[1][1] == (7,)
+    assert seen[0][3] is resize
