@@ -132,3 +132,13 @@ def test_masks_hide_what_changes_between_runs_and_nothing_else() -> None:
     assert normalize(shown) == normalize(printed)
     assert not matches_exactly(shown, printed.replace(": 4", ": 5"))
     assert "guest@localhost" in normalize("amqp://guest@localhost//")
+
+
+def test_the_migration_guide_lists_every_refused_setting_and_difference() -> None:
+    """Its tables are the compatibility page's rows; after that page changes, run
+    ``python -m tests.docs.compat_tables`` to write them again."""
+    from tests.docs.compat_tables import MIGRATING, render, rows
+
+    text = MIGRATING.read_text()
+    assert len(rows("refused")) > 100 and len(rows("difference")) > 20
+    assert text == render(text), "run: python -m tests.docs.compat_tables"
