@@ -168,6 +168,8 @@ class Page:
     workdir: Path
     #: what the page shows -> what this machine uses (a private Redis db, a vhost...)
     substitutions: dict[str, str] = field(default_factory=dict)
+    #: environment for the page's commands (the runner drops the caller's CARAWAY_*)
+    env: dict[str, str] = field(default_factory=dict)
     #: [process, log file, what the page shows it prints]
     workers: list[list[Any]] = field(default_factory=list)
     namespace: dict[str, Any] = field(default_factory=dict)
@@ -188,7 +190,7 @@ class Page:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CARAWAY_", "TEST_"))}
         env["PYTHONPATH"] = str(self.workdir)
         env["COLUMNS"] = "100"
-        return env
+        return {**env, **self.env}
 
     # -- running ----------------------------------------------------------------------
     def run(self) -> list[str]:

@@ -1,7 +1,7 @@
 """The documentation pages, run as a reader would follow them (tests/docs/runner.py).
 
 A page whose example breaks, or whose shown output is no longer what caraway prints,
-fails here. The Redis parts run on db 4 (ours alone) and the RabbitMQ parts in a vhost
+fails here. The Redis parts run on db 4 (ours alone) and the RabbitMQ parts on a queue
 of their own, so what another test sends never shows up on a page.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ast
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.contract.conftest import delete_amqp_queues
 from tests.docs.runner import Page, blocks, forget_modules, matches_exactly, normalize
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -34,11 +34,6 @@ RUN = [
 REDIS_SHOWN = "redis://localhost:6379/0"
 REDIS_HERE = "redis://localhost:6379/4"
 AMQP_SHOWN = "amqp://guest:guest@localhost:5672//"
-AMQP_MASKED = "amqp://guest:**@localhost:5672//"  # as banners and errors print it
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture
@@ -58,28 +53,28 @@ def page_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("name", RUN)
-def test_page_runs_as_shown(name: str, page_dir: Path) -> None:
+def test_page_runs_as_shown(name: str, page_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = DOCS / name
     text = path.read_text()
     page = Page(path, page_dir)
-    vhost = None
+    queue = None
     if REDIS_SHOWN in text:
         import redis
 
         redis.Redis.from_url(REDIS_HERE).flushdb()
         page.substitutions[REDIS_SHOWN] = REDIS_HERE
     if AMQP_SHOWN in text:
-        vhost = f"caraway-docs-{uuid.uuid4().hex[:8]}"
-        _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        page.substitutions[AMQP_SHOWN] = f"amqp://guest:guest@localhost:5672/{vhost}"
-        page.substitutions[AMQP_MASKED] = f"amqp://guest:**@localhost:5672/{vhost}"
+        # the machine's RabbitMQ is shared: the page's tasks go to a queue of its own
+        # (a vhost of its own would cost three slow rabbitmqctl calls)
+        queue = f"docs-{uuid.uuid4().hex[:8]}"
+        monkeypatch.setenv("CARAWAY_TASK_DEFAULT_QUEUE", queue)
+        page.env["CARAWAY_TASK_DEFAULT_QUEUE"] = queue
     try:
         failures = page.run()
     finally:
         page.stop_workers()
-        if vhost is not None:
-            _rabbitmqctl("delete_vhost", vhost)
+        if queue is not None:
+            delete_amqp_queues([queue])
     assert not failures, "\n\n".join(failures)
 
 
