@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,12 @@ def test_the_migration_guide_lists_every_refused_setting_and_difference() -> Non
     text = MIGRATING.read_text()
     assert len(rows("refused")) > 100 and len(rows("difference")) > 20
     assert text == render(text), "run: python -m tests.docs.compat_tables"
+
+
+def test_the_readme_links_pages_that_exist_in_both_languages() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    targets = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert "docs/index.md" in targets and "docs/zh/index.md" in targets
+    missing = [target for target in targets if not (DOCS.parent / target).exists()]
+    assert not missing
+    assert readme.index("./scripts/demo") < readme.index("./scripts/test") < 600
