@@ -198,13 +198,23 @@ class Page:
             if "skip" not in block.directives:
                 self._run_block(block, f"{self.path.name}:{block.line}")
         for process, log, shown in self.workers:
-            missing = matches_in_order(shown, self._shown(log.read_text(errors="replace")))
-            if missing is not None:
-                self.failures.append(
-                    f"worker {process.args!r}: the page shows a line it never printed:\n"
-                    f"  {missing}\nit printed:\n{self._shown(log.read_text())}"
-                )
+            self._check_worker(process, log, shown)
         return self.failures
+
+    def _check_worker(self, process: subprocess.Popen[bytes], log: Path, shown: str) -> None:
+        def printed() -> str:
+            return self._shown(log.read_text(errors="replace"))
+
+        # what a worker logs after a result is stored (a callback, the next beat tick)
+        # may come a moment later: wait for it, with a deadline
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: matches_in_order(shown, printed()) is None, timeout=10)
+        missing = matches_in_order(shown, printed())
+        if missing is not None:
+            self.failures.append(
+                f"worker {process.args!r}: the page shows a line it never printed:\n"
+                f"  {missing}\nit printed:\n{printed()}"
+            )
 
     def _run_block(self, block: Block, where: str) -> None:
         if "worker-log" in block.directives:

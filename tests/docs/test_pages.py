@@ -30,6 +30,7 @@ RUN = [
     "userguide/calling.md",
     "userguide/canvas.md",
     "userguide/routing.md",
+    "periodic-tasks.md",
 ]
 
 REDIS_SHOWN = "redis://localhost:6379/0"
