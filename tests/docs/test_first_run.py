@@ -220,3 +220,14 @@ def test_a_router_function_gets_the_call_s_arguments_and_task() -> None:
     assert len(transport.fetch(["celery"], limit=5, timeout=1, owner="t/1")) == 1
     assert seen[0][1:3] == ((), {"width": 4000}) and seen[1][1] == (7,)
     assert seen[0][3] is resize
+
+
+def test_a_vhost_that_is_down_while_rabbitmq_starts_is_still_retried() -> None:
+    import amqp
+
+    from caraway.clients.amqp import _permanent_refusal
+
+    down = amqp.exceptions.NotAllowed(reply_text="NOT_ALLOWED - vhost / is down")
+    missing = amqp.exceptions.NotAllowed(reply_text="NOT_ALLOWED - vhost x not found")
+    assert not _permanent_refusal(down)
+    assert _permanent_refusal(missing)
