@@ -570,9 +570,10 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
     def _drain_wakeups(self) -> None:
-        # One read, which the selector said will not block: under -P eventlet os.read is
-        # green and waits for more instead of raising BlockingIOError, so a loop until the
-        # pipe is empty would hang the node (what is left wakes the next select).
+        # One read, only after the selector saw the pipe readable: under -P eventlet os.read
+        # is green and waits for more bytes instead of raising BlockingIOError, so a loop
+        # reading until empty hung the node on its first signal. Bytes left over wake the
+        # next select.
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 4096)
 
