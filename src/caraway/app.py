@@ -26,6 +26,7 @@ from caraway.asyncpublish import AsyncSender
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
+from caraway.canvas.signature import Signature
 from caraway.config import Settings
 from caraway.contrib.django.fixup import DjangoFixup
 from caraway.contrib.django.fixup import fixup as django_fixup
@@ -499,6 +500,34 @@ class Caraway:
         return local.oid
 
     # -- calling ---------------------------------------------------------------------------
+    def signature(self, *args: Any, **kwargs: Any) -> Signature:
+        """``app.signature('proj.add', (2, 2), countdown=10)``: a signature bound to this app
+        (Celery's ``app.signature``)."""
+        return Signature(*args, app=self, **kwargs)
+
+    @property
+    def current_task(self) -> TaskType | None:
+        """The task running in this thread or asyncio task (eager ones too), or None."""
+        request = current_request()
+        return request.running_task if request is not None else None
+
+    @property
+    def current_worker_task(self) -> TaskType | None:
+        """The task a worker runs here, or None (eager calls do not count, as Celery's)."""
+        request = current_request()
+        if request is None or request.is_eager:
+            return None
+        found: TaskType | None = request.running_task
+        return found
+
+    def set_current(self) -> None:
+        """Make this the current app (``current_app``), as Celery's."""
+        current.set_current_app(self)
+
+    def set_default(self) -> None:
+        """Make this the app used when none is current, as Celery's."""
+        current.set_default_factory(lambda: self)
+
     def send_task(
         self,
         name: str,

@@ -116,6 +116,9 @@ def _is_ready(raw: bytes) -> bool:
 class AsyncResult(Generic[R]):
     """The handle ``delay()`` returns: read the state and result of one task by id."""
 
+    #: Celery's ``result.TimeoutError``: what ``get(timeout=)`` raises
+    TimeoutError = TimeoutError
+
     def __init__(
         self,
         id: str,

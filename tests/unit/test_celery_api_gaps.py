@@ -75,3 +75,89 @@ def test_bootsteps_are_refused_saying_what_to_use() -> None:
             application.steps["worker"].add(object)
     finally:
         application.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("store_eager_result", True, "EagerResult"),
+        ("acks_on_failure", False, "acks_on_failure_or_timeout"),
+        ("acks_on_timeout", True, "acks_on_failure_or_timeout"),
+        ("retry_on_worker_lost", True, "reject_on_worker_lost"),
+        ("trail", False, "children"),
+        ("resultrepr_maxsize", 10, "1024"),
+        ("Request", "proj:MyRequest", "internals"),
+    ],
+)
+def test_celery_task_options_caraway_lacks_are_refused(option: str, value: Any, says: str) -> None:
+    from caraway.exceptions import ImproperlyConfigured
+
+    application = Caraway("opts", broker="memory://")
+    try:
+        with pytest.raises(ImproperlyConfigured, match=says):
+
+            @application.task(**{option: value})
+            def job() -> None: ...
+
+        @application.task(name="opts.fine", store_eager_result=False, trail=True)
+        def fine() -> None: ...  # what caraway does anyway: accepted
+    finally:
+        application.close()
+
+
+def test_task_error_classes_are_task_attributes() -> None:
+    from caraway import Task
+    from caraway.exceptions import BrokerError, MaxRetriesExceededError
+
+    assert Task.MaxRetriesExceededError is MaxRetriesExceededError
+    assert Task.OperationalError is BrokerError
+
+
+def test_result_timeout_error_is_an_attribute() -> None:
+    from caraway.exceptions import TimeoutError as CarawayTimeout
+
+    assert AsyncResult.TimeoutError is CarawayTimeout
+
+
+def test_app_signature_current_task_and_set_current() -> None:
+    from caraway import current
+
+    application = Caraway("sigapp", broker="memory://", set_as_current=False)
+    before = current.get_current_app()
+    try:
+        application.conf.task_always_eager = True
+        seen: dict[str, Any] = {}
+
+        @application.task(name="sigapp.look", bind=True)
+        def look(self: Any) -> str:
+            seen["current"] = application.current_task
+            seen["worker"] = application.current_worker_task
+            return "ok"
+
+        sig = application.signature("sigapp.look", countdown=1)
+        assert sig.name == "sigapp.look" and sig.options["countdown"] == 1
+        assert sig.delay().get() == "ok"
+        assert seen["current"] is look and seen["worker"] is None  # eager: not a worker's
+        assert application.current_task is None
+        application.set_current()
+        assert current.get_current_app() is application
+    finally:
+        current.set_current_app(before)
+        application.close()
+
+
+def test_signature_helpers_celery_documents() -> None:
+    from caraway import Signature
+
+    sig = Signature("proj.add", (1, 2), {"z": 3}, {"queue": "q"})
+    other = sig.replace(args=(5,), options={"priority": 1})
+    assert (other.args, other.kwargs, other.options) == ((5,), {"z": 3}, {"priority": 1})
+    assert sig.args == (1, 2) and sig.partial((9,)).args == (9, 1, 2)
+    assert sig.append_to_list_option("link", "x") == "x"
+    sig.append_to_list_option("link", "x")
+    sig.extend_list_option("link_error", ["e1", "e2"])
+    assert sig.options["link"] == ["x"] and sig.options["link_error"] == ["e1", "e2"]
+    linked = Signature("proj.a")
+    linked.link(Signature("proj.b"))
+    assert [s.name for s in linked.flatten_links()] == ["proj.a", "proj.b"]
+    assert Signature("proj.c", options={"parent_id": "p", "root_id": "r"}).parent_id == "p"

@@ -235,6 +235,59 @@ class Signature(dict[str, Any], Generic[R]):
         copy._app = self._app
         return copy
 
+    #: Celery's alias of :meth:`clone`
+    partial = clone
+
+    def replace(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Signature[R]:
+        """A copy whose args, kwargs or options are replaced by those given (not None)."""
+        copy = self.clone()
+        if args is not None:
+            copy["args"] = tuple(args)
+        if kwargs is not None:
+            copy["kwargs"] = dict(kwargs)
+        if options is not None:
+            copy["options"] = dict(options)
+        return copy
+
+    @property
+    def parent_id(self) -> str | None:
+        value = self.options.get("parent_id")
+        return None if value is None else str(value)
+
+    @property
+    def root_id(self) -> str | None:
+        value = self.options.get("root_id")
+        return None if value is None else str(value)
+
+    def append_to_list_option(self, key: str, value: Any) -> Any:
+        """Add ``value`` to the list option ``key`` unless it is there (Celery's helper)."""
+        items = self.options.setdefault(key, [])
+        if not isinstance(items, list):
+            items = self.options[key] = [items]
+        if value not in items:
+            items.append(value)
+        return value
+
+    def extend_list_option(self, key: str, value: Iterable[Any]) -> None:
+        """Add each of ``value`` to the list option ``key`` (Celery's helper)."""
+        items = self.options.setdefault(key, [])
+        if not isinstance(items, list):
+            items = self.options[key] = [items]
+        items.extend(value)
+
+    def flatten_links(self) -> list[Signature]:
+        """This signature and every callback linked under it, depth first."""
+        found: list[Signature] = [self]
+        for link in self.options.get("link") or ():
+            linked = link if isinstance(link, Signature) else Signature.from_dict(link)
+            found.extend(linked.flatten_links())
+        return found
+
     def set(self, immutable: bool | None = None, **options: Any) -> Self:
         """Set options in place (``queue``, ``countdown``, ``priority``...); returns self."""
         if immutable is not None:
