@@ -520,6 +520,20 @@ class Caraway:
         found: TaskType | None = request.running_task
         return found
 
+    def broker_connection(self, *args: Any, **kwargs: Any) -> Transport:
+        """Celery's old name of :meth:`connection`."""
+        return self.connection(*args, **kwargs)
+
+    def Worker(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's worker class bound to the app: refused, with the way to start one."""
+        raise ImproperlyConfigured(
+            "app.Worker (Celery's WorkController) is not supported: start a worker with "
+            "app.worker_main(['worker', '-l', 'INFO']) or the caraway command line; in "
+            "tests, caraway.testing.start_worker(app)"
+        )
+
+    WorkController = Worker
+
     def set_current(self) -> None:
         """Make this the current app (``current_app``), as Celery's."""
         current.set_current_app(self)

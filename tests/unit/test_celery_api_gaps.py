@@ -161,3 +161,16 @@ def test_signature_helpers_celery_documents() -> None:
     linked.link(Signature("proj.b"))
     assert [s.name for s in linked.flatten_links()] == ["proj.a", "proj.b"]
     assert Signature("proj.c", options={"parent_id": "p", "root_id": "r"}).parent_id == "p"
+
+
+def test_app_worker_class_is_refused_saying_how_to_start_one() -> None:
+    from caraway.exceptions import ImproperlyConfigured
+
+    application = Caraway("wk", broker="memory://")
+    try:
+        with pytest.raises(ImproperlyConfigured, match="worker_main"):
+            application.Worker(hostname="w1@h").start()
+        with pytest.raises(ImproperlyConfigured, match="start_worker"):
+            application.WorkController()
+    finally:
+        application.close()
