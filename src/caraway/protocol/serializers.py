@@ -256,6 +256,11 @@ def use_signing(codec: Signing | None) -> None:
     _signing = codec
 
 
+def signing_ready() -> bool:
+    """True once this process has an ``auth`` serializer (app.setup_security() ran)."""
+    return _signing is not None
+
+
 def _signed() -> Signing:
     if _signing is None:
         raise ImproperlyConfigured(

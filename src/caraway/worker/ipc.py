@@ -55,6 +55,8 @@ class TaskStarted:
     #: measures a prefork child's task against its own clock
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
+    #: the message's stamps (``revoke_by_stamped_headers(terminate=True)`` matches them)
+    stamps: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,15 @@ class Revoke:
 
     kind: ClassVar[str] = "revoke"
     task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeStamps:
+    """Do not run tasks stamped with any of these values (``revoke_by_stamped_headers``):
+    stamp name -> the revoked values, added to those revoked before."""
+
+    kind: ClassVar[str] = "revoke_stamps"
+    headers: dict[str, list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +146,27 @@ class SetTaskEvents:
 
 
 Report = TaskStarted | TaskFinished | Holding
-Command = Revoke | AddConsumer | CancelConsumer | SetTimeLimit | SetRateLimit | SetTaskEvents
+Command = (
+    Revoke
+    | RevokeStamps
+    | AddConsumer
+    | CancelConsumer
+    | SetTimeLimit
+    | SetRateLimit
+    | SetTaskEvents
+)
 Record = Report | Command
 
 _REPORTS = (TaskStarted, TaskFinished, Holding)
-_COMMANDS = (Revoke, AddConsumer, CancelConsumer, SetTimeLimit, SetRateLimit, SetTaskEvents)
+_COMMANDS = (
+    Revoke,
+    RevokeStamps,
+    AddConsumer,
+    CancelConsumer,
+    SetTimeLimit,
+    SetRateLimit,
+    SetTaskEvents,
+)
 _BY_KIND: dict[str, type[Record]] = {cls.kind: cls for cls in (*_REPORTS, *_COMMANDS)}
 #: a record's kind and fields in order, in one C call: a line is built per task, and
 #: orjson's own dataclass path takes 4x as long for slotted classes (measured)
@@ -444,6 +471,7 @@ __all__ = [
     "Record",
     "Report",
     "Revoke",
+    "RevokeStamps",
     "RunningSlot",
     "SetRateLimit",
     "SetTaskEvents",

@@ -24,12 +24,15 @@ import orjson
 
 from caraway.clients.urls import mask_url
 from caraway.exceptions import ImproperlyConfigured
+from caraway.lifecycle import revoked_by_stamps
+from caraway.protocol.message import TaskMessage
 from caraway.rates import parse_rate
 from caraway.worker.ipc import (
     AddConsumer,
     CancelConsumer,
     Command,
     Revoke,
+    RevokeStamps,
     SetRateLimit,
     SetTaskEvents,
     SetTimeLimit,
@@ -92,6 +95,8 @@ class NodeControl:
         self.totals: Counter[str] = Counter()
         self.failures = 0
         self.revoked_ids: dict[str, float] = {}
+        #: stamp name -> revoked values (revoke_by_stamped_headers; kept in memory, as Celery)
+        self.revoked_stamps: dict[str, list[Any]] = {}
         self.events_enabled = bool(app.conf.worker_send_task_events)
 
     @property
@@ -307,6 +312,29 @@ class NodeControl:
             signum = _signal_number(signal_name)
             for task_id in task_ids:
                 self._supervisor.terminate(task_id, signum)
+
+    def revoke_by_stamps(
+        self, headers: Mapping[str, list[Any]], terminate: bool, signal_name: str
+    ) -> dict[str, set[Any]]:
+        """Do not run tasks stamped with these values; with ``terminate``, also stop the
+        running ones whose stamps match. Returns what was terminated, by stamp name."""
+        for name, values in headers.items():
+            self.revoked_stamps.setdefault(name, []).extend(values)
+        self._supervisor.relay(RevokeStamps({name: list(v) for name, v in headers.items()}))
+        terminated: dict[str, set[Any]] = {}
+        if not terminate:
+            return terminated
+        signum = _signal_number(signal_name)
+        for child in list(self._supervisor.children.values()):
+            running = child.running
+            if running is None or not running.stamps:
+                continue
+            message = TaskMessage(id=running.task_id, task=running.name, stamps=running.stamps)
+            match = revoked_by_stamps(message, headers)
+            if match is not None and self._supervisor.terminate(running.task_id, signum):
+                for name, value in match.items():
+                    terminated.setdefault(name, set()).add(value)
+        return terminated
 
     def set_rate_limit(self, task: str, rate: str | None) -> None:
         parse_rate(rate)

@@ -35,6 +35,7 @@ from caraway.worker.ipc import (
     Link,
     Report,
     Revoke,
+    RevokeStamps,
     TaskFinished,
     TaskStarted,
     encode,
@@ -73,6 +74,7 @@ class Supervisor:
         max_memory_per_child: int | None = None,
         autoscale: tuple[int, int] | None = None,
         heartbeats: bool = True,
+        heartbeat_interval: float = HEARTBEAT_FREQ,
         beat: EmbeddedBeat | None = None,
     ) -> None:
         #: ``-B``: beat on a thread of this process, never in a child; stops with the node
@@ -81,6 +83,7 @@ class Supervisor:
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
         self.heartbeats = heartbeats
+        self.heartbeat_interval = heartbeat_interval
         self._idle_since: float | None = None
         limits = () if app.conf.worker_disable_rate_limits else app.tasks.items()
         self.buckets = SharedBuckets(
@@ -197,7 +200,7 @@ class Supervisor:
     def _loop(self, thread: threading.Thread | None) -> None:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         next_renew = time.monotonic() + self.renew_interval
-        next_beat = time.monotonic() + HEARTBEAT_FREQ
+        next_beat = time.monotonic() + self.heartbeat_interval
         while True:
             if thread is not None and not thread.is_alive():
                 return
@@ -218,7 +221,7 @@ class Supervisor:
                 self._poll_control(self.control)
             if time.monotonic() >= next_beat:
                 self._beat("worker-heartbeat")
-                next_beat = time.monotonic() + HEARTBEAT_FREQ
+                next_beat = time.monotonic() + self.heartbeat_interval
             if time.monotonic() >= next_renew:
                 self._renew_leases()
                 if time.monotonic() >= self._next_revoked_sync:
@@ -244,7 +247,9 @@ class Supervisor:
         self.events.enabled = self.node.events_enabled
         active = sum(1 for child in self.children.values() if child.running is not None)
         try:
-            self.events.worker(kind, active=active, processed=self.node.processed)
+            self.events.worker(
+                kind, active=active, processed=self.node.processed, freq=self.heartbeat_interval
+            )
         except Exception:
             logger.exception("could not send %s", kind)
             return
@@ -277,6 +282,8 @@ class Supervisor:
         self.selector.register(end.reader, selectors.EVENT_READ, child)
         if self.node.revoked_ids:
             end.send(encode(Revoke(tuple(self.node.revoked_ids))))
+        if self.node.revoked_stamps:
+            end.send(encode(RevokeStamps(self.node.revoked_stamps)))
 
     def _child_main(self, index: int, link: ChildEnd) -> None:
         stop = threading.Event()
@@ -429,7 +436,9 @@ class Supervisor:
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
         if self.backend is None:
             return
-        document = docs.result_document(task_id, state, docs.exception_to_dict(error))
+        document = docs.result_document(
+            task_id, state, docs.exception_to_dict(error), zone=self.app.timezone
+        )
         if state == states.REVOKED:
             document["children"] = None
         try:
