@@ -18,7 +18,7 @@ import pytest
 from tests import pg
 from tests.chaos.ha_ledger import COUNT, RETRY_POLICY, Producer, ledger_project, report
 from tests.chaos.ha_ledger import settle as settle_ledger
-from tests.chaos.redis_ha import wait
+from tests.harness.redis import wait
 from tests.helpers import Worker
 
 pytestmark = pytest.mark.slow
