@@ -25,7 +25,13 @@ from caraway import exceptions, signals, states
 from caraway.brokers.contracts import Revocations
 from caraway.protocol import results as docs
 from caraway.worker.buckets import SharedBuckets
-from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
+from caraway.worker.children import (
+    Child,
+    describe_exit,
+    kill,
+    prepare_to_fork,
+    stop_with_supervisor,
+)
 from caraway.worker.consumer import Consumer
 from caraway.worker.control import ControlServer
 from caraway.worker.ipc import (
@@ -289,6 +295,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        stop_with_supervisor(self.pid, stop)
         self.child_init(index)
         signals.worker_process_init.send(sender=None)
         try:
