@@ -26,6 +26,16 @@ def _close_apps() -> Iterator[None]:
 ALLOWED_SKIPS: dict[str, str] = {}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long runs (``soak``) only when ``-m`` names them: CI and a plain run never pay for them."""
+    if "soak" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("soak") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 def _skip_fails_here(nodeid: str) -> bool:
     return bool(os.environ.get("CI")) and nodeid not in ALLOWED_SKIPS
 
