@@ -54,8 +54,10 @@ def record(kind, number):
         os.close(fd)
 
 
-def body(number, seconds):
+def body(number, seconds, poison=False):
     record("S", number)
+    if poison:  # kills its process every time: must end in the dead-letter store
+        os.kill(os.getpid(), 9)
     time.sleep(seconds)
     record("D", number)
     return number
@@ -82,6 +84,7 @@ app = Caraway('proj', broker=os.environ['TEST_BROKER'], backend=os.environ['TEST
               include=['proj.tasks'])
 app.conf.update({SETTINGS}
     broker_park_horizon=float(os.environ.get('TEST_PARK_HORIZON') or 60),
+    worker_delivery_cap=3,
 )
 """
 
@@ -91,8 +94,8 @@ from .caraway import app
 
 
 @app.task(name='proj.tasks.ledger')
-def ledger(number, seconds=0.0):
-    return body(number, seconds)
+def ledger(number, seconds=0.0, poison=False):
+    return body(number, seconds, poison)
 """
 
 CELERY_APP = f"""
@@ -110,8 +113,8 @@ app.conf.update({SETTINGS}
 
 
 @app.task(name='proj.tasks.ledger')
-def ledger(number, seconds=0.0):
-    return body(number, seconds)
+def ledger(number, seconds=0.0, poison=False):
+    return body(number, seconds, poison)
 """
 
 
@@ -131,13 +134,15 @@ class Send:
     """What the producer did: numbers whose publish returned, and those whose publish raised."""
 
     acknowledged: list[int] = field(default_factory=list)
+    #: numbers sent as poison (their task kills its process), left out of the classification
+    poison: dict[int, str] = field(default_factory=dict)
     raised: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
 
 def produce(
-    publish: Callable[[int], None], numbers: range, *, spacing: float, send: Send
+    publish: Callable[[int], str | None], numbers: range, *, spacing: float, send: Send
 ) -> threading.Thread:
     """Publish every number from a thread, ``spacing`` s apart."""
 
@@ -145,8 +150,10 @@ def produce(
         try:
             for number in numbers:
                 try:
-                    publish(number)
+                    poison_id = publish(number)
                     send.acknowledged.append(number)
+                    if poison_id is not None:
+                        send.poison[number] = poison_id
                 except Exception as exc:  # the publish may or may not have reached the broker
                     send.raised.append(number)
                     send.errors.append(f"{number}: {exc!r}")
@@ -304,12 +311,13 @@ class Ledger:
                 dones[number] += 1
                 with contextlib.suppress(ValueError):
                     open_runs[number].remove(pid)
-        acknowledged = set(send.acknowledged)
-        more = {n: c for n, c in sorted(starts.items()) if c > 1}
+        acknowledged = set(send.acknowledged) - set(send.poison)
+        more = {n: c for n, c in sorted(starts.items()) if c > 1 and n not in send.poison}
         unexplained = {n: dones[n] for n in more if dones[n] > 1}
         return {
-            "sent": len(acknowledged) + len(send.raised),
+            "sent": len(send.acknowledged) + len(send.raised),
             "acknowledged": len(acknowledged),
+            "poison": len(send.poison),
             "publish_raised": len(send.raised),
             "once": sum(1 for n in acknowledged if starts[n] == 1 and dones[n] == 1),
             "more": len(more),
@@ -329,7 +337,8 @@ class Ledger:
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
             done = self.done()
-            if len(set(send.acknowledged) & done) >= fraction * len(send.acknowledged):
+            expected = set(send.acknowledged) - set(send.poison)
+            if len(expected & done) >= fraction * len(expected):
                 return
             if len(done) != last:
                 last, since = len(done), time.monotonic()
