@@ -219,6 +219,8 @@ class Faults:
     actions: list[str]
     seed: int
     interval: float = 1.0
+    #: the longest a frozen node stays frozen (seconds)
+    freeze_max: float = 2.5
     log: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -261,7 +263,7 @@ class Faults:
             fresh = self.fleet.replace(node)
             return f"{node.name} (pid {node.pid}) -> {fresh.name}"
         if action == "freeze" and node is not None:
-            seconds = rng.uniform(0.5, 2.5)
+            seconds = rng.uniform(0.5, self.freeze_max)
             node.freeze()
             self._stop.wait(seconds)
             node.thaw()
