@@ -9,8 +9,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from caraway import current
+
+# CI runs every property test on the same examples (a red run can be replayed, a green one is
+# not luck); locally they stay random, which is how new cases are found
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
