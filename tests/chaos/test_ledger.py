@@ -263,8 +263,14 @@ SOAK_FREEZE = [
     for fleet in ("caraway", "celery")
 ]  # fmt: skip
 SOAK_COUNTDOWN = [
-    Scenario("redis", fleet=fleet, count=20, spacing=0.02, countdown=VISIBILITY * 2)
-    for fleet in ("caraway", "celery")
+    *[
+        Scenario("redis", fleet=fleet, count=20, spacing=0.02, countdown=VISIBILITY * 2)
+        for fleet in ("caraway", "celery")
+    ],
+    *[
+        Scenario(kind, count=20, spacing=0.02, countdown=VISIBILITY * 2)
+        for kind in ("sqlite", "postgres")
+    ],
 ]
 
 
