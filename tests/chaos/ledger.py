@@ -142,9 +142,16 @@ class Send:
 
 
 def produce(
-    publish: Callable[[int], str | None], numbers: range, *, spacing: float, send: Send
+    publish: Callable[[int], str | None],
+    numbers: range,
+    *,
+    spacing: float,
+    send: Send,
+    close: Callable[[], None] = lambda: None,
 ) -> threading.Thread:
-    """Publish every number from a thread, ``spacing`` s apart."""
+    """Publish every number from a thread, ``spacing`` s apart; then ``close`` the thread's
+    connections there (an app's connections are per thread: closing them from the test's
+    thread would leave this one's open)."""
 
     def run() -> None:
         try:
@@ -159,6 +166,8 @@ def produce(
                     send.errors.append(f"{number}: {exc!r}")
                 time.sleep(spacing)
         finally:
+            with contextlib.suppress(Exception):
+                close()
             send.done.set()
 
     thread = threading.Thread(target=run, name="ledger-producer", daemon=True)

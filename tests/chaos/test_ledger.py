@@ -117,7 +117,7 @@ def run_scenario(
             monkeypatch.setenv("TEST_CELERY_BACKEND", "rpc://")
         processes.workdir = workdir
         fleet = Fleet(processes, _node_starter(scenario, processes, workdir)).start(2)
-        publish = _publisher(scenario)
+        publish, close = _publisher(scenario)
         send = Send()
         ledger = Ledger(Path(str(workdir.parent / "ledger.txt")))
         faults = Faults(
@@ -125,7 +125,9 @@ def run_scenario(
         )
         started = time.monotonic()
         with running(faults):
-            producer = produce(publish, range(scenario.count), spacing=scenario.spacing, send=send)
+            producer = produce(
+                publish, range(scenario.count), spacing=scenario.spacing, send=send, close=close
+            )
             producer.join(timeout=300)
             # faults go on while the backlog drains, until most of it ran
             ledger.settle(send, quiet=60, timeout=60, fraction=0.8)
@@ -160,7 +162,8 @@ def _queue() -> str:
     return os.environ["TEST_QUEUE"]
 
 
-def _publisher(scenario: Scenario) -> Callable[[int], str | None]:
+def _publisher(scenario: Scenario) -> tuple[Callable[[int], str | None], Callable[[], None]]:
+    """The producer's publish, and what closes its connections (in the producer's thread)."""
     module = "celeryproj" if scenario.fleet == "celery" else "proj.tasks"
     task = importlib.import_module(module).ledger
     options: dict[str, Any] = {}
@@ -172,7 +175,7 @@ def _publisher(scenario: Scenario) -> Callable[[int], str | None]:
         sent = task.apply_async((number, scenario.seconds, poison), **options)
         return str(sent.id) if poison else None
 
-    return publish
+    return publish, task.app.close
 
 
 def _dead_lettered(scenario: Scenario, send: Send) -> int:
