@@ -313,7 +313,9 @@ class Ledger:
         dones: Counter[int] = Counter()
         open_runs: dict[int, list[int]] = defaultdict(list)  # number -> pids started, not done
         sides: Counter[str] = Counter()
+        ran_on: dict[int, set[str]] = defaultdict(set)
         for kind, number, pid, side in self.events():
+            ran_on[number].add(side)
             if kind == "S":
                 starts[number] += 1
                 open_runs[number].append(pid)
@@ -339,6 +341,7 @@ class Ledger:
             "never_finished": sorted(n for n in acknowledged if starts[n] and not dones[n]),
             "unacknowledged_ran": sorted(set(send.raised) & set(starts)),
             "runs_by_side": dict(sides),
+            "finished_twice_sides": {n: sorted(ran_on[n]) for n in unexplained},
         }
 
     def settle(self, send: Send, *, quiet: float, timeout: float, fraction: float = 1.0) -> None:

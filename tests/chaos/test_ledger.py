@@ -232,8 +232,13 @@ def test_mixed_celery_and_caraway_fleet_loses_nothing(
 ) -> None:
     scenario = Scenario("redis", fleet="mixed", faults=["kill_child", "freeze"])
     figures = run_scenario(scenario, workdir, processes, monkeypatch)
-    _assert_at_least_once(figures)
+    assert figures["never"] == [] and figures["never_finished"] == [], figures
     assert set(figures["runs_by_side"]) == {"caraway", "celery"}, figures
+    # a Celery node holds prefetched messages without renewing their claims (kombu's
+    # visibility timeout), and its requeue of a lost task races a sweep: a task that finished
+    # twice must have had a Celery run (docs/reliability.md); caraway alone never does this
+    for number, sides in figures["finished_twice_sides"].items():
+        assert "celery" in sides, (number, figures)
 
 
 def _soak(kind: str, fleet: str, acks_late: bool) -> Scenario:
