@@ -317,13 +317,14 @@ class Consumer:
             return
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
-        stored = self._stored_state(message.id) if self._maybe_duplicate(delivery) else None
+        document = self._stored(message.id) if self._maybe_duplicate(delivery) else None
+        stored = None if document is None else str(document.get("status"))
         receipt = lifecycle.on_receipt(
             message,
             now=time.time(),
             park_horizon=self.park_horizon,
             can_park=self.can_park,
-            delivery_count=delivery.delivery_count,
+            delivery_count=lifecycle.deliveries_seen(delivery.delivery_count, document),
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
@@ -389,13 +390,11 @@ class Consumer:
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
         return delivery.redelivered or delivery.delivery_count > 1
 
-    def _stored_state(self, task_id: str) -> str | None:
+    def _stored(self, task_id: str) -> dict[str, Any] | None:
         if self.backend is None:
             return None
         raw = self.backend.load(task_id)
-        if raw is None:
-            return None
-        return str(decode_document(raw).get("status"))
+        return None if raw is None else decode_document(raw)
 
     def _user_task_names(self) -> list[str]:
         return [name for name in self.app._tasks if not name.startswith("celery.")]

@@ -346,7 +346,12 @@ class ChildEnd:
 
     def flush_reports(self) -> None:
         if self._outbox:
-            write_all(self.reports_fd, b"".join(self._outbox))
+            try:
+                write_all(self.reports_fd, b"".join(self._outbox))
+            except BrokenPipeError:
+                # the supervisor is gone (SIGKILLed): nobody to tell; the child is stopping
+                # (children.stop_with_supervisor) and must still settle what it ran
+                logger.debug("supervisor gone: %d report(s) dropped", len(self._outbox))
             self._outbox.clear()
 
     def commands(self) -> list[Command]:

@@ -21,11 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from caraway import exceptions, signals, states
+from caraway import exceptions, lifecycle, signals, states
 from caraway.brokers.contracts import Revocations
+from caraway.lifecycle import WORKER_LOST_KEY
 from caraway.protocol import results as docs
 from caraway.worker.buckets import SharedBuckets
-from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
+from caraway.worker.children import (
+    Child,
+    describe_exit,
+    kill,
+    prepare_to_fork,
+    stop_with_supervisor,
+)
 from caraway.worker.consumer import Consumer
 from caraway.worker.control import ControlServer
 from caraway.worker.ipc import (
@@ -296,6 +303,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        stop_with_supervisor(self.pid, stop)
         self.child_init(index)
         signals.worker_process_init.send(sender=None)
         try:
@@ -414,6 +422,8 @@ class Supervisor:
                 running.name,
                 running.task_id,
             )
+            if not self.transport.capabilities.delivery_count:
+                self._count_lost(running, child)
             return
         else:
             error = exceptions.WorkerLostError(
@@ -423,6 +433,31 @@ class Supervisor:
         self.node.count_processed(running.name, "failure")
         self._store(running.task_id, states.FAILURE, error)
         self._announce_lost(running.task_id, error)
+
+    def _count_lost(self, running: TaskStarted, child: Child) -> None:
+        """Count the process the task killed in its STARTED document: the broker counts no
+        deliveries, and without a count a message that kills every process that runs it
+        would never reach the delivery cap (and the dead-letter store)."""
+        if self.backend is None:
+            return
+        try:
+            raw = self.backend.load(running.task_id)
+            stored = docs.decode_document(raw) if raw is not None else None
+            lost = lifecycle.processes_lost(stored) + 1
+            result = {"pid": child.pid, "hostname": self.hostname, WORKER_LOST_KEY: lost}
+            document = docs.result_document(running.task_id, states.STARTED, result)
+            self.backend.store(
+                running.task_id,
+                docs.encode_document(document),
+                state=states.STARTED,
+                expires=self.app.conf.result_expires_seconds(),
+            )
+        except Exception:
+            logger.exception(
+                "could not count the lost process of task %s; the delivery cap cannot apply "
+                "to it on this broker",
+                running.task_id,
+            )
 
     def _announce_lost(
         self, task_id: str, error: BaseException, *, signum: int | None = None
