@@ -320,3 +320,26 @@ def test_a_child_report_with_fields_of_the_wrong_type_is_refused(changes: dict[s
 def test_holding_reports_still_round_trip() -> None:
     holding = ipc.Holding(reserved=(("a", "b", "()", "{}", "q"),), scheduled=((1.5, ("a",)),))
     assert ipc.decode(ipc.encode(holding)) == holding
+
+
+def test_an_unregistered_task_is_stored_as_failure_and_kept_in_the_dead_letter_store() -> None:
+    """It was acked and dropped: a worker that knows the task could never run it."""
+    from caraway import lifecycle
+    from caraway.config import Settings
+
+    receipt = lifecycle.on_receipt(
+        TaskMessage(id="u-1", task="nobody.knows"),
+        now=0.0,
+        park_horizon=60.0,
+        can_park=True,
+        delivery_count=1,
+        delivery_cap=5,
+        stored_state=None,
+        registered=False,
+        revoked=False,
+        policy=lifecycle.build_policy(Settings(), None),
+    )
+    assert receipt.effects is not None
+    assert receipt.effects.results[0][1] == "FAILURE"
+    assert receipt.effects.settle == "dead_letter"
+    assert "nobody.knows" in (receipt.effects.reason or "")

@@ -370,7 +370,7 @@ class Consumer:
                     "received unregistered task %r (id %s): %s",
                     message.task,
                     message.id,
-                    "stored as FAILURE NotRegistered",
+                    "stored as FAILURE NotRegistered, kept in the dead-letter store",
                 )
                 signals.task_unknown.send(
                     sender=self,
