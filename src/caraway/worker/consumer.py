@@ -328,7 +328,17 @@ class Consumer:
             reason,
         )
         self.rejected += 1
-        delivery.dead_letter(reason)
+        try:
+            delivery.dead_letter(reason)
+        except (exceptions.BrokerError, exceptions.BackendError):
+            raise
+        except Exception:
+            # the store cannot hold what this message is made of: dropping it, said loudly,
+            # ends a loop that redelivering it forever would not
+            logger.exception(
+                "the dead-letter store refused message %s; acked and dropped instead", task_id
+            )
+            delivery.ack()
         error = exc if exc is not None else exceptions.ProtocolError(reason)
         signals.task_rejected.send(sender=self, message=delivery.message, exc=error)
 

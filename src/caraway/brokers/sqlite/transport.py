@@ -9,6 +9,7 @@ committed row update, and ack deletes the row.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -140,11 +141,36 @@ def _priority(message: Message) -> int:
 
 
 def _as_int(value: Any) -> int:
-    """A priority read back from a row: anything else than a number sorts as 0."""
+    """A priority read back from a row: anything but a number from 0 to 255 sorts as 0."""
     try:
-        return int(value) if value is not None else 0
+        number = int(value) if value is not None else 0
     except (TypeError, ValueError, OverflowError):
         return 0
+    return number if 0 <= number <= 255 else 0
+
+
+def _as_text(value: Any) -> str:
+    """A column of a dead letter, whatever the message held: JSON if it can be, else repr."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:10_000]
+
+
+def _dead_values(message: Message) -> tuple[str, str, bytes, str, str]:
+    """:func:`_message_values` for a message that may be malformed in any part."""
+    body = message.body
+    return (
+        _as_text(message.headers),
+        _as_text(message.properties),
+        bytes(body)
+        if isinstance(body, (bytes, bytearray, memoryview))
+        else _as_text(body).encode(),
+        _as_text(message.content_type),
+        _as_text(message.content_encoding),
+    )
 
 
 def _column(text: Any) -> Any:
@@ -401,7 +427,7 @@ class SQLiteTransport(Transport, Scheduling, Fanout, Routing):
             time.time(),
             _priority(message),
             delivery.delivery_count,
-            *_message_values(message),
+            *_dead_values(message),
             delivery.exchange,
             delivery.routing_key,
         )
