@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from caraway.clients.urls import mask_url
+from caraway.config import mask_settings
 from caraway.exceptions import ImproperlyConfigured
 from caraway.rates import parse_rate
 from caraway.worker.ipc import (
@@ -277,7 +278,8 @@ class NodeControl:
             "prefetch_count": self.concurrency * int(self.app.conf.worker_prefetch_multiplier),
             "broker": {
                 "transport": self.app.broker_url.partition("://")[0],
-                "hostname": self.app.broker_url.partition("://")[2].partition("/")[0],
+                # host and port only: what is left of the URL is credentials and paths
+                "hostname": _host(self.app.broker_url),
             },
             "rusage": {
                 "utime": usage.ru_utime + children.ru_utime,
@@ -289,10 +291,7 @@ class NodeControl:
         }
 
     def conf(self) -> dict[str, Any]:
-        shown = {}
-        for name, value in self.app.conf.changes().items():
-            shown[name] = mask_url(value) if isinstance(value, str) and "://" in value else value
-        return shown
+        return mask_settings(self.app.conf.changes())
 
     # -- control ---------------------------------------------------------------------------
     def revoke(
@@ -370,10 +369,15 @@ def bug_report(app: Caraway) -> str:
         f"results:{mask_url(backend) if backend else 'disabled'}",
         "",
     ]
-    for name, value in app.conf.changes().items():
-        shown = mask_url(value) if isinstance(value, str) and "://" in value else value
-        lines.append(f"{name}: {shown!r}")
+    for name, value in mask_settings(app.conf.changes()).items():
+        lines.append(f"{name}: {value!r}")
     return "\n".join(lines)
+
+
+def _host(url: str) -> str:
+    """``host:port`` of the (first) broker URL, without user, password or path."""
+    first = mask_url(url).split(";")[0]
+    return first.partition("://")[2].partition("/")[0].rpartition("@")[2].partition("?")[0]
 
 
 def _version(package: str) -> str | None:
