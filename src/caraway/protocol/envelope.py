@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,21 @@ def _unpack(raw: bytes | str) -> Unpacked:
         delivery_tag=tag,
         redelivered=redelivered,
     )
+
+
+def unpack_all(raws: Iterable[bytes | str]) -> tuple[list[Message], list[str]]:
+    """The messages of the envelopes ``raws`` that unpack, and why each other did not.
+
+    For batch reads (a mailbox's pending requests): one bad envelope costs only itself.
+    """
+    messages: list[Message] = []
+    errors: list[str] = []
+    for raw in raws:
+        try:
+            messages.append(unpack(raw).message)
+        except ProtocolError as exc:
+            errors.append(str(exc))
+    return messages, errors
 
 
 def mark_redelivered(raw: bytes | str) -> bytes:

@@ -90,6 +90,9 @@ class Supervisor:
         self.app = app
         self.hostname = hostname
         self.concurrency = concurrency
+        #: how far remote control may grow the pool (``pool_grow``), so that one broadcast
+        #: cannot fork a node out of memory: four times its start, or its autoscale maximum
+        self.max_concurrency = max(4 * concurrency, autoscale[0] if autoscale else 0)
         self.pool = pool
         self.pid = os.getpid()
         self.on_ready = on_ready or (lambda: None)
@@ -492,6 +495,12 @@ class Supervisor:
     def grow(self, count: int) -> int:
         if self.pool != "prefork":
             return 0
+        count = max(0, min(count, self.max_concurrency - self.concurrency))
+        if not count:
+            logger.warning(
+                "pool_grow refused: the pool is at its bound of %d processes",
+                self.max_concurrency,
+            )
         used = {child.index for child in self.children.values()}
         for _ in range(count):
             index = next(i for i in range(len(used) + 1) if i not in used)
@@ -520,6 +529,11 @@ class Supervisor:
         new_low = self.autoscale[1] if low is None else low
         if new_high < 1 or new_low < 0 or new_low > new_high:
             raise ValueError(f"autoscale needs max >= min >= 0 and max >= 1, got {high}, {low}")
+        if new_high > self.max_concurrency:
+            raise ValueError(
+                f"autoscale max {new_high} is above this node's bound of "
+                f"{self.max_concurrency} processes (four times its start, or its --autoscale)"
+            )
         self.autoscale = (new_high, new_low)
         return self.autoscale
 
