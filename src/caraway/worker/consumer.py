@@ -414,7 +414,13 @@ class Consumer:
         raw = self.backend.load(task_id)
         if raw is None:
             return None
-        return str(decode_document(raw).get("status"))
+        try:
+            return str(decode_document(raw).get("status"))
+        except exceptions.BackendError as exc:
+            # not an outage (the loop would retry this message for ever): an unreadable
+            # document says nothing about the task, which runs as if none were stored
+            logger.warning("stored result of task %s is unreadable (%s); running it", task_id, exc)
+            return None
 
     def _user_task_names(self) -> list[str]:
         return [name for name in self.app._tasks if not name.startswith("celery.")]
