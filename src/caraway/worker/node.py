@@ -9,7 +9,6 @@ to it as its ``NodeView``. Reply shapes follow Celery's so that Celery's tools r
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import signal
@@ -26,6 +25,7 @@ from caraway.clients.urls import mask_url
 from caraway.config import mask_settings
 from caraway.exceptions import ImproperlyConfigured
 from caraway.rates import parse_rate
+from caraway.utils.files import read_file, write_file
 from caraway.worker.ipc import (
     AddConsumer,
     CancelConsumer,
@@ -105,8 +105,7 @@ class NodeControl:
         if not path:
             return
         try:
-            with open(path, "rb") as handle:
-                stored = orjson.loads(handle.read())
+            stored = orjson.loads(read_file(path))
         except FileNotFoundError:
             return
         except (OSError, orjson.JSONDecodeError) as exc:
@@ -125,10 +124,8 @@ class NodeControl:
             ((when, key) for key, when in self.revoked_ids.items() if when > cutoff), reverse=True
         )[:REVOKES_MAX]
         self.revoked_ids = {key: when for when, key in recent}
-        temporary = f"{path}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(orjson.dumps({"revoked": self.revoked_ids}))
-        os.replace(temporary, path)
+        # task ids are the node's business only: owner-readable, never through a link
+        write_file(path, orjson.dumps({"revoked": self.revoked_ids}), mode=0o600)
 
     def learn_revoked(self, task_ids: Iterable[str]) -> None:
         """Revocations recorded elsewhere (on the broker): keep and relay the ones not known."""
