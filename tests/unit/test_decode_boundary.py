@@ -218,7 +218,15 @@ def test_a_consumer_sets_every_malformed_message_aside_and_runs_the_good_ones(
         carried.append(make)
     transport.close()
     stop = threading.Event()
-    consumer = Consumer(boundary_app, queues=["celery"], slots=slots, hostname="b@h", stop=stop)
+    reports: list[Any] = []
+    consumer = Consumer(
+        boundary_app,
+        queues=["celery"],
+        slots=slots,
+        hostname="b@h",
+        stop=stop,
+        report=reports.append,
+    )
     thread = threading.Thread(target=consumer.run)
     thread.start()
     try:
@@ -237,6 +245,8 @@ def test_a_consumer_sets_every_malformed_message_aside_and_runs_the_good_ones(
     assert len(reasons) == len(carried)
     assert all(reason.startswith(("ProtocolError", "ContentDisallowed")) for reason in reasons)
     assert consumer.rejected == len(carried)
+    # each one counted for the supervisor (``inspect stats``' "rejected")
+    assert len([r for r in reports if isinstance(r, ipc.Rejected)]) == len(carried)
 
 
 class _Recorder:

@@ -25,7 +25,7 @@ from caraway.effects import EffectApplier
 from caraway.execution import build_request, run_task, run_task_async, started_meta
 from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import REPR_MAX, TaskMessage
 from caraway.protocol.results import decode_document
 from caraway.worker.buckets import SharedBuckets
 from caraway.worker.ipc import (
@@ -33,6 +33,7 @@ from caraway.worker.ipc import (
     CancelConsumer,
     Command,
     Holding,
+    Rejected,
     Report,
     Revoke,
     SetRateLimit,
@@ -328,6 +329,7 @@ class Consumer:
             reason,
         )
         self.rejected += 1
+        self.report(Rejected(task_id, reason[:REPR_MAX]))
         try:
             delivery.dead_letter(reason)
         except (exceptions.BrokerError, exceptions.BackendError):

@@ -1,7 +1,7 @@
 """How a consumer and its supervisor talk: typed reports up, typed commands down.
 
 Reports (consumer -> supervisor): :class:`TaskStarted`, :class:`TaskFinished`,
-:class:`Holding`. Commands (supervisor -> consumers, relaying remote control):
+:class:`Holding`, :class:`Rejected`. Commands (supervisor -> consumers, relaying remote control):
 :class:`Revoke`, :class:`AddConsumer`, :class:`CancelConsumer`, :class:`SetTimeLimit`,
 :class:`SetRateLimit`, :class:`SetTaskEvents`. A threads/solo consumer hands the records
 themselves to its supervisor, in-process. A prefork child and its supervisor send them as
@@ -70,6 +70,16 @@ class TaskFinished:
     outcome: str
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A consumer set a message aside in the dead-letter store without running it (bad
+    input, an unregistered task...): the supervisor counts it for ``inspect stats``."""
+
+    kind: ClassVar[str] = "rejected"
+    task_id: str
+    reason: str
+
+
 #: (task id, task name, argsrepr, kwargsrepr, queue) of a message a consumer holds; the
 #: reprs and queue are what ``inspect reserved/scheduled`` show (Flower reads them)
 TaskRef = tuple[str, ...]
@@ -136,11 +146,11 @@ class SetTaskEvents:
     enabled: bool
 
 
-Report = TaskStarted | TaskFinished | Holding
+Report = TaskStarted | TaskFinished | Holding | Rejected
 Command = Revoke | AddConsumer | CancelConsumer | SetTimeLimit | SetRateLimit | SetTaskEvents
 Record = Report | Command
 
-_REPORTS = (TaskStarted, TaskFinished, Holding)
+_REPORTS = (TaskStarted, TaskFinished, Holding, Rejected)
 _COMMANDS = (Revoke, AddConsumer, CancelConsumer, SetTimeLimit, SetRateLimit, SetTaskEvents)
 _BY_KIND: dict[str, type[Record]] = {cls.kind: cls for cls in (*_REPORTS, *_COMMANDS)}
 #: a record's kind and fields in order, in one C call: a line is built per task, and
@@ -477,6 +487,7 @@ __all__ = [
     "Holding",
     "Link",
     "Record",
+    "Rejected",
     "Report",
     "Revoke",
     "RunningSlot",

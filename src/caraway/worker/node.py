@@ -92,6 +92,8 @@ class NodeControl:
         self.started_at = time.monotonic()
         self.totals: Counter[str] = Counter()
         self.failures = 0
+        #: messages set aside unrun (dead-lettered at the decode boundary or on receipt)
+        self.rejected = 0
         self.revoked_ids: dict[str, float] = {}
         self.events_enabled = bool(app.conf.worker_send_task_events)
 
@@ -284,6 +286,8 @@ class NodeControl:
                 "maxrss": usage.ru_maxrss,
             },
             "failed": self.failures,
+            # caraway's: messages dead-lettered without running (bad input, unknown tasks)
+            "rejected": self.rejected,
             "sw_ident": "caraway",
         }
 

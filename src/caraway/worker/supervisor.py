@@ -33,6 +33,7 @@ from caraway.worker.ipc import (
     Command,
     Holding,
     Link,
+    Rejected,
     Report,
     Revoke,
     TaskFinished,
@@ -338,6 +339,8 @@ class Supervisor:
             self.node.count_processed(report.name, report.outcome)
         elif isinstance(report, Holding):
             child.holding = report
+        elif isinstance(report, Rejected):
+            self.node.rejected += 1
 
     def _reap(self) -> None:
         while self.pool == "prefork" and self.children:
