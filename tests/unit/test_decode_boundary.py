@@ -73,8 +73,6 @@ MALFORMED: list[tuple[str, Callable[[], Message]]] = [
     ("string ignore_result", lambda: _good(ignore_result="yes")),
     ("stamped_headers of numbers", lambda: _good(stamped_headers=[1, 2])),
     ("argsrepr object", lambda: _good(argsrepr={"a": 1})),
-    ("chain that is an object", lambda: _with_body(b'[[], {}, {"chain": {"task": "x"}}]')),
-    ("chord that is a list", lambda: _with_body(b'[[], {}, {"chord": []}]')),
     ("headers that are a list", lambda: Message(body=b"[[], {}, {}]", headers=[1])),  # type: ignore[arg-type]
     ("content type that is a list", lambda: Message(b"[[], {}, {}]", _good().headers, [JSON])),  # type: ignore[arg-type]
     (

@@ -265,10 +265,11 @@ def _decode_v2(message: Message, accept: frozenset[str]) -> TaskMessage:
         task=name,
         args=args,
         kwargs=kwargs,
-        callbacks=_embedded(embed, "callbacks", list, task_id),
-        errbacks=_embedded(embed, "errbacks", list, task_id),
-        chain=_embedded(embed, "chain", list, task_id),
-        chord=_embedded(embed, "chord", dict, task_id),
+        # a malformed embed fails the task with a result naming it (lifecycle, on receipt)
+        callbacks=embed.get("callbacks"),
+        errbacks=embed.get("errbacks"),
+        chain=embed.get("chain"),
+        chord=embed.get("chord"),
         eta=parse_datetime(get("eta"), "eta header"),
         expires=parse_datetime(get("expires"), "expires header"),
         retries=_count(get("retries"), "retries", task_id),
@@ -414,14 +415,6 @@ def _mapping(value: Any, what: str, task_id: str) -> dict[str, Any]:
     return value
 
 
-def _embedded(embed: Mapping[str, Any], key: str, kind: type, task_id: str) -> Any:
-    """A chain/chord/callbacks entry of the body, of the right container type; what is
-    inside is checked by protocol.signatures before anything runs."""
-    value = embed.get(key)
-    if value is None or isinstance(value, kind):
-        return value
-    raise ProtocolError(f"task {task_id}: embed {key!r} must be a {kind.__name__}")
-
 
 def _body(message: Message) -> bytes:
     """The serialized body, decompressed when the ``compression`` header says so (kombu)."""
@@ -484,9 +477,9 @@ def _decode_v1(message: Message, accept: frozenset[str]) -> TaskMessage:
         task=name,
         args=list(args),
         kwargs=kwargs,
-        callbacks=_embedded(body, "callbacks", list, task_id),
-        errbacks=_embedded(body, "errbacks", list, task_id),
-        chord=_embedded(body, "chord", dict, task_id),
+        callbacks=body.get("callbacks"),
+        errbacks=body.get("errbacks"),
+        chord=body.get("chord"),
         eta=parse_datetime(body.get("eta"), "eta"),
         expires=parse_datetime(body.get("expires"), "expires"),
         retries=_count(body.get("retries"), "retries", task_id),
