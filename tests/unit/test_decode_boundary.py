@@ -49,6 +49,13 @@ def _nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+def _deep_chord(depth: int) -> Message:
+    chord: dict[str, Any] = {"task": "boundary.add", "args": [], "kwargs": {}, "options": {}}
+    for _ in range(depth):
+        chord = {"task": "celery.chord", "kwargs": {"header": [], "body": chord}}
+    return encode(TaskMessage(id="deep-chord", task="boundary.add", chord=chord))
+
+
 #: (name, message) pairs that are not well-formed task messages
 MALFORMED: list[tuple[str, Callable[[], Message]]] = [
     ("list as __type__ tag", lambda: _with_body(b'[[{"__type__": [1], "__value__": 1}], {}, {}]')),
@@ -62,6 +69,7 @@ MALFORMED: list[tuple[str, Callable[[], Message]]] = [
     ),
     ("JSON nested 5000 deep", lambda: _with_body(b"[" + _nested(5000) + b", {}, {}]")),
     ("JSON nested 300 deep", lambda: _with_body(b"[" + _nested(300) + b", {}, {}]")),
+    ("a 200-deep chord", lambda: _deep_chord(200)),
     ("string timelimit", lambda: _good(timelimit=["10", None])),
     ("NaN-free bool timelimit", lambda: _good(timelimit=[True, None])),
     ("negative timelimit", lambda: _good(timelimit=[None, -1])),
