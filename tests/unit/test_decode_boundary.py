@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import json
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -359,3 +360,14 @@ def test_an_unregistered_task_is_stored_as_failure_and_kept_in_the_dead_letter_s
     assert receipt.effects.results[0][1] == "FAILURE"
     assert receipt.effects.settle == "dead_letter"
     assert "nobody.knows" in (receipt.effects.reason or "")
+
+
+def test_a_compressed_body_is_held_to_the_size_limit_once_decompressed() -> None:
+    """A 10 KB zlib body that inflates to 10 MB is a memory bomb, not a task."""
+    bomb = b"[[" + b"0," * 5_000_000 + b"0], {}, {}]"
+    message = _good()
+    message.body = zlib.compress(bomb, 9)
+    message.headers["compression"] = "application/x-gzip"
+    assert len(message.body) < 100_000
+    with pytest.raises(ProtocolError, match="decompresses to"):
+        decode(message, accept=ACCEPT, max_size=1_000_000)

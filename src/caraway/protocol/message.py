@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from caraway.exceptions import ProtocolError
-from caraway.protocol.serializers import decompress, dumps, loads
+from caraway.protocol.serializers import MSGPACK, PICKLE, decompress, dumps, loads
 
 
 @dataclass(slots=True)
@@ -237,9 +237,10 @@ def decode(message: Message, *, accept: frozenset[str], max_size: int | None = N
     """
     try:
         _check_message(message, max_size)
+        body = _body(message, max_size)
         if "task" not in message.headers:
-            return _decode_v1(message, accept)
-        return _decode_v2(message, accept)
+            return _decode_v1(message, body, accept)
+        return _decode_v2(message, body, accept)
     except ProtocolError:
         raise
     except RecursionError as exc:
@@ -248,7 +249,7 @@ def decode(message: Message, *, accept: frozenset[str], max_size: int | None = N
         raise ProtocolError(f"malformed task message ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode_v2(message: Message, accept: frozenset[str]) -> TaskMessage:
+def _decode_v2(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMessage:
     headers = message.headers
     name = _ident(headers.get("task"), "task message's 'task' header")
     if name is None:
@@ -256,7 +257,7 @@ def _decode_v2(message: Message, accept: frozenset[str]) -> TaskMessage:
     task_id = _ident(headers.get("id"), f"task message for {name!r}: 'id' header")
     if task_id is None:
         raise ProtocolError(f"task message for {name!r} has no usable 'id' header: None")
-    body = loads(_body(message), message.content_type, message.content_encoding, accept=accept)
+    body = loads(raw, message.content_type, message.content_encoding, accept=accept)
     args, kwargs, embed = _split_body(body, task_id)
     hard, soft = _timelimit(headers.get("timelimit"), task_id)
     get = headers.get
@@ -304,6 +305,11 @@ MAX_IDENT = 1024
 MAX_NESTING = 256
 
 
+#: bodies whose bytes are not text: brackets in them mean nothing (msgpack bounds its own
+#: depth; pickle is only read when the user accepts it)
+_BINARY_TYPES = frozenset({MSGPACK, PICKLE})
+
+
 def _check_message(message: Message, max_size: int | None) -> None:
     """The parts a transport hands over have the types :class:`Message` promises."""
     if not isinstance(message.body, (bytes, bytearray, memoryview)):
@@ -323,7 +329,6 @@ def _check_message(message: Message, max_size: int | None) -> None:
             f"message body of {len(message.body)} bytes is larger than the "
             f"{max_size} bytes allowed (worker_max_message_size)"
         )
-    check_nesting(bytes(message.body))
 
 
 def check_nesting(body: bytes) -> None:
@@ -416,14 +421,23 @@ def _mapping(value: Any, what: str, task_id: str) -> dict[str, Any]:
 
 
 
-def _body(message: Message) -> bytes:
-    """The serialized body, decompressed when the ``compression`` header says so (kombu)."""
+def _body(message: Message, max_size: int | None) -> bytes:
+    """The serialized body, decompressed when the ``compression`` header says so (kombu),
+    checked for its size and (text formats) its nesting before anything parses it."""
+    body = bytes(message.body)
     compression = message.headers.get("compression")
-    if not compression:
-        return message.body
-    if not isinstance(compression, str):
-        raise ProtocolError(f"compression header must be a string, got {compression!r}")
-    return decompress(message.body, compression)
+    if compression:
+        if not isinstance(compression, str):
+            raise ProtocolError(f"compression header must be a string, got {compression!r:.100}")
+        body = decompress(body, compression)
+        if max_size is not None and len(body) > max_size:
+            raise ProtocolError(
+                f"message body decompresses to {len(body)} bytes, more than the "
+                f"{max_size} bytes allowed (worker_max_message_size)"
+            )
+    if message.content_type not in _BINARY_TYPES:
+        check_nesting(body)
+    return body
 
 
 def _split_body(body: Any, task_id: str) -> tuple[list[Any], dict[str, Any], Mapping[str, Any]]:
@@ -460,9 +474,9 @@ def _seconds(value: Any, task_id: str) -> float | None:
     )
 
 
-def _decode_v1(message: Message, accept: frozenset[str]) -> TaskMessage:
+def _decode_v1(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMessage:
     """Protocol v1: everything lives in a dict body (Celery 3 and ``task_protocol=1``)."""
-    body = loads(_body(message), message.content_type, message.content_encoding, accept=accept)
+    body = loads(raw, message.content_type, message.content_encoding, accept=accept)
     if not isinstance(body, dict) or "task" not in body:
         raise ProtocolError("message has no 'task' header and its body is not a v1 task")
     name, task_id = _ident(body.get("task"), "v1 'task'"), _ident(body.get("id"), "v1 'id'")
