@@ -11,6 +11,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import uuid
 import weakref
@@ -54,6 +55,21 @@ DEFAULT_SQLITE_FILE = "caraway.sqlite3"
 logger = logging.getLogger("caraway.app")
 
 
+def default_sqlite_file(creator: Mapping[str, Any]) -> str:
+    """The embedded default's file: ``caraway.sqlite3`` beside the module that made the app.
+
+    Not the current directory: a client started elsewhere imports the same module, so it
+    must find the same file (with the current directory its results stayed PENDING for
+    ever). ``creator`` is that module's globals; an app made by caraway itself (the CLI's
+    default app), in an interactive session or by ``python -c`` uses the current directory.
+    """
+    name = str(creator.get("__name__", ""))
+    path = creator.get("__file__")
+    if not isinstance(path, str) or name == "caraway" or name.startswith("caraway."):
+        return os.path.abspath(DEFAULT_SQLITE_FILE)
+    return os.path.join(os.path.dirname(os.path.abspath(path)), DEFAULT_SQLITE_FILE)
+
+
 class _PerThread(threading.local):
     def __init__(self) -> None:
         self.pid = 0
@@ -65,9 +81,10 @@ class _PerThread(threading.local):
 class Caraway:
     """A caraway application: ``Caraway('proj', broker=..., backend=..., include=[...])``.
 
-    With no broker, broker and results share one SQLite file in the current directory
-    (``caraway.sqlite3``, made absolute now). With a broker but no backend, results are
-    disabled, as in Celery, and reading one raises :class:`ResultsDisabled`.
+    With no broker, broker and results share one SQLite file, ``caraway.sqlite3`` beside the
+    module that creates the app (see :func:`default_sqlite_file`). With a broker but no
+    backend, results are disabled, as in Celery, and reading one raises
+    :class:`ResultsDisabled`.
     """
 
     Task: type[TaskType] = TaskType
@@ -100,7 +117,7 @@ class Caraway:
         self._fixups: list[DjangoFixup] = [f for f in [django_fixup(self)] if f is not None]
         #: autodiscover_tasks() calls not run yet: (packages or None, related_name)
         self._discoveries: list[tuple[Any, str]] = []
-        self._default_sqlite = os.path.abspath(DEFAULT_SQLITE_FILE)
+        self._default_sqlite = default_sqlite_file(sys._getframe(1).f_globals)
         self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
         self._imported = False

@@ -154,7 +154,11 @@ def build(
         extra_headers=dict(options.get("headers") or {}),
     )
     message.root_id = message.root_id or task_id
-    target = route(name, {**_task_route_options(task), **options}, conf)
+    # routers get the call's arguments and the task, as Celery's (route_task(name, args,
+    # kwargs, options, task=...)): a router may choose a queue by what the task is given
+    target = route(
+        name, {**_task_route_options(task), **options}, conf, args=args, kwargs=kwargs, task=task
+    )
     if message.priority is None and target.priority is not None:
         message.priority = target.priority
     serializer = (

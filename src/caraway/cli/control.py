@@ -7,6 +7,7 @@ answer) is one ``Error:`` line and a non-zero exit, before or instead of any bro
 
 from __future__ import annotations
 
+import difflib
 import json
 import pprint
 import sys
@@ -310,9 +311,20 @@ def _json_arg(name: str, text: str, kind: type) -> Any:
 @click.option("--queue", default=None)
 @click.option("--exchange", default=None)
 @click.option("--routing-key", default=None)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send NAME even if the app does not register it (a task only the workers import).",
+)
 @click.pass_context
 def call(
-    ctx: click.Context, /, name: str, args_json: str, kwargs_json: str, **options: Any
+    ctx: click.Context,
+    /,
+    name: str,
+    args_json: str,
+    kwargs_json: str,
+    force: bool,
+    **options: Any,
 ) -> None:
     """Send task NAME by name and print its id."""
     args = _json_arg("args", args_json, list)
@@ -324,8 +336,24 @@ def call(
             raise BadUsage(f"--eta: {exc}") from None
     options = {key: value for key, value in options.items() if value is not None}
     app = app_of(ctx)
+    if not force:
+        _check_registered(app.tasks, name, app.main)
     result = app.send_task(name, args, kwargs, **options)
     click.echo(result.id)
+
+
+def _check_registered(tasks: Mapping[str, object], name: str, main: str | None) -> None:
+    """Refuse a name the app does not know, when it knows some: a typo would otherwise
+    print an id and leave a result that fails in the worker (or stays PENDING)."""
+    known = sorted(task for task in tasks if not task.startswith("celery."))
+    if not known or name in tasks:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"the app has: {', '.join(known)}."
+    raise BadUsage(
+        f"task {name!r} is not registered in app {main or '__main__'!r}; {hint} "
+        "Pass --force to send it anyway (a task only the workers import)."
+    )
 
 
 @click.command()

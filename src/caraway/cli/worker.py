@@ -213,6 +213,7 @@ def worker(
         )
     )
     sys.stdout.flush()
+    _warn_if_no_tasks(app)
 
     def ready() -> None:
         if guard is not None:
@@ -390,6 +391,19 @@ def _pool_setting(app: Caraway) -> str:
     if pool in GREEN_POOLS:
         patch_concurrency(pool)  # late (the app is loaded), but before any connection
     return pool
+
+
+def _warn_if_no_tasks(app: Caraway) -> None:
+    """Say so when the node has no task of the user's: most often ``-A`` was forgotten or
+    names a module that does not import the tasks, and every message would fail."""
+    if any(not name.startswith("celery.") for name in app.tasks):
+        return
+    logging.getLogger("caraway.worker").warning(
+        "no tasks are registered in app %r: every task sent to this worker will fail with "
+        "NotRegistered; name the module that creates your app with -A (caraway -A proj "
+        "worker) and list the task modules in include=[...] or import them there",
+        app.main or "__main__",
+    )
 
 
 def _configure_logging(app: Caraway, level: str, logfile: str | None, node: str) -> None:

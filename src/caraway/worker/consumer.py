@@ -363,6 +363,8 @@ class Consumer:
             policy=policy,
         )
         self.events.received(message)
+        if task is not None and receipt.verdict != "settle":
+            logger.info("Task %s[%s] received", message.task, message.id)  # as Celery logs it
         if signals.task_received.receivers and receipt.verdict != "settle":
             request = self._request(_Job(delivery, message, task, policy))  # type: ignore[arg-type]
             signals.task_received.send(sender=self, request=request)

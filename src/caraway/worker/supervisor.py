@@ -578,11 +578,12 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
     def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
+        # One read, only after the selector saw the pipe readable: under -P eventlet os.read
+        # is green and waits for more bytes instead of raising BlockingIOError, so a loop
+        # reading until empty hung the node on its first signal. Bytes left over wake the
+        # next select.
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
 
     def request_shutdown(self) -> None:
         """Warm shutdown: running tasks finish, unstarted messages go back."""
