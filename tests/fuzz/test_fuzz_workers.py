@@ -56,7 +56,8 @@ def _env(broker: str) -> dict[str, str]:
 
 def _publisher(broker: str, project: Path) -> Any:
     if broker == "sqlite":
-        return SQLitePublisher(str(project / "caraway.sqlite3"))
+        # the embedded default: the file beside the module that made the app
+        return SQLitePublisher(_app().broker_url.removeprefix("sqlite://"))
     if broker == "redis":
         return RedisPublisher(REDIS_URL)
     return AMQPPublisher()

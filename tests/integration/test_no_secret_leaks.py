@@ -104,11 +104,11 @@ def _cli(project: Path, *args: str, timeout: float = 30) -> str:
 
 
 def _events(project: Path) -> str:
-    """``caraway events --dump`` until it has shown a task's events."""
+    """``caraway events --dump --json`` (every field) until it has shown a task's events."""
     path = project / "events.txt"
     with open(path, "w") as out:
         dump = subprocess.Popen(
-            [sys.executable, "-m", "caraway", "-A", "proj", "events", "--dump"],
+            [sys.executable, "-m", "caraway", "-A", "proj", "events", "--dump", "--json"],
             cwd=project,
             env={**os.environ, "PYTHONPATH": str(project)},
             stdout=out,
