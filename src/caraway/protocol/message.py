@@ -196,12 +196,12 @@ def parse_datetime(value: Any, what: str) -> datetime | None:
     if isinstance(value, datetime):  # AMQP field tables can carry real timestamps
         return _aware(value)
     if not isinstance(value, str):
-        raise ProtocolError(f"{what} must be an ISO 8601 string, got {value!r}")
+        raise ProtocolError(f"{what} must be an ISO 8601 string, got {value!r:.100}")
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         return _aware(datetime.fromisoformat(text))
     except ValueError as exc:
-        raise ProtocolError(f"{what} {value!r} is not an ISO 8601 datetime") from exc
+        raise ProtocolError(f"{what} {value!r:.100} is not an ISO 8601 datetime") from exc
 
 
 def peek_eta(message: Message) -> float | None:
