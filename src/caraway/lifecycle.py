@@ -189,7 +189,10 @@ def on_receipt(
             f"task {message.task!r} is not registered in this worker; registered: "
             f"{registered_names or '(none)'}"
         )
-        return Receipt("settle", failure_effects(message, unknown, None, policy, force=True))
+        effects = failure_effects(message, unknown, None, policy, force=True)
+        # kept, not dropped: a worker that knows the task can take it from the store
+        effects.settle, effects.reason = "dead_letter", f"NotRegistered: {unknown}"
+        return Receipt("settle", effects)
     malformed = _malformed_embed(message)
     if malformed is not None:
         bare = dataclasses.replace(message, chain=None, chord=None, callbacks=None, errbacks=None)

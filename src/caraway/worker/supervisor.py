@@ -40,6 +40,7 @@ from caraway.worker.ipc import (
     Command,
     Holding,
     Link,
+    Rejected,
     Report,
     Revoke,
     RevokeStamps,
@@ -100,6 +101,9 @@ class Supervisor:
         self.app = app
         self.hostname = hostname
         self.concurrency = concurrency
+        #: how far remote control may grow the pool (``pool_grow``), so that one broadcast
+        #: cannot fork a node out of memory: four times its start, or its autoscale maximum
+        self.max_concurrency = max(4 * concurrency, autoscale[0] if autoscale else 0)
         self.pool = pool
         self.pid = os.getpid()
         self.on_ready = on_ready or (lambda: None)
@@ -350,6 +354,8 @@ class Supervisor:
             self.node.count_processed(report.name, report.outcome)
         elif isinstance(report, Holding):
             child.holding = report
+        elif isinstance(report, Rejected):
+            self.node.rejected += 1
 
     def _reap(self) -> None:
         while self.pool == "prefork" and self.children:
@@ -536,6 +542,12 @@ class Supervisor:
     def grow(self, count: int) -> int:
         if self.pool != "prefork":
             return 0
+        count = max(0, min(count, self.max_concurrency - self.concurrency))
+        if not count:
+            logger.warning(
+                "pool_grow refused: the pool is at its bound of %d processes",
+                self.max_concurrency,
+            )
         used = {child.index for child in self.children.values()}
         for _ in range(count):
             index = next(i for i in range(len(used) + 1) if i not in used)
@@ -564,6 +576,11 @@ class Supervisor:
         new_low = self.autoscale[1] if low is None else low
         if new_high < 1 or new_low < 0 or new_low > new_high:
             raise ValueError(f"autoscale needs max >= min >= 0 and max >= 1, got {high}, {low}")
+        if new_high > self.max_concurrency:
+            raise ValueError(
+                f"autoscale max {new_high} is above this node's bound of "
+                f"{self.max_concurrency} processes (four times its start, or its --autoscale)"
+            )
         self.autoscale = (new_high, new_low)
         return self.autoscale
 
