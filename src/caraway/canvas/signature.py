@@ -10,7 +10,6 @@ type without this module naming them.
 from __future__ import annotations
 
 import abc
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ from caraway.protocol.serializers import dumps_json
 from caraway.protocol.signatures import check_fields
 from caraway.result import AsyncResult
 from caraway.taskbase import AppLike, TaskBase
+from caraway.utils import ids
 
 #: options that tie a task to a group or chord; composite canvases hand them to the task
 #: whose completion stands for the whole (a chain's last step, a chord's body)
@@ -35,7 +35,7 @@ def _current_app() -> AppLike:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return ids.new_id()
 
 
 #: composite canvases by ``subtask_type``, and batch signatures by built-in task name

@@ -27,6 +27,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
+from caraway.utils.pid import current_pid
 
 T = TypeVar("T")
 
@@ -467,7 +468,7 @@ class HeldConnection:
 
     def _connection(self) -> Any:
         conn = self._conn
-        if conn is None or conn.pid != os.getpid():
+        if conn is None or conn.pid != current_pid():
             conn = self._conn = self.client.connection_pool.get_connection()
         return conn
 

@@ -50,6 +50,7 @@ from caraway.clients.redis import (
 from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
 from caraway.protocol.envelope import mark_redelivered, pack, unpack
 from caraway.protocol.message import Message
+from caraway.utils.ids import new_id
 
 T = TypeVar("T")
 
@@ -159,7 +160,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 message,
                 exchange=exchange,
                 routing_key=rkey,
-                delivery_tag=str(uuid.uuid4()),
+                delivery_tag=new_id(),
                 priority=priority,
             )
             commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
@@ -204,7 +205,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         priority = priority_of(message)
         pushes: list[Command] = []
         for queue in queues:
-            tag = f"{uuid.uuid4()}>{queue}"
+            tag = f"{new_id()}>{queue}"
             raw = pack(
                 message,
                 exchange=exchange,
@@ -234,7 +235,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             message,
             exchange="",
             routing_key=queue,
-            delivery_tag=str(uuid.uuid4()),
+            delivery_tag=new_id(),
             priority=priority,
         )
         commands: list[Command] = []
