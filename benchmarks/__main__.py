@@ -20,9 +20,9 @@ from typing import Any
 
 from benchmarks import procs, report
 from benchmarks.catalog import BROKERS, WORKLOADS, Options
-from benchmarks.celery_env import celery_python
+from benchmarks.celery_env import caraway_python, celery_python
 from benchmarks.runner import Results, run_all
-from benchmarks.systems import REPO, BrokerOps, System, parse_result, repo_python
+from benchmarks.systems import REPO, BrokerOps, System, parse_result
 
 QUICK = {"n": 1000, "round_trips": 100, "chord_size": 100, "repeat": 1}
 FULL = {"n": 10000, "round_trips": 500, "chord_size": 1000, "repeat": 3}
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     # a shell starts background jobs with SIGINT ignored; Ctrl-C must still stop the run
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    systems = [System("caraway", repo_python()), System("celery", celery_python())]
+    systems = [System("caraway", caraway_python()), System("celery", celery_python())]
     ops = BrokerOps(systems[1].python, options)
     try:
         ops.call("claim")

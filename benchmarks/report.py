@@ -117,8 +117,9 @@ def table(results: Results, options: Options) -> list[str]:
     for broker in options.brokers:
         by_workload = results.get(broker, {})
         for figure in FIGURES:
-            if figure.workload in options.workloads:
-                lines.append(_row(broker, figure, by_workload.get(figure.workload, {})))
+            # a workload not measured on this broker at all (W1c off RabbitMQ) has no row
+            if figure.workload in options.workloads and figure.workload in by_workload:
+                lines.append(_row(broker, figure, by_workload[figure.workload]))
     return lines
 
 

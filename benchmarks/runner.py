@@ -42,6 +42,11 @@ def _enqueue(session: Session, options: Options) -> Figures:
     return {"W1": {"rate": result["rate"]}}
 
 
+def _enqueue_confirmed(session: Session, options: Options) -> Figures:
+    result = session.script("enqueue", options.n, "confirm", timeout=120 + options.n * 0.05)
+    return {"W1c": {"rate": result["rate"]}}
+
+
 def _group_send(session: Session, options: Options) -> Figures:
     result = session.script("group_send", options.n, timeout=120 + options.n * 0.05)
     return {"W1b": {"rate": result["rate"]}}
@@ -105,6 +110,7 @@ _NO_TRANSPORT: dict[tuple[str, str], str] = {}
 #: unit name -> (function, the workloads it reports)
 UNITS: dict[str, tuple[Unit, tuple[str, ...]]] = {
     "enqueue": (_enqueue, ("W1",)),
+    "enqueue_confirmed": (_enqueue_confirmed, ("W1c",)),
     "group_send": (_group_send, ("W1b",)),
     "drain": (_drain, ("W2", "W5")),
     "drain_events": (_drain_with_events, ("W2E",)),
@@ -113,8 +119,18 @@ UNITS: dict[str, tuple[Unit, tuple[str, ...]]] = {
 }
 
 
-def units_for(workloads: tuple[str, ...]) -> list[str]:
-    return [name for name, (_, covers) in UNITS.items() if set(covers) & set(workloads)]
+#: units that mean something on some brokers only (publisher confirms are RabbitMQ's)
+ONLY_ON: dict[str, tuple[str, ...]] = {"enqueue_confirmed": ("amqp",)}
+
+
+def units_for(workloads: tuple[str, ...], broker: str | None = None) -> list[str]:
+    """The units measuring ``workloads`` (on ``broker``, when given)."""
+    wanted = set(workloads)
+    return [
+        name
+        for name, (_, covers) in UNITS.items()
+        if set(covers) & wanted and (broker is None or broker in ONLY_ON.get(name, (broker,)))
+    ]
 
 
 def run_all(systems: list[System], options: Options, ops: BrokerOps, results: Results) -> Results:
@@ -122,7 +138,7 @@ def run_all(systems: list[System], options: Options, ops: BrokerOps, results: Re
     was measured before a Ctrl-C is still there for the report)."""
     for broker in options.brokers:
         by_workload = results.setdefault(broker, {})
-        for unit in units_for(options.workloads):
+        for unit in units_for(options.workloads, broker):
             _, covers = UNITS[unit]
             cells = {w: by_workload.setdefault(w, {}) for w in covers if w in options.workloads}
             for rep in range(options.repeat):

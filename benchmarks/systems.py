@@ -74,7 +74,7 @@ def _unsupported(broker: str, detail: str) -> Unsupported:
 
 @dataclass(frozen=True)
 class System:
-    """caraway (the repo's .venv) or Celery (benchmarks/.venv-celery)."""
+    """caraway (benchmarks/.venv-caraway) or Celery (benchmarks/.venv-celery)."""
 
     name: str
     python: Path
@@ -284,8 +284,3 @@ def _line_of(text: str, index: int) -> str:
     end = text.find("\n", index)
     return text[start : end if end != -1 else len(text)].strip()
 
-
-def repo_python() -> Path:
-    """caraway's interpreter: the repo's .venv, else the one running the runner."""
-    candidate = REPO / ".venv" / "bin" / "python"
-    return candidate if candidate.exists() else Path(sys.executable)
