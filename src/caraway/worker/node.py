@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -377,6 +376,9 @@ def bug_report(app: Caraway) -> str:
 
 
 def _version(package: str) -> str | None:
+    # importlib.metadata is a hundred modules; a worker asks for versions only in a report
+    from importlib import metadata  # noqa: PLC0415 - rarely needed, see above
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
