@@ -8,6 +8,7 @@ run started and still prints the table of what was measured so far.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -141,7 +142,16 @@ def _header(options: Options, systems: list[System], ops: BrokerOps) -> report.H
         caraway=_describe(systems[0]),
         celery=_describe(systems[1]),
         options=options,
+        load_start=load_average(),
     )
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""
+    try:
+        return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -149,6 +159,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _finish(header: report.Header, results: Results, out: Path | None) -> None:
+    header = dataclasses.replace(header, load_end=load_average())
     text = report.render(header, results)
     print()
     print(text)

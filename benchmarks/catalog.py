@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BROKERS = ("redis", "amqp", "sqlite", "postgres")
-WORKLOADS = ("W1", "W1c", "W1b", "W2", "W2E", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W1c", "W1b", "W2", "W2E", "W3", "W4", "W5", "W7", "W10")
 SYSTEMS = ("caraway", "celery")
 
 WORKLOAD_TITLES = {
@@ -21,6 +21,8 @@ WORKLOAD_TITLES = {
     "W3": "round trip",
     "W4": "chord",
     "W5": "worker memory after W2",
+    "W7": "drain from 50 queues",
+    "W10": "drain, 100 KiB arguments",
 }
 
 
@@ -95,6 +97,15 @@ FIGURES: tuple[Figure, ...] = (
     Figure("W4", "seconds", "chord", "s", False, {b: Target(0.1, False) for b in _ANY}),
     Figure("W5", "pss_mib", "worker PSS", "MiB", False, {b: Target(0.5, False) for b in _ANY}),
     Figure("W5", "rss_mib", "worker RSS", "MiB", False),
+    Figure("W7", "rate", "drain from 50 queues", "tasks/s", True, {"redis": Target(5.0, True)}),
+    Figure(
+        "W10",
+        "mib_s",
+        "drain of 100 KiB tasks",
+        "MiB/s",
+        True,
+        {b: Target(2.0, True) for b in _ANY},
+    ),
 )
 
 
