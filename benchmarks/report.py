@@ -130,6 +130,23 @@ def table(results: Results, options: Options) -> list[str]:
     return lines
 
 
+def per_repetition(results: Results, options: Options) -> list[str]:
+    """W2's ratio in each repetition (the systems measured back to back), since its target
+    holds for every repetition, not only for the medians."""
+    if "W2" not in options.workloads or options.repeat < 2:
+        return []
+    lines = ["", "W2 drain, caraway/Celery in each repetition (measured back to back):", ""]
+    for broker in options.brokers:
+        cells = results.get(broker, {}).get("W2", {})
+        ours, theirs = (cells.get(name) for name in ("caraway", "celery"))
+        if ours is None or theirs is None or ours.status or theirs.status:
+            continue
+        pairs = zip(ours.samples.get("rate", []), theirs.samples.get("rate", []), strict=False)
+        ratios = [f"{a / b:.3g}x" for a, b in pairs if b]
+        lines.append(f"- {BROKER_TITLES[broker]}: {', '.join(ratios) or 'n/a'}")
+    return lines if len(lines) > 3 else []
+
+
 def events_cost(results: Results, options: Options) -> list[str]:
     """W2 with -E over W2 without, per system: the price of task events, same run."""
     title = (
@@ -180,6 +197,7 @@ def render(header: Header, results: Results) -> str:
         *header.lines(),
         "",
         *table(results, options),
+        *per_repetition(results, options),
         *events_cost(results, options),
         *queues_cost(results, options),
     ]
