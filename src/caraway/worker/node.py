@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -410,6 +409,9 @@ def _host(url: str) -> str:
 
 
 def _version(package: str) -> str | None:
+    # importlib.metadata is a hundred modules; a worker asks for versions only in a report
+    from importlib import metadata  # noqa: PLC0415 - rarely needed, see above
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
