@@ -426,6 +426,12 @@ class OptionTable:
     worker_disable_rate_limits = Option(_BOOL, False, "", old="CELERY_DISABLE_RATE_LIMITS")
     worker_pool = Option(_STR, "prefork", "prefork, threads or solo (-P).", old="CELERYD_POOL")
     worker_delivery_cap = Option(_INT, 5, "caraway: deliveries before the dead-letter store.")
+    worker_max_message_size = Option(
+        _INT,
+        8 * 1024 * 1024,
+        "caraway: bytes of a task message's body a worker reads; a larger one is set aside "
+        "in the dead-letter store unread (0: no limit).",
+    )
     worker_async_concurrency = Option(_INT, 100, "caraway: async tasks at once per child.")
 
     # -- events and remote control ---------------------------------------------------------

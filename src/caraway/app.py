@@ -45,6 +45,7 @@ from caraway.schedules.entries import periodic_task_entry
 from caraway.signals import Signal
 from caraway.task import Task as TaskType
 from caraway.task import build_task
+from caraway.utils.pid import current_pid
 
 if TYPE_CHECKING:
     from caraway.task import P as TaskP
@@ -396,8 +397,9 @@ class Caraway:
     # -- connections -----------------------------------------------------------------------
     def _thread_state(self) -> _PerThread:
         local = self._local
-        if local.pid != os.getpid():
-            local.pid = os.getpid()
+        pid = current_pid()
+        if local.pid != pid:
+            local.pid = pid
             local.transport = None
             local.backend = None
             local.oid = None

@@ -138,6 +138,27 @@ class Receipt:
     eta: float | None = None
 
 
+#: the STARTED document's key counting the processes a task's message killed: a broker that
+#: counts no deliveries (a RabbitMQ classic queue) leaves the delivery cap to this count
+WORKER_LOST_KEY = "caraway_worker_lost"
+
+
+def processes_lost(stored: Mapping[str, Any] | None) -> int:
+    """How many processes a task's message killed, as its STARTED document counts them."""
+    if not stored or stored.get("status") != states.STARTED:
+        return 0
+    result = stored.get("result")
+    lost = result.get(WORKER_LOST_KEY, 0) if isinstance(result, Mapping) else 0
+    return lost if isinstance(lost, int) and lost > 0 else 0
+
+
+def deliveries_seen(delivery_count: int, stored: Mapping[str, Any] | None) -> int:
+    """The deliveries of a message so far: the broker's count, or one more than the processes
+    it killed, whichever is more."""
+    lost = processes_lost(stored)
+    return max(delivery_count, lost + 1) if lost else delivery_count
+
+
 def on_receipt(
     message: TaskMessage,
     *,
@@ -168,7 +189,10 @@ def on_receipt(
             f"task {message.task!r} is not registered in this worker; registered: "
             f"{registered_names or '(none)'}"
         )
-        return Receipt("settle", failure_effects(message, unknown, None, policy, force=True))
+        effects = failure_effects(message, unknown, None, policy, force=True)
+        # kept, not dropped: a worker that knows the task can take it from the store
+        effects.settle, effects.reason = "dead_letter", f"NotRegistered: {unknown}"
+        return Receipt("settle", effects)
     malformed = _malformed_embed(message)
     if malformed is not None:
         bare = dataclasses.replace(message, chain=None, chord=None, callbacks=None, errbacks=None)

@@ -10,7 +10,6 @@ type without this module naming them.
 from __future__ import annotations
 
 import abc
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
@@ -22,6 +21,7 @@ from caraway.protocol.signatures import check_fields
 from caraway.result import AsyncResult, EagerResult
 from caraway.result import AsyncResult as _Sent  # the class body defines its own AsyncResult
 from caraway.taskbase import AppLike, TaskBase
+from caraway.utils import ids
 
 if TYPE_CHECKING:
     from typing_extensions import Self, TypeVar
@@ -46,7 +46,7 @@ def _current_app() -> AppLike:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return ids.new_id()
 
 
 #: composite canvases by ``subtask_type``, and batch signatures by built-in task name

@@ -24,6 +24,7 @@ from caraway.cli.pidfile import Pidfile
 from caraway.entities import Queue
 from caraway.request import current_request
 from caraway.routing import queue_names, select_queues
+from caraway.utils.files import SafeFileHandler, SymlinkRefused, open_nofollow
 from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
 from caraway.worker.monitor import HEARTBEAT_FREQ
@@ -505,7 +506,10 @@ def _log_handler(logfile: str | None, node: str) -> logging.Handler:
         return logging.StreamHandler(sys.stderr)
     path = expand_path(logfile, node)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return logging.FileHandler(path)
+    try:
+        return SafeFileHandler(path)
+    except SymlinkRefused as exc:
+        raise click.UsageError(f"--logfile: {exc.strerror}") from exc
 
 
 def _running_task() -> tuple[str, str] | None:
@@ -532,7 +536,7 @@ def _detach(logfile: str | None) -> None:
     if logfile:
         os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = open_nofollow(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)

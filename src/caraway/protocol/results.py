@@ -154,18 +154,33 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
 
 
 def _lookup(module_name: str, qualname: str) -> Any:
-    """The attribute at ``qualname`` in an already-imported module, or None."""
+    """The class at ``qualname`` in an already-imported module, or None.
+
+    The names come from a result document, which anyone with access to the result store
+    can write: each step is looked up in the module's or class's own ``__dict__``, so no
+    module ``__getattr__`` (lazy imports), property or descriptor runs on the way.
+    """
+    if len(qualname) > _MAX_NAME or len(module_name) > _MAX_NAME:
+        return None
     if module_name == "builtins":
         target: Any = builtins
     elif _CELERY_MODULES.get(qualname) == module_name:
         target = exceptions
     else:
         target = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        if target is None or not part:
+    for index, part in enumerate(qualname.split(".")):
+        # the module, then classes only (a nested class): never on into another module
+        if target is None or not part or (index and not isinstance(target, type)):
             return None
-        target = getattr(target, part, None)
+        try:
+            target = vars(target).get(part)
+        except TypeError:  # sys.modules may hold an object without a __dict__
+            return None
     return target
+
+
+#: longer type or module names are not looked up (a dotted Python name is far shorter)
+_MAX_NAME = 256
 
 
 def _synthetic_class(module_name: str, qualname: str) -> type[RemoteTaskError]:
@@ -189,8 +204,8 @@ def _remote(module_name: str, qualname: str, args: list[Any]) -> BaseException:
 def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     """Rebuild an exception from its stored form; never imports, never raises.
 
-    Builtins and classes found by attribute walk in a module already in
-    ``sys.modules`` come back as themselves. Anything else (module not imported, a
+    Exception subclasses (not other BaseExceptions) that are builtins or classes of a
+    module already in ``sys.modules`` come back as themselves. Anything else (module not imported, a
     name that is not an exception class, a constructor that fails on the stored
     args) comes back as a subclass of RemoteTaskError named like the original type.
     """
@@ -200,7 +215,9 @@ def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     # Old Celery versions stored exc_message as a single string.
     args = list(raw_args) if isinstance(raw_args, (list, tuple)) else [raw_args]
     found = _lookup(module_name, qualname)
-    if isinstance(found, type) and issubclass(found, BaseException):
+    # Exception only: a stored SystemExit or KeyboardInterrupt would end the process that
+    # reads the result (get() raises what it rebuilds)
+    if isinstance(found, type) and issubclass(found, Exception):
         try:
             return found(*args)
         except Exception:  # odd __init__ signatures; the fallback keeps the information

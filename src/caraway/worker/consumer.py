@@ -31,7 +31,7 @@ from caraway.execution import (
 )
 from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import REPR_MAX, TaskMessage
 from caraway.protocol.results import decode_document
 from caraway.worker.buckets import SharedBuckets
 from caraway.worker.ipc import (
@@ -39,6 +39,7 @@ from caraway.worker.ipc import (
     CancelConsumer,
     Command,
     Holding,
+    Rejected,
     Report,
     Revoke,
     RevokeStamps,
@@ -122,6 +123,9 @@ class Consumer:
         self.prefetch = max(1, slots * int(conf.worker_prefetch_multiplier or 1))
         self.park_horizon = float(conf.broker_park_horizon)
         self.delivery_cap = int(conf.worker_delivery_cap or 0)
+        self.max_message_size = int(conf.worker_max_message_size or 0) or None
+        #: messages set aside undecoded or unhandled (for ``inspect stats``' counts)
+        self.rejected = 0
         self.accept = protocol_accept(conf.accept_content)
         self.revoked: set[str] = set()
         #: stamp name -> revoked values (revoke_by_stamped_headers)
@@ -302,28 +306,71 @@ class Consumer:
 
     # -- receiving -------------------------------------------------------------------------
     def _receive(self, delivery: Delivery) -> None:
-        try:
-            message = protocol.decode(delivery.message, accept=self.accept)
-        except exceptions.ProtocolError as exc:
-            task_id = protocol.peek_id(delivery.message)
-            logger.error(
-                "cannot run message %s from queue %r: %s; moved to the dead-letter store",
-                task_id or delivery.tag,
-                delivery.queue,
-                exc,
+        """The decode boundary: every delivery is decoded, settled or run, and nothing in
+        it (what it holds, how often it came back) gets past here as an exception."""
+        cap = self.delivery_cap
+        if cap and delivery.delivery_count > cap + 1:
+            # the capped decode below had its turn at cap + 1 and the process died anyway:
+            # reading this message is what kills, so it is set aside unread
+            self._reject(
+                delivery,
+                f"delivered {delivery.delivery_count} times and never settled, more than "
+                f"worker_delivery_cap={cap}; not decoded again",
             )
-            delivery.dead_letter(f"{type(exc).__name__}: {exc}")
-            signals.task_rejected.send(sender=self, message=delivery.message, exc=exc)
             return
+        try:
+            message = protocol.decode(
+                delivery.message, accept=self.accept, max_size=self.max_message_size
+            )
+        except exceptions.ProtocolError as exc:
+            self._reject(delivery, f"{type(exc).__name__}: {exc}", exc)
+            return
+        try:
+            self._received(delivery, message)
+        except (exceptions.BrokerError, exceptions.BackendError):
+            raise  # an outage, not the message: the loop retries with the message kept
+        except Exception as exc:
+            # a well-formed message this worker still cannot handle (a bug, or input no
+            # check foresaw): account for it and go on, never take the process down
+            logger.exception("internal error receiving task %s[%s]", message.task, message.id)
+            self._reject(delivery, f"internal error on receipt: {type(exc).__name__}: {exc}", exc)
+
+    def _reject(self, delivery: Delivery, reason: str, exc: Exception | None = None) -> None:
+        """Set ``delivery`` aside in the dead-letter store with ``reason``; log it once."""
+        task_id = _shown_id(delivery)
+        logger.error(
+            "cannot run message %s from queue %r: %s; moved to the dead-letter store",
+            task_id,
+            delivery.queue,
+            reason,
+        )
+        self.rejected += 1
+        self.report(Rejected(task_id, reason[:REPR_MAX]))
+        try:
+            delivery.dead_letter(reason)
+        except (exceptions.BrokerError, exceptions.BackendError):
+            raise
+        except Exception:
+            # the store cannot hold what this message is made of: dropping it, said loudly,
+            # ends a loop that redelivering it forever would not
+            logger.exception(
+                "the dead-letter store refused message %s; acked and dropped instead", task_id
+            )
+            delivery.ack()
+        error = exc if exc is not None else exceptions.ProtocolError(reason)
+        signals.task_rejected.send(sender=self, message=delivery.message, exc=error)
+
+    def _received(self, delivery: Delivery, message: TaskMessage) -> None:
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
-        stored = self._stored_state(message.id) if self._maybe_duplicate(delivery) else None
+        document = self._stored(message.id) if self._maybe_duplicate(delivery) else None
+        stored = None if document is None else str(document.get("status"))
         receipt = lifecycle.on_receipt(
             message,
             now=time.time(),
             park_horizon=self.park_horizon,
             can_park=self.can_park,
-            delivery_count=delivery.delivery_count,
+            delivery_count=lifecycle.deliveries_seen(delivery.delivery_count, document),
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
@@ -354,7 +401,7 @@ class Consumer:
                     "received unregistered task %r (id %s): %s",
                     message.task,
                     message.id,
-                    "stored as FAILURE NotRegistered",
+                    "stored as FAILURE NotRegistered, kept in the dead-letter store",
                 )
                 signals.task_unknown.send(
                     sender=self,
@@ -389,13 +436,19 @@ class Consumer:
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
         return delivery.redelivered or delivery.delivery_count > 1
 
-    def _stored_state(self, task_id: str) -> str | None:
+    def _stored(self, task_id: str) -> dict[str, Any] | None:
         if self.backend is None:
             return None
         raw = self.backend.load(task_id)
         if raw is None:
             return None
-        return str(decode_document(raw).get("status"))
+        try:
+            return decode_document(raw)
+        except exceptions.BackendError as exc:
+            # not an outage (the loop would retry this message for ever): an unreadable
+            # document says nothing about the task, which runs as if none were stored
+            logger.warning("stored result of task %s is unreadable (%s); running it", task_id, exc)
+            return None
 
     def _user_task_names(self) -> list[str]:
         return [name for name in self.app._tasks if not name.startswith("celery.")]
@@ -539,8 +592,17 @@ class Consumer:
                 queue=job.delivery.queue,
             )
         except Exception as exc:
+            # the worker's own handling failed, not the task: say so, keep the message
+            # (unless acked already) in the dead-letter store, and keep the process going
             self._internal_error(job, exc)
-            raise
+            logger.exception(
+                "internal error settling task %s[%s]", job.message.task, job.message.id
+            )
+            effects = lifecycle.Effects(
+                settle="dead_letter", reason=f"internal error after the run: {exc!r:.500}"
+            )
+            if job.acked:
+                effects.settle = "none"
         if job.acked and effects.settle == "ack":
             effects.settle = "none"
         if not job.is_async:
@@ -656,6 +718,17 @@ class Consumer:
             policy = build_policy(self.app.conf, task)
             self._policies[name] = policy
         return policy
+
+
+def _shown_id(delivery: Delivery) -> str:
+    """The task id for a log line, from headers that may be anything; else the tag."""
+    try:
+        task_id = protocol.peek_id(delivery.message)
+    except Exception:  # headers not even a mapping: the tag names the message
+        task_id = None
+    if task_id is None or len(task_id) > protocol.MAX_IDENT:
+        return str(delivery.tag)[: protocol.MAX_IDENT]
+    return task_id
 
 
 __all__ = ["Consumer"]

@@ -240,7 +240,14 @@ ALIASES = {
 
 
 def _n(args: dict[str, Any]) -> int:
-    return int(args.get("n") or 1)
+    """``pool_grow``/``pool_shrink``'s count: a whole number from 1 (anything else is
+    replied as an error; the supervisor bounds how far the pool grows)."""
+    n = args.get("n") or 1
+    if isinstance(n, str) and n.isdigit():
+        n = int(n)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r:.50}")
+    return n
 
 
 # -- the node side ----------------------------------------------------------------------
