@@ -180,9 +180,10 @@ def test_user_options_and_quiet_as_celery_has_them(project: Path, workers: list[
     report = _caraway(project, "report", "--template", "fancy")
     assert report.returncode == 0, report.stderr
     assert json.loads((project / "preload.json").read_text()) == {"template": "fancy"}
-    worker = Worker(project, "--enable-audit", "-P", "solo", name="quiet")
+    worker = Worker(project, "--enable-audit", "-P", "processes", "-c", "1", name="quiet")
     workers.append(worker.wait_ready())
     assert json.loads((project / "worker-options.json").read_text()) == {"enable_audit": True}
+    assert "concurrency: 1 (prefork)" in worker.log()  # -P processes: Celery's prefork alias
 
     # -q, as Celery's: no arrow, no node count
     loud = _caraway(project, "inspect", "ping")

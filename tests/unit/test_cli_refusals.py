@@ -23,6 +23,7 @@ from caraway.cli.main import cli
         (["migrate", "amqp://a//", "redis://b"], "not supported"),
         (["worker", "--pool-start-method", "spawn"], "forks its children"),
         (["worker", "--executable", "/usr/bin/python3"], "--executable is not supported"),
+        (["worker", "-P", "custom"], "custom pools"),
     ],
 )
 def test_what_caraway_lacks_is_refused_with_what_to_use(args: list[str], says: str) -> None:
