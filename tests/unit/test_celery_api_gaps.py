@@ -174,3 +174,24 @@ def test_app_worker_class_is_refused_saying_how_to_start_one() -> None:
             application.WorkController()
     finally:
         application.close()
+
+
+def test_gen_task_name_names_tasks_and_a_subclass_may_override_it() -> None:
+    class Renaming(Caraway):
+        def gen_task_name(self, name: str, module: str) -> str:
+            if module.endswith(".tasks"):
+                module = module[: -len(".tasks")]
+            return super().gen_task_name(name, module)
+
+    plain, renaming = Caraway("p", broker="memory://"), Renaming("r", broker="memory://")
+    try:
+
+        def job() -> None: ...
+
+        job.__module__ = "proj.tasks"
+        assert plain.task(job).name == "proj.tasks.job"
+        assert renaming.task(job).name == "proj.job"
+        assert plain.gen_task_name("add", "__main__") == "p.add"
+    finally:
+        plain.close()
+        renaming.close()
