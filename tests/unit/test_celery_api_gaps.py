@@ -195,3 +195,19 @@ def test_gen_task_name_names_tasks_and_a_subclass_may_override_it() -> None:
     finally:
         plain.close()
         renaming.close()
+
+
+def test_celery_exception_names_import_from_caraway() -> None:
+    from caraway import exceptions as exc
+    from caraway.config import Settings
+    from caraway.routing import route
+
+    assert issubclass(exc.Retry, exc.TaskPredicate) and issubclass(exc.Ignore, exc.TaskPredicate)
+    assert exc.CeleryError is exc.CarawayError and exc.OperationalError is exc.BrokerError
+    assert exc.InvalidTaskError is exc.ProtocolError
+    assert exc.BackendGetMetaError is exc.BackendStoreError is exc.BackendError
+    conf = Settings(task_create_missing_queues=False, task_queues=[{"name": "known"}])
+    with pytest.raises(exc.QueueNotFound) as raised:
+        route("proj.add", {"queue": "unknown"}, conf)
+    assert isinstance(raised.value, KeyError)
+    assert isinstance(raised.value, exc.ImproperlyConfigured)  # what caraway raised before
