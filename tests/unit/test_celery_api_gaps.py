@@ -211,3 +211,15 @@ def test_celery_exception_names_import_from_caraway() -> None:
         route("proj.add", {"queue": "unknown"}, conf)
     assert isinstance(raised.value, KeyError)
     assert isinstance(raised.value, exc.ImproperlyConfigured)  # what caraway raised before
+
+
+def test_argsrepr_and_kwargsrepr_hide_arguments_as_celery_documents() -> None:
+    from caraway.config import Settings
+    from caraway.protocol.message import encode
+    from caraway.publish import build
+
+    options = {"argsrepr": "(<card>,)", "kwargsrepr": "{'pin': '****'}"}
+    sent = build("proj.pay", ("4111",), {"pin": "1234"}, options, conf=Settings())
+    headers = encode(sent.message).headers
+    assert (headers["argsrepr"], headers["kwargsrepr"]) == ("(<card>,)", "{'pin': '****'}")
+    assert sent.message.args == ["4111"]  # the task still gets them
