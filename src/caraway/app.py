@@ -44,7 +44,7 @@ from caraway.schedules.base import zone_of
 from caraway.schedules.entries import periodic_task_entry
 from caraway.signals import Signal
 from caraway.task import Task as TaskType
-from caraway.task import build_task
+from caraway.task import build_task, default_task_name
 from caraway.utils.pid import current_pid
 
 if TYPE_CHECKING:
@@ -521,6 +521,11 @@ class Caraway:
             return None
         found: TaskType | None = request.running_task
         return found
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """The name of a task declared without ``name=``: ``module.function``; override it
+        in a subclass to change the naming, as Celery's tasks guide shows."""
+        return default_task_name(self, name, module)
 
     def broker_connection(self, *args: Any, **kwargs: Any) -> Transport:
         """Celery's old name of :meth:`connection`."""

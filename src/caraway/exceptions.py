@@ -2,7 +2,8 @@
 
 CarawayError
 ├── ImproperlyConfigured          a setting, URL or app is wrong; the message says how to fix it
-│   └── UnknownSetting            a setting name that does not exist (with "did you mean")
+│   ├── UnknownSetting            a setting name that does not exist (with "did you mean")
+│   └── QueueNotFound (KeyError)  a route to a queue task_queues does not declare
 ├── NotRegistered (KeyError)      a task name this process does not know
 ├── TimeoutError                  AsyncResult.get(timeout=...) ran out
 ├── IncompleteStream              a result graph walked before its nodes finished
@@ -39,6 +40,14 @@ class CarawayError(Exception):
 
 class ImproperlyConfigured(CarawayError):
     """The app's configuration cannot work as given."""
+
+
+class QueueNotFound(ImproperlyConfigured, KeyError):
+    """A route names a queue that is not in task_queues, with task_create_missing_queues
+    off (Celery's name and KeyError base)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class UnknownSetting(ImproperlyConfigured, KeyError):
@@ -192,3 +201,20 @@ class Reject(TaskSignal):
 
 class Ignore(TaskSignal):
     """Raised by a task so the worker stores no result state for it."""
+
+
+# -- Celery's names ---------------------------------------------------------------------------
+# ``from celery.exceptions import X`` renamed to caraway keeps working for these: each is the
+# caraway class that plays that part.
+
+#: the base of every error
+CeleryError = CarawayError
+#: what a send that cannot reach the broker raises (kombu's, re-exported by Celery)
+OperationalError = BrokerError
+#: the base of Retry, Reject and Ignore
+TaskPredicate = TaskSignal
+#: a message that is not a task caraway can read
+InvalidTaskError = ProtocolError
+#: the result store failed to read or write
+BackendGetMetaError = BackendError
+BackendStoreError = BackendError

@@ -76,6 +76,10 @@ KNOWN_OPTIONS = frozenset(
         "subtask_type",
         "immutable",
         "chord_size",
+        # what logs, events and monitors show instead of the arguments (Celery's calling
+        # guide: hiding sensitive arguments)
+        "argsrepr",
+        "kwargsrepr",
     }
 )
 _ROUTE_OPTIONS = ("queue", "exchange", "routing_key", "priority")
@@ -154,6 +158,8 @@ def build(
         reply_to=options.get("reply_to") or reply_to,
         priority=_priority(options, parent, conf),
         extra_headers=dict(options.get("headers") or {}),
+        argsrepr=options.get("argsrepr"),
+        kwargsrepr=options.get("kwargsrepr"),
     )
     message.root_id = message.root_id or task_id
     # routers get the call's arguments and the task, as Celery's (route_task(name, args,

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from caraway.entities import Exchange, Queue, as_queue
-from caraway.exceptions import ImproperlyConfigured
+from caraway.exceptions import ImproperlyConfigured, QueueNotFound
 
 if TYPE_CHECKING:
     from caraway.config import Settings
@@ -243,7 +243,7 @@ def queue_for(name: str, conf: Settings) -> Queue:
     if name == conf.task_default_queue:
         return _with_defaults(Queue(name), conf)
     if not conf.task_create_missing_queues:
-        raise ImproperlyConfigured(
+        raise QueueNotFound(
             f"queue {name!r} is not in task_queues and task_create_missing_queues is "
             f"off; declare it in task_queues or turn task_create_missing_queues on"
         )

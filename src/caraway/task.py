@@ -464,8 +464,17 @@ def typing_get_hints(fun: Callable[..., Any]) -> dict[str, Any]:
 
 
 def task_name(app: AppLike, fun: Callable[..., Any]) -> str:
-    """``module.function``, with ``__main__`` replaced by the app's main name (as Celery)."""
-    module = fun.__module__
+    """The app's ``gen_task_name(name, module)`` (Celery's hook: a subclass may override
+    it, as the tasks guide shows), else :func:`default_task_name`."""
+    generate = getattr(app, "gen_task_name", None)
+    if generate is not None:
+        return str(generate(fun.__name__, fun.__module__))
+    return default_task_name(app, fun.__name__, fun.__module__)
+
+
+def default_task_name(app: AppLike, name: str, module: str | None) -> str:
+    """``module.name``, with ``__main__`` replaced by the app's main name (as Celery)."""
+    module = module or "__main__"
     if module == "__main__" and app.main:
         module = app.main
-    return f"{module}.{fun.__name__}"
+    return f"{module}.{name}"

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import Worker, wait_until
 
 
@@ -104,14 +102,6 @@ def test_every_celery_worker_flag_is_known(project: Path) -> None:
     assert flags and sorted(flag for flag in flags if flag not in ours) == []
 
 
-def test_worker_flags_caraway_cannot_honour_are_refused_with_the_reason(project: Path) -> None:
-    spawn = _caraway(project, "worker", "--pool-start-method", "spawn")
-    assert spawn.returncode == 2
-    assert "forks its children" in spawn.stderr and "Traceback" not in spawn.stderr
-    executable = _caraway(project, "worker", "--executable", "/usr/bin/python3")
-    assert executable.returncode == 2 and "--executable" in executable.stderr
-
-
 def test_heartbeat_interval_sets_how_often_heartbeats_go(
     project: Path, workers: list[Worker]
 ) -> None:
@@ -162,37 +152,6 @@ def test_every_celery_global_option_and_command_is_known(project: Path) -> None:
     assert listed.returncode == 0 and "revoke_by_stamped_headers [headers...]" in listed.stdout
 
 
-@pytest.mark.parametrize(
-    ("args", "says"),
-    [
-        (["amqp"], "rabbitmqadmin"),
-        (["graph"], "caraway graph"),
-        (["logtool"], "caraway logtool"),
-        (["flower"], "caraway dashboard"),
-        (["--loader", "x.Loader", "status"], "caraway has no loaders"),
-        (["migrate", "amqp://a//", "redis://b"], "not supported"),
-        (["--config", "celeryconfig", "status"], "config_from_object"),
-    ],
-)
-def test_celery_commands_caraway_lacks_are_refused_with_what_to_use(
-    project: Path, args: list[str], says: str
-) -> None:
-    done = _caraway(project, *args)
-    assert done.returncode == 2, done
-    assert says in done.stderr and "Traceback" not in done.stderr
-
-
-def test_quiet_drops_the_arrows_and_the_footer_as_celery_does(
-    project: Path, workers: list[Worker]
-) -> None:
-    workers.append(Worker(project, "-P", "solo", "-n", "quiet@h").wait_ready())
-    loud = _caraway(project, "inspect", "ping")
-    quiet = _caraway(project, "-q", "--no-color", "inspect", "ping")
-    assert loud.stdout.startswith("->  quiet@h: OK") and "1 node online." in loud.stdout
-    assert quiet.returncode == 0 and quiet.stdout.startswith(" quiet@h: OK")
-    assert "online" not in quiet.stdout
-
-
 USER_OPTIONS = """
 import json
 from click import Option
@@ -215,14 +174,20 @@ def on_init(options, **kwargs):
 """
 
 
-def test_user_options_extend_the_command_line_as_celery_does(
-    project: Path, workers: list[Worker]
-) -> None:
+def test_user_options_and_quiet_as_celery_has_them(project: Path, workers: list[Worker]) -> None:
     module = project / "proj" / "caraway.py"
     module.write_text(module.read_text() + USER_OPTIONS)
     report = _caraway(project, "report", "--template", "fancy")
     assert report.returncode == 0, report.stderr
     assert json.loads((project / "preload.json").read_text()) == {"template": "fancy"}
-    worker = Worker(project, "--enable-audit", "-P", "solo")
+    worker = Worker(project, "--enable-audit", "-P", "processes", "-c", "1", name="quiet")
     workers.append(worker.wait_ready())
     assert json.loads((project / "worker-options.json").read_text()) == {"enable_audit": True}
+    assert "concurrency: 1 (prefork)" in worker.log()  # -P processes: Celery's prefork alias
+
+    # -q, as Celery's: no arrow, no node count
+    loud = _caraway(project, "inspect", "ping")
+    quiet = _caraway(project, "-q", "--no-color", "inspect", "ping")
+    assert loud.stdout.startswith("->  quiet@") and "1 node online." in loud.stdout
+    assert quiet.returncode == 0 and quiet.stdout.startswith(" quiet@")
+    assert "online" not in quiet.stdout

@@ -174,3 +174,52 @@ def test_app_worker_class_is_refused_saying_how_to_start_one() -> None:
             application.WorkController()
     finally:
         application.close()
+
+
+def test_gen_task_name_names_tasks_and_a_subclass_may_override_it() -> None:
+    class Renaming(Caraway):
+        def gen_task_name(self, name: str, module: str) -> str:
+            if module.endswith(".tasks"):
+                module = module[: -len(".tasks")]
+            return super().gen_task_name(name, module)
+
+    plain, renaming = Caraway("p", broker="memory://"), Renaming("r", broker="memory://")
+    try:
+
+        def job() -> None: ...
+
+        job.__module__ = "proj.tasks"
+        assert plain.task(job).name == "proj.tasks.job"
+        assert renaming.task(job).name == "proj.job"
+        assert plain.gen_task_name("add", "__main__") == "p.add"
+    finally:
+        plain.close()
+        renaming.close()
+
+
+def test_celery_exception_names_import_from_caraway() -> None:
+    from caraway import exceptions as exc
+    from caraway.config import Settings
+    from caraway.routing import route
+
+    assert issubclass(exc.Retry, exc.TaskPredicate) and issubclass(exc.Ignore, exc.TaskPredicate)
+    assert exc.CeleryError is exc.CarawayError and exc.OperationalError is exc.BrokerError
+    assert exc.InvalidTaskError is exc.ProtocolError
+    assert exc.BackendGetMetaError is exc.BackendStoreError is exc.BackendError
+    conf = Settings(task_create_missing_queues=False, task_queues=[{"name": "known"}])
+    with pytest.raises(exc.QueueNotFound) as raised:
+        route("proj.add", {"queue": "unknown"}, conf)
+    assert isinstance(raised.value, KeyError)
+    assert isinstance(raised.value, exc.ImproperlyConfigured)  # what caraway raised before
+
+
+def test_argsrepr_and_kwargsrepr_hide_arguments_as_celery_documents() -> None:
+    from caraway.config import Settings
+    from caraway.protocol.message import encode
+    from caraway.publish import build
+
+    options = {"argsrepr": "(<card>,)", "kwargsrepr": "{'pin': '****'}"}
+    sent = build("proj.pay", ("4111",), {"pin": "1234"}, options, conf=Settings())
+    headers = encode(sent.message).headers
+    assert (headers["argsrepr"], headers["kwargsrepr"]) == ("(<card>,)", "{'pin': '****'}")
+    assert sent.message.args == ["4111"]  # the task still gets them

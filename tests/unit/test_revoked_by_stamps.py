@@ -29,3 +29,14 @@ def test_a_message_is_revoked_by_a_matching_stamp(
     stamps: dict[str, Any], revoked: dict[str, list[Any]], match: dict[str, Any] | None
 ) -> None:
     assert revoked_by_stamps(_message(**stamps), revoked) == match
+
+
+def test_stamp_records_cross_the_pipe_and_bad_shapes_are_refused() -> None:
+    from caraway.worker.ipc import RevokeStamps, TaskStarted, decode, encode
+
+    command = RevokeStamps({"batch": ["b1", 2, None]})
+    assert decode(encode(command)) == command
+    started = TaskStarted("t", "x", "1", False, True, None, None, stamps={"batch": ["b1"]})
+    assert decode(encode(started)).stamps == {"batch": ["b1"]}
+    with pytest.raises(ValueError, match="headers"):
+        decode(b'["revoke_stamps", {"batch": "not a list"}]\n')

@@ -75,9 +75,10 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(POOLS),
+    type=click.Choice([*POOLS, "processes", "custom"]),
     default=None,
-    help="Default: worker_pool (prefork); gevent/eventlet need their library.",
+    help="Default: worker_pool (prefork; 'processes' is prefork); gevent/eventlet need "
+    "their library.",
 )
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
@@ -187,7 +188,7 @@ def worker(
     if pool in GREEN_POOLS:
         patch_concurrency(pool)  # a no-op when the command line already patched
     app = app_of(ctx)
-    pool = pool or _pool_setting(app)
+    pool = _pool_name(pool) if pool else _pool_setting(app)
     node = expand_hostname(hostname)
     pid_path = expand_path(pidfile, node) if pidfile else None
     guard = Pidfile(pid_path) if pid_path else None
@@ -421,8 +422,22 @@ def _unbind_broadcasts(app: Caraway, queues: Sequence[Queue]) -> None:
         admin.close()
 
 
+def _pool_name(pool: str) -> str:
+    """Celery's pool names: 'processes' is prefork; 'custom' (a class named by
+    CELERY_CUSTOM_WORKER_POOL) is refused, caraway's pools are not pluggable."""
+    if pool == "processes":
+        return "prefork"
+    if pool == "custom":
+        raise click.BadParameter(
+            f"custom pools (CELERY_CUSTOM_WORKER_POOL) are not supported: caraway's pools are "
+            f"{', '.join(POOLS)}",
+            param_hint="-P/--pool",
+        )
+    return pool
+
+
 def _pool_setting(app: Caraway) -> str:
-    pool = str(app.conf.worker_pool)
+    pool = _pool_name(str(app.conf.worker_pool))
     if pool not in POOLS:
         raise click.BadParameter(
             f"worker_pool = {pool!r}: caraway's pools are {', '.join(POOLS)}",

@@ -229,6 +229,16 @@ def _conforms(value: Any, hint: Any) -> bool:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_conforms(item, args[0]) for item in value)
         return len(args) == len(value) and all(map(_conforms, value, args))
+    if origin is dict:  # RevokeStamps' headers, TaskStarted's stamps: JSON objects
+        key, item = get_args(hint)
+        return type(value) is dict and all(
+            _conforms(k, key) and _conforms(v, item) for k, v in value.items()
+        )
+    if origin is list:
+        (item,) = get_args(hint)
+        return type(value) is list and all(_conforms(v, item) for v in value)
+    if hint is Any:  # a stamp's value: whatever JSON the sender's stamps held
+        return True
     if hint is type(None):
         return value is None
     if hint is float:
