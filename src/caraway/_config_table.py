@@ -158,6 +158,15 @@ _DELIVERY_MODE: _Kind[Any, Any] = _Kind(
     lambda value: {"transient": 1, "persistent": 2, 1: 1, 2: 2}[value],
     _parse_first(int, str),
 )
+
+
+def _check_event_serializer(value: object) -> str:
+    if value in ("json", "auth"):
+        return str(value)
+    raise ValueError(value)
+
+
+_EVENT_SERIALIZER: _Kind[str, str] = _Kind("'json' or 'auth'", _check_event_serializer, str)
 _QUEUES: _Kind[Any, Any] = _nullable(
     _Kind("a list or dict of queues", _exactly(Mapping, list, tuple, set), json.loads)
 )
@@ -430,6 +439,13 @@ class OptionTable:
     event_queue_expires = Option(_OPT_FLOAT, 60.0, "Seconds.", old="CELERY_EVENT_QUEUE_EXPIRES")
     event_queue_prefix = Option(_STR, "celeryev", "", old="CELERY_EVENT_QUEUE_PREFIX")
     event_exchange = Option(_STR, "celeryev", "")
+    event_serializer = Option(
+        _EVENT_SERIALIZER,
+        "json",
+        "'auth': events are signed as task messages are (app.setup_security()); receivers "
+        "accept signed and JSON events. Other serializers are not supported for events.",
+        old="CELERY_EVENT_SERIALIZER",
+    )
 
     # -- periodic tasks (beat; docs/periodic-tasks.md) ----------------------------------------
     beat_schedule = Option(
@@ -771,13 +787,6 @@ REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
             old=("CELERY_ALLOW_ERROR_CB_ON_CHORD_HEADER",),
         ),
         # serialization
-        "event_serializer": Refusal(
-            "caraway sends events as JSON (Celery's default); signed events "
-            "(event_serializer='auth') are not supported: drop the setting, task messages "
-            "are still signed (task_serializer='auth')",
-            allowed=("json",),
-            old=("CELERY_EVENT_SERIALIZER",),
-        ),
         "task_repr_maxlevels": Refusal(
             "caraway cuts argsrepr/kwargsrepr at 1024 characters, not by depth", allowed=(3,)
         ),

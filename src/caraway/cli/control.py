@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from caraway.cli.beat import inspect_beat
+from caraway.cli.context import state_of
 from caraway.cli.loader import app_of
 from caraway.cli.worker import purged_text
 from caraway.control import Control
@@ -47,6 +48,7 @@ _INSPECT_ARGS: dict[str, tuple[str, ...]] = {
 }
 _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
     "revoke": ("*task_id",),
+    "revoke_by_stamped_headers": ("*headers",),
     "terminate": ("signal", "*task_id"),
     "rate_limit": ("task_name", "rate_limit"),
     "time_limit": ("task_name", "soft", "hard"),
@@ -64,6 +66,7 @@ _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
 }
 _REQUIRED = {"terminate": 2, "rate_limit": 2, "time_limit": 2, "add_consumer": 1}
 _REQUIRED.update(cancel_consumer=1, revoke=1, query_task=1, election=2)
+_REQUIRED.update(revoke_by_stamped_headers=1)
 _NUMBERS = {"soft", "hard", "n", "max", "min", "samples", "num", "max_depth"}
 _INTEGERS = {"n", "max", "min", "samples", "num", "max_depth"}
 
@@ -107,6 +110,10 @@ def _arguments(command: str, spec: tuple[str, ...], values: Sequence[str]) -> di
     return result
 
 
+def _usage(spec: tuple[str, ...]) -> str:
+    return " ".join(f"[{name[1:]}...]" if name.startswith("*") else f"<{name}>" for name in spec)
+
+
 def _number(name: str, text: str) -> Any:
     if name not in _NUMBERS:
         return text
@@ -122,11 +129,14 @@ def _destination(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _show(replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True) -> bool:
+def _show(
+    replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True, quiet: bool = False
+) -> bool:
     """Print replies as Celery's command line does; returns whether a node replied an error.
 
     ``->  node: OK`` then the reply indented: a list as ``* item`` lines, a dict as JSON,
     an ``ok``/``error`` text indented once more; ``inspect`` ends with the count of nodes.
+    ``-q`` (Celery's too): `` node: OK`` without the arrow, and no count.
     """
     merged: dict[str, Any] = {}
     for reply in replies:
@@ -137,13 +147,17 @@ def _show(replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True) 
         return failed
     for node, answer in merged.items():
         status, body = _pretty(answer)
-        click.echo(f"->  {node}: {status}")
+        click.echo(f"{_arrow(quiet)} {node}: {status}")
         if body:
             click.echo(_indent(body))
-    if footer:
+    if footer and not quiet:
         count = len(merged)
         click.echo(f"\n{count} node{'s' if count != 1 else ''} online.")
     return failed
+
+
+def _arrow(quiet: bool) -> str:
+    return "" if quiet else "-> "
 
 
 def _pretty(value: Any) -> tuple[str, str]:
@@ -184,7 +198,7 @@ def _run(
         control.close()
     if not replies:
         raise NoReply("No nodes replied within time constraint.")
-    failed = _show(replies, as_json, footer=kind == "inspect")
+    failed = _show(replies, as_json, footer=kind == "inspect", quiet=state_of(ctx).quiet)
     answered = {node for reply in replies for node in reply}
     missing = [node for node in destination or () if node not in answered]
     if missing:
@@ -197,8 +211,9 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
     extra = ", beat (the periodic-task schedule)" if kind == "inspect" else ""
 
     @click.command(kind, help=f"{kind.capitalize()} worker nodes: {', '.join(table)}{extra}.")
-    @click.argument("action", metavar="COMMAND")
+    @click.argument("action", metavar="COMMAND", required=False)
     @click.argument("values", nargs=-1)
+    @click.option("--list", "listing", is_flag=True, help=f"List the {kind} commands and exit.")
     @click.option("-d", "--destination", help="Comma-separated node names (default: all).")
     @click.option("-t", "--timeout", type=float, default=1.0, show_default=True)
     @click.option("-j", "--json", "as_json", is_flag=True, help="Print the replies as JSON.")
@@ -210,7 +225,14 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
         destination: str | None,
         timeout: float,
         as_json: bool,
+        listing: bool,
     ) -> None:
+        if listing or action is None:
+            if action is None and not listing:
+                raise BadUsage(f"{kind} needs a COMMAND; one of: {', '.join(table)}")
+            names = [*table, "beat"] if kind == "inspect" else list(table)
+            click.echo("\n".join(f"  {name} {_usage(table.get(name, ()))}" for name in names))
+            return
         if kind == "inspect" and action == "beat":  # read from the broker, not broadcast
             inspect_beat(ctx, as_json)
             return
@@ -245,7 +267,7 @@ def status(ctx: click.Context, destination: str | None, timeout: float, as_json:
         return
     nodes = sorted(node for reply in replies for node in reply)
     for node in nodes:
-        click.echo(f"->  {node}: OK")
+        click.echo(f"{_arrow(state_of(ctx).quiet)} {node}: OK")
     click.echo(f"\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} online.")
 
 

@@ -27,6 +27,7 @@ from caraway.routing import queue_names, select_queues
 from caraway.utils.files import SafeFileHandler, SymlinkRefused, open_nofollow
 from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
+from caraway.worker.monitor import HEARTBEAT_FREQ
 from caraway.worker.pools import GREEN_POOLS, patch_concurrency
 from caraway.worker.supervisor import Supervisor
 
@@ -81,7 +82,9 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
 @click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
-@click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
+@click.option(
+    "-E", "--task-events", "--events", is_flag=True, help="Send task events for monitors."
+)
 @click.option(
     "-l", "--loglevel", default="WARNING", type=click.Choice(LEVELS, case_sensitive=False)
 )
@@ -115,9 +118,26 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("--uid", default=None, help="Run as this user (name or id) once started.")
 @click.option("--gid", default=None, help="Run as this group (name or id) once started.")
 @click.option("--umask", default=None, help="Octal umask for files the worker creates.")
-@click.option("--without-gossip", is_flag=True, hidden=True)
-@click.option("--without-mingle", is_flag=True, hidden=True)
+@click.option(
+    "--without-gossip", is_flag=True, help="caraway nodes never gossip: always so (no-op)."
+)
+@click.option(
+    "--without-mingle", is_flag=True, help="caraway nodes never mingle at start: always so (no-op)."
+)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between worker heartbeat events (2).",
+)
+@click.option(
+    "--pool-start-method",
+    type=click.Choice(["fork", "spawn"]),
+    default=None,
+    help="fork only: caraway's prefork pool forks its children.",
+)
+@click.option("--executable", default=None, help="Refused: children are forked, not started.")
 @click.option(
     "-B", "--beat", "embed_beat", is_flag=True, help="Also run beat (safe on every node)."
 )
@@ -155,11 +175,15 @@ def worker(
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
+    heartbeat_interval: float | None,
+    pool_start_method: str | None,
+    executable: str | None,
     embed_beat: bool,
     schedule_filename: str | None,
     scheduler: str | None,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
+    _refuse_unsupported(pool_start_method, executable)
     if pool in GREEN_POOLS:
         patch_concurrency(pool)  # a no-op when the command line already patched
     app = app_of(ctx)
@@ -234,6 +258,7 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         autoscale=scale,
         heartbeats=heartbeats,
+        heartbeat_interval=heartbeat_interval or HEARTBEAT_FREQ,
         beat=embedded,
     )
     signals.celeryd_after_setup.send(sender=node, instance=supervisor, conf=app.conf)
@@ -259,6 +284,21 @@ def _import_tasks(app: Caraway, include: str | None) -> None:
     app.loader_import_modules()
     for module in queue_names(include) if include else ():
         importlib.import_module(module)
+
+
+def _refuse_unsupported(pool_start_method: str | None, executable: str | None) -> None:
+    """Celery's flags caraway cannot honour stop the worker, with the reason."""
+    if pool_start_method == "spawn":
+        raise click.UsageError(
+            "--pool-start-method spawn is not supported: caraway's prefork pool forks its "
+            "children (each then opens its own broker connection); drop the flag"
+        )
+    if executable is not None:
+        raise click.UsageError(
+            "--executable is not supported: caraway's prefork pool forks its children and "
+            "never starts a Python executable; drop the flag (run the worker with the "
+            "interpreter you want)"
+        )
 
 
 def _drop_privileges(uid: str | None, gid: str | None, umask: str | None) -> None:

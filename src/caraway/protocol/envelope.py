@@ -56,7 +56,8 @@ def pack(
         "headers": message.headers,
         "properties": properties,
     }
-    return dumps_json(envelope)
+    # only the message's headers and properties can hold uuid.UUID objects (to be tagged)
+    return dumps_json(envelope, uuids_only_in=(message.headers, properties))
 
 
 def _parse(raw: bytes | str) -> dict[str, Any]:

@@ -101,16 +101,24 @@ KNOWN_HEADERS = frozenset(
     }
 )
 
-_origin: tuple[int, str] = (-1, "")
+_origin = ""
+
+
+def _forget_origin() -> None:
+    global _origin  # noqa: PLW0603 - per-process cache, emptied in a fork's child
+    _origin = ""
+
+
+# a forked child has another pid: it builds its own origin (no getpid call per message)
+os.register_at_fork(after_in_child=_forget_origin)
 
 
 def default_origin() -> str:
     """``gen<pid>@<host>``: what Celery puts in ``origin`` for any publishing process."""
-    global _origin  # noqa: PLW0603 - per-process cache; a fork gets a new pid and rebuilds it
-    pid = os.getpid()
-    if _origin[0] != pid:
-        _origin = (pid, f"gen{pid}@{platform.node()}")
-    return _origin[1]
+    global _origin  # noqa: PLW0603 - per-process cache, see _forget_origin
+    if not _origin:
+        _origin = f"gen{os.getpid()}@{platform.node()}"
+    return _origin
 
 
 def safe_repr(value: Any, limit: int = REPR_MAX) -> str:

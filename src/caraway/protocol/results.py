@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from caraway import exceptions, states
@@ -37,8 +37,9 @@ _SYNTHETIC_LIMIT = 1024  # a hostile store could name endless types; stop cachin
 _synthetic: dict[tuple[str, str], type[RemoteTaskError]] = {}
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+def _now_iso(zone: tzinfo | None = None) -> str:
+    now = datetime.now(timezone.utc)
+    return (now.astimezone(zone) if zone is not None else now).isoformat()
 
 
 def _date_iso(value: datetime | str) -> str:
@@ -60,13 +61,15 @@ def result_document(
     group_id: str | None = None,
     parent_id: str | None = None,
     extended: Mapping[str, Any] | None = None,
+    zone: tzinfo | None = None,
 ) -> dict[str, Any]:
     """The document Celery's Redis backend stores for one state of one task.
 
     An exception ``result`` is stored as :func:`exception_to_dict`. ``children`` are
     result tuples; when omitted they are ``[]``, except for REVOKED where Celery writes
-    null. ``date_done`` is filled in (UTC, with offset) for ready states. ``extended``
-    holds the ``result_extended`` fields (name, args, kwargs, worker, retries, queue).
+    null. ``date_done`` is filled in for ready states, in ``zone`` with its offset (the
+    app's zone, as Celery's ``app.now()`` writes it; UTC when None). ``extended`` holds
+    the ``result_extended`` fields (name, args, kwargs, worker, retries, queue).
     """
     if isinstance(result, BaseException):
         result = exception_to_dict(result)
@@ -75,7 +78,7 @@ def result_document(
     else:
         children_value = list(children)
     if date_done is None:
-        done = _now_iso() if state in states.READY_STATES else None
+        done = _now_iso(zone) if state in states.READY_STATES else None
     else:
         done = _date_iso(date_done)
     document: dict[str, Any] = {

@@ -115,11 +115,13 @@ def _has_uuid(value: Any) -> bool:
             return True
         else:
             continue
-        for child in children:
-            kind = type(child)
-            if kind is not str and kind is not int and child is not None:
-                stack.append(child)
+        stack.extend([child for child in children if type(child) not in _LEAVES])
     return False
+
+
+#: types that are never a UUID and hold nothing (checked by exact type: a subclass of str
+#: could still be anything)
+_LEAVES = frozenset({str, int, bool, float, type(None)})
 
 
 def _slow_dumps(value: Any) -> bytes:
@@ -132,14 +134,21 @@ def _slow_dumps(value: Any) -> bytes:
         raise SerializationError(f"value is not JSON serializable ({exc}); {_HINT}") from exc
 
 
-def dumps_json(value: Any) -> bytes:
-    """Encode ``value`` as JSON bytes with kombu's type tags (the default body format)."""
+def dumps_json(value: Any, *, uuids_only_in: tuple[Any, ...] | None = None) -> bytes:
+    """Encode ``value`` as JSON bytes with kombu's type tags (the default body format).
+
+    ``uuids_only_in``: the parts of ``value`` that may hold ``uuid.UUID`` objects, when the
+    caller knows the rest holds none (an envelope around task headers: its own ids are
+    strings, which the text search would find in every message and walk it for nothing).
+    """
     try:
         data = orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
         if isinstance(exc.__cause__, SerializationError):
             raise exc.__cause__ from None
         return _slow_dumps(value)
+    if uuids_only_in is not None:
+        return _slow_dumps(value) if _has_uuid(uuids_only_in) else data
     if _UUID_TEXT.search(data) is not None and _has_uuid(value):
         return _slow_dumps(value)
     return data
@@ -263,6 +272,11 @@ def use_signing(codec: Signing | None) -> None:
     """Register (or with None, drop) the codec of the ``auth`` serializer."""
     global _signing  # noqa: PLW0603 - one registry per process, as kombu's
     _signing = codec
+
+
+def signing_ready() -> bool:
+    """True once this process has an ``auth`` serializer (app.setup_security() ran)."""
+    return _signing is not None
 
 
 def _signed() -> Signing:

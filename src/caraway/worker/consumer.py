@@ -17,12 +17,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caraway import exceptions, lifecycle, signals
 from caraway.brokers.contracts import Delivery, Scheduling
 from caraway.effects import EffectApplier
-from caraway.execution import build_request, run_task, run_task_async, started_meta
+from caraway.execution import (
+    build_request,
+    run_task,
+    run_task_async,
+    soft_limit_of,
+    started_meta,
+)
 from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
 from caraway.protocol.message import REPR_MAX, TaskMessage
@@ -36,6 +42,7 @@ from caraway.worker.ipc import (
     Rejected,
     Report,
     Revoke,
+    RevokeStamps,
     SetRateLimit,
     SetTaskEvents,
     SetTimeLimit,
@@ -44,7 +51,14 @@ from caraway.worker.ipc import (
 )
 from caraway.worker.monitor import TaskEvents
 from caraway.worker.policy import _info, _log_outcome, _rss_kib, protocol_accept
-from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
+from caraway.worker.pools import (
+    AsyncLoop,
+    HardTimeLimit,
+    InlinePool,
+    ThreadPool,
+    green_time_limits,
+    patched,
+)
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -114,6 +128,8 @@ class Consumer:
         self.rejected = 0
         self.accept = protocol_accept(conf.accept_content)
         self.revoked: set[str] = set()
+        #: stamp name -> revoked values (revoke_by_stamped_headers)
+        self.revoked_stamps: dict[str, list[Any]] = {}
         self._policies: dict[str, lifecycle.Policy] = {}
         self._buffer: deque[Delivery] = deque()
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
@@ -347,17 +363,18 @@ class Consumer:
     def _received(self, delivery: Delivery, message: TaskMessage) -> None:
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
-        stored = self._stored_state(message.id) if self._maybe_duplicate(delivery) else None
+        document = self._stored(message.id) if self._maybe_duplicate(delivery) else None
+        stored = None if document is None else str(document.get("status"))
         receipt = lifecycle.on_receipt(
             message,
             now=time.time(),
             park_horizon=self.park_horizon,
             can_park=self.can_park,
-            delivery_count=delivery.delivery_count,
+            delivery_count=lifecycle.deliveries_seen(delivery.delivery_count, document),
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
-            revoked=message.id in self.revoked,
+            revoked=self._revoked(message),
             # only an unregistered task's error names them: not worth a sort per message
             registered_names="" if task else ", ".join(sorted(self._user_task_names())),
             policy=policy,
@@ -398,7 +415,7 @@ class Consumer:
                     "task %s[%s] not run: %s", message.task, message.id, receipt.effects.reason
                 )
             if receipt.effects.results and receipt.effects.results[0][1] == "REVOKED":
-                expired = message.id not in self.revoked
+                expired = not self._revoked(message)
                 self.events.revoked(message, expired=expired)
                 signals.task_revoked.send(
                     sender=task,
@@ -409,17 +426,24 @@ class Consumer:
                 )
             self.effects.apply(delivery, receipt.effects)
 
+    def _revoked(self, message: TaskMessage) -> bool:
+        if message.id in self.revoked:
+            return True
+        if not self.revoked_stamps:
+            return False
+        return lifecycle.revoked_by_stamps(message, self.revoked_stamps) is not None
+
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
         return delivery.redelivered or delivery.delivery_count > 1
 
-    def _stored_state(self, task_id: str) -> str | None:
+    def _stored(self, task_id: str) -> dict[str, Any] | None:
         if self.backend is None:
             return None
         raw = self.backend.load(task_id)
         if raw is None:
             return None
         try:
-            return str(decode_document(raw).get("status"))
+            return decode_document(raw)
         except exceptions.BackendError as exc:
             # not an outage (the loop would retry this message for ever): an unreadable
             # document says nothing about the task, which runs as if none were stored
@@ -436,7 +460,7 @@ class Consumer:
             self._rate_waiting.discard(key)
             task = self.app._tasks.get(message.task)
             expired = message.expires is not None and message.expires.timestamp() <= now
-            if task is None or message.id in self.revoked or expired:
+            if task is None or self._revoked(message) or expired:
                 self._buffer.appendleft(delivery)  # received again: settled, not run
                 continue
             job = _Job(delivery, message, task, self._policy(task), is_async=self._is_async(task))
@@ -510,6 +534,7 @@ class Consumer:
                 argsrepr=message.argsrepr,
                 kwargsrepr=message.kwargsrepr,
                 queue=job.delivery.queue,
+                stamps=message.stamps or None,
             )
         )
         self._inflight += 1
@@ -520,7 +545,21 @@ class Consumer:
         return job
 
     def _execute(self, job: _Job) -> _Job:
-        job.outcome = run_task(job.task, self._request(job))
+        request = self._request(job)
+        if patched() is None:
+            job.outcome = run_task(job.task, request)
+            return job
+        # gevent/eventlet: time limits raised in the greenlet (prefork's parent kills)
+        hard = job.message.time_limit or job.task.time_limit or self.app.conf.task_time_limit
+        try:
+            with green_time_limits(soft_limit_of(job.task, request), hard):
+                job.outcome = run_task(job.task, request)
+        except HardTimeLimit as limit:
+            error = exceptions.TimeLimitExceeded(
+                f"task {job.message.task}[{job.message.id}] exceeded its hard time limit "
+                f"({limit.seconds}s)"
+            )
+            job.outcome = Outcome("failure", exc=error, traceback=None)
         return job
 
     def _request(self, job: _Job) -> Request:
@@ -533,6 +572,7 @@ class Consumer:
                 "priority": job.message.priority,
                 "redelivered": job.delivery.redelivered,
             },
+            properties=job.delivery.message.properties,
         )
 
     def _finish(self, job: _Job) -> None:
@@ -610,8 +650,8 @@ class Consumer:
     # -- remote control --------------------------------------------------------------------
     def _apply_commands(self) -> None:
         for command in self.commands():
-            if isinstance(command, Revoke):
-                self.revoked.update(command.task_ids)
+            if isinstance(command, (Revoke, RevokeStamps)):
+                self._apply_revoke(command)
             elif isinstance(command, AddConsumer):
                 if command.queue not in self.queues:
                     self.queues.append(command.queue)
@@ -628,6 +668,13 @@ class Consumer:
                     task.rate_limit = command.rate
             elif isinstance(command, SetTaskEvents):
                 self.events.enabled = command.enabled
+
+    def _apply_revoke(self, command: Revoke | RevokeStamps) -> None:
+        if isinstance(command, Revoke):
+            self.revoked.update(command.task_ids)
+            return
+        for name, values in command.headers.items():
+            self.revoked_stamps.setdefault(name, []).extend(values)
 
     def _report_queue_state(self, *, force: bool = False) -> None:
         """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""

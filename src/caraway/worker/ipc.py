@@ -57,6 +57,8 @@ class TaskStarted:
     #: measures a prefork child's task against its own clock
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
+    #: the message's stamps (``revoke_by_stamped_headers(terminate=True)`` matches them)
+    stamps: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,15 @@ class Revoke:
 
 
 @dataclass(frozen=True, slots=True)
+class RevokeStamps:
+    """Do not run tasks stamped with any of these values (``revoke_by_stamped_headers``):
+    stamp name -> the revoked values, added to those revoked before."""
+
+    kind: ClassVar[str] = "revoke_stamps"
+    headers: dict[str, list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class AddConsumer:
     """Consume from ``queue`` too."""
 
@@ -147,11 +158,27 @@ class SetTaskEvents:
 
 
 Report = TaskStarted | TaskFinished | Holding | Rejected
-Command = Revoke | AddConsumer | CancelConsumer | SetTimeLimit | SetRateLimit | SetTaskEvents
+Command = (
+    Revoke
+    | RevokeStamps
+    | AddConsumer
+    | CancelConsumer
+    | SetTimeLimit
+    | SetRateLimit
+    | SetTaskEvents
+)
 Record = Report | Command
 
 _REPORTS = (TaskStarted, TaskFinished, Holding, Rejected)
-_COMMANDS = (Revoke, AddConsumer, CancelConsumer, SetTimeLimit, SetRateLimit, SetTaskEvents)
+_COMMANDS = (
+    Revoke,
+    RevokeStamps,
+    AddConsumer,
+    CancelConsumer,
+    SetTimeLimit,
+    SetRateLimit,
+    SetTaskEvents,
+)
 _BY_KIND: dict[str, type[Record]] = {cls.kind: cls for cls in (*_REPORTS, *_COMMANDS)}
 #: a record's kind and fields in order, in one C call: a line is built per task, and
 #: orjson's own dataclass path takes 4x as long for slotted classes (measured)
@@ -364,7 +391,12 @@ class ChildEnd:
 
     def flush_reports(self) -> None:
         if self._outbox:
-            write_all(self.reports_fd, b"".join(self._outbox))
+            try:
+                write_all(self.reports_fd, b"".join(self._outbox))
+            except BrokenPipeError:
+                # the supervisor is gone (SIGKILLed): nobody to tell; the child is stopping
+                # (children.stop_with_supervisor) and must still settle what it ran
+                logger.debug("supervisor gone: %d report(s) dropped", len(self._outbox))
             self._outbox.clear()
 
     def commands(self) -> list[Command]:
@@ -490,6 +522,7 @@ __all__ = [
     "Rejected",
     "Report",
     "Revoke",
+    "RevokeStamps",
     "RunningSlot",
     "SetRateLimit",
     "SetTaskEvents",

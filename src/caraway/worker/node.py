@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -24,6 +23,8 @@ import orjson
 from caraway.clients.urls import mask_url
 from caraway.config import mask_settings
 from caraway.exceptions import ImproperlyConfigured
+from caraway.lifecycle import revoked_by_stamps
+from caraway.protocol.message import TaskMessage
 from caraway.rates import parse_rate
 from caraway.utils.files import read_file, write_file
 from caraway.worker.ipc import (
@@ -31,6 +32,7 @@ from caraway.worker.ipc import (
     CancelConsumer,
     Command,
     Revoke,
+    RevokeStamps,
     SetRateLimit,
     SetTaskEvents,
     SetTimeLimit,
@@ -95,6 +97,8 @@ class NodeControl:
         #: messages set aside unrun (dead-lettered at the decode boundary or on receipt)
         self.rejected = 0
         self.revoked_ids: dict[str, float] = {}
+        #: stamp name -> revoked values (revoke_by_stamped_headers; kept in memory, as Celery)
+        self.revoked_stamps: dict[str, list[Any]] = {}
         self.events_enabled = bool(app.conf.worker_send_task_events)
 
     @property
@@ -308,6 +312,29 @@ class NodeControl:
             for task_id in task_ids:
                 self._supervisor.terminate(task_id, signum)
 
+    def revoke_by_stamps(
+        self, headers: Mapping[str, list[Any]], terminate: bool, signal_name: str
+    ) -> dict[str, set[Any]]:
+        """Do not run tasks stamped with these values; with ``terminate``, also stop the
+        running ones whose stamps match. Returns what was terminated, by stamp name."""
+        for name, values in headers.items():
+            self.revoked_stamps.setdefault(name, []).extend(values)
+        self._supervisor.relay(RevokeStamps({name: list(v) for name, v in headers.items()}))
+        terminated: dict[str, set[Any]] = {}
+        if not terminate:
+            return terminated
+        signum = _signal_number(signal_name)
+        for child in list(self._supervisor.children.values()):
+            running = child.running
+            if running is None or not running.stamps:
+                continue
+            message = TaskMessage(id=running.task_id, task=running.name, stamps=running.stamps)
+            match = revoked_by_stamps(message, headers)
+            if match is not None and self._supervisor.terminate(running.task_id, signum):
+                for name, value in match.items():
+                    terminated.setdefault(name, set()).add(value)
+        return terminated
+
     def set_rate_limit(self, task: str, rate: str | None) -> None:
         parse_rate(rate)
         found = self.app._tasks.get(task)
@@ -382,6 +409,9 @@ def _host(url: str) -> str:
 
 
 def _version(package: str) -> str | None:
+    # importlib.metadata is a hundred modules; a worker asks for versions only in a report
+    from importlib import metadata  # noqa: PLC0415 - rarely needed, see above
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

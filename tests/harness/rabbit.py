@@ -1,7 +1,8 @@
-"""A private three-node RabbitMQ cluster on one machine: node names ``caraway-ha-<port>@localhost``,
-AMQP and distribution ports of their own, data, logs and a shared Erlang cookie in the
-test's directory. Nodes are stopped by pid (their process group); the machine's RabbitMQ
-(5672) is never touched. Start-up takes a while (three nodes, then two joins).
+"""Private RabbitMQ nodes: one (`RabbitNode`) or a three-node cluster (`RabbitCluster`), node
+names ``caraway-<tag>-<port>@localhost``, AMQP and distribution ports of their own, data,
+logs and an Erlang cookie in the test's directory. Nodes are stopped by pid (their process
+group); the machine's RabbitMQ (5672) is never touched. A node starts in a few seconds; a
+cluster takes a while (three nodes, then two joins).
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.chaos.redis_ha import wait
-from tests.integration.redisproj import free_port, require
+from tests.harness.ports import free_port
+from tests.harness.waiting import require, wait_for
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the /usr/sbin wrapper runs su
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 
 
 class Node:
-    def __init__(self, base: Path, home: Path) -> None:
+    """One ``rabbitmq-server`` in its own session; ``home`` holds the Erlang cookie."""
+
+    def __init__(self, base: Path, home: Path, *, tag: str = "ha") -> None:
+        require(os.path.exists(SERVER), "rabbitmq-server is not installed")
         self.port = free_port()
         self.dist_port = free_port()
-        self.name = f"caraway-ha-{self.port}@localhost"
+        self.name = f"caraway-{tag}-{self.port}@localhost"
         self.dir = base / self.name.split("@")[0]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.home = home
@@ -68,6 +72,19 @@ class Node:
         except OSError:
             return False
 
+    def wait_ready(self, timeout: float = 120) -> Node:
+        wait_for(self.ready, timeout, f"RabbitMQ node {self.name}", interval=0.2)
+        return self
+
+    def restart(self, *, kill: bool = True) -> None:
+        """SIGKILL (or stop) the node and start it again on the same ports and data."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+        self.wait_ready()
+
     def ctl(self, *args: str, timeout: float = 120) -> str:
         done = subprocess.run(
             [CTL, "-n", self.name, *args],
@@ -94,29 +111,42 @@ class Node:
             process.wait(timeout=30)
 
 
+def cookie_home(base: Path) -> Path:
+    """A HOME holding an Erlang cookie the nodes and rabbitmqctl of this test share."""
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    cookie = home / ".erlang.cookie"
+    if not cookie.exists():
+        cookie.write_text("CARAWAYHATESTCOOKIE")
+        cookie.chmod(0o400)
+    return home
+
+
+def private_node(base: Path, *, tag: str = "node") -> Node:
+    """One private node (not started) whose cookie lives under ``base``."""
+    require(os.path.exists(SERVER), "rabbitmq-server is not installed")
+    return Node(base, cookie_home(base), tag=tag)
+
+
 class RabbitCluster:
     """Three nodes joined into one cluster."""
 
     def __init__(self, base: Path) -> None:
         require(os.path.exists(SERVER), "rabbitmq-server is not installed")
-        home = base / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        cookie = home / ".erlang.cookie"
-        cookie.write_text("CARAWAYHATESTCOOKIE")
-        cookie.chmod(0o400)
+        home = cookie_home(base)
         self.nodes = [Node(base, home) for _ in range(3)]
 
     def start(self) -> RabbitCluster:
         for node in self.nodes:
             node.start()
         for node in self.nodes:
-            wait(node.ready, 120, f"RabbitMQ node {node.name}")
+            wait_for(node.ready, 120, f"RabbitMQ node {node.name}")
         first = self.nodes[0]
         for node in self.nodes[1:]:
             node.ctl("stop_app")
             node.ctl("join_cluster", first.name)
             node.ctl("start_app")
-            wait(node.ready, 120, f"{node.name} to rejoin")
+            wait_for(node.ready, 120, f"{node.name} to rejoin")
         return self
 
     def stop(self) -> None:
