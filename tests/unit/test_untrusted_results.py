@@ -70,4 +70,4 @@ def test_a_worker_reading_an_unreadable_stored_result_runs_the_task_instead_of_l
     consumer = Consumer(app, queues=["celery"], slots=1, hostname="u@h")
     consumer.backend = app.new_backend()
     consumer.backend.store("t-garbage", b"\xff{not json", state="SUCCESS", expires=60)
-    assert consumer._stored_state("t-garbage") is None
+    assert consumer._stored("t-garbage") is None
