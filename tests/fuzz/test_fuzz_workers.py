@@ -89,7 +89,11 @@ def _fuzz(run: Run, project: Path, processes: Processes, monkeypatch: pytest.Mon
     with open_broker(run.broker, project / "broker", private_rabbit=private) as broker:
         for name, value in broker.env().items():
             monkeypatch.setenv(name, value)  # this process's app too
-        _fuzz_on(run, broker, processes)
+        try:
+            _fuzz_on(run, broker, processes)
+        finally:
+            for process in processes.started:
+                process.stop()  # before its broker goes
 
 
 def _fuzz_on(run: Run, broker: Broker, processes: Processes) -> None:
