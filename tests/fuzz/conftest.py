@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Worker, write_project
+from tests.harness.fixtures import processes  # noqa: F401 - the harness' fixture, by name
+from tests.helpers import write_project
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,12 +37,3 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
     for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
         del sys.modules[name]
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    """Collects workers a test starts; stops all of them even when the test fails."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()

@@ -371,3 +371,35 @@ def test_a_compressed_body_is_held_to_the_size_limit_once_decompressed() -> None
     assert len(message.body) < 100_000
     with pytest.raises(ProtocolError, match="decompresses to"):
         decode(message, accept=ACCEPT, max_size=1_000_000)
+
+
+def test_a_sqlite_row_another_writer_garbled_reaches_the_decode_boundary(tmp_path: Any) -> None:
+    """Text in the priority column made the claim's sort raise, and headers that are not
+    JSON made building the delivery raise: the same row crashed every claim, for ever."""
+    import sqlite3
+    import time
+
+    url = f"sqlite:///{tmp_path / 'broker.db'}"
+    app = Caraway("garbled", broker=url, backend=url, set_as_current=False)
+    transport = app.connection()
+    try:
+        transport.publish(_good("ok-1"), queue="celery")  # creates the tables
+        with sqlite3.connect(tmp_path / "broker.db") as conn:
+            conn.execute(
+                "INSERT INTO caraway_messages (queue, priority, enqueued_at, headers, "
+                "properties, body, content_type, content_encoding) VALUES (?,?,?,?,?,?,?,?)",
+                ("celery", "high", time.time(), "{not json", "[1]", b"x", 5, "utf-8"),
+            )
+        deliveries = transport.fetch(["celery"], limit=10, timeout=0, owner="t")
+        assert len(deliveries) == 2
+        garbled = next(d for d in deliveries if d.message.headers == "{not json")
+        with pytest.raises(ProtocolError):
+            decode(garbled.message, accept=ACCEPT)
+        garbled.dead_letter("ProtocolError: garbled")  # the store takes it as it is
+        admin = app.admin()
+        try:
+            assert [letter.reason for letter in admin.dead_letters()] == ["ProtocolError: garbled"]
+        finally:
+            admin.close()
+    finally:
+        transport.close()

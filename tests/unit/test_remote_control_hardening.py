@@ -122,3 +122,12 @@ def test_one_unreadable_envelope_costs_only_itself_in_a_mailbox_batch(tmp_path: 
         node.close()
         client.close()
     assert [decode_request(message).method for message in received] == ["ping", "stats"]
+
+
+def test_a_node_with_remote_control_disabled_opens_no_control_server() -> None:
+    """``worker_enable_remote_control=False`` (already honoured; held here as the issue
+    found it was not): nothing listens for broadcasts."""
+    supervisor: Any = SimpleNamespace(
+        app=SimpleNamespace(conf=SimpleNamespace(worker_enable_remote_control=False))
+    )
+    assert Supervisor._open_control(supervisor) is None
