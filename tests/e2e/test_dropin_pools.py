@@ -59,6 +59,13 @@ def cleanup(seconds):
 """
 
 
+def _require(pool: str) -> None:
+    # find_spec, not importorskip: importing eventlet here would register its fork warning
+    # in the test process, and every later test that forks would fail on it
+    if importlib.util.find_spec(pool) is None:
+        pytest.skip(f"{pool} is not installed")
+
+
 @pytest.fixture
 def proj(project: Path) -> Path:
     return write_project(project, PROJ_APP, TASKS)
@@ -68,10 +75,7 @@ def proj(project: Path) -> Path:
 def test_green_pool_runs_tasks_together_on_greenlets(
     proj: Path, workers: list[Worker], pool: str
 ) -> None:
-    # find_spec, not importorskip: importing eventlet here would register its fork warning
-    # in the test process, and every later test that forks would fail on it
-    if importlib.util.find_spec(pool) is None:
-        pytest.skip(f"{pool} is not installed")
+    _require(pool)
     worker = Worker(proj, "-P", pool, "-c", "10").wait_ready()
     workers.append(worker)
     assert f"concurrency: 10 ({pool})" in worker.log()
@@ -92,7 +96,7 @@ def test_green_pool_runs_tasks_together_on_greenlets(
 def test_green_pool_enforces_time_limits_at_the_next_cooperative_wait(
     proj: Path, workers: list[Worker], pool: str
 ) -> None:
-    pytest.importorskip(pool)
+    _require(pool)
     workers.append(Worker(proj, "-P", pool, "-c", "4").wait_ready())
     import proj.tasks as tasks
 
@@ -110,7 +114,7 @@ def test_green_pool_enforces_time_limits_at_the_next_cooperative_wait(
 
 @pytest.mark.parametrize("pool", ["gevent", "eventlet"])
 def test_green_pool_worker_stops_at_once_on_term(proj: Path, pool: str) -> None:
-    pytest.importorskip(pool)
+    _require(pool)
     worker = Worker(proj, "-P", pool, "-c", "2").wait_ready()
     try:
         import proj.tasks as tasks
