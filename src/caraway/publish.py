@@ -156,8 +156,12 @@ def build(
         extra_headers=dict(options.get("headers") or {}),
     )
     message.root_id = message.root_id or task_id
+    # routers get the call's arguments and the task, as Celery's (route_task(name, args,
+    # kwargs, options, task=...)): a router may choose a queue by what the task is given
     own = _task_route_options(task)
-    target = route(name, {**own, **options} if own else options, conf)
+    target = route(
+        name, {**own, **options} if own else options, conf, args=args, kwargs=kwargs, task=task
+    )
     if message.priority is None and target.priority is not None:
         message.priority = target.priority
     serializer = (
@@ -316,15 +320,31 @@ def retry(
         parent_id=request.id,
         extra_headers=dict(original.extra_headers),
     )
-    queue = queue or request.delivery_info.get("routing_key")
     conf = task.app.conf
-    target = route(task.name, {"queue": queue} if queue else {}, conf)
+    target = route(task.name, _retry_destination(request.delivery_info, queue), conf)
     return Outgoing(
         message,
         target,
         str(task.serializer or conf.task_serializer),
         task.compression or conf.task_compression,
     )
+
+
+def _retry_destination(delivery: Mapping[str, Any], queue: str | None) -> dict[str, Any]:
+    """Celery's rule for where a retry goes: ``queue=`` if given; a delivery through the
+    default exchange back to the queue its routing key names; any other back through its
+    exchange and routing key (a topic route reaches the queues its key matches again)."""
+    options: dict[str, Any] = {}
+    if delivery.get("priority") is not None:
+        options["priority"] = delivery["priority"]
+    exchange, routing_key = delivery.get("exchange"), delivery.get("routing_key")
+    if queue:
+        options["queue"] = queue
+    elif not exchange and routing_key:
+        options["queue"] = routing_key
+    elif exchange:
+        options.update(exchange=exchange, routing_key=routing_key)
+    return options
 
 
 # -- sending -----------------------------------------------------------------------------

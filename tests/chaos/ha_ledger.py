@@ -5,6 +5,7 @@ run twice. ``CARAWAY_HA_LONG=1`` selects the long variants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -85,6 +86,9 @@ class Producer:
             except Exception:  # a publish that raised may or may not have been written
                 self.failed.append(number)
             time.sleep(0.01 if LONG else 0.02)
+        # the app's connections are per thread: this thread's are closed here, or never
+        with contextlib.suppress(Exception):
+            self.task.app.close()
         self.done.set()
 
 

@@ -1,36 +1,48 @@
 """RabbitMQ failure paths on real workers: a node killed mid-task, a broker restart under load.
 
-The restart test stops the machine's RabbitMQ app (``rabbitmqctl stop_app``) and always
-starts it again in ``finally``, then waits until it accepts connections. Projects, queues
-and workers come from the interop module's fixtures (seed app, private queue, Redis db 14).
+The killed-node test uses a queue of its own on the machine's RabbitMQ; the restart test
+restarts a private node (tests/harness/rabbit.py), never the machine's RabbitMQ, which other
+tests and other people's runs share. Results go to a SQLite file of the test's own. Worker
+logs are printed at teardown (shown with a failure) by the harness's ``processes`` fixture.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
-import amqp
 import pytest
 
-from tests.helpers import Worker, wait_until
-from tests.interop.test_celery_amqp import project, queue, seed_tasks
+from tests.harness.brokers import Broker, open_broker
+from tests.harness.fixtures import processes
+from tests.harness.processes import Processes
+from tests.harness.waiting import wait_for
 
-pytestmark = [pytest.mark.amqp, pytest.mark.redis, pytest.mark.slow]
-__all__ = ["project", "queue"]  # fixtures used by name below
+__all__ = ["processes"]  # a fixture, used by name
 
-# appended to the seed's proj/tasks.py: late-ack tasks a killed node or a restart must not lose
-LATE_TASKS = """
+pytestmark = [pytest.mark.amqp, pytest.mark.slow]
+
+APP = """
+import os
+from caraway import Caraway
+
+app = Caraway('proj', broker=os.environ['TEST_BROKER'], backend=os.environ['TEST_BACKEND'],
+              include=['proj.tasks'])
+app.conf.update(task_default_queue=os.environ['TEST_QUEUE'], result_expires=3600,
+                broker_connection_max_retries=None)
+"""
+
+TASKS = """
+import os
+import time
+from .caraway import app
+
 
 @app.task(acks_late=True)
 def late_once(marker, seconds):
     # first run records itself and sleeps (the test kills the worker); later runs return
-    import os, time
     runs = open(marker).read() if os.path.exists(marker) else ''
     open(marker, 'a').write('x')
     if not runs:
@@ -40,67 +52,74 @@ def late_once(marker, seconds):
 
 @app.task(acks_late=True)
 def tick(seconds):
-    import time
     time.sleep(seconds)
     return seconds
 """
 
 
-@pytest.fixture
-def workers(project: Path) -> Iterator[list[Worker]]:
-    """Caraway workers on the seed project with the late-ack tasks; all stopped afterwards."""
-    with open(project / "proj" / "tasks.py", "a") as tasks:
-        tasks.write(LATE_TASKS)
-    started: list[Worker] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.stop()
+def _write(base: Path) -> Path:
+    package = base / "proj"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "caraway.py").write_text(APP)
+    (package / "tasks.py").write_text(TASKS)
+    return base
 
 
-def _rabbit_answers() -> bool:
-    conn = amqp.Connection("127.0.0.1:5672", connect_timeout=1)
-    try:
-        conn.connect()
-        conn.close()
-        return True
-    except Exception:
-        conn.collect()
-        return False
+def _tasks() -> ModuleType:
+    import proj.tasks  # type: ignore[import-not-found]  # written by the fixture
+
+    return proj.tasks
 
 
+def _forget() -> None:
+    for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(params=[False, True], ids=["machine", "private"])
+def rabbit(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Broker]:
+    """A queue on the machine's RabbitMQ, or a private node; `proj` on it, importable here."""
+    with open_broker("amqp", tmp_path / "broker", private_rabbit=request.param) as broker:
+        for name, value in broker.env().items():
+            monkeypatch.setenv(name, value)
+        _write(tmp_path)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        _forget()
+        try:
+            yield broker
+        finally:
+            _forget()
+
+
+@pytest.mark.parametrize("rabbit", [False], ids=["machine"], indirect=True)
 def test_task_of_a_killed_node_with_acks_late_runs_again_on_another(
-    project: Path, workers: list[Any], tmp_path: Path
+    rabbit: Broker, processes: Processes, tmp_path: Path
 ) -> None:
-    first = Worker(project, "-c", "1", name="doomed")
-    workers.append(first)
-    first.wait_ready()
+    processes.workdir = tmp_path
+    doomed = processes.caraway_worker("-c", "1", name="doomed").wait_ready()
     marker = tmp_path / "late.marker"
-    result = seed_tasks().late_once.delay(str(marker), 60)
-    wait_until(marker.exists, timeout=15, message="the task to start")
-    os.killpg(first.process.pid, signal.SIGKILL)
-    first.process.wait(timeout=10)
-    second = Worker(project, "-c", "1", name="heir")
-    workers.append(second)
-    second.wait_ready()
-    assert result.get(timeout=20) == 2
+    result = _tasks().late_once.delay(str(marker), 60)
+    wait_for(marker.exists, 15, "the task to start")
+    doomed.kill()  # parent and child at once: RabbitMQ requeues what the connection held
+    heir = processes.caraway_worker("-c", "1", name="heir").wait_ready()
+    assert result.get(timeout=20) == 2, heir.log_tail()
     assert marker.read_text() == "xx"  # ran twice: killed once, finished once
 
 
-def test_every_task_finishes_across_a_rabbitmq_restart(project: Path, workers: list[Any]) -> None:
-    worker = Worker(project, "-c", "2")
-    workers.append(worker)
-    worker.wait_ready()
-    tick = seed_tasks().tick
+@pytest.mark.parametrize("rabbit", [True], ids=["private"], indirect=True)
+def test_every_task_finishes_across_a_rabbitmq_restart(
+    rabbit: Broker, processes: Processes, tmp_path: Path
+) -> None:
+    processes.workdir = tmp_path
+    worker = processes.caraway_worker("-c", "2").wait_ready()
+    tick = _tasks().tick
     results = [tick.delay(0.1) for _ in range(40)]
-    wait_until(lambda: sum(r.ready() for r in results) >= 4, timeout=20, message="progress")
-    try:
-        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=60)
-        time.sleep(2)  # the outage itself: workers must ride it out
-    finally:
-        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=60)
-        wait_until(_rabbit_answers, timeout=60, interval=0.5, message="RabbitMQ back")
+    wait_for(lambda: sum(r.ready() for r in results) >= 4, 20, "progress")
+    assert rabbit.server is not None
+    rabbit.server.restart()  # SIGKILL: durable queues and persistent messages come back
     assert [r.get(timeout=60) for r in results] == [0.1] * 40
-    assert worker.process.poll() is None, worker.log()
+    assert worker.alive(), worker.log_tail()
     assert "lost" in worker.log() or "unreachable" in worker.log()

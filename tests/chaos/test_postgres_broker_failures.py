@@ -18,7 +18,7 @@ import pytest
 from tests import pg
 from tests.chaos.ha_ledger import COUNT, RETRY_POLICY, Producer, ledger_project, report
 from tests.chaos.ha_ledger import settle as settle_ledger
-from tests.chaos.redis_ha import wait
+from tests.harness.redis import wait
 from tests.helpers import Worker
 
 pytestmark = pytest.mark.slow
@@ -77,3 +77,32 @@ def test_every_task_runs_when_the_server_drops_every_session_mid_run(
     assert not producer.failed, f"publishes that raised: {producer.failed[:10]}"
     # publishes commit synchronously: a dropped session loses none of them
     assert figures["lost"] == 0
+
+
+def test_a_publish_whose_reply_was_lost_is_stored_once(database: str) -> None:
+    """The connection drops after the INSERT committed but before its reply arrived (a cut
+    connection; found by the delivery ledger): the client's retry must not store it twice."""
+    import sqlalchemy as sa
+
+    from caraway.brokers.registry import open_transport
+    from tests.contract.conftest import make_message
+
+    transport = open_transport(pg.url(database))
+    lost: list[str] = []
+
+    def drop_the_reply(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "INSERT INTO caraway_messages" in statement and not lost:
+            lost.append(statement)  # committed (autocommit); the client never hears so
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    engine = transport.db.engine  # type: ignore[attr-defined]
+    sa.event.listen(engine, "after_cursor_execute", drop_the_reply)
+    try:
+        transport.publish(make_message(1), queue="once")
+        assert lost, "the reply was not dropped: the test proves nothing"
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT count(*) FROM caraway_messages")).scalar()
+        assert stored == 1
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", drop_the_reply)
+        transport.close()

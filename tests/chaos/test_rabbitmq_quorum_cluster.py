@@ -2,7 +2,7 @@
 node leading it is killed: a caraway consumer on another node drains all of them.
 
 Slow (three RabbitMQ nodes start and join on one machine): marked ``slow``; the nodes,
-ports, cookie and data are the test's own (tests/chaos/rabbit_cluster.py).
+ports, cookie and data are the test's own (tests/harness/rabbit.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from caraway.brokers.amqp.transport import AMQPTransport
 from caraway.protocol.message import Message
-from tests.chaos.rabbit_cluster import RabbitCluster
-from tests.chaos.redis_ha import wait
+from tests.harness.rabbit import RabbitCluster
+from tests.harness.redis import wait
 
 pytestmark = [pytest.mark.amqp, pytest.mark.slow]
 

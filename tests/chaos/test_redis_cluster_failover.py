@@ -17,7 +17,7 @@ import pytest
 
 from tests.chaos.ha_ledger import COUNT, LONG, RETRY_POLICY, Producer, ledger_project, report
 from tests.chaos.ha_ledger import settle as settle_ledger
-from tests.chaos.redis_ha import Cluster, wait
+from tests.harness.redis import Cluster, wait
 from tests.helpers import Worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -24,8 +24,9 @@ import redis
 
 from caraway import states
 from caraway.exceptions import BrokerConnectionError, NotRegistered
+from tests.harness.redis import Server as RedisServer
 from tests.helpers import Worker, wait_until
-from tests.integration.redisproj import RedisServer, redis_project, tasks
+from tests.integration.redisproj import redis_project, tasks
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -34,7 +35,7 @@ ProjectFactory = Callable[..., Path]
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    instance = RedisServer(tmp_path / "redis", appendonly=True).start()
+    instance = RedisServer(tmp_path, "redis", appendonly=True).start()
     try:
         yield instance
     finally:
@@ -43,7 +44,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def db(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(server.url())
     try:
         yield client
     finally:
@@ -60,7 +61,7 @@ def make_project(
     def factory(transport_options: dict[str, Any] | None = None, **env: str) -> Path:
         options = json.dumps(transport_options or {})
         gen = redis_project(
-            tmp_path / "work", monkeypatch, server.url, TEST_TRANSPORT_OPTIONS=options, **env
+            tmp_path / "work", monkeypatch, server.url(), TEST_TRANSPORT_OPTIONS=options, **env
         )
         cleanups.append(gen)
         return next(gen)
@@ -146,7 +147,7 @@ def test_every_task_completes_across_a_redis_restart_under_load(
     finally:
         producer.join(timeout=60)
     assert not errors, errors
-    check = redis.Redis.from_url(server.url)
+    check = redis.Redis.from_url(server.url())
     try:
         wait_until(lambda: check.scard("restart") == total, timeout=45, interval=0.2,
                    message=f"all {total} tasks to complete")  # fmt: skip

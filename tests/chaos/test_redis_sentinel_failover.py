@@ -3,7 +3,7 @@ killed and a sentinel promotes the replica; producers, the worker and result wai
 the new master by themselves, and so does the event bus (a sender and a receiver opened
 before the failover exchange an event after it).
 
-Private processes (tests/chaos/redis_ha.py): a master, a replica, three sentinels. The
+Private processes (tests/harness/redis.py): a master, a replica, three sentinels. The
 short variant (CI) runs 150 tasks through one failover; ``CARAWAY_HA_LONG=1`` runs 3000
 through three (the old master restarted as a replica each time), the figures reported in
 docs/reliability.md. Lost = a number whose publish returned but that never ran;
@@ -25,7 +25,7 @@ from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
 from tests.chaos.ha_ledger import COUNT, LONG, RETRY_POLICY, Producer, ledger_project, report
 from tests.chaos.ha_ledger import settle as settle_ledger
-from tests.chaos.redis_ha import MASTER_NAME, SentinelGroup, wait
+from tests.harness.redis import MASTER_NAME, SentinelGroup, wait
 from tests.helpers import Worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -115,6 +115,21 @@ def test_msgpack_round_trips_when_installed() -> None:
     assert loads(body, content_type, encoding, accept=normalize_accept(["msgpack"])) == [1, "a"]
 
 
+def test_yaml_round_trips_and_loads_only_safe_yaml() -> None:
+    import yaml  # a test extra: CI has it, so this never skips there
+
+    accept = normalize_accept(["yaml"])
+    body, content_type, encoding = dumps({"a": [1, "b"], "n": None}, "yaml")
+    assert content_type == "application/x-yaml" and yaml.safe_load(body) == {
+        "a": [1, "b"],
+        "n": None,
+    }
+    assert loads(body, content_type, encoding, accept=accept) == {"a": [1, "b"], "n": None}
+    unsafe = b"!!python/object/apply:os.system ['true']"
+    with pytest.raises(Exception, match="python/object"):
+        loads(unsafe, "application/x-yaml", "utf-8", accept=accept)
+
+
 def test_real_uuid_is_tagged_but_a_uuid_shaped_string_stays_a_string() -> None:
     text = "00000000-0000-0000-0000-000000000001"
     value = {"s": text, "nested": [(1, uuid.UUID(text))]}

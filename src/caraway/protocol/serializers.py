@@ -12,7 +12,6 @@ A compressed body names its method's content type in the ``compression`` header.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import importlib
 import json
@@ -173,14 +172,19 @@ _TAG_DECODERS: dict[str, Any] = {
 
 
 def _decode_tag(tagged: dict[str, Any]) -> Any:
-    decoder = _TAG_DECODERS.get(tagged["__type__"])
+    kind = tagged["__type__"]
+    if not isinstance(kind, str):  # kombu fails to look such a tag up too
+        raise ProtocolError(f"JSON tag {kind!r:.100} does not name a type")
+    decoder = _TAG_DECODERS.get(kind)
     if decoder is None:
         # An unknown tag is left as data: a newer peer may know types we do not.
         return tagged
     try:
         return decoder(tagged["__value__"])
-    except (TypeError, ValueError, KeyError, ArithmeticError, binascii.Error) as exc:
-        raise ProtocolError(f"bad {tagged['__type__']!r} value in JSON tag: {exc}") from exc
+    except Exception as exc:  # each decoder fails its own way on a hostile value
+        raise ProtocolError(
+            f"bad {kind!r} value in JSON tag ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def untag(value: Any) -> Any:
@@ -226,6 +230,8 @@ def loads_json_plain(data: bytes | str) -> Any:
         return json.loads(data)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nested deeper than the interpreter's stack
+        raise ProtocolError("JSON nested too deeply to read") from exc
 
 
 def loads_json(data: bytes | str) -> Any:
@@ -234,7 +240,10 @@ def loads_json(data: bytes | str) -> Any:
     # Tags are rare; a substring test in C spares the walk for almost every message.
     tagged = b"__type__" in data if isinstance(data, bytes) else "__type__" in data
     if tagged:
-        return untag(value)
+        try:
+            return untag(value)
+        except RecursionError as exc:
+            raise ProtocolError("JSON nested too deeply to read") from exc
     return value
 
 
@@ -263,6 +272,11 @@ def use_signing(codec: Signing | None) -> None:
     """Register (or with None, drop) the codec of the ``auth`` serializer."""
     global _signing  # noqa: PLW0603 - one registry per process, as kombu's
     _signing = codec
+
+
+def signing_ready() -> bool:
+    """True once this process has an ``auth`` serializer (app.setup_security() ran)."""
+    return _signing is not None
 
 
 def _signed() -> Signing:

@@ -9,10 +9,13 @@ in-process (``announced``). How either talks to the supervisor is :mod:`caraway.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import importlib
 import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -66,6 +69,36 @@ def describe_exit(status: int) -> str:
             name = str(number)
         return f"was killed by {name}"
     return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+#: prctl(2)'s option: the signal a process gets when its parent dies (Linux)
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_supervisor(supervisor: int, stop: threading.Event) -> None:
+    """In a prefork child: set ``stop`` once the supervisor (pid ``supervisor``) is gone.
+
+    A child left alone by a SIGKILLed supervisor would go on claiming messages that nobody
+    renews (another node then runs them too), with no time limit enforced and nobody
+    reading its reports. Told, it finishes and settles the task in hand, gives back what it
+    holds, and exits. Linux signals the child (SIGTERM, whose handler sets ``stop``) the
+    moment the parent dies; elsewhere a thread looks at the parent once a second.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    else:
+        threading.Thread(
+            target=_watch_parent, args=(supervisor, stop), name="caraway-parent", daemon=True
+        ).start()
+    if os.getppid() != supervisor:  # died between the fork and the line above
+        stop.set()
+
+
+def _watch_parent(supervisor: int, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        if os.getppid() != supervisor:
+            stop.set()
 
 
 #: modules a prefork child imports only on its first chord, retry or callback; imported

@@ -21,11 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from caraway import exceptions, signals, states
+from caraway import exceptions, lifecycle, signals, states
 from caraway.brokers.contracts import Revocations
+from caraway.lifecycle import WORKER_LOST_KEY
 from caraway.protocol import results as docs
 from caraway.worker.buckets import SharedBuckets
-from caraway.worker.children import Child, describe_exit, kill, prepare_to_fork
+from caraway.worker.children import (
+    Child,
+    describe_exit,
+    kill,
+    prepare_to_fork,
+    stop_with_supervisor,
+)
 from caraway.worker.consumer import Consumer
 from caraway.worker.control import ControlServer
 from caraway.worker.ipc import (
@@ -33,8 +40,10 @@ from caraway.worker.ipc import (
     Command,
     Holding,
     Link,
+    Rejected,
     Report,
     Revoke,
+    RevokeStamps,
     TaskFinished,
     TaskStarted,
     encode,
@@ -78,6 +87,7 @@ class Supervisor:
         max_memory_per_child: int | None = None,
         autoscale: tuple[int, int] | None = None,
         heartbeats: bool = True,
+        heartbeat_interval: float = HEARTBEAT_FREQ,
         beat: EmbeddedBeat | None = None,
     ) -> None:
         #: ``-B``: beat on a thread of this process, never in a child; stops with the node
@@ -86,6 +96,7 @@ class Supervisor:
         self.max_memory_per_child = max_memory_per_child or app.conf.worker_max_memory_per_child
         self.autoscale = autoscale
         self.heartbeats = heartbeats
+        self.heartbeat_interval = heartbeat_interval
         self._idle_since: float | None = None
         limits = () if app.conf.worker_disable_rate_limits else app.tasks.items()
         self.buckets = SharedBuckets(
@@ -95,6 +106,9 @@ class Supervisor:
         self.app = app
         self.hostname = hostname
         self.concurrency = concurrency
+        #: how far remote control may grow the pool (``pool_grow``), so that one broadcast
+        #: cannot fork a node out of memory: four times its start, or its autoscale maximum
+        self.max_concurrency = max(4 * concurrency, autoscale[0] if autoscale else 0)
         self.pool = pool
         self.pid = os.getpid()
         self.on_ready = on_ready or (lambda: None)
@@ -202,7 +216,7 @@ class Supervisor:
     def _loop(self, thread: threading.Thread | None) -> None:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         next_renew = time.monotonic() + self.renew_interval
-        next_beat = time.monotonic() + HEARTBEAT_FREQ
+        next_beat = time.monotonic() + self.heartbeat_interval
         next_chores = 0.0
         while True:
             if thread is not None and not thread.is_alive():
@@ -219,7 +233,7 @@ class Supervisor:
                 self._poll_control(self.control)
             if time.monotonic() >= next_beat:
                 self._beat("worker-heartbeat")
-                next_beat = time.monotonic() + HEARTBEAT_FREQ
+                next_beat = time.monotonic() + self.heartbeat_interval
             if time.monotonic() >= next_renew:
                 self._renew_leases()
                 if time.monotonic() >= self._next_revoked_sync:
@@ -260,7 +274,9 @@ class Supervisor:
         self.events.enabled = self.node.events_enabled
         active = sum(1 for child in self.children.values() if child.running is not None)
         try:
-            self.events.worker(kind, active=active, processed=self.node.processed)
+            self.events.worker(
+                kind, active=active, processed=self.node.processed, freq=self.heartbeat_interval
+            )
         except Exception:
             logger.exception("could not send %s", kind)
             return
@@ -293,6 +309,8 @@ class Supervisor:
         self.selector.register(end.reader, selectors.EVENT_READ, child)
         if self.node.revoked_ids:
             end.send(encode(Revoke(tuple(self.node.revoked_ids))))
+        if self.node.revoked_stamps:
+            end.send(encode(RevokeStamps(self.node.revoked_stamps)))
 
     def _child_main(self, index: int, link: ChildEnd) -> None:
         stop = threading.Event()
@@ -305,6 +323,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        stop_with_supervisor(self.pid, stop)
         self.child_init(index)
         signals.worker_process_init.send(sender=None)
         try:
@@ -351,6 +370,8 @@ class Supervisor:
             self.node.count_processed(report.name, report.outcome)
         elif isinstance(report, Holding):
             child.holding = report
+        elif isinstance(report, Rejected):
+            self.node.rejected += 1
 
     def _reap(self) -> None:
         while self.pool == "prefork" and self.children:
@@ -423,6 +444,8 @@ class Supervisor:
                 running.name,
                 running.task_id,
             )
+            if not self.transport.capabilities.delivery_count:
+                self._count_lost(running, child)
             return
         else:
             error = exceptions.WorkerLostError(
@@ -432,6 +455,31 @@ class Supervisor:
         self.node.count_processed(running.name, "failure")
         self._store(running.task_id, states.FAILURE, error)
         self._announce_lost(running.task_id, error)
+
+    def _count_lost(self, running: TaskStarted, child: Child) -> None:
+        """Count the process the task killed in its STARTED document: the broker counts no
+        deliveries, and without a count a message that kills every process that runs it
+        would never reach the delivery cap (and the dead-letter store)."""
+        if self.backend is None:
+            return
+        try:
+            raw = self.backend.load(running.task_id)
+            stored = docs.decode_document(raw) if raw is not None else None
+            lost = lifecycle.processes_lost(stored) + 1
+            result = {"pid": child.pid, "hostname": self.hostname, WORKER_LOST_KEY: lost}
+            document = docs.result_document(running.task_id, states.STARTED, result)
+            self.backend.store(
+                running.task_id,
+                docs.encode_document(document),
+                state=states.STARTED,
+                expires=self.app.conf.result_expires_seconds(),
+            )
+        except Exception:
+            logger.exception(
+                "could not count the lost process of task %s; the delivery cap cannot apply "
+                "to it on this broker",
+                running.task_id,
+            )
 
     def _announce_lost(
         self, task_id: str, error: BaseException, *, signum: int | None = None
@@ -445,7 +493,9 @@ class Supervisor:
     def _store(self, task_id: str, state: str, error: BaseException) -> None:
         if self.backend is None:
             return
-        document = docs.result_document(task_id, state, docs.exception_to_dict(error))
+        document = docs.result_document(
+            task_id, state, docs.exception_to_dict(error), zone=self.app.timezone
+        )
         if state == states.REVOKED:
             document["children"] = None
         try:
@@ -508,6 +558,12 @@ class Supervisor:
     def grow(self, count: int) -> int:
         if self.pool != "prefork":
             return 0
+        count = max(0, min(count, self.max_concurrency - self.concurrency))
+        if not count:
+            logger.warning(
+                "pool_grow refused: the pool is at its bound of %d processes",
+                self.max_concurrency,
+            )
         used = {child.index for child in self.children.values()}
         for _ in range(count):
             index = next(i for i in range(len(used) + 1) if i not in used)
@@ -536,6 +592,11 @@ class Supervisor:
         new_low = self.autoscale[1] if low is None else low
         if new_high < 1 or new_low < 0 or new_low > new_high:
             raise ValueError(f"autoscale needs max >= min >= 0 and max >= 1, got {high}, {low}")
+        if new_high > self.max_concurrency:
+            raise ValueError(
+                f"autoscale max {new_high} is above this node's bound of "
+                f"{self.max_concurrency} processes (four times its start, or its --autoscale)"
+            )
         self.autoscale = (new_high, new_low)
         return self.autoscale
 
@@ -577,11 +638,12 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
     def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
+        # One read, only after the selector saw the pipe readable: under -P eventlet os.read
+        # is green and waits for more bytes instead of raising BlockingIOError, so a loop
+        # reading until empty hung the node on its first signal. Bytes left over wake the
+        # next select.
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
 
     def request_shutdown(self) -> None:
         """Warm shutdown: running tasks finish, unstarted messages go back."""

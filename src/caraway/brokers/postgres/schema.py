@@ -239,6 +239,11 @@ BROKER_DDL = (
     delivery_count INTEGER NOT NULL DEFAULT 0,
     enqueued_at DOUBLE PRECISION NOT NULL,{_MESSAGE_COLUMNS}
 )""",
+    # a key each publish writes, so a publish retried after a lost reply (the INSERT had
+    # committed) stores nothing the second time; NULL for rows written otherwise
+    "ALTER TABLE caraway_messages ADD COLUMN IF NOT EXISTS publish_key UUID",
+    "CREATE UNIQUE INDEX IF NOT EXISTS caraway_messages_publish_key "
+    "ON caraway_messages (publish_key)",
     # the claim: ready rows of one queue, higher priority first, then FIFO
     "CREATE INDEX IF NOT EXISTS caraway_messages_ready "
     "ON caraway_messages (queue, priority DESC, id) WHERE visible_at = 0",

@@ -7,7 +7,8 @@ are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`` statement (consu
 wait on each other's rows), acks a DELETE that rides in the next claim's statement, and
 every write that makes a row claimable NOTIFYs ``caraway_messages`` with the queue's name,
 which wakes waiting consumers (no polling). At-least-once: a claim is a committed update.
-Publishes commit synchronously (on disk when ``publish`` returns); claims, acks and the
+Publishes commit synchronously (on disk when ``publish`` returns), each row with a
+``publish_key`` that makes a retried publish store nothing twice; claims, acks and the
 other settling writes commit asynchronously, since losing the last of them to a server
 crash can only hand a message out again, never lose one: one WAL flush per task batch
 (its results) instead of two.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -35,13 +37,16 @@ MESSAGE_FIELDS = "headers, properties, body, content_type, content_encoding, exc
 _RETURNED = "m.id, m.queue, m.priority, m.delivery_count, " + ", ".join(
     f"m.{name}" for name in MESSAGE_FIELDS.split(", ")
 )
+# ON CONFLICT: the client retries a statement whose reply was lost (clients/sql.py); when
+# the first attempt had committed, its rows' publish keys are there and nothing is stored twice
 _INSERT_MANY = sa.text(
     "WITH ins AS (INSERT INTO caraway_messages (queue, priority, visible_at, enqueued_at, "
-    f"{MESSAGE_FIELDS}) SELECT * FROM unnest(CAST(:queues AS text[]), CAST(:priorities AS "
-    "int[]), CAST(:visible AS float8[]), CAST(:enqueued AS float8[]), CAST(:headers AS "
-    "text[]), CAST(:properties AS text[]), CAST(:bodies AS bytea[]), CAST(:types AS text[]), "
-    "CAST(:encodings AS text[]), CAST(:exchanges AS text[]), CAST(:keys AS text[])) "
-    "RETURNING queue) "
+    f"{MESSAGE_FIELDS}, publish_key) SELECT * FROM unnest(CAST(:queues AS text[]), "
+    "CAST(:priorities AS int[]), CAST(:visible AS float8[]), CAST(:enqueued AS float8[]), "
+    "CAST(:headers AS text[]), CAST(:properties AS text[]), CAST(:bodies AS bytea[]), "
+    "CAST(:types AS text[]), CAST(:encodings AS text[]), CAST(:exchanges AS text[]), "
+    "CAST(:keys AS text[]), CAST(:publish_keys AS uuid[])) "
+    "ON CONFLICT (publish_key) DO NOTHING RETURNING queue) "
     f"SELECT pg_notify('{MESSAGES_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM ins) q"
 )
 _FANOUT = sa.text(
@@ -247,6 +252,8 @@ class PostgresTransport(Transport, Scheduling, Fanout):
             "encodings": [value["content_encoding"] for value in values],
             "exchanges": [row[2] for row in rows],
             "keys": [row[3] for row in rows],
+            # drawn once, outside the retries: a retry sends the same keys
+            "publish_keys": [str(uuid.uuid4()) for _ in rows],
         }
         self._ready().autocommit(lambda conn: conn.execute(_INSERT_MANY, params).all())
 

@@ -1,0 +1,70 @@
+"""A poison message on a RabbitMQ classic queue (a task that kills its process every time):
+a classic queue counts no deliveries, so the worker must count the deaths itself, and the
+message must end in the dead-letter store after ``worker_delivery_cap`` deliveries while the
+queue keeps flowing. Found by the delivery ledger (it looped for as long as the run lasted).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.ledger import Ledger, write_projects
+from tests.harness.brokers import open_broker
+from tests.harness.fixtures import processes
+from tests.harness.processes import Processes
+from tests.harness.waiting import wait_for
+
+__all__ = ["processes"]  # a fixture, used by name
+
+pytestmark = [pytest.mark.amqp, pytest.mark.slow]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    base = write_projects(tmp_path / "work")
+    with open_broker("amqp", tmp_path / "broker") as broker:
+        for name, value in broker.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("TEST_LEDGER", str(tmp_path / "ledger.txt"))
+        monkeypatch.setenv("TEST_ACKS_LATE", "1")
+        monkeypatch.syspath_prepend(str(base))
+        try:
+            yield base
+        finally:
+            for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
+                del sys.modules[name]
+
+
+def test_poison_on_a_classic_queue_is_dead_lettered_after_the_cap(
+    project: Path, processes: Processes, tmp_path: Path
+) -> None:
+    tasks = importlib.import_module("proj.tasks")
+    processes.workdir = project
+    processes.caraway_worker("-c", "1", name="poisoned").wait_ready()
+    poison = tasks.ledger.delay(0, 0, True)
+    ledger = Ledger(tmp_path / "ledger.txt")
+    after = tasks.ledger.delay(1, 0)
+    wait_for(lambda: 1 in ledger.done(), 30, "the task behind the poison to run")
+    app = importlib.import_module("proj.caraway").app
+    admin = app.admin()
+
+    def ours() -> list[object]:
+        # the machine's RabbitMQ has one dead-letter store: other tests' letters are there too
+        return [
+            d.id for d in admin.dead_letters(limit=1000) if d.message.headers.get("id") == poison.id
+        ]
+
+    try:
+        letters = wait_for(ours, 10, "the poison in the dead-letter store")
+        assert len(letters) == 1
+        admin.purge_dead_letters(letters)  # ours only
+    finally:
+        admin.close()
+    starts = [number for kind, number, _, _ in ledger.events() if kind == "S" and number == 0]
+    assert len(starts) == 3  # worker_delivery_cap=3 runs; the 4th delivery is set aside
+    assert after.id != poison.id
