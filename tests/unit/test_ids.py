@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import uuid
 
+from caraway.utils import ids
 from caraway.utils.ids import new_id
 from caraway.utils.pid import current_pid
 
@@ -34,3 +37,24 @@ def test_a_forked_child_never_repeats_its_parents_ids() -> None:
     parent_ids = [new_id() for _ in range(5)]
     assert not set(child_ids) & set(parent_ids)
     assert int(child_pid) == pid != current_pid() == os.getpid()
+
+
+def test_a_child_forked_while_the_pool_is_locked_still_makes_ids() -> None:
+    # another thread of the parent may be inside new_id() at the fork: the child must not
+    # inherit its lock held forever
+    read, write = os.pipe()
+    with ids._lock:
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, new_id().encode())
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], 10)
+        text = os.read(read, 64).decode() if ready else ""
+    finally:
+        os.close(read)
+        if not text:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert uuid.UUID(text).version == 4
