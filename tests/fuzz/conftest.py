@@ -1,9 +1,5 @@
-"""Fixtures of the fuzz suite, and the long variant kept out of CI.
-
-Tests marked ``fuzz_long`` run only when asked for by marker:
-``.venv/bin/python -m pytest tests/fuzz -m fuzz_long`` (docs/security.md); a plain run
-(CI) deselects them, so they are never reported as skipped.
-"""
+"""Fixtures of the fuzz suite. Its long variant is marked ``soak``, which the suite-wide
+conftest deselects unless ``-m soak`` asks for it (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -15,15 +11,6 @@ import pytest
 
 from tests.harness.fixtures import processes  # noqa: F401 - the harness' fixture, by name
 from tests.helpers import write_project
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "fuzz_long" in (config.getoption("markexpr") or ""):
-        return
-    kept = [item for item in items if item.get_closest_marker("fuzz_long") is None]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
-        items[:] = kept
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ real worker (issue 15): the same processes stay alive, every malformed message l
 dead-letter store with a reason, every well-formed task succeeds, nothing logs a secret.
 
 Hypothesis draws the cases, derandomized (the same cases on every run). CI runs the short
-variant, one pool per broker; ``-m fuzz_long`` runs every pool on every broker with ten
+variant, one pool per broker; ``-m soak`` runs every pool on every broker with ten
 times the cases (docs/security.md).
 """
 
@@ -197,7 +197,7 @@ def test_malformed_messages_never_kill_a_worker_nor_lose_a_task(
     _fuzz(run, project, processes, monkeypatch)
 
 
-@pytest.mark.fuzz_long
+@pytest.mark.soak
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("run", LONG, ids=_ids(LONG))
 def test_malformed_messages_never_kill_a_worker_nor_lose_a_task_long(
