@@ -211,41 +211,54 @@ def decode(line: bytes) -> Record:
         record = cls(*values)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a report or command ({type(exc).__name__}: {exc})") from None
-    for name, hint in _HINTS[cls].items():
-        if not _conforms(getattr(record, name), hint):
+    for name, check in _CHECKS[cls]:
+        if not check(getattr(record, name)):
             raise ValueError(f"{kind} record has a bad {name!r}: {getattr(record, name)!r:.100}")
     return record
 
 
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether ``value`` (read from JSON) is of the type ``hint`` names."""
+Check = Callable[[Any], bool]
+
+
+def _is_finite_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _checker(hint: Any) -> Check:
+    """A test of whether a value read from JSON is of the type ``hint`` names, built once per
+    field: the supervisor checks every record a child sends, several per task, so the type
+    hint is taken apart here and not on each record."""
     origin = get_origin(hint)
     if origin in (Union, UnionType):
-        return any(_conforms(value, arg) for arg in get_args(hint))
+        options = tuple(_checker(arg) for arg in get_args(hint))
+        return lambda value: any(check(value) for check in options)
     if origin is tuple:
         args = get_args(hint)
-        if type(value) is not tuple:
-            return False
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(item, args[0]) for item in value)
-        return len(args) == len(value) and all(map(_conforms, value, args))
+            each = _checker(args[0])
+            return lambda value: type(value) is tuple and all(map(each, value))
+        checks = tuple(_checker(arg) for arg in args)
+        return lambda value: (
+            type(value) is tuple
+            and len(value) == len(checks)
+            and all(check(item) for check, item in zip(checks, value, strict=True))
+        )
     if origin is dict:  # RevokeStamps' headers, TaskStarted's stamps: JSON objects
-        key, item = get_args(hint)
-        return type(value) is dict and all(
-            _conforms(k, key) and _conforms(v, item) for k, v in value.items()
+        key_check, item_check = map(_checker, get_args(hint))
+        return lambda value: type(value) is dict and all(
+            key_check(k) and item_check(v) for k, v in value.items()
         )
     if origin is list:
         (item,) = get_args(hint)
-        return type(value) is list and all(_conforms(v, item) for v in value)
+        each = _checker(item)
+        return lambda value: type(value) is list and all(map(each, value))
     if hint is Any:  # a stamp's value: whatever JSON the sender's stamps held
-        return True
+        return lambda value: True
     if hint is type(None):
-        return value is None
+        return lambda value: value is None
     if hint is float:
-        return type(value) in (int, float) and math.isfinite(value)
-    if hint is int:
-        return type(value) is int
-    return type(value) is hint
+        return _is_finite_number
+    return lambda value: type(value) is hint
 
 
 def _tupled(value: Any) -> Any:
@@ -253,9 +266,10 @@ def _tupled(value: Any) -> Any:
     return tuple(map(_tupled, value)) if type(value) is list else value
 
 
-#: each record's fields and their types, for :func:`decode` to check what it reads
-_HINTS: dict[type[Record], dict[str, Any]] = {
-    cls: {f.name: get_type_hints(cls)[f.name] for f in fields(cls)} for cls in _BY_KIND.values()
+#: each record's fields and the checks of their types, for :func:`decode`
+_CHECKS: dict[type[Record], tuple[tuple[str, Check], ...]] = {
+    cls: tuple((f.name, _checker(get_type_hints(cls)[f.name])) for f in fields(cls))
+    for cls in _BY_KIND.values()
 }
 
 
