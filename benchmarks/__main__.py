@@ -8,6 +8,7 @@ run started and still prints the table of what was measured so far.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -20,9 +21,9 @@ from typing import Any
 
 from benchmarks import procs, report
 from benchmarks.catalog import BROKERS, WORKLOADS, Options
-from benchmarks.celery_env import celery_python
+from benchmarks.celery_env import caraway_python, celery_python
 from benchmarks.runner import Results, run_all
-from benchmarks.systems import REPO, BrokerOps, System, parse_result, repo_python
+from benchmarks.systems import REPO, BrokerOps, System, parse_result
 
 QUICK = {"n": 1000, "round_trips": 100, "chord_size": 100, "repeat": 1}
 FULL = {"n": 10000, "round_trips": 500, "chord_size": 1000, "repeat": 3}
@@ -141,7 +142,16 @@ def _header(options: Options, systems: list[System], ops: BrokerOps) -> report.H
         caraway=_describe(systems[0]),
         celery=_describe(systems[1]),
         options=options,
+        load_start=load_average(),
     )
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""
+    try:
+        return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -149,6 +159,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _finish(header: report.Header, results: Results, out: Path | None) -> None:
+    header = dataclasses.replace(header, load_end=load_average())
     text = report.render(header, results)
     print()
     print(text)
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     # a shell starts background jobs with SIGINT ignored; Ctrl-C must still stop the run
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    systems = [System("caraway", repo_python()), System("celery", celery_python())]
+    systems = [System("caraway", caraway_python()), System("celery", celery_python())]
     ops = BrokerOps(systems[1].python, options)
     try:
         ops.call("claim")

@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from benchmarks import procs
-from benchmarks.systems import repo_python
+from benchmarks.celery_env import caraway_python
 
 APP = """
 from caraway import Caraway
@@ -70,7 +70,7 @@ def main() -> None:
     client = redis.Redis.from_url(url)
     if client.dbsize():
         sys.exit(f"db {args.redis_db} is not empty; pick another with --redis-db")
-    python = str(repo_python())
+    python = str(caraway_python())
     with tempfile.TemporaryDirectory() as tmp:
         broker = url if args.broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
         Path(tmp, "benchapp.py").write_text(APP.format(broker=broker, url=url))

@@ -39,6 +39,10 @@ class Header:
     caraway: dict[str, Any]
     celery: dict[str, Any]
     options: Options
+    #: /proc/loadavg's three averages when the run started and when it ended: the machine
+    #: is shared, and a figure means little without what else was running
+    load_start: str = ""
+    load_end: str = ""
 
     def lines(self) -> list[str]:
         o = self.options
@@ -52,7 +56,10 @@ class Header:
             f"- Celery {_config(self.celery)} (its defaults)",
             f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3; "
             f"{min(o.round_trips, SQLITE_ROUND_TRIPS)} on SQLite and PostgreSQL), chord of "
-            f"{o.chord_size} (W4); median of {o.repeat} run(s), min-max in brackets",
+            f"{o.chord_size} (W4), {o.n // 10} tasks of 100 KiB (W10); median of {o.repeat} "
+            "run(s), min-max in brackets",
+            f"- Load average (1, 5, 15 min): {self.load_start or '?'} at the start, "
+            f"{self.load_end or '?'} at the end",
         ]
 
 
@@ -117,33 +124,68 @@ def table(results: Results, options: Options) -> list[str]:
     for broker in options.brokers:
         by_workload = results.get(broker, {})
         for figure in FIGURES:
-            if figure.workload in options.workloads:
-                lines.append(_row(broker, figure, by_workload.get(figure.workload, {})))
+            # a workload not measured on this broker at all (W1c off RabbitMQ) has no row
+            if figure.workload in options.workloads and figure.workload in by_workload:
+                lines.append(_row(broker, figure, by_workload[figure.workload]))
     return lines
+
+
+def per_repetition(results: Results, options: Options) -> list[str]:
+    """W2's ratio in each repetition (the systems measured back to back), since its target
+    holds for every repetition, not only for the medians."""
+    if "W2" not in options.workloads or options.repeat < 2:
+        return []
+    lines = ["", "W2 drain, caraway/Celery in each repetition (measured back to back):", ""]
+    for broker in options.brokers:
+        cells = results.get(broker, {}).get("W2", {})
+        ours, theirs = (cells.get(name) for name in ("caraway", "celery"))
+        if ours is None or theirs is None or ours.status or theirs.status:
+            continue
+        pairs = zip(ours.samples.get("rate", []), theirs.samples.get("rate", []), strict=False)
+        ratios = [f"{a / b:.3g}x" for a, b in pairs if b]
+        lines.append(f"- {BROKER_TITLES[broker]}: {', '.join(ratios) or 'n/a'}")
+    return lines if len(lines) > 3 else []
 
 
 def events_cost(results: Results, options: Options) -> list[str]:
     """W2 with -E over W2 without, per system: the price of task events, same run."""
-    if not {"W2", "W2E"} <= set(options.workloads):
-        return []
-    lines = [
-        "",
+    title = (
         f"Events cost (W2 with -E / W2 without, same run; target for caraway >= "
-        f"{EVENTS_COST_TARGET:g}):",
-        "",
-        "| Broker | caraway | Celery 5.7.0 |",
-        "|---|---:|---:|",
-    ]
+        f"{EVENTS_COST_TARGET:g}):"
+    )
+    return _against_w2(results, options, "W2E", title, EVENTS_COST_TARGET)
+
+
+def queues_cost(results: Results, options: Options) -> list[str]:
+    """W7 over W2, per system: what consuming 50 queues costs against one, same run."""
+    title = (
+        f"Many queues cost (W7 from 50 queues / W2 from one, same run; target for caraway "
+        f">= {MANY_QUEUES_TARGET:g}):"
+    )
+    return _against_w2(results, options, "W7", title, MANY_QUEUES_TARGET)
+
+
+#: W7 against W2: the issue's "within 20% of the single-queue rate"
+MANY_QUEUES_TARGET = 0.8
+
+
+def _against_w2(
+    results: Results, options: Options, workload: str, title: str, target: float
+) -> list[str]:
+    if not {"W2", workload} <= set(options.workloads):
+        return []
+    lines = ["", title, "", "| Broker | caraway | Celery 5.7.0 |", "|---|---:|---:|"]
     for broker in options.brokers:
         cells = results.get(broker, {})
+        if workload not in cells:
+            continue
         shown = []
         for system in ("caraway", "celery"):
             _, plain = _cell(cells.get("W2", {}).get(system), "rate")
-            _, with_events = _cell(cells.get("W2E", {}).get(system), "rate")
-            text = f"{with_events / plain:.3g}x" if plain and with_events is not None else "n/a"
-            if system == "caraway" and plain and with_events is not None:
-                met = with_events / plain >= EVENTS_COST_TARGET
-                text += f" ({'met' if met else 'missed'})"
+            _, other = _cell(cells.get(workload, {}).get(system), "rate")
+            text = f"{other / plain:.3g}x" if plain and other is not None else "n/a"
+            if system == "caraway" and plain and other is not None:
+                text += f" ({'met' if other / plain >= target else 'missed'})"
             shown.append(text)
         lines.append(f"| {BROKER_TITLES[broker]} | {shown[0]} | {shown[1]} |")
     return lines
@@ -151,7 +193,14 @@ def events_cost(results: Results, options: Options) -> list[str]:
 
 def render(header: Header, results: Results) -> str:
     options = header.options
-    body = [*header.lines(), "", *table(results, options), *events_cost(results, options)]
+    body = [
+        *header.lines(),
+        "",
+        *table(results, options),
+        *per_repetition(results, options),
+        *events_cost(results, options),
+        *queues_cost(results, options),
+    ]
     return "\n".join(body) + "\n"
 
 
@@ -169,6 +218,8 @@ def write_json(directory: Path, header: Header, results: Results) -> Path:
             "cpu_model": header.cpu_model,
             "redis": header.redis,
             "rabbitmq": header.rabbitmq,
+            "load_start": header.load_start,
+            "load_end": header.load_end,
         },
         "systems": {"caraway": header.caraway, "celery": header.celery},
         "options": {k: v for k, v in vars(header.options).items() if k != "command"},

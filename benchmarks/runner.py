@@ -42,6 +42,11 @@ def _enqueue(session: Session, options: Options) -> Figures:
     return {"W1": {"rate": result["rate"]}}
 
 
+def _enqueue_confirmed(session: Session, options: Options) -> Figures:
+    result = session.script("enqueue", options.n, "confirm", timeout=120 + options.n * 0.05)
+    return {"W1c": {"rate": result["rate"]}}
+
+
 def _group_send(session: Session, options: Options) -> Figures:
     result = session.script("group_send", options.n, timeout=120 + options.n * 0.05)
     return {"W1b": {"rate": result["rate"]}}
@@ -61,13 +66,43 @@ def _drain_with_events(session: Session, options: Options) -> Figures:
     return {"W2E": {"rate": rate}}
 
 
+def _drain_queues(session: Session, options: Options) -> Figures:
+    names = tuple(f"{session.tag}.{i}" for i in range(MANY_QUEUES))
+    rate, _ = _drain_rate(session, options, fill=("queues", MANY_QUEUES), queues=names)
+    return {"W7": {"rate": rate}}
+
+
+def _drain_payload(session: Session, options: Options) -> Figures:
+    n = payload_tasks(options)
+    rate, _ = _drain_rate(session, options, n=n, fill=("payload", PAYLOAD_KIB))
+    return {"W10": {"mib_s": rate * PAYLOAD_KIB / 1024}}
+
+
+#: W7: queues one worker consumes, the tasks spread evenly over them
+MANY_QUEUES = 50
+#: W10: KiB of arguments per task
+PAYLOAD_KIB = 100
+
+
+def payload_tasks(options: Options) -> int:
+    """W10's count: N/10 (1,000 tasks of 100 KiB hold 100 MiB in the broker at once)."""
+    return max(2, options.n // 10)
+
+
 def _drain_rate(
-    session: Session, options: Options, *, events: bool
+    session: Session,
+    options: Options,
+    *,
+    events: bool = False,
+    n: int | None = None,
+    fill: tuple[str, int] | None = None,
+    queues: tuple[str, ...] = (),
 ) -> tuple[float, subprocess.Popen[bytes]]:
+    n = options.n if n is None else n
     ids = session.workdir / "ids.json"
-    session.script("fill", options.n, ids, timeout=120 + options.n * 0.05)
-    worker = session.start_worker(events=events)
-    result = session.script("drain_wait", ids, 60 + options.n * 0.1, timeout=120 + options.n * 0.1)
+    session.script("fill", n, ids, *(fill or ()), timeout=120 + n * 0.05)
+    worker = session.start_worker(events=events, queues=queues)
+    result = session.script("drain_wait", ids, 60 + n * 0.1, timeout=120 + n * 0.1)
     if result["wrong"]:
         raise RuntimeError(f"{result['wrong']} drained tasks returned a wrong value")
     return float(result["rate"]), worker
@@ -105,16 +140,33 @@ _NO_TRANSPORT: dict[tuple[str, str], str] = {}
 #: unit name -> (function, the workloads it reports)
 UNITS: dict[str, tuple[Unit, tuple[str, ...]]] = {
     "enqueue": (_enqueue, ("W1",)),
+    "enqueue_confirmed": (_enqueue_confirmed, ("W1c",)),
     "group_send": (_group_send, ("W1b",)),
     "drain": (_drain, ("W2", "W5")),
     "drain_events": (_drain_with_events, ("W2E",)),
+    "drain_queues": (_drain_queues, ("W7",)),
+    "drain_payload": (_drain_payload, ("W10",)),
     "round_trip": (_round_trip, ("W3",)),
     "chord": (_chord, ("W4",)),
 }
 
 
-def units_for(workloads: tuple[str, ...]) -> list[str]:
-    return [name for name, (_, covers) in UNITS.items() if set(covers) & set(workloads)]
+#: units that mean something on some brokers only (publisher confirms are RabbitMQ's)
+ONLY_ON: dict[str, tuple[str, ...]] = {
+    "enqueue_confirmed": ("amqp",),
+    # 50 queues to clean up after each measurement: the Redis db flush does it
+    "drain_queues": ("redis",),
+}
+
+
+def units_for(workloads: tuple[str, ...], broker: str | None = None) -> list[str]:
+    """The units measuring ``workloads`` (on ``broker``, when given)."""
+    wanted = set(workloads)
+    return [
+        name
+        for name, (_, covers) in UNITS.items()
+        if set(covers) & wanted and (broker is None or broker in ONLY_ON.get(name, (broker,)))
+    ]
 
 
 def run_all(systems: list[System], options: Options, ops: BrokerOps, results: Results) -> Results:
@@ -122,7 +174,7 @@ def run_all(systems: list[System], options: Options, ops: BrokerOps, results: Re
     was measured before a Ctrl-C is still there for the report)."""
     for broker in options.brokers:
         by_workload = results.setdefault(broker, {})
-        for unit in units_for(options.workloads):
+        for unit in units_for(options.workloads, broker):
             _, covers = UNITS[unit]
             cells = {w: by_workload.setdefault(w, {}) for w in covers if w in options.workloads}
             for rep in range(options.repeat):

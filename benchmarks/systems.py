@@ -53,6 +53,11 @@ def add(x, y):
 @app.task
 def tsum(values):
     return sum(values)
+
+
+@app.task
+def size(blob):
+    return len(blob)
 '''
 
 
@@ -74,7 +79,7 @@ def _unsupported(broker: str, detail: str) -> Unsupported:
 
 @dataclass(frozen=True)
 class System:
-    """caraway (the repo's .venv) or Celery (benchmarks/.venv-celery)."""
+    """caraway (benchmarks/.venv-caraway) or Celery (benchmarks/.venv-celery)."""
 
     name: str
     python: Path
@@ -89,7 +94,9 @@ class System:
             package=self.package, cls=cls, queue=queue, broker=broker, backend=backend
         )
 
-    def worker_argv(self, *, node: str, pidfile: Path, events: bool = False) -> list[str]:
+    def worker_argv(
+        self, *, node: str, pidfile: Path, events: bool = False, queues: tuple[str, ...] = ()
+    ) -> list[str]:
         return [
             str(self.python),
             "-m",
@@ -107,6 +114,7 @@ class System:
             f"{node}@%h",
             f"--pidfile={pidfile}",
             *(["-E"] if events else []),
+            *(["-Q", ",".join(queues)] if queues else []),
         ]
 
 
@@ -246,13 +254,13 @@ class Session:
         return result
 
     def start_worker(
-        self, *, timeout: float = 60.0, events: bool = False
+        self, *, timeout: float = 60.0, events: bool = False, queues: tuple[str, ...] = ()
     ) -> subprocess.Popen[bytes]:
-        """Start a prefork -c 2 worker (sending task events with ``events``) and return once
-        its pidfile exists."""
+        """Start a prefork -c 2 worker (sending task events with ``events``, consuming
+        ``queues`` instead of the default queue) and return once its pidfile exists."""
         pidfile = self.workdir / f"worker{len(self._workers)}.pid"
         log = self.workdir / f"worker{len(self._workers)}.log"
-        argv = self.system.worker_argv(node=self.tag, pidfile=pidfile, events=events)
+        argv = self.system.worker_argv(node=self.tag, pidfile=pidfile, events=events, queues=queues)
         worker = procs.spawn(argv, env=self._env(self.workdir), cwd=self.workdir, log=log)
         self._workers.append(worker)
 
@@ -283,9 +291,3 @@ def _line_of(text: str, index: int) -> str:
     start = text.rfind("\n", 0, index) + 1
     end = text.find("\n", index)
     return text[start : end if end != -1 else len(text)].strip()
-
-
-def repo_python() -> Path:
-    """caraway's interpreter: the repo's .venv, else the one running the runner."""
-    candidate = REPO / ".venv" / "bin" / "python"
-    return candidate if candidate.exists() else Path(sys.executable)

@@ -181,7 +181,7 @@ def multi_examples() -> None:
 def main() -> None:
     os.chdir(HERE)
     sys.path.insert(0, str(HERE))
-    for stale in HERE.glob("caraway.sqlite3*"):
+    for stale in (HERE / "proj").glob("caraway.sqlite3*"):  # beside proj/caraway.py
         stale.unlink()
     workers = [start_worker("w1", "-c", "2"), start_worker("lopri", "-Q", "lopri", "-c", "1")]
     try:

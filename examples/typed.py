@@ -2,16 +2,19 @@
 
 ``@app.task`` returns a ``Task[P, R]``: calls and ``delay()`` are held to the function's
 parameters (after ``self`` with ``bind=True``), and ``delay(...).get()`` is the function's
-return type. The lines marked ``type: ignore[...]`` are mistakes the checker must catch:
-under ``--strict`` an ignore that catches nothing is itself an error, so this file fails
-the check if typing ever stops catching them.
+return type. ``add.s(...)`` is a ``Signature[R]``: its partial arguments are not checked (a
+signature may be completed later, by a chain's previous result), but what it returns is:
+``sig.delay().get()``, ``sig.apply().get()``, ``sig()`` and ``~sig`` are R. The lines
+marked ``type: ignore[...]`` are mistakes the checker must catch: under ``--strict`` an
+ignore that catches nothing is itself an error, so this file fails the check if typing
+ever stops catching them.
 
 Run it: ``python examples/typed.py`` (eager mode, no broker needed).
 """
 
 from __future__ import annotations
 
-from caraway import AsyncResult, Caraway, Task
+from caraway import AsyncResult, Caraway, Signature, Task
 
 app = Caraway("typed", broker="memory://typed")
 app.conf.task_always_eager = True
@@ -32,7 +35,10 @@ def main() -> None:
     sent: AsyncResult[int] = add.delay(2, 3)
     later: int = sent.get(timeout=10)
     text: str = greet.delay("ada", punctuation="?").get()
-    print(total, later, text)
+    sig: Signature[int] = add.s(2, 3).set(countdown=0)
+    from_sig: int = sig.delay().get(timeout=10) + sig.apply_async().get(timeout=10)
+    here: int = sig() + (~add.si(1, 1)) + add.s(1).apply(args=(1,)).get()
+    print(total, later, text, from_sig, here)
 
 
 def _mistakes() -> None:
@@ -41,6 +47,9 @@ def _mistakes() -> None:
     add.delay(2)  # type: ignore[call-arg]
     greet.delay(name=1)  # type: ignore[arg-type]
     wrong: str = add.delay(1, 1).get()  # type: ignore[assignment]
+    wrong = add.s(1, 1).delay().get()  # type: ignore[assignment]
+    wrong = add.s(1).apply_async((1,)).get()  # type: ignore[assignment]
+    wrong = add.si(1, 1).clone().stamp(tag="a")()  # type: ignore[assignment]
     del wrong
 
 

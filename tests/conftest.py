@@ -68,6 +68,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
 
 
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter files the report as a skip
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if report.skipped and _skip_fails_here(report.nodeid):
         report.outcome = "failed"

@@ -24,7 +24,8 @@ def _wait_ready(result: Any, deadline: float, pause: float) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    ids = json.loads(Path(argv[0]).read_text())
+    filled = json.loads(Path(argv[0]).read_text())
+    ids, expected = filled["ids"], filled["expected"]
     deadline = time.monotonic() + float(argv[1])
     app = load_app().app
     results = [app.AsyncResult(task_id) for task_id in ids]
@@ -33,7 +34,7 @@ def main(argv: Sequence[str]) -> None:
     wrong = 0
     for index, result in enumerate(results):
         _wait_ready(result, deadline, 0.02)
-        if result.result != 2 * index:
+        if result.result != expected[index]:
             wrong += 1
         done.append(timestamp(result.date_done))
     span = max(done) - min(done)

@@ -1,4 +1,9 @@
-"""W1: send N ``add.delay(i, i)`` from one process, no worker running; reports tasks/s."""
+"""W1: send N ``add.delay(i, i)`` from one process, no worker running; reports tasks/s.
+
+W1c (``enqueue N confirm``): the same, with Celery's ``confirm_publish`` on, so that each
+Celery ``delay()`` also returns only once RabbitMQ has confirmed the message, as caraway's
+always does (caraway's app is left as it is).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,10 @@ WARMUP = 20
 
 def main(argv: Sequence[str]) -> None:
     n = int(argv[0])
-    add = load_app().add
+    module = load_app()
+    add = module.add
+    if argv[1:] == ["confirm"] and type(module.app).__name__ == "Celery":
+        module.app.conf.broker_transport_options = {"confirm_publish": True}
     # the first sends open the connection and declare the queue; neither is what W1 measures
     for i in range(WARMUP):
         add.delay(i, i)

@@ -158,6 +158,15 @@ _DELIVERY_MODE: _Kind[Any, Any] = _Kind(
     lambda value: {"transient": 1, "persistent": 2, 1: 1, 2: 2}[value],
     _parse_first(int, str),
 )
+
+
+def _check_event_serializer(value: object) -> str:
+    if value in ("json", "auth"):
+        return str(value)
+    raise ValueError(value)
+
+
+_EVENT_SERIALIZER: _Kind[str, str] = _Kind("'json' or 'auth'", _check_event_serializer, str)
 _QUEUES: _Kind[Any, Any] = _nullable(
     _Kind("a list or dict of queues", _exactly(Mapping, list, tuple, set), json.loads)
 )
@@ -417,6 +426,12 @@ class OptionTable:
     worker_disable_rate_limits = Option(_BOOL, False, "", old="CELERY_DISABLE_RATE_LIMITS")
     worker_pool = Option(_STR, "prefork", "prefork, threads or solo (-P).", old="CELERYD_POOL")
     worker_delivery_cap = Option(_INT, 5, "caraway: deliveries before the dead-letter store.")
+    worker_max_message_size = Option(
+        _INT,
+        8 * 1024 * 1024,
+        "caraway: bytes of a task message's body a worker reads; a larger one is set aside "
+        "in the dead-letter store unread (0: no limit).",
+    )
     worker_async_concurrency = Option(_INT, 100, "caraway: async tasks at once per child.")
 
     # -- events and remote control ---------------------------------------------------------
@@ -424,6 +439,13 @@ class OptionTable:
     event_queue_expires = Option(_OPT_FLOAT, 60.0, "Seconds.", old="CELERY_EVENT_QUEUE_EXPIRES")
     event_queue_prefix = Option(_STR, "celeryev", "", old="CELERY_EVENT_QUEUE_PREFIX")
     event_exchange = Option(_STR, "celeryev", "")
+    event_serializer = Option(
+        _EVENT_SERIALIZER,
+        "json",
+        "'auth': events are signed as task messages are (app.setup_security()); receivers "
+        "accept signed and JSON events. Other serializers are not supported for events.",
+        old="CELERY_EVENT_SERIALIZER",
+    )
 
     # -- periodic tasks (beat; docs/periodic-tasks.md) ----------------------------------------
     beat_schedule = Option(
@@ -765,13 +787,6 @@ REFUSED: Mapping[str, Refusal] = types.MappingProxyType(
             old=("CELERY_ALLOW_ERROR_CB_ON_CHORD_HEADER",),
         ),
         # serialization
-        "event_serializer": Refusal(
-            "caraway sends events as JSON (Celery's default); signed events "
-            "(event_serializer='auth') are not supported: drop the setting, task messages "
-            "are still signed (task_serializer='auth')",
-            allowed=("json",),
-            old=("CELERY_EVENT_SERIALIZER",),
-        ),
         "task_repr_maxlevels": Refusal(
             "caraway cuts argsrepr/kwargsrepr at 1024 characters, not by depth", allowed=(3,)
         ),

@@ -11,9 +11,11 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import uuid
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone, tzinfo
@@ -24,6 +26,7 @@ from caraway.asyncpublish import AsyncSender
 from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
+from caraway.canvas.signature import Signature
 from caraway.config import Settings
 from caraway.contrib.django.fixup import DjangoFixup
 from caraway.contrib.django.fixup import fixup as django_fixup
@@ -42,6 +45,7 @@ from caraway.schedules.entries import periodic_task_entry
 from caraway.signals import Signal
 from caraway.task import Task as TaskType
 from caraway.task import build_task
+from caraway.utils.pid import current_pid
 
 if TYPE_CHECKING:
     from caraway.task import P as TaskP
@@ -52,6 +56,21 @@ R = TypeVar("R")
 DEFAULT_SQLITE_FILE = "caraway.sqlite3"
 
 logger = logging.getLogger("caraway.app")
+
+
+def default_sqlite_file(creator: Mapping[str, Any]) -> str:
+    """The embedded default's file: ``caraway.sqlite3`` beside the module that made the app.
+
+    Not the current directory: a client started elsewhere imports the same module, so it
+    must find the same file (with the current directory its results stayed PENDING for
+    ever). ``creator`` is that module's globals; an app made by caraway itself (the CLI's
+    default app), in an interactive session or by ``python -c`` uses the current directory.
+    """
+    name = str(creator.get("__name__", ""))
+    path = creator.get("__file__")
+    if not isinstance(path, str) or name == "caraway" or name.startswith("caraway."):
+        return os.path.abspath(DEFAULT_SQLITE_FILE)
+    return os.path.join(os.path.dirname(os.path.abspath(path)), DEFAULT_SQLITE_FILE)
 
 
 class _PerThread(threading.local):
@@ -65,9 +84,10 @@ class _PerThread(threading.local):
 class Caraway:
     """A caraway application: ``Caraway('proj', broker=..., backend=..., include=[...])``.
 
-    With no broker, broker and results share one SQLite file in the current directory
-    (``caraway.sqlite3``, made absolute now). With a broker but no backend, results are
-    disabled, as in Celery, and reading one raises :class:`ResultsDisabled`.
+    With no broker, broker and results share one SQLite file, ``caraway.sqlite3`` beside the
+    module that creates the app (see :func:`default_sqlite_file`). With a broker but no
+    backend, results are disabled, as in Celery, and reading one raises
+    :class:`ResultsDisabled`.
     """
 
     Task: type[TaskType] = TaskType
@@ -100,7 +120,7 @@ class Caraway:
         self._fixups: list[DjangoFixup] = [f for f in [django_fixup(self)] if f is not None]
         #: autodiscover_tasks() calls not run yet: (packages or None, related_name)
         self._discoveries: list[tuple[Any, str]] = []
-        self._default_sqlite = os.path.abspath(DEFAULT_SQLITE_FILE)
+        self._default_sqlite = default_sqlite_file(sys._getframe(1).f_globals)
         self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
         self._imported = False
@@ -116,6 +136,9 @@ class Caraway:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.on_after_fork = Signal("app.on_after_fork")
+        #: Celery's extra command-line options: click Options by command ('worker',
+        #: 'beat', 'events'; 'preload' for every command, sent to user_preload_options)
+        self.user_options: defaultdict[str, set[Any]] = defaultdict(set)
         _FORKED_APPS.add(self)
         self.configured = False
         self.finalized = False
@@ -292,6 +315,16 @@ class Caraway:
         self.conf.beat_schedule[key] = item
 
     @property
+    def steps(self) -> Any:
+        """Celery's bootsteps (``app.steps['worker'].add(...)``): refused, with the way."""
+        raise ImproperlyConfigured(
+            "app.steps: Celery's bootsteps are not supported by caraway (its worker has no "
+            "blueprint); hook into the worker with signals instead: worker_init, "
+            "worker_ready, worker_process_init, worker_shutting_down, heartbeat_sent, "
+            "task_prerun/task_postrun (caraway.signals), and app.user_options for options"
+        )
+
+    @property
     def timezone(self) -> tzinfo:
         """The app's zone: ``timezone``, else UTC."""
         return zone_of(self.conf)
@@ -364,8 +397,9 @@ class Caraway:
     # -- connections -----------------------------------------------------------------------
     def _thread_state(self) -> _PerThread:
         local = self._local
-        if local.pid != os.getpid():
-            local.pid = os.getpid()
+        pid = current_pid()
+        if local.pid != pid:
+            local.pid = pid
             local.transport = None
             local.backend = None
             local.oid = None
@@ -468,6 +502,48 @@ class Caraway:
         return local.oid
 
     # -- calling ---------------------------------------------------------------------------
+    def signature(self, *args: Any, **kwargs: Any) -> Signature:
+        """``app.signature('proj.add', (2, 2), countdown=10)``: a signature bound to this app
+        (Celery's ``app.signature``)."""
+        return Signature(*args, app=self, **kwargs)
+
+    @property
+    def current_task(self) -> TaskType | None:
+        """The task running in this thread or asyncio task (eager ones too), or None."""
+        request = current_request()
+        return request.running_task if request is not None else None
+
+    @property
+    def current_worker_task(self) -> TaskType | None:
+        """The task a worker runs here, or None (eager calls do not count, as Celery's)."""
+        request = current_request()
+        if request is None or request.is_eager:
+            return None
+        found: TaskType | None = request.running_task
+        return found
+
+    def broker_connection(self, *args: Any, **kwargs: Any) -> Transport:
+        """Celery's old name of :meth:`connection`."""
+        return self.connection(*args, **kwargs)
+
+    def Worker(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's worker class bound to the app: refused, with the way to start one."""
+        raise ImproperlyConfigured(
+            "app.Worker (Celery's WorkController) is not supported: start a worker with "
+            "app.worker_main(['worker', '-l', 'INFO']) or the caraway command line; in "
+            "tests, caraway.testing.start_worker(app)"
+        )
+
+    WorkController = Worker
+
+    def set_current(self) -> None:
+        """Make this the current app (``current_app``), as Celery's."""
+        current.set_current_app(self)
+
+    def set_default(self) -> None:
+        """Make this the app used when none is current, as Celery's."""
+        current.set_default_factory(lambda: self)
+
     def send_task(
         self,
         name: str,

@@ -25,6 +25,7 @@ from caraway.protocol import results as docs
 from caraway.protocol.message import TaskMessage
 from caraway.protocol.serializers import dumps_json, untag
 from caraway.publish import Outgoing, follow_up, holding
+from caraway.schedules.base import zone_of
 from caraway.taskbase import AppLike
 
 logger = logging.getLogger("caraway.worker")
@@ -112,6 +113,7 @@ def fail_body(
             states.FAILURE,
             docs.exception_to_dict(error),
             group_id=step.options.get("group_id"),
+            zone=zone_of(app.conf),
         )
         encoded = docs.encode_document(document)
         backend.store(step.id, encoded, state=states.FAILURE, expires=expires)

@@ -330,6 +330,13 @@ _SECRET_KEY = re.compile(r"pass|secret|token|api_?key|private|credential", re.IG
 _MASK = "********"
 
 
+def mask_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (settings by name) with every URL's password and every value under a
+    secret's name (password, token, key...) masked, at any depth: what ``inspect conf``,
+    ``inspect report``/``caraway report`` and the dashboard may show."""
+    return {name: _masked(name, value) for name, value in values.items()}
+
+
 def _masked(key: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _masked(str(k), v) for k, v in value.items()}

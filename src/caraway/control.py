@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox, Revocations
@@ -156,6 +156,21 @@ class Control:
             logger.warning("could not record revoked ids on the broker: %s", exc)
         finally:
             admin.close()
+
+    def revoke_by_stamped_headers(
+        self,
+        headers: Mapping[str, Any] | Sequence[str],
+        destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str = "SIGTERM",
+        **kwargs: Any,
+    ) -> list[dict[str, Any]] | None:
+        """Tell nodes not to run tasks whose stamps match ``headers`` (``{name: value or
+        [values]}``, or Celery's ``['name=value']``), and with ``terminate`` to stop the
+        running ones. Nodes keep these in memory only: one started later does not know
+        them (as Celery's)."""
+        arguments = {"headers": headers, "terminate": terminate, "signal": signal}
+        return self.broadcast("revoke_by_stamped_headers", arguments, destination, **kwargs)
 
     def terminate(
         self,

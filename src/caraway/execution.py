@@ -44,6 +44,7 @@ def build_request(
     hostname: str,
     delivery_info: dict[str, Any],
     eager: bool = False,
+    properties: dict[str, Any] | None = None,
 ) -> Request:
     return Request(
         id=message.id,
@@ -75,6 +76,7 @@ def build_request(
         stamped_headers=message.stamped_headers,
         stamps=dict(message.stamps),
         replaced_task_nesting=message.replaced_task_nesting,
+        properties=properties if properties is not None else {},
         message=message,
     )
 

@@ -10,8 +10,9 @@ with the delivery. No I/O here, so every rule is unit-tested without a broker.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timezone, tzinfo
 from typing import Any, Literal
 
 from caraway import exceptions, states
@@ -20,6 +21,7 @@ from caraway.protocol import results as docs
 from caraway.protocol.message import TaskMessage
 from caraway.protocol.signatures import check_embed
 from caraway.publish import Outgoing, follow_up
+from caraway.schedules.base import zone_of
 from caraway.taskbase import TaskBase
 
 Verdict = Literal["run", "hold", "park", "settle"]
@@ -64,6 +66,8 @@ class Policy:
     track_started: bool = False
     result_extended: bool = False
     result_expires: float | None = 86400.0
+    #: the app's zone: ``date_done`` is written in it, as Celery's ``app.now()``
+    zone: tzinfo = timezone.utc
 
 
 def build_policy(conf: Settings, task: TaskBase | None) -> Policy:
@@ -86,6 +90,7 @@ def build_policy(conf: Settings, task: TaskBase | None) -> Policy:
         track_started=bool(pick("track_started", "task_track_started")),
         result_extended=bool(conf.result_extended),
         result_expires=conf.result_expires_seconds(),
+        zone=conf.derived("publish.zone", zone_of),
     )
 
 
@@ -184,7 +189,10 @@ def on_receipt(
             f"task {message.task!r} is not registered in this worker; registered: "
             f"{registered_names or '(none)'}"
         )
-        return Receipt("settle", failure_effects(message, unknown, None, policy, force=True))
+        effects = failure_effects(message, unknown, None, policy, force=True)
+        # kept, not dropped: a worker that knows the task can take it from the store
+        effects.settle, effects.reason = "dead_letter", f"NotRegistered: {unknown}"
+        return Receipt("settle", effects)
     malformed = _malformed_embed(message)
     if malformed is not None:
         bare = dataclasses.replace(message, chain=None, chord=None, callbacks=None, errbacks=None)
@@ -201,6 +209,25 @@ def on_receipt(
         if eta > now:
             return Receipt("hold", eta=eta)
     return Receipt("run")
+
+
+def revoked_by_stamps(
+    message: TaskMessage, revoked: Mapping[str, Sequence[Any]]
+) -> dict[str, Any] | None:
+    """The stamp that revokes ``message`` (``{name: value}``), or None: Celery's rule for
+    ``revoke_by_stamped_headers``, a stamped header whose value (or one of whose values,
+    for a list) is among the values revoked for that header."""
+    if not revoked or not message.stamps:
+        return None
+    for name in message.stamped_headers or list(message.stamps):
+        values = revoked.get(name)
+        stamped = message.stamps.get(name)
+        if values is None or stamped is None:
+            continue
+        for value in stamped if isinstance(stamped, (list, tuple)) else [stamped]:
+            if value in values:
+                return {name: value}
+    return None
 
 
 def _expired(message: TaskMessage, now: float) -> bool:
@@ -285,6 +312,7 @@ def success_effects(
             group_id=message.group,
             parent_id=message.parent_id,
             extended=extended,
+            zone=policy.zone,
         )
         effects.results.append((message.id, states.SUCCESS, document))
     for callback in message.callbacks or ():
@@ -331,9 +359,10 @@ def failure_effects(
             traceback=traceback,
             group_id=message.group,
             parent_id=message.parent_id,
+            zone=policy.zone,
         )
         effects.results.append((message.id, states.FAILURE, document))
-        effects.results.extend(_fail_rest_of_chain(message, exc, traceback))
+        effects.results.extend(_fail_rest_of_chain(message, exc, traceback, policy.zone))
     effects.chord_join = _chord_join(message, states.FAILURE, exc)
     if message.errbacks:
         effects.errbacks = Errbacks(list(message.errbacks), message, exc, traceback)
@@ -341,7 +370,7 @@ def failure_effects(
 
 
 def _fail_rest_of_chain(
-    message: TaskMessage, exc: BaseException, traceback: str | None
+    message: TaskMessage, exc: BaseException, traceback: str | None, zone: tzinfo
 ) -> list[tuple[str, str, dict[str, Any]]]:
     """The steps a failed chain will never run end as FAILURE too (as Celery 5 marks them)."""
     failed = []
@@ -355,6 +384,7 @@ def _fail_rest_of_chain(
                 docs.exception_to_dict(exc),
                 traceback=traceback,
                 parent_id=message.id,
+                zone=zone,
             )
             failed.append((str(task_id), states.FAILURE, document))
     return failed
@@ -385,6 +415,7 @@ def revoked_effects(message: TaskMessage, why: str, policy: Policy) -> Effects:
         children=None,
         group_id=message.group,
         parent_id=message.parent_id,
+        zone=policy.zone,
     )
     document["children"] = None
     effects = Effects(results=[(message.id, states.REVOKED, document)], reason=why)

@@ -13,7 +13,6 @@ its own connection (a worker completing a chord). ``before_task_publish`` and
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -32,6 +31,7 @@ from caraway.request import Request, current_request
 from caraway.routing import Route, route
 from caraway.schedules.base import zone_of
 from caraway.taskbase import TaskBase, check_limits
+from caraway.utils.ids import new_id
 
 #: options apply_async understands; anything else is a caller's mistake
 KNOWN_OPTIONS = frozenset(
@@ -123,8 +123,10 @@ def build(
         )
     # countdown and expires become dates in the app's zone, as Celery writes them (UTC
     # unless timezone is set or enable_utc is off); the instant is the same either way
-    now = now or datetime.now(conf.derived("publish.zone", zone_of))
-    task_id = options.get("task_id") or str(uuid.uuid4())
+    expires = options.get("expires", task.expires if task else None)
+    if now is None and (expires is not None or options.get("countdown") is not None):
+        now = datetime.now(conf.derived("publish.zone", zone_of))
+    task_id = options.get("task_id") or new_id()
     parent = current_request()
     hard = options.get("time_limit", task.time_limit if task else None)
     soft = options.get("soft_time_limit", task.soft_time_limit if task else None)
@@ -139,7 +141,7 @@ def build(
         chain=options.get("chain"),
         chord=options.get("chord"),
         eta=_eta(options, now),
-        expires=_expires(options.get("expires", task.expires if task else None), now),
+        expires=_expires(expires, now),
         retries=int(options.get("retries") or 0),
         group=options.get("group_id"),
         group_index=options.get("group_index"),
@@ -154,7 +156,12 @@ def build(
         extra_headers=dict(options.get("headers") or {}),
     )
     message.root_id = message.root_id or task_id
-    target = route(name, {**_task_route_options(task), **options}, conf)
+    # routers get the call's arguments and the task, as Celery's (route_task(name, args,
+    # kwargs, options, task=...)): a router may choose a queue by what the task is given
+    own = _task_route_options(task)
+    target = route(
+        name, {**own, **options} if own else options, conf, args=args, kwargs=kwargs, task=task
+    )
     if message.priority is None and target.priority is not None:
         message.priority = target.priority
     serializer = (
@@ -196,17 +203,25 @@ def _ignore_result(
     return None if ignore is None else bool(ignore)
 
 
+_TASK_ROUTE_OPTIONS = tuple((key, f"task_{key}") for key in _ROUTE_OPTIONS)
+
+
 def _task_route_options(task: TaskBase | None) -> dict[str, Any]:
-    if task is None:
-        return {}
-    found = {key: getattr(task, key) for key in _ROUTE_OPTIONS}
-    return {f"task_{key}": value for key, value in found.items() if value is not None}
+    """The task's own routing attributes that are set, as ``task_<name>`` options."""
+    found: dict[str, Any] = {}
+    if task is not None:
+        for key, option in _TASK_ROUTE_OPTIONS:
+            value = getattr(task, key)
+            if value is not None:
+                found[option] = value
+    return found
 
 
-def _eta(options: Mapping[str, Any], now: datetime) -> datetime | None:
+def _eta(options: Mapping[str, Any], now: datetime | None) -> datetime | None:
     countdown = options.get("countdown")
     eta = options.get("eta")
     if countdown is not None:
+        assert now is not None  # build() reads the clock when a countdown is given
         if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
             raise TypeError(f"countdown must be a number of seconds, not {countdown!r}")
         if countdown < 0:
@@ -219,9 +234,10 @@ def _eta(options: Mapping[str, Any], now: datetime) -> datetime | None:
     return eta if eta.tzinfo else eta.replace(tzinfo=timezone.utc)
 
 
-def _expires(value: Any, now: datetime) -> datetime | None:
+def _expires(value: Any, now: datetime | None) -> datetime | None:
     if value is None:
         return None
+    assert now is not None  # build() reads the clock when an expiry is given
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, timedelta):
@@ -250,7 +266,7 @@ def follow_up(
         args = [value, *args]
     name = str(signature["task"])
     message = TaskMessage(
-        id=options.get("task_id") or str(uuid.uuid4()),
+        id=options.get("task_id") or new_id(),
         task=name,
         args=args,
         kwargs=dict(signature.get("kwargs") or {}),
@@ -304,15 +320,31 @@ def retry(
         parent_id=request.id,
         extra_headers=dict(original.extra_headers),
     )
-    queue = queue or request.delivery_info.get("routing_key")
     conf = task.app.conf
-    target = route(task.name, {"queue": queue} if queue else {}, conf)
+    target = route(task.name, _retry_destination(request.delivery_info, queue), conf)
     return Outgoing(
         message,
         target,
         str(task.serializer or conf.task_serializer),
         task.compression or conf.task_compression,
     )
+
+
+def _retry_destination(delivery: Mapping[str, Any], queue: str | None) -> dict[str, Any]:
+    """Celery's rule for where a retry goes: ``queue=`` if given; a delivery through the
+    default exchange back to the queue its routing key names; any other back through its
+    exchange and routing key (a topic route reaches the queues its key matches again)."""
+    options: dict[str, Any] = {}
+    if delivery.get("priority") is not None:
+        options["priority"] = delivery["priority"]
+    exchange, routing_key = delivery.get("exchange"), delivery.get("routing_key")
+    if queue:
+        options["queue"] = queue
+    elif not exchange and routing_key:
+        options["queue"] = routing_key
+    elif exchange:
+        options.update(exchange=exchange, routing_key=routing_key)
+    return options
 
 
 # -- sending -----------------------------------------------------------------------------

@@ -51,7 +51,12 @@ class Request:
     stamps: dict[str, Any] = field(default_factory=dict)
     #: ``replace()`` depth, as Celery counts it
     replaced_task_nesting: int = 0
+    #: the message's properties (correlation_id, reply_to, delivery_mode, priority...)
     properties: dict[str, Any] = field(default_factory=dict)
+    #: Celery's worker leaves these None on its pool path; they exist for code reading them
+    logfile: str | None = None
+    loglevel: int | None = None
+    utc: bool | None = None
     #: the message as received (a TaskMessage), so ``retry()`` can re-send it faithfully
     message: Any = None
     #: the task object running this request (``current_task``)

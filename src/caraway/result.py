@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from datetime import datetime
@@ -116,6 +116,9 @@ def _is_ready(raw: bytes) -> bool:
 class AsyncResult(Generic[R]):
     """The handle ``delay()`` returns: read the state and result of one task by id."""
 
+    #: Celery's ``result.TimeoutError``: what ``get(timeout=)`` raises
+    TimeoutError = TimeoutError
+
     def __init__(
         self,
         id: str,
@@ -137,6 +140,14 @@ class AsyncResult(Generic[R]):
         return self.id
 
     # -- reading ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """True when the backend holds a result for this id (Celery 5.7): tells a task
+        that is waiting (PENDING, stored nothing yet) from an id never sent or expired
+        only as far as the backend can, exactly as Celery's."""
+        if self._cache is not None:
+            return True
+        return self.app.require_backend().load(self.id) is not None
+
     def _document(self) -> dict[str, Any]:
         if self._cache is not None:
             return self._cache
@@ -353,9 +364,7 @@ class AsyncResult(Generic[R]):
             node = node.parent
         return found
 
-    async def aget(
-        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> R:
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> R:
         """``get()`` for async code (``await result`` is the same): the backend wakes the
         coroutine (Redis pub/sub, SQLite's change counter; a worker thread for the others),
         so the loop is never blocked. A chain step whose earlier steps must be watched for
@@ -451,8 +460,36 @@ class AsyncResult(Generic[R]):
         wait: bool = False,
         timeout: float | None = None,
     ) -> None:
-        """Ask every worker not to run this task (or to stop it, with ``terminate``)."""
-        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+        """Ask every worker not to run this task (or to stop it, with ``terminate``);
+        ``wait`` waits up to ``timeout`` s for the workers' replies, as Celery's."""
+        self.app.control.revoke(
+            self.id,
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=wait,
+            timeout=timeout or 1.0,
+        )
+
+    def revoke_by_stamped_headers(
+        self,
+        headers: Mapping[str, Any] | Sequence[str],
+        connection: Any = None,
+        reply: bool = False,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Ask every worker not to run tasks stamped with ``headers`` (and to stop the
+        running ones, with ``terminate``): ``app.control.revoke_by_stamped_headers``."""
+        replies: list[dict[str, Any]] | None = self.app.control.revoke_by_stamped_headers(
+            headers,
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=reply or wait,
+            timeout=timeout or 1.0,
+        )
+        return replies
 
     def as_tuple(self) -> list[Any]:
         parent = self.parent.as_tuple() if self.parent is not None else None
@@ -540,9 +577,7 @@ class EagerResult(AsyncResult[R]):
             callback(self.id, value)
         return value
 
-    async def aget(
-        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
-    ) -> R:
+    async def aget(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> R:
         return self.get(timeout, propagate)
 
     def forget(self) -> None:
@@ -708,9 +743,21 @@ class ResultSet:
         callback(self)
 
     # -- acting on every member ------------------------------------------------------------
-    def revoke(self, terminate: bool = False, signal: str | None = None, **kwargs: Any) -> None:
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Revoke every member (Celery's arguments: ``wait`` waits for the replies)."""
         self.app.control.revoke(
-            [result.id for result in self.results], terminate=terminate, signal=signal
+            [result.id for result in self.results],
+            terminate=terminate,
+            signal=signal or "SIGTERM",
+            reply=wait,
+            timeout=timeout or 1.0,
         )
 
     def forget(self) -> None:

@@ -92,6 +92,8 @@ def route(
     routes = conf.task_routes
     if routes is None or (isinstance(routes, (dict, list, tuple)) and not routes):
         # the common case, no routers: nothing to ask, so build nothing to ask with
+        if explicit is _EMPTY and own is _EMPTY:  # and nothing chosen: the default route
+            return conf.derived("routing.default_route", _default_route)
         return _resolve([explicit, own], conf)
     router_options = {key: value for key, value in options.items() if value is not None}
     for field in _FIELDS:  # routers see the options in effect, as in Celery
@@ -152,6 +154,11 @@ def _layer(source: Mapping[str, Any], prefix: str, what: str) -> _Layer:
             f"{what} {key!r} must be {expected}, got {source.get(key)!r}"
         ) from None
     return _Layer(priority=priority, **names)
+
+
+def _default_route(conf: Settings) -> Route:
+    """Where a call that chooses nothing goes (kept per settings: every plain delay())."""
+    return _resolve([_EMPTY], conf)
 
 
 def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:

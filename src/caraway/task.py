@@ -48,6 +48,11 @@ class Task(TaskBase, Generic[P, R]):
     ``add.delay(2, 2)`` to the function's parameters, and ``add.delay(...).get()`` is an R.
     """
 
+    #: Celery's ``except self.MaxRetriesExceededError`` and ``self.OperationalError`` (what
+    #: a send that cannot reach the broker raises)
+    MaxRetriesExceededError = exceptions.MaxRetriesExceededError
+    OperationalError = exceptions.BrokerError
+
     if TYPE_CHECKING:
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -258,13 +263,14 @@ class Task(TaskBase, Generic[P, R]):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Signature:
-        return Signature.from_task(self, args, kwargs, options)
+    ) -> Signature[R]:
+        sig: Signature[R] = Signature.from_task(self, args, kwargs, options)
+        return sig
 
-    def s(self, *args: Any, **kwargs: Any) -> Signature:
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         return self.signature(args, kwargs)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature:
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         return self.signature(args, kwargs, immutable=True)
 
     subtask = signature
@@ -368,8 +374,40 @@ def build_task(
     return task
 
 
+_INTERNALS = "Celery's worker internals have no caraway equivalent"
+#: Celery's task options caraway does not take: the one value it accepts (what caraway
+#: does anyway), and why; any other value stops the declaration, never silently ignored
+_REFUSED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "acks_on_failure": (None, "use acks_on_failure_or_timeout"),
+    "acks_on_timeout": (None, "use acks_on_failure_or_timeout"),
+    "retry_on_worker_lost": (
+        None,
+        "use reject_on_worker_lost (with acks_late, caraway redelivers the task)",
+    ),
+    "store_eager_result": (
+        False,
+        "caraway keeps eager results in the calling process (EagerResult) and stores none",
+    ),
+    "resultrepr_maxsize": (1024, "caraway cuts result reprs in events at 1024 characters"),
+    "trail": (True, "caraway always records a task's children with its result"),
+    "Request": ("celery.worker.request:Request", _INTERNALS),
+    "Strategy": ("celery.worker.strategy:default", _INTERNALS),
+}
+
+
+def _refuse_unsupported(fun: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    for key, value in options.items():
+        refused = _REFUSED_OPTIONS.get(key)
+        if refused is not None and value != refused[0]:
+            raise exceptions.ImproperlyConfigured(
+                f"task {fun.__qualname__}: option {key}={value!r} is not supported by "
+                f"caraway: {refused[1]} (caraway behaves as {key}={refused[0]!r})"
+            )
+
+
 def _warn_near_misses(fun: Callable[..., Any], options: Mapping[str, Any]) -> None:
-    known = [*TASK_DEFAULTS, "base", "pydantic"]
+    _refuse_unsupported(fun, options)
+    known = [*TASK_DEFAULTS, "base", "pydantic", *_REFUSED_OPTIONS]
     for key in set(options) - set(known):
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
         if close:

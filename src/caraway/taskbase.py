@@ -23,6 +23,7 @@ from caraway.config import Settings
 from caraway.protocol import results as docs
 from caraway.request import Request, pop_request, push_request, request_of
 from caraway.result import AsyncResult, EagerResult, ResultHost
+from caraway.schedules.base import zone_of
 
 #: Options a task declaration accepts besides the function itself, with their defaults.
 TASK_DEFAULTS: dict[str, Any] = {
@@ -294,7 +295,12 @@ class TaskBase(abc.ABC):
         if task_id is None or state is None:
             raise ValueError("update_state() needs a task id (run it inside a task) and a state")
         document = docs.result_document(
-            task_id, state, meta, parent_id=request.parent_id, group_id=request.group
+            task_id,
+            state,
+            meta,
+            parent_id=request.parent_id,
+            group_id=request.group,
+            zone=zone_of(self.app.conf),
         )
         self.app.require_backend().store(
             task_id,

@@ -1,19 +1,22 @@
 """Run one migration case twice, with Celery and renamed to caraway, and return both outputs.
 
 A case is a folder of ``cases/``: a Celery project as the user guide writes it (``proj.py``)
-and a client script (``run.py``) that prints what a user observes. ``worker.args``, when
-present, holds the worker's command-line options: a worker is started for the run, with
-``celery -A proj worker`` and then ``caraway -A proj worker``. ``cli.txt`` lists commands
-(one per line, after ``-A proj``) whose output is printed after run.py's. The caraway copy
-is the same text with only its import lines renamed, by the corpus's own rule
-(``test_corpus.to_caraway``): what differs in output is a compatibility gap. These cases
-sit beside ``projects/`` because they need what that runner does not give: worker options
-(pools), command lines, and no worker at all (eager mode).
+and a client script (``run.py``) that prints what a user observes; ``cases/common.py``
+(``wait_for_worker``) is copied beside it. ``worker.args``, when present, holds the
+worker's command-line options: a worker is started for the run, with ``celery -A proj
+worker`` and then ``caraway -A proj worker`` (no ``worker.args``: no worker, as for eager
+mode). ``cli.txt`` lists commands (one per line, after ``-A proj``) whose output is printed
+after run.py's. The caraway copy is the same text with only its import lines renamed
+(:func:`to_caraway`): what differs in output is a compatibility gap.
+
+A case reads its broker and backend from ``TEST_BROKER``/``TEST_BACKEND`` (Redis db 8,
+flushed around each run) and may name its queues after ``COMPAT_QUEUE`` (``compat``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,14 +25,26 @@ from pathlib import Path
 
 import redis
 
-from tests.compat.test_corpus import to_caraway
 from tests.helpers import wait_until
 
 CASES = Path(__file__).parent / "cases"
 #: this suite's Redis db (flushed around each run), shared by the Celery and caraway runs
 URL = "redis://127.0.0.1:6379/8"
 NODE = "compat@localhost"
+#: the prefix a case's queue names start with (``-Q`` in its worker.args)
+QUEUE = "compat"
+_IMPORT = re.compile(r"^(\s*)(from|import)\s+(celery|kombu)\b(.*)$", re.MULTILINE)
 
+
+def to_caraway(source: str) -> str:
+    """Rename the import lines only: celery/kombu -> caraway, Celery -> Caraway as Celery."""
+
+    def rename(match: re.Match[str]) -> str:
+        indent, keyword, _, rest = match.groups()
+        rest = re.sub(r"\bCelery\b(?! as)", "Caraway as Celery", rest)
+        return f"{indent}{keyword} caraway{rest}"
+
+    return _IMPORT.sub(rename, source)
 
 
 def rename(text: str) -> str:
@@ -42,10 +57,17 @@ def run_case(case: str, flavour: str, workdir: Path) -> str:
     source = CASES / case
     target = workdir / flavour
     shutil.copytree(source, target)
+    shutil.copy(CASES / "common.py", target / "common.py")
     if flavour == "caraway":
         for path in target.glob("*.py"):
             path.write_text(rename(path.read_text()))
-    env = {**os.environ, "PYTHONPATH": str(target), "TEST_BROKER": URL, "TEST_BACKEND": URL}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        "TEST_BROKER": URL,
+        "TEST_BACKEND": URL,
+        "COMPAT_QUEUE": QUEUE,
+    }
     env.pop("CI", None)  # a case prints what it sees; nothing in it depends on CI
     _flush()
     worker = _start_worker(target, flavour, env) if (target / "worker.args").exists() else None

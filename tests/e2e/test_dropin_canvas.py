@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import PROJ_APP, Worker, wait_until, write_project
 
-TASKS = '''
+TASKS = """
 from caraway.canvas import StampingVisitor
 from .caraway import app
 
@@ -43,7 +43,7 @@ def record(path, *args):
 class Monitoring(StampingVisitor):
     def on_signature(self, sig, **headers):
         return {"monitoring_id": "m-1"}
-'''
+"""
 
 
 @pytest.fixture

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import Worker
+import pytest
+
+from tests.helpers import Worker, wait_until
 
 
 def _caraway(proj: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -80,3 +83,146 @@ def test_result_and_call_print_what_celery_prints(project: Path, workers: list[W
     assert called.returncode == 0 and len(task_id) == 36
     shown = _caraway(project, "result", task_id, "-t", "10")  # waits, as Celery's does
     assert shown.stdout.strip() == "5"
+
+
+def test_every_celery_worker_flag_is_known(project: Path) -> None:
+    """Each flag of ``celery worker --help`` (Celery 5.7) is one of caraway's: taken, or
+    refused with a reason; none is an unknown option."""
+    celery = subprocess.run(
+        [sys.executable, "-m", "celery", "worker", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    ours = _caraway(project, "worker", "--help").stdout
+    options = [
+        line.strip().split("  ")[0] for line in celery.splitlines() if line.startswith("  -")
+    ]
+    flags = {flag for line in options for flag in re.findall(r"--[a-z][a-z-]*", line)}
+    flags.discard("--help")
+    assert flags and sorted(flag for flag in flags if flag not in ours) == []
+
+
+def test_worker_flags_caraway_cannot_honour_are_refused_with_the_reason(project: Path) -> None:
+    spawn = _caraway(project, "worker", "--pool-start-method", "spawn")
+    assert spawn.returncode == 2
+    assert "forks its children" in spawn.stderr and "Traceback" not in spawn.stderr
+    executable = _caraway(project, "worker", "--executable", "/usr/bin/python3")
+    assert executable.returncode == 2 and "--executable" in executable.stderr
+
+
+def test_heartbeat_interval_sets_how_often_heartbeats_go(
+    project: Path, workers: list[Worker]
+) -> None:
+    from proj.caraway import app
+
+    from caraway.events.receiver import EventReceiver
+
+    beats: list[dict[str, object]] = []
+    receiver = EventReceiver(app, handlers={"worker-heartbeat": beats.append})
+    try:
+        receiver.capture(limit=0, timeout=0.01, wakeup=False)  # subscribed first
+        workers.append(Worker(project, "-P", "solo", "--heartbeat-interval", "1").wait_ready())
+
+        def two_beats() -> bool:
+            receiver.capture(limit=1, timeout=1, wakeup=False)
+            return len(beats) >= 2
+
+        wait_until(two_beats, timeout=15, message="two heartbeats")
+    finally:
+        receiver.stop()
+    assert [beat["freq"] for beat in beats[:2]] == [1.0, 1.0]
+    gap = float(str(beats[1]["timestamp"])) - float(str(beats[0]["timestamp"]))
+    assert 0.5 < gap < 1.8
+
+
+def test_every_celery_global_option_and_command_is_known(project: Path) -> None:
+    """``celery --help``'s options and commands (Celery 5.7, with flower installed) are
+    caraway's: taken, or refused saying why and what to use; never "no such command"."""
+    celery = subprocess.run(
+        [sys.executable, "-m", "celery", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    ours = _caraway(project, "--help").stdout
+    options = [
+        line.strip().split("  ")[0] for line in celery.splitlines() if line.startswith("  -")
+    ]
+    flags = {flag for line in options for flag in re.findall(r"--[a-z][a-z-]*", line)} - {"--help"}
+    assert sorted(flag for flag in flags if flag not in ours) == []
+    listed_commands = ours.partition("Commands:")[2].split()
+    commands = celery.partition("Commands:")[2].split("\n")
+    names = [line.split()[0] for line in commands if line.startswith("  ")]
+    assert "worker" in names
+    assert sorted(name for name in names if name not in listed_commands) == []
+    listed = _caraway(project, "control", "--list")
+    assert listed.returncode == 0 and "revoke_by_stamped_headers [headers...]" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["amqp"], "rabbitmqadmin"),
+        (["graph"], "caraway graph"),
+        (["logtool"], "caraway logtool"),
+        (["flower"], "caraway dashboard"),
+        (["--loader", "x.Loader", "status"], "caraway has no loaders"),
+        (["migrate", "amqp://a//", "redis://b"], "not supported"),
+        (["--config", "celeryconfig", "status"], "config_from_object"),
+    ],
+)
+def test_celery_commands_caraway_lacks_are_refused_with_what_to_use(
+    project: Path, args: list[str], says: str
+) -> None:
+    done = _caraway(project, *args)
+    assert done.returncode == 2, done
+    assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_quiet_drops_the_arrows_and_the_footer_as_celery_does(
+    project: Path, workers: list[Worker]
+) -> None:
+    workers.append(Worker(project, "-P", "solo", "-n", "quiet@h").wait_ready())
+    loud = _caraway(project, "inspect", "ping")
+    quiet = _caraway(project, "-q", "--no-color", "inspect", "ping")
+    assert loud.stdout.startswith("->  quiet@h: OK") and "1 node online." in loud.stdout
+    assert quiet.returncode == 0 and quiet.stdout.startswith(" quiet@h: OK")
+    assert "online" not in quiet.stdout
+
+
+USER_OPTIONS = """
+import json
+from click import Option
+from caraway import signals
+
+app.user_options['preload'].add(Option(['-Z', '--template'], default='plain'))
+app.user_options['worker'].add(Option(['--enable-audit'], is_flag=True))
+
+
+@signals.user_preload_options.connect
+def on_preload(options, **kwargs):
+    with open('preload.json', 'w') as out:
+        json.dump(options, out)
+
+
+@signals.celeryd_init.connect
+def on_init(options, **kwargs):
+    with open('worker-options.json', 'w') as out:
+        json.dump({'enable_audit': options.get('enable_audit')}, out)
+"""
+
+
+def test_user_options_extend_the_command_line_as_celery_does(
+    project: Path, workers: list[Worker]
+) -> None:
+    module = project / "proj" / "caraway.py"
+    module.write_text(module.read_text() + USER_OPTIONS)
+    report = _caraway(project, "report", "--template", "fancy")
+    assert report.returncode == 0, report.stderr
+    assert json.loads((project / "preload.json").read_text()) == {"template": "fancy"}
+    worker = Worker(project, "--enable-audit", "-P", "solo")
+    workers.append(worker.wait_ready())
+    assert json.loads((project / "worker-options.json").read_text()) == {"enable_audit": True}

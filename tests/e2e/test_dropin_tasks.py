@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import PROJ_APP, Worker, wait_until, write_project
 
-TASKS = '''
+TASKS = """
 import json
 from caraway import Task, group
 from caraway.utils.log import get_task_logger
@@ -61,7 +61,7 @@ def replaced(self, n):
 @app.task(bind=True)
 def replaced_by_group(self, n):
     return self.replace(group(add.s(n, i) for i in range(3)))
-'''
+"""
 
 
 @pytest.fixture

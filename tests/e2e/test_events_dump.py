@@ -29,11 +29,11 @@ pytestmark = [pytest.mark.slow]
 
 
 class Dump:
-    """The ``caraway -A proj events --dump`` process; ``lines()`` drains what it printed."""
+    """The ``caraway -A proj events --dump --json`` process; ``lines()`` drains what it printed."""
 
     def __init__(self, project: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "caraway", "-A", "proj", "events", "--dump"],
+            [sys.executable, "-m", "caraway", "-A", "proj", "events", "--dump", "--json"],
             cwd=project, env={**os.environ, "PYTHONPATH": str(project)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,

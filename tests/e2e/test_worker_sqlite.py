@@ -50,7 +50,7 @@ def test_banner_names_transport_concurrency_queues_and_tasks(
     worker = Worker(project, "-c", "2", "-Q", "celery,lopri").wait_ready()
     workers.append(worker)
     log = worker.log()
-    assert f"sqlite:///{project / 'caraway.sqlite3'}" in log
+    assert f"sqlite:///{project / 'proj' / 'caraway.sqlite3'}" in log  # beside proj/caraway.py
     assert "concurrency: 2 (prefork)" in log
     assert "task events: OFF" in log
     assert ".> lopri" in log and ".> celery" in log

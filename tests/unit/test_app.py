@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from caraway import Caraway, shared_task, states
@@ -155,7 +157,8 @@ def test_no_broker_means_one_sqlite_file_for_broker_and_results(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CARAWAY_BROKER_URL", raising=False)
     app = Caraway("proj", set_as_current=False)
-    assert app.broker_url == f"sqlite:///{tmp_path / 'caraway.sqlite3'}"
+    # beside the module that made the app, whatever the current directory
+    assert app.broker_url == f"sqlite:///{Path(__file__).parent / 'caraway.sqlite3'}"
     assert app.result_backend_url == app.broker_url
 
 

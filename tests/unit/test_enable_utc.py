@@ -13,7 +13,8 @@ import pytest
 
 from caraway import Caraway
 from caraway.config import Settings
-from caraway.protocol.message import encode
+from caraway.lifecycle import Outcome, build_policy, on_outcome
+from caraway.protocol.message import TaskMessage, encode
 from caraway.publish import build
 
 
@@ -85,3 +86,46 @@ def test_a_naive_eta_is_still_read_as_utc(kolkata: None) -> None:
     naive = datetime(2030, 1, 1, 12, 0)
     outgoing = build("proj.add", (), {}, {"eta": naive}, conf=Settings(enable_utc=False))
     assert outgoing.message.eta == naive.replace(tzinfo=timezone.utc)
+
+
+def _celery_date_done(**settings: Any) -> str:
+    from celery import Celery, states
+
+    app = Celery("proj", backend="cache+memory://", set_as_current=False)
+    app.conf.update(settings)
+    try:
+        meta = app.backend._get_result_meta(1, states.SUCCESS, None, None)
+        return str(meta["date_done"])
+    finally:
+        app.close()
+
+
+def _date_done(settings: dict[str, Any], kind: str) -> str:
+    conf = Settings(settings)
+    message = TaskMessage(id="t1", task="proj.add")
+    policy = build_policy(conf, None)
+    if kind == "success":
+        outcome = Outcome("success", value=1)
+    else:
+        outcome = Outcome("failure", exc=ValueError("x"), traceback="")
+    effects = on_outcome(message, outcome, policy=policy, conf=conf, hostname="w@h", queue="q")
+    return str(effects.results[0][2]["date_done"])
+
+
+@pytest.mark.parametrize("kind", ["success", "failure"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"enable_utc": False},
+        {"timezone": "America/New_York"},
+        {"timezone": "Europe/Paris", "enable_utc": False},
+    ],
+)
+def test_date_done_is_written_in_the_apps_zone_as_celery_writes_it(
+    kolkata: None, settings: dict[str, Any], kind: str
+) -> None:
+    ours, celerys = _date_done(settings, kind), _celery_date_done(**settings)
+    assert ours[-6:] == celerys[-6:], (ours, celerys)
+    gap = datetime.fromisoformat(ours) - datetime.fromisoformat(celerys)
+    assert abs(gap.total_seconds()) < 5

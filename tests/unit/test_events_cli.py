@@ -57,7 +57,7 @@ def test_camera_is_loaded_by_either_spelling() -> None:
         load_camera("tests.unit.nope:camera")
 
 
-def test_dump_prints_each_event_as_a_json_line() -> None:
+def test_dump_json_prints_each_event_as_a_json_line() -> None:
     app = Caraway("evcli", broker=f"memory://cli-{uuid.uuid4().hex}")
     dispatcher = EventDispatcher(app, hostname="w9@h")
     stop = threading.Event()
@@ -71,7 +71,7 @@ def test_dump_prints_each_event_as_a_json_line() -> None:
     sender.start()
     try:
         result = CliRunner().invoke(
-            events, ["--dump", "--timeout", "1.5"], obj=CliState(preset=app)
+            events, ["--dump", "--json", "--timeout", "1.5"], obj=CliState(preset=app)
         )
     finally:
         stop.set()

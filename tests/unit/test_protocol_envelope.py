@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 
@@ -114,3 +115,18 @@ def test_mark_redelivered_flags_headers_and_delivery_info() -> None:
     assert unpacked.redelivered is True
     assert unpacked.delivery_tag == "t"
     assert "redelivered" not in unpacked.message.headers
+
+
+def test_a_uuid_object_in_a_header_is_packed_with_kombus_tag() -> None:
+    # pack walks only headers and properties for UUID objects: one there must still be
+    # tagged as kombu tags it, however many UUID-shaped strings the envelope holds
+    message = _message()
+    message.headers["trace"] = {"span": [uuid.UUID("00000000-0000-0000-0000-000000000001")]}
+    raw = pack(message, exchange="", routing_key="q", delivery_tag=str(uuid.uuid4()))
+    envelope = json.loads(raw)
+    assert envelope["headers"]["trace"]["span"] == [
+        {"__type__": "uuid", "__value__": {"hex": "00000000000000000000000000000001"}}
+    ]
+    assert unpack(json.dumps(envelope)).message.headers["trace"]["span"] == [
+        uuid.UUID("00000000-0000-0000-0000-000000000001")
+    ]

@@ -17,7 +17,7 @@ def test_typed_example_runs_eagerly() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "5 5 hello ada? (try 0)"
+    assert done.stdout.strip() == "5 5 hello ada? (try 0) 10 9"
 
 
 def test_typed_example_is_in_the_mypy_run() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from importlib import metadata
 from typing import Any
 
 from caraway.brokers.contracts import (
@@ -286,7 +285,12 @@ def _missing_module(
     return ImproperlyConfigured(f"cannot load the {scheme}:// {kind}: {exc}")
 
 
-def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
+def _entry_points(group: str) -> dict[str, Any]:
+    """Third-party plug-ins of ``group``, by lower-cased name."""
+    # importlib.metadata brings email, csv, zipfile and more (about 100 modules): every
+    # worker process would hold them for a lookup that only unknown schemes make
+    from importlib import metadata  # noqa: PLC0415 - only for third-party schemes, see above
+
     return {entry.name.lower(): entry for entry in metadata.entry_points(group=group)}
 
 

@@ -10,17 +10,28 @@ type without this module naming them.
 from __future__ import annotations
 
 import abc
-import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from caraway import current
 from caraway.brokers.contracts import ChordStore
 from caraway.exceptions import ImproperlyConfigured, NotRegistered
 from caraway.protocol.serializers import dumps_json
 from caraway.protocol.signatures import check_fields
-from caraway.result import AsyncResult
+from caraway.result import AsyncResult, EagerResult
+from caraway.result import AsyncResult as _Sent  # the class body defines its own AsyncResult
 from caraway.taskbase import AppLike, TaskBase
+from caraway.utils import ids
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, TypeVar
+
+    #: what the task returns (Any for a signature built by name or from a dict)
+    R = TypeVar("R", default=Any)
+else:  # PEP 696 defaults are for the type checker; at run time a plain TypeVar does
+    from typing import TypeVar
+
+    R = TypeVar("R")
 
 #: options that tie a task to a group or chord; composite canvases hand them to the task
 #: whose completion stands for the whole (a chain's last step, a chord's body)
@@ -35,7 +46,7 @@ def _current_app() -> AppLike:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return ids.new_id()
 
 
 #: composite canvases by ``subtask_type``, and batch signatures by built-in task name
@@ -43,12 +54,14 @@ _TYPES: dict[str, type[Signature]] = {}
 _BY_TASK: dict[str, type[Signature]] = {}
 
 
-class Signature(dict[str, Any]):
+class Signature(dict[str, Any], Generic[R]):
     """A task call's arguments and options, to be applied later or passed to a workflow.
 
     ``Signature('proj.tasks.add', (2, 2), countdown=10)``, ``add.s(2, 2)``, ``add.si(2)``.
     Calling it runs the task here; ``delay``/``apply_async`` send it, with partial
-    arguments prepended (unless immutable) and partial kwargs merged.
+    arguments prepended (unless immutable) and partial kwargs merged. ``add.s(...)`` is a
+    ``Signature[R]`` of the task's return type: results and calls are typed, partial
+    arguments are not checked (a chain may complete them).
     """
 
     _app: AppLike | None = None
@@ -184,7 +197,7 @@ class Signature(dict[str, Any]):
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Signature:
+    ) -> Signature[R]:
         """A deep copy, with partial arguments and options applied."""
         copy = self._plain_copy()
         if copy is None:
@@ -222,7 +235,60 @@ class Signature(dict[str, Any]):
         copy._app = self._app
         return copy
 
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+    #: Celery's alias of :meth:`clone`
+    partial = clone
+
+    def replace(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Signature[R]:
+        """A copy whose args, kwargs or options are replaced by those given (not None)."""
+        copy = self.clone()
+        if args is not None:
+            copy["args"] = tuple(args)
+        if kwargs is not None:
+            copy["kwargs"] = dict(kwargs)
+        if options is not None:
+            copy["options"] = dict(options)
+        return copy
+
+    @property
+    def parent_id(self) -> str | None:
+        value = self.options.get("parent_id")
+        return None if value is None else str(value)
+
+    @property
+    def root_id(self) -> str | None:
+        value = self.options.get("root_id")
+        return None if value is None else str(value)
+
+    def append_to_list_option(self, key: str, value: Any) -> Any:
+        """Add ``value`` to the list option ``key`` unless it is there (Celery's helper)."""
+        items = self.options.setdefault(key, [])
+        if not isinstance(items, list):
+            items = self.options[key] = [items]
+        if value not in items:
+            items.append(value)
+        return value
+
+    def extend_list_option(self, key: str, value: Iterable[Any]) -> None:
+        """Add each of ``value`` to the list option ``key`` (Celery's helper)."""
+        items = self.options.setdefault(key, [])
+        if not isinstance(items, list):
+            items = self.options[key] = [items]
+        items.extend(value)
+
+    def flatten_links(self) -> list[Signature]:
+        """This signature and every callback linked under it, depth first."""
+        found: list[Signature] = [self]
+        for link in self.options.get("link") or ():
+            linked = link if isinstance(link, Signature) else Signature.from_dict(link)
+            found.extend(linked.flatten_links())
+        return found
+
+    def set(self, immutable: bool | None = None, **options: Any) -> Self:
         """Set options in place (``queue``, ``countdown``, ``priority``...); returns self."""
         if immutable is not None:
             self["immutable"] = bool(immutable)
@@ -242,7 +308,7 @@ class Signature(dict[str, Any]):
         self.options.setdefault("link_error", []).append(errback)
         return errback
 
-    def on_error(self, errback: Mapping[str, Any]) -> Signature:
+    def on_error(self, errback: Mapping[str, Any]) -> Self:
         """``link_error`` that returns this signature, for chaining calls (Celery's)."""
         self.link_error(errback)
         return self
@@ -250,7 +316,7 @@ class Signature(dict[str, Any]):
     # -- stamping (Celery 5.3+) ------------------------------------------------------------
     def stamp(
         self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
-    ) -> Signature:
+    ) -> Self:
         """Add stamps: headers that travel with this task's message and its follow-ups.
 
         ``headers`` and what ``visitor.on_signature(self, **headers)`` returns become
@@ -318,18 +384,19 @@ class Signature(dict[str, Any]):
         return AsyncResult(task_id, app=self.app, task_name=self.name)
 
     # -- applying --------------------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Run the task in this process, as calling the function would (Celery's rule)."""
         task = self.type
         if task is None:
             raise NotRegistered(f"task {self.name!r} is not registered in this process")
         merged_args, merged_kwargs, _ = self._merge(args, kwargs, None)
-        return task(*merged_args, **merged_kwargs)
+        value: R = task(*merged_args, **merged_kwargs)
+        return value
 
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
+    def delay(self, *args: Any, **kwargs: Any) -> _Sent[R]:
         return self.apply_async(args, kwargs)
 
-    def __invert__(self) -> Any:
+    def __invert__(self) -> R:
         """``~sig``: send it and wait for its result (Celery's shortcut)."""
         return self.apply_async().get()
 
@@ -338,7 +405,7 @@ class Signature(dict[str, Any]):
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> _Sent[R]:
         """Send the task; partial ``args`` are prepended to the signature's own."""
         merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
         merged_options = stamps_as_headers(merged_options)
@@ -353,7 +420,7 @@ class Signature(dict[str, Any]):
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> EagerResult[R]:
         """Run the task here, as a worker would, returning an EagerResult."""
         task = self.type
         if task is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from caraway.canvas.signature import (
     Signature,
@@ -27,6 +27,9 @@ from caraway.canvas.signature import (
 )
 from caraway.result import AsyncResult, GroupResult
 from caraway.taskbase import AppLike
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def _sig(value: Any, app: AppLike | None) -> Signature:
@@ -73,7 +76,7 @@ class _Composite(Signature, Generic[ResultT], abc.ABC):
     def reprcall(self, *args: Any, **kwargs: Any) -> str:
         return repr(self)
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]  # a workflow returns its own result type
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -98,7 +101,7 @@ class _Composite(Signature, Generic[ResultT], abc.ABC):
         return False
 
     @abc.abstractmethod
-    def apply(
+    def apply(  # type: ignore[override]  # a workflow returns its own result type
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -133,7 +136,7 @@ class _Members(_Composite[ResultT]):
 
     def stamp(
         self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
-    ) -> Signature:
+    ) -> Self:
         """Stamp this and every member, between the visitor's ``on_chain_start``/``_end``
         (or ``on_group_...``) hooks."""
         kind = "chain" if self.kind == "chain" else "group"
@@ -194,7 +197,6 @@ class _chain(_Members[Any], kind="chain"):
 
     def _joins_chord(self) -> bool:
         return any(_joins_chord(step) for step in _prepare_steps(self.tasks, self._app))
-
 
     def _send(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> Any:
         """Publish the first step with the rest in ``embed.chain``; the last step's result."""
@@ -301,7 +303,6 @@ class group(_Members[GroupResult], kind="group"):
             member.set(countdown=countdown)
         return self
 
-
     def _send(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> GroupResult:
@@ -315,7 +316,7 @@ class group(_Members[GroupResult], kind="group"):
             ]
         return GroupResult(group_id, results, app=self.app)
 
-    def apply(
+    def apply(  # type: ignore[override]  # a workflow returns its own result type
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -450,7 +451,7 @@ class chord(_Composite[Any], kind="chord"):
 
     def stamp(
         self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
-    ) -> Signature:
+    ) -> Self:
         """Stamp the header's members and the body, with the chord visitor hooks."""
         self._add_stamps(headers, append_stamps)
         header_stamps = dict(headers)
@@ -614,7 +615,7 @@ class chunks(Signature, builtin="celery.chunks"):
     def __call__(self, *args: Any, **options: Any) -> Any:
         return self.apply_async(**options)
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]  # a workflow returns its own result type
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
@@ -622,7 +623,7 @@ class chunks(Signature, builtin="celery.chunks"):
     ) -> GroupResult:
         return self.group().apply_async(None, None, **{**self.options, **options})
 
-    def apply(
+    def apply(  # type: ignore[override]  # a workflow returns its own result type
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,

@@ -23,6 +23,8 @@ class CliState:
     broker: str | None = None
     result_backend: str | None = None
     workdir: str | None = None
+    #: ``-q``: replies printed without Celery's ``->`` and node count
+    quiet: bool = False
     #: the app chosen before the options were read (``app.start()``, tests)
     preset: AppLike | None = None
     #: the app once loaded, with the options' broker and backend applied

@@ -7,6 +7,7 @@ answer) is one ``Error:`` line and a non-zero exit, before or instead of any bro
 
 from __future__ import annotations
 
+import difflib
 import json
 import pprint
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from caraway.cli.beat import inspect_beat
+from caraway.cli.context import state_of
 from caraway.cli.loader import app_of
 from caraway.cli.worker import purged_text
 from caraway.control import Control
@@ -46,6 +48,7 @@ _INSPECT_ARGS: dict[str, tuple[str, ...]] = {
 }
 _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
     "revoke": ("*task_id",),
+    "revoke_by_stamped_headers": ("*headers",),
     "terminate": ("signal", "*task_id"),
     "rate_limit": ("task_name", "rate_limit"),
     "time_limit": ("task_name", "soft", "hard"),
@@ -63,6 +66,7 @@ _CONTROL_ARGS: dict[str, tuple[str, ...]] = {
 }
 _REQUIRED = {"terminate": 2, "rate_limit": 2, "time_limit": 2, "add_consumer": 1}
 _REQUIRED.update(cancel_consumer=1, revoke=1, query_task=1, election=2)
+_REQUIRED.update(revoke_by_stamped_headers=1)
 _NUMBERS = {"soft", "hard", "n", "max", "min", "samples", "num", "max_depth"}
 _INTEGERS = {"n", "max", "min", "samples", "num", "max_depth"}
 
@@ -106,6 +110,10 @@ def _arguments(command: str, spec: tuple[str, ...], values: Sequence[str]) -> di
     return result
 
 
+def _usage(spec: tuple[str, ...]) -> str:
+    return " ".join(f"[{name[1:]}...]" if name.startswith("*") else f"<{name}>" for name in spec)
+
+
 def _number(name: str, text: str) -> Any:
     if name not in _NUMBERS:
         return text
@@ -121,11 +129,14 @@ def _destination(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _show(replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True) -> bool:
+def _show(
+    replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True, quiet: bool = False
+) -> bool:
     """Print replies as Celery's command line does; returns whether a node replied an error.
 
     ``->  node: OK`` then the reply indented: a list as ``* item`` lines, a dict as JSON,
     an ``ok``/``error`` text indented once more; ``inspect`` ends with the count of nodes.
+    ``-q`` (Celery's too): `` node: OK`` without the arrow, and no count.
     """
     merged: dict[str, Any] = {}
     for reply in replies:
@@ -136,13 +147,17 @@ def _show(replies: list[dict[str, Any]], as_json: bool, *, footer: bool = True) 
         return failed
     for node, answer in merged.items():
         status, body = _pretty(answer)
-        click.echo(f"->  {node}: {status}")
+        click.echo(f"{_arrow(quiet)} {node}: {status}")
         if body:
             click.echo(_indent(body))
-    if footer:
+    if footer and not quiet:
         count = len(merged)
         click.echo(f"\n{count} node{'s' if count != 1 else ''} online.")
     return failed
+
+
+def _arrow(quiet: bool) -> str:
+    return "" if quiet else "-> "
 
 
 def _pretty(value: Any) -> tuple[str, str]:
@@ -183,7 +198,7 @@ def _run(
         control.close()
     if not replies:
         raise NoReply("No nodes replied within time constraint.")
-    failed = _show(replies, as_json, footer=kind == "inspect")
+    failed = _show(replies, as_json, footer=kind == "inspect", quiet=state_of(ctx).quiet)
     answered = {node for reply in replies for node in reply}
     missing = [node for node in destination or () if node not in answered]
     if missing:
@@ -196,8 +211,9 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
     extra = ", beat (the periodic-task schedule)" if kind == "inspect" else ""
 
     @click.command(kind, help=f"{kind.capitalize()} worker nodes: {', '.join(table)}{extra}.")
-    @click.argument("action", metavar="COMMAND")
+    @click.argument("action", metavar="COMMAND", required=False)
     @click.argument("values", nargs=-1)
+    @click.option("--list", "listing", is_flag=True, help=f"List the {kind} commands and exit.")
     @click.option("-d", "--destination", help="Comma-separated node names (default: all).")
     @click.option("-t", "--timeout", type=float, default=1.0, show_default=True)
     @click.option("-j", "--json", "as_json", is_flag=True, help="Print the replies as JSON.")
@@ -209,7 +225,14 @@ def _broadcast_command(kind: str, table: dict[str, tuple[str, ...]]) -> click.Co
         destination: str | None,
         timeout: float,
         as_json: bool,
+        listing: bool,
     ) -> None:
+        if listing or action is None:
+            if action is None and not listing:
+                raise BadUsage(f"{kind} needs a COMMAND; one of: {', '.join(table)}")
+            names = [*table, "beat"] if kind == "inspect" else list(table)
+            click.echo("\n".join(f"  {name} {_usage(table.get(name, ()))}" for name in names))
+            return
         if kind == "inspect" and action == "beat":  # read from the broker, not broadcast
             inspect_beat(ctx, as_json)
             return
@@ -244,7 +267,7 @@ def status(ctx: click.Context, destination: str | None, timeout: float, as_json:
         return
     nodes = sorted(node for reply in replies for node in reply)
     for node in nodes:
-        click.echo(f"->  {node}: OK")
+        click.echo(f"{_arrow(state_of(ctx).quiet)} {node}: OK")
     click.echo(f"\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} online.")
 
 
@@ -310,9 +333,20 @@ def _json_arg(name: str, text: str, kind: type) -> Any:
 @click.option("--queue", default=None)
 @click.option("--exchange", default=None)
 @click.option("--routing-key", default=None)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send NAME even if the app does not register it (a task only the workers import).",
+)
 @click.pass_context
 def call(
-    ctx: click.Context, /, name: str, args_json: str, kwargs_json: str, **options: Any
+    ctx: click.Context,
+    /,
+    name: str,
+    args_json: str,
+    kwargs_json: str,
+    force: bool,
+    **options: Any,
 ) -> None:
     """Send task NAME by name and print its id."""
     args = _json_arg("args", args_json, list)
@@ -324,8 +358,24 @@ def call(
             raise BadUsage(f"--eta: {exc}") from None
     options = {key: value for key, value in options.items() if value is not None}
     app = app_of(ctx)
+    if not force:
+        _check_registered(app.tasks, name, app.main)
     result = app.send_task(name, args, kwargs, **options)
     click.echo(result.id)
+
+
+def _check_registered(tasks: Mapping[str, object], name: str, main: str | None) -> None:
+    """Refuse a name the app does not know, when it knows some: a typo would otherwise
+    print an id and leave a result that fails in the worker (or stays PENDING)."""
+    known = sorted(task for task in tasks if not task.startswith("celery."))
+    if not known or name in tasks:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"the app has: {', '.join(known)}."
+    raise BadUsage(
+        f"task {name!r} is not registered in app {main or '__main__'!r}; {hint} "
+        "Pass --force to send it anyway (a task only the workers import)."
+    )
 
 
 @click.command()

@@ -1,8 +1,9 @@
 """``caraway events``: a live terminal view of workers and recent tasks, or a raw dump.
 
 The view redraws every ``--frequency`` seconds with ANSI clear (no curses, no extra
-dependency) from a :class:`State` fed by a receiver thread; ``--dump`` prints each event
-as one JSON line; ``--camera module:callable`` is called with the State at each tick.
+dependency) from a :class:`State` fed by a receiver thread (``q`` quits); ``--dump``
+prints each event as one readable line, as Celery's does (``--dump --json``: one JSON
+document a line); ``--camera module:callable`` is called with the State at each tick.
 Works against caraway and Celery workers alike: the events are Celery's.
 """
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -100,10 +103,66 @@ def _colour_line(line: str) -> str:
     return line
 
 
-def _dump(receiver: EventReceiver, timeout: float | None) -> None:
+def dump_line(event: dict[str, Any], names: dict[str, str]) -> str:
+    """One event as Celery's ``events --dump`` prints it.
+
+    ``host [utc time] task succeeded: proj.tasks.add(id) args=[2, 2] kwargs={} result=4,
+    runtime=0.001``: a task is named by its received (or sent) event, remembered in
+    ``names`` by id; the remaining fields follow in name order.
+    """
+    fields = {k: v for k, v in event.items() if k not in ("type", "hostname", "timestamp")}
+    kind = str(event.get("type", "")).lower()
+    stamp = event.get("timestamp")
+    when = (
+        datetime.fromtimestamp(float(stamp), timezone.utc).replace(tzinfo=None)
+        if isinstance(stamp, (int, float))
+        else stamp
+    )
+    head = f"{event.get('hostname')} [{when}] {kind.replace('-', ' ')}"
+    subject = ""
+    if kind.startswith("task-"):
+        task_id = str(fields.pop("uuid", ""))
+        if kind in ("task-received", "task-sent"):
+            names[task_id] = (
+                f"{fields.pop('name', None)}({task_id}) "
+                f"args={fields.pop('args', None)} kwargs={fields.pop('kwargs', None)}"
+            )
+        subject = " " + names.get(task_id, "")
+    rest = ", ".join(f"{key}={fields[key]}" for key in sorted(fields))
+    return f"{head}{':' if rest else ''}{subject} {rest}".rstrip()
+
+
+def _dump(receiver: EventReceiver, timeout: float | None, *, as_json: bool) -> None:
+    names: dict[str, str] = {}
     for event in receiver.itercapture(timeout=timeout):
-        click.echo(json.dumps(event, default=repr))
+        click.echo(json.dumps(event, default=repr) if as_json else dump_line(event, names))
         sys.stdout.flush()
+
+
+@contextmanager
+def _quit_key(done: threading.Event) -> Iterator[None]:
+    """On a terminal, ``q`` sets ``done`` (read key by key, without echo); else nothing."""
+    if not sys.stdin.isatty():
+        yield
+        return
+    import termios  # noqa: PLC0415 - POSIX only, and only for a terminal
+    import tty  # noqa: PLC0415 - same
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+
+    def read() -> None:
+        while not done.is_set():
+            key = os.read(fd, 1)
+            if key in (b"q", b"Q", b""):
+                done.set()
+
+    tty.setcbreak(fd)
+    threading.Thread(target=read, name="caraway-events-keys", daemon=True).start()
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _watch(
@@ -122,21 +181,26 @@ def _watch(
     thread = threading.Thread(target=feed, name="caraway-events-receiver", daemon=True)
     thread.start()
     tty = sys.stdout.isatty()
+    quit_pressed = threading.Event()
     try:
-        while thread.is_alive():
-            thread.join(frequency)
-            if camera is not None:
-                camera(state)
-                continue
-            frame = render(state, broker=broker)
-            click.echo((_CLEAR + _colour(frame)) if tty else frame + "\n")
+        with _quit_key(quit_pressed):
+            while thread.is_alive() and not quit_pressed.is_set():
+                thread.join(frequency)
+                if quit_pressed.is_set():
+                    break
+                if camera is not None:
+                    camera(state)
+                    continue
+                frame = render(state, broker=broker)
+                click.echo((_CLEAR + _colour(frame)) if tty else frame + "\n")
     finally:
         receiver.stop()
         thread.join(5)
 
 
 @click.command()
-@click.option("-d", "--dump", is_flag=True, help="Print every event as one JSON line.")
+@click.option("-d", "--dump", is_flag=True, help="Print every event as one line.")
+@click.option("--json", "as_json", is_flag=True, help="With --dump: one JSON document a line.")
 @click.option(
     "-F",
     "--frequency",
@@ -153,6 +217,7 @@ def _watch(
 def events(
     ctx: click.Context,
     dump: bool,
+    as_json: bool,
     frequency: float,
     camera: str | None,
     max_tasks: int,
@@ -166,7 +231,7 @@ def events(
     receiver = EventReceiver(app)
     try:
         if dump:
-            _dump(receiver, timeout)
+            _dump(receiver, timeout, as_json=as_json)
         else:
             _watch(
                 receiver,

@@ -6,6 +6,7 @@ printed as one line and exit non-zero; tracebacks are for bugs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from caraway import signals
 from caraway._version import __version__
 from caraway.cli.context import CliState
 from caraway.exceptions import CarawayError
@@ -42,7 +44,7 @@ _COMMANDS: dict[str, str] = {
     "upgrade": "caraway.cli.tools:upgrade",
 }
 #: lists of commands registered whole, for a name not in ``_COMMANDS`` and for help
-_COMMAND_LISTS = ("caraway.cli.control:commands",)
+_COMMAND_LISTS = ("caraway.cli.control:commands", "caraway.cli.refused:commands")
 
 
 def _load(target: str) -> Any:
@@ -81,6 +83,11 @@ class LazyGroup(click.Group):
 @click.option("-b", "--broker", help="Broker URL (overrides the app's broker_url).")
 @click.option("--result-backend", help="Result backend URL (overrides the app's setting).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Directory to import APP from.")
+@click.option("--loader", help="Refused: caraway has no loaders (Celery's default only).")
+@click.option("--config", help="Refused: call app.config_from_object(MODULE) in the app.")
+@click.option("-C", "--no-color", is_flag=True, help="caraway's output is never coloured.")
+@click.option("-q", "--quiet", is_flag=True, help="Replies without arrows or node counts.")
+@click.option("--skip-checks", is_flag=True, help="caraway never runs Django's checks.")
 @click.version_option(__version__, prog_name="caraway")
 @click.pass_context
 def cli(
@@ -89,8 +96,14 @@ def cli(
     broker: str | None,
     result_backend: str | None,
     workdir: str | None,
+    loader: str | None,
+    config: str | None,
+    no_color: bool,
+    quiet: bool,
+    skip_checks: bool,
 ) -> None:
     """caraway: a distributed task queue, wire-compatible with Celery 5."""
+    _refuse_loader_and_config(loader, config)
     state = ctx.find_object(CliState)
     if state is None:
         state = CliState()
@@ -100,6 +113,78 @@ def cli(
     state.broker = broker or state.broker
     state.result_backend = result_backend or state.result_backend
     state.workdir = workdir
+    state.quiet = quiet or state.quiet
+    _add_user_options(ctx, state)
+
+
+#: the commands Celery gives the app's own ``user_options[name]`` (besides 'preload')
+_USER_OPTION_COMMANDS = ("worker", "beat", "events")
+
+
+def _add_user_options(ctx: click.Context, state: CliState) -> None:
+    """Celery's ``app.user_options``: the app's extra click options join the command about
+    to run (``preload`` ones every command, sent to ``user_preload_options``). The app is
+    loaded here for that, as Celery loads it; if it cannot be, the command says why."""
+    name = ctx.invoked_subcommand
+    if name is None or not (state.app_spec or state.preset):
+        return
+    try:
+        app = _app_of(ctx)
+    except Exception:
+        return
+    options = getattr(app, "user_options", None) or {}
+    preload = list(options.get("preload", ()))
+    extra = [*options.get(name, ()), *preload] if name in _USER_OPTION_COMMANDS else preload
+    command = cli.get_command(ctx, name)
+    if command is None or not extra:
+        return
+    for option in extra:
+        if option not in command.params:
+            command.params.append(option)
+    if command.callback is not None and not hasattr(command.callback, "_user_options"):
+        command.callback = _taking_user_options(command.callback)
+
+
+def _app_of(ctx: click.Context) -> Any:
+    # by name, as the commands are: the loader imports the app, whose start() imports this
+    return _load("caraway.cli.loader:app_of")(ctx)
+
+
+def _taking_user_options(callback: Any) -> Any:
+    """The command's callback, called without the user options' values (they stay in
+    ``ctx.params``, where ``celeryd_init`` receivers read them); the preload ones are sent
+    to ``user_preload_options`` first, as Celery does."""
+
+    @functools.wraps(callback)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        app = _app_of(ctx)
+        options = getattr(app, "user_options", None) or {}
+        names = {option.name for group in options.values() for option in group}
+        preload = {option.name for option in options.get("preload", ())}
+        taken = {key: kwargs.pop(key) for key in list(kwargs) if key in names}
+        given = {key: value for key, value in taken.items() if key in preload}
+        if given:
+            signals.user_preload_options.send(sender=callback, app=app, options=given)
+        return callback(*args, **kwargs)
+
+    call._user_options = True  # type: ignore[attr-defined]
+    return call
+
+
+def _refuse_loader_and_config(loader: str | None, config: str | None) -> None:
+    """Celery's ``--loader`` and ``--config`` pick a loader class and the module its
+    default loader reads; caraway has neither, so they stop the command with the way."""
+    if loader:
+        raise click.UsageError(
+            f"--loader {loader} is not supported: caraway has no loaders (it behaves as "
+            "Celery's default one); configure the app in code instead"
+        )
+    if config:
+        raise click.UsageError(
+            f"--config {config} is not supported: call app.config_from_object({config!r}) "
+            "where the app is created (or app.config_from_envvar)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,9 +20,25 @@ from caraway.clients.urls import mask_url
 @click.option("--sql", "print_sql", is_flag=True, help="Print the SQL instead of running it.")
 @click.option("--broker/--no-broker", default=True, help="The broker's tables (default: yes).")
 @click.option("--results/--no-results", default=True, help="The result store's (default: yes).")
+@click.argument("celery_brokers", nargs=-1, metavar="")
 @click.pass_context
-def migrate(ctx: click.Context, print_sql: bool, broker: bool, results: bool) -> None:
-    """Create or upgrade the SQL tables of the broker and the result store."""
+def migrate(
+    ctx: click.Context,
+    print_sql: bool,
+    broker: bool,
+    results: bool,
+    celery_brokers: tuple[str, ...],
+) -> None:
+    """Create or upgrade the SQL tables of the broker and the result store.
+
+    (Celery's ``migrate SOURCE DEST``, moving tasks between brokers, is not supported.)
+    """
+    if celery_brokers:
+        raise click.UsageError(
+            "caraway migrate manages SQL tables; Celery's 'migrate SOURCE DEST' (moving "
+            "waiting tasks from one broker to another) is not supported: drain the old "
+            "broker with a worker pointed at it, or re-send the tasks"
+        )
     app = app_of(ctx)
     stores: list[tuple[str, str, Any]] = []
     if broker:

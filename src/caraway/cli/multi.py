@@ -24,6 +24,7 @@ from typing import IO, Literal
 import click
 
 from caraway.cli.multi_model import Cluster, MultiUsageError, Node, parse_argv
+from caraway.utils.files import SymlinkRefused, read_file
 
 __all__ = [
     "COMMANDS",
@@ -147,10 +148,11 @@ def pid_alive(pid: int) -> bool:
 def read_pidfile(path: str) -> PidState:
     """Read ``path`` (one decimal pid, as the worker writes it) and check the process."""
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            text = handle.read().strip()
+        text = read_file(path).decode("ascii", errors="replace").strip()
     except (FileNotFoundError, NotADirectoryError):
         return PidState("missing")
+    except SymlinkRefused:  # not a pidfile a node wrote
+        return PidState("corrupt")
     if not text.isdigit() or int(text) <= 0:
         return PidState("corrupt")
     pid = int(text)
@@ -295,6 +297,13 @@ def _signal_nodes(cluster: Cluster, sig: signal.Signals, out: Reporter) -> dict[
             _clean_stale(node, state, out)
             out.info(f"\t> {node.name}: DOWN")
             continue
+        stranger = _not_the_node(state.pid, node)
+        if stranger is not None:
+            out.fail(
+                f"\t> {node.name}: pidfile {node.pidfile} names pid {state.pid}, {stranger}; "
+                "not signalled (remove the pidfile if the node is down)"
+            )
+            continue
         try:
             _send(state.pid, sig)
         except ProcessLookupError:
@@ -303,6 +312,26 @@ def _signal_nodes(cluster: Cluster, sig: signal.Signals, out: Reporter) -> dict[
         out.info(f"\t> {node.name}: {sig.name.removeprefix('SIG')} -> {state.pid}")
         signalled[node] = state.pid
     return signalled
+
+
+def _not_the_node(pid: int, node: Node) -> str | None:
+    """Why process ``pid`` is not ``node``'s worker, or None when it is (or cannot be told).
+
+    A pidfile outlives its process and pids are reused: the number may now belong to any
+    process of this user, which ``stop``/``kill`` must not signal. The worker ``multi``
+    started has the node's name on its command line (``-n name``).
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = handle.read().decode(errors="replace").split("\0")
+    except FileNotFoundError:
+        return None if not os.path.isdir("/proc/self") else "which is not running"
+    except OSError:
+        return None  # no /proc here (macOS): the pid is all there is to go by
+    if any(arg == node.name or arg.endswith(f"={node.name}") for arg in args):
+        return None
+    shown = " ".join(args).strip()[:120]
+    return f"which is another program ({shown!r})"
 
 
 def _send(pid: int, sig: signal.Signals) -> None:

@@ -1,4 +1,7 @@
-"""Pidfiles: refuse to start over a live node, clean a stale file, write when ready."""
+"""Pidfiles: refuse to start over a live node, clean a stale file, write when ready.
+
+Read and written without following symbolic links (caraway.utils.files).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import contextlib
 import os
 
 from caraway.exceptions import ImproperlyConfigured
+from caraway.utils.files import SymlinkRefused, read_file, write_file
 
 
 class Pidfile:
@@ -14,10 +18,9 @@ class Pidfile:
 
     def read(self) -> int | None:
         try:
-            with open(self.path) as handle:
-                return int(handle.read().strip() or 0) or None
-        except (FileNotFoundError, ValueError):
-            return None
+            return int(read_file(self.path).strip() or 0) or None
+        except (FileNotFoundError, SymlinkRefused, ValueError):
+            return None  # a link is not a pidfile: write() replaces the link itself
 
     def check(self) -> None:
         """Raise if a live process owns the pidfile; remove it if its process is gone."""
@@ -32,11 +35,8 @@ class Pidfile:
         os.unlink(self.path)
 
     def write(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        with open(temporary, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        os.replace(temporary, self.path)
+        # through a randomly named temporary file and without following links (utils.files)
+        write_file(self.path, f"{os.getpid()}\n".encode(), mode=0o644)
 
     def remove(self) -> None:
         if self.read() == os.getpid():

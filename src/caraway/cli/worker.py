@@ -24,8 +24,10 @@ from caraway.cli.pidfile import Pidfile
 from caraway.entities import Queue
 from caraway.request import current_request
 from caraway.routing import queue_names, select_queues
+from caraway.utils.files import SafeFileHandler, SymlinkRefused, open_nofollow
 from caraway.utils.log import TASK_LOGGER, TaskFormatter
 from caraway.worker.banner import banner
+from caraway.worker.monitor import HEARTBEAT_FREQ
 from caraway.worker.pools import GREEN_POOLS, patch_concurrency
 from caraway.worker.supervisor import Supervisor
 
@@ -80,7 +82,9 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume.")
 @click.option("-n", "--hostname", default="caraway@%h", help="Node name.")
-@click.option("-E", "--task-events", is_flag=True, help="Send task events for monitors.")
+@click.option(
+    "-E", "--task-events", "--events", is_flag=True, help="Send task events for monitors."
+)
 @click.option(
     "-l", "--loglevel", default="WARNING", type=click.Choice(LEVELS, case_sensitive=False)
 )
@@ -114,9 +118,26 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
 @click.option("--uid", default=None, help="Run as this user (name or id) once started.")
 @click.option("--gid", default=None, help="Run as this group (name or id) once started.")
 @click.option("--umask", default=None, help="Octal umask for files the worker creates.")
-@click.option("--without-gossip", is_flag=True, hidden=True)
-@click.option("--without-mingle", is_flag=True, hidden=True)
+@click.option(
+    "--without-gossip", is_flag=True, help="caraway nodes never gossip: always so (no-op)."
+)
+@click.option(
+    "--without-mingle", is_flag=True, help="caraway nodes never mingle at start: always so (no-op)."
+)
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker heartbeat events.")
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds between worker heartbeat events (2).",
+)
+@click.option(
+    "--pool-start-method",
+    type=click.Choice(["fork", "spawn"]),
+    default=None,
+    help="fork only: caraway's prefork pool forks its children.",
+)
+@click.option("--executable", default=None, help="Refused: children are forked, not started.")
 @click.option(
     "-B", "--beat", "embed_beat", is_flag=True, help="Also run beat (safe on every node)."
 )
@@ -154,11 +175,15 @@ def worker(
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
+    heartbeat_interval: float | None,
+    pool_start_method: str | None,
+    executable: str | None,
     embed_beat: bool,
     schedule_filename: str | None,
     scheduler: str | None,
 ) -> None:
     """Start a worker node that runs the app's tasks."""
+    _refuse_unsupported(pool_start_method, executable)
     if pool in GREEN_POOLS:
         patch_concurrency(pool)  # a no-op when the command line already patched
     app = app_of(ctx)
@@ -212,6 +237,7 @@ def worker(
         )
     )
     sys.stdout.flush()
+    _warn_if_no_tasks(app)
 
     def ready() -> None:
         if guard is not None:
@@ -232,6 +258,7 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         autoscale=scale,
         heartbeats=heartbeats,
+        heartbeat_interval=heartbeat_interval or HEARTBEAT_FREQ,
         beat=embedded,
     )
     signals.celeryd_after_setup.send(sender=node, instance=supervisor, conf=app.conf)
@@ -257,6 +284,21 @@ def _import_tasks(app: Caraway, include: str | None) -> None:
     app.loader_import_modules()
     for module in queue_names(include) if include else ():
         importlib.import_module(module)
+
+
+def _refuse_unsupported(pool_start_method: str | None, executable: str | None) -> None:
+    """Celery's flags caraway cannot honour stop the worker, with the reason."""
+    if pool_start_method == "spawn":
+        raise click.UsageError(
+            "--pool-start-method spawn is not supported: caraway's prefork pool forks its "
+            "children (each then opens its own broker connection); drop the flag"
+        )
+    if executable is not None:
+        raise click.UsageError(
+            "--executable is not supported: caraway's prefork pool forks its children and "
+            "never starts a Python executable; drop the flag (run the worker with the "
+            "interpreter you want)"
+        )
 
 
 def _drop_privileges(uid: str | None, gid: str | None, umask: str | None) -> None:
@@ -391,6 +433,19 @@ def _pool_setting(app: Caraway) -> str:
     return pool
 
 
+def _warn_if_no_tasks(app: Caraway) -> None:
+    """Say so when the node has no task of the user's: most often ``-A`` was forgotten or
+    names a module that does not import the tasks, and every message would fail."""
+    if any(not name.startswith("celery.") for name in app.tasks):
+        return
+    logging.getLogger("caraway.worker").warning(
+        "no tasks are registered in app %r: every task sent to this worker will fail with "
+        "NotRegistered; name the module that creates your app with -A (caraway -A proj "
+        "worker) and list the task modules in include=[...] or import them there",
+        app.main or "__main__",
+    )
+
+
 def _configure_logging(app: Caraway, level: str, logfile: str | None, node: str) -> None:
     """Celery's order: setup_logging receivers replace the worker's own set-up; then
     after_setup_logger and after_setup_task_logger are sent either way."""
@@ -451,7 +506,10 @@ def _log_handler(logfile: str | None, node: str) -> logging.Handler:
         return logging.StreamHandler(sys.stderr)
     path = expand_path(logfile, node)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return logging.FileHandler(path)
+    try:
+        return SafeFileHandler(path)
+    except SymlinkRefused as exc:
+        raise click.UsageError(f"--logfile: {exc.strerror}") from exc
 
 
 def _running_task() -> tuple[str, str] | None:
@@ -478,7 +536,7 @@ def _detach(logfile: str | None) -> None:
     if logfile:
         os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
     null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    out = open_nofollow(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)

@@ -117,10 +117,43 @@ def connect(params: AMQPParams, *, heartbeat: float = 0.0, fast_frames: bool = F
     )
     try:
         conn.connect()
+    except (amqp.exceptions.NotAllowed, amqp.exceptions.AccessRefused) as exc:
+        collect(conn)
+        if _permanent_refusal(exc):
+            # retrying cannot help, and the caller (a transport, the rpc:// backend) would
+            # otherwise report it as its own server being unreachable
+            raise ImproperlyConfigured(_refusal(params, exc)) from None
+        raise  # "vhost '/' is down" while a node starts: the caller's retries ride it out
     except BaseException:
         collect(conn)
         raise
     return conn
+
+
+def _permanent_refusal(exc: BaseException) -> bool:
+    reply = str(getattr(exc, "reply_text", None) or exc)
+    return isinstance(exc, amqp.exceptions.AccessRefused) or "not found" in reply
+
+
+def _refusal(params: AMQPParams, exc: BaseException) -> str:
+    where = params.redacted()
+    reply = getattr(exc, "reply_text", None) or str(exc)
+    if "not found" in reply:
+        return (
+            f"RabbitMQ at {where} refused the connection: virtual host "
+            f"{params.virtual_host!r} does not exist ({reply}); create it "
+            f"(rabbitmqctl add_vhost {params.virtual_host}) or correct the URL's path "
+            "('amqp://host//' is the default vhost '/')"
+        )
+    if "Login was refused" in reply:
+        return (
+            f"RabbitMQ at {where} refused the login of user {params.userid!r} ({reply}); "
+            "check the user name and password in the URL"
+        )
+    return (
+        f"RabbitMQ at {where} refused the connection ({reply}); check that user "
+        f"{params.userid!r} may use virtual host {params.virtual_host!r}"
+    )
 
 
 def collect(conn: Any) -> None:

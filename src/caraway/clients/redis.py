@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -27,6 +28,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
+from caraway.utils.pid import current_pid
 
 T = TypeVar("T")
 
@@ -310,9 +312,9 @@ def pack_commands(commands: Sequence[Command]) -> bytes:
     """Commands in RESP, as one buffer: hiredis's C packer when it is installed (half the
     cost of the Python one below), which matters on the worker's hot path (a claim is one
     command of twenty-odd args)."""
-    if _hiredis_pack is not None and all(
-        type(arg) in _PLAIN for command in commands for arg in command
-    ):  # hiredis writes a subclass (numpy's float64) with its own repr: those go below
+    # hiredis writes a subclass (numpy's float64) with its own repr: those go below. The
+    # check runs in C (map over a chain): a claim from 50 queues has 400 arguments
+    if _hiredis_pack is not None and _PLAIN.issuperset(map(type, chain.from_iterable(commands))):
         return b"".join([_hiredis_pack(command) for command in commands])
     return _pack_commands_py(commands)
 
@@ -467,7 +469,7 @@ class HeldConnection:
 
     def _connection(self) -> Any:
         conn = self._conn
-        if conn is None or conn.pid != os.getpid():
+        if conn is None or conn.pid != current_pid():
             conn = self._conn = self.client.connection_pool.get_connection()
         return conn
 

@@ -46,13 +46,24 @@ def mask_url(url: str, *, mask: str = "**") -> str:
     the URL, or a ``/``, ``?`` or ``#`` in the password cut the host short) has all of it
     masked, up to its last ``@``: ``redis://**@host...``.
     """
-    return ";".join(_mask_one(part, mask) for part in _NEXT_URL.split(url))
+    masked = ";".join(_mask_one(part, mask) for part in _NEXT_URL.split(url))
+    # redis-py and others also read a password from the query (``?password=...``)
+    return _SECRET_QUERY.sub(lambda found: found.group(1) + mask, masked)
+
+
+#: query parameters that carry a secret, whatever the scheme
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:[A-Za-z_]*(?:pass|secret|token|key|credential)[A-Za-z_]*)=)[^&;#]*",
+    re.IGNORECASE,
+)
 
 
 def _mask_one(url: str, mask: str) -> str:
     head, sep, rest = url.partition("://")
     if not sep:
-        return url
+        # no scheme to parse by: ``user:password@host`` is masked up to its last "@"
+        credentials, found, host = url.rpartition("@")
+        return f"{mask}@{host}" if found and credentials else url
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unbalanced "[" in the password

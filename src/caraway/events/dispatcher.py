@@ -23,8 +23,10 @@ from typing import Any
 from caraway._version import __version__
 from caraway.brokers.contracts import BusSettings, EventBus
 from caraway.brokers.registry import open_bus
+from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import events as proto
 from caraway.protocol.message import default_origin
+from caraway.protocol.serializers import signing_ready
 from caraway.taskbase import AppLike
 
 logger = logging.getLogger("caraway.events")
@@ -127,8 +129,16 @@ class EventDispatcher:
         flush_interval: float = FLUSH_INTERVAL,
         bus_factory: Any = None,
         caller_flushes: bool = False,
+        serializer: str | None = None,
     ) -> None:
         self.app = app
+        #: 'auth' signs every event message (``event_serializer``, as Celery's dispatcher)
+        self.serializer = serializer or str(app.conf.event_serializer)
+        if self.serializer == "auth" and not signing_ready():
+            raise ImproperlyConfigured(
+                "event_serializer='auth' signs events with the key app.setup_security() "
+                "loads; call it where the app is created (or drop event_serializer)"
+            )
         self.hostname = hostname or default_origin()
         self.enabled = enabled
         self.group = group
@@ -301,12 +311,13 @@ class EventDispatcher:
     def _send_batch(self, box: _Outbox, batch: list[dict[str, Any]]) -> bool:
         key = f"{proto.group_of(batch[0]['type'])}.multi"
         for chunk in proto.batches(batch, BATCH_SIZE):
-            if not self._publish(box, proto.encode(chunk, hostname=self.hostname), key):
+            message = proto.encode(chunk, hostname=self.hostname, serializer=self.serializer)
+            if not self._publish(box, message, key):
                 return False
         return True
 
     def _send_one(self, box: _Outbox, event: dict[str, Any]) -> bool:
-        message = proto.encode(event, hostname=self.hostname)
+        message = proto.encode(event, hostname=self.hostname, serializer=self.serializer)
         return self._publish(box, message, proto.routing_key(event["type"]))
 
     def _publish(self, box: _Outbox, message: Any, routing_key: str) -> bool:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from caraway.brokers.contracts import EventBus
 from caraway.events.dispatcher import bus_for
 from caraway.exceptions import CarawayError
 from caraway.protocol import events as proto
+from caraway.protocol.message import Message
+from caraway.protocol.serializers import normalize_accept
 from caraway.taskbase import AppLike
 
 logger = logging.getLogger("caraway.events")
@@ -45,8 +47,12 @@ class EventReceiver:
         *,
         binding: str = "#",
         bus_factory: Callable[[AppLike], EventBus] | None = None,
+        accept: Iterable[str] | None = None,
     ) -> None:
         self.app = app
+        # Celery's receiver: the app's event_serializer and JSON (signed events verified)
+        names = accept if accept is not None else (app.conf.event_serializer, "json")
+        self.accept = normalize_accept(list(names))
         self.handlers = dict(handlers or {})
         self.binding = binding
         self.clock = proto.LamportClock()
@@ -125,12 +131,14 @@ class EventReceiver:
                 self._wakeup_workers()
         events: list[dict[str, Any]] = []
         for message in self._bus.receive(timeout):
-            events.extend(self._expand(message.body))
+            events.extend(self._expand(message))
         return events
 
-    def _expand(self, body: bytes) -> list[dict[str, Any]]:
+    def _expand(self, message: Message) -> list[dict[str, Any]]:
         try:
-            events = proto.decode(body)
+            events = proto.decode(
+                message.body, content_type=message.content_type, accept=self.accept
+            )
         except CarawayError as exc:
             logger.warning("ignoring a message on the event exchange: %s", exc)
             return []

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from caraway.exceptions import ProtocolError
-from caraway.protocol.message import Message
+from caraway.protocol.message import MAX_IDENT, Message, check_nesting
 from caraway.protocol.serializers import dumps_json, loads_json_plain, untag
 
 #: properties that belong to the envelope, not to the message (AMQP basic properties)
@@ -55,10 +56,12 @@ def pack(
         "headers": message.headers,
         "properties": properties,
     }
-    return dumps_json(envelope)
+    # only the message's headers and properties can hold uuid.UUID objects (to be tagged)
+    return dumps_json(envelope, uuids_only_in=(message.headers, properties))
 
 
 def _parse(raw: bytes | str) -> dict[str, Any]:
+    check_nesting(raw.encode("utf-8") if isinstance(raw, str) else raw)
     envelope = loads_json_plain(raw)
     if not isinstance(envelope, dict):
         raise ProtocolError(f"envelope must be a JSON object, got {type(envelope).__name__}")
@@ -90,8 +93,29 @@ def unpack(raw: bytes | str) -> Unpacked:
 
     kombu's ``redelivered`` flag (set when it restores an unacked message) is reported
     on :class:`Unpacked` and removed from the headers, so it does not travel on with a
-    retried or forwarded task.
+    retried or forwarded task. The bytes are untrusted: whatever is wrong with them
+    (types, tags, nesting) raises ProtocolError and nothing else.
     """
+    try:
+        return _unpack(raw)
+    except ProtocolError:
+        raise
+    except RecursionError as exc:
+        raise ProtocolError("envelope nested too deeply to read") from exc
+    except Exception as exc:  # a shape no check above foresaw: still the message's fault
+        raise ProtocolError(f"malformed envelope ({type(exc).__name__}: {exc})") from exc
+
+
+def _text(envelope: dict[str, Any], key: str, default: str) -> str:
+    value = envelope.get(key)
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ProtocolError(f"envelope {key!r} must be a string, got {value!r:.100}")
+    return value
+
+
+def _unpack(raw: bytes | str) -> Unpacked:
     envelope = _parse(raw)
     properties = envelope.get("properties")
     properties = {} if properties is None else properties
@@ -100,15 +124,17 @@ def unpack(raw: bytes | str) -> Unpacked:
     if not isinstance(properties, dict) or not isinstance(headers, dict):
         raise ProtocolError("envelope headers and properties must be JSON objects")
     tag = properties.get("delivery_tag")
-    if not isinstance(tag, str) or not tag:
-        raise ProtocolError(f"envelope has no usable delivery_tag: {tag!r}")
+    if not isinstance(tag, str) or not tag or len(tag) > MAX_IDENT:
+        raise ProtocolError(f"envelope has no usable delivery_tag: {tag!r:.100}")
     info = properties.get("delivery_info") or {}
+    if not isinstance(info, dict):
+        raise ProtocolError(f"envelope delivery_info must be a JSON object, got {info!r:.100}")
     redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered", False))
     message = Message(
         body=_body(envelope, properties),
         headers=untag(headers) if _has_tags(raw) else headers,
-        content_type=envelope.get("content-type") or "application/json",
-        content_encoding=envelope.get("content-encoding") or "utf-8",
+        content_type=_text(envelope, "content-type", "application/json"),
+        content_encoding=_text(envelope, "content-encoding", "utf-8"),
         properties={k: v for k, v in properties.items() if k not in _ENVELOPE_PROPERTIES},
     )
     if "priority" in properties:
@@ -120,6 +146,21 @@ def unpack(raw: bytes | str) -> Unpacked:
         delivery_tag=tag,
         redelivered=redelivered,
     )
+
+
+def unpack_all(raws: Iterable[bytes | str]) -> tuple[list[Message], list[str]]:
+    """The messages of the envelopes ``raws`` that unpack, and why each other did not.
+
+    For batch reads (a mailbox's pending requests): one bad envelope costs only itself.
+    """
+    messages: list[Message] = []
+    errors: list[str] = []
+    for raw in raws:
+        try:
+            messages.append(unpack(raw).message)
+        except ProtocolError as exc:
+            errors.append(str(exc))
+    return messages, errors
 
 
 def mark_redelivered(raw: bytes | str) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from caraway.exceptions import ProtocolError
+from caraway.protocol import serializers
 from caraway.protocol.message import Message, TaskMessage, safe_repr
 
 #: the exchange (AMQP topic; Redis fanout = pub/sub channel prefix) Celery sends events on
@@ -138,34 +139,61 @@ def _dumps(value: Any) -> bytes:
         return json.dumps(value, default=safe_repr).encode("utf-8")
 
 
-def encode(events: dict[str, Any] | list[dict[str, Any]], *, hostname: str) -> Message:
-    """The message carrying one event (an object) or a batch (an array)."""
+def encode(
+    events: dict[str, Any] | list[dict[str, Any]], *, hostname: str, serializer: str = "json"
+) -> Message:
+    """The message carrying one event (an object) or a batch (an array).
+
+    ``serializer='auth'`` signs the JSON of the events with the process's ``auth``
+    serializer (``event_serializer='auth'``, as Celery signs events); anything else is JSON.
+    """
+    body, content_type = _dumps(events), CONTENT_TYPE
+    if serializer == "auth":
+        # reprs first (json's own rules), then the signed body carries plain JSON values
+        body, content_type, _ = serializers.dumps(orjson.loads(body), "auth")
     return Message(
-        body=_dumps(events),
+        body=body,
         headers={"hostname": hostname},
-        content_type=CONTENT_TYPE,
+        content_type=content_type,
         content_encoding="utf-8",
         properties={"delivery_mode": DELIVERY_MODE},
     )
 
 
-def decode(body: bytes | str) -> list[dict[str, Any]]:
+#: what a receiver accepts unless told otherwise: JSON only (Celery's default receiver)
+JSON_ONLY = frozenset({CONTENT_TYPE})
+
+
+def decode(
+    body: bytes | str, *, content_type: str = CONTENT_TYPE, accept: frozenset[str] = JSON_ONLY
+) -> list[dict[str, Any]]:
     """The events in a message body: one object or a ``task.multi`` array.
 
-    Raises ProtocolError for anything else (not JSON, not objects, no ``type``).
+    A signed body (``application/data``) is verified when ``accept`` holds its content
+    type (a receiver with ``event_serializer='auth'``). Raises ContentDisallowed for a
+    signed body not accepted, SecurityError for one that does not verify, ProtocolError
+    for anything else (not JSON, not objects, no ``type``).
     """
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:  # NaN and Infinity, which Python's json writes and orjson refuses
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ProtocolError(f"event body is not JSON: {exc}") from exc
+    if content_type == serializers.AUTH:
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        parsed = serializers.loads(raw, content_type, "utf-8", accept=accept)
+    else:
+        parsed = _loads(body)
     items = parsed if isinstance(parsed, list) else [parsed]
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
             raise ProtocolError(f"not an event document: {safe_repr(item, 200)}")
     return items
+
+
+def _loads(body: bytes | str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # NaN and Infinity, which Python's json writes and orjson refuses
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"event body is not JSON: {exc}") from exc
 
 
 def adjust_timestamp(event: dict[str, Any], *, here: float | None = None) -> float:

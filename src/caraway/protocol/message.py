@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from caraway.exceptions import ProtocolError
-from caraway.protocol.serializers import decompress, dumps, loads
+from caraway.protocol.serializers import MSGPACK, PICKLE, decompress, dumps, loads
 
 
 @dataclass(slots=True)
@@ -101,16 +101,24 @@ KNOWN_HEADERS = frozenset(
     }
 )
 
-_origin: tuple[int, str] = (-1, "")
+_origin = ""
+
+
+def _forget_origin() -> None:
+    global _origin  # noqa: PLW0603 - per-process cache, emptied in a fork's child
+    _origin = ""
+
+
+# a forked child has another pid: it builds its own origin (no getpid call per message)
+os.register_at_fork(after_in_child=_forget_origin)
 
 
 def default_origin() -> str:
     """``gen<pid>@<host>``: what Celery puts in ``origin`` for any publishing process."""
-    global _origin  # noqa: PLW0603 - per-process cache; a fork gets a new pid and rebuilds it
-    pid = os.getpid()
-    if _origin[0] != pid:
-        _origin = (pid, f"gen{pid}@{platform.node()}")
-    return _origin[1]
+    global _origin  # noqa: PLW0603 - per-process cache, see _forget_origin
+    if not _origin:
+        _origin = f"gen{os.getpid()}@{platform.node()}"
+    return _origin
 
 
 def safe_repr(value: Any, limit: int = REPR_MAX) -> str:
@@ -196,12 +204,12 @@ def parse_datetime(value: Any, what: str) -> datetime | None:
     if isinstance(value, datetime):  # AMQP field tables can carry real timestamps
         return _aware(value)
     if not isinstance(value, str):
-        raise ProtocolError(f"{what} must be an ISO 8601 string, got {value!r}")
+        raise ProtocolError(f"{what} must be an ISO 8601 string, got {value!r:.100}")
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         return _aware(datetime.fromisoformat(text))
     except ValueError as exc:
-        raise ProtocolError(f"{what} {value!r} is not an ISO 8601 datetime") from exc
+        raise ProtocolError(f"{what} {value!r:.100} is not an ISO 8601 datetime") from exc
 
 
 def peek_eta(message: Message) -> float | None:
@@ -225,23 +233,39 @@ def peek_id(message: Message) -> str | None:
     return correlation_id if isinstance(correlation_id, str) else None
 
 
-def decode(message: Message, *, accept: frozenset[str]) -> TaskMessage:
+def decode(message: Message, *, accept: frozenset[str], max_size: int | None = None) -> TaskMessage:
     """Read a task message; protocol v2, or v1 when there is no ``task`` header.
 
     Missing optional headers get Celery's defaults; unknown headers go to
-    ``extra_headers``. Raises ContentDisallowed for a content type outside ``accept``
-    and ProtocolError for anything that is not a task message.
+    ``extra_headers``. The message is untrusted: every header the worker acts on is
+    checked for its type and range, the body for its size (``max_size`` bytes, when
+    given) and nesting. Raises ContentDisallowed for a content type outside ``accept``
+    and ProtocolError for anything else that is not a well-formed task message, never
+    another exception.
     """
+    try:
+        _check_message(message, max_size)
+        body = _body(message, max_size)
+        if "task" not in message.headers:
+            return _decode_v1(message, body, accept)
+        return _decode_v2(message, body, accept)
+    except ProtocolError:
+        raise
+    except RecursionError as exc:
+        raise ProtocolError("task message nested too deeply to read") from exc
+    except Exception as exc:  # a shape no check foresaw: still the message's fault
+        raise ProtocolError(f"malformed task message ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_v2(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMessage:
     headers = message.headers
-    if "task" not in headers:
-        return _decode_v1(message, accept)
-    name = headers["task"]
-    task_id = headers.get("id")
-    if not isinstance(name, str) or not name:
-        raise ProtocolError(f"task message has a bad 'task' header: {name!r}")
-    if not isinstance(task_id, str) or not task_id:
-        raise ProtocolError(f"task message for {name!r} has no usable 'id' header: {task_id!r}")
-    body = loads(_body(message), message.content_type, message.content_encoding, accept=accept)
+    name = _ident(headers.get("task"), "task message's 'task' header")
+    if name is None:
+        raise ProtocolError("task message has a bad 'task' header: None")
+    task_id = _ident(headers.get("id"), f"task message for {name!r}: 'id' header")
+    if task_id is None:
+        raise ProtocolError(f"task message for {name!r} has no usable 'id' header: None")
+    body = loads(raw, message.content_type, message.content_encoding, accept=accept)
     args, kwargs, embed = _split_body(body, task_id)
     hard, soft = _timelimit(headers.get("timelimit"), task_id)
     get = headers.get
@@ -250,41 +274,178 @@ def decode(message: Message, *, accept: frozenset[str]) -> TaskMessage:
         task=name,
         args=args,
         kwargs=kwargs,
+        # a malformed embed fails the task with a result naming it (lifecycle, on receipt)
         callbacks=embed.get("callbacks"),
         errbacks=embed.get("errbacks"),
         chain=embed.get("chain"),
         chord=embed.get("chord"),
         eta=parse_datetime(get("eta"), "eta header"),
         expires=parse_datetime(get("expires"), "expires header"),
-        retries=get("retries") or 0,
-        group=get("group"),
-        group_index=get("group_index"),
-        root_id=get("root_id"),
-        parent_id=get("parent_id"),
-        shadow=get("shadow"),
+        retries=_count(get("retries"), "retries", task_id),
+        group=_ident(get("group"), "'group' header"),
+        group_index=_optional_count(get("group_index"), "group_index", task_id),
+        root_id=_ident(get("root_id"), "'root_id' header"),
+        parent_id=_ident(get("parent_id"), "'parent_id' header"),
+        shadow=_ident(get("shadow"), "'shadow' header"),
         time_limit=hard,
         soft_time_limit=soft,
-        argsrepr=get("argsrepr"),
-        kwargsrepr=get("kwargsrepr"),
-        origin=get("origin"),
-        ignore_result=get("ignore_result"),
-        reply_to=message.properties.get("reply_to"),
-        priority=message.properties.get("priority"),
-        replaced_task_nesting=get("replaced_task_nesting") or 0,
-        stamped_headers=get("stamped_headers"),
-        stamps=get("stamps") or {},
+        argsrepr=_text(get("argsrepr"), "argsrepr", task_id),
+        kwargsrepr=_text(get("kwargsrepr"), "kwargsrepr", task_id),
+        origin=_text(get("origin"), "origin", task_id),
+        ignore_result=_flag(get("ignore_result"), "ignore_result", task_id),
+        reply_to=_ident(message.properties.get("reply_to"), "'reply_to' property"),
+        priority=_priority(message.properties.get("priority"), task_id),
+        replaced_task_nesting=_count(
+            get("replaced_task_nesting"), "replaced_task_nesting", task_id
+        ),
+        stamped_headers=_names(get("stamped_headers"), task_id),
+        stamps=_mapping(get("stamps"), "stamps", task_id),
         extra_headers={k: v for k, v in headers.items() if k not in KNOWN_HEADERS},
     )
 
 
-def _body(message: Message) -> bytes:
-    """The serialized body, decompressed when the ``compression`` header says so (kombu)."""
+# -- checking untrusted input ------------------------------------------------------------
+#: ids, task names, queue names: a UUID is 36 characters. The bound keeps a hostile id from
+#: outgrowing what a child announces to its supervisor (and every log line it appears in).
+MAX_IDENT = 1024
+#: JSON nesting refused in a body: a real canvas nests a few levels per signature and
+#: protocol.signatures refuses canvases past 64; deeper data runs code out of stack.
+MAX_NESTING = 256
+
+
+#: bodies whose bytes are not text: brackets in them mean nothing (msgpack bounds its own
+#: depth; pickle is only read when the user accepts it)
+_BINARY_TYPES = frozenset({MSGPACK, PICKLE})
+
+
+def _check_message(message: Message, max_size: int | None) -> None:
+    """The parts a transport hands over have the types :class:`Message` promises."""
+    if not isinstance(message.body, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"message body must be bytes, got {type(message.body).__name__}")
+    for what, value, kind in (
+        ("headers", message.headers, dict),
+        ("properties", message.properties, dict),
+        ("content type", message.content_type, str),
+        ("content encoding", message.content_encoding, str),
+    ):
+        if not isinstance(value, kind):
+            raise ProtocolError(
+                f"message {what} must be a {kind.__name__}, got {type(value).__name__}"
+            )
+    if max_size is not None and len(message.body) > max_size:
+        raise ProtocolError(
+            f"message body of {len(message.body)} bytes is larger than the "
+            f"{max_size} bytes allowed (worker_max_message_size)"
+        )
+
+
+def check_nesting(body: bytes) -> None:
+    """ProtocolError when the JSON (or YAML) text ``body`` nests deeper than MAX_NESTING."""
+    # Counting brackets runs in C and clears nearly every message; only a body with more
+    # brackets than the limit is walked (JSON and YAML texts; binary formats are walked
+    # after decoding by whatever reads them, and msgpack bounds its own depth).
+    if body.count(b"[") + body.count(b"{") <= MAX_NESTING:
+        return
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ProtocolError(f"message body nested deeper than {MAX_NESTING} levels")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+
+
+def _ident(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"{what} must be a non-empty string, got {value!r:.100}")
+    if len(value) > MAX_IDENT:
+        raise ProtocolError(f"{what} is {len(value)} characters long; at most {MAX_IDENT}")
+    return value
+
+
+def _text(value: Any, what: str, task_id: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ProtocolError(f"task {task_id}: {what} must be a string, got {value!r:.100}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(value: Any, what: str, task_id: str) -> int:
+    if value is None:
+        return 0
+    if not _is_int(value) or value < 0:
+        raise ProtocolError(f"task {task_id}: {what} must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def _optional_count(value: Any, what: str, task_id: str) -> int | None:
+    return None if value is None else _count(value, what, task_id)
+
+
+def _flag(value: Any, what: str, task_id: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ProtocolError(f"task {task_id}: {what} must be true, false or null, got {value!r:.100}")
+
+
+def _priority(value: Any, task_id: str) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or not 0 <= value <= 255:
+        raise ProtocolError(f"task {task_id}: priority must be 0 to 255, got {value!r:.100}")
+    return int(value)
+
+
+def _names(value: Any, task_id: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolError(f"task {task_id}: stamped_headers must be a list of names")
+    return value
+
+
+def _mapping(value: Any, what: str, task_id: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"task {task_id}: {what} must be an object, got {value!r:.100}")
+    return value
+
+
+
+def _body(message: Message, max_size: int | None) -> bytes:
+    """The serialized body, decompressed when the ``compression`` header says so (kombu),
+    checked for its size and (text formats) its nesting before anything parses it."""
+    body = bytes(message.body)
     compression = message.headers.get("compression")
-    if not compression:
-        return message.body
-    if not isinstance(compression, str):
-        raise ProtocolError(f"compression header must be a string, got {compression!r}")
-    return decompress(message.body, compression)
+    if compression:
+        if not isinstance(compression, str):
+            raise ProtocolError(f"compression header must be a string, got {compression!r:.100}")
+        body = decompress(body, compression)
+        if max_size is not None and len(body) > max_size:
+            raise ProtocolError(
+                f"message body decompresses to {len(body)} bytes, more than the "
+                f"{max_size} bytes allowed (worker_max_message_size)"
+            )
+    if message.content_type not in _BINARY_TYPES:
+        check_nesting(body)
+    return body
 
 
 def _split_body(body: Any, task_id: str) -> tuple[list[Any], dict[str, Any], Mapping[str, Any]]:
@@ -303,20 +464,31 @@ def _split_body(body: Any, task_id: str) -> tuple[list[Any], dict[str, Any], Map
 
 
 def _timelimit(value: Any, task_id: str) -> tuple[float | None, float | None]:
+    """``[hard, soft]`` seconds, each a number >= 0 or null (the supervisor compares them)."""
     if value is None:
         return None, None
     if isinstance(value, (list, tuple)) and len(value) == 2:
-        return value[0], value[1]
-    raise ProtocolError(f"task {task_id}: timelimit must be [hard, soft], got {value!r}")
+        return _seconds(value[0], task_id), _seconds(value[1], task_id)
+    raise ProtocolError(f"task {task_id}: timelimit must be [hard, soft], got {value!r:.100}")
 
 
-def _decode_v1(message: Message, accept: frozenset[str]) -> TaskMessage:
+def _seconds(value: Any, task_id: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9:
+        return value  # NaN fails the range test
+    raise ProtocolError(
+        f"task {task_id}: a timelimit must be a number of seconds or null, got {value!r:.100}"
+    )
+
+
+def _decode_v1(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMessage:
     """Protocol v1: everything lives in a dict body (Celery 3 and ``task_protocol=1``)."""
-    body = loads(_body(message), message.content_type, message.content_encoding, accept=accept)
+    body = loads(raw, message.content_type, message.content_encoding, accept=accept)
     if not isinstance(body, dict) or "task" not in body:
         raise ProtocolError("message has no 'task' header and its body is not a v1 task")
-    name, task_id = body.get("task"), body.get("id")
-    if not isinstance(name, str) or not isinstance(task_id, str):
+    name, task_id = _ident(body.get("task"), "v1 'task'"), _ident(body.get("id"), "v1 'id'")
+    if name is None or task_id is None:
         raise ProtocolError(f"protocol v1 message needs string 'task' and 'id', got {body!r:.200}")
     args, kwargs = body.get("args") or [], body.get("kwargs") or {}
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
@@ -332,12 +504,12 @@ def _decode_v1(message: Message, accept: frozenset[str]) -> TaskMessage:
         chord=body.get("chord"),
         eta=parse_datetime(body.get("eta"), "eta"),
         expires=parse_datetime(body.get("expires"), "expires"),
-        retries=body.get("retries") or 0,
-        group=body.get("taskset"),
+        retries=_count(body.get("retries"), "retries", task_id),
+        group=_ident(body.get("taskset"), "v1 'taskset'"),
         root_id=task_id,
         time_limit=hard,
         soft_time_limit=soft,
-        reply_to=message.properties.get("reply_to"),
-        priority=message.properties.get("priority"),
+        reply_to=_ident(message.properties.get("reply_to"), "'reply_to' property"),
+        priority=_priority(message.properties.get("priority"), task_id),
         extra_headers={k: v for k, v in message.headers.items() if k != "compression"},
     )

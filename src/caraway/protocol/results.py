@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 from caraway import exceptions, states
@@ -37,8 +37,9 @@ _SYNTHETIC_LIMIT = 1024  # a hostile store could name endless types; stop cachin
 _synthetic: dict[tuple[str, str], type[RemoteTaskError]] = {}
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+def _now_iso(zone: tzinfo | None = None) -> str:
+    now = datetime.now(timezone.utc)
+    return (now.astimezone(zone) if zone is not None else now).isoformat()
 
 
 def _date_iso(value: datetime | str) -> str:
@@ -60,13 +61,15 @@ def result_document(
     group_id: str | None = None,
     parent_id: str | None = None,
     extended: Mapping[str, Any] | None = None,
+    zone: tzinfo | None = None,
 ) -> dict[str, Any]:
     """The document Celery's Redis backend stores for one state of one task.
 
     An exception ``result`` is stored as :func:`exception_to_dict`. ``children`` are
     result tuples; when omitted they are ``[]``, except for REVOKED where Celery writes
-    null. ``date_done`` is filled in (UTC, with offset) for ready states. ``extended``
-    holds the ``result_extended`` fields (name, args, kwargs, worker, retries, queue).
+    null. ``date_done`` is filled in for ready states, in ``zone`` with its offset (the
+    app's zone, as Celery's ``app.now()`` writes it; UTC when None). ``extended`` holds
+    the ``result_extended`` fields (name, args, kwargs, worker, retries, queue).
     """
     if isinstance(result, BaseException):
         result = exception_to_dict(result)
@@ -75,7 +78,7 @@ def result_document(
     else:
         children_value = list(children)
     if date_done is None:
-        done = _now_iso() if state in states.READY_STATES else None
+        done = _now_iso(zone) if state in states.READY_STATES else None
     else:
         done = _date_iso(date_done)
     document: dict[str, Any] = {
@@ -151,18 +154,33 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
 
 
 def _lookup(module_name: str, qualname: str) -> Any:
-    """The attribute at ``qualname`` in an already-imported module, or None."""
+    """The class at ``qualname`` in an already-imported module, or None.
+
+    The names come from a result document, which anyone with access to the result store
+    can write: each step is looked up in the module's or class's own ``__dict__``, so no
+    module ``__getattr__`` (lazy imports), property or descriptor runs on the way.
+    """
+    if len(qualname) > _MAX_NAME or len(module_name) > _MAX_NAME:
+        return None
     if module_name == "builtins":
         target: Any = builtins
     elif _CELERY_MODULES.get(qualname) == module_name:
         target = exceptions
     else:
         target = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        if target is None or not part:
+    for index, part in enumerate(qualname.split(".")):
+        # the module, then classes only (a nested class): never on into another module
+        if target is None or not part or (index and not isinstance(target, type)):
             return None
-        target = getattr(target, part, None)
+        try:
+            target = vars(target).get(part)
+        except TypeError:  # sys.modules may hold an object without a __dict__
+            return None
     return target
+
+
+#: longer type or module names are not looked up (a dotted Python name is far shorter)
+_MAX_NAME = 256
 
 
 def _synthetic_class(module_name: str, qualname: str) -> type[RemoteTaskError]:
@@ -186,8 +204,8 @@ def _remote(module_name: str, qualname: str, args: list[Any]) -> BaseException:
 def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     """Rebuild an exception from its stored form; never imports, never raises.
 
-    Builtins and classes found by attribute walk in a module already in
-    ``sys.modules`` come back as themselves. Anything else (module not imported, a
+    Exception subclasses (not other BaseExceptions) that are builtins or classes of a
+    module already in ``sys.modules`` come back as themselves. Anything else (module not imported, a
     name that is not an exception class, a constructor that fails on the stored
     args) comes back as a subclass of RemoteTaskError named like the original type.
     """
@@ -197,7 +215,9 @@ def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     # Old Celery versions stored exc_message as a single string.
     args = list(raw_args) if isinstance(raw_args, (list, tuple)) else [raw_args]
     found = _lookup(module_name, qualname)
-    if isinstance(found, type) and issubclass(found, BaseException):
+    # Exception only: a stored SystemExit or KeyboardInterrupt would end the process that
+    # reads the result (get() raises what it rebuilds)
+    if isinstance(found, type) and issubclass(found, Exception):
         try:
             return found(*args)
         except Exception:  # odd __init__ signatures; the fallback keeps the information

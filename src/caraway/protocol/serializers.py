@@ -12,7 +12,6 @@ A compressed body names its method's content type in the ``compression`` header.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import importlib
 import json
@@ -116,11 +115,13 @@ def _has_uuid(value: Any) -> bool:
             return True
         else:
             continue
-        for child in children:
-            kind = type(child)
-            if kind is not str and kind is not int and child is not None:
-                stack.append(child)
+        stack.extend([child for child in children if type(child) not in _LEAVES])
     return False
+
+
+#: types that are never a UUID and hold nothing (checked by exact type: a subclass of str
+#: could still be anything)
+_LEAVES = frozenset({str, int, bool, float, type(None)})
 
 
 def _slow_dumps(value: Any) -> bytes:
@@ -133,14 +134,21 @@ def _slow_dumps(value: Any) -> bytes:
         raise SerializationError(f"value is not JSON serializable ({exc}); {_HINT}") from exc
 
 
-def dumps_json(value: Any) -> bytes:
-    """Encode ``value`` as JSON bytes with kombu's type tags (the default body format)."""
+def dumps_json(value: Any, *, uuids_only_in: tuple[Any, ...] | None = None) -> bytes:
+    """Encode ``value`` as JSON bytes with kombu's type tags (the default body format).
+
+    ``uuids_only_in``: the parts of ``value`` that may hold ``uuid.UUID`` objects, when the
+    caller knows the rest holds none (an envelope around task headers: its own ids are
+    strings, which the text search would find in every message and walk it for nothing).
+    """
     try:
         data = orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
         if isinstance(exc.__cause__, SerializationError):
             raise exc.__cause__ from None
         return _slow_dumps(value)
+    if uuids_only_in is not None:
+        return _slow_dumps(value) if _has_uuid(uuids_only_in) else data
     if _UUID_TEXT.search(data) is not None and _has_uuid(value):
         return _slow_dumps(value)
     return data
@@ -164,14 +172,19 @@ _TAG_DECODERS: dict[str, Any] = {
 
 
 def _decode_tag(tagged: dict[str, Any]) -> Any:
-    decoder = _TAG_DECODERS.get(tagged["__type__"])
+    kind = tagged["__type__"]
+    if not isinstance(kind, str):  # kombu fails to look such a tag up too
+        raise ProtocolError(f"JSON tag {kind!r:.100} does not name a type")
+    decoder = _TAG_DECODERS.get(kind)
     if decoder is None:
         # An unknown tag is left as data: a newer peer may know types we do not.
         return tagged
     try:
         return decoder(tagged["__value__"])
-    except (TypeError, ValueError, KeyError, ArithmeticError, binascii.Error) as exc:
-        raise ProtocolError(f"bad {tagged['__type__']!r} value in JSON tag: {exc}") from exc
+    except Exception as exc:  # each decoder fails its own way on a hostile value
+        raise ProtocolError(
+            f"bad {kind!r} value in JSON tag ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def untag(value: Any) -> Any:
@@ -217,6 +230,8 @@ def loads_json_plain(data: bytes | str) -> Any:
         return json.loads(data)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nested deeper than the interpreter's stack
+        raise ProtocolError("JSON nested too deeply to read") from exc
 
 
 def loads_json(data: bytes | str) -> Any:
@@ -225,7 +240,10 @@ def loads_json(data: bytes | str) -> Any:
     # Tags are rare; a substring test in C spares the walk for almost every message.
     tagged = b"__type__" in data if isinstance(data, bytes) else "__type__" in data
     if tagged:
-        return untag(value)
+        try:
+            return untag(value)
+        except RecursionError as exc:
+            raise ProtocolError("JSON nested too deeply to read") from exc
     return value
 
 
@@ -254,6 +272,11 @@ def use_signing(codec: Signing | None) -> None:
     """Register (or with None, drop) the codec of the ``auth`` serializer."""
     global _signing  # noqa: PLW0603 - one registry per process, as kombu's
     _signing = codec
+
+
+def signing_ready() -> bool:
+    """True once this process has an ``auth`` serializer (app.setup_security() ran)."""
+    return _signing is not None
 
 
 def _signed() -> Signing:

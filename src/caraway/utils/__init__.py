@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid as _uuid
+from caraway.utils.ids import new_id
 
 
 def uuid() -> str:
     """A new task id: a random UUID as a string, as Celery makes them."""
-    return str(_uuid.uuid4())
+    return new_id()
 
 
 gen_unique_id = uuid

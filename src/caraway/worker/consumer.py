@@ -22,10 +22,16 @@ from typing import TYPE_CHECKING, Any
 from caraway import exceptions, lifecycle, signals
 from caraway.brokers.contracts import Delivery, Scheduling
 from caraway.effects import EffectApplier
-from caraway.execution import build_request, run_task, run_task_async, started_meta
+from caraway.execution import (
+    build_request,
+    run_task,
+    run_task_async,
+    soft_limit_of,
+    started_meta,
+)
 from caraway.lifecycle import Outcome, build_policy
 from caraway.protocol import message as protocol
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import REPR_MAX, TaskMessage
 from caraway.protocol.results import decode_document
 from caraway.worker.buckets import SharedBuckets
 from caraway.worker.ipc import (
@@ -33,8 +39,10 @@ from caraway.worker.ipc import (
     CancelConsumer,
     Command,
     Holding,
+    Rejected,
     Report,
     Revoke,
+    RevokeStamps,
     SetRateLimit,
     SetTaskEvents,
     SetTimeLimit,
@@ -43,7 +51,14 @@ from caraway.worker.ipc import (
 )
 from caraway.worker.monitor import TaskEvents
 from caraway.worker.policy import _info, _log_outcome, _rss_kib, protocol_accept
-from caraway.worker.pools import AsyncLoop, InlinePool, ThreadPool
+from caraway.worker.pools import (
+    AsyncLoop,
+    HardTimeLimit,
+    InlinePool,
+    ThreadPool,
+    green_time_limits,
+    patched,
+)
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -108,8 +123,13 @@ class Consumer:
         self.prefetch = max(1, slots * int(conf.worker_prefetch_multiplier or 1))
         self.park_horizon = float(conf.broker_park_horizon)
         self.delivery_cap = int(conf.worker_delivery_cap or 0)
+        self.max_message_size = int(conf.worker_max_message_size or 0) or None
+        #: messages set aside undecoded or unhandled (for ``inspect stats``' counts)
+        self.rejected = 0
         self.accept = protocol_accept(conf.accept_content)
         self.revoked: set[str] = set()
+        #: stamp name -> revoked values (revoke_by_stamped_headers)
+        self.revoked_stamps: dict[str, list[Any]] = {}
         self._policies: dict[str, lifecycle.Policy] = {}
         self._buffer: deque[Delivery] = deque()
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
@@ -286,19 +306,61 @@ class Consumer:
 
     # -- receiving -------------------------------------------------------------------------
     def _receive(self, delivery: Delivery) -> None:
-        try:
-            message = protocol.decode(delivery.message, accept=self.accept)
-        except exceptions.ProtocolError as exc:
-            task_id = protocol.peek_id(delivery.message)
-            logger.error(
-                "cannot run message %s from queue %r: %s; moved to the dead-letter store",
-                task_id or delivery.tag,
-                delivery.queue,
-                exc,
+        """The decode boundary: every delivery is decoded, settled or run, and nothing in
+        it (what it holds, how often it came back) gets past here as an exception."""
+        cap = self.delivery_cap
+        if cap and delivery.delivery_count > cap + 1:
+            # the capped decode below had its turn at cap + 1 and the process died anyway:
+            # reading this message is what kills, so it is set aside unread
+            self._reject(
+                delivery,
+                f"delivered {delivery.delivery_count} times and never settled, more than "
+                f"worker_delivery_cap={cap}; not decoded again",
             )
-            delivery.dead_letter(f"{type(exc).__name__}: {exc}")
-            signals.task_rejected.send(sender=self, message=delivery.message, exc=exc)
             return
+        try:
+            message = protocol.decode(
+                delivery.message, accept=self.accept, max_size=self.max_message_size
+            )
+        except exceptions.ProtocolError as exc:
+            self._reject(delivery, f"{type(exc).__name__}: {exc}", exc)
+            return
+        try:
+            self._received(delivery, message)
+        except (exceptions.BrokerError, exceptions.BackendError):
+            raise  # an outage, not the message: the loop retries with the message kept
+        except Exception as exc:
+            # a well-formed message this worker still cannot handle (a bug, or input no
+            # check foresaw): account for it and go on, never take the process down
+            logger.exception("internal error receiving task %s[%s]", message.task, message.id)
+            self._reject(delivery, f"internal error on receipt: {type(exc).__name__}: {exc}", exc)
+
+    def _reject(self, delivery: Delivery, reason: str, exc: Exception | None = None) -> None:
+        """Set ``delivery`` aside in the dead-letter store with ``reason``; log it once."""
+        task_id = _shown_id(delivery)
+        logger.error(
+            "cannot run message %s from queue %r: %s; moved to the dead-letter store",
+            task_id,
+            delivery.queue,
+            reason,
+        )
+        self.rejected += 1
+        self.report(Rejected(task_id, reason[:REPR_MAX]))
+        try:
+            delivery.dead_letter(reason)
+        except (exceptions.BrokerError, exceptions.BackendError):
+            raise
+        except Exception:
+            # the store cannot hold what this message is made of: dropping it, said loudly,
+            # ends a loop that redelivering it forever would not
+            logger.exception(
+                "the dead-letter store refused message %s; acked and dropped instead", task_id
+            )
+            delivery.ack()
+        error = exc if exc is not None else exceptions.ProtocolError(reason)
+        signals.task_rejected.send(sender=self, message=delivery.message, exc=error)
+
+    def _received(self, delivery: Delivery, message: TaskMessage) -> None:
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
         document = self._stored(message.id) if self._maybe_duplicate(delivery) else None
@@ -312,12 +374,14 @@ class Consumer:
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
-            revoked=message.id in self.revoked,
+            revoked=self._revoked(message),
             # only an unregistered task's error names them: not worth a sort per message
             registered_names="" if task else ", ".join(sorted(self._user_task_names())),
             policy=policy,
         )
         self.events.received(message)
+        if task is not None and receipt.verdict != "settle":
+            logger.info("Task %s[%s] received", message.task, message.id)  # as Celery logs it
         if signals.task_received.receivers and receipt.verdict != "settle":
             request = self._request(_Job(delivery, message, task, policy))  # type: ignore[arg-type]
             signals.task_received.send(sender=self, request=request)
@@ -337,7 +401,7 @@ class Consumer:
                     "received unregistered task %r (id %s): %s",
                     message.task,
                     message.id,
-                    "stored as FAILURE NotRegistered",
+                    "stored as FAILURE NotRegistered, kept in the dead-letter store",
                 )
                 signals.task_unknown.send(
                     sender=self,
@@ -351,7 +415,7 @@ class Consumer:
                     "task %s[%s] not run: %s", message.task, message.id, receipt.effects.reason
                 )
             if receipt.effects.results and receipt.effects.results[0][1] == "REVOKED":
-                expired = message.id not in self.revoked
+                expired = not self._revoked(message)
                 self.events.revoked(message, expired=expired)
                 signals.task_revoked.send(
                     sender=task,
@@ -362,6 +426,13 @@ class Consumer:
                 )
             self.effects.apply(delivery, receipt.effects)
 
+    def _revoked(self, message: TaskMessage) -> bool:
+        if message.id in self.revoked:
+            return True
+        if not self.revoked_stamps:
+            return False
+        return lifecycle.revoked_by_stamps(message, self.revoked_stamps) is not None
+
     def _maybe_duplicate(self, delivery: Delivery) -> bool:
         return delivery.redelivered or delivery.delivery_count > 1
 
@@ -369,7 +440,15 @@ class Consumer:
         if self.backend is None:
             return None
         raw = self.backend.load(task_id)
-        return None if raw is None else decode_document(raw)
+        if raw is None:
+            return None
+        try:
+            return decode_document(raw)
+        except exceptions.BackendError as exc:
+            # not an outage (the loop would retry this message for ever): an unreadable
+            # document says nothing about the task, which runs as if none were stored
+            logger.warning("stored result of task %s is unreadable (%s); running it", task_id, exc)
+            return None
 
     def _user_task_names(self) -> list[str]:
         return [name for name in self.app._tasks if not name.startswith("celery.")]
@@ -381,7 +460,7 @@ class Consumer:
             self._rate_waiting.discard(key)
             task = self.app._tasks.get(message.task)
             expired = message.expires is not None and message.expires.timestamp() <= now
-            if task is None or message.id in self.revoked or expired:
+            if task is None or self._revoked(message) or expired:
                 self._buffer.appendleft(delivery)  # received again: settled, not run
                 continue
             job = _Job(delivery, message, task, self._policy(task), is_async=self._is_async(task))
@@ -455,6 +534,7 @@ class Consumer:
                 argsrepr=message.argsrepr,
                 kwargsrepr=message.kwargsrepr,
                 queue=job.delivery.queue,
+                stamps=message.stamps or None,
             )
         )
         self._inflight += 1
@@ -465,7 +545,21 @@ class Consumer:
         return job
 
     def _execute(self, job: _Job) -> _Job:
-        job.outcome = run_task(job.task, self._request(job))
+        request = self._request(job)
+        if patched() is None:
+            job.outcome = run_task(job.task, request)
+            return job
+        # gevent/eventlet: time limits raised in the greenlet (prefork's parent kills)
+        hard = job.message.time_limit or job.task.time_limit or self.app.conf.task_time_limit
+        try:
+            with green_time_limits(soft_limit_of(job.task, request), hard):
+                job.outcome = run_task(job.task, request)
+        except HardTimeLimit as limit:
+            error = exceptions.TimeLimitExceeded(
+                f"task {job.message.task}[{job.message.id}] exceeded its hard time limit "
+                f"({limit.seconds}s)"
+            )
+            job.outcome = Outcome("failure", exc=error, traceback=None)
         return job
 
     def _request(self, job: _Job) -> Request:
@@ -478,6 +572,7 @@ class Consumer:
                 "priority": job.message.priority,
                 "redelivered": job.delivery.redelivered,
             },
+            properties=job.delivery.message.properties,
         )
 
     def _finish(self, job: _Job) -> None:
@@ -497,8 +592,17 @@ class Consumer:
                 queue=job.delivery.queue,
             )
         except Exception as exc:
+            # the worker's own handling failed, not the task: say so, keep the message
+            # (unless acked already) in the dead-letter store, and keep the process going
             self._internal_error(job, exc)
-            raise
+            logger.exception(
+                "internal error settling task %s[%s]", job.message.task, job.message.id
+            )
+            effects = lifecycle.Effects(
+                settle="dead_letter", reason=f"internal error after the run: {exc!r:.500}"
+            )
+            if job.acked:
+                effects.settle = "none"
         if job.acked and effects.settle == "ack":
             effects.settle = "none"
         if not job.is_async:
@@ -546,8 +650,8 @@ class Consumer:
     # -- remote control --------------------------------------------------------------------
     def _apply_commands(self) -> None:
         for command in self.commands():
-            if isinstance(command, Revoke):
-                self.revoked.update(command.task_ids)
+            if isinstance(command, (Revoke, RevokeStamps)):
+                self._apply_revoke(command)
             elif isinstance(command, AddConsumer):
                 if command.queue not in self.queues:
                     self.queues.append(command.queue)
@@ -564,6 +668,13 @@ class Consumer:
                     task.rate_limit = command.rate
             elif isinstance(command, SetTaskEvents):
                 self.events.enabled = command.enabled
+
+    def _apply_revoke(self, command: Revoke | RevokeStamps) -> None:
+        if isinstance(command, Revoke):
+            self.revoked.update(command.task_ids)
+            return
+        for name, values in command.headers.items():
+            self.revoked_stamps.setdefault(name, []).extend(values)
 
     def _report_queue_state(self, *, force: bool = False) -> None:
         """Tell the supervisor which messages wait here (for ``inspect reserved/scheduled``)."""
@@ -607,6 +718,17 @@ class Consumer:
             policy = build_policy(self.app.conf, task)
             self._policies[name] = policy
         return policy
+
+
+def _shown_id(delivery: Delivery) -> str:
+    """The task id for a log line, from headers that may be anything; else the tag."""
+    try:
+        task_id = protocol.peek_id(delivery.message)
+    except Exception:  # headers not even a mapping: the tag names the message
+        task_id = None
+    if task_id is None or len(task_id) > protocol.MAX_IDENT:
+        return str(delivery.tag)[: protocol.MAX_IDENT]
+    return task_id
 
 
 __all__ = ["Consumer"]

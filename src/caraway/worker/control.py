@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from caraway.brokers.contracts import REPLY_EXCHANGE, Mailbox
@@ -57,6 +58,9 @@ class NodeView(Protocol):
     def query_task(self, ids: list[str], /) -> dict[str, Any]: ...
     def conf(self) -> dict[str, Any]: ...
     def revoke(self, task_ids: list[str], terminate: bool, signal: str, /) -> None: ...
+    def revoke_by_stamps(
+        self, headers: Mapping[str, list[Any]], terminate: bool, signal: str, /
+    ) -> dict[str, set[Any]]: ...
     def set_rate_limit(self, task: str, rate: str | None, /) -> None: ...
     def set_time_limit(self, task: str, soft: float | None, hard: float | None, /) -> None: ...
     def add_consumer(self, queue: str, /) -> None: ...
@@ -91,6 +95,27 @@ def _revoke(node: NodeView, args: dict[str, Any], *, terminate: bool | None = No
     if kill:
         return {"ok": f"terminate: tasks {shown} flagged as revoked"}
     return {"ok": f"tasks {shown} flagged as revoked"}
+
+
+def _revoke_by_stamped_headers(node: NodeView, args: dict[str, Any]) -> Any:
+    given = args.get("headers") or {}
+    if isinstance(given, list):  # Celery's ['name=value', ...] form
+        given = dict(item.split("=", 1) for item in given)
+    if not isinstance(given, Mapping):
+        raise ValueError(f"headers must be a dict of stamp values, got {given!r}")
+    headers = {
+        str(name): list(value) if isinstance(value, (list, tuple)) else [value]
+        for name, value in given.items()
+    }
+    terminate = bool(args.get("terminate"))
+    terminated = node.revoke_by_stamps(headers, terminate, str(args.get("signal") or "SIGTERM"))
+    # Celery's replies, the headers shown as given
+    if not terminate:
+        return {"ok": f"headers {given} flagged as revoked, but not terminated"}
+    if not terminated:
+        return {"ok": f"headers {given} were not terminated"}
+    # Celery's text shows its defaultdict(set) as such
+    return {"ok": f"headers {defaultdict(set, terminated)!r} revoked"}
 
 
 def _rate_limit(node: NodeView, args: dict[str, Any]) -> Any:
@@ -184,6 +209,7 @@ COMMANDS: dict[str, tuple[str, Handler]] = {
     "hello": ("inspect", _hello),
     "heartbeat": ("control", lambda node, args: None),
     "revoke": ("control", _revoke),
+    "revoke_by_stamped_headers": ("control", _revoke_by_stamped_headers),
     "terminate": ("control", lambda node, args: _revoke(node, args, terminate=True)),
     "rate_limit": ("control", _rate_limit),
     "time_limit": ("control", _time_limit),
@@ -214,7 +240,14 @@ ALIASES = {
 
 
 def _n(args: dict[str, Any]) -> int:
-    return int(args.get("n") or 1)
+    """``pool_grow``/``pool_shrink``'s count: a whole number from 1 (anything else is
+    replied as an error; the supervisor bounds how far the pool grows)."""
+    n = args.get("n") or 1
+    if isinstance(n, str) and n.isdigit():
+        n = int(n)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r:.50}")
+    return n
 
 
 # -- the node side ----------------------------------------------------------------------

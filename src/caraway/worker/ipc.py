@@ -1,7 +1,7 @@
 """How a consumer and its supervisor talk: typed reports up, typed commands down.
 
 Reports (consumer -> supervisor): :class:`TaskStarted`, :class:`TaskFinished`,
-:class:`Holding`. Commands (supervisor -> consumers, relaying remote control):
+:class:`Holding`, :class:`Rejected`. Commands (supervisor -> consumers, relaying remote control):
 :class:`Revoke`, :class:`AddConsumer`, :class:`CancelConsumer`, :class:`SetTimeLimit`,
 :class:`SetRateLimit`, :class:`SetTaskEvents`. A threads/solo consumer hands the records
 themselves to its supervisor, in-process. A prefork child and its supervisor send them as
@@ -15,6 +15,7 @@ supervisor wrote to it. What else a child reports is queued and written whole, i
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import os
 import select
@@ -23,7 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
-from typing import Any, ClassVar, TypeVar
+from types import UnionType
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import orjson
 
@@ -55,6 +57,8 @@ class TaskStarted:
     #: measures a prefork child's task against its own clock
     started: float = field(default_factory=time.monotonic)
     wall_started: float = field(default_factory=time.time)
+    #: the message's stamps (``revoke_by_stamped_headers(terminate=True)`` matches them)
+    stamps: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,16 @@ class TaskFinished:
     task_id: str
     name: str
     outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A consumer set a message aside in the dead-letter store without running it (bad
+    input, an unregistered task...): the supervisor counts it for ``inspect stats``."""
+
+    kind: ClassVar[str] = "rejected"
+    task_id: str
+    reason: str
 
 
 #: (task id, task name, argsrepr, kwargsrepr, queue) of a message a consumer holds; the
@@ -89,6 +103,15 @@ class Revoke:
 
     kind: ClassVar[str] = "revoke"
     task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeStamps:
+    """Do not run tasks stamped with any of these values (``revoke_by_stamped_headers``):
+    stamp name -> the revoked values, added to those revoked before."""
+
+    kind: ClassVar[str] = "revoke_stamps"
+    headers: dict[str, list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +157,28 @@ class SetTaskEvents:
     enabled: bool
 
 
-Report = TaskStarted | TaskFinished | Holding
-Command = Revoke | AddConsumer | CancelConsumer | SetTimeLimit | SetRateLimit | SetTaskEvents
+Report = TaskStarted | TaskFinished | Holding | Rejected
+Command = (
+    Revoke
+    | RevokeStamps
+    | AddConsumer
+    | CancelConsumer
+    | SetTimeLimit
+    | SetRateLimit
+    | SetTaskEvents
+)
 Record = Report | Command
 
-_REPORTS = (TaskStarted, TaskFinished, Holding)
-_COMMANDS = (Revoke, AddConsumer, CancelConsumer, SetTimeLimit, SetRateLimit, SetTaskEvents)
+_REPORTS = (TaskStarted, TaskFinished, Holding, Rejected)
+_COMMANDS = (
+    Revoke,
+    RevokeStamps,
+    AddConsumer,
+    CancelConsumer,
+    SetTimeLimit,
+    SetRateLimit,
+    SetTaskEvents,
+)
 _BY_KIND: dict[str, type[Record]] = {cls.kind: cls for cls in (*_REPORTS, *_COMMANDS)}
 #: a record's kind and fields in order, in one C call: a line is built per task, and
 #: orjson's own dataclass path takes 4x as long for slotted classes (measured)
@@ -160,21 +199,54 @@ def decode(line: bytes) -> Record:
     """The record ``line`` holds (as :func:`encode` wrote it).
 
     Raises ValueError naming the problem when it holds none: not JSON, an unknown kind, the
-    wrong number of fields.
+    wrong number of fields, a field of the wrong type. A child runs task code that can
+    write anything to its pipe, so a record is checked against its declared types before
+    the supervisor computes with it.
     """
     try:
         kind, *values = orjson.loads(line)
         cls = _BY_KIND[kind]
         if cls in _HOLDS_TUPLES:
             values = [_tupled(value) for value in values]
-        return cls(*values)
+        record = cls(*values)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a report or command ({type(exc).__name__}: {exc})") from None
+    for name, hint in _HINTS[cls].items():
+        if not _conforms(getattr(record, name), hint):
+            raise ValueError(f"{kind} record has a bad {name!r}: {getattr(record, name)!r:.100}")
+    return record
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (read from JSON) is of the type ``hint`` names."""
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        return any(_conforms(value, arg) for arg in get_args(hint))
+    if origin is tuple:
+        args = get_args(hint)
+        if type(value) is not tuple:
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(item, args[0]) for item in value)
+        return len(args) == len(value) and all(map(_conforms, value, args))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if hint is int:
+        return type(value) is int
+    return type(value) is hint
 
 
 def _tupled(value: Any) -> Any:
     """JSON arrays back into the tuples the records hold."""
     return tuple(map(_tupled, value)) if type(value) is list else value
+
+
+#: each record's fields and their types, for :func:`decode` to check what it reads
+_HINTS: dict[type[Record], dict[str, Any]] = {
+    cls: {f.name: get_type_hints(cls)[f.name] for f in fields(cls)} for cls in _BY_KIND.values()
+}
 
 
 def _read(line: bytes, sender: str) -> Record | None:
@@ -447,8 +519,10 @@ __all__ = [
     "Holding",
     "Link",
     "Record",
+    "Rejected",
     "Report",
     "Revoke",
+    "RevokeStamps",
     "RunningSlot",
     "SetRateLimit",
     "SetTaskEvents",

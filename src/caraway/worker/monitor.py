@@ -128,11 +128,14 @@ class TaskEvents:
             except Exception:
                 logger.exception("could not send events")
 
-    def worker(self, kind: str, *, active: int, processed: int) -> None:
-        """worker-online / worker-heartbeat / worker-offline, whatever ``enabled`` says."""
+    def worker(
+        self, kind: str, *, active: int, processed: int, freq: float = HEARTBEAT_FREQ
+    ) -> None:
+        """worker-online / worker-heartbeat / worker-offline, whatever ``enabled`` says;
+        ``freq`` is the heartbeat interval monitors judge the node alive by."""
         self._send(
             kind,
-            freq=HEARTBEAT_FREQ,
+            freq=freq,
             active=active,
             processed=processed,
             loadavg=[round(value, 2) for value in os.getloadavg()],

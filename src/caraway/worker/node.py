@@ -9,7 +9,6 @@ to it as its ``NodeView``. Reply shapes follow Celery's so that Celery's tools r
 
 from __future__ import annotations
 
-import os
 import platform
 import resource
 import signal
@@ -17,19 +16,23 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from caraway.clients.urls import mask_url
+from caraway.config import mask_settings
 from caraway.exceptions import ImproperlyConfigured
+from caraway.lifecycle import revoked_by_stamps
+from caraway.protocol.message import TaskMessage
 from caraway.rates import parse_rate
+from caraway.utils.files import read_file, write_file
 from caraway.worker.ipc import (
     AddConsumer,
     CancelConsumer,
     Command,
     Revoke,
+    RevokeStamps,
     SetRateLimit,
     SetTaskEvents,
     SetTimeLimit,
@@ -91,7 +94,11 @@ class NodeControl:
         self.started_at = time.monotonic()
         self.totals: Counter[str] = Counter()
         self.failures = 0
+        #: messages set aside unrun (dead-lettered at the decode boundary or on receipt)
+        self.rejected = 0
         self.revoked_ids: dict[str, float] = {}
+        #: stamp name -> revoked values (revoke_by_stamped_headers; kept in memory, as Celery)
+        self.revoked_stamps: dict[str, list[Any]] = {}
         self.events_enabled = bool(app.conf.worker_send_task_events)
 
     @property
@@ -104,8 +111,7 @@ class NodeControl:
         if not path:
             return
         try:
-            with open(path, "rb") as handle:
-                stored = orjson.loads(handle.read())
+            stored = orjson.loads(read_file(path))
         except FileNotFoundError:
             return
         except (OSError, orjson.JSONDecodeError) as exc:
@@ -124,10 +130,8 @@ class NodeControl:
             ((when, key) for key, when in self.revoked_ids.items() if when > cutoff), reverse=True
         )[:REVOKES_MAX]
         self.revoked_ids = {key: when for when, key in recent}
-        temporary = f"{path}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(orjson.dumps({"revoked": self.revoked_ids}))
-        os.replace(temporary, path)
+        # task ids are the node's business only: owner-readable, never through a link
+        write_file(path, orjson.dumps({"revoked": self.revoked_ids}), mode=0o600)
 
     def learn_revoked(self, task_ids: Iterable[str]) -> None:
         """Revocations recorded elsewhere (on the broker): keep and relay the ones not known."""
@@ -277,7 +281,8 @@ class NodeControl:
             "prefetch_count": self.concurrency * int(self.app.conf.worker_prefetch_multiplier),
             "broker": {
                 "transport": self.app.broker_url.partition("://")[0],
-                "hostname": self.app.broker_url.partition("://")[2].partition("/")[0],
+                # host and port only: what is left of the URL is credentials and paths
+                "hostname": _host(self.app.broker_url),
             },
             "rusage": {
                 "utime": usage.ru_utime + children.ru_utime,
@@ -285,14 +290,13 @@ class NodeControl:
                 "maxrss": usage.ru_maxrss,
             },
             "failed": self.failures,
+            # caraway's: messages dead-lettered without running (bad input, unknown tasks)
+            "rejected": self.rejected,
             "sw_ident": "caraway",
         }
 
     def conf(self) -> dict[str, Any]:
-        shown = {}
-        for name, value in self.app.conf.changes().items():
-            shown[name] = mask_url(value) if isinstance(value, str) and "://" in value else value
-        return shown
+        return mask_settings(self.app.conf.changes())
 
     # -- control ---------------------------------------------------------------------------
     def revoke(
@@ -307,6 +311,29 @@ class NodeControl:
             signum = _signal_number(signal_name)
             for task_id in task_ids:
                 self._supervisor.terminate(task_id, signum)
+
+    def revoke_by_stamps(
+        self, headers: Mapping[str, list[Any]], terminate: bool, signal_name: str
+    ) -> dict[str, set[Any]]:
+        """Do not run tasks stamped with these values; with ``terminate``, also stop the
+        running ones whose stamps match. Returns what was terminated, by stamp name."""
+        for name, values in headers.items():
+            self.revoked_stamps.setdefault(name, []).extend(values)
+        self._supervisor.relay(RevokeStamps({name: list(v) for name, v in headers.items()}))
+        terminated: dict[str, set[Any]] = {}
+        if not terminate:
+            return terminated
+        signum = _signal_number(signal_name)
+        for child in list(self._supervisor.children.values()):
+            running = child.running
+            if running is None or not running.stamps:
+                continue
+            message = TaskMessage(id=running.task_id, task=running.name, stamps=running.stamps)
+            match = revoked_by_stamps(message, headers)
+            if match is not None and self._supervisor.terminate(running.task_id, signum):
+                for name, value in match.items():
+                    terminated.setdefault(name, set()).add(value)
+        return terminated
 
     def set_rate_limit(self, task: str, rate: str | None) -> None:
         parse_rate(rate)
@@ -370,13 +397,21 @@ def bug_report(app: Caraway) -> str:
         f"results:{mask_url(backend) if backend else 'disabled'}",
         "",
     ]
-    for name, value in app.conf.changes().items():
-        shown = mask_url(value) if isinstance(value, str) and "://" in value else value
-        lines.append(f"{name}: {shown!r}")
+    for name, value in mask_settings(app.conf.changes()).items():
+        lines.append(f"{name}: {value!r}")
     return "\n".join(lines)
 
 
+def _host(url: str) -> str:
+    """``host:port`` of the (first) broker URL, without user, password or path."""
+    first = mask_url(url).split(";")[0]
+    return first.partition("://")[2].partition("/")[0].rpartition("@")[2].partition("?")[0]
+
+
 def _version(package: str) -> str | None:
+    # importlib.metadata is a hundred modules; a worker asks for versions only in a report
+    from importlib import metadata  # noqa: PLC0415 - rarely needed, see above
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

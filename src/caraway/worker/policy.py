@@ -13,7 +13,7 @@ from typing import Any
 
 from caraway.brokers.contracts import Delivery
 from caraway.lifecycle import Outcome
-from caraway.protocol.message import TaskMessage
+from caraway.protocol.message import REPR_MAX, TaskMessage, safe_repr
 from caraway.protocol.serializers import normalize_accept
 
 logger = logging.getLogger("caraway.worker")
@@ -30,14 +30,25 @@ def _rss_kib() -> int:
 
 
 def _info(delivery: Delivery) -> tuple[str, str, str, str, str]:
+    # read before the message is decoded, so from headers that may be anything at all
     headers = delivery.message.headers
+    if not isinstance(headers, dict):
+        headers = {}
     return (
-        str(headers.get("id", "")),
-        str(headers.get("task", "")),
-        str(headers.get("argsrepr") or "()"),
-        str(headers.get("kwargsrepr") or "{}"),
+        _shown(headers.get("id"), ""),
+        _shown(headers.get("task"), ""),
+        _shown(headers.get("argsrepr"), "()"),
+        _shown(headers.get("kwargsrepr"), "{}"),
         delivery.queue,
     )
+
+
+def _shown(value: Any, default: str) -> str:
+    if not value:
+        return default
+    if isinstance(value, str):
+        return value if len(value) <= REPR_MAX else value[:REPR_MAX] + "..."
+    return safe_repr(value)
 
 
 def protocol_accept(accept: Any) -> frozenset[str]:

@@ -5,6 +5,8 @@ drains, so broker I/O stays on the consumer's thread (AMQP acks must use the cha
 that received the message). ``-P gevent``/``-P eventlet`` are the threads pool after
 :func:`patch_concurrency` monkey-patched the process: its threads are greenlets and
 every socket cooperative, so ``-c 500`` I/O-bound tasks wait together in one process.
+There, :func:`green_time_limits` enforces time limits as Celery's gevent pool does: with
+the library's timeout, raised in the task's greenlet at its next cooperative wait.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from caraway.exceptions import ImproperlyConfigured
+from caraway import signals
+from caraway.exceptions import ImproperlyConfigured, SoftTimeLimitExceeded
 
 Job = Callable[[], Any]
 
@@ -79,6 +83,50 @@ def patched() -> str | None:
     return _patched
 
 
+class HardTimeLimit(BaseException):
+    """Raised in a greenlet at its hard time limit; a BaseException so that the task's own
+    ``except Exception`` cannot swallow it. The runner turns it into TimeLimitExceeded."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def _green_timeout(seconds: float, error: BaseException) -> Any:
+    if _patched == "gevent":
+        import gevent  # noqa: PLC0415 - optional: only under -P gevent
+
+        return gevent.Timeout(seconds, error)
+    import eventlet  # noqa: PLC0415 - optional: only under -P eventlet
+
+    return eventlet.Timeout(seconds, error)
+
+
+@contextmanager
+def green_time_limits(soft: float | None, hard: float | None) -> Iterator[None]:
+    """Time limits for a task on a green pool (nothing elsewhere): SoftTimeLimitExceeded
+    in the task at ``soft`` s, HardTimeLimit at ``hard`` s, each at the greenlet's next
+    cooperative wait (as Celery's gevent pool: a loop that never yields runs on). On the
+    main greenlet the soft limit is left to the SIGALRM one the runner sets."""
+    if _patched is None or not (soft or hard):
+        yield
+        return
+    with ExitStack() as stack:
+        if hard:
+            stack.enter_context(_green_timeout(hard, HardTimeLimit(hard)))
+        if soft and threading.current_thread() is not threading.main_thread():
+            error = SoftTimeLimitExceeded(f"soft time limit ({soft}s) exceeded")
+            stack.enter_context(_green_timeout(soft, error))
+        yield
+
+
+def _eventlet_signal(signal: signals.Signal, pool: object, **fields: Any) -> None:
+    """Celery's eventlet pool signals, sent by a pool on an eventlet-patched process (its
+    gevent and other pools send none, as Celery's)."""
+    if _patched == "eventlet" and signal.receivers:
+        signal.send(sender=pool, **fields)
+
+
 class InlinePool:
     """One slot: the job runs on the consumer's own thread (prefork children, solo)."""
 
@@ -86,12 +134,16 @@ class InlinePool:
 
     def __init__(self, done: queue.SimpleQueue[Any]) -> None:
         self._done = done
+        _eventlet_signal(signals.eventlet_pool_started, self)
 
     def submit(self, job: Job) -> None:
+        _eventlet_signal(signals.eventlet_pool_apply, self, target=job, args=(), kwargs={})
         self._done.put(job())
 
     def stop(self) -> None:
         """Nothing runs in the background."""
+        _eventlet_signal(signals.eventlet_pool_preshutdown, self)
+        _eventlet_signal(signals.eventlet_pool_postshutdown, self)
 
 
 class ThreadPool:
@@ -107,6 +159,7 @@ class ThreadPool:
         ]
         for thread in self._threads:
             thread.start()
+        _eventlet_signal(signals.eventlet_pool_started, self)
 
     def _work(self) -> None:
         while True:
@@ -116,14 +169,17 @@ class ThreadPool:
             self._done.put(job())
 
     def submit(self, job: Job) -> None:
+        _eventlet_signal(signals.eventlet_pool_apply, self, target=job, args=(), kwargs={})
         self._jobs.put(job)
 
     def stop(self) -> None:
         """Let running jobs finish, then end the threads."""
+        _eventlet_signal(signals.eventlet_pool_preshutdown, self)
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join()
+        _eventlet_signal(signals.eventlet_pool_postshutdown, self)
 
 
 class AsyncLoop:

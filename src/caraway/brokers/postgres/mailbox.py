@@ -11,6 +11,7 @@ broadcasts are swept after a minute, waiters (and their replies) after an hour.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -58,6 +59,9 @@ def _pack(message: Message, exchange: str, routing_key: str) -> bytes:
     )
 
 
+logger = logging.getLogger("caraway.brokers.postgres.mailbox")
+
+
 class PostgresMailbox(Mailbox):
     """The pidbox of ``postgresql://`` brokers, in the broker's own database."""
 
@@ -89,7 +93,10 @@ class PostgresMailbox(Mailbox):
         )
         if rows:
             self._read_up_to = int(rows[-1][0])
-        return [envelope.unpack(bytes(raw)).message for _, raw in rows]
+        messages, errors = envelope.unpack_all(bytes(raw) for _, raw in rows)
+        for error in errors:
+            logger.warning("dropped an unreadable remote-control envelope: %s", error)
+        return messages
 
     def reply(self, message: Message, *, exchange: str, routing_key: str) -> None:
         params = {"envelope": _pack(message, exchange, routing_key), "oid": routing_key}

@@ -230,14 +230,17 @@ class RedisAdmin(QueueAdmin, Revocations):
 
 
 def _dead_letter(dead_id: str, record: bytes) -> DeadLetter:
-    data = json.loads(record)
+    # the claim script copies a buried envelope's bytes as they were, UTF-8 or not
+    data = json.loads(record.decode("utf-8", "surrogateescape"))
     envelope = str(data.get("envelope", ""))
     try:
         message = unpack(envelope).message
     except (ProtocolError, ValueError, KeyError, TypeError):
         # what could not be decoded is shown as its raw bytes
         message = Message(
-            body=envelope.encode(), headers={}, content_type="application/octet-stream"
+            body=envelope.encode("utf-8", "surrogateescape"),
+            headers={},
+            content_type="application/octet-stream",
         )
     return DeadLetter(
         id=dead_id,

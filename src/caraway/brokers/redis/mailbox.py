@@ -132,7 +132,10 @@ class RedisMailbox(Mailbox):
             if event is None:
                 return messages
             if event.get("type") == "pmessage":
-                messages.append(envelope.unpack(event["data"]).message)
+                found, errors = envelope.unpack_all([event["data"]])
+                messages += found
+                for error in errors:
+                    logger.warning("dropped an unreadable remote-control envelope: %s", error)
 
     def reply(self, message: Message, *, exchange: str, routing_key: str) -> None:
         raw = envelope.pack(

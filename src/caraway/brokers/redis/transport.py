@@ -50,6 +50,7 @@ from caraway.clients.redis import (
 from caraway.exceptions import BrokerConnectionError, BrokerError, ProtocolError
 from caraway.protocol.envelope import mark_redelivered, pack, unpack
 from caraway.protocol.message import Message
+from caraway.utils.ids import new_id
 
 T = TypeVar("T")
 
@@ -115,6 +116,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
         self._next_sweep = 0.0
         self._rotation = 0
+        self._keys_by_order: dict[tuple[tuple[str, ...], int], list[str]] = {}
         socket_timeout = opts.get("socket_timeout")
         if socket_timeout:
             # a blocking read must return before the socket gives up on it
@@ -159,7 +161,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 message,
                 exchange=exchange,
                 routing_key=rkey,
-                delivery_tag=str(uuid.uuid4()),
+                delivery_tag=new_id(),
                 priority=priority,
             )
             commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
@@ -204,7 +206,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         priority = priority_of(message)
         pushes: list[Command] = []
         for queue in queues:
-            tag = f"{uuid.uuid4()}>{queue}"
+            tag = f"{new_id()}>{queue}"
             raw = pack(
                 message,
                 exchange=exchange,
@@ -234,7 +236,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             message,
             exchange="",
             routing_key=queue,
-            delivery_tag=str(uuid.uuid4()),
+            delivery_tag=new_id(),
             priority=priority,
         )
         commands: list[Command] = []
@@ -289,11 +291,9 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             self.declare(queue)
         deadline = time.monotonic() + max(0.0, timeout)
         self._maybe_sweep()
-        order = list(queues)
-        shift = self._rotation % len(order)
+        shift = self._rotation % len(queues)
         self._rotation += 1
-        order = order[shift:] + order[:shift]
-        keys = [self.keys.queue_key(q, step) for step in self.keys.priority_steps for q in order]
+        keys = self._claim_keys(tuple(queues), shift)
         before = self._ack_commands(acks)
         while True:
             found, next_due = self._claim_once(keys, limit, owner, before)
@@ -306,6 +306,21 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 wait = min(wait, max(0.0, next_due - time.time()))
             if wait >= 0.01:  # 0 would block forever in Redis
                 self._block(keys[0], wait)
+
+    def _claim_keys(self, queues: tuple[str, ...], shift: int) -> list[str]:
+        """The (unprefixed) lists a claim reads, bucket by bucket, starting with queue
+        ``shift``. Kept per (queues, shift): a consumer asks for the same few on every fetch,
+        and building them each time was most of the Python cost of a claim from 50 queues
+        (four keys per queue, 150 calls per task)."""
+        keys = self._keys_by_order.get((queues, shift))
+        if keys is None:
+            if len(self._keys_by_order) >= 4096:  # queues added and cancelled many times
+                self._keys_by_order.clear()
+            order = queues[shift:] + queues[:shift]
+            steps = self.keys.priority_steps
+            keys = [self.keys.queue_key(queue, step) for step in steps for queue in order]
+            self._keys_by_order[(queues, shift)] = keys
+        return keys
 
     def _block(self, key: str, wait: float) -> None:
         # A no-op move (tail back to tail) blocks until the list has a message without
@@ -377,7 +392,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             _PROMOTE_BATCH,
             *keys,
         ]
-        claim = self._held.evalsha(self._claim, bookkeeping + [self.keys.k(k) for k in keys], args)
+        lists = [self.keys.k(k) for k in keys] if self.prefix else keys
+        claim = self._held.evalsha(self._claim, bookkeeping + lists, args)
         # acks are idempotent: if the reply is lost they are simply sent again
         replies = self._held.run([*before, claim], raise_errors=False)
         failed = [reply for reply in replies if isinstance(reply, Exception)]

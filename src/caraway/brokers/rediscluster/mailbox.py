@@ -10,6 +10,7 @@ Nothing is persisted: a node not subscribed at that moment misses the request, a
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,9 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], 3600)
 return 1
 """
+
+
+logger = logging.getLogger("caraway.brokers.rediscluster.mailbox")
 
 
 class RedisClusterMailbox(Mailbox):
@@ -83,7 +87,10 @@ class RedisClusterMailbox(Mailbox):
         try:
             while (event := self._pubsub.get_message(timeout=0.0)) is not None:
                 if event.get("type") == "message":
-                    messages.append(envelope.unpack(event["data"]).message)
+                    found, errors = envelope.unpack_all([event["data"]])
+                    messages += found
+                    for error in errors:
+                        logger.warning("dropped an unreadable remote-control envelope: %s", error)
         except redis.RedisError:
             self._drop()
             self._run("subscribe to the pidbox", self._subscribe)  # after a failover

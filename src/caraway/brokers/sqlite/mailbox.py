@@ -9,6 +9,7 @@ Expiry: broadcasts are swept after a minute, waiters (and their replies) after a
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 import uuid
@@ -50,6 +51,9 @@ def _pack(message: Message, exchange: str, routing_key: str) -> bytes:
     )
 
 
+logger = logging.getLogger("caraway.brokers.sqlite.mailbox")
+
+
 class SQLiteMailbox(Mailbox):
     """The pidbox of ``sqlite://`` brokers, in the broker's own file."""
 
@@ -78,7 +82,10 @@ class SQLiteMailbox(Mailbox):
         rows = self.file.read(fresh)
         if rows:
             self._read_up_to = rows[-1][0]
-        return [envelope.unpack(raw).message for _, raw in rows]
+        messages, errors = envelope.unpack_all(raw for _, raw in rows)
+        for error in errors:
+            logger.warning("dropped an unreadable remote-control envelope: %s", error)
+        return messages
 
     def reply(self, message: Message, *, exchange: str, routing_key: str) -> None:
         raw = _pack(message, exchange, routing_key)

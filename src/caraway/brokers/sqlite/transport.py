@@ -9,6 +9,7 @@ committed row update, and ack deletes the row.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -135,16 +136,59 @@ def _message_values(message: Message) -> tuple[str, str, bytes, str, str]:
 
 
 def _priority(message: Message) -> int:
-    value = message.properties.get("priority")
-    return int(value) if value is not None else 0
+    value = message.properties.get("priority") if isinstance(message.properties, dict) else None
+    return _as_int(value)
+
+
+def _as_int(value: Any) -> int:
+    """A priority read back from a row: anything but a number from 0 to 255 sorts as 0."""
+    try:
+        number = int(value) if value is not None else 0
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return number if 0 <= number <= 255 else 0
+
+
+def _as_text(value: Any) -> str:
+    """A column of a dead letter, whatever the message held: JSON if it can be, else repr."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:10_000]
+
+
+def _dead_values(message: Message) -> tuple[str, str, bytes, str, str]:
+    """:func:`_message_values` for a message that may be malformed in any part."""
+    body = message.body
+    return (
+        _as_text(message.headers),
+        _as_text(message.properties),
+        bytes(body)
+        if isinstance(body, (bytes, bytearray, memoryview))
+        else _as_text(body).encode(),
+        _as_text(message.content_type),
+        _as_text(message.content_encoding),
+    )
+
+
+def _column(text: Any) -> Any:
+    """A headers/properties column as written (a JSON object); what another writer put
+    there is handed on as it is, for the worker's decode to refuse."""
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError):
+        return text
 
 
 def message_from(row: Sequence[Any]) -> Message:
     """``row`` starts with the ``MESSAGE_FIELDS`` columns."""
+    body = row[2]
     return Message(
-        body=bytes(row[2]),
-        headers=orjson.loads(row[0]),
-        properties=orjson.loads(row[1]),
+        body=body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body or b""),
+        headers=_column(row[0]),
+        properties=_column(row[1]),
         content_type=row[3],
         content_encoding=row[4],
     )
@@ -321,7 +365,7 @@ class SQLiteTransport(Transport, Scheduling, Fanout, Routing):
             conn.execute(f"{claim} ({placeholders(len(ids))})", (owner, lease, *ids))
         if rows:
             # RETURNING gives rows in no promised order
-            rows.sort(key=lambda row: (-row[2], row[0]))
+            rows.sort(key=lambda row: (-_as_int(row[2]), row[0]))
             return rows, None
         return rows, conn.execute(_NEXT_DUE).fetchone()[0]
 
@@ -383,7 +427,7 @@ class SQLiteTransport(Transport, Scheduling, Fanout, Routing):
             time.time(),
             _priority(message),
             delivery.delivery_count,
-            *_message_values(message),
+            *_dead_values(message),
             delivery.exchange,
             delivery.routing_key,
         )

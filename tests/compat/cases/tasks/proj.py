@@ -9,8 +9,7 @@ class Audited(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         app.backend.client.set(
             f"einfo:{task_id}",
-            f"{einfo.type.__name__}|{'Traceback' in einfo.traceback}"
-            f"|{self.audit_level}",
+            f"{einfo.type.__name__}|{'Traceback' in einfo.traceback}|{self.audit_level}",
         )
 
 

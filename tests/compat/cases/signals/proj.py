@@ -12,7 +12,7 @@ from celery.signals import (
     task_success,
 )
 
-app = Celery("proj", broker=os.environ["COMPAT_BROKER"], backend=os.environ["COMPAT_BROKER"])
+app = Celery("proj", broker=os.environ["TEST_BROKER"], backend=os.environ["TEST_BROKER"])
 app.conf.task_default_queue = os.environ["COMPAT_QUEUE"]
 
 seen = []

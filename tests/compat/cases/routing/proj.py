@@ -8,7 +8,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 prefix = os.environ["COMPAT_QUEUE"]
-app = Celery("proj", broker=os.environ["COMPAT_BROKER"], backend=os.environ["COMPAT_BROKER"])
+app = Celery("proj", broker=os.environ["TEST_BROKER"], backend=os.environ["TEST_BROKER"])
 
 media = Exchange(prefix + "-media", type="topic")
 app.conf.task_default_queue = prefix + "-default"
@@ -60,3 +60,11 @@ def fetch_feed(self):
 @app.task(name="proj.plain", bind=True)
 def plain(self):
     return where(self.request)
+
+
+@app.task(name="proj.image.retouch", bind=True, default_retry_delay=0.2)
+def retouch(self):
+    # a retry is sent back through the exchange and routing key the task came by
+    if self.request.retries < 1:
+        raise self.retry()
+    return f"{where(self.request)} after {self.request.retries} retry"

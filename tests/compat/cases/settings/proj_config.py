@@ -2,8 +2,8 @@
 
 import os
 
-broker_url = os.environ["COMPAT_BROKER"]
-result_backend = os.environ["COMPAT_BROKER"]
+broker_url = os.environ["TEST_BROKER"]
+result_backend = os.environ["TEST_BROKER"]
 task_default_queue = os.environ["COMPAT_QUEUE"]
 task_serializer = "json"
 accept_content = ["json"]
