@@ -202,7 +202,9 @@ def _assert_at_least_once(figures: dict[str, Any]) -> None:
 SHORT = [
     Scenario("sqlite", faults=FAULTS["sqlite"], poison=(20,)),
     Scenario("redis", faults=FAULTS["redis"], poison=(20,)),
-    Scenario("amqp", faults=FAULTS["amqp"], poison=(20,)),
+    # no poison here: the machine's RabbitMQ has one dead-letter queue, shared and often
+    # busy (the fuzz suite fills it); test_poison_amqp.py and the long runs cover it
+    Scenario("amqp", faults=FAULTS["amqp"]),
 ]
 
 

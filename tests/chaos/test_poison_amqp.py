@@ -49,10 +49,11 @@ def test_poison_on_a_classic_queue_is_dead_lettered_after_the_cap(
     poison = tasks.ledger.delay(0, 0, True)
     ledger = Ledger(tmp_path / "ledger.txt")
     tasks.ledger.delay(1, 0)
-    wait_for(lambda: 1 in ledger.done(), 30, "the task behind the poison to run")
+    # generous: setting the poison aside publishes to the machine's shared, busy caraway.dead
+    wait_for(lambda: 1 in ledger.done(), 90, "the task behind the poison to run")
     # set aside, as its result says (the machine's dead-letter store is shared: other
     # tests, the fuzz suite among them, fill it)
-    wait_for(lambda: poison.state == "FAILURE", 10, "the poison's FAILURE result")
+    wait_for(lambda: poison.state == "FAILURE", 30, "the poison's FAILURE result")
     assert "set aside in the dead-letter store (worker_delivery_cap=3)" in str(poison.result)
     starts = [number for kind, number, _, _ in ledger.events() if kind == "S" and number == 0]
     assert len(starts) == 3  # worker_delivery_cap=3 runs; the 4th delivery is set aside
