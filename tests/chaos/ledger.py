@@ -34,10 +34,6 @@ from typing import Any
 
 from tests.harness.brokers import Broker
 from tests.harness.processes import Process, Processes
-from tests.harness.waiting import wait_for
-
-#: ``pytest -m soak``: the long variants (docs/reliability.md)
-LONG = bool(os.environ.get("CARAWAY_LEDGER_LONG"))
 
 RECORD = '''
 import os
@@ -374,10 +370,6 @@ def report(name: str, figures: dict[str, Any], faults: Faults | None, seconds: f
     if target:
         with open(target, "a") as handle:
             handle.write(text + "\n")
-
-
-def wait_settled(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    wait_for(condition, timeout, what, interval=0.2)
 
 
 @contextlib.contextmanager
