@@ -11,7 +11,11 @@ interrupted (its process died or was stopped). Classified at the end:
   last was interrupted (a worker died while running it), *unexplained* when it finished
   more than once (a redelivery of a task that had already run to the end);
 - **never**: the publish was acknowledged and no run ever started (lost);
+- **never finished**: started, interrupted, never run again (an early ack's loss);
 - **unacknowledged ran**: the publish raised and the task ran anyway.
+
+Poison numbers (their task SIGKILLs its own process) are left out of these counts; whether
+they were set aside in the dead-letter store is reported apart.
 
 The same `proj` runs on caraway and on Celery (`celeryproj`), so a mixed fleet and a
 Celery-only fleet share the task, the store and the fault schedule.
