@@ -11,7 +11,11 @@ interrupted (its process died or was stopped). Classified at the end:
   last was interrupted (a worker died while running it), *unexplained* when it finished
   more than once (a redelivery of a task that had already run to the end);
 - **never**: the publish was acknowledged and no run ever started (lost);
+- **never finished**: started, interrupted, never run again (an early ack's loss);
 - **unacknowledged ran**: the publish raised and the task ran anyway.
+
+Poison numbers (their task SIGKILLs its own process) are left out of these counts; whether
+they were set aside in the dead-letter store is reported apart.
 
 The same `proj` runs on caraway and on Celery (`celeryproj`), so a mixed fleet and a
 Celery-only fleet share the task, the store and the fault schedule.
@@ -27,17 +31,13 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.harness.brokers import Broker
 from tests.harness.processes import Process, Processes
-from tests.harness.waiting import wait_for
-
-#: ``pytest -m soak``: the long variants (docs/reliability.md)
-LONG = bool(os.environ.get("CARAWAY_LEDGER_LONG"))
 
 RECORD = '''
 import os
@@ -232,6 +232,8 @@ class Faults:
     freeze_max: float = 2.5
     log: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    #: pool children the schedule SIGKILLed
+    killed: set[int] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -265,7 +267,10 @@ class Faults:
         nodes = self.fleet.alive()
         node = rng.choice(nodes) if nodes else None
         if action == "kill_child" and node is not None:
-            return f"{node.name} child {node.kill_child(signal.SIGKILL, rng)}"
+            pid = node.kill_child(signal.SIGKILL, rng)
+            if pid is not None:
+                self.killed.add(pid)
+            return f"{node.name} child {pid}"
         if action == "kill_parent" and node is not None:
             node.send(signal.SIGKILL)  # the parent alone: its children must not go on alone
             node.popen.wait(timeout=10) if node.popen else None
@@ -307,6 +312,15 @@ class Ledger:
 
     def done(self) -> set[int]:
         return {number for kind, number, _, _ in self.events() if kind == "D"}
+
+    def killed_after_finishing(self, numbers: Iterable[int], killed: set[int]) -> list[int]:
+        """Those of ``numbers`` a process finished and was then SIGKILLed by the schedule
+        (before its result and ack were written: at-least-once runs them again)."""
+        finishers: dict[int, set[int]] = defaultdict(set)
+        for kind, number, pid, _ in self.events():
+            if kind == "D":
+                finishers[number].add(pid)
+        return sorted(n for n in numbers if finishers[n] & killed)
 
     def classify(self, send: Send) -> dict[str, Any]:
         starts: Counter[int] = Counter()
@@ -374,10 +388,6 @@ def report(name: str, figures: dict[str, Any], faults: Faults | None, seconds: f
     if target:
         with open(target, "a") as handle:
             handle.write(text + "\n")
-
-
-def wait_settled(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    wait_for(condition, timeout, what, interval=0.2)
 
 
 @contextlib.contextmanager

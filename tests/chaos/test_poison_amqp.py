@@ -48,23 +48,12 @@ def test_poison_on_a_classic_queue_is_dead_lettered_after_the_cap(
     processes.caraway_worker("-c", "1", name="poisoned").wait_ready()
     poison = tasks.ledger.delay(0, 0, True)
     ledger = Ledger(tmp_path / "ledger.txt")
-    after = tasks.ledger.delay(1, 0)
-    wait_for(lambda: 1 in ledger.done(), 30, "the task behind the poison to run")
-    app = importlib.import_module("proj.caraway").app
-    admin = app.admin()
-
-    def ours() -> list[object]:
-        # the machine's RabbitMQ has one dead-letter store: other tests' letters are there too
-        return [
-            d.id for d in admin.dead_letters(limit=1000) if d.message.headers.get("id") == poison.id
-        ]
-
-    try:
-        letters = wait_for(ours, 10, "the poison in the dead-letter store")
-        assert len(letters) == 1
-        admin.purge_dead_letters(letters)  # ours only
-    finally:
-        admin.close()
+    tasks.ledger.delay(1, 0)
+    # generous: setting the poison aside publishes to the machine's shared, busy caraway.dead
+    wait_for(lambda: 1 in ledger.done(), 90, "the task behind the poison to run")
+    # set aside, as its result says (the machine's dead-letter store is shared: other
+    # tests, the fuzz suite among them, fill it)
+    wait_for(lambda: poison.state == "FAILURE", 30, "the poison's FAILURE result")
+    assert "set aside in the dead-letter store (worker_delivery_cap=3)" in str(poison.result)
     starts = [number for kind, number, _, _ in ledger.events() if kind == "S" and number == 0]
     assert len(starts) == 3  # worker_delivery_cap=3 runs; the 4th delivery is set aside
-    assert after.id != poison.id
