@@ -246,7 +246,7 @@ def test_a_prefork_child_exports_its_spans_before_it_exits(tmp_path: Path) -> No
     base = write_project(tmp_path, app_source=TRACED_APP)
     node = Worker(base, "-c", "1", env={"TEST_SPANS": str(spans)})
     client = Caraway(
-        "proj-client", broker=f"sqlite:///{base}/caraway.sqlite3", set_as_current=False
+        "proj-client", broker=f"sqlite:///{base}/proj/caraway.sqlite3", set_as_current=False
     )
     client.conf.result_backend = client.broker_url
     try:
