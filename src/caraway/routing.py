@@ -3,7 +3,7 @@
 Owns the precedence between apply_async options, the task's own options and ``task_routes``,
 and parsing ``-Q a,b`` queue lists; it does no I/O and declares nothing. The one thing to know:
 with nothing explicit Celery publishes on the default exchange ``""`` with routing key = queue
-name (docs/protocol.md §3.2), so that is the default ``Route``.
+name (docs/design/protocol.md §3.2), so that is the default ``Route``.
 """
 
 from __future__ import annotations

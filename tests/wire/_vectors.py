@@ -13,7 +13,7 @@ from caraway.protocol import Message
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
-#: the AMQP basic properties Celery sets on a task message (docs/protocol.md §1.2)
+#: the AMQP basic properties Celery sets on a task message (docs/design/protocol.md §1.2)
 BASIC_PROPERTIES = ("correlation_id", "reply_to", "delivery_mode", "priority", "expiration")
 
 

@@ -1,6 +1,6 @@
 """Golden tests: Celery's stored result documents read back, and ours are built the same.
 
-For every captured document (docs/protocol.md §4) we decode it, rebuild it with
+For every captured document (docs/design/protocol.md §4) we decode it, rebuild it with
 result_document() from what the worker knew (state, value, traceback, relations), and
 compare fields and field order; date_done is the capture's since it is a timestamp.
 """

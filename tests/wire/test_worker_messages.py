@@ -1,6 +1,6 @@
 """Golden tests for what a Celery worker publishes and restores on Redis.
 
-Chain continuations, retries and chord callbacks (docs/protocol.md §1.4) must decode to
+Chain continuations, retries and chord callbacks (docs/design/protocol.md §1.4) must decode to
 the follow-up the worker meant and re-encode to the same headers; kombu's restore of an
 unacked message (§2.5) must read as redelivered and be reproducible by mark_redelivered.
 """

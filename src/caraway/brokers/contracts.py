@@ -729,7 +729,7 @@ def reply_queue(oid: str) -> str:
 
 
 class Mailbox(abc.ABC):
-    """One connection's view of the pidbox (docs/protocol.md §6): a node side and a client
+    """One connection's view of the pidbox (docs/design/protocol.md §6): a node side and a client
     side. It moves pidbox messages and never reads a command.
 
     A node calls :meth:`listen` once, then :meth:`receive` and :meth:`reply`; a client

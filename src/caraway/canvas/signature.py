@@ -1,7 +1,7 @@
 """Signature: one task call's arguments and options, as a dict in Celery's wire form.
 
 A :class:`Signature` *is* a dict ``{task, args, kwargs, options, subtask_type, immutable}``
-(docs/protocol.md section 1.3), so it travels inside messages unchanged. The composite
+(docs/design/protocol.md section 1.3), so it travels inside messages unchanged. The composite
 canvases (:mod:`caraway.canvas.workflows`) subclass it and register themselves by
 ``subtask_type`` or built-in task name, so :meth:`Signature.from_dict` rebuilds the right
 type without this module naming them.

@@ -1,4 +1,4 @@
-"""kombu's JSON envelope: how one message sits in a Redis list (docs/protocol.md §2.1).
+"""kombu's JSON envelope: how one message sits in a Redis list (docs/design/protocol.md §2.1).
 
 The envelope is one JSON object: base64 body, hyphenated ``content-type``/
 ``content-encoding``, task headers, and properties that also carry ``delivery_info``,

@@ -1,4 +1,4 @@
-"""Celery event documents (docs/protocol.md §5): build, batch and parse them; no I/O.
+"""Celery event documents (docs/design/protocol.md §5): build, batch and parse them; no I/O.
 
 An event is a flat JSON object with ``hostname``, ``utcoffset``, ``pid``, ``clock``,
 ``timestamp`` and ``type`` plus per-type fields (vectors/event-*.json). The one thing to

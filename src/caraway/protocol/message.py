@@ -2,7 +2,7 @@
 
 This module and its siblings are the only code that knows Celery's envelope: everything
 else handles :class:`Message` (bytes plus headers, what a broker carries) or
-:class:`TaskMessage` (what a task call means). Facts: docs/protocol.md, section 1, and
+:class:`TaskMessage` (what a task call means). Facts: docs/design/protocol.md, section 1, and
 the golden vectors in tests/vectors. Naive eta/expires datetimes are taken as UTC.
 """
 

@@ -1,4 +1,4 @@
-"""Celery's remote-control ("pidbox") documents (docs/protocol.md §6): requests and replies.
+"""Celery's remote-control ("pidbox") documents (docs/design/protocol.md §6): requests and replies.
 
 Builds and reads the broadcast a client publishes and the ``{hostname: reply}`` a node sends
 back; moving them is the mailbox's job and answering them the worker's. The one thing to
@@ -20,7 +20,7 @@ from caraway.protocol.serializers import dumps_json, loads_json
 
 @dataclass(slots=True)
 class Request:
-    """One decoded broadcast (docs/protocol.md §6.1)."""
+    """One decoded broadcast (docs/design/protocol.md §6.1)."""
 
     method: str
     arguments: dict[str, Any]
@@ -143,7 +143,7 @@ def _request(body: dict[str, Any], headers: dict[str, Any]) -> Request:
 
 
 def encode_reply(hostname: str, reply: Any, *, ticket: str, clock: int) -> Message:
-    """Node ``hostname``'s answer to the request with ``ticket`` (docs/protocol.md §6.2)."""
+    """Node ``hostname``'s answer to the request with ``ticket`` (docs/design/protocol.md §6.2)."""
     return Message(
         body=dumps_json({hostname: reply}),
         headers={"ticket": ticket, "clock": clock},

@@ -1,7 +1,7 @@
 """Celery's signature dicts as they travel inside messages, checked before anything runs.
 
 A signature on the wire is ``{task, args, kwargs, options, subtask_type, immutable}``
-(docs/protocol.md section 1.3); a chain keeps its steps in ``kwargs.tasks``, a group its
+(docs/design/protocol.md section 1.3); a chain keeps its steps in ``kwargs.tasks``, a group its
 members there too, a chord its ``header`` and ``body``, and ``celery.map``/``starmap``/
 ``chunks`` their ``task`` and ``it``. What arrives from a broker is untrusted: this module
 checks the shape, recursively and to a bounded depth, without building any canvas object.

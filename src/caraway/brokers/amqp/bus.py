@@ -1,4 +1,4 @@
-"""Celery's events on RabbitMQ (docs/protocol.md §3.1, §5.1), with py-amqp.
+"""Celery's events on RabbitMQ (docs/design/protocol.md §3.1, §5.1), with py-amqp.
 
 Senders publish to the durable topic exchange ``celeryev`` with the event's routing key
 (delivery mode 1, header ``hostname``). A receiver declares its own non-durable,

@@ -1,4 +1,4 @@
-"""Celery's pidbox on RabbitMQ (docs/protocol.md §3.1, §6), with py-amqp.
+"""Celery's pidbox on RabbitMQ (docs/design/protocol.md §3.1, §6), with py-amqp.
 
 Entities exactly as Celery declares them (a mismatch is PRECONDITION_FAILED): fanout
 exchange ``celery.pidbox`` and direct ``reply.celery.pidbox``, both non-durable; a node's

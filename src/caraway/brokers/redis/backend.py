@@ -1,4 +1,4 @@
-"""Redis result backend with Celery's layout (docs/protocol.md section 4): documents are bytes.
+"""Redis result backend with Celery's layout (docs/design/protocol.md §4): documents are bytes.
 
 ``celery-task-meta-<id>`` holds each task's JSON document (written with an expiry and
 PUBLISHed on a channel named like the key, no ``/<db>.`` prefix); groups live in

@@ -1,4 +1,4 @@
-"""Celery's events on Redis (docs/protocol.md §2.6, §5.1): pub/sub in kombu's envelope.
+"""Celery's events on Redis (docs/design/protocol.md §2.6, §5.1): pub/sub in kombu's envelope.
 
 Senders PUBLISH the envelope (base64 body, ``delivery_info`` naming ``celeryev`` and the
 routing key) on ``<prefix>/<db>.celeryev/<routing_key>``; receivers PSUBSCRIBE to the

@@ -1,4 +1,4 @@
-"""The Redis broker's key names, Celery 5.7/kombu 5.7's layout (docs/protocol.md section 2)
+"""The Redis broker's key names, Celery 5.7/kombu 5.7's layout (docs/design/protocol.md section 2)
 plus caraway's own keys, shared by the transport and the admin.
 
 Owns names only, never a command's meaning. The one thing to know: a queue is one list per

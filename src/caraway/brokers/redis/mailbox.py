@@ -1,4 +1,4 @@
-"""Celery's pidbox on Redis (docs/protocol.md §2.4, §2.6, §6): pub/sub out, lists back.
+"""Celery's pidbox on Redis (docs/design/protocol.md §2.4, §2.6, §6): pub/sub out, lists back.
 
 Requests are PUBLISHed in kombu's envelope on ``<prefix>/<db>.celery.pidbox``; nodes
 PSUBSCRIBE to it and record their mailbox in ``_kombu.binding.celery.pidbox``. Replies are

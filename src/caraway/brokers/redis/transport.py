@@ -1,4 +1,4 @@
-"""Redis broker transport with Celery 5.7/kombu 5.7's key layout (docs/protocol.md section 2).
+"""Redis broker transport with Celery 5.7/kombu 5.7's key layout (docs/design/protocol.md §2).
 
 Queues are lists of kombu JSON envelopes (``LPUSH`` to publish, consumed from the right),
 one list per priority bucket (``<queue>``, ``<queue>\\x06\\x163`` ...; lower bucket first).
