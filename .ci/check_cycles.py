@@ -89,7 +89,9 @@ def one_cycle(edges: Mapping[str, Iterable[str]], members: list[str]) -> list[st
 
 def import_edges(*packages: str) -> dict[str, set[str]]:
     graph = grimp.build_graph(*packages, cache_dir=None)
-    return {module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules}
+    return {
+        module: set(graph.find_modules_directly_imported_by(module)) for module in graph.modules
+    }
 
 
 def main(argv: list[str]) -> int:
