@@ -255,24 +255,33 @@ def _user(raw: str | None) -> str | None:
     return unquote(raw) if raw else None
 
 
-def retrying(what: str, fn: Callable[[], T], *, where: str, retries: int) -> T:
-    """Run ``fn``, retrying connection errors ``retries`` times with backoff (0.1 s doubling
-    to 2 s); raise BrokerConnectionError after the last, BrokerError for any other redis
-    error. Only for commands that are safe to run twice."""
+def retrying(
+    what: str,
+    fn: Callable[[], T],
+    *,
+    where: str,
+    retries: int,
+    retryable: tuple[type[Exception], ...] = RETRYABLE,
+    server: str = "Redis",
+) -> T:
+    """Run ``fn``, retrying ``retryable`` errors ``retries`` times with backoff (0.1 s
+    doubling to 2 s); raise BrokerConnectionError after the last, BrokerError for any other
+    redis error. Only for commands that are safe to run twice. A cluster passes the errors
+    a failover in progress raises, and its name for the messages."""
     delay = 0.1
     for attempt in range(retries + 1):
         try:
             return fn()
-        except RETRYABLE as exc:
+        except retryable as exc:
             if attempt == retries:
                 raise BrokerConnectionError(
-                    f"Redis at {where} unreachable during {what} after "
+                    f"{server} at {where} unreachable during {what} after "
                     f"{attempt + 1} attempts: {exc}; check the server and broker_url"
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         except redis.RedisError as exc:
-            raise BrokerError(f"Redis {what} failed at {where}: {exc}") from exc
+            raise BrokerError(f"{server} {what} failed at {where}: {exc}") from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 

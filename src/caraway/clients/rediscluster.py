@@ -10,7 +10,6 @@ every key of one queue (or one chord, one reply box) carries the same ``{tag}``.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +20,8 @@ from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
+from caraway.clients import redis as redis_client
+from caraway.exceptions import BrokerConnectionError, ImproperlyConfigured
 
 T = TypeVar("T")
 
@@ -81,14 +81,14 @@ def parse_cluster_url(url: str) -> ClusterTarget:
     )
 
 
-def _node(text: str, url: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
+def _node(spec: str, url: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
     if not host:
-        host, port = text, "6379"
+        host, port = spec, "6379"
     try:
         return host, int(port)
     except ValueError:
-        raise ImproperlyConfigured(f"bad node {text!r} in {url!r}; write host:port") from None
+        raise ImproperlyConfigured(f"bad node {spec!r} in {url!r}; write host:port") from None
 
 
 def connect_cluster(url: str, options: dict[str, Any] | None = None) -> Any:
@@ -132,25 +132,8 @@ def hash_tag(name: str) -> str:
 
 
 def retrying(what: str, fn: Callable[[], T], *, where: str, retries: int) -> T:
-    """Run ``fn``, retrying what a failover in progress raises (0.1 s doubling to 2 s);
-    BrokerConnectionError after the last, BrokerError for any other Redis error. Only for
-    commands that are safe to run twice."""
-    delay = 0.1
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except RETRYABLE as exc:
-            if attempt == retries:
-                raise BrokerConnectionError(
-                    f"Redis Cluster at {where} unavailable during {what} after "
-                    f"{attempt + 1} attempts: {exc}"
-                ) from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        except redis.RedisError as exc:
-            raise BrokerError(f"Redis Cluster {what} failed at {where}: {exc}") from exc
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """:func:`caraway.clients.redis.retrying`, also retrying what a failover in progress
+    raises (the cluster is looked at anew before each attempt)."""
+    return redis_client.retrying(
+        what, fn, where=where, retries=retries, retryable=RETRYABLE, server="Redis Cluster"
+    )

@@ -17,13 +17,8 @@ from caraway.brokers.rediscluster.deadletters import (
 )
 from caraway.brokers.rediscluster.keys import queue_keys, queue_of_parked, revoked_key
 from caraway.brokers.rediscluster.transport import RedisClusterTransport
-from caraway.clients.rediscluster import (
-    connect_cluster,
-    key_prefix,
-    parse_cluster_url,
-    retrying,
-    text,
-)
+from caraway.clients.redis import text
+from caraway.clients.rediscluster import connect_cluster, key_prefix, parse_cluster_url, retrying
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
 

@@ -25,13 +25,13 @@ from caraway.brokers.contracts import (
     BeatState,
     BeatStore,
 )
+from caraway.clients.redis import text
 from caraway.clients.rediscluster import (
     connect_cluster,
     hash_tag,
     key_prefix,
     parse_cluster_url,
     retrying,
-    text,
 )
 
 T = TypeVar("T")

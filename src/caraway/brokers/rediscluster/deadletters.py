@@ -11,7 +11,8 @@ from typing import Any
 
 from caraway.brokers.contracts import DeadLetter, Delivery
 from caraway.brokers.rediscluster.keys import dead_keys
-from caraway.clients.rediscluster import retrying, text
+from caraway.clients.redis import text
+from caraway.clients.rediscluster import retrying
 from caraway.protocol import envelope
 
 #: KEYS: letters, order. ARGV: id, letter, failed at.

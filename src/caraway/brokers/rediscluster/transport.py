@@ -28,13 +28,8 @@ from caraway.brokers.contracts import Capabilities, Delivery, Scheduling, Transp
 from caraway.brokers.rediscluster import scripts
 from caraway.brokers.rediscluster.deadletters import record_dead_letter
 from caraway.brokers.rediscluster.keys import TAG_LENGTH, QueueKeys, owner_key, queue_keys
-from caraway.clients.rediscluster import (
-    connect_cluster,
-    key_prefix,
-    parse_cluster_url,
-    retrying,
-    text,
-)
+from caraway.clients.redis import text
+from caraway.clients.rediscluster import connect_cluster, key_prefix, parse_cluster_url, retrying
 from caraway.protocol import envelope
 from caraway.protocol.message import Message
 
