@@ -18,6 +18,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, overload
 
@@ -31,6 +32,7 @@ from caraway.config import Settings
 from caraway.contrib.django.fixup import DjangoFixup
 from caraway.contrib.django.fixup import fixup as django_fixup
 from caraway.control import Control
+from caraway.entities import Queue, declare_on
 from caraway.events.api import Events
 from caraway.events.dispatcher import send_task_sent
 from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
@@ -81,6 +83,92 @@ class _PerThread(threading.local):
         self.oid: str | None = None
 
 
+#: the connection a ``publishing_batch()`` sends on when a member chose one (``producer=``)
+_BATCH_CONNECTION: ContextVar[list[Transport] | None] = ContextVar(
+    "caraway_batch_connection", default=None
+)
+
+
+@contextmanager
+def _batch_connection() -> Iterator[list[Transport]]:
+    """Collect the connection the members of a batch ask for (empty: the app's own)."""
+    if _BATCH_CONNECTION.get() is not None:  # nested: the outer batch sends
+        yield []
+        return
+    chosen: list[Transport] = []
+    token = _BATCH_CONNECTION.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _BATCH_CONNECTION.reset(token)
+
+
+def _choose_batch_connection(connection: Transport) -> None:
+    chosen = _BATCH_CONNECTION.get()
+    if chosen is None:
+        # held by the async sender, which publishes on its own thread's connection
+        raise ImproperlyConfigured(
+            "producer=/connection= cannot be used with an async send (asend, adelay): those "
+            "are published by the app's sender thread on its own connection; leave it out"
+        )
+    if chosen and chosen[0] is not connection:
+        raise ValueError(
+            "the messages of one batch (a group, a chord header, publishing_batch()) go out "
+            "on one connection: pass the same producer=/connection= to each, or none"
+        )
+    if not chosen:
+        chosen.append(connection)
+
+
+def _connection_option(options: Mapping[str, Any]) -> Transport | None:
+    """The connection apply_async was told to send on (``producer``, ``connection`` or the
+    old ``publisher``): a caraway connection from ``app.connection()`` or ``app.producer``."""
+    given = [
+        (name, options[name])
+        for name in ("producer", "connection", "publisher")
+        if options.get(name) is not None
+    ]
+    if not given:
+        return None
+    if len({id(value) for _, value in given}) > 1:
+        names = ", ".join(name for name, _ in given)
+        raise ValueError(f"apply_async() got different connections for {names}: pass one")
+    name, value = given[0]
+    if not isinstance(value, Transport):
+        raise TypeError(
+            f"apply_async({name}=...) takes a caraway connection (app.connection() or "
+            f"app.producer), not {type(value).__name__}: caraway does not publish through "
+            "kombu's objects"
+        )
+    return value
+
+
+def _check_delivery_flags(options: Mapping[str, Any], outgoing: Outgoing) -> None:
+    """AMQP's ``immediate`` and ``mandatory`` publish flags, where they would change what
+    happens: refused with the reason (caraway's sends to a queue are mandatory already, and
+    the queue is declared before the first send, so a message is never silently dropped)."""
+    if options.get("immediate"):
+        raise ValueError(
+            "apply_async(immediate=True) is not supported: RabbitMQ removed the immediate "
+            "flag in 3.0 (it closes the connection); use expires= for a task that must start "
+            "soon or not at all"
+        )
+    if not options.get("mandatory"):
+        return
+    route = outgoing.route
+    if route.exchange_type == "fanout" or (route.exchange and route.binding_key is None):
+        raise ValueError(
+            f"apply_async(mandatory=True) through exchange {route.exchange!r}: caraway does "
+            "not report a message no binding matched; route to a queue, or declare the queue "
+            "it must reach with declare=[Queue(...)] so a binding always matches"
+        )
+
+
+def _declared_key(queue: Queue) -> tuple[str, str, str]:
+    exchange = queue.exchange_entity
+    return (queue.name, exchange.name if exchange is not None else "", queue.routing_key)
+
+
 class Caraway:
     """A caraway application: ``Caraway('proj', broker=..., backend=..., include=[...])``.
 
@@ -123,6 +211,8 @@ class Caraway:
         self._default_sqlite = default_sqlite_file(sys._getframe(1).f_globals)
         self._tasks: dict[str, TaskType] = {}
         self._local = _PerThread()
+        #: queues ``apply_async(declare=...)`` made exist, by name, exchange and key
+        self._declared: set[tuple[str, str, str]] = set()
         self._imported = False
         self._control: Control | None = None
         self._group_result_cls: type[GroupResultType] | None = None
@@ -571,15 +661,21 @@ class Caraway:
             reply_to=self.thread_oid,
         )
         message = outgoing.message
+        connection = _connection_option(options)
+        _check_delivery_flags(options, outgoing)
         if not message.ignore_result and self.result_backend_url:
             backend = self.backend
             if backend is not None and not backend.shared:
                 backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
+        if options.get("declare"):
+            self._declare(options["declare"], connection)
         held = publish.held()
         if held is not None:
             held.append(outgoing)
+            if connection is not None:
+                _choose_batch_connection(connection)
         else:
-            self.publisher.send(self.producer, [outgoing])
+            self.publisher.send(connection or self.producer, [outgoing])
         parent = current_request()
         if parent is not None and options.get("add_to_parent", True):
             parent.headers.setdefault("_children", []).append(message.id)
@@ -627,10 +723,34 @@ class Caraway:
     def publishing_batch(self) -> Iterator[None]:
         """Hold the messages sent inside and publish them in one round trip at the end
         (a group's members, a chord's header). Nested batches join the outer one."""
-        with publish.holding() as held:
+        with publish.holding() as held, _batch_connection() as chosen:
             yield
         if held:
-            self.publisher.send(self.producer, held)
+            self.publisher.send(chosen[0] if chosen else self.producer, held)
+
+    def _declare(self, entities: Iterable[Any], connection: Transport | None) -> None:
+        """``apply_async(declare=[Queue(...)])``: make each queue exist with its exchange and
+        binding before the message is sent, once per queue per process (Celery declares once
+        per connection), through the broker of ``connection`` or of the app."""
+        queues = list(entities)
+        for entity in queues:
+            if not isinstance(entity, Queue):
+                raise TypeError(
+                    f"apply_async(declare=...) takes caraway.Queue entities, not {entity!r}; "
+                    "an exchange is declared with a Queue bound to it "
+                    "(Queue('name', Exchange('ex', type='topic'), routing_key='key'))"
+                )
+        pending = [queue for queue in queues if _declared_key(queue) not in self._declared]
+        if not pending:
+            return
+        url = connection.url if connection is not None else self.broker_url
+        admin = open_admin(url, options=self._broker_options())
+        try:
+            for queue in pending:
+                declare_on(admin, queue)
+                self._declared.add(_declared_key(queue))
+        finally:
+            admin.close()
 
     def _on_sent(self, outgoing: Outgoing) -> None:
         """A task-sent event for each message sent, with ``task_send_sent_event``."""

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EXCHANGE_TYPES", "Broadcast", "Exchange", "Queue", "as_exchange", "as_queue"]
+if TYPE_CHECKING:
+    from caraway.brokers.contracts import QueueAdmin
+
+__all__ = [
+    "EXCHANGE_TYPES",
+    "Broadcast",
+    "Exchange",
+    "Queue",
+    "as_exchange",
+    "as_queue",
+    "declare_on",
+]
 
 EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
 
@@ -187,4 +198,21 @@ def as_queue(value: Any, name: str | None = None) -> Queue:
         exchange=exchange,
         routing_key=str(getattr(value, "routing_key", "") or ""),
         **options,
+    )
+
+
+def declare_on(admin: QueueAdmin, queue: Queue) -> None:
+    """Make ``queue`` exist on ``admin``'s broker: bound to its exchange with its binding key
+    when it names one, else declared alone (reached through the default exchange)."""
+    exchange = queue.exchange_entity
+    if exchange is None or not exchange.name:
+        admin.declare(queue.name)
+        return
+    admin.bind(
+        queue.name,
+        exchange=exchange.name,
+        exchange_type=exchange.type,
+        routing_key=queue.routing_key,
+        durable=queue.durable,
+        auto_delete=queue.auto_delete,
     )

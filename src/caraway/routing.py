@@ -62,6 +62,8 @@ class _Layer:
     exchange: str | None = None
     routing_key: str | None = None
     priority: int | None = None
+    #: the type of an exchange given as an object (``Exchange('x', type='topic')``)
+    exchange_type: str | None = None
 
 
 def route(
@@ -153,7 +155,8 @@ def _layer(source: Mapping[str, Any], prefix: str, what: str) -> _Layer:
         raise ImproperlyConfigured(
             f"{what} {key!r} must be {expected}, got {source.get(key)!r}"
         ) from None
-    return _Layer(priority=priority, **names)
+    kind = getattr(source.get(prefix + "exchange"), "type", None)
+    return _Layer(priority=priority, exchange_type=kind if isinstance(kind, str) else None, **names)
 
 
 def _default_route(conf: Settings) -> Route:
@@ -163,9 +166,10 @@ def _default_route(conf: Settings) -> Route:
 
 def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:
     """Merge layers, highest first, into the Route; the defaults fill what none gave."""
-    queue = exchange = routing_key = None
+    queue = exchange = routing_key = given_type = None
     for layer in layers:
-        exchange = layer.exchange if exchange is None else exchange
+        if exchange is None:
+            exchange, given_type = layer.exchange, layer.exchange_type
         routing_key = layer.routing_key if routing_key is None else routing_key
         if layer.queue is not None:
             queue = layer.queue
@@ -192,8 +196,10 @@ def _resolve(layers: Sequence[_Layer], conf: Settings) -> Route:
     routing_key = routing_key or declared.routing_key or queue
     if bound is not None and bound.name == exchange:
         return Route(queue, exchange, routing_key, priority, kind, declared.routing_key)
-    # another exchange: its type as task_queues declare it, else the queue's (Celery's)
-    return Route(queue, exchange, routing_key, priority, _exchange_types(conf).get(exchange, kind))
+    # another exchange: its type as given (an Exchange object), else as task_queues declare
+    # it, else the queue's (Celery's)
+    kind = given_type or _exchange_types(conf).get(exchange, kind)
+    return Route(queue, exchange, routing_key, priority, kind)
 
 
 def declared_queues(conf: Settings) -> Mapping[str, Queue]:

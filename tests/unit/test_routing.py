@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from caraway.config import Settings
+from caraway.entities import Exchange
 from caraway.exceptions import ImproperlyConfigured
 from caraway.routing import Route, queue_names, route
 
@@ -32,6 +33,15 @@ def test_an_explicit_queue_is_published_through_the_default_exchange() -> None:
 def test_an_explicit_priority_is_carried_and_the_default_fills_in_otherwise() -> None:
     assert route("tasks.add", {"priority": 5}, Settings()).priority == 5
     assert route("tasks.add", {}, Settings(task_default_priority=3)).priority == 3
+
+
+def test_an_exchange_given_as_an_object_keeps_its_type() -> None:
+    # kombu declares the Exchange object it is given, so RabbitMQ routes by its type
+    given = {"exchange": Exchange("events", type="topic"), "routing_key": "a.b"}
+    assert route("tasks.add", given, Settings()).exchange_type == "topic"
+    assert route("tasks.add", {**given, "exchange": "events"}, Settings()).exchange_type == (
+        "direct"
+    )
 
 
 # -- precedence ----------------------------------------------------------------------------

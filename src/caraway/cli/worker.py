@@ -21,7 +21,7 @@ from caraway.app import Caraway
 from caraway.beat import EmbeddedBeat
 from caraway.cli.loader import app_of
 from caraway.cli.pidfile import Pidfile
-from caraway.entities import Queue
+from caraway.entities import Queue, declare_on
 from caraway.request import current_request
 from caraway.routing import queue_names, select_queues
 from caraway.utils.files import SafeFileHandler, SymlinkRefused, open_nofollow
@@ -387,18 +387,7 @@ def _declare_queues(app: Caraway, chosen: Sequence[Queue], node: str) -> list[Qu
     try:
         for declared in chosen:
             queue = declared.for_node(node)
-            exchange = queue.exchange_entity
-            if exchange is None or not exchange.name:
-                admin.declare(queue.name)
-                continue
-            admin.bind(
-                queue.name,
-                exchange=exchange.name,
-                exchange_type=exchange.type,
-                routing_key=queue.routing_key,
-                durable=queue.durable,
-                auto_delete=queue.auto_delete,
-            )
+            declare_on(admin, queue)
             if queue.is_broadcast:
                 broadcasts.append(queue)
     finally:
