@@ -6,8 +6,9 @@ and a client script (``run.py``) that prints what a user observes; ``cases/commo
 worker's command-line options: a worker is started for the run, with ``celery -A proj
 worker`` and then ``caraway -A proj worker`` (no ``worker.args``: no worker, as for eager
 mode). ``cli.txt`` lists commands (one per line, after ``-A proj``) whose output is printed
-after run.py's. The caraway copy is the same text with only its import lines renamed
-(:func:`to_caraway`): what differs in output is a compatibility gap.
+after run.py's (all in one interpreter, by ``cli_driver.py``). The caraway copy is the same
+text with only its import lines renamed (:func:`to_caraway`): what differs in output is a
+compatibility gap.
 
 A case reads its broker and backend from ``TEST_BROKER``/``TEST_BACKEND`` (Redis db 8,
 flushed around each run) and may name its queues after ``COMPAT_QUEUE`` (``compat``).
@@ -73,9 +74,9 @@ def run_case(case: str, flavour: str, workdir: Path) -> str:
     worker = _start_worker(target, flavour, env) if (target / "worker.args").exists() else None
     try:
         output = _run(target, [sys.executable, "run.py"], env)
-        for line in _cli_lines(target):
-            command = [sys.executable, "-m", flavour, "-A", "proj", *line.split()]
-            output += f"$ {line}\n" + _run(target, command, env)
+        if (target / "cli.txt").exists():
+            shutil.copy(Path(__file__).parent / "cli_driver.py", target / "cli_driver.py")
+            output += _run(target, [sys.executable, "cli_driver.py", flavour], env)
     finally:
         if worker is not None:
             _stop(worker)
@@ -89,13 +90,6 @@ def _run(cwd: Path, command: list[str], env: dict[str, str]) -> str:
     )
     status = f"[exit {done.returncode}]\n" if done.returncode else ""
     return done.stdout + status
-
-
-def _cli_lines(target: Path) -> list[str]:
-    path = target / "cli.txt"
-    if not path.exists():
-        return []
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def _start_worker(target: Path, flavour: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
