@@ -13,20 +13,23 @@ from typing import Any
 from caraway import current
 from caraway.app import Caraway
 from caraway.request import current_request
+from caraway.task import task_name
 from caraway.taskbase import TaskBase
 
 
 class _TaskProxy:
-    """Stands for the task named ``name`` on whichever app is current."""
+    """Stands for the shared task on whichever app is current, under the name that app
+    gives it (``name=``, else its ``gen_task_name``, as Celery's proxy looks it up)."""
 
-    def __init__(self, name: str, fun: Callable[..., Any]) -> None:
+    def __init__(self, name: str | None, fun: Callable[..., Any]) -> None:
         self._name = name
         self.__wrapped__ = fun
         self.__doc__ = fun.__doc__
         self.__name__ = fun.__name__
 
     def _task(self) -> TaskBase:
-        task: TaskBase = current.get_current_app().tasks[self._name]
+        app = current.get_current_app()
+        task: TaskBase = app.tasks[self._name or task_name(app, self.__wrapped__)]
         return task
 
     def __getattr__(self, attribute: str) -> Any:
@@ -36,21 +39,22 @@ class _TaskProxy:
         return self._task()(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<@shared_task: {self._name}>"
+        fun = self.__wrapped__
+        return f"<@shared_task: {self._name or f'{fun.__module__}.{fun.__name__}'}>"
 
 
 def shared_task(*args: Any, **options: Any) -> Any:
     """Declare a task for every app: ``@shared_task`` or ``@shared_task(bind=True)``."""
 
     def create(fun: Callable[..., Any]) -> Any:
-        name = options.get("name") or f"{fun.__module__}.{fun.__name__}"
+        explicit = options.get("name")
 
         def register(app: Caraway) -> None:
-            if name not in app._tasks:
-                app.task(**{**options, "name": name})(fun)
+            if (explicit or task_name(app, fun)) not in app._tasks:
+                app.task(**options)(fun)
 
         current.connect_on_app(register)
-        return _TaskProxy(name, fun)
+        return _TaskProxy(explicit, fun)
 
     if len(args) == 1 and callable(args[0]) and not options:
         return create(args[0])

@@ -141,6 +141,22 @@ def test_shared_task_registers_on_apps_created_later() -> None:
     assert double(4) == 8
 
 
+def test_shared_task_takes_each_apps_generated_name() -> None:
+    class Prefixed(Caraway):
+        def gen_task_name(self, name: str, module: str) -> str:
+            return f"prefixed.{name}"
+
+    @shared_task
+    def triple(x: int) -> int:
+        return x * 3
+
+    app = Prefixed("gen", broker="memory://shared-gen", set_as_current=True)
+    assert "prefixed.triple" in app.tasks
+    assert f"{__name__}.triple" not in app.tasks
+    assert triple.name == "prefixed.triple"
+    assert triple(2) == 6
+
+
 def test_config_from_object_reads_lowercase_settings() -> None:
     app = _app()
 
