@@ -131,6 +131,7 @@ def harness() -> Harness:
     h.cluster.event(event("received", "t-bad", name="proj.boom", args="('kaboom',)"))
     h.cluster.event(event("failed", "t-bad", exception="ValueError('kaboom')", traceback="Tb..."))
     h.cluster.set_queue_lengths({"celery": 3})
+    h.cluster.set_worker_info("w1@h", {"rejected": 2}, freq=2.0)
     return h
 
 
@@ -326,6 +327,7 @@ def test_metrics_are_prometheus_text(harness: Harness) -> None:
     assert 'caraway_queue_length{queue="celery"} 3' in text
     assert 'caraway_events_total{type="task-succeeded"} 1' in text
     assert 'caraway_task_runtime_seconds_count{task="proj.add"} 1' in text
+    assert 'caraway_worker_rejected_total{worker="w1@h"} 2' in text
 
 
 def test_page_and_static_assets_are_served(harness: Harness) -> None:

@@ -73,6 +73,12 @@ _SCHEMAS: dict[str, Any] = {
                 "nullable": True,
                 "description": "the node's own count since it started",
             },
+            "rejected": {
+                "type": "integer",
+                "nullable": True,
+                "description": "messages the node dead-lettered undecoded since it started "
+                "(null for nodes that do not say: Celery's)",
+            },
             "active": {"type": "integer"},
             "loadavg": {"type": "array", "items": {"type": "number"}, "nullable": True},
             "queues": {"type": "array", "items": {"type": "string"}},
@@ -329,6 +335,16 @@ def metrics(cluster: Cluster) -> str:
             value = worker["status"] == "online" if key == "status" else worker[key]
             sample = int(value or 0)
             lines.append(f"caraway_{name}{{worker={_label(worker['hostname'])}}} {sample}")
+    lines += [
+        "# HELP caraway_worker_rejected_total Messages the node dead-lettered undecoded.",
+        "# TYPE caraway_worker_rejected_total counter",
+    ]
+    for worker in workers:
+        if worker.get("rejected") is not None:
+            sample = int(worker["rejected"])
+            lines.append(
+                f"caraway_worker_rejected_total{{worker={_label(worker['hostname'])}}} {sample}"
+            )
     lines += ["# HELP caraway_queue_length Messages waiting.", "# TYPE caraway_queue_length gauge"]
     for queue, length in sorted(cluster.queue_lengths.items()):
         lines.append(f"caraway_queue_length{{queue={_label(queue)}}} {length}")

@@ -259,6 +259,9 @@ class Monitor:
                     "queues": names,
                     "active_tasks": [_brief(task) for task in active.get(hostname) or ()],
                     "processed": sum((reply.get("total") or {}).values()),
+                    # messages the node set aside undecoded (caraway's nodes; Celery's
+                    # send none)
+                    "rejected": reply.get("rejected"),
                 },
                 freq=self.poll_interval,
             )

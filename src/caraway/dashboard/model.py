@@ -424,6 +424,7 @@ def _worker_dict(worker: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]
         retried=worker["retried"],
         processed=worker["succeeded"] + worker["failed"],
         processed_total=lifetime,
+        rejected=info.get("rejected"),
         pool=info.get("pool"),
         concurrency=info.get("concurrency"),
         queues=list(info.get("queues") or []),
