@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from caraway import exceptions, states
-from caraway._version import __version__
+from caraway import current, exceptions, states
+from caraway._version import VERSION, __version__, version_info, version_info_t
 from caraway.app import Caraway
 from caraway.canvas import (
     Signature,
@@ -24,7 +24,15 @@ from caraway.task import Task
 from caraway.utils import uuid
 from caraway.utils.log import get_task_logger
 
+
+def bugreport(app: Caraway | None = None) -> str:
+    """Versions, platform and settings for a bug report (Celery's ``celery.bugreport``):
+    ``app``'s, else the current app's (passwords masked)."""
+    return (app or current.get_current_app()).bugreport()
+
+
 __all__ = [
+    "VERSION",
     "AsyncResult",
     "Broadcast",
     "Caraway",
@@ -36,6 +44,7 @@ __all__ = [
     "Signature",
     "Task",
     "__version__",
+    "bugreport",
     "chain",
     "chord",
     "chunks",
@@ -50,6 +59,8 @@ __all__ = [
     "states",
     "subtask",
     "uuid",
+    "version_info",
+    "version_info_t",
     "xmap",
     "xstarmap",
 ]

@@ -11,9 +11,11 @@ import functools
 import importlib
 import logging
 import os
+import platform
 import sys
 import threading
 import uuid
+import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,14 +30,20 @@ from caraway.brokers.contracts import Backend, QueueAdmin, Transport
 from caraway.brokers.registry import open_admin, open_backend, open_transport
 from caraway.builtins import BUILTINS
 from caraway.canvas.signature import Signature
-from caraway.config import Settings
+from caraway.clients.urls import mask_url
+from caraway.config import Settings, mask_settings
 from caraway.contrib.django.fixup import DjangoFixup
 from caraway.contrib.django.fixup import fixup as django_fixup
 from caraway.control import Control
 from caraway.entities import Queue, declare_on
 from caraway.events.api import Events
 from caraway.events.dispatcher import send_task_sent
-from caraway.exceptions import ImproperlyConfigured, NotRegistered, ResultsDisabled
+from caraway.exceptions import (
+    AlwaysEagerIgnored,
+    ImproperlyConfigured,
+    NotRegistered,
+    ResultsDisabled,
+)
 from caraway.protocol.events import task_sent_fields
 from caraway.publish import Outgoing, Publisher
 from caraway.request import current_request
@@ -162,6 +170,16 @@ def _check_delivery_flags(options: Mapping[str, Any], outgoing: Outgoing) -> Non
             "not report a message no binding matched; route to a queue, or declare the queue "
             "it must reach with declare=[Queue(...)] so a binding always matches"
         )
+
+
+def _package_version(package: str) -> str | None:
+    # importlib.metadata is a hundred modules; a process asks for versions only in a report
+    from importlib import metadata  # noqa: PLC0415 - rarely needed, see above
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _declared_key(queue: Queue) -> tuple[str, str, str]:
@@ -612,6 +630,27 @@ class Caraway:
         found: TaskType | None = request.running_task
         return found
 
+    def bugreport(self) -> str:
+        """Versions, platform and changed settings (URLs' passwords masked), as Celery's
+        ``app.bugreport()``: what ``caraway report`` prints and ``inspect report`` replies."""
+        software = [
+            f"{name}:{_package_version(name)}" for name in ("caraway", "redis", "amqp", "celery")
+        ]
+        software = [item for item in software if not item.endswith(":None")]
+        backend = self.result_backend_url
+        lines = [
+            f"software -> {' '.join(software)} py:{platform.python_version()}",
+            f"platform -> system:{platform.system()} arch:{platform.machine()}",
+            f"            kernel version:{platform.release()} "
+            f"imp:{platform.python_implementation()}",
+            f"settings -> transport:{self.broker_url.partition('://')[0]} "
+            f"results:{mask_url(backend) if backend else 'disabled'}",
+            "",
+        ]
+        for name, value in mask_settings(self.conf.changes()).items():
+            lines.append(f"{name}: {value!r}")
+        return "\n".join(lines)
+
     def gen_task_name(self, name: str, module: str) -> str:
         """The name of a task declared without ``name=``: ``module.function``; override it
         in a subclass to change the naming, as Celery's tasks guide shows."""
@@ -649,6 +688,14 @@ class Caraway:
         **options: Any,
     ) -> AsyncResultType:
         """Send a task by name, for tasks this process cannot import."""
+        if _task is None and self.conf.task_always_eager:
+            warnings.warn(
+                AlwaysEagerIgnored(
+                    f"send_task({name!r}) publishes even with task_always_eager: it sends by "
+                    "name; call the task's apply_async() to run it here"
+                ),
+                stacklevel=2,
+            )
         task = _task if _task is not None else self._tasks.get(name)
         outgoing = publish.build(
             name,

@@ -31,7 +31,7 @@ TaskSignal (BaseException-free control flow raised *by* tasks, not errors):
 from __future__ import annotations
 
 import builtins
-from typing import Any
+from typing import Any, NoReturn
 
 
 class CarawayError(Exception):
@@ -203,12 +203,68 @@ class Ignore(TaskSignal):
     """Raised by a task so the worker stores no result state for it."""
 
 
+class AlreadyRegistered(CarawayError):
+    """A task of that name is registered already (Celery's name; caraway replaces it)."""
+
+
+class Terminated(TaskError):
+    """The task was terminated (``revoke(terminate=True)``) while it ran."""
+
+
+# -- warnings ---------------------------------------------------------------------------------
+
+
+class CarawayWarning(UserWarning):
+    """The base of caraway's warnings, to filter them as one (Celery's ``CeleryWarning``)."""
+
+
+class AlwaysEagerIgnored(CarawayWarning):
+    """``send_task`` publishes even with ``task_always_eager``: it has no function to run."""
+
+
+class DuplicateNodenameWarning(CarawayWarning):
+    """Two worker nodes answer to one name; remote control cannot tell them apart."""
+
+
+class DuplicateTaskNameWarning(CarawayWarning):
+    """Two tasks were declared with one name; the later one is registered."""
+
+
+class FixupWarning(CarawayWarning):
+    """A framework fix-up (Django) could not be installed."""
+
+
+class NotConfigured(CarawayWarning):
+    """caraway runs without configuration, on the defaults."""
+
+
+class SecurityWarning(CarawayWarning):
+    """A setting weakens security (pickle accepted, message signing half set up...)."""
+
+
+class CPendingDeprecationWarning(PendingDeprecationWarning):
+    """A name that will be deprecated."""
+
+
+class CDeprecationWarning(DeprecationWarning):
+    """A deprecated name, still working."""
+
+
+def reraise(tp: type[BaseException], value: BaseException, tb: Any = None) -> NoReturn:
+    """Raise ``value`` (of type ``tp``) with traceback ``tb``: Celery's helper."""
+    if value.__traceback__ is not tb:
+        raise value.with_traceback(tb)
+    raise value
+
+
 # -- Celery's names ---------------------------------------------------------------------------
 # ``from celery.exceptions import X`` renamed to caraway keeps working for these: each is the
 # caraway class that plays that part.
 
 #: the base of every error
 CeleryError = CarawayError
+#: the base of every warning
+CeleryWarning = CarawayWarning
 #: what a send that cannot reach the broker raises (kombu's, re-exported by Celery)
 OperationalError = BrokerError
 #: the base of Retry, Reject and Ignore

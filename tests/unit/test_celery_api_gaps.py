@@ -213,6 +213,35 @@ def test_celery_exception_names_import_from_caraway() -> None:
     assert isinstance(raised.value, exc.ImproperlyConfigured)  # what caraway raised before
 
 
+def test_celery_warning_classes_version_and_bugreport() -> None:
+    import warnings
+
+    import caraway
+    from caraway import exceptions as exc
+
+    for name in (
+        "AlwaysEagerIgnored", "DuplicateNodenameWarning", "DuplicateTaskNameWarning",
+        "FixupWarning", "NotConfigured", "SecurityWarning",
+    ):  # fmt: skip
+        assert issubclass(getattr(exc, name), exc.CeleryWarning)
+    assert exc.CeleryWarning is exc.CarawayWarning
+    assert issubclass(exc.CDeprecationWarning, DeprecationWarning)
+    assert issubclass(exc.Terminated, exc.TaskError)
+    assert caraway.version_info is caraway.VERSION
+    assert ".".join(map(str, caraway.VERSION[:3])) == caraway.__version__
+    app = Caraway("bug", broker="redis://:hunter2@127.0.0.1/0", set_as_current=False)
+    report = caraway.bugreport(app)
+    assert report == app.bugreport()
+    assert report.startswith("software -> caraway:") and "hunter2" not in report
+    eager = Caraway("eager", broker="memory://eager-warning", set_as_current=False)
+    eager.conf.task_always_eager = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eager.send_task("eager.add", (1, 1))
+    assert [w.category for w in caught] == [exc.AlwaysEagerIgnored]
+    eager.close()
+
+
 def test_argsrepr_and_kwargsrepr_hide_arguments_as_celery_documents() -> None:
     from caraway.config import Settings
     from caraway.protocol.message import encode

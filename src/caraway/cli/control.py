@@ -23,7 +23,6 @@ from caraway.cli.loader import app_of
 from caraway.cli.worker import purged_text
 from caraway.control import Control
 from caraway.worker.control import COMMANDS
-from caraway.worker.node import bug_report
 
 #: Celery's exit code when no node replied (EX_UNAVAILABLE)
 EX_UNAVAILABLE = 69
@@ -407,7 +406,7 @@ def _result_text(value: Any) -> str:
 @click.pass_context
 def report(ctx: click.Context) -> None:
     """Print versions, platform and settings for bug reports (passwords masked)."""
-    click.echo(bug_report(app_of(ctx)))
+    click.echo(app_of(ctx).bugreport())
     sys.stdout.flush()
 
 

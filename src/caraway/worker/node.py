@@ -9,7 +9,6 @@ to it as its ``NodeView``. Reply shapes follow Celery's so that Celery's tools r
 
 from __future__ import annotations
 
-import platform
 import resource
 import signal
 import time
@@ -373,7 +372,7 @@ class NodeControl:
 
     def report(self) -> str:
         """What ``caraway report`` prints, for ``inspect report``."""
-        return bug_report(self.app)
+        return self.app.bugreport()
 
     def shutdown(self) -> None:
         self._supervisor.request_shutdown()
@@ -383,39 +382,10 @@ class NodeControl:
         self._supervisor.relay(SetTaskEvents(enabled))
 
 
-def bug_report(app: Caraway) -> str:
-    """Versions, platform and changed settings (URLs' passwords masked): Celery's
-    ``bugreport``, printed by ``caraway report`` and replied to ``inspect report``."""
-    software = [f"{name}:{_version(name)}" for name in ("caraway", "redis", "amqp", "celery")]
-    software = [item for item in software if not item.endswith(":None")]
-    backend = app.result_backend_url
-    lines = [
-        f"software -> {' '.join(software)} py:{platform.python_version()}",
-        f"platform -> system:{platform.system()} arch:{platform.machine()}",
-        f"            kernel version:{platform.release()} imp:{platform.python_implementation()}",
-        f"settings -> transport:{app.broker_url.partition('://')[0]} "
-        f"results:{mask_url(backend) if backend else 'disabled'}",
-        "",
-    ]
-    for name, value in mask_settings(app.conf.changes()).items():
-        lines.append(f"{name}: {value!r}")
-    return "\n".join(lines)
-
-
 def _host(url: str) -> str:
     """``host:port`` of the (first) broker URL, without user, password or path."""
     first = mask_url(url).split(";")[0]
     return first.partition("://")[2].partition("/")[0].rpartition("@")[2].partition("?")[0]
-
-
-def _version(package: str) -> str | None:
-    # importlib.metadata is a hundred modules; a worker asks for versions only in a report
-    from importlib import metadata  # noqa: PLC0415 - rarely needed, see above
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _iso(when: float) -> str:
