@@ -726,6 +726,8 @@ class Caraway:
         parent = current_request()
         if parent is not None and options.get("add_to_parent", True):
             parent.headers.setdefault("_children", []).append(message.id)
+        if _task is not None and type(_task).AsyncResult is not TaskType.AsyncResult:
+            return _task.AsyncResult(message.id)  # a base's own result class (abortable)
         return AsyncResultType(message.id, app=self, task_name=name)
 
     async def asend(self, send: Callable[[], R]) -> R:

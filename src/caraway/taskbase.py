@@ -294,20 +294,39 @@ class TaskBase(abc.ABC):
         task_id = task_id or request.id
         if task_id is None or state is None:
             raise ValueError("update_state() needs a task id (run it inside a task) and a state")
-        document = docs.result_document(
-            task_id,
-            state,
-            meta,
-            parent_id=request.parent_id,
-            group_id=request.group,
-            zone=zone_of(self.app.conf),
+        store_state(
+            self.app, task_id, state, meta, parent_id=request.parent_id, group_id=request.group
         )
-        self.app.require_backend().store(
-            task_id,
-            docs.encode_document(document),
-            state=state,
-            expires=self.app.conf.result_expires_seconds(),
-        )
+
+
+class StateStore(Protocol):
+    """What :func:`store_state` needs of an app (a task's, or a result handle's)."""
+
+    conf: Settings
+
+    def require_backend(self) -> Backend: ...
+
+
+def store_state(
+    app: StateStore,
+    task_id: str,
+    state: str,
+    meta: Any,
+    *,
+    parent_id: str | None = None,
+    group_id: str | None = None,
+) -> None:
+    """Write ``state`` with ``meta`` as ``task_id``'s result document, as Celery's backend
+    does for ``update_state`` (``app`` is the task's app: its store, zone and expiry)."""
+    document = docs.result_document(
+        task_id, state, meta, parent_id=parent_id, group_id=group_id, zone=zone_of(app.conf)
+    )
+    app.require_backend().store(
+        task_id,
+        docs.encode_document(document),
+        state=state,
+        expires=app.conf.result_expires_seconds(),
+    )
 
 
 def check_limits(name: str, hard: Any, soft: Any) -> None:
