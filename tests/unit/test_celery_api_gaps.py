@@ -252,3 +252,34 @@ def test_argsrepr_and_kwargsrepr_hide_arguments_as_celery_documents() -> None:
     headers = encode(sent.message).headers
     assert (headers["argsrepr"], headers["kwargsrepr"]) == ("(<card>,)", "{'pin': '****'}")
     assert sent.message.args == ["4111"]  # the task still gets them
+
+
+def test_register_type_rebuilds_a_users_signature_type_from_its_dict() -> None:
+    from caraway import Signature
+
+    @Signature.register_type(name="retrying")
+    class Retrying(Signature):
+        @classmethod
+        def from_dict(cls, data: Any, app: Any = None) -> Signature:
+            rebuilt = cls(data, app=app)
+            rebuilt.options.setdefault("max_retries", 5)
+            return rebuilt
+
+    @Signature.register_type()
+    class Plain(Signature):
+        pass
+
+    try:
+        wire = dict(Signature("proj.add", (1, 2), subtask_type="retrying"))
+        rebuilt = Signature.from_dict(wire)
+        assert type(rebuilt) is Retrying and rebuilt.options["max_retries"] == 5
+        assert rebuilt.args == (1, 2)
+        # no reader of its own: a plain Signature, as Celery's from_dict returns
+        plain = Signature.from_dict(dict(Signature("proj.add", subtask_type="Plain")))
+        assert type(plain) is Signature
+    finally:
+        import importlib
+
+        registry = importlib.import_module("caraway.canvas.signature")._TYPES
+        registry.pop("retrying", None)
+        registry.pop("Plain", None)

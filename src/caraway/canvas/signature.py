@@ -10,7 +10,7 @@ type without this module naming them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from caraway import current
@@ -51,6 +51,7 @@ def new_id() -> str:
 
 #: composite canvases by ``subtask_type``, and batch signatures by built-in task name
 _TYPES: dict[str, type[Signature]] = {}
+SignatureT = TypeVar("SignatureT", bound="Signature[Any]")
 _BY_TASK: dict[str, type[Signature]] = {}
 
 
@@ -129,8 +130,25 @@ class Signature(dict[str, Any], Generic[R]):
         kind = data.get("subtask_type")
         target = _TYPES.get(str(kind)) if kind else _BY_TASK.get(str(data.get("task")))
         if target is not None:
+            if target is not cls and "from_dict" in vars(target):
+                # a type registered with register_type() reads its own dicts (Celery's rule)
+                rebuilt: Signature = target.from_dict(data, app=app)
+                return rebuilt
             return target._from_fields(data, app)
         return Signature(data, app=app)
+
+    @classmethod
+    def register_type(
+        cls, name: str | None = None
+    ) -> Callable[[type[SignatureT]], type[SignatureT]]:
+        """Class decorator: dicts whose ``subtask_type`` is ``name`` (default: the class's
+        name) are rebuilt by the class's own ``from_dict``, as Celery's ``register_type``."""
+
+        def register(subclass: type[SignatureT]) -> type[SignatureT]:
+            _TYPES[name or subclass.__name__] = subclass
+            return subclass
+
+        return register
 
     @classmethod
     def _from_fields(cls, data: Mapping[str, Any], app: AppLike | None) -> Signature:
