@@ -20,7 +20,6 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, overload
 
@@ -91,41 +90,14 @@ class _PerThread(threading.local):
         self.oid: str | None = None
 
 
-#: the connection a ``publishing_batch()`` sends on when a member chose one (``producer=``)
-_BATCH_CONNECTION: ContextVar[list[Transport] | None] = ContextVar(
-    "caraway_batch_connection", default=None
-)
-
-
-@contextmanager
-def _batch_connection() -> Iterator[list[Transport]]:
-    """Collect the connection the members of a batch ask for (empty: the app's own)."""
-    if _BATCH_CONNECTION.get() is not None:  # nested: the outer batch sends
-        yield []
-        return
-    chosen: list[Transport] = []
-    token = _BATCH_CONNECTION.set(chosen)
-    try:
-        yield chosen
-    finally:
-        _BATCH_CONNECTION.reset(token)
-
-
-def _choose_batch_connection(connection: Transport) -> None:
-    chosen = _BATCH_CONNECTION.get()
-    if chosen is None:
-        # held by the async sender, which publishes on its own thread's connection
-        raise ImproperlyConfigured(
-            "producer=/connection= cannot be used with an async send (asend, adelay): those "
-            "are published by the app's sender thread on its own connection; leave it out"
-        )
-    if chosen and chosen[0] is not connection:
+def _choose_batch_connection(batch: publish.Held, connection: Transport) -> None:
+    """A batch member's ``producer=``: the batch goes out on it (one connection a batch)."""
+    if batch.connection is not None and batch.connection is not connection:
         raise ValueError(
             "the messages of one batch (a group, a chord header, publishing_batch()) go out "
             "on one connection: pass the same producer=/connection= to each, or none"
         )
-    if not chosen:
-        chosen.append(connection)
+    batch.connection = connection
 
 
 def _connection_option(options: Mapping[str, Any]) -> Transport | None:
@@ -720,7 +692,7 @@ class Caraway:
         if held is not None:
             held.append(outgoing)
             if connection is not None:
-                _choose_batch_connection(connection)
+                _choose_batch_connection(held, connection)
         else:
             self.publisher.send(connection or self.producer, [outgoing])
         parent = current_request()
@@ -753,6 +725,12 @@ class Caraway:
         def build() -> tuple[R, list[Outgoing]]:
             with publish.holding() as held:
                 result = send()
+            if held is not None and held.connection is not None:
+                raise ImproperlyConfigured(
+                    "producer=/connection= cannot be used with an async send (asend, adelay): "
+                    "those are published by the app's sender thread on its own connection; "
+                    "leave it out"
+                )
             return result, held or []
 
         sent: R = await self._async_sender.send(build)
@@ -772,10 +750,10 @@ class Caraway:
     def publishing_batch(self) -> Iterator[None]:
         """Hold the messages sent inside and publish them in one round trip at the end
         (a group's members, a chord's header). Nested batches join the outer one."""
-        with publish.holding() as held, _batch_connection() as chosen:
+        with publish.holding() as held:
             yield
         if held:
-            self.publisher.send(chosen[0] if chosen else self.producer, held)
+            self.publisher.send(held.connection or self.producer, held)
 
     def _declare(self, entities: Iterable[Any], connection: Transport | None) -> None:
         """``apply_async(declare=[Queue(...)])``: make each queue exist with its exchange and

@@ -354,26 +354,33 @@ def _retry_destination(delivery: Mapping[str, Any], queue: str | None) -> dict[s
 
 
 # -- sending -----------------------------------------------------------------------------
+class Held(list[Outgoing]):
+    """The messages a batch holds back to send at its end, and the connection its members
+    asked for (``apply_async(producer=...)``; None: the sender's own)."""
+
+    connection: Transport | None = None
+
+
 #: what ``holding()`` collects in this thread or asyncio task (None: send at once)
-_HELD: ContextVar[list[Outgoing] | None] = ContextVar("caraway_held", default=None)
+_HELD: ContextVar[Held | None] = ContextVar("caraway_held", default=None)
 
 
-def held() -> list[Outgoing] | None:
-    """The list an enclosing :func:`holding` collects into, or None."""
+def held() -> Held | None:
+    """The batch an enclosing :func:`holding` collects into, or None."""
     return _HELD.get()
 
 
 @contextmanager
-def holding() -> Iterator[list[Outgoing] | None]:
+def holding() -> Iterator[Held | None]:
     """Collect what is sent inside instead of sending it.
 
-    Yields the list to send at the end, or None when an enclosing ``holding()`` already
+    Yields the batch to send at the end, or None when an enclosing ``holding()`` already
     collects (its owner sends everything, once).
     """
     if _HELD.get() is not None:
         yield None
         return
-    collected: list[Outgoing] = []
+    collected = Held()
     token = _HELD.set(collected)
     try:
         yield collected
