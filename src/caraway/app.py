@@ -100,6 +100,12 @@ def _choose_batch_connection(batch: publish.Held, connection: Transport) -> None
     batch.connection = connection
 
 
+#: apply_async options about the connection and the AMQP publish flags
+_DELIVERY_OPTIONS = frozenset(
+    ("producer", "connection", "publisher", "declare", "mandatory", "immediate")
+)
+
+
 def _connection_option(options: Mapping[str, Any]) -> Transport | None:
     """The connection apply_async was told to send on (``producer``, ``connection`` or the
     old ``publisher``): a caraway connection from ``app.connection()`` or ``app.producer``."""
@@ -680,14 +686,16 @@ class Caraway:
             reply_to=self.thread_oid,
         )
         message = outgoing.message
-        connection = _connection_option(options)
-        _check_delivery_flags(options, outgoing)
+        connection = None
+        if not _DELIVERY_OPTIONS.isdisjoint(options):  # rare: a plain delay() skips this
+            connection = _connection_option(options)
+            _check_delivery_flags(options, outgoing)
+            if options.get("declare"):
+                self._declare(options["declare"], connection)
         if not message.ignore_result and self.result_backend_url:
             backend = self.backend
             if backend is not None and not backend.shared:
                 backend.on_task_call(message.id)  # rpc://: the reply queue must exist first
-        if options.get("declare"):
-            self._declare(options["declare"], connection)
         held = publish.held()
         if held is not None:
             held.append(outgoing)
