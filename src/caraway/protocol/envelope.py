@@ -61,7 +61,8 @@ def pack(
     tail = dumps_json(rest, uuids_only_in=(message.headers, properties))
     # The body goes first, as kombu writes it, spliced in as bytes: base64 needs no JSON
     # escaping, so the encoder never scans (or copies into a str) the largest field.
-    return b'{"body":"' + binascii.b2a_base64(message.body, newline=False) + b'",' + tail[1:]
+    body = binascii.b2a_base64(message.body, newline=False)
+    return b"".join((b'{"body":"', body, b'",', memoryview(tail)[1:]))
 
 
 def _parse(raw: bytes | str) -> dict[str, Any]:
