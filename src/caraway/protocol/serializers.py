@@ -115,7 +115,9 @@ def _has_uuid(value: Any) -> bool:
             return True
         else:
             continue
-        stack.extend([child for child in children if type(child) not in _LEAVES])
+        for child in children:  # a loop, not a list comprehension: no call per container
+            if type(child) not in _LEAVES:
+                stack.append(child)
     return False
 
 
