@@ -441,3 +441,8 @@ def test_a_sqlite_row_another_writer_garbled_reaches_the_decode_boundary(tmp_pat
             admin.close()
     finally:
         transport.close()
+
+
+def test_a_large_text_of_one_long_number_keeps_it_exact() -> None:
+    text = b" " * 20_000 + str(2**70 + 1).encode()
+    assert serializers.loads_json_bounded(text, 256) == 2**70 + 1

@@ -322,9 +322,9 @@ def loads_json_bounded(data: bytes, limit: int) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            if type(value) is not dict and type(value) is not list:
-                return value
-            found = _survey(value, limit, len(data) // _BYTES_PER_VALUE)
+            # a bare scalar (not a task body) goes the byte way: a long number stays exact
+            scalar = type(value) is not dict and type(value) is not list
+            found = None if scalar else _survey(value, limit, len(data) // _BYTES_PER_VALUE)
             if found is not None:
                 floats, tagged = found
                 # orjson reads integers past 64 bits as floats: only then can it be wrong
