@@ -14,7 +14,7 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, Protocol, TypeVar, cast, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from caraway.exceptions import ImproperlyConfigured
 from caraway.schedules.base import InvalidSchedule
@@ -245,7 +245,9 @@ class Option(Generic[G, S]):
     def __get__(self, obj: _Store | None, owner: type[Any]) -> Option[G, S] | G:
         if obj is None:
             return self
-        return cast(G, obj._values[self.name])
+        # no typing.cast: it is a call, and every settings read (several per delay()) ends here
+        value: G = obj._values[self.name]
+        return value
 
     def __set__(self, obj: _Store, value: S) -> None:
         obj[self.name] = value

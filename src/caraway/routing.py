@@ -89,8 +89,11 @@ def route(
     Raises ImproperlyConfigured for a malformed route or router, or for a queue that is not
     declared while ``task_create_missing_queues`` is off.
     """
-    explicit = _layer(options, "", "apply_async option")
-    own = _layer(options, "task_", "task option")
+    if options:
+        explicit = _layer(options, "", "apply_async option")
+        own = _layer(options, "task_", "task option")
+    else:  # a plain delay() of a task without routing attributes
+        explicit = own = _EMPTY
     routes = conf.task_routes
     if routes is None or (isinstance(routes, (dict, list, tuple)) and not routes):
         # the common case, no routers: nothing to ask, so build nothing to ask with
@@ -137,8 +140,13 @@ _KEYS = {prefix: tuple(prefix + field for field in _FIELDS) for prefix in ("", "
 
 def _layer(source: Mapping[str, Any], prefix: str, what: str) -> _Layer:
     """One source's fields; raises ImproperlyConfigured naming the source and the value."""
+    if not source:
+        return _EMPTY  # a plain delay(): no options at all
     keys = _KEYS.get(prefix) or tuple(prefix + field for field in _FIELDS)
-    if all(source.get(key) is None for key in keys):
+    for key in keys:  # a loop, not all(genexpr): this runs twice for every call
+        if source.get(key) is not None:
+            break
+    else:
         return _EMPTY  # every call without routing options: skip the checks below
     key = ""
     try:

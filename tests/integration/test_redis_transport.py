@@ -711,6 +711,33 @@ def test_a_claim_reads_the_tag_and_routing_from_properties_whatever_the_spelling
     assert raw.hlen(f"{prefix}unacked") == 0
 
 
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_a_claim_skipping_the_body_is_not_fooled_by_keys_quoted_in_it(
+    transport: RedisTransport,
+    raw: redis.Redis,
+    prefix: str,
+    make_message: MakeMessage,
+    separators: tuple[str, str],
+) -> None:
+    # a text body (no body_encoding) holding escaped quotes and decoy keys: the claim skips
+    # the body up to its first quote, which here is an escaped one inside it
+    message = make_message()
+    transport.publish(message, queue="q")
+    envelope = json.loads(raw.rpop(f"{prefix}q"))  # type: ignore[arg-type]
+    decoys = {"delivery_tag": "decoy", "exchange": "decoy", "routing_key": "decoy"}
+    envelope["body"] = json.dumps([[], decoys, {}])
+    del envelope["properties"]["body_encoding"]
+    envelope["properties"]["delivery_tag"] = "tag-2"
+    envelope["properties"]["delivery_info"] = {"exchange": "ex", "routing_key": "rk"}
+    raw.lpush(f"{prefix}q", json.dumps(envelope, separators=separators))
+    (got,) = transport.fetch(["q"], limit=1, timeout=1, owner="n/1")
+    assert got.tag == "tag-2"
+    assert got.message.body == envelope["body"].encode()
+    held = json.loads(raw.hget(f"{prefix}unacked", "tag-2"))  # type: ignore[arg-type]
+    assert held[1:] == ["ex", "rk"]
+    got.ack()
+
+
 def test_pack_commands_speaks_resp_as_redis_py_does() -> None:
     from caraway.clients.redis import _pack_commands_py, pack_commands
 

@@ -23,7 +23,7 @@ import pytest
 from caraway import Caraway
 from caraway.brokers.contracts import Delivery
 from caraway.exceptions import ProtocolError
-from caraway.protocol import envelope
+from caraway.protocol import envelope, serializers
 from caraway.protocol.message import Message, TaskMessage, decode, encode
 from caraway.protocol.serializers import JSON
 from caraway.worker import consumer as consumer_module
@@ -44,6 +44,10 @@ def _with_body(body: bytes, **headers: Any) -> Message:
     message = _good(**headers)
     message.body = body
     return message
+
+
+#: a string long enough to make a body take the large-body way
+PAD = b"x" * 20_000
 
 
 def _nested(depth: int) -> bytes:
@@ -71,6 +75,20 @@ MALFORMED: list[tuple[str, Callable[[], Message]]] = [
     ("JSON nested 5000 deep", lambda: _with_body(b"[" + _nested(5000) + b", {}, {}]")),
     ("JSON nested 300 deep", lambda: _with_body(b"[" + _nested(300) + b", {}, {}]")),
     ("a 200-deep chord", lambda: _deep_chord(200)),
+    # bodies of 16 KiB and more are parsed first and surveyed (serializers.loads_json_bounded)
+    ("large, 300 deep", lambda: _with_body(b'[["' + PAD + b'", ' + _nested(300) + b"], {}, {}]")),
+    ("large, 5000 deep", lambda: _with_body(b'[["' + PAD + b'", ' + _nested(5000) + b"], {}, {}]")),
+    (
+        "large, bad tag",
+        lambda: _with_body(b'[["' + PAD + b'", {"__type__": "date", "__value__": 1}], {}, {}]'),
+    ),
+    ("large, not JSON", lambda: _with_body(b'[["' + PAD + b'"], {}, {}')),
+    (
+        "large v1, 300 deep",
+        lambda: Message(
+            b'{"task": "a", "id": "v1", "args": ["' + PAD + b'", ' + _nested(300) + b"]}", {}
+        ),
+    ),
     ("string timelimit", lambda: _good(timelimit=["10", None])),
     ("NaN-free bool timelimit", lambda: _good(timelimit=[True, None])),
     ("negative timelimit", lambda: _good(timelimit=[None, -1])),
@@ -109,6 +127,26 @@ def test_a_malformed_task_message_raises_protocol_error_and_nothing_else(
 ) -> None:
     with pytest.raises(ProtocolError):
         decode(make(), accept=ACCEPT)
+
+
+LARGE_BODIES = {
+    "one long string": [["x" * 100_000], {}, {}],
+    "long ints and floats": [["x" * 20_000, 2**70, -(2**70), 1.5, 2**63], {}, {}],
+    "tags": [["x" * 20_000, {"__type__": "date", "__value__": "2030-01-02"}], {}, {}],
+    "unknown tag kept": [["x" * 20_000, {"__type__": "thing", "__value__": 1}], {}, {}],
+    "many small values": [list(range(20_000)), {"k": [1.5] * 3000}, {}],
+    "just deep enough": [["x" * 20_000, json.loads("[" * 250 + "]" * 250)], {}, {}],
+}
+
+
+@pytest.mark.parametrize("body", list(LARGE_BODIES.values()), ids=list(LARGE_BODIES))
+def test_a_large_body_reads_as_the_byte_checks_would_read_it(body: list[Any]) -> None:
+    raw = json.dumps(body).encode()
+    assert len(raw) >= 16 * 1024
+    got = decode(_with_body(raw), accept=ACCEPT)
+    expected = serializers.loads_json(raw)
+    assert [got.args, got.kwargs] == expected[:2]
+    assert [type(v) for v in got.args] == [type(v) for v in expected[0]]
 
 
 def test_a_body_larger_than_the_limit_is_refused_unread() -> None:
@@ -403,3 +441,8 @@ def test_a_sqlite_row_another_writer_garbled_reaches_the_decode_boundary(tmp_pat
             admin.close()
     finally:
         transport.close()
+
+
+def test_a_large_text_of_one_long_number_keeps_it_exact() -> None:
+    text = b" " * 20_000 + str(2**70 + 1).encode()
+    assert serializers.loads_json_bounded(text, 256) == 2**70 + 1

@@ -460,11 +460,12 @@ class HeldConnection:
 
     def _with_scripts(self, call: Callable[[], list[Any]]) -> list[Any]:
         replies = call()
-        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-            # the server lost its script cache (restart, SCRIPT FLUSH): load and go again
-            for source in self._scripts.values():
-                self.client.script_load(source)
-            replies = call()
+        for reply in replies:  # a loop, not any(genexpr): this runs for every publish
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                # the server lost its script cache (restart, SCRIPT FLUSH): load and go again
+                for source in self._scripts.values():
+                    self.client.script_load(source)
+                return call()
         return replies
 
     def _run(self, commands: list[Command], transaction: bool) -> list[Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -49,15 +51,18 @@ def pack(
     properties["priority"] = priority
     properties["body_encoding"] = "base64"
     properties["delivery_tag"] = delivery_tag
-    envelope = {
-        "body": base64.b64encode(message.body).decode("ascii"),
+    rest = {
         "content-encoding": message.content_encoding,
         "content-type": message.content_type,
         "headers": message.headers,
         "properties": properties,
     }
     # only the message's headers and properties can hold uuid.UUID objects (to be tagged)
-    return dumps_json(envelope, uuids_only_in=(message.headers, properties))
+    tail = dumps_json(rest, uuids_only_in=(message.headers, properties))
+    # The body goes first, as kombu writes it, spliced in as bytes: base64 needs no JSON
+    # escaping, so the encoder never scans (or copies into a str) the largest field.
+    body = binascii.b2a_base64(message.body, newline=False)
+    return b"".join((b'{"body":"', body, b'",', memoryview(tail)[1:]))
 
 
 def _parse(raw: bytes | str) -> dict[str, Any]:
@@ -115,8 +120,71 @@ def _text(envelope: dict[str, Any], key: str, default: str) -> str:
     return value
 
 
+if sys.version_info >= (3, 11):
+
+    def _strict_base64(data: memoryview) -> bytes:
+        """The alphabet and final padding only, checked while decoding: one pass."""
+        return binascii.a2b_base64(data, strict_mode=True)
+
+else:  # 3.10 has no strict mode: what base64.b64decode(validate=True) does
+    _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+    def _strict_base64(data: memoryview) -> bytes:
+        if _BASE64.fullmatch(data) is None:
+            raise binascii.Error("not base64")
+        return binascii.a2b_base64(data)
+
+
+#: how an envelope starts when its body is its first field: kombu (``json.dumps``) writes
+#: the first, :func:`pack` the second
+_BODY_FIRST = (b'{"body": "', b'{"body":"')
+
+
+def _parse_around_body(raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
+    """Parse an envelope without passing over its base64 body more than once.
+
+    The body is most of the bytes of a large task; every check (nesting, long numbers,
+    tags) and the JSON parse run on the rest of the envelope with the body cut out, and
+    the body is decoded from its slice of ``raw``. Returns ``(envelope, rest, body)``, or
+    None when the envelope is not of the usual shape (body first, base64, no escapes,
+    one body): :func:`_unpack` then reads it the long way, which decides what it means.
+    """
+    for prefix in _BODY_FIRST:
+        if raw.startswith(prefix):
+            start = len(prefix)
+            break
+    else:
+        return None
+    end = raw.find(b'"', start)
+    if end < 0 or raw[end - 1] == 0x5C:  # an escaped quote: not base64, not this way
+        return None
+    rest = raw[:start] + raw[end:]  # the body replaced by ""
+    try:
+        envelope = _parse(rest)
+    except ProtocolError:
+        return None
+    properties = envelope.get("properties")
+    if envelope.get("body") != "" or not isinstance(properties, dict):
+        return None  # another "body" key later, or no properties: the long way decides
+    if properties.get("body_encoding") != "base64":
+        return None
+    try:
+        # strict: only the alphabet and final padding, which needs no JSON unescaping and
+        # decodes as base64.b64decode(validate=True) would; anything else goes the long way
+        body = _strict_base64(memoryview(raw)[start:end])
+    except binascii.Error:
+        return None
+    return envelope, rest, body
+
+
 def _unpack(raw: bytes | str) -> Unpacked:
-    envelope = _parse(raw)
+    split = _parse_around_body(raw) if isinstance(raw, bytes) else None
+    scanned: bytes | str = raw
+    body: bytes | None = None
+    if split is None:
+        envelope = _parse(raw)
+    else:
+        envelope, scanned, body = split
     properties = envelope.get("properties")
     properties = {} if properties is None else properties
     headers = envelope.get("headers")
@@ -131,8 +199,8 @@ def _unpack(raw: bytes | str) -> Unpacked:
         raise ProtocolError(f"envelope delivery_info must be a JSON object, got {info!r:.100}")
     redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered", False))
     message = Message(
-        body=_body(envelope, properties),
-        headers=untag(headers) if _has_tags(raw) else headers,
+        body=_body(envelope, properties) if body is None else body,
+        headers=untag(headers) if _has_tags(scanned) else headers,
         content_type=_text(envelope, "content-type", "application/json"),
         content_encoding=_text(envelope, "content-encoding", "utf-8"),
         properties={k: v for k, v in properties.items() if k not in _ENVELOPE_PROPERTIES},

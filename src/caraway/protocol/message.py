@@ -16,7 +16,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from caraway.exceptions import ProtocolError
-from caraway.protocol.serializers import MSGPACK, PICKLE, decompress, dumps, loads
+from caraway.protocol.serializers import (
+    JSON,
+    MSGPACK,
+    PICKLE,
+    decompress,
+    dumps,
+    loads,
+    nesting_exceeds,
+)
 
 
 @dataclass(slots=True)
@@ -167,8 +175,8 @@ def encode(task: TaskMessage, *, serializer: str = "json", now: datetime | None 
         "task": task.task,
         "id": task.id,
         "shadow": task.shadow,
-        "eta": _iso(task.eta),
-        "expires": _iso(task.expires),
+        "eta": None if task.eta is None else _iso(task.eta),
+        "expires": None if task.expires is None else _iso(task.expires),
         "group": task.group,
         "group_index": task.group_index,
         "retries": task.retries,
@@ -265,7 +273,13 @@ def _decode_v2(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMess
     task_id = _ident(headers.get("id"), f"task message for {name!r}: 'id' header")
     if task_id is None:
         raise ProtocolError(f"task message for {name!r} has no usable 'id' header: None")
-    body = loads(raw, message.content_type, message.content_encoding, accept=accept)
+    body = loads(
+        raw,
+        message.content_type,
+        message.content_encoding,
+        accept=accept,
+        max_depth=MAX_NESTING,
+    )
     args, kwargs, embed = _split_body(body, task_id)
     hard, soft = _timelimit(headers.get("timelimit"), task_id)
     get = headers.get
@@ -341,29 +355,10 @@ def _check_message(message: Message, max_size: int | None) -> None:
 
 def check_nesting(body: bytes) -> None:
     """ProtocolError when the JSON (or YAML) text ``body`` nests deeper than MAX_NESTING."""
-    # Counting brackets runs in C and clears nearly every message; only a body with more
-    # brackets than the limit is walked (JSON and YAML texts; binary formats are walked
-    # after decoding by whatever reads them, and msgpack bounds its own depth).
-    if body.count(b"[") + body.count(b"{") <= MAX_NESTING:
-        return
-    depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_NESTING:
-                raise ProtocolError(f"message body nested deeper than {MAX_NESTING} levels")
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
+    # (binary formats are walked after decoding by whatever reads them, and msgpack bounds
+    # its own depth)
+    if nesting_exceeds(body, MAX_NESTING):
+        raise ProtocolError(f"message body nested deeper than {MAX_NESTING} levels")
 
 
 def _ident(value: Any, what: str) -> str | None:
@@ -428,7 +423,6 @@ def _mapping(value: Any, what: str, task_id: str) -> dict[str, Any]:
     return value
 
 
-
 def _body(message: Message, max_size: int | None) -> bytes:
     """The serialized body, decompressed when the ``compression`` header says so (kombu),
     checked for its size and (text formats) its nesting before anything parses it."""
@@ -443,8 +437,8 @@ def _body(message: Message, max_size: int | None) -> bytes:
                 f"message body decompresses to {len(body)} bytes, more than the "
                 f"{max_size} bytes allowed (worker_max_message_size)"
             )
-    if message.content_type not in _BINARY_TYPES:
-        check_nesting(body)
+    if message.content_type not in _BINARY_TYPES and message.content_type != JSON:
+        check_nesting(body)  # JSON's is checked as it is read (loads' max_depth)
     return body
 
 
@@ -484,7 +478,13 @@ def _seconds(value: Any, task_id: str) -> float | None:
 
 def _decode_v1(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMessage:
     """Protocol v1: everything lives in a dict body (Celery 3 and ``task_protocol=1``)."""
-    body = loads(raw, message.content_type, message.content_encoding, accept=accept)
+    body = loads(
+        raw,
+        message.content_type,
+        message.content_encoding,
+        accept=accept,
+        max_depth=MAX_NESTING,
+    )
     if not isinstance(body, dict) or "task" not in body:
         raise ProtocolError("message has no 'task' header and its body is not a v1 task")
     name, task_id = _ident(body.get("task"), "v1 'task'"), _ident(body.get("id"), "v1 'id'")

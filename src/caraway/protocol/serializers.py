@@ -115,7 +115,9 @@ def _has_uuid(value: Any) -> bool:
             return True
         else:
             continue
-        stack.extend([child for child in children if type(child) not in _LEAVES])
+        for child in children:  # a loop, not a list comprehension: no call per container
+            if type(child) not in _LEAVES:
+                stack.append(child)
     return False
 
 
@@ -247,6 +249,98 @@ def loads_json(data: bytes | str) -> Any:
     return value
 
 
+def nesting_exceeds(data: bytes, limit: int) -> bool:
+    """True when the JSON (or YAML) text ``data`` nests brackets deeper than ``limit``."""
+    # Counting brackets runs in C and clears nearly every message; only a text with more
+    # brackets than the limit is walked.
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+#: JSON texts from this size on are parsed before they are checked (see loads_json_bounded)
+_SURVEY_FROM = 16 * 1024
+#: ...and their parsed value is surveyed while it has at most one value per this many bytes
+_BYTES_PER_VALUE = 64
+
+
+def _survey(value: Any, limit: int, budget: int) -> tuple[bool, bool] | None:
+    """(holds a float, holds a dict with a ``__type__`` key) of parsed JSON; ProtocolError
+    when it nests deeper than ``limit``; None once more than ``budget`` values are seen."""
+    floats = tagged = False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise ProtocolError(f"message body nested deeper than {limit} levels")
+        seen += len(item)
+        if seen > budget:
+            return None
+        if type(item) is dict:
+            tagged = tagged or "__type__" in item
+            item = item.values()
+        for child in item:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is float:
+                floats = True
+    return floats, tagged
+
+
+def loads_json_bounded(data: bytes, limit: int) -> Any:
+    """:func:`loads_json` for untrusted text: ProtocolError past ``limit`` levels of nesting.
+
+    A large text that is mostly strings (a task given a long string or many of them) is
+    parsed first and its parsed value surveyed for depth, floats and tags: a walk over a
+    few values instead of four passes over every byte (two bracket counts, the digit-run
+    search, the tag search). A text of many small values, where the walk would cost more,
+    and anything orjson refuses, take the passes over the bytes.
+    """
+    if len(data) >= _SURVEY_FROM:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            # a bare scalar (not a task body) goes the byte way: a long number stays exact
+            scalar = type(value) is not dict and type(value) is not list
+            found = None if scalar else _survey(value, limit, len(data) // _BYTES_PER_VALUE)
+            if found is not None:
+                floats, tagged = found
+                # orjson reads integers past 64 bits as floats: only then can it be wrong
+                if floats and _has_long_number(data):
+                    value = loads_json_plain(data)  # the stdlib keeps them exact
+                if tagged:
+                    try:
+                        return untag(value)
+                    except RecursionError as exc:
+                        raise ProtocolError("JSON nested too deeply to read") from exc
+                return value
+    if nesting_exceeds(data, limit):
+        raise ProtocolError(f"message body nested deeper than {limit} levels")
+    return loads_json(data)
+
+
 def _optional_module(name: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(name)
@@ -342,10 +436,18 @@ def _decode_other(body: bytes, content_type: str) -> Any:
     raise ProtocolError(f"no decoder for content type {content_type!r}")
 
 
-def loads(body: bytes, content_type: str, content_encoding: str, *, accept: frozenset[str]) -> Any:
+def loads(
+    body: bytes,
+    content_type: str,
+    content_encoding: str,
+    *,
+    accept: frozenset[str],
+    max_depth: int | None = None,
+) -> Any:
     """Deserialize a message body, refusing content types outside ``accept``.
 
-    ``accept`` holds content types (see :func:`normalize_accept`). Raises
+    ``accept`` holds content types (see :func:`normalize_accept`). ``max_depth``: refuse
+    JSON nested deeper (the caller checks other text formats before). Raises
     ContentDisallowed for a content type not accepted, ProtocolError for bytes that do
     not decode.
     """
@@ -356,7 +458,7 @@ def loads(body: bytes, content_type: str, content_encoding: str, *, accept: froz
     if content_type == JSON:
         if content_encoding not in ("utf-8", "utf8", "binary"):
             body = _recode(body, content_encoding)
-        return loads_json(body)
+        return loads_json(body) if max_depth is None else loads_json_bounded(body, max_depth)
     try:
         return _decode_other(body, content_type)
     except ProtocolError:

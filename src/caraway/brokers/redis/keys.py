@@ -40,8 +40,13 @@ class Keys:
     dead: str = field(init=False)
     dead_index: str = field(init=False)
     dead_seq: str = field(init=False)
+    #: the bucket of each priority 0-9, worked out once (every publish asks)
+    buckets: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        steps = self.priority_steps
+        buckets = tuple(max((s for s in steps if s <= p), default=0) for p in range(10))
+        object.__setattr__(self, "buckets", buckets)
         for name, key in (
             ("unacked", "unacked"),
             ("unacked_index", "unacked_index"),
@@ -78,8 +83,8 @@ class Keys:
         return f"{queue}{self.sep}{step}" if step else queue
 
     def bucket(self, priority: int) -> int:
-        priority = max(0, min(9, priority))
-        return max((s for s in self.priority_steps if s <= priority), default=0)
+        """The step (of ``priority_steps``) whose list holds messages of ``priority``."""
+        return self.buckets[0 if priority < 0 else 9 if priority > 9 else priority]
 
     def queue_keys(self, queue: str) -> list[str]:
         """Every bucket's (unprefixed) list of ``queue``."""
