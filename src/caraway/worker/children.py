@@ -114,16 +114,33 @@ def prepare_to_fork(app: Caraway) -> None:
     A forked child shares every page with the parent until either writes to it. So,
     before the first fork: import what this node opens only after forking (result
     backend, remote-control mailbox, event bus) and what children import on first use,
-    so that neither the parent nor each child imports it again on its own pages; then
-    move every object alive now to the collector's permanent generation
-    (``gc.freeze``), so that a full collection in a child, which writes to the header of
-    every object it examines, never examines (and copies) the objects it inherited.
-    Frozen objects are never collected, which costs nothing for the ones that live as
-    long as the process (modules, the app); later forks do not freeze again.
+    so that neither the parent nor each child imports it again on its own pages; give
+    the C heap's free pages back (:func:`release_free_heap`); then move every object
+    alive now to the collector's permanent generation (``gc.freeze``), so that a full
+    collection in a child, which writes to the header of every object it examines,
+    never examines (and copies) the objects it inherited. Frozen objects are never
+    collected, which costs nothing for the ones that live as long as the process
+    (modules, the app); later forks do not freeze again.
     """
     preload(app.broker_url, backend_url=app.result_backend_url)
     for name in CHILD_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     gc.collect()  # garbage frozen now would never be freed, here or in any child
+    release_free_heap()
     gc.freeze()
+
+
+def release_free_heap() -> None:
+    """Return the free pages inside the C heap to the system (glibc's ``malloc_trim``).
+
+    Start-up (imports, opening the broker, the collection above) leaves free chunks
+    between live ones, and ``free`` gives back only the top of the heap. A free page
+    still mapped is inherited by every child, and the first allocation a child makes
+    there copies it: the parent keeps a page of garbage beside each child's copy.
+    Trimmed, that memory is nobody's until a process allocates it. Measured on the Redis
+    drain benchmark (W5): about 1.2 MiB less PSS for the parent and its two children.
+    A no-op where the C library has no ``malloc_trim`` (musl, macOS).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
