@@ -236,7 +236,7 @@ def test_prefork_supervisor_leaves_the_result_backend_to_its_children(
     project: Path, workers: list[Worker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The supervisor opens the backend only for a lost task: opened at start (after the
-    fork) its client wrote to about 1 MiB of pages shared with the children (W5)."""
+    fork), building its client copied pages it shared with the children (W5)."""
     (project / "proj" / "caraway.py").write_text(_COUNTING_APP)
     opens = project / "backend-opens"
     monkeypatch.setenv("TEST_BACKEND_OPENS", str(opens))

@@ -155,8 +155,9 @@ def release_free_heap() -> None:
     between live ones, and ``free`` gives back only the top of the heap. A free page
     still mapped is inherited by every child, and the first allocation a child makes
     there copies it: the parent keeps a page of garbage beside each child's copy.
-    Trimmed, that memory is nobody's until a process allocates it. Measured on the Redis
-    drain benchmark (W5): about 1.2 MiB less PSS for the parent and its two children.
+    Trimmed, that memory is nobody's until a process allocates it. Measured after the
+    Redis drain benchmark (W5): 1.0 MiB less PSS for the parent and its two children
+    (20.2 -> 19.2 MiB of pages shared by all three, ``python -m benchmarks.fork_pages``).
     A no-op where the C library has no ``malloc_trim`` (musl, macOS).
     """
     if _malloc_trim is not None:

@@ -185,8 +185,9 @@ class Supervisor:
 
         The supervisor writes results only for a task whose process died under it (lost,
         killed for its time limit, revoked with terminate): on most days never. Opened
-        at start, after the children were forked, building its client wrote to about
-        1 MiB of pages the parent had shared with them (W5 in docs/benchmarks.md).
+        at start, after the children were forked, building its client wrote 1.8 MiB of
+        pages the parent shared with them; most of those the children write too, so the
+        node's PSS is 0.3 MiB less for it (W5 in docs/benchmarks.md).
         """
         if self._backend is None and not self._backend_unset:
             try:
