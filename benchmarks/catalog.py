@@ -96,6 +96,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("W3", "p99", "round trip p99", "ms", False, {"redis": Target(0.5, False)}),
     Figure("W4", "seconds", "chord", "s", False, {b: Target(0.1, False) for b in _ANY}),
     Figure("W5", "pss_mib", "worker PSS", "MiB", False, {b: Target(0.5, False) for b in _ANY}),
+    Figure("W5", "pss_anon_mib", "worker PSS, anonymous memory", "MiB", False),
     Figure("W5", "rss_mib", "worker RSS", "MiB", False),
     Figure("W7", "rate", "drain from 50 queues", "tasks/s", True, {"redis": Target(5.0, True)}),
     Figure(

@@ -133,20 +133,27 @@ class Memory:
     pss_mib: float
     rss_mib: float
     processes: int
+    #: PSS of anonymous memory only (heap, arenas, stacks): the part the worker's own work
+    #: decides. The rest, shared libraries and the interpreter's text, is divided among
+    #: every process on the machine that maps them, so it moves with what else runs.
+    pss_anon_mib: float = 0.0
 
 
 def tree_memory(pid: int) -> Memory:
     """Read ``/proc/<pid>/smaps_rollup`` for ``pid`` and every descendant."""
     pids = [pid, *_descendants(pid)]
-    pss = rss = 0
+    pss = rss = anon = 0
     counted = 0
     for each in pids:
         fields = _rollup(each)
         if fields:
             pss += fields.get("Pss", 0)
             rss += fields.get("Rss", 0)
+            anon += fields.get("Pss_Anon", 0)
             counted += 1
-    return Memory(pss_mib=pss / 1024, rss_mib=rss / 1024, processes=counted)
+    return Memory(
+        pss_mib=pss / 1024, rss_mib=rss / 1024, processes=counted, pss_anon_mib=anon / 1024
+    )
 
 
 def _rollup(pid: int) -> dict[str, int]:

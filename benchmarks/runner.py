@@ -57,7 +57,11 @@ def _drain(session: Session, options: Options) -> Figures:
     memory = procs.tree_memory(worker.pid)
     return {
         "W2": {"rate": rate},
-        "W5": {"pss_mib": memory.pss_mib, "rss_mib": memory.rss_mib},
+        "W5": {
+            "pss_mib": memory.pss_mib,
+            "pss_anon_mib": memory.pss_anon_mib,
+            "rss_mib": memory.rss_mib,
+        },
     }
 
 

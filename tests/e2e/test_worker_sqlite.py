@@ -214,3 +214,35 @@ def test_app_start_runs_the_worker_from_the_app_module(project: Path) -> None:
         process.terminate()
         output = process.communicate(timeout=30)[0].decode()
     assert "  . proj.tasks.add" in output
+
+
+_COUNTING_APP = """
+import os
+from caraway import Caraway
+
+
+class App(Caraway):
+    def new_backend(self):
+        with open(os.environ["TEST_BACKEND_OPENS"], "a") as record:
+            record.write(f"{os.getpid()}\\n")
+        return super().new_backend()
+
+
+app = App('proj', include=['proj.tasks'])
+"""
+
+
+def test_prefork_supervisor_leaves_the_result_backend_to_its_children(
+    project: Path, workers: list[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor opens the backend only for a lost task: opened at start (after the
+    fork), building its client copied pages it shared with the children (W5)."""
+    (project / "proj" / "caraway.py").write_text(_COUNTING_APP)
+    opens = project / "backend-opens"
+    monkeypatch.setenv("TEST_BACKEND_OPENS", str(opens))
+    worker = Worker(project, "-c", "1").wait_ready()
+    workers.append(worker)
+    assert _tasks().add.delay(2, 2).get(timeout=20) == 4  # a child stored it
+    by_pid = {int(line) for line in opens.read_text().split()}
+    assert set(worker.children()) <= by_pid
+    assert worker.process.pid not in by_pid
