@@ -53,7 +53,7 @@ def hold(path, seconds):
         ("postgres", "prefork"),
         ("sqlite", "threads"),
     ],
-    ids=lambda param: "-".join(param),
+    ids="-".join,
 )
 def setup(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
