@@ -19,7 +19,7 @@ def test_a_task_shorter_than_the_threshold_gives_nothing_back() -> None:
     handoff.start()
     try:
         for _ in range(20):
-            handoff.run(lambda: time.sleep(0.005))
+            handoff.run(time.sleep, 0.005)
         time.sleep(0.15)
     finally:
         handoff.stop()
@@ -37,7 +37,7 @@ def test_a_long_task_gives_back_once_past_the_threshold_then_when_asked_again() 
     handoff = HandOff(give_back, after=0.1)
     handoff.start()
     try:
-        handoff.run(lambda: time.sleep(0.5))
+        handoff.run(time.sleep, 0.5)
     finally:
         handoff.stop()
     assert [first for first, _ in calls] == [True, False]
@@ -59,7 +59,7 @@ def test_the_task_ending_during_a_give_back_waits_for_it_to_finish() -> None:
     handoff = HandOff(give_back, after=0.1)
     handoff.start()
     try:
-        handoff.run(lambda: time.sleep(0.2))
+        handoff.run(time.sleep, 0.2)
         back = time.monotonic()
         assert not handoff.io.acquire(blocking=False), "the main thread holds io again"
     finally:

@@ -551,7 +551,7 @@ class Consumer:
         self._inflight += 1
         handoff = self.handoff
         if handoff is not None:
-            self.pool.submit(lambda: handoff.run(lambda: self._execute(job)))
+            self.pool.submit(lambda: handoff.run(self._execute, job))
         else:
             self.pool.submit(lambda: self._execute(job))
 

@@ -41,8 +41,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 logger = logging.getLogger("caraway.worker")
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: how long a task runs before the messages waiting behind it are given back (seconds)
 HAND_OFF_AFTER = 0.1
@@ -85,15 +88,15 @@ class HandOff:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def run(self, job: Callable[[], object]) -> object:
-        """Run ``job`` (the task) with :attr:`io` released: the helper may give back meanwhile."""
+    def run(self, job: Callable[[T], R], arg: T) -> R:
+        """``job(arg)`` (the task) with :attr:`io` released: the helper may give back meanwhile."""
         self._run += 1
         self._since = time.monotonic()
         if self._parked:
             self._wake.set()
         self.io.release()
         try:
-            return job()
+            return job(arg)
         finally:
             self.io.acquire()
             self._since = None
