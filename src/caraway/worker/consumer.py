@@ -148,12 +148,15 @@ class Consumer:
         self.processed = 0
         #: one slot run inline: a helper thread gives back what waits behind a long task
         #: (not on green pools, where a thread is a greenlet the task would have to yield to)
-        self.handoff = HandOff(self._hand_off) if slots == 1 and patched() is None else None
+        after = conf.worker_hand_off_after
+        self.handoff = (
+            HandOff(self._hand_off, after=float(after))
+            if slots == 1 and after is not None and patched() is None
+            else None
+        )
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        if self.handoff is not None:
-            self.handoff.start()  # this thread owns the transport and buffers from now on
         self.transport = self.app.connection()
         # by type, once: an ABC isinstance per message would cost more than the lookup did
         self.can_park = isinstance(self.transport, Scheduling)
@@ -170,6 +173,8 @@ class Consumer:
             self.slots,
             self.prefetch,
         )
+        if self.handoff is not None:
+            self.handoff.start()  # this thread owns the transport and buffers from now on
         try:
             outage = 0
             while not self.stop_event.is_set():
