@@ -122,3 +122,11 @@ def test_a_busy_consumer_gives_back_what_it_holds_and_never_runs_it() -> None:
 
 def countdown_eta(headers: dict[str, object]) -> float:
     return datetime.fromisoformat(str(headers["eta"])).timestamp()
+
+
+def test_worker_hand_off_after_none_keeps_the_prefetch_and_threads_need_no_helper() -> None:
+    app = Caraway("handoff", broker="memory://handoff-off", set_as_current=False)
+    assert Consumer(app, queues=["celery"], slots=1, hostname="a@h").handoff is not None
+    assert Consumer(app, queues=["celery"], slots=4, hostname="b@h").handoff is None
+    app.conf.worker_hand_off_after = None
+    assert Consumer(app, queues=["celery"], slots=1, hostname="c@h").handoff is None

@@ -102,7 +102,7 @@ class HandOff:
             self._since = None
 
     def _watch(self) -> None:
-        tick = self.after / 2
+        tick = max(self.after / 2, 0.01)  # 0 (give back at once) must not spin
         given_for = 0  # the run whose first give-back is done
         again: float | None = None  # when to look again during that run (a countdown due)
         not_before = 0.0  # after a failed give-back: when to try again
