@@ -435,6 +435,12 @@ class OptionTable:
         "in the dead-letter store unread (0: no limit).",
     )
     worker_async_concurrency = Option(_INT, 100, "caraway: async tasks at once per child.")
+    worker_hand_off_after = Option(
+        _OPT_FLOAT,
+        0.1,
+        "caraway: seconds a process runs one task before giving back the messages it holds "
+        "unstarted, so an idle process runs them (fair dispatch); None: it keeps them.",
+    )
 
     # -- events and remote control ---------------------------------------------------------
     event_queue_ttl = Option(_OPT_FLOAT, 5.0, "Seconds.", old="CELERY_EVENT_QUEUE_TTL")

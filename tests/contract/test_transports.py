@@ -222,6 +222,70 @@ def test_requeued_message_is_delivered_again_as_a_redelivery(
         assert again.delivery_count == 2
 
 
+def test_given_back_messages_come_again_first_in_order_and_uncounted(
+    transport: Transport, queue: str
+) -> None:
+    """A busy worker gives back what it fetched and never started (fair dispatch): the next
+    consumer gets it ahead of what was queued behind it, in the order it was claimed, and
+    not as a failed delivery (the delivery cap must not grow by it)."""
+    messages = [make_message(index) for index in range(5)]
+    for message in messages:
+        transport.publish(message, queue=queue)
+    first = drain(transport, [queue], 3)
+
+    transport.give_back(first[1:])
+
+    again = drain(transport, [queue], 4, owner=OTHER)
+    assert ids(again) == ids_of(messages[1:])
+    if transport.capabilities.delivery_count:
+        assert [delivery.delivery_count for delivery in again] == [1, 1, 1, 1]
+    if transport.capabilities.leases:
+        # only the started one is still held by the first owner
+        assert transport.recover(OWNER) == 1
+
+
+def test_a_consumer_that_gave_back_holds_nothing_until_it_fetches_again(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    """RabbitMQ pushes up to the prefetch to a consumer whether it asked or not: a consumer
+    busy with a long task must not keep what arrived meanwhile, nor be sent more."""
+    busy, idle = transport_factory({}), transport_factory({})
+    transport_factory({}).publish(make_message(0), queue=queue)
+    assert len(busy.fetch([queue], limit=4, timeout=5, owner=OWNER)) == 1
+    later = [make_message(index) for index in range(1, 4)]
+    for message in later:
+        busy.publish(message, queue=queue)
+    time.sleep(0.3)  # what a pushing broker sends the busy consumer is in its socket by now
+
+    busy.give_back([])
+    after = make_message(4)
+    busy.publish(after, queue=queue)
+
+    taken = drain(idle, [queue], 4, owner=OTHER)
+    assert ids(taken) == ids_of([*later, after])
+    idle.ack_many(taken)
+    idle.close()  # the only consumer left is the one that gave back
+    final = make_message(5)
+    busy.publish(final, queue=queue)
+    assert ids(drain(busy, [queue], 1)) == ids_of([final]), "a fetch consumes again"
+
+
+@pytest.mark.needs("leases")
+def test_a_stale_owner_gives_back_nothing_someone_else_now_holds(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    transport = transport_factory({"visibility_timeout": 1})
+    transport.publish(make_message(), queue=queue)
+    (stale,) = drain(transport, [queue], 1)
+    (current,) = drain(transport, [queue], 1, owner=OTHER)
+
+    transport.give_back([stale])
+
+    assert transport.fetch([queue], limit=1, timeout=0.2, owner=OWNER) == []
+    assert transport.recover(OTHER) == 1, "the current owner still holds it"
+    assert current.message.headers["id"] == stale.message.headers["id"]
+
+
 @pytest.mark.needs("scheduling")
 def test_parked_message_is_delivered_only_once_it_falls_due(
     transport: Transport, queue: str

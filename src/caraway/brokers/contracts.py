@@ -169,6 +169,23 @@ class Transport(abc.ABC):
         Only while its owner still holds it: a stale owner's requeue does nothing.
         """
 
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Return deliveries claimed and never started, as though never handed out.
+
+        A worker gives back what it holds but cannot start soon (its process is busy with a
+        long task, or stopping), so that an idle consumer takes it. Unlike :meth:`requeue`
+        it is no failed attempt: the delivery count is not raised (nor the message marked
+        redelivered where the broker lets it be), so giving back never brings a message
+        nearer to ``worker_delivery_cap``. The first of ``deliveries`` is served first,
+        ahead of what is queued (as far as the broker keeps an order); only what the owner
+        still holds goes back, and a retry after a lost reply gives back nothing twice.
+        A transport that receives messages unasked (RabbitMQ's prefetch) gives back what it
+        received and did not hand out too, and receives no more until the next fetch.
+        This default requeues each (counted as a redelivery); the built-in brokers do better.
+        """
+        for delivery in deliveries:
+            self.requeue(delivery)
+
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Set a delivery aside in the dead-letter store with ``reason``; it is acked.

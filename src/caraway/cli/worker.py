@@ -109,7 +109,8 @@ def expand_path(template: str, hostname: str, index: int | None = None) -> str:
     "optimization",
     type=click.Choice(["default", "fair"]),
     default="default",
-    help="fair: a process holds only the task it runs (prefetch 1), as Celery's -O fair.",
+    help="Accepted for Celery: both profiles are caraway's fair dispatch (a busy process "
+    "gives back what it prefetched), as both are Celery's since 4.0.",
 )
 @click.option(
     "--purge", "--discard", "purge", is_flag=True, help="Delete waiting messages, then start."
@@ -199,13 +200,16 @@ def worker(
     signals.celeryd_init.send(sender=node, instance=None, conf=app.conf, options=ctx.params)
     _configure_logging(app, loglevel, logfile, node)
     heartbeats = not without_heartbeat
-    fair = optimization == "fair" or disable_prefetch
+    # -O fair and -O default are one profile, as in Celery 5 (both its fair strategy): a
+    # busy process gives back what it fetched (worker/handoff.py), so neither lowers the
+    # prefetch; --disable-prefetch does (Celery's: fetch only for a free process)
+    one_at_a_time = disable_prefetch
     _drop_privileges(uid, gid, umask)
     overrides = {
         "task_time_limit": time_limit,
         "task_soft_time_limit": soft_time_limit,
-        # -O fair: each process holds only the task it runs
-        "worker_prefetch_multiplier": prefetch_multiplier or (1 if fair else None),
+        # --disable-prefetch: each process holds only the task it runs
+        "worker_prefetch_multiplier": prefetch_multiplier or (1 if one_at_a_time else None),
         "worker_state_db": statedb,
         "worker_send_task_events": True if task_events else None,
     }

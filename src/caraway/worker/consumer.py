@@ -2,8 +2,10 @@
 
 A prefork child runs one of these with one slot; ``-P threads`` runs one with N slots,
 ``-P solo`` one with one slot, both inside the supervisor's process. The consumer owns
-its broker and result connections and does all their I/O on its own thread. Messages it
-holds but has not started go back to the queue on a warm shutdown.
+its broker and result connections and does their I/O on its own thread; a one-slot consumer
+lends them to its hand-off thread only while a task runs (``handoff.py``: what waits behind
+a long task goes back to the broker for an idle process). Messages it holds but has not
+started go back to the queue on a warm shutdown.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from caraway.protocol import message as protocol
 from caraway.protocol.message import REPR_MAX, TaskMessage
 from caraway.protocol.results import decode_document
 from caraway.worker.buckets import SharedBuckets
+from caraway.worker.handoff import HandOff
 from caraway.worker.ipc import (
     AddConsumer,
     CancelConsumer,
@@ -143,6 +146,14 @@ class Consumer:
         self._ready: deque[_Job] = deque()
         self._done: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self.processed = 0
+        #: one slot run inline: a helper thread gives back what waits behind a long task
+        #: (not on green pools, where a thread is a greenlet the task would have to yield to)
+        after = conf.worker_hand_off_after
+        self.handoff = (
+            HandOff(self._hand_off, after=float(after))
+            if slots == 1 and after is not None and patched() is None
+            else None
+        )
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -162,6 +173,8 @@ class Consumer:
             self.slots,
             self.prefetch,
         )
+        if self.handoff is not None:
+            self.handoff.start()  # this thread owns the transport and buffers from now on
         try:
             outage = 0
             while not self.stop_event.is_set():
@@ -179,6 +192,8 @@ class Consumer:
                     )
                     self.stop_event.wait(pause)
         finally:
+            if self.handoff is not None:
+                self.handoff.stop()
             pool.stop()
             self._wait_for_async_tasks()
             if self._async_loop is not None:
@@ -270,7 +285,8 @@ class Consumer:
 
     def _dispatch_buffer(self) -> None:
         for _ in range(len(self._ready)):
-            if self.stop_event.is_set():
+            # a task run inline may have seen the rest of _ready given back
+            if self.stop_event.is_set() or not self._ready:
                 return
             self._try_start(self._ready.popleft())
         while self._buffer and not self.stop_event.is_set():
@@ -538,7 +554,11 @@ class Consumer:
             )
         )
         self._inflight += 1
-        self.pool.submit(lambda: self._execute(job))
+        handoff = self.handoff
+        if handoff is not None:
+            self.pool.submit(lambda: handoff.run(self._execute, job))
+        else:
+            self.pool.submit(lambda: self._execute(job))
 
     async def _execute_async(self, job: _Job) -> _Job:
         job.outcome = await run_task_async(job.task, self._request(job))
@@ -693,23 +713,58 @@ class Consumer:
             self.report(holding)
             self.flush_reports()
 
-    # -- shutting down ---------------------------------------------------------------------
+    # -- giving back -----------------------------------------------------------------------
+    def _hand_off(self, first: bool) -> float | None:
+        """On the hand-off thread, with ``io`` held, while a task has run long: give back
+        what waits here (everything unstarted; countdowns only once due) so that an idle
+        process runs it. Returns when to look again (monotonic), None if never this run.
+
+        Kept where it was if the broker fails: never both given back and kept here.
+        """
+        now = time.time()
+        due = [entry for entry in self._held if entry[0] <= now]
+        pending = (
+            [entry[2] for entry in sorted(due)]
+            + [job.delivery for job in self._ready]
+            + list(self._buffer)
+        )
+        if pending or first:  # the first also stops a broker that pushes (RabbitMQ)
+            self.transport.give_back(pending)
+        if pending:
+            self._ready.clear()
+            self._buffer.clear()
+            if due:
+                self._held = [entry for entry in self._held if entry[0] > now]
+                heapq.heapify(self._held)
+                self._rate_waiting.difference_update(entry[1] for entry in due)
+            logger.debug(
+                "gave back %d message(s) waiting behind a long task, for an idle process",
+                len(pending),
+            )
+            self._report_queue_state(force=True)
+        if not self._held:
+            return None
+        return time.monotonic() + max(0.0, self._held[0][0] - time.time())
+
     def _give_back_unstarted(self) -> None:
         pending = (
-            list(self._buffer)
-            + [job.delivery for job in self._ready]
-            + [entry[2] for entry in self._held]
+            [job.delivery for job in self._ready]
+            + list(self._buffer)
+            + [entry[2] for entry in sorted(self._held)]
         )
         self._ready.clear()
         self._buffer.clear()
         self._held.clear()
-        for delivery in pending:
-            try:
-                delivery.requeue()
-            except Exception:
-                logger.exception(
-                    "could not requeue %s on shutdown; it returns by lease expiry", delivery.tag
-                )
+        if not pending:
+            return
+        try:
+            self.transport.give_back(pending)
+        except Exception:
+            logger.exception(
+                "could not give back %d unstarted message(s) on shutdown; they return when "
+                "their lease runs out (or when the supervisor recovers this process's)",
+                len(pending),
+            )
 
     def _policy(self, task: TaskBase | None) -> lifecycle.Policy:
         name = task.name if task is not None else ""

@@ -118,6 +118,8 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
     def _reset_link_state(self) -> None:
         self._declared: set[str] = set()
         self._consuming: set[str] = set()
+        #: queue -> consumer tag of this connection's basic.consume (to cancel it)
+        self._consumer_tags: dict[str, str] = {}
         self._qos_set = False
         self._ladder_ready = False
         self._delay_bound: set[Any] = set()
@@ -313,8 +315,11 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
                 logger.warning("RabbitMQ cancelled the consumer of queue %r", queue)
                 self._consuming.discard(queue)
                 self._declared.discard(queue)
+                self._consumer_tags.pop(queue, None)
 
-            channel.basic_consume(queue, callback=callback, no_ack=False, on_cancel=cancelled)
+            self._consumer_tags[queue] = channel.basic_consume(
+                queue, callback=callback, no_ack=False, on_cancel=cancelled
+            )
             self._consuming.add(queue)
         return link
 
@@ -431,6 +436,47 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
         self._settle(
             delivery, "requeue", lambda link, tag: link.consume_channel.basic_reject(tag, True)
         )
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Stop consuming, then reject (requeue) ``deliveries`` and whatever RabbitMQ pushed
+        here that no fetch took yet: a busy consumer would otherwise be sent more as fast as
+        it gives back (each reject frees prefetch room). The next :meth:`fetch` consumes again.
+
+        RabbitMQ puts a rejected message back at its place in the queue, marked redelivered;
+        a classic queue counts nothing, a quorum queue counts the return in
+        ``x-delivery-count``, which the worker's delivery cap reads (RabbitMQ has no way
+        to return a message uncounted over AMQP 0-9-1).
+        """
+        link = self._link
+        if link is None or link.broken is not None:
+            for delivery in deliveries:
+                _held(delivery).settled = True  # its connection's end gave it back
+            return
+        try:
+            with link.lock:
+                channel = link.consume_channel
+                for consumer_tag in self._consumer_tags.values():
+                    # deliveries sent before its cancel-ok land in the inbox, read below
+                    channel.basic_cancel(consumer_tag)
+                self._consumer_tags.clear()
+                self._consuming.clear()
+                link.read_arrived()
+                with self._arrived:
+                    unfetched = [e for e in self._inbox if e[0] == link.generation]
+                    self._inbox.clear()
+                tags = [int(raw.delivery_info["delivery_tag"]) for _, _, raw in unfetched]
+                for delivery in deliveries:
+                    held = _held(delivery)
+                    if not held.settled and held.generation == link.generation:
+                        held.settled = True
+                        tags.append(held.delivery_tag)
+                for tag in sorted(tags):
+                    channel.basic_reject(tag, True)
+                    link.unsettled.discard(tag)
+        except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
+            logger.warning("giving back deliveries failed (%r); RabbitMQ requeues them", exc)
+            with self._connect_lock:
+                self._drop(link)
 
     def _still_held(self, delivery: Delivery) -> bool:
         held = _held(delivery)

@@ -282,6 +282,16 @@ class MemoryTransport(Transport, Scheduling, Fanout, Routing):
             if entry is not None:
                 self._broker.make_ready(entry)
 
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Ready again, uncounted; ready entries are served by id, so the order holds."""
+        broker = self._broker
+        with broker.cond:
+            for delivery in deliveries:
+                entry = broker.held(delivery)
+                if entry is not None:
+                    entry.delivery_count = max(entry.delivery_count - 1, 0)
+                    broker.make_ready(entry)
+
     def park(self, delivery: Delivery, eta: float) -> None:
         broker = self._broker
         with broker.cond:

@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import orjson
@@ -76,6 +76,11 @@ def notifying(statement: str, *, before: str = "") -> sa.TextClause:
 _HAND_BACK = notifying(
     "UPDATE caraway_messages SET visible_at = 0, owner = NULL WHERE id = :id AND owner = :owner"
 )
+_GIVE_BACK = notifying(
+    "UPDATE caraway_messages SET visible_at = 0, owner = NULL, "
+    "delivery_count = greatest(delivery_count - 1, 0) "
+    "WHERE id = ANY(CAST(:ids AS bigint[])) AND owner = :owner"
+)
 _RECOVER = notifying(
     "UPDATE caraway_messages SET visible_at = 0, owner = NULL WHERE owner = :owner"
 )
@@ -126,6 +131,10 @@ def _claim_sql(queue_count: int) -> sa.TextClause:
         "delivery_count = m.delivery_count + 1 FROM picked WHERE m.id = picked.id "
         f"RETURNING {_RETURNED}"
     )
+
+
+def _run_all(statement: sa.TextClause, params: dict[str, Any], conn: sa.Connection) -> Any:
+    return conn.execute(statement, params).all()
 
 
 def _priority(message: Message) -> int:
@@ -359,6 +368,19 @@ class PostgresTransport(Transport, Scheduling, Fanout):
         # only the current owner may hand back: after a lease expired another may hold it
         params = {"id": int(delivery.tag), "owner": delivery.state}
         self._settling().autocommit(lambda conn: conn.execute(_HAND_BACK, params).all())
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Ready again with the claim's count taken back, one statement per owner (one, in
+        a worker); ready rows are served by priority then id, so their order holds.
+
+        Committed synchronously, unlike the other settling writes: a give-back lost to a
+        server crash would leave rows claimed by a live owner, which renews them and no
+        longer holds them in memory, until that process exits."""
+        by_owner: dict[str, list[int]] = {}
+        for delivery in deliveries:
+            by_owner.setdefault(delivery.state, []).append(int(delivery.tag))
+        for owner, ids in by_owner.items():
+            self._ready().autocommit(partial(_run_all, _GIVE_BACK, {"ids": ids, "owner": owner}))
 
     def park(self, delivery: Delivery, eta: float) -> None:
         # parking is not a delivery attempt: the count is given back, and the NOTIFY makes

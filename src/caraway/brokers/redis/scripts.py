@@ -191,6 +191,35 @@ return restored
 """
 )
 
+#: Give back messages claimed and never started (a busy or stopping consumer), as though
+#: never handed out: the claim's delivery count is taken back and the envelope goes back
+#: unmarked, to the head of its list. Only those ``owner`` still holds. Walked last to first,
+#: so the first given is consumed first. KEYS: unacked, unacked_index, claims, deliveries.
+#: ARGV: prefix, owner, then (tag, list key, envelope)...
+GIVE_BACK = (
+    _RELEASE
+    + """
+local unacked, index, claims, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, owner = ARGV[1], ARGV[2]
+local given = 0
+for i = #ARGV - 2, 3, -3 do
+  local tag, key, env = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('HEXISTS', unacked, tag) == 1
+      and owner_of(redis.call('HGET', claims, tag)) == owner then
+    release(unacked, index, claims, prefix, tag)
+    if redis.call('HINCRBY', deliveries, tag, -1) <= 0 then
+      redis.call('HDEL', deliveries, tag)
+    end
+    redis.call('RPUSH', prefix .. key, env)
+    given = given + 1
+  else
+    redis.call('SREM', prefix .. 'caraway.owner.' .. owner, tag)
+  end
+end
+return given
+"""
+)
+
 #: Move a claimed message to the schedule. KEYS: unacked, unacked_index, claims,
 #: deliveries, schedule. ARGV: prefix, tag, owner, eta, member (``<len>:<list key><env>``).
 PARK = (

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -108,6 +109,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._claim = self._held.script(lua.CLAIM)
         self._ack = self._held.script(lua.ACK)
         self._restore = self.client.register_script(lua.RESTORE)
+        self._give_back = self.client.register_script(lua.GIVE_BACK)
         self._park = self.client.register_script(lua.PARK)
         self._bury = self.client.register_script(lua.DEAD_LETTER)
         self._renew = self.client.register_script(lua.RENEW)
@@ -459,6 +461,19 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         held = _held(delivery)
         entry = [delivery.tag, held.owner, held.key, mark_redelivered(held.raw)]
         self._call("requeue", lambda: self._run_restore(entry, cutoff="+inf"))
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """One script per owner (one, in a worker): back to the head of their lists with
+        their envelopes as claimed, the claim's count taken back. A retry after a lost
+        reply finds them no longer held and gives back nothing twice."""
+        by_owner: dict[str, list[Any]] = {}
+        for delivery in deliveries:
+            held = _held(delivery)
+            by_owner.setdefault(held.owner, []).extend([delivery.tag, held.key, held.raw])
+        keys = [*self.keys.bookkeeping(), self.keys.deliveries]
+        for owner, entries in by_owner.items():
+            args = [self.prefix, owner, *entries]
+            self._call("give back", partial(self._give_back, keys=keys, args=args))
 
     def park(self, delivery: Delivery, eta: float) -> None:
         """Move the delivery to ``caraway.schedule`` until ``eta``; its envelope is kept intact

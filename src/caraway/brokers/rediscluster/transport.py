@@ -302,6 +302,15 @@ class RedisClusterTransport(Transport, Scheduling):
         args = [delivery.tag, delivery.state]
         self._run("requeue", lambda: self._script("REQUEUE", names, args))
 
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Each one parked as due now, which PARK turns into a push to the head of its
+        queue with the claim's count taken back and the waiting consumers woken; last
+        first, so the first given is consumed first. One script each (queues live on
+        different slots): an error part-way leaves some given back, and a retry of the whole
+        list gives back the rest (PARK does nothing to a claim its owner no longer holds)."""
+        for delivery in reversed(deliveries):
+            self.park(delivery, 0.0)
+
     def park(self, delivery: Delivery, eta: float) -> None:
         keys = self.keys(delivery.queue)
         names = [keys.ready, keys.held, keys.lease, keys.owner, keys.count, keys.parked,

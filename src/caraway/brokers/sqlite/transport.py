@@ -408,6 +408,27 @@ class SQLiteTransport(Transport, Scheduling, Fanout, Routing):
         sql = f"{_HAND_BACK} WHERE id = ? AND owner = ?"
         self._db.write(lambda conn: conn.execute(sql, args), notify=True)
 
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Ready again in one transaction, the claim's count taken back; ready rows are
+        served by priority then id, so the order they were claimed in holds."""
+        by_owner: dict[str, list[int]] = {}
+        for delivery in deliveries:
+            by_owner.setdefault(delivery.state, []).append(int(delivery.tag))
+        if not by_owner:
+            return
+
+        def hand_back(conn: sqlite3.Connection) -> None:
+            for owner, ids in by_owner.items():
+                for part in chunks(ids):
+                    conn.execute(
+                        "UPDATE caraway_messages SET visible_at = 0, owner = NULL, "
+                        "delivery_count = max(delivery_count - 1, 0) "
+                        f"WHERE id IN ({placeholders(len(part))}) AND owner = ?",
+                        (*part, owner),
+                    )
+
+        self._db.write(hand_back, notify=True)
+
     def park(self, delivery: Delivery, eta: float) -> None:
         # A due ETA goes straight back to ready; parking is not a delivery attempt, so the
         # count is given back and the promoted message arrives as a first delivery.

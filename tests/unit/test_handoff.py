@@ -1,0 +1,132 @@
+"""Fair dispatch in one consumer: what waits behind a long task is given back, never run too."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import datetime
+
+from caraway import Caraway
+from caraway.worker.consumer import Consumer
+from caraway.worker.handoff import HandOff
+from tests.helpers import wait_until
+
+
+def test_a_task_shorter_than_the_threshold_gives_nothing_back() -> None:
+    calls: list[bool] = []
+    handoff = HandOff(calls.append, after=0.1)
+    handoff.start()
+    try:
+        for _ in range(20):
+            handoff.run(time.sleep, 0.005)
+        time.sleep(0.15)
+    finally:
+        handoff.stop()
+    assert calls == []
+
+
+def test_a_long_task_gives_back_once_past_the_threshold_then_when_asked_again() -> None:
+    calls: list[tuple[bool, float]] = []
+    started = time.monotonic()
+
+    def give_back(first: bool) -> float | None:
+        calls.append((first, time.monotonic() - started))
+        return time.monotonic() + 0.15 if first else None
+
+    handoff = HandOff(give_back, after=0.1)
+    handoff.start()
+    try:
+        handoff.run(time.sleep, 0.5)
+    finally:
+        handoff.stop()
+    assert [first for first, _ in calls] == [True, False]
+    assert 0.1 <= calls[0][1] < 0.3
+    assert calls[1][1] - calls[0][1] >= 0.15
+
+
+def test_the_task_ending_during_a_give_back_waits_for_it_to_finish() -> None:
+    """The consumer's transport and buffers have one user at a time: the main thread does
+    not take them back while the helper is using them, whatever the task does."""
+    spans: list[tuple[float, float]] = []
+
+    def give_back(first: bool) -> float | None:
+        begun = time.monotonic()
+        time.sleep(0.3)  # the task ends meanwhile
+        spans.append((begun, time.monotonic()))
+        return None
+
+    handoff = HandOff(give_back, after=0.1)
+    handoff.start()
+    try:
+        handoff.run(time.sleep, 0.2)
+        back = time.monotonic()
+        assert not handoff.io.acquire(blocking=False), "the main thread holds io again"
+    finally:
+        handoff.stop()
+    assert len(spans) == 1
+    assert back >= spans[0][1]
+
+
+def test_a_busy_consumer_gives_back_what_it_holds_and_never_runs_it() -> None:
+    """Behind a long task: the prefetched tasks go back at once (uncounted), a countdown it
+    holds goes back when it falls due, and the consumer runs none of them itself."""
+    name = f"memory://handoff-{uuid.uuid4().hex[:8]}"
+    app = Caraway("handoff", broker=name, backend=name, set_as_current=False)
+    release = threading.Event()
+
+    @app.task(name="handoff.block")
+    def block() -> str:
+        release.wait(10)
+        return "released"
+
+    @app.task(name="handoff.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    countdown = add.apply_async((5, 5), countdown=0.6)
+    long = block.delay()
+    behind = [add.delay(n, n) for n in range(2)]
+    stop = threading.Event()
+    consumer = Consumer(app, queues=["celery"], slots=1, hostname="busy@h", stop=stop)
+    thread = threading.Thread(target=consumer.run)
+    thread.start()
+    sibling = app.connection()
+    try:
+        wait_until(lambda: consumer._inflight == 1, timeout=5, message="the long task to run")
+        taken = wait_until(
+            lambda: sibling.fetch(["celery"], limit=10, timeout=0.1, owner="idle@h/1"),
+            timeout=2,
+            message="the prefetched tasks to be given back",
+        )
+        assert [d.message.headers["id"] for d in taken] == [r.id for r in behind]
+        assert [d.delivery_count for d in taken] == [1, 1], "a give-back is no failed delivery"
+        assert consumer._held, "the countdown is held until due"
+        due = wait_until(
+            lambda: sibling.fetch(["celery"], limit=10, timeout=0.1, owner="idle@h/1"),
+            timeout=3,
+            message="the countdown to be given back once due",
+        )
+        assert [d.message.headers["id"] for d in due] == [countdown.id]
+        assert time.time() >= countdown_eta(due[0].message.headers) - 0.05
+        release.set()
+        assert long.get(timeout=5) == "released"
+        time.sleep(0.3)  # room to run what it should not
+        assert [r.state for r in [*behind, countdown]] == ["PENDING"] * 3
+    finally:
+        release.set()
+        stop.set()
+        thread.join(timeout=10)
+        sibling.close()
+
+
+def countdown_eta(headers: dict[str, object]) -> float:
+    return datetime.fromisoformat(str(headers["eta"])).timestamp()
+
+
+def test_worker_hand_off_after_none_keeps_the_prefetch_and_threads_need_no_helper() -> None:
+    app = Caraway("handoff", broker="memory://handoff-off", set_as_current=False)
+    assert Consumer(app, queues=["celery"], slots=1, hostname="a@h").handoff is not None
+    assert Consumer(app, queues=["celery"], slots=4, hostname="b@h").handoff is None
+    app.conf.worker_hand_off_after = None
+    assert Consumer(app, queues=["celery"], slots=1, hostname="c@h").handoff is None
