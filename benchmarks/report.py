@@ -56,8 +56,10 @@ class Header:
             f"- Celery {_config(self.celery)} (its defaults)",
             f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3; "
             f"{min(o.round_trips, SQLITE_ROUND_TRIPS)} on SQLite and PostgreSQL), chord of "
-            f"{o.chord_size} (W4), {o.n // 10} tasks of 100 KiB (W10); median of {o.repeat} "
-            "run(s), min-max in brackets",
+            f"{o.chord_size} (W4), {o.n // 10} tasks of 100 KiB (W10), backlog of "
+            f"{o.backlog} (W6), {o.countdowns} countdowns (W8), {o.fleet} idle nodes (W9), "
+            f"{o.mixed_longs} long and {o.mixed_shorts} short tasks (W11); median of "
+            f"{o.repeat} run(s), min-max in brackets; W6, W8, W9 on a private redis-server",
             f"- Load average (1, 5, 15 min): {self.load_start or '?'} at the start, "
             f"{self.load_end or '?'} at the end",
         ]
