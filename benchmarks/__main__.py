@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         help="private Redis db, flushed around each measurement (default 4)",
     )
     parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=6379,
+        help="Redis port on 127.0.0.1 (default 6379; another for a redis-server of your own)",
+    )
+    parser.add_argument(
         "--pg-url",
         default="postgresql://postgres@127.0.0.1:5432",
         help="PostgreSQL server for --broker postgres; each measurement creates a database "
@@ -112,6 +118,7 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         workloads=tuple(w for w in WORKLOADS if w in workloads),
         quick=args.quick,
         redis_db=args.redis_db,
+        redis_port=args.redis_port,
         pg_url=args.pg_url,
         command=shlex.join(["python", "-m", "benchmarks", *argv]),
         n=counts["n"],

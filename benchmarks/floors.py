@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -137,54 +139,80 @@ def floors(client: redis.Redis, n: int) -> dict[str, dict[str, float]]:
 
 
 def system_costs(
-    system: System, options: Options, ops: BrokerOps, client: redis.Redis
+    system: System, broker: str, options: Options, ops: BrokerOps, client: redis.Redis
 ) -> dict[str, float]:
-    """Client and worker round trips, commands and CPU per task for ``system`` on Redis."""
+    """Client and worker costs per task for ``system`` on ``broker``: CPU always, socket
+    sends (strace) when strace is installed, Redis's own counts on Redis."""
     n = options.n
-    with Session(system, "redis", options, ops) as session:
-        # the worker's start-up alone, on an empty queue: subtracted from the drain below
+    on_redis = broker == "redis"
+    figures: dict[str, float] = {}
+    with Session(system, broker, options, ops) as session:
+        trace = session.workdir / "strace.txt"
+        prefix = _strace(trace)
+        before = counters(client)
+        sent = session.script("enqueue", n, timeout=300 + n * 0.2, prefix=prefix)
+        enqueue = counters(client) - before
+        figures["client_cpu_us"] = float(sent.get("cpu_us", 0.0))
+        figures["client_rate"] = float(sent["rate"])
+        if prefix:
+            for name, calls in _syscalls(trace).items():
+                figures[f"client_{name}"] = calls / (n + ENQUEUE_WARMUP)
+        if on_redis:
+            # enqueue's 20 warm-up sends are counted by Redis too
+            figures["client_round_trips"] = enqueue.reads / (n + ENQUEUE_WARMUP)
+            figures["client_commands"] = enqueue.commands / (n + ENQUEUE_WARMUP)
+    # a new session: SQLite's file and PostgreSQL's database start empty again
+    with Session(system, broker, options, ops) as session:
+        # the worker's start-up (and one round trip): subtracted from the drain below
         before = counters(client)
         worker = session.start_worker()
-        session.script("fleet_ping", 1, 120, 0, timeout=180)
+        session.script("roundtrip", 1, timeout=300)
         boot_cpu = procs.tree_cpu_seconds([worker.pid])
         session.stop_worker(worker)
         boot = counters(client) - before
-        session.ops.call("clean")
-
-        before = counters(client)
-        sent = session.script("enqueue", n, timeout=120 + n * 0.05)
-        enqueue = counters(client) - before
-        session.ops.call("clean")
 
         ids = session.workdir / "ids.json"
-        session.script("fill", n, ids, timeout=120 + n * 0.05)
-        last = json.loads(ids.read_text())["ids"][-1]
+        session.script("fill", n, ids, timeout=300 + n * 0.05)
         before = counters(client)
         worker = session.start_worker()
-        while not client.exists(f"celery-task-meta-{last}"):
-            time.sleep(0.05)
-        time.sleep(1.0)  # the last prefetched batch
-        worker_cpu = procs.tree_cpu_seconds([worker.pid]) - boot_cpu
+        if on_redis:
+            last = json.loads(ids.read_text())["ids"][-1]
+            while not client.exists(f"celery-task-meta-{last}"):
+                time.sleep(0.05)
+            time.sleep(1.0)  # the last prefetched batch
+        else:
+            session.script("drain_wait", ids, 600 + n * 0.1, timeout=900 + n * 0.1)
+        figures["worker_cpu_us"] = (procs.tree_cpu_seconds([worker.pid]) - boot_cpu) * 1e6 / n
         drain = counters(client) - before
-    # boot: the ping script's own round trips are in it too, so the worker's start-up is
-    # over-subtracted by a few: under 0.001 per task at n=20000
-    worker_reads = drain.reads - boot.reads - drain.exists
-    worker_commands = drain.commands - boot.commands - drain.exists
-    return {
-        # enqueue's 20 warm-up sends are counted by Redis too
-        "client_round_trips": enqueue.reads / (n + ENQUEUE_WARMUP),
-        "client_commands": enqueue.commands / (n + ENQUEUE_WARMUP),
-        "client_cpu_us": float(sent.get("cpu_us", 0.0)),
-        "client_rate": float(sent["rate"]),
-        "worker_round_trips": worker_reads / n,
-        "worker_commands": worker_commands / n,
-        "worker_cpu_us": worker_cpu * 1e6 / n,
-        "redis_cpu_us": (drain.cpu - boot.cpu) * 1e6 / n,
-    }
+    if on_redis:
+        # boot holds the round-trip script's few requests too: under 0.001 per task
+        figures["worker_round_trips"] = (drain.reads - boot.reads - drain.exists) / n
+        figures["worker_commands"] = (drain.commands - boot.commands - drain.exists) / n
+        figures["redis_cpu_us"] = (drain.cpu - boot.cpu) * 1e6 / n
+    return figures
 
 
 #: enqueue's warm-up sends, counted by Redis but not by the script's N
 ENQUEUE_WARMUP = 20
+#: the system calls counted on the client: socket sends, file writes and syncs (SQLite)
+SYSCALLS = ("sendto", "sendmsg", "write", "pwrite64", "fdatasync", "fsync")
+
+
+def _strace(output: Path) -> list[str]:
+    """strace counting SYSCALLS into ``output`` (nothing when strace is not installed)."""
+    if shutil.which("strace") is None:
+        return []
+    return ["strace", "-f", "-c", "-o", str(output), "-e", "trace=" + ",".join(SYSCALLS)]
+
+
+def _syscalls(summary: Path) -> dict[str, int]:
+    """Calls per system call from ``strace -c``'s table."""
+    counts = dict.fromkeys(SYSCALLS, 0)
+    for line in summary.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[-1] in counts and parts[3].isdigit():
+            counts[parts[-1]] = int(parts[3])
+    return counts
 
 
 @contextlib.contextmanager
@@ -203,6 +231,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--systems", action="store_true", help="also count caraway and Celery")
     parser.add_argument("--redis-url", help="an empty db to use instead of a private server")
+    parser.add_argument(
+        "--broker",
+        default="redis",
+        help="comma-separated brokers for --systems: redis,amqp,sqlite,postgres (results in "
+        "the Redis above for amqp)",
+    )
     args = parser.parse_args()
     try:
         with _server(args.redis_url) as (host, port, db):
@@ -235,25 +269,23 @@ def main() -> None:
             ops = BrokerOps(celery_python(), options)
             ops.call("claim")
             print()
-            print(f"per task on Redis, n={args.n} (client: add.delay; worker: prefork -c 2)")
-            keys = (
-                "client_round_trips",
-                "client_commands",
-                "client_cpu_us",
-                "client_rate",
-                "worker_round_trips",
-                "worker_commands",
-                "worker_cpu_us",
-                "redis_cpu_us",
-            )
-            print("| system | " + " | ".join(keys) + " |")
-            print("|---|" + "---:|" * len(keys))
-            for system in (
-                System("caraway", caraway_python()),
-                System("celery", celery_python()),
-            ):
-                row = system_costs(system, options, ops, client)
-                print(f"| {system.name} | " + " | ".join(f"{row[k]:.3g}" for k in keys) + " |")
+            for broker in args.broker.split(","):
+                print()
+                print(f"per task on {broker}, n={args.n} (client: add.delay; worker: prefork -c 2)")
+                rows = {
+                    system.name: system_costs(system, broker, options, ops, client)
+                    for system in (
+                        System("caraway", caraway_python()),
+                        System("celery", celery_python()),
+                    )
+                }
+                keys = list(rows["caraway"])
+                print("| figure | caraway | Celery 5.7.0 |")
+                print("|---|---:|---:|")
+                for key in keys:
+                    print(
+                        f"| {key} | {rows['caraway'][key]:.3g} | {rows['celery'].get(key, 0):.3g} |"
+                    )
             ops.call("release")
     finally:
         procs.stop_all()

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -219,7 +220,7 @@ class Session:
         )
         source = self.system.app_source(broker=broker_url, backend=backend_url, queue=self.tag)
         (self.workdir / "benchapp.py").write_text(source)
-        self.ops.call("clean", *self._queues())
+        self.ops.call("clean", *self.queues())
         if self.database:
             self.ops.call("pg-create", database=self.database)
         return self
@@ -238,21 +239,30 @@ class Session:
                     )
         finally:
             try:
-                self.ops.call("clean", *self._queues())
+                self.ops.call("clean", *self.queues())
                 if self.database:
                     self.ops.call("pg-drop", database=self.database)
             finally:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _queues(self) -> list[str]:
+    def queues(self) -> list[str]:
         return [self.tag] if self.broker == "amqp" else []
 
     def _env(self, *paths: Path) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
 
-    def script(self, name: str, *args: object, timeout: float) -> dict[str, Any]:
-        """Run benchmarks/scripts/<name>.py with the system's interpreter; its result dict."""
-        argv = [str(self.system.python), "-m", f"benchmarks.scripts.{name}", *map(str, args)]
+    def script(
+        self, name: str, *args: object, timeout: float, prefix: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Run benchmarks/scripts/<name>.py with the system's interpreter (under ``prefix``,
+        e.g. strace, when given); its result dict."""
+        argv = [
+            *prefix,
+            str(self.system.python),
+            "-m",
+            f"benchmarks.scripts.{name}",
+            *map(str, args),
+        ]
         try:
             out = procs.run(
                 argv, env=self._env(self.workdir, REPO), cwd=self.workdir, timeout=timeout
