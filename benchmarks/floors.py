@@ -25,9 +25,11 @@ import argparse
 import contextlib
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,13 @@ import redis
 from benchmarks import procs
 from benchmarks.catalog import Options
 from benchmarks.celery_env import caraway_python, celery_python
-from benchmarks.systems import BrokerOps, Session, System
+from benchmarks.systems import REPO, BrokerOps, Session, System
 
 #: a message of the size of caraway's ``add(i, i)`` envelope on Redis, and a result document
 MESSAGE = b"m" * 700
 RESULT = b"r" * 160
 BATCH = 100
+RESULTS = REPO / "benchmarks" / "results"
 
 
 @dataclass(frozen=True)
@@ -241,16 +244,23 @@ def main() -> None:
         "the Redis above for amqp)",
     )
     args = parser.parse_args()
+    lines: list[str] = [f"`python -m benchmarks.floors {' '.join(sys.argv[1:])}`", ""]
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    started = datetime.now(timezone.utc)
     try:
         with _server(args.redis_url) as (host, port, db):
             client = redis.Redis(host=host, port=port, db=db)
             if client.dbsize():
                 raise SystemExit(f"redis://{host}:{port}/{db} is not empty")
-            print(f"floors, plain redis-py, n={args.n}, redis://{host}:{port}/{db}")
-            print("| | tasks/s | us per task | round trips | commands | Redis CPU us |")
-            print("|---|---:|---:|---:|---:|---:|")
+            say(f"floors, plain redis-py, n={args.n}, redis://{host}:{port}/{db}")
+            say("| | tasks/s | us per task | round trips | commands | Redis CPU us |")
+            say("|---|---:|---:|---:|---:|---:|")
             for name, row in floors(client, args.n).items():
-                print(
+                say(
                     f"| {name} | {row['rate']:,.0f} | {row['us_per_task']:.1f} | "
                     f"{row['round_trips']:.3f} | {row['commands']:.3f} | "
                     f"{row['redis_cpu_us']:.1f} |"
@@ -271,10 +281,10 @@ def main() -> None:
             )
             ops = BrokerOps(celery_python(), options)
             ops.call("claim")
-            print()
+            say()
             for broker in args.broker.split(","):
-                print()
-                print(f"per task on {broker}, n={args.n} (client: add.delay; worker: prefork -c 2)")
+                say()
+                say(f"per task on {broker}, n={args.n} (client: add.delay; worker: prefork -c 2)")
                 rows = {
                     system.name: system_costs(system, broker, options, ops, client)
                     for system in (
@@ -283,15 +293,20 @@ def main() -> None:
                     )
                 }
                 keys = list(rows["caraway"])
-                print("| figure | caraway | Celery 5.7.0 |")
-                print("|---|---:|---:|")
+                say("| figure | caraway | Celery 5.7.0 |")
+                say("|---|---:|---:|")
                 for key in keys:
-                    print(
+                    say(
                         f"| {key} | {rows['caraway'][key]:.3g} | {rows['celery'].get(key, 0):.3g} |"
                     )
             ops.call("release")
     finally:
         procs.stop_all()
+        # the raw figures beside the runner's, as docs/benchmarks.md promises
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        saved = RESULTS / f"floors-{started.strftime('%Y%m%dT%H%M%SZ')}.md"
+        saved.write_text("\n".join(lines) + "\n")
+        print(f"saved {saved}")
 
 
 if __name__ == "__main__":
