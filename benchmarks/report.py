@@ -169,6 +169,28 @@ def queues_cost(results: Results, options: Options) -> list[str]:
 
 #: W7 against W2: the issue's "within 20% of the single-queue rate"
 MANY_QUEUES_TARGET = 0.8
+#: W6: the drain rate with the full backlog against a backlog of N alone ("within 10%")
+BACKLOG_TARGET = 0.9
+
+
+def backlog_cost(results: Results, options: Options) -> list[str]:
+    """W6's full/alone drain rate per system (measured in one session each)."""
+    if "W6" not in options.workloads or "W6" not in results.get("redis", {}):
+        return []
+    cells = results["redis"]["W6"]
+    shown = []
+    for system in ("caraway", "celery"):
+        _, value = _cell(cells.get(system), "full_vs_small")
+        text = f"{value:.3g}x" if value is not None else "n/a"
+        if system == "caraway" and value is not None:
+            text += f" ({'met' if value >= BACKLOG_TARGET else 'missed'})"
+        shown.append(text)
+    return [
+        "",
+        f"Backlog cost (W6: drain rate of the first N of the full backlog / of N alone, same "
+        f"session; target for caraway >= {BACKLOG_TARGET:g}): caraway {shown[0]}, "
+        f"Celery 5.7.0 {shown[1]}",
+    ]
 
 
 def _against_w2(
@@ -202,6 +224,7 @@ def render(header: Header, results: Results) -> str:
         *per_repetition(results, options),
         *events_cost(results, options),
         *queues_cost(results, options),
+        *backlog_cost(results, options),
     ]
     return "\n".join(body) + "\n"
 
