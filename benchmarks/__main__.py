@@ -20,13 +20,33 @@ from types import FrameType
 from typing import Any
 
 from benchmarks import procs, report
-from benchmarks.catalog import BROKERS, WORKLOADS, Options
+from benchmarks.catalog import BROKERS, DEFAULT_WORKLOADS, WORKLOADS, Options
 from benchmarks.celery_env import caraway_python, celery_python
 from benchmarks.runner import Results, run_all
 from benchmarks.systems import REPO, BrokerOps, System, parse_result
 
-QUICK = {"n": 1000, "round_trips": 100, "chord_size": 100, "repeat": 1}
-FULL = {"n": 10000, "round_trips": 500, "chord_size": 1000, "repeat": 3}
+QUICK = {
+    "n": 1000,
+    "round_trips": 100,
+    "chord_size": 100,
+    "repeat": 1,
+    "backlog": 100_000,
+    "countdowns": 10_000,
+    "fleet": 5,
+    "mixed_longs": 4,
+    "mixed_shorts": 400,
+}
+FULL = {
+    "n": 10000,
+    "round_trips": 500,
+    "chord_size": 1000,
+    "repeat": 3,
+    "backlog": 1_000_000,
+    "countdowns": 100_000,
+    "fleet": 20,
+    "mixed_longs": 20,
+    "mixed_shorts": 2000,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", default="redis", choices=(*BROKERS, "all"))
     parser.add_argument(
         "--workloads",
-        default=",".join(WORKLOADS),
-        help=f"comma-separated, from {','.join(WORKLOADS)}",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma-separated, from {','.join(WORKLOADS)} (default all but W6, W8 and W9, "
+        "which take minutes each: name them to run them)",
     )
+    parser.add_argument("--backlog", type=int, help="W6: tasks in the backlog (default 1000000)")
+    parser.add_argument(
+        "--countdowns", type=int, help="W8: tasks parked with a countdown of an hour (100000)"
+    )
+    parser.add_argument("--fleet", type=int, help="W9: idle worker nodes of one child (20)")
     parser.add_argument("--n", type=int, help="tasks for W1, W1b, W2 (default 10000)")
     parser.add_argument("--repeat", type=int, help="repetitions per system (default 3)")
     parser.add_argument(
@@ -58,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         help="private Redis db, flushed around each measurement (default 4)",
     )
     parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=6379,
+        help="Redis port on 127.0.0.1 (default 6379; another for a redis-server of your own)",
+    )
+    parser.add_argument(
         "--pg-url",
         default="postgresql://postgres@127.0.0.1:5432",
         help="PostgreSQL server for --broker postgres; each measurement creates a database "
@@ -74,21 +106,30 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
     counts = dict(QUICK if args.quick else FULL)
     if args.n is not None:
         counts["n"] = args.n
-    if args.repeat is not None:
-        counts["repeat"] = args.repeat
+    for name in ("repeat", "backlog", "countdowns", "fleet"):
+        if getattr(args, name) is not None:
+            counts[name] = getattr(args, name)
     if counts["n"] < 2 or counts["repeat"] < 1:
         raise SystemExit("--n must be at least 2 and --repeat at least 1")
+    if counts["backlog"] < 2 or counts["countdowns"] < 1 or counts["fleet"] < 1:
+        raise SystemExit("--backlog must be at least 2, --countdowns and --fleet at least 1")
     return Options(
         brokers=BROKERS if args.broker == "all" else (args.broker,),
         workloads=tuple(w for w in WORKLOADS if w in workloads),
         quick=args.quick,
         redis_db=args.redis_db,
+        redis_port=args.redis_port,
         pg_url=args.pg_url,
         command=shlex.join(["python", "-m", "benchmarks", *argv]),
         n=counts["n"],
         round_trips=counts["round_trips"],
         chord_size=counts["chord_size"],
         repeat=counts["repeat"],
+        backlog=counts["backlog"],
+        countdowns=counts["countdowns"],
+        fleet=counts["fleet"],
+        mixed_longs=counts["mixed_longs"],
+        mixed_shorts=counts["mixed_shorts"],
     )
 
 

@@ -9,7 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BROKERS = ("redis", "amqp", "sqlite", "postgres")
-WORKLOADS = ("W1", "W1c", "W1b", "W2", "W2E", "W3", "W4", "W5", "W7", "W10")
+WORKLOADS = (
+    "W1",
+    "W1c",
+    "W1b",
+    "W2",
+    "W2E",
+    "W3",
+    "W4",
+    "W5",
+    "W6",
+    "W7",
+    "W8",
+    "W9",
+    "W10",
+    "W11",
+)
+#: what a run measures without --workloads: W6, W8 and W9 take minutes each (a million
+#: messages, 100,000 parked tasks, 20+20 worker nodes), so they are asked for by name
+DEFAULT_WORKLOADS = tuple(w for w in WORKLOADS if w not in ("W6", "W8", "W9"))
 SYSTEMS = ("caraway", "celery")
 
 WORKLOAD_TITLES = {
@@ -21,8 +39,12 @@ WORKLOAD_TITLES = {
     "W3": "round trip",
     "W4": "chord",
     "W5": "worker memory after W2",
+    "W6": "backlog",
     "W7": "drain from 50 queues",
+    "W8": "far-future countdowns",
+    "W9": "idle fleet",
     "W10": "drain, 100 KiB arguments",
+    "W11": "mixed long and short tasks",
 }
 
 
@@ -100,6 +122,49 @@ FIGURES: tuple[Figure, ...] = (
     Figure("W5", "rss_mib", "worker RSS", "MiB", False),
     Figure("W7", "rate", "drain from 50 queues", "tasks/s", True, {"redis": Target(5.0, True)}),
     Figure(
+        "W6",
+        "rate_full",
+        "drain, first N of the full backlog",
+        "tasks/s",
+        True,
+        {"redis": Target(10.0, True)},
+    ),
+    Figure("W6", "rate_small", "drain, backlog of N alone", "tasks/s", True),
+    # the issue's "within 10%": the full backlog's rate over N alone's, per system
+    Figure("W6", "full_vs_small", "full/alone drain rate", "x", True),
+    Figure(
+        "W6",
+        "bytes_per_task",
+        "Redis memory per queued task",
+        "bytes",
+        False,
+        {"redis": Target(1.0, False)},
+    ),
+    Figure("W6", "rss_start", "worker RSS draining, start", "MiB", False),
+    Figure("W6", "rss_max", "worker RSS draining, max", "MiB", False),
+    Figure("W6", "rss_end", "worker RSS draining, end", "MiB", False),
+    Figure(
+        "W8",
+        "rss_growth",
+        "worker RSS growth, parked tasks",
+        "MiB",
+        False,
+        {"redis": Target(0.1, False)},
+    ),
+    Figure("W8", "bytes_per_task", "Redis memory per parked task", "bytes", False),
+    Figure("W8", "lag_p50", "promotion lag p50", "ms", False),
+    Figure("W8", "lag_p99", "promotion lag p99", "ms", False),
+    Figure(
+        "W9",
+        "commands_s",
+        "Redis commands/s at rest",
+        "1/s",
+        False,
+        {"redis": Target(0.5, False)},
+    ),
+    Figure("W9", "cpu_ms_s", "CPU per node at rest", "ms/s", False, {"redis": Target(0.5, False)}),
+    Figure("W9", "ping_ms", "ping hears all nodes", "ms", False, {"redis": Target(0.5, False)}),
+    Figure(
         "W10",
         "mib_s",
         "drain of 100 KiB tasks",
@@ -107,6 +172,16 @@ FIGURES: tuple[Figure, ...] = (
         True,
         {b: Target(2.0, True) for b in _ANY},
     ),
+    Figure("W11", "p50", "short tasks' latency p50", "ms", False),
+    Figure(
+        "W11",
+        "p99",
+        "short tasks' latency p99",
+        "ms",
+        False,
+        {b: Target(1.0, False) for b in _ANY},
+    ),
+    Figure("W11", "over_1s", "short tasks waiting > 1 s", "tasks", False),
 )
 
 
@@ -121,6 +196,13 @@ class Options:
     chord_size: int
     repeat: int
     quick: bool
+    #: W6: tasks in the backlog; W8: parked countdowns; W9: idle nodes
+    backlog: int = 1_000_000
+    countdowns: int = 100_000
+    fleet: int = 20
+    #: W11: long tasks (one every 2 s) and short ones sent among them
+    mixed_longs: int = 20
+    mixed_shorts: int = 2000
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_db: int = 4

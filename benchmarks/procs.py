@@ -11,9 +11,11 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,3 +191,71 @@ def _descendants(root: int) -> list[int]:
         found.extend(children)
         todo.extend(children)
     return found
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of ``pids`` and all their descendants, from /proc/<pid>/stat (s).
+
+    A process that exited since is simply not counted: the caller samples the same
+    (long-lived) trees at both ends of a window."""
+    total = 0
+    for pid in {p for root in pids for p in (root, *_descendants(root))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def private_redis(*, timeout: float = 20.0) -> Iterator[int]:
+    """A redis-server of our own on a free port (no persistence), stopped by pid on exit.
+
+    W6, W8 and W9 fill Redis with up to a million messages or count every command it
+    serves: neither belongs on the machine's shared server. Yields the port."""
+    workdir = Path(tempfile.mkdtemp(prefix="caraway-bench-redis-"))
+    port = _free_port()
+    argv = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
+    server = spawn(argv, env=dict(os.environ), cwd=workdir, log=workdir / "redis.log")
+    try:
+        deadline = time.monotonic() + timeout
+        while not _redis_answers(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                log = (workdir / "redis.log").read_text(errors="replace")[-500:]
+                raise RuntimeError(f"private redis-server on port {port} did not start: {log}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        stop(server, grace=5)
+        for leftover in workdir.iterdir():
+            leftover.unlink()
+        workdir.rmdir()

@@ -56,8 +56,10 @@ class Header:
             f"- Celery {_config(self.celery)} (its defaults)",
             f"- Counts: N={o.n} (W1, W1b, W2), {o.round_trips} round trips (W3; "
             f"{min(o.round_trips, SQLITE_ROUND_TRIPS)} on SQLite and PostgreSQL), chord of "
-            f"{o.chord_size} (W4), {o.n // 10} tasks of 100 KiB (W10); median of {o.repeat} "
-            "run(s), min-max in brackets",
+            f"{o.chord_size} (W4), {o.n // 10} tasks of 100 KiB (W10), backlog of "
+            f"{o.backlog} (W6), {o.countdowns} countdowns (W8), {o.fleet} idle nodes (W9), "
+            f"{o.mixed_longs} long and {o.mixed_shorts} short tasks (W11); median of "
+            f"{o.repeat} run(s), min-max in brackets; W6, W8, W9 on a private redis-server",
             f"- Load average (1, 5, 15 min): {self.load_start or '?'} at the start, "
             f"{self.load_end or '?'} at the end",
         ]
@@ -167,6 +169,28 @@ def queues_cost(results: Results, options: Options) -> list[str]:
 
 #: W7 against W2: the issue's "within 20% of the single-queue rate"
 MANY_QUEUES_TARGET = 0.8
+#: W6: the drain rate with the full backlog against a backlog of N alone ("within 10%")
+BACKLOG_TARGET = 0.9
+
+
+def backlog_cost(results: Results, options: Options) -> list[str]:
+    """W6's full/alone drain rate per system (measured in one session each)."""
+    if "W6" not in options.workloads or "W6" not in results.get("redis", {}):
+        return []
+    cells = results["redis"]["W6"]
+    shown = []
+    for system in ("caraway", "celery"):
+        _, value = _cell(cells.get(system), "full_vs_small")
+        text = f"{value:.3g}x" if value is not None else "n/a"
+        if system == "caraway" and value is not None:
+            text += f" ({'met' if value >= BACKLOG_TARGET else 'missed'})"
+        shown.append(text)
+    return [
+        "",
+        f"Backlog cost (W6: drain rate of the first N of the full backlog / of N alone, same "
+        f"session; target for caraway >= {BACKLOG_TARGET:g}): caraway {shown[0]}, "
+        f"Celery 5.7.0 {shown[1]}",
+    ]
 
 
 def _against_w2(
@@ -200,6 +224,7 @@ def render(header: Header, results: Results) -> str:
         *per_repetition(results, options),
         *events_cost(results, options),
         *queues_cost(results, options),
+        *backlog_cost(results, options),
     ]
     return "\n".join(body) + "\n"
 

@@ -92,6 +92,27 @@ def pg_database(pg_url: str, database: str, *, create: bool) -> None:
     emit(database=database, created=create)
 
 
+def info(redis_url: str, queues: Sequence[str]) -> None:
+    """Redis's memory and command counters (W6, W8, W9 on the private server), and the
+    length of each of ``queues``."""
+    client = redis.Redis.from_url(redis_url)
+    lengths = {name: int(client.llen(name)) for name in queues}
+    stats = client.info("stats")
+    memory = client.info("memory")
+    commands = {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in client.info("commandstats").items()
+    }
+    emit(
+        used_memory=int(memory["used_memory"]),
+        total_commands_processed=int(stats["total_commands_processed"]),
+        total_reads_processed=int(stats.get("total_reads_processed", 0)),
+        total_writes_processed=int(stats.get("total_writes_processed", 0)),
+        commands=commands,
+        lengths=lengths,
+    )
+
+
 def release(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     if client.exists(MARKER):
@@ -102,7 +123,8 @@ def release(redis_url: str) -> None:
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="broker_ops")
     parser.add_argument(
-        "command", choices=("probe", "claim", "clean", "release", "pg-create", "pg-drop")
+        "command",
+        choices=("probe", "claim", "clean", "release", "pg-create", "pg-drop", "info"),
     )
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--amqp-url")
@@ -116,6 +138,8 @@ def main(argv: Sequence[str]) -> None:
         probe(args.redis_url, args.amqp_url or "")
     elif args.command == "claim":
         claim(args.redis_url)
+    elif args.command == "info":
+        info(args.redis_url, args.queue)
     elif args.command == "clean":
         clean(args.redis_url, args.amqp_url, args.queue)
     else:
