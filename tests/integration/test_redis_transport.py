@@ -764,3 +764,31 @@ def test_pack_commands_writes_a_float_subclass_as_its_value() -> None:
     assert (
         pack_commands([("SET", "k", Scaled(1.5))]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n1.5\r\n"
     )
+
+
+def test_an_idle_loop_claims_once_per_wait_and_still_sees_a_new_message_at_once(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    transport = make_transport(polling_interval=0.3)
+    claims: list[float] = []
+    claim_once = transport._claim_once
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        claims.append(time.monotonic())
+        return claim_once(*args, **kwargs)
+
+    transport._claim_once = counted  # type: ignore[method-assign]
+    # an idle consumer's loop: a claim with the results' flush, then a fetch that waits
+    assert transport.ack_then_fetch((), ["idle"], limit=4, timeout=0.0, owner="o") == []
+    assert transport.fetch(["idle"], limit=4, timeout=0.3, owner="o") == []
+    assert transport.fetch(["idle"], limit=4, timeout=0.3, owner="o") == []
+    # one claim per wait, not one before each wait as well (it was 5 here)
+    assert len(claims) == 3
+    # a message arriving while the loop waits is still taken at once
+    message = make_message()
+    sender = make_transport()
+    threading.Timer(0.1, lambda: sender.publish(message, queue="idle")).start()
+    started = time.monotonic()
+    got = transport.fetch(["idle"], limit=4, timeout=2.0, owner="o")
+    assert ids(got) == [message.headers["id"]]
+    assert time.monotonic() - started < 0.3

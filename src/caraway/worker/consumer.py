@@ -259,16 +259,20 @@ class Consumer:
             return
         busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
         timeout = 0.0 if busy else self._idle_timeout()
+        # with nothing to write, an idle consumer's one call claims and then waits: a claim
+        # and then a fetch that claims again cost an idle node two claims a wait for nothing
+        pending = self.effects.pending
+        first = 0.0 if pending else timeout
 
         def fetch(acks: Sequence[Delivery]) -> list[Delivery]:
             return self.transport.ack_then_fetch(
-                acks, self.queues, limit=room, timeout=0.0, owner=self.owner
+                acks, self.queues, limit=room, timeout=first, owner=self.owner
             )
 
         try:
             # results, acks and the claim of the next batch in one round trip
             deliveries = self.effects.flush_then_fetch(fetch)
-            if not deliveries and timeout > 0:
+            if not deliveries and timeout > 0 and pending:
                 deliveries = self.transport.fetch(
                     self.queues, limit=room, timeout=timeout, owner=self.owner
                 )

@@ -59,6 +59,10 @@ logger = logging.getLogger("caraway.brokers.redis.transport")
 
 #: how many due parked messages one claim promotes; the rest follow on the next fetch
 _PROMOTE_BATCH = 100
+#: a claim this soon after an empty one from the same lists is skipped by a fetch that may
+#: wait: it would find what the last found (a message that came meanwhile to the first list
+#: ends the wait at once; one on another list or bucket waits at most polling_interval)
+BACK_TO_BACK = 0.02
 _SWEEP_BATCH = 1000
 
 
@@ -98,6 +102,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self.keys = Keys.from_options(opts)
         self.prefix = self.keys.prefix
         self.polling_interval = float(opts.get("polling_interval", 1.0))
+        #: (queues, when, next due) of this connection's last claim that found nothing
+        self._empty_claim: tuple[tuple[str, ...], float, float | None] | None = None
         self.max_retries = int(opts.get("max_retries", 3))
         self.sweep_interval = float(
             opts.get("visibility_sweep_interval", min(60.0, max(1.0, self.visibility_timeout / 4)))
@@ -295,11 +301,25 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._maybe_sweep()
         shift = self._rotation % len(queues)
         self._rotation += 1
-        keys = self._claim_keys(tuple(queues), shift)
+        order = tuple(queues)
+        keys = self._claim_keys(order, shift)
         before = self._ack_commands(acks)
-        while True:
+        just_claimed = self._empty_claim
+        if (
+            timeout > 0
+            and not before
+            and just_claimed is not None
+            and just_claimed[0] == order
+            and time.monotonic() - just_claimed[1] < BACK_TO_BACK
+        ):
+            # these lists were claimed from a moment ago and were empty (an idle worker's
+            # loop ends one wait and starts the next): wait first instead of claiming again
+            found: list[Delivery] = []
+            next_due = just_claimed[2]
+        else:
             found, next_due = self._claim_once(keys, limit, owner, before)
-            before = []
+        while True:
+            self._empty_claim = None if found else (order, time.monotonic(), next_due)
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
@@ -308,6 +328,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 wait = min(wait, max(0.0, next_due - time.time()))
             if wait >= 0.01:  # 0 would block forever in Redis
                 self._block(keys[0], wait)
+            found, next_due = self._claim_once(keys, limit, owner, [])
 
     def _claim_keys(self, queues: tuple[str, ...], shift: int) -> list[str]:
         """The (unprefixed) lists a claim reads, bucket by bucket, starting with queue
