@@ -8,6 +8,7 @@ does not answer skips its tests locally and fails them when ``CI`` is set.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import uuid
 from collections.abc import Iterator
@@ -178,3 +179,24 @@ def test_redis_reply_goes_to_the_queue_bound_for_the_routing_key(redis_prefix: s
         client_box.close()
         node_box.close()
         raw.close()
+
+
+def test_the_redis_mailbox_descriptor_turns_readable_when_a_request_arrives(
+    redis_prefix: str,
+) -> None:
+    app = Caraway("proj", broker=REDIS_URL, backend="memory://")
+    app.conf.broker_transport_options = {"global_keyprefix": redis_prefix}
+    node = FakeNode(f"n{uuid.uuid4().hex[:8]}@itest")
+    server = ControlServer(app, node)
+    client = Control(app)
+    try:
+        fd = server.fileno()
+        assert fd is not None  # the worker's loop waits on it instead of polling
+        assert select.select([fd], [], [], 0)[0] == []
+        client.broadcast("ping", destination=[node.hostname], reply=False)
+        assert select.select([fd], [], [], 5)[0] == [fd]
+        assert server.poll() == 1
+        assert select.select([fd], [], [], 0)[0] == []  # receive() took all it had
+    finally:
+        client.close()
+        server.close()

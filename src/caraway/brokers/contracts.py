@@ -770,6 +770,12 @@ class Mailbox(abc.ABC):
         """The broadcasts that arrived since the last call; never blocks (a worker polls
         it from its main loop)."""
 
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when a broadcast may have arrived, for the
+        worker's loop to wait on beside its children (a request is then answered at once,
+        not at the next poll); None where the mailbox can only be polled."""
+        return None
+
     @abc.abstractmethod
     def reply(self, message: Message, *, exchange: str, routing_key: str) -> None:
         """Send ``message`` to the reply queue bound to ``exchange`` with ``routing_key``.

@@ -266,6 +266,10 @@ class ControlServer:
         self.mailbox = mailbox
         self.mailbox.listen(self.hostname)
 
+    def fileno(self) -> int | None:
+        """What to wait on for requests (the mailbox's), or None: poll."""
+        return self.mailbox.fileno()
+
     def poll(self) -> int:
         """Handle every pending request without blocking; returns how many were for us."""
         try:

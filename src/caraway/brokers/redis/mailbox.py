@@ -114,6 +114,13 @@ class RedisMailbox(Mailbox):
         self._call("subscribe to the pidbox", subscribe)
         self._next_refresh = time.monotonic() + _REFRESH_EVERY
 
+    def fileno(self) -> int | None:
+        """The subscription's socket (requests arrive on it as published messages); None
+        before listen() or while it reconnects."""
+        connection = getattr(self._pubsub, "connection", None)
+        sock = getattr(connection, "_sock", None)  # redis-py keeps no public handle on it
+        return sock.fileno() if sock is not None else None
+
     def receive(self) -> list[Message]:
         if self._pubsub is None:
             return []
