@@ -792,3 +792,20 @@ def test_an_idle_loop_claims_once_per_wait_and_still_sees_a_new_message_at_once(
     got = transport.fetch(["idle"], limit=4, timeout=2.0, owner="o")
     assert ids(got) == [message.headers["id"]]
     assert time.monotonic() - started < 0.3
+
+
+def test_a_worker_in_use_sees_a_message_on_a_list_it_is_not_blocking_on_at_once(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    transport = make_transport(polling_interval=2.0)
+    sender = make_transport()
+    sender.publish(make_message(), queue="q")
+    assert len(transport.fetch(["q"], limit=4, timeout=1.0, owner="o")) == 1
+    # in use a moment ago: a message on another of the queue's lists (a priority bucket;
+    # another queue is the same) is not left until the wait ends (the whole second here)
+    message = make_message(priority=9)
+    threading.Timer(0.2, lambda: sender.publish(message, queue="q")).start()
+    started = time.monotonic()
+    got = transport.fetch(["q"], limit=4, timeout=1.0, owner="o")
+    assert ids(got) == [message.headers["id"]]
+    assert time.monotonic() - started < 0.7

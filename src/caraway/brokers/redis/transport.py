@@ -63,6 +63,12 @@ _PROMOTE_BATCH = 100
 #: wait: it would find what the last found (a message that came meanwhile to the first list
 #: ends the wait at once; one on another list or bucket waits at most polling_interval)
 BACK_TO_BACK = 0.02
+#: a fetch from several lists, on a connection that found messages in the last
+#: ACTIVE_WINDOW s, waits at most ACTIVE_POLL s on its first list before claiming them all
+#: again (Redis can wait without taking on one list only); an idle worker goes back to
+#: polling_interval, so an idle fleet stays cheap
+ACTIVE_WINDOW = 5.0
+ACTIVE_POLL = 0.02
 _SWEEP_BATCH = 1000
 
 
@@ -88,7 +94,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
 
     Latency: an idle fetch blocks on one list only (bucket 0 of the first queue, rotated
     between calls); a message arriving on another queue or priority bucket, or a parked
-    message falling due, is picked up within ``polling_interval``.
+    message falling due, is picked up within ``polling_interval``, and within
+    ``ACTIVE_POLL`` while the connection found messages in the last ``ACTIVE_WINDOW`` s
+    (a worker of several queues in use: a short task sent to one queue must not wait a
+    second while the worker blocks on another).
     """
 
     capabilities = Capabilities(
@@ -104,6 +113,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self.polling_interval = float(opts.get("polling_interval", 1.0))
         #: (queues, when, next due) of this connection's last claim that found nothing
         self._empty_claim: tuple[tuple[str, ...], float, float | None] | None = None
+        #: when a claim on this connection last found messages (monotonic)
+        self._found_at = float("-inf")
         self.max_retries = int(opts.get("max_retries", 3))
         self.sweep_interval = float(
             opts.get("visibility_sweep_interval", min(60.0, max(1.0, self.visibility_timeout / 4)))
@@ -318,12 +329,19 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             next_due = just_claimed[2]
         else:
             found, next_due = self._claim_once(keys, limit, owner, before)
+        poll = self.polling_interval
+        if len(keys) > 1 and time.monotonic() - self._found_at < ACTIVE_WINDOW:
+            poll = min(poll, ACTIVE_POLL)
         while True:
-            self._empty_claim = None if found else (order, time.monotonic(), next_due)
-            remaining = deadline - time.monotonic()
-            if found or remaining <= 0:
+            now = time.monotonic()
+            if found:
+                self._empty_claim, self._found_at = None, now
                 return found
-            wait = min(remaining, self.polling_interval)
+            self._empty_claim = (order, now, next_due)
+            remaining = deadline - now
+            if remaining <= 0:
+                return found
+            wait = min(remaining, poll)
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due - time.time()))
             if wait >= 0.01:  # 0 would block forever in Redis
