@@ -241,12 +241,15 @@ def loads_json(data: bytes | str) -> Any:
     value = loads_json_plain(data)
     # Tags are rare; a substring test in C spares the walk for almost every message.
     tagged = b"__type__" in data if isinstance(data, bytes) else "__type__" in data
-    if tagged:
-        try:
-            return untag(value)
-        except RecursionError as exc:
-            raise ProtocolError("JSON nested too deeply to read") from exc
-    return value
+    return _untagged(value) if tagged else value
+
+
+def _untagged(value: Any) -> Any:
+    """:func:`untag`, with a value too deep for it refused as the decoder refuses one."""
+    try:
+        return untag(value)
+    except RecursionError as exc:
+        raise ProtocolError("JSON nested too deeply to read") from exc
 
 
 def nesting_exceeds(data: bytes, limit: int) -> bool:
@@ -330,12 +333,7 @@ def loads_json_bounded(data: bytes, limit: int) -> Any:
                 # orjson reads integers past 64 bits as floats: only then can it be wrong
                 if floats and _has_long_number(data):
                     value = loads_json_plain(data)  # the stdlib keeps them exact
-                if tagged:
-                    try:
-                        return untag(value)
-                    except RecursionError as exc:
-                        raise ProtocolError("JSON nested too deeply to read") from exc
-                return value
+                return _untagged(value) if tagged else value
     if nesting_exceeds(data, limit):
         raise ProtocolError(f"message body nested deeper than {limit} levels")
     return loads_json(data)
