@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.calls [--n 10000] [--queues 50] [--payload-kib 100]
     .venv/bin/python -m benchmarks.calls --src /work/main/src   # another tree, to compare
+    .venv/bin/python -m benchmarks.calls --top 60   # and each child's busiest functions
 
 Prints the calls one ``add.delay(i, i)`` makes on Redis (W1's client), then drains N tasks
 with a prefork -c 2 worker and prints the calls per task in each child (cProfile started by
@@ -103,11 +104,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--redis-db", type=int, default=2)
+    parser.add_argument("--redis-port", type=int, default=6379, help="a private server's port")
     parser.add_argument("--queues", type=int, default=0, help="spread over this many queues")
     parser.add_argument("--payload-kib", type=int, default=0, help="size(blob) tasks of KiB")
     parser.add_argument("--src", help="import caraway from this src/ directory instead")
+    parser.add_argument("--top", type=int, default=0, help="print each child's N busiest functions")
     args = parser.parse_args()
-    url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    url = f"redis://127.0.0.1:{args.redis_port}/{args.redis_db}"
     client = redis.Redis.from_url(url)
     if client.dbsize():
         sys.exit(f"db {args.redis_db} is not empty; pick another with --redis-db")
@@ -129,8 +132,19 @@ def main() -> None:
         for path in sorted(work.glob("child-*.prof")):
             calls, tasks = calls_per_task(path)
             print(f"child {path.stem[6:]}: {calls:.0f} calls per task over {tasks} tasks")
+            if args.top:
+                _top(path, tasks, args.top)
         total = pstats.Stats(str(work / "supervisor.prof")).total_calls  # type: ignore[attr-defined]
         print(f"supervisor: {total / args.n:.1f} calls per task (start-up included)")
+
+
+def _top(path: Path, tasks: int, n: int) -> None:
+    """The N functions with the most calls per task, builtins included, and their own time."""
+    entries = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    rows = sorted(entries.items(), key=lambda item: -item[1][1])[:n]
+    for (file, line, name), (_, calls, own, *_rest) in rows:
+        where = f"{Path(file).name}:{line}" if line else "~"
+        print(f"  {calls / tasks:6.2f}  {own / max(calls, 1) * 1e6:6.2f} us  {name}  {where}")
 
 
 def _run(python: str, work: Path, env: dict[str, str], *argv: str) -> str:

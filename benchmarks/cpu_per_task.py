@@ -61,12 +61,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--redis-db", type=int, default=5)
+    parser.add_argument("--redis-port", type=int, default=6379, help="a private server's port")
     parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
     parser.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
     parser.add_argument("-c", "--concurrency", type=int, default=2)
     parser.add_argument("-E", "--events", action="store_true", help="worker sends task events")
     args = parser.parse_args()
-    url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    url = f"redis://127.0.0.1:{args.redis_port}/{args.redis_db}"
     client = redis.Redis.from_url(url)
     if client.dbsize():
         sys.exit(f"db {args.redis_db} is not empty; pick another with --redis-db")
