@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.calls [--n 10000] [--queues 50] [--payload-kib 100]
     .venv/bin/python -m benchmarks.calls --src /work/main/src   # another tree, to compare
     .venv/bin/python -m benchmarks.calls --top 60   # and each child's busiest functions
+    .venv/bin/python -m benchmarks.calls --broker amqp   # RabbitMQ (results in Redis)
 
 Prints the calls one ``add.delay(i, i)`` makes on Redis (W1's client), then drains N tasks
 with a prefork -c 2 worker and prints the calls per task in each child (cProfile started by
@@ -34,7 +35,7 @@ import os
 
 from caraway import Caraway, signals
 
-app = Caraway("benchapp", broker="{url}", backend="{url}")
+app = Caraway("benchapp", broker="{broker}", backend="{url}")
 app.conf.task_default_queue = "calls-per-task"
 _profile = cProfile.Profile()
 
@@ -91,6 +92,24 @@ print(ids[-1])
 """
 
 
+#: RabbitMQ for ``--broker amqp`` (results stay in the Redis db)
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def delete_queues(names: list[str]) -> None:
+    """Remove what an ``--broker amqp`` run declared (and whatever it left queued)."""
+    import amqp  # the benchmark venv has it; only this broker needs it
+
+    connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    connection.connect()
+    try:
+        channel = connection.channel()
+        for name in names:
+            channel.queue_delete(name)
+    finally:
+        connection.close()
+
+
 def calls_per_task(path: Path) -> tuple[float, int]:
     """(calls per task, tasks) of one profile: tasks are the calls of the task functions."""
     stats = pstats.Stats(str(path))
@@ -108,6 +127,7 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=0, help="spread over this many queues")
     parser.add_argument("--payload-kib", type=int, default=0, help="size(blob) tasks of KiB")
     parser.add_argument("--src", help="import caraway from this src/ directory instead")
+    parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
     parser.add_argument("--top", type=int, default=0, help="print each child's N busiest functions")
     args = parser.parse_args()
     url = f"redis://127.0.0.1:{args.redis_port}/{args.redis_db}"
@@ -117,18 +137,23 @@ def main() -> None:
     python = str(caraway_python())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "benchapp.py").write_text(APP.format(url=url))
+        broker = url if args.broker == "redis" else AMQP_URL
+        (work / "benchapp.py").write_text(APP.format(url=url, broker=broker))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([*filter(None, [args.src]), tmp])}
         try:
             client_calls = _run(python, work, env, "-c", CLIENT).strip()
             client.flushdb()
-            print(f"W1 client: {float(client_calls):.0f} calls per delay() on Redis")
+            print(f"W1 client: {float(client_calls):.0f} calls per delay() on {args.broker}")
             (work / "fill.py").write_text(FILL)
             sizes = (str(args.n), str(args.queues), str(args.payload_kib))
             last = _run(python, work, env, "fill.py", *sizes)
             _drain(python, work, env, client, last.strip(), args.queues)
         finally:
             client.flushdb()
+            if args.broker == "amqp":
+                delete_queues(
+                    ["calls-per-task"] + [f"calls-per-task.{i}" for i in range(args.queues)]
+                )
         for path in sorted(work.glob("child-*.prof")):
             calls, tasks = calls_per_task(path)
             print(f"child {path.stem[6:]}: {calls:.0f} calls per task over {tasks} tasks")
