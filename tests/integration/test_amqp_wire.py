@@ -217,3 +217,19 @@ def test_ack_frame_is_the_basic_ack_py_amqp_writes(tag: int, multiple: bool) -> 
     payload = struct.pack(">HH", 60, 80) + args
     expected = struct.pack(">BHI", 1, 3, len(payload)) + payload + b"\xce"
     assert ack_frame(3, tag, multiple=multiple) == expected
+
+
+def test_header_names_seen_before_decode_from_the_cache_which_stops_growing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer sending ever new header names cannot grow the decoder's name cache."""
+    from caraway.clients import amqp_codec
+
+    monkeypatch.setattr(amqp_codec, "_NAMES", {})
+    monkeypatch.setattr(amqp_codec, "_MAX_NAMES", 8)
+    for round_ in range(3):  # the first round fills the cache, the later ones read it
+        headers = {f"h{i}": f"v{i}-{round_}" for i in range(20)}
+        theirs, ours = _decoded_both_ways({"application_headers": headers})
+        assert ours == theirs
+        assert ours["application_headers"] == headers
+    assert len(amqp_codec._NAMES) == 8
