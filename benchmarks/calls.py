@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--payload-kib", type=int, default=0, help="size(blob) tasks of KiB")
     parser.add_argument("--src", help="import caraway from this src/ directory instead")
     parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
+    parser.add_argument("--keep", help="copy the profiles (child-PID.prof, ...) to this directory")
     parser.add_argument("--top", type=int, default=0, help="print each child's N busiest functions")
     args = parser.parse_args()
     url = f"redis://127.0.0.1:{args.redis_port}/{args.redis_db}"
@@ -159,6 +161,10 @@ def main() -> None:
             print(f"child {path.stem[6:]}: {calls:.0f} calls per task over {tasks} tasks")
             if args.top:
                 _top(path, tasks, args.top)
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            for path in work.glob("*.prof"):
+                shutil.copy(path, Path(args.keep) / path.name)
         total = pstats.Stats(str(work / "supervisor.prof")).total_calls  # type: ignore[attr-defined]
         print(f"supervisor: {total / args.n:.1f} calls per task (start-up included)")
 

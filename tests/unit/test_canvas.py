@@ -168,6 +168,58 @@ def test_chord_sets_its_size_then_sends_the_body_in_every_header_message(
     assert chord_join(backend, gid, "t2", 2, "SUCCESS", "0") is not None
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda add, mul: group(add.s(i, i) for i in range(4)),
+        lambda add, mul: group([add.s(1, 2), mul.si(3, 4).set(queue="q", priority=3)], foo="x"),
+        lambda add, mul: group(add.s(1, 2), chain(add.s(1), mul.s(2))),  # not plain: wire copy
+        lambda add, mul: group(add.s([1, 2], 3), mul.s(1, 2)),  # a list argument: wire copy
+        lambda add, mul: group(add.s(1, 2)).clone((5,)),  # group arguments: wire copy
+    ],
+    ids=["plain", "options", "chain-member", "list-argument", "group-args"],
+)
+def test_a_group_clone_equals_its_wire_round_trip_and_shares_nothing(
+    app: Caraway, make: Any
+) -> None:
+    original = make(app.tasks["wtasks.add"], app.tasks["wtasks.mul"])
+    copy = original.clone()
+    assert type(copy) is group
+    assert copy == Signature.from_dict(to_wire(original), app=app)
+    copy.tasks[0].options["queue"] = "changed"
+    copy.options["changed"] = True
+    assert original.tasks[0].options.get("queue") != "changed"
+    assert "changed" not in original.options
+
+
+def test_a_workflow_cloned_with_partial_arguments_keeps_its_members(app: Caraway) -> None:
+    """``group(...).clone((5,))`` lost its tasks: the partial went over its kwargs."""
+    add = app.tasks["wtasks.add"]
+    for workflow in (group(add.s(1), add.s(2)), chain(add.s(1), add.s(2))):
+        copy = workflow.clone((5,))
+        assert copy.args == (5,) and len(copy.tasks) == 2
+        assert copy.tasks == workflow.tasks
+        with pytest.raises(TypeError, match="positional arguments only"):
+            workflow.clone(kwargs={"y": 1})
+
+
+def test_a_chord_sends_each_header_task_with_the_bodys_wire_form_as_given(
+    app: Caraway, sent: list[tuple[str, Any, Any, Any]]
+) -> None:
+    """The body is converted once; every header message still carries all of it, and a
+    header member of a canvas type still goes its own way."""
+    add, xsum = app.tasks["wtasks.add"], app.tasks["wtasks.xsum"]
+    header = [add.s(1, 1), add.s(2, 2).set(queue="other"), chain(add.s(3, 3), add.s(4))]
+    chord(header, xsum.s().set(priority=5)).apply_async(countdown=3)
+    assert len(sent) == 3
+    last_step = sent[2][3]["chain"][0]  # the chain's last step completes the header task
+    bodies = [sent[0][3]["chord"], sent[1][3]["chord"], last_step["options"]["chord"]]
+    assert all(body == bodies[0] for body in bodies)
+    assert bodies[0]["options"]["priority"] == 5
+    assert [call[3].get("queue") for call in sent[:2]] == [None, "other"]
+    assert all(call[3]["countdown"] == 3 for call in sent)
+
+
 def test_a_chain_step_after_a_chord_moves_into_its_body(
     app: Caraway, sent: list[tuple[str, Any, Any, Any]]
 ) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import abc
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from caraway.canvas.signature import (
+    _SCALARS,
     Signature,
     StampingVisitor,
     check_serialisable,
@@ -61,6 +62,9 @@ class _Composite(Signature, Generic[ResultT], abc.ABC):
 
     Partial kwargs go to the members, not into ``kwargs``.
     """
+
+    #: ``kwargs`` holds the members (and a chord's partial kwargs), not the call's
+    _kwargs_hold_members: ClassVar[bool] = True
 
     def _merge(
         self,
@@ -273,6 +277,37 @@ class group(_Members[GroupResult], kind="group"):
             self, "celery.group", (), {"tasks": members}, options, subtask_type="group", app=app
         )
 
+    def _plain_copy(self) -> Signature | None:
+        """A group of plain task signatures copied member by member, as a plain task is,
+        instead of through its wire form (a chord of 1,000 cloned its header that way)."""
+        options, args, kwargs = self["options"], self["args"], self["kwargs"]
+        if (
+            type(self) is not group
+            or type(options) is not dict
+            or args
+            or list(kwargs) != ["tasks"]
+            or not all(type(value) in _SCALARS for value in options.values())
+        ):
+            return None
+        copies = []
+        for task in self.tasks:
+            copy = task._plain_copy()
+            if copy is None:
+                return None
+            copies.append(copy)
+        cloned = group.__new__(group)
+        Signature.__init__(
+            cloned,
+            "celery.group",
+            (),
+            {"tasks": copies},
+            dict(options),
+            subtask_type="group",
+            immutable=bool(self.get("immutable", False)),
+            app=self._app,
+        )
+        return cloned
+
     def members(self) -> list[Signature]:
         """Copies of the members, nested groups unrolled into this one (as Celery does)."""
         found: list[Signature] = []
@@ -483,13 +518,18 @@ class chord(_Composite[Any], kind="chord"):
             body.apply_async(([],), **shared)
             return result
         body_wire = to_wire(body)
+        wire = {"chord": body_wire}
         backend: Any = app.backend
         backend.chord_set_size(
             group_id, len(members), expires=app.conf.result_expires_seconds() or 86400
         )
         with app.publishing_batch():  # the size is set above, before any header is sent
             results = [
-                member.apply_async(
+                member._send_with(
+                    args, kwargs, {"group_id": group_id, "group_index": index, **shared}, wire
+                )
+                if type(member) is Signature  # a canvas member has its own apply_async
+                else member.apply_async(
                     args, kwargs, group_id=group_id, group_index=index, chord=body_wire, **shared
                 )
                 for index, member in enumerate(members)
