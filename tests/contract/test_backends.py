@@ -95,6 +95,33 @@ def test_a_final_state_is_never_overwritten(
     assert backend.load(task_id) == expect(backend, document(task_id, final))
 
 
+@pytest.mark.parametrize("begin", [False, True], ids=["store_many", "store_many_begin"])
+def test_a_batch_of_results_keeps_each_final_state_and_writes_the_rest(
+    backend: Backend, begin: bool
+) -> None:
+    """A batch is guarded per result: one task's final state is kept, its neighbours'
+    documents are written (with the batch's expiry)."""
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    backend.store(ids[1], document(ids[1], "SUCCESS", 1), state="SUCCESS", expires=60)
+    backend.store(ids[3], document(ids[3], "STARTED"), state="STARTED", expires=60)
+    items = [(task_id, document(task_id, "FAILURE", 2), "FAILURE", None) for task_id in ids]
+    if begin:
+        backend.store_many_begin(items, expires=60)()
+    else:
+        backend.store_many(items, expires=60)
+    loaded = backend.load_many(ids)
+    assert loaded[1] == expect(backend, document(ids[1], "SUCCESS", 1))
+    for index in (0, 2, 3, 4):
+        assert loaded[index] == expect(backend, document(ids[index], "FAILURE", 2))
+    if not begin:  # the batch's expiry applies to each of its results
+        brief = [str(uuid.uuid4()) for _ in range(2)]
+        backend.store_many(
+            [(task_id, document(task_id, "SUCCESS"), "SUCCESS", None) for task_id in brief],
+            expires=1,
+        )
+        wait_until(lambda: backend.load_many(brief) == [None, None], timeout=5)
+
+
 def test_an_expired_document_loads_as_none(backend: Backend, task_id: str) -> None:
     backend.store(task_id, document(task_id, "SUCCESS"), state="SUCCESS", expires=1)
     assert backend.load(task_id) is not None
