@@ -12,7 +12,7 @@ publishes it with the rest of its effects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from caraway import states
@@ -36,8 +36,17 @@ def join_chords(
 ) -> list[Outgoing]:
     """Count finished header tasks (one round trip where the backend can) and complete
     each chord whose count they finish; returns the messages completing them sends."""
+    return join_chords_begin(app, backend, joins)()
+
+
+def join_chords_begin(
+    app: AppLike, backend: Backend | None, joins: Sequence[ChordJoin]
+) -> Callable[[], list[Outgoing]]:
+    """:func:`join_chords` started: the counts are sent now (behind the batch's result
+    writes, where the store can), and the returned function reads them, completes the
+    chords they finish and returns what completing them sends."""
     if not joins:
-        return []
+        return list
     if not isinstance(backend, ChordStore):
         for join in joins:
             logger.error(
@@ -47,22 +56,26 @@ def join_chords(
                 getattr(backend, "url", None),
                 _body_name(join.body),
             )
-        return []
+        return list
     counted = [
         ChordPart(join.group_id, join.header_id, join.index, join.state, _result_json(join.value))
         for join in joins
     ]
     expires = app.conf.result_expires_seconds() or 86400
-    won = backend.chord_join_many(counted, expires=expires)
-    sent: list[Outgoing] = []
-    for join, members in zip(joins, won, strict=True):
-        if members is None:
-            continue
-        try:
-            sent.extend(complete_chord(app, backend, join, members))
-        finally:
-            backend.chord_done(join.group_id)
-    return sent
+    read = backend.chord_join_many_begin(counted, expires=expires)
+
+    def complete() -> list[Outgoing]:
+        sent: list[Outgoing] = []
+        for join, members in zip(joins, read(), strict=True):
+            if members is None:
+                continue
+            try:
+                sent.extend(complete_chord(app, backend, join, members))
+            finally:
+                backend.chord_done(join.group_id)
+        return sent
+
+    return complete
 
 
 def complete_chord(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from caraway.brokers.contracts import Backend, Delivery, Transport
-from caraway.chords import join_chords
+from caraway.chords import join_chords, join_chords_begin
 from caraway.execution import fire_errbacks
 from caraway.lifecycle import ChordJoin, Effects, Errbacks
 from caraway.protocol import results as docs
@@ -110,17 +110,23 @@ class EffectApplier:
         """Write what is queued and run ``fetch(acks)`` in as few round trips as order allows.
 
         The results are sent first and their replies read last, so the write overlaps the
-        fetch; acks go with the fetch (``Transport.ack_then_fetch``). Only when an ack must
-        follow its result (late acks) or a follow-up must be published do the results get
-        waited for before the fetch. A failed result write after a good fetch is kept for
-        the next flush rather than losing the fetched deliveries.
+        fetch; acks go with the fetch (``Transport.ack_then_fetch``). Finished chord header
+        tasks are counted behind their results on the same connection, in the same round
+        trip, before the fetch (which may wait): a chord they complete sends its body first.
+        Only when an ack must follow its result (late acks) or a follow-up must be published
+        do the results get waited for before the fetch. A failed result write after a good
+        fetch is kept for the next flush rather than losing the fetched deliveries.
         """
         wait = _noop
         if self._results:
             assert self.backend is not None
             wait = self.backend.store_many_begin(self._results, expires=self.expires)
         try:
-            if self._acks or self._publish or self._joins:
+            if self._joins and not self._acks and not self._publish:
+                # counted in the results' round trip; a chord they complete sends its body
+                # before the fetch, which may wait
+                self._count_joins()
+            if self._acks or self._publish:
                 wait, waiting = _noop, wait
                 waiting()
                 self._results = []
@@ -138,6 +144,19 @@ class EffectApplier:
         except Exception as exc:
             logger.error("could not write results: %s; they are written with the next batch", exc)
         return found
+
+    def _count_joins(self) -> None:
+        """Send the counts behind the results being written and read them; counts that
+        fail are sent again with the next batch (a part is counted once however often)."""
+        try:
+            self._publish.extend(join_chords_begin(self.app, self.backend, self._joins)())
+        except Exception as exc:
+            logger.error(
+                "could not count finished chord header tasks: %s; counted with the next batch",
+                exc,
+            )
+        else:
+            self._joins = []
 
     def _join_chords(self) -> None:
         if self._joins:

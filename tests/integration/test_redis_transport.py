@@ -679,6 +679,35 @@ def test_held_connection_send_reads_its_replies_later_and_in_order(raw: redis.Re
         held.client.close()
 
 
+def test_held_connection_keeps_several_sends_outstanding_and_reads_each_in_order(
+    raw: redis.Redis,
+) -> None:
+    """A batch's results and then its chord counts go out before either is read."""
+    db = raw.connection_pool.connection_kwargs["db"]
+    held = HeldConnection(redis.Redis.from_url(f"redis://127.0.0.1:6379/{db}"))
+    key = f"t{uuid.uuid4().hex}"
+    try:
+        first = held.send([("SET", key, "1"), ("INCR", key)])
+        second = held.send([("INCR", key), ("GET", key)])
+        third = held.send([("INCR", key)])
+        assert second() == [3, b"3"]  # reading a later send reads the earlier ones first
+        assert first() == [b"OK", 2]
+        assert held.run([("GET", key)]) == [b"4"]  # run reads what is still owed first
+        assert third() == [4]
+        # a connection dropped with replies owed fails every outstanding reader
+        lost = [held.send([("INCR", key)]), held.send([("INCR", key)])]
+        held._conn.disconnect()  # the socket goes before either reply is read
+        with pytest.raises(redis.ConnectionError):
+            lost[0]()
+        with pytest.raises(redis.ConnectionError):
+            lost[1]()
+        assert held.run([("SET", key, "9")]) == [b"OK"]  # a fresh connection
+    finally:
+        raw.delete(key)
+        held.close()
+        held.client.close()
+
+
 @pytest.mark.parametrize(
     ("separators", "extra_headers"),
     [

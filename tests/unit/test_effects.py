@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from caraway import Caraway
-from caraway.brokers.contracts import Delivery
+from caraway.brokers.contracts import ChordPart, Delivery
 from caraway.brokers.memory.backend import MemoryBackend
 from caraway.brokers.memory.transport import MemoryTransport
 from caraway.effects import EffectApplier
-from caraway.lifecycle import Effects
+from caraway.lifecycle import ChordJoin, Effects
 from caraway.protocol.message import Message
 
 
@@ -25,6 +25,14 @@ class RecordingTransport(MemoryTransport):
     def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         self.recorder.log.append("ack " + ",".join(d.tag for d in deliveries))
 
+    def publish_many(self, items: Any) -> None:
+        self.recorder.log.append(f"publish {len(items)}")
+        super().publish_many(items)
+
+    def publish(self, message: Message, **kw: Any) -> None:
+        self.recorder.log.append("publish 1")
+        super().publish(message, **kw)
+
     def ack_then_fetch(self, acks: Sequence[Delivery], queues: Sequence[str], **kw: Any) -> Any:
         self.recorder.log.append("fetch acking " + ",".join(d.tag for d in acks))
         return []
@@ -32,6 +40,27 @@ class RecordingTransport(MemoryTransport):
 
 class RecordingBackend(MemoryBackend):
     recorder: Recorder
+    #: what the next counts answer: None, or members (the chord completed)
+    answers: list[Any] | None = None
+    count_error: Exception | None = None
+
+    def chord_join_many_begin(
+        self, parts: Sequence[ChordPart], *, expires: float
+    ) -> Callable[[], list[Any]]:
+        tags = ",".join(part.task_id for part in parts)
+        self.recorder.log.append(f"send counts {tags}")
+
+        def read() -> list[Any]:
+            self.recorder.log.append(f"counts read {tags}")
+            if self.count_error is not None:
+                raise self.count_error
+            return self.answers or [None] * len(parts)
+
+        return read
+
+    def chord_done(self, group_id: str) -> bool:
+        self.recorder.log.append(f"chord done {group_id}")
+        return True
 
     def store_many_begin(self, items: Any, *, expires: float | None) -> Callable[[], None]:
         tags = ",".join(task_id for task_id, *_ in items)
@@ -55,6 +84,13 @@ def delivery(tag: str) -> Delivery:
 
 def success(tag: str) -> Effects:
     return Effects(results=[(tag, "SUCCESS", {"status": "SUCCESS", "task_id": tag})])
+
+
+def header_done(tag: str) -> Effects:
+    """A chord header task's success: its result, and a count for its chord."""
+    body = {"task": "body", "args": [], "kwargs": {}, "options": {"task_id": "b1"}}
+    join = ChordJoin("g1", 0, "SUCCESS", 2, body, tag, None)
+    return Effects(results=[(tag, "SUCCESS", {"status": "SUCCESS"})], chord_join=join)
 
 
 def fetch_with(effects: EffectApplier) -> list[Delivery]:
@@ -98,3 +134,51 @@ def test_results_that_fail_after_a_good_fetch_are_kept_for_the_next_batch() -> N
     assert fetch_with(effects) == []
     assert recorder.log == ["fetch acking a"]
     assert effects.pending == 1  # the result, written with the next flush
+
+
+def test_a_chord_count_travels_with_its_result_in_one_round_trip_before_the_fetch() -> None:
+    effects, recorder = applier()
+    effects.apply(delivery("a"), header_done("a"), ordered=False)
+    fetch_with(effects)
+    assert recorder.log == [
+        "send results a",
+        "send counts a",
+        "counts read a",  # reads the results' replies too: one round trip for both
+        "fetch acking a",
+        "results written a",
+    ]
+    assert effects.pending == 0
+
+
+def test_a_count_that_completes_its_chord_sends_the_body_before_the_fetch_waits() -> None:
+    effects, recorder = applier()
+    backend = effects.backend
+    assert isinstance(backend, RecordingBackend)
+    backend.answers = [[[1, "a", "SUCCESS", 2]]]
+    effects.apply(delivery("a"), header_done("a"), ordered=False)
+    fetch_with(effects)
+    assert recorder.log == [
+        "send results a",
+        "send counts a",
+        "counts read a",
+        "chord done g1",
+        "results written a",
+        "publish 1",
+        "fetch acking a",
+    ]
+    assert effects.pending == 0
+
+
+def test_counts_that_fail_are_sent_again_with_the_next_batch() -> None:
+    effects, recorder = applier()
+    backend = effects.backend
+    assert isinstance(backend, RecordingBackend)
+    backend.count_error = ConnectionError("store went away")
+    effects.apply(delivery("a"), header_done("a"), ordered=False)
+    assert fetch_with(effects) == []
+    assert "fetch acking a" in recorder.log  # the fetch went ahead
+    assert effects.pending == 1  # the count, sent again
+    backend.count_error = None
+    recorder.log.clear()
+    fetch_with(effects)
+    assert "send counts a" in recorder.log and effects.pending == 0

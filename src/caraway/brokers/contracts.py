@@ -585,6 +585,19 @@ class ChordStore(abc.ABC):
         task) counts once. Counters expire ``expires`` seconds after the last join.
         """
 
+    def chord_join_many_begin(
+        self, parts: Sequence[ChordPart], *, expires: float
+    ) -> Callable[[], list[list[Any] | None]]:
+        """Start :meth:`chord_join_many`; the returned function blocks until it is done
+        and gives its answers (or raises what it raised).
+
+        Sent after the batch's results (:meth:`Backend.store_many_begin`) on the same
+        connection, the counts travel with them while the worker claims its next batch;
+        stores that cannot overlap a round trip count here and return the answers.
+        """
+        answers = self.chord_join_many(parts, expires=expires)
+        return lambda: answers
+
     @abc.abstractmethod
     def chord_done(self, group_id: str) -> bool:
         """Drop the chord's counters and mark it done, so late duplicates stop at once.

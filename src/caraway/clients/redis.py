@@ -15,6 +15,7 @@ import os
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -394,7 +395,8 @@ class HeldConnection:
         self._conn: Any = None  # a redis-py Connection (its methods are untyped)
         self._lock = threading.Lock()
         self._scripts: dict[str, str] = {}
-        self._pending: _Pending | None = None
+        #: sends whose replies are still unread, oldest first
+        self._pending: deque[_Pending] = deque()
 
     def script(self, source: str) -> str:
         """Register a Lua ``source``; returns the sha to pass to :meth:`evalsha`."""
@@ -425,29 +427,30 @@ class HeldConnection:
         """Send ``commands`` now; the returned function reads their replies.
 
         For writes whose round trip can overlap another connection's (results written
-        while the broker claims the next batch). Replies not yet read when this connection
-        is next used are read first, so nothing interleaves. The reader raises the first
-        error, as :meth:`run` does.
+        while the broker claims the next batch). Several sends may be outstanding (a
+        batch's results, then its chord counts): their replies are read in the order
+        they were sent, by whichever reader or next use of this connection comes first,
+        so nothing interleaves. The reader raises the first error, as :meth:`run` does.
         """
         if not self._lock.acquire(blocking=False):
             replies = self.run(commands)
             return lambda: replies
         try:
-            self._read_pending()
             conn = self._connection()
             try:
                 conn.send_packed_command([pack_commands(commands)])
             except BaseException:
                 self._drop()
                 raise
-            pending = self._pending = _Pending(len(commands))
+            pending = _Pending(len(commands))
+            self._pending.append(pending)
         finally:
             self._lock.release()
 
         def read() -> list[Any]:
             with self._lock:
-                if self._pending is pending:
-                    self._read_pending()
+                while pending.replies is None and pending.error is None:
+                    self._read_oldest()
             replies = pending.result()
             if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
                 return self.run(commands)
@@ -480,16 +483,27 @@ class HeldConnection:
     def _connection(self) -> Any:
         conn = self._conn
         if conn is None or conn.pid != current_pid():
+            while self._pending:  # forked: the replies owed are the parent's, on its socket
+                self._read_oldest()
             conn = self._conn = self.client.connection_pool.get_connection()
         return conn
 
     def _read_pending(self) -> None:
-        """Read the replies of the last :meth:`send` (lock held)."""
-        pending, self._pending = self._pending, None
-        if pending is None:
+        """Read the replies of every outstanding :meth:`send` (lock held)."""
+        while self._pending:
+            self._read_oldest()
+
+    def _read_oldest(self) -> None:
+        """Read the replies of the oldest outstanding :meth:`send` (lock held)."""
+        pending = self._pending.popleft()
+        conn = self._conn
+        if conn is None or conn.pid != current_pid():  # forked: the parent's replies
+            pending.error = redis.exceptions.ConnectionError(
+                "these replies belong to the process this one was forked from"
+            )
             return
         try:
-            pending.replies = [_read_reply(self._conn) for _ in range(pending.count)]
+            pending.replies = [_read_reply(conn) for _ in range(pending.count)]
         except BaseException as exc:
             pending.error = exc
             self._drop()
@@ -520,11 +534,10 @@ class HeldConnection:
         return replies
 
     def _drop(self) -> None:
-        if self._pending is not None:
-            self._pending.error = redis.exceptions.ConnectionError(
+        while self._pending:
+            self._pending.popleft().error = redis.exceptions.ConnectionError(
                 "connection dropped before the replies were read"
             )
-            self._pending = None
         conn, self._conn = self._conn, None
         if conn is not None and conn.pid == os.getpid():
             conn.disconnect()

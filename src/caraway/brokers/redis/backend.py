@@ -522,6 +522,26 @@ class RedisBackend(Backend, GroupStore, ChordStore):
     ) -> list[list[Any] | None]:
         """Every part counted in one round trip; the completers' extra steps (extend the
         claim, read the members) follow for the winners only."""
+        commands, tokens = self._join_commands(parts, expires)
+        won = self._call("chord_join", lambda: self._held.run(commands))
+        return self._winners(parts, tokens, won)
+
+    def chord_join_many_begin(
+        self, parts: Sequence[ChordPart], *, expires: float
+    ) -> Callable[[], list[list[Any] | None]]:
+        """The join scripts sent now, behind the batch's result writes on the same
+        connection (so they run after them); their replies read when waited for."""
+        commands, tokens = self._join_commands(parts, expires)
+        read = self._call("chord_join", lambda: self._held.send(commands))
+
+        def wait() -> list[list[Any] | None]:
+            return self._winners(parts, tokens, self._call("chord_join", read))
+
+        return wait
+
+    def _join_commands(
+        self, parts: Sequence[ChordPart], expires: float
+    ) -> tuple[list[tuple[Any, ...]], list[str]]:
         commands, tokens = [], []
         for part in parts:
             keys = self._chord_keys(part.group_id)
@@ -543,7 +563,11 @@ class RedisBackend(Backend, GroupStore, ChordStore):
                     ],
                 )
             )
-        won = self._call("chord_join", lambda: self._held.run(commands))
+        return commands, tokens
+
+    def _winners(
+        self, parts: Sequence[ChordPart], tokens: list[str], won: list[Any]
+    ) -> list[list[Any] | None]:
         return [
             self._completer(part.group_id, token) if count else None
             for part, token, count in zip(parts, tokens, won, strict=True)
