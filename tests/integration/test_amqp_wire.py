@@ -194,6 +194,7 @@ def test_frames_become_the_message_py_amqp_would_deliver() -> None:
 
     class _Conn:
         bytes_recv = 0
+        channels = None  # no channel to deliver to directly: the callback gets it
 
     on_frame = frame_handler(_Conn(), lambda *args: delivered.append(args))
     method = struct.pack(">HH", 60, 60) + b"\x03tag"
@@ -233,3 +234,87 @@ def test_header_names_seen_before_decode_from_the_cache_which_stops_growing(
         assert ours == theirs
         assert ours["application_headers"] == headers
     assert len(amqp_codec._NAMES) == 8
+
+
+class _Connection:
+    """What a py-amqp channel and the frame handler need of a connection."""
+
+    def __init__(self) -> None:
+        self.channels: dict[int, Any] = {}
+        self.bytes_recv = 0
+        self.confirm_publish = False
+
+    def _claim_channel_id(self, channel_id: int) -> None:
+        pass
+
+    def on_inbound_method(self, channel_id: int, sig: Any, payload: bytes, content: Any) -> Any:
+        return self.channels[channel_id].dispatch_method(sig, payload, content)
+
+
+def _deliver_frames(tag: str, delivery_tag: int, redelivered: bool, routing_key: str) -> list[Any]:
+    args = amqp.serialization.dumps("sLbss", (tag, delivery_tag, redelivered, "ex", routing_key))
+    header = struct.pack(">HHQ", 60, 0, 3) + encode_properties({"content_type": "a/b"})
+    return [(1, 1, struct.pack(">HH", 60, 60) + args), (2, 1, header), (3, 1, b"abc")]
+
+
+def _delivered(frames: list[Any], direct: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from caraway.clients import amqp_codec
+
+    if not direct:
+        monkeypatch.setattr(amqp_codec, "_deliver", lambda *args: False)
+    connection = _Connection()
+    channel = amqp.Channel(connection, 1, auto_decode=False)
+    got: list[Any] = []
+    channel.callbacks["ctag"] = got.append
+    on_frame = frame_handler(connection, connection.on_inbound_method)
+    for frame in frames:
+        on_frame(frame)
+    monkeypatch.undo()
+    [message] = got
+    return message.delivery_info, message.channel is channel, message.body, message.properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    delivery_tag=st.integers(min_value=0, max_value=2**64 - 1),
+    redelivered=st.booleans(),
+    routing_key=st.text(max_size=40),
+)
+def test_a_delivery_handed_over_directly_is_what_py_amqps_dispatch_hands_over(
+    delivery_tag: int, redelivered: bool, routing_key: str
+) -> None:
+    frames = _deliver_frames("ctag", delivery_tag, redelivered, routing_key)
+    with pytest.MonkeyPatch.context() as patch:
+        theirs = _delivered(frames, False, patch)
+    with pytest.MonkeyPatch.context() as patch:
+        ours = _delivered(frames, True, patch)
+    assert ours == theirs
+    assert ours[0]["delivery_tag"] == delivery_tag and ours[0]["redelivered"] is redelivered
+
+
+def test_a_delivery_goes_through_py_amqps_dispatch_when_the_channel_is_not_plain() -> None:
+    """A closing channel, body decoding, a one-shot waiter or another listener: py-amqp
+    decides, exactly as before."""
+    from caraway.clients.amqp_codec import _deliver
+
+    for change in ("closing", "decode", "waiter", "listener", "closed connection"):
+        connection = _Connection()
+        channel = amqp.Channel(connection, 1, auto_decode=False)
+        message = DeliveredMessage(
+            frame_method=(60, 60), frame_args=_deliver_frames("t", 1, False, "k")[0][2]
+        )
+        if change == "closing":
+            channel.is_closing = True
+        elif change == "decode":
+            channel.auto_decode = True
+        elif change == "waiter":
+            channel._pending[(60, 60)] = lambda *args: None
+        elif change == "listener":
+            channel._callbacks[(60, 60)] = lambda *args: None
+        else:
+            connection.channels = None  # type: ignore[assignment]
+        assert _deliver(connection, 1, message) is False, change
+    connection = _Connection()
+    amqp.Channel(connection, 1, auto_decode=False)
+    message = DeliveredMessage(frame_method=(60, 60), frame_args=b"\x00\x3c\x00\x3c\x05ab")
+    assert _deliver(connection, 1, message) is False  # cut short: py-amqp's decoder decides
