@@ -18,14 +18,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from caraway import signals
 from caraway.brokers.contracts import Binding, Fanout, Routing, Scheduling, Transport
 from caraway.config import Settings
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import message as protocol
-from caraway.protocol.message import Message, TaskMessage
+from caraway.protocol.envelope import Template, json_text
+from caraway.protocol.message import Message, TaskMessage, default_origin, safe_repr
 from caraway.protocol.serializers import compress, compression_type, dumps
 from caraway.request import Request, current_request
 from caraway.routing import Route, route
@@ -456,11 +457,7 @@ class Publisher:
         wire = protocol.encode(item.message, serializer=item.serializer)
         if signals.before_task_publish.receivers:
             self._before_publish(item, wire)
-        if item.compression:
-            wire.body, wire.headers["compression"] = compress(wire.body, item.compression)
-        if item.delivery_mode != 2:
-            wire.properties["delivery_mode"] = item.delivery_mode
-        return wire
+        return _finish(item, wire)
 
     def _before_publish(self, item: Outgoing, wire: Message) -> None:
         """Send before_task_publish as Celery does: headers and properties are the ones
@@ -521,6 +518,15 @@ class Publisher:
         return due
 
 
+def _finish(item: Outgoing, wire: Message) -> Message:
+    """Compression and delivery mode, applied once the receivers had the message."""
+    if item.compression:
+        wire.body, wire.headers["compression"] = compress(wire.body, item.compression)
+    if item.delivery_mode != 2:
+        wire.properties["delivery_mode"] = item.delivery_mode
+    return wire
+
+
 _ROUTED = ("direct", "topic")
 
 
@@ -559,3 +565,172 @@ def _embed(task: TaskMessage) -> dict[str, Any]:
         "chain": task.chain,
         "chord": task.chord,
     }
+
+
+# -- plain calls -------------------------------------------------------------------------
+@runtime_checkable
+class Packing(Protocol):
+    """A transport that publishes kombu JSON envelopes packed by its caller (Redis)."""
+
+    def envelope_route(
+        self, message: Message, *, queue: str, exchange: str = "", routing_key: str | None = None
+    ) -> tuple[str, str, int]: ...
+
+    def publish_packed(
+        self, raw: bytes, *, queue: str, exchange: str, routing_key: str, priority: int
+    ) -> None: ...
+
+
+#: what a plain call's message differs in, each a hole in the task's envelope template;
+#: the markers are letters, digits, dashes and colons, which JSON writes as they are
+_MARKS = {
+    name: f"{new_id()}:{name}:"
+    for name in ("id", "argsrepr", "kwargsrepr", "reply_to", "origin", "tag")
+}
+#: a plain call's embed: no callbacks, errbacks, chain or chord
+_NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@dataclass(slots=True)
+class Plain:
+    """How every plain call of one task is sent: ``delay()``/``apply_async()`` without
+    options, outside a task and a batch, with no publish signal receivers.
+
+    Made once per settings by the general path (:func:`build`, encode, the transport's
+    envelope) for a call whose varying strings are markers; each call then fills the
+    envelope's holes (:class:`~caraway.protocol.envelope.Template`) and pushes the bytes,
+    which are what the general path would send for it.
+    """
+
+    #: task_routes as read (None or an empty container): routers added in place stop it
+    routes: Any
+    serializer: str
+    ignore_result: bool | None
+    queue: str
+    exchange: str
+    routing_key: str
+    priority: int
+    template: Template
+    #: (reply_to, origin) of the last call, and their envelope bytes
+    local: tuple[str, str, bytes, bytes] = ("", "", b"", b"")
+    #: the app's own verdict on sending this way (result backend, events), once asked
+    approved: bool | None = None
+
+    def send(
+        self, transport: Any, args: tuple[Any, ...], kwargs: dict[str, Any], reply_to: str
+    ) -> str:
+        """Publish one call of the task; returns its id once the broker has it.
+
+        ``transport`` is a :class:`Packing` one (:func:`plain` checked its type: an
+        isinstance() against a protocol here would cost more than the rest of the call)."""
+        origin = default_origin()
+        local = self.local
+        if local[0] is not reply_to or local[1] is not origin:
+            local = self.local = (reply_to, origin, json_text(reply_to), json_text(origin))
+        body = dumps([list(args), kwargs, _NO_EMBED], self.serializer)[0]
+        task_id = new_id()
+        values = {
+            "id": task_id.encode(),
+            "argsrepr": json_text(safe_repr(args)),
+            "kwargsrepr": json_text(safe_repr(kwargs)),
+            "reply_to": local[2],
+            "origin": local[3],
+            "tag": new_id().encode(),
+        }
+        transport.publish_packed(
+            self.template.fill(body, values),
+            queue=self.queue,
+            exchange=self.exchange,
+            routing_key=self.routing_key,
+            priority=self.priority,
+        )
+        return task_id
+
+
+def plain(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
+    """The plan for a plain call of ``task`` through ``transport``, or None when such a
+    call must take the general path (a transport that packs no envelopes, routers, an
+    expiry, compression, an exchange to route through). Kept per settings and remade when
+    the task's attributes or the transport's type change."""
+    plans: dict[str, _Made] = conf.derived("publish.plain", _no_plans)
+    made = plans.get(task.name)
+    attributes = _attributes(task)
+    if (
+        made is None
+        or made[0] is not task
+        or made[1] != attributes
+        or made[2] is not type(transport)
+    ):
+        made = plans[task.name] = (task, attributes, type(transport), _plan(task, conf, transport))
+    plan = made[3]
+    return None if plan is None or plan.routes else plan
+
+
+#: a plan (None: none possible) and what it was made from: task, attributes, transport type
+_Made = tuple[TaskBase, tuple[Any, ...], type, "Plain | None"]
+
+
+def _no_plans(conf: Settings) -> dict[str, _Made]:
+    return {}
+
+
+def _attributes(task: TaskBase) -> tuple[Any, ...]:
+    """What :func:`build` reads of a task for a call without options."""
+    return (
+        task.expires,
+        task.time_limit,
+        task.soft_time_limit,
+        task.ignore_result,
+        task.queue,
+        task.exchange,
+        task.routing_key,
+        task.priority,
+        task.serializer,
+        task.compression,
+    )
+
+
+def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
+    routes = conf.task_routes
+    if not isinstance(transport, Packing) or routes:
+        return None
+    marks = _MARKS
+    try:
+        item = build(
+            task.name,
+            (),
+            {},
+            {"task_id": marks["id"]},
+            conf=conf,
+            task=task,
+            reply_to=marks["reply_to"],
+        )
+    except Exception:  # a bad setting or task option: the general path raises it per call
+        return None
+    message, target = item.message, item.route
+    if message.expires or item.compression or target.exchange or target.exchange_type == "fanout":
+        return None
+    message.origin = marks["origin"]
+    message.argsrepr, message.kwargsrepr = marks["argsrepr"], marks["kwargsrepr"]
+    wire = _finish(item, protocol.encode(message, serializer=item.serializer))
+    exchange, routing_key, priority = transport.envelope_route(
+        wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
+    )
+    template = Template(
+        wire,
+        exchange=exchange,
+        routing_key=routing_key,
+        priority=priority,
+        delivery_tag=marks["tag"],
+        holes=marks,
+    )
+    return Plain(
+        routes,
+        item.serializer,
+        message.ignore_result,
+        target.queue,
+        exchange,
+        routing_key,
+        priority,
+        template,
+    )

@@ -172,10 +172,11 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         keys = self.keys
         commands: list[Command] = []
         declared: list[tuple[str, str, str]] = []
-        for message, queue, exchange, routing_key in items:
-            rkey = routing_key or queue
+        for message, queue, given, routing_key in items:
+            exchange, rkey, priority = self.envelope_route(
+                message, queue=queue, exchange=given, routing_key=routing_key
+            )
             declared += self._declare_into(commands, queue, exchange, rkey)
-            priority = priority_of(message)
             raw = pack(
                 message,
                 exchange=exchange,
@@ -186,6 +187,28 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
         self._send("publish", commands, transaction=len(commands) > 1)
         self._declared.update(declared)
+
+    @staticmethod
+    def envelope_route(
+        message: Message, *, queue: str, exchange: str = "", routing_key: str | None = None
+    ) -> tuple[str, str, int]:
+        """The exchange, routing key and priority :meth:`publish` writes into ``message``'s
+        envelope (what a publisher packing it ahead, for :meth:`publish_packed`, uses)."""
+        return exchange, routing_key or queue, priority_of(message)
+
+    def publish_packed(
+        self, raw: bytes, *, queue: str, exchange: str, routing_key: str, priority: int
+    ) -> None:
+        """:meth:`publish` for an envelope already packed (``protocol.envelope.pack`` or a
+        ``Template`` of it) with a fresh UUID4 delivery tag and what :meth:`envelope_route`
+        gave: the same commands, without packing again."""
+        commands: list[Command] = []
+        declared = self._declare_into(commands, queue, exchange, routing_key)
+        keys = self.keys
+        commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
+        self._send("publish", commands, transaction=len(commands) > 1)
+        if declared:
+            self._declared.update(declared)
 
     def publish_fanout(self, message: Message, *, exchange: str) -> None:
         """A copy on each node queue bound to ``exchange`` (keys.fanout_key): two round

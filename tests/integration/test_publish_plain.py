@@ -1,0 +1,166 @@
+"""A plain ``delay()`` on Redis is sent from its task's plan (``publish.plain``): the bytes in
+the list are the general path's for the same call, byte for byte, whatever the task's
+attributes and the settings; a setting assigned after the first publish takes effect, and a
+publish signal receiver sends the call the general way, where it sees the message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from caraway import Caraway, publish, signals
+
+Raw = Callable[[], bytes]
+
+
+@pytest.fixture
+def app(redis_url: str, prefix: str) -> Iterator[Caraway]:
+    app = Caraway("plain", broker=redis_url, backend=redis_url, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    app.conf.result_backend_transport_options = {"global_keyprefix": prefix}
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def pop(raw: redis.Redis, prefix: str) -> Raw:
+    """The one message in this test's lists, taken out."""
+
+    def take() -> bytes:
+        keys = [key for key in raw.scan_iter(match=f"{prefix}*") if raw.type(key) == b"list"]
+        found = [item for key in keys for item in raw.lrange(key, 0, -1)]
+        assert len(found) == 1, found
+        raw.delete(*keys)
+        return bytes(found[0])
+
+    return take
+
+
+def _tagless(envelope: bytes) -> bytes:
+    """The envelope with its delivery tag (a fresh UUID on each publish) taken out."""
+    tag = json.loads(envelope)["properties"]["delivery_tag"]
+    return envelope.replace(tag.encode(), b"TAG")
+
+
+def _plain_and_general(
+    app: Caraway, pop: Raw, task: Any, *args: Any, **kwargs: Any
+) -> tuple[bytes, bytes]:
+    """The same call sent the plain way, then the general way (a task_id option)."""
+    task.delay(0)  # the thread's connection and reply id exist from now on
+    pop()
+    sends = []
+    original = publish.Plain.send
+
+    def counted(plan: publish.Plain, *arguments: Any) -> str:
+        sends.append(plan)
+        return original(plan, *arguments)
+
+    publish.Plain.send = counted  # type: ignore[method-assign]
+    try:
+        result = task.delay(*args, **kwargs)
+        plain = pop()
+        assert sends, "the call did not take the plain path"
+        task.apply_async(args, kwargs, task_id=result.id)
+        assert len(sends) == 1
+        general = pop()
+    finally:
+        publish.Plain.send = original  # type: ignore[method-assign]
+    return _tagless(plain), _tagless(general)
+
+
+CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({}, {}),
+    ({"time_limit": 30, "soft_time_limit": 20.5}, {}),
+    ({"ignore_result": True}, {}),
+    ({"queue": "other"}, {}),
+    ({"priority": 3}, {}),
+    ({}, {"task_default_priority": 7}),
+    ({"serializer": "pickle"}, {"accept_content": ["json", "pickle"]}),
+    ({"serializer": "msgpack"}, {}),
+    ({}, {"task_default_delivery_mode": "transient"}),
+    ({}, {"task_default_queue": "elsewhere", "task_ignore_result": True}),
+    ({}, {"broker_transport_options": {"priority_steps": [0, 5, 9]}, "task_default_priority": 6}),
+]
+
+
+@pytest.mark.parametrize(("attributes", "settings"), CASES)
+def test_plain_calls_send_the_general_paths_bytes(
+    app: Caraway, pop: Raw, prefix: str, attributes: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    if "broker_transport_options" in settings:
+        settings["broker_transport_options"]["global_keyprefix"] = prefix
+    app.conf.update(settings)
+
+    @app.task(name="plain.add\u00e9", **attributes)
+    def add(*args: Any, **kwargs: Any) -> Any:
+        return args
+
+    args = ('caf\u00e9 "quoted" \\ \n', "2f1f6c1e-3a6b-4d0f-9c1d-0e7b3c6a9f10", [1.5, None])
+    plain, general = _plain_and_general(app, pop, add, *args, key={"nested": ["\u2603"]})
+    assert plain == general
+
+
+def test_a_setting_assigned_after_the_first_publish_takes_effect(app: Caraway, pop: Raw) -> None:
+    @app.task(name="plain.add")
+    def add(x: int) -> int:
+        return x
+
+    add.delay(1)
+    assert json.loads(pop())["properties"]["priority"] == 0
+    add.delay(1)
+    pop()
+    app.conf.update(task_default_priority=4, task_default_queue="later")
+    add.delay(1)
+    envelope = json.loads(pop())
+    assert envelope["properties"]["priority"] == 4
+    assert envelope["properties"]["delivery_info"]["routing_key"] == "later"
+    add.queue = "own"  # a task attribute changed at run time too
+    add.delay(1)
+    assert json.loads(pop())["properties"]["delivery_info"]["routing_key"] == "own"
+
+
+def test_a_publish_receiver_gets_the_call_the_general_way(app: Caraway, pop: Raw) -> None:
+    @app.task(name="plain.add")
+    def add(x: int) -> int:
+        return x
+
+    add.delay(1)
+    pop()
+
+    def inject(headers: dict[str, Any], **_: Any) -> None:
+        headers["traceparent"] = "00-abc"
+
+    seen: list[str] = []
+
+    def after(headers: dict[str, Any], **_: Any) -> None:
+        seen.append(headers["id"])
+
+    signals.before_task_publish.connect(inject)
+    signals.after_task_publish.connect(after)
+    try:
+        result = add.delay(2)
+    finally:
+        signals.before_task_publish.disconnect(inject)
+        signals.after_task_publish.disconnect(after)
+    assert json.loads(pop())["headers"]["traceparent"] == "00-abc"
+    assert seen == [result.id]
+
+
+def test_calls_the_plan_cannot_carry_go_the_general_way(app: Caraway, pop: Raw) -> None:
+    @app.task(name="plain.add", expires=60)
+    def add(x: int) -> int:
+        return x
+
+    add.delay(1)
+    assert json.loads(pop())["headers"]["expires"] is not None
+    transport = app.producer
+    assert publish.plain(add, app.conf, transport) is None
+    app.conf.task_routes = {"plain.*": {"queue": "routed"}}
+    add.expires = None
+    add.delay(1)
+    assert json.loads(pop())["properties"]["delivery_info"]["routing_key"] == "routed"
+    assert publish.plain(add, app.conf, transport) is None
