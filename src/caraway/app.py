@@ -719,14 +719,13 @@ class Caraway:
     ) -> AsyncResultType | None:
         """A call without options sent from its task's plan (``publish.plain``), or None
         when it must take the general path: publish signal receivers (they may change the
-        message), a batch, a running task (its ids to inherit), no connection or reply
-        id yet in this thread, or a plan the app does not approve."""
+        message), a batch, no connection or reply id yet in this thread, or a plan the app
+        does not approve (or without a template for a call made inside a task)."""
         if (
             signals.before_task_publish.receivers
             or signals.after_task_publish.receivers
             or signals.task_sent.receivers
             or publish.held() is not None
-            or current_request() is not None
         ):
             return None
         local = self._thread_state()
@@ -740,7 +739,12 @@ class Caraway:
             plan.approved = self._approves(task, plan)
         if not plan.approved:
             return None
-        task_id = plan.send(transport, tuple(args or ()), dict(kwargs or {}), reply_to)
+        parent = current_request()
+        if parent is not None and (plan.child is None or not parent.id):
+            return None
+        task_id = plan.send(transport, tuple(args or ()), dict(kwargs or {}), reply_to, parent)
+        if parent is not None:  # the running task records its children, as send_task does
+            parent.headers.setdefault("_children", []).append(task_id)
         return AsyncResultType(task_id, app=self, task_name=task.name)
 
     def _approves(self, task: TaskType, plan: publish.Plain) -> bool:

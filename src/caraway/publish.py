@@ -113,12 +113,14 @@ def build(
     by_name: bool = False,
     reply_to: str | None = None,
     now: datetime | None = None,
+    toplevel: bool = False,
 ) -> Outgoing:
     """The message for one call of ``name``; TypeError/ValueError for bad options.
 
     ``task`` (the registered task, if this process has it) supplies defaults for expiry,
     limits, routing and serializer. ``by_name`` marks ``send_task``: a task this caller
     does not declare leaves ``ignore_result`` to the worker unless the options set it.
+    ``toplevel`` builds it as a call made outside any task, even inside one.
     """
     if not KNOWN_OPTIONS.issuperset(options):
         unknown = set(options) - KNOWN_OPTIONS
@@ -132,7 +134,7 @@ def build(
     if now is None and (expires is not None or options.get("countdown") is not None):
         now = datetime.now(conf.derived("publish.zone", zone_of))
     task_id = options.get("task_id") or new_id()
-    parent = current_request()
+    parent = None if toplevel else current_request()
     hard = options.get("time_limit", task.time_limit if task else None)
     soft = options.get("soft_time_limit", task.soft_time_limit if task else None)
     check_limits(name, hard, soft)
@@ -587,6 +589,8 @@ _MARKS = {
     name: f"{new_id()}:{name}:"
     for name in ("id", "argsrepr", "kwargsrepr", "reply_to", "origin", "tag")
 }
+#: and what a call made inside a running task differs in too: the ids it inherits
+_CHILD_MARKS = {**_MARKS, "root_id": f"{new_id()}:root_id:", "parent_id": f"{new_id()}:parent_id:"}
 #: a plain call's embed: no callbacks, errbacks, chain or chord
 _NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -594,7 +598,7 @@ _NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None,
 @dataclass(slots=True)
 class Plain:
     """How every plain call of one task is sent: ``delay()``/``apply_async()`` without
-    options, outside a task and a batch, with no publish signal receivers.
+    options, outside a batch, with no publish signal receivers.
 
     Made once per settings by the general path (:func:`build`, encode, the transport's
     envelope) for a call whose varying strings are markers; each call then fills the
@@ -611,18 +615,28 @@ class Plain:
     routing_key: str
     priority: int
     template: Template
+    #: the template of a call made inside a running task (None: such calls inherit the
+    #: task's priority, task_inherit_parent_priority, and take the general path)
+    child: Template | None
     #: (reply_to, origin) of the last call, and their envelope bytes
     local: tuple[str, str, bytes, bytes] = ("", "", b"", b"")
     #: the app's own verdict on sending this way (result backend, events), once asked
     approved: bool | None = None
 
     def send(
-        self, transport: Any, args: tuple[Any, ...], kwargs: dict[str, Any], reply_to: str
+        self,
+        transport: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reply_to: str,
+        parent: Request | None = None,
     ) -> str:
-        """Publish one call of the task; returns its id once the broker has it.
+        """Publish one call of the task (made inside ``parent``, if given: its ids are
+        inherited); returns the call's id once the broker has it.
 
         ``transport`` is a :class:`Packing` one (:func:`plain` checked its type: an
-        isinstance() against a protocol here would cost more than the rest of the call)."""
+        isinstance() against a protocol here would cost more than the rest of the call).
+        A call inside a task needs :attr:`child`."""
         origin = default_origin()
         local = self.local
         if local[0] is not reply_to or local[1] is not origin:
@@ -637,8 +651,15 @@ class Plain:
             "origin": local[3],
             "tag": new_id().encode(),
         }
+        template = self.template
+        if parent is not None:
+            assert self.child is not None  # the caller checks
+            template = self.child
+            assert parent.id  # the caller checks: a parent without one is sent the long way
+            values["root_id"] = json_text(parent.root_id or parent.id)
+            values["parent_id"] = json_text(parent.id)
         transport.publish_packed(
-            self.template.fill(body, values),
+            template.fill(body, values),
             queue=self.queue,
             exchange=self.exchange,
             routing_key=self.routing_key,
@@ -704,6 +725,7 @@ def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
             conf=conf,
             task=task,
             reply_to=marks["reply_to"],
+            toplevel=True,
         )
     except Exception:  # a bad setting or task option: the general path raises it per call
         return None
@@ -712,18 +734,29 @@ def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
         return None
     message.origin = marks["origin"]
     message.argsrepr, message.kwargsrepr = marks["argsrepr"], marks["kwargsrepr"]
-    wire = _finish(item, protocol.encode(message, serializer=item.serializer))
     exchange, routing_key, priority = transport.envelope_route(
-        wire, queue=target.queue, exchange=target.exchange, routing_key=target.routing_key
+        _finish(item, protocol.encode(message, serializer=item.serializer)),
+        queue=target.queue,
+        exchange=target.exchange,
+        routing_key=target.routing_key,
     )
-    template = Template(
-        wire,
-        exchange=exchange,
-        routing_key=routing_key,
-        priority=priority,
-        delivery_tag=marks["tag"],
-        holes=marks,
-    )
+
+    def template(holes: dict[str, str]) -> Template:
+        wire = _finish(item, protocol.encode(message, serializer=item.serializer))
+        return Template(
+            wire,
+            exchange=exchange,
+            routing_key=routing_key,
+            priority=priority,
+            delivery_tag=marks["tag"],
+            holes=holes,
+        )
+
+    top = template(marks)
+    child = None
+    if not conf.task_inherit_parent_priority:
+        message.root_id, message.parent_id = _CHILD_MARKS["root_id"], _CHILD_MARKS["parent_id"]
+        child = template(_CHILD_MARKS)
     return Plain(
         routes,
         item.serializer,
@@ -732,5 +765,6 @@ def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
         exchange,
         routing_key,
         priority,
-        template,
+        top,
+        child,
     )

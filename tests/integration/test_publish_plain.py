@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from caraway import Caraway, publish, signals
+from caraway.request import Request, current_request, pop_current, push_current
 
 Raw = Callable[[], bytes]
 
@@ -54,6 +55,7 @@ def _plain_and_general(
     pop()
     sends = []
     original = publish.Plain.send
+    inherits = app.conf.task_inherit_parent_priority and current_request() is not None
 
     def counted(plan: publish.Plain, *arguments: Any) -> str:
         sends.append(plan)
@@ -63,9 +65,9 @@ def _plain_and_general(
     try:
         result = task.delay(*args, **kwargs)
         plain = pop()
-        assert sends, "the call did not take the plain path"
+        assert bool(sends) != inherits, "the call did not take the expected path"
         task.apply_async(args, kwargs, task_id=result.id)
-        assert len(sends) == 1
+        assert len(sends) == (0 if inherits else 1)
         general = pop()
     finally:
         publish.Plain.send = original  # type: ignore[method-assign]
@@ -164,3 +166,33 @@ def test_calls_the_plan_cannot_carry_go_the_general_way(app: Caraway, pop: Raw) 
     add.delay(1)
     assert json.loads(pop())["properties"]["delivery_info"]["routing_key"] == "routed"
     assert publish.plain(add, app.conf, transport) is None
+
+
+@pytest.mark.parametrize("root_id", [None, "root-\u00e9"])
+@pytest.mark.parametrize("inherit", [False, True])
+def test_a_call_inside_a_task_sends_the_general_paths_bytes_and_is_recorded(
+    app: Caraway, pop: Raw, root_id: str | None, inherit: bool
+) -> None:
+    app.conf.task_inherit_parent_priority = inherit
+
+    @app.task(name="plain.add")
+    def add(x: int) -> int:
+        return x
+
+    parent = Request(id='parent-"1"', root_id=root_id, delivery_info={"priority": 6})
+    push_current(parent)
+    try:
+        plain, general = _plain_and_general(app, pop, add, 5)
+        assert publish.plain(add, app.conf, app.producer) is not None
+    finally:
+        pop_current()
+    assert plain == general
+    headers = json.loads(plain)["headers"]
+    assert headers["parent_id"] == 'parent-"1"'
+    assert headers["root_id"] == (root_id or 'parent-"1"')
+    assert json.loads(plain)["properties"]["priority"] == (6 if inherit else 0)
+    assert len(parent.headers["_children"]) == 3  # _plain_and_general sends three
+    assert parent.headers["_children"][1] == headers["id"]
+    add.delay(1)  # the plan was made inside the task: a call outside is still its own root
+    top = json.loads(pop())["headers"]
+    assert top["root_id"] == top["id"] and top["parent_id"] is None
