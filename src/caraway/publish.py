@@ -4,11 +4,14 @@
 apart from the clock and the running task's context (``countdown`` becomes ``eta``, a call
 made inside a task inherits its ``root_id`` and gets it as ``parent_id``, as in Celery).
 ``follow_up`` and ``retry`` build the messages a finished run causes. :meth:`Publisher.send`
-is the only place that hands task messages to a transport: ``delay``, ``send_task``,
-canvas, retries and the worker's follow-ups all end there. ``holding`` collects what is
-sent inside it, so its caller can send it in one round trip (a group's members) or through
-its own connection (a worker completing a chord). ``before_task_publish`` and
-``after_task_publish`` are sent here, around each message, and compression applied.
+hands task messages to a transport: ``delay``, ``send_task``, canvas, retries and the
+worker's follow-ups all end there, except the commonest call, a ``delay()`` without options
+on Redis with no publish signal receivers: :func:`plain` gives its task's plan, made once
+by the steps above, whose envelope bytes :meth:`Plain.send` only fills in and pushes.
+``holding`` collects what is sent inside it, so its caller can send it in one round trip
+(a group's members) or through its own connection (a worker completing a chord).
+``before_task_publish`` and ``after_task_publish`` are sent here, around each message, and
+compression applied.
 """
 
 from __future__ import annotations
@@ -752,11 +755,15 @@ def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
             holes=holes,
         )
 
-    top = template(marks)
-    child = None
-    if not conf.task_inherit_parent_priority:
-        message.root_id, message.parent_id = _CHILD_MARKS["root_id"], _CHILD_MARKS["parent_id"]
-        child = template(_CHILD_MARKS)
+    try:
+        top = template(marks)
+        child = None
+        if not conf.task_inherit_parent_priority:
+            message.root_id = _CHILD_MARKS["root_id"]
+            message.parent_id = _CHILD_MARKS["parent_id"]
+            child = template(_CHILD_MARKS)
+    except ValueError:  # a marker the message did not carry: sent the general way then
+        return None
     return Plain(
         routes,
         item.serializer,

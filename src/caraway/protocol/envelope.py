@@ -93,9 +93,9 @@ class Template:
         delivery_tag: str,
         holes: dict[str, str],
     ) -> None:
-        """``holes`` maps each hole's name to its marker: a string of letters, digits and
-        dashes found nowhere else, placed in ``message`` (or passed as ``delivery_tag``).
-        ValueError when a marker is not found in the packed bytes."""
+        """``holes`` maps each hole's name to its marker: a string JSON writes as it is
+        (letters, digits, dashes, colons) found nowhere else, placed in ``message`` (or
+        passed as ``delivery_tag``). ValueError when a marker is not in the packed bytes."""
         tail = _tail(message, exchange, routing_key, delivery_tag, priority)
         parts: list[bytes] = [b'{"body":"', b"", b'",']
         slots: list[tuple[int, str]] = []
