@@ -666,8 +666,8 @@ class Caraway:
         **options: Any,
     ) -> AsyncResultType:
         """Send a task by name, for tasks this process cannot import."""
-        if _task is not None and not options:
-            sent = self._send_plain(_task, args, kwargs)
+        if _task is not None and (not options or publish.STATIC_OPTIONS.issuperset(options)):
+            sent = self._send_plain(_task, args, kwargs, options)
             if sent is not None:
                 return sent
         if _task is None and self.conf.task_always_eager:
@@ -715,9 +715,14 @@ class Caraway:
         return AsyncResultType(message.id, app=self, task_name=name)
 
     def _send_plain(
-        self, task: TaskType, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+        self,
+        task: TaskType,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
     ) -> AsyncResultType | None:
-        """A call without options sent from its task's plan (``publish.plain``), or None
+        """A call without options but static ones (``publish.STATIC_OPTIONS``) sent from
+        its task's plan for them (``publish.plain``), or None
         when it must take the general path: publish signal receivers (they may change the
         message), a batch, no connection or reply id yet in this thread, or a plan the app
         does not approve (or without a template for a call made inside a task)."""
@@ -732,7 +737,7 @@ class Caraway:
         transport, reply_to = local.transport, local.oid
         if transport is None or reply_to is None:
             return None
-        plan = publish.plain(task, self.conf, transport)
+        plan = publish.plain(task, self.conf, transport, options)
         if plan is None:
             return None
         if plan.approved is None:

@@ -671,13 +671,41 @@ class Plain:
         return task_id
 
 
-def plain(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
-    """The plan for a plain call of ``task`` through ``transport``, or None when such a
-    call must take the general path (a transport that packs no envelopes, routers, an
-    expiry, compression, an exchange to route through). Kept per settings and remade when
-    the task's attributes or the transport's type change."""
-    plans: dict[str, _Made] = conf.derived("publish.plain", _no_plans)
-    made = plans.get(task.name)
+#: apply_async options a plan can carry: the same value gives the same bytes on every call
+STATIC_OPTIONS = frozenset(
+    {
+        "queue",
+        "routing_key",
+        "priority",
+        "ignore_result",
+        "serializer",
+        "time_limit",
+        "soft_time_limit",
+        "shadow",
+        "delivery_mode",
+    }
+)
+_STATIC_VALUES = frozenset({str, int, float, bool, type(None)})
+#: plans kept per settings at most (one per task and static options seen)
+_MAX_PLANS = 512
+
+
+def plain(
+    task: TaskBase, conf: Settings, transport: Transport, options: Mapping[str, Any] | None = None
+) -> Plain | None:
+    """The plan for a plain call of ``task`` through ``transport`` (with ``options``, a
+    subset of :data:`STATIC_OPTIONS` of plain values), or None when such a call must take
+    the general path (a transport that packs no envelopes, routers, an expiry,
+    compression, an exchange to route through). Kept per settings and remade when the
+    task's attributes or the transport's type change."""
+    plans: dict[Any, _Made] = conf.derived("publish.plain", _no_plans)
+    key: Any = task.name
+    if options:
+        for value in options.values():  # only values that compare by what they hold
+            if type(value) not in _STATIC_VALUES:
+                return None
+        key = (task.name, *options.items())
+    made = plans.get(key)
     attributes = _attributes(task)
     if (
         made is None
@@ -685,7 +713,10 @@ def plain(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
         or made[1] != attributes
         or made[2] is not type(transport)
     ):
-        made = plans[task.name] = (task, attributes, type(transport), _plan(task, conf, transport))
+        if made is None and len(plans) >= _MAX_PLANS:
+            return None  # options that vary call by call: not worth a plan each
+        made = (task, attributes, type(transport), _plan(task, conf, transport, options or {}))
+        plans[key] = made
     plan = made[3]
     return None if plan is None or plan.routes else plan
 
@@ -694,7 +725,7 @@ def plain(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
 _Made = tuple[TaskBase, tuple[Any, ...], type, "Plain | None"]
 
 
-def _no_plans(conf: Settings) -> dict[str, _Made]:
+def _no_plans(conf: Settings) -> dict[Any, _Made]:
     return {}
 
 
@@ -714,7 +745,9 @@ def _attributes(task: TaskBase) -> tuple[Any, ...]:
     )
 
 
-def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
+def _plan(
+    task: TaskBase, conf: Settings, transport: Transport, options: Mapping[str, Any]
+) -> Plain | None:
     routes = conf.task_routes
     if not isinstance(transport, Packing) or routes:
         return None
@@ -724,7 +757,7 @@ def _plan(task: TaskBase, conf: Settings, transport: Transport) -> Plain | None:
             task.name,
             (),
             {},
-            {"task_id": marks["id"]},
+            {**options, "task_id": marks["id"]},
             conf=conf,
             task=task,
             reply_to=marks["reply_to"],

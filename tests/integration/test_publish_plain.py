@@ -48,9 +48,10 @@ def _tagless(envelope: bytes) -> bytes:
 
 
 def _plain_and_general(
-    app: Caraway, pop: Raw, task: Any, *args: Any, **kwargs: Any
+    app: Caraway, pop: Raw, task: Any, *args: Any, options: Any = None, **kwargs: Any
 ) -> tuple[bytes, bytes]:
     """The same call sent the plain way, then the general way (a task_id option)."""
+    options = options or {}
     task.delay(0)  # the thread's connection and reply id exist from now on
     pop()
     sends = []
@@ -63,10 +64,10 @@ def _plain_and_general(
 
     publish.Plain.send = counted  # type: ignore[method-assign]
     try:
-        result = task.delay(*args, **kwargs)
+        result = task.apply_async(args, kwargs, **options)
         plain = pop()
         assert bool(sends) != inherits, "the call did not take the expected path"
-        task.apply_async(args, kwargs, task_id=result.id)
+        task.apply_async(args, kwargs, task_id=result.id, **options)
         assert len(sends) == (0 if inherits else 1)
         general = pop()
     finally:
@@ -104,6 +105,46 @@ def test_plain_calls_send_the_general_paths_bytes(
     args = ('caf\u00e9 "quoted" \\ \n', "2f1f6c1e-3a6b-4d0f-9c1d-0e7b3c6a9f10", [1.5, None])
     plain, general = _plain_and_general(app, pop, add, *args, key={"nested": ["\u2603"]})
     assert plain == general
+
+
+OPTIONS: list[dict[str, Any]] = [
+    {"queue": "other"},
+    {"queue": "other", "routing_key": "key", "priority": 4},
+    {"priority": 8},
+    {"ignore_result": True, "serializer": "msgpack"},
+    {"time_limit": 9, "soft_time_limit": 3, "shadow": 'shown "as"'},
+    {"delivery_mode": 1},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=",".join)
+def test_static_options_send_the_general_paths_bytes(
+    app: Caraway, pop: Raw, options: dict[str, Any]
+) -> None:
+    @app.task(name="plain.add")
+    def add(*args: Any, **kwargs: Any) -> Any:
+        return args
+
+    plain, general = _plain_and_general(app, pop, add, "\u00e9", 2, options=options, k=[None])
+    assert plain == general
+
+
+def test_options_that_vary_call_by_call_take_the_general_path(app: Caraway, pop: Raw) -> None:
+    @app.task(name="plain.add")
+    def add(x: int) -> int:
+        return x
+
+    add.delay(1)
+    pop()
+    transport = app.producer
+    assert publish.plain(add, app.conf, transport, {"queue": ["a list"]}) is None
+    assert publish.plain(add, app.conf, transport, {"queue": "q"}) is not None
+    for n in range(publish._MAX_PLANS + 5):  # a plan each, up to the cap
+        publish.plain(add, app.conf, transport, {"priority": n})
+    plans = app.conf.derived("publish.plain", dict)
+    assert len(plans) == publish._MAX_PLANS
+    add.apply_async((1,), priority=publish._MAX_PLANS + 10)  # still sent, the general way
+    assert json.loads(pop())["properties"]["priority"] == 9
 
 
 def test_a_setting_assigned_after_the_first_publish_takes_effect(app: Caraway, pop: Raw) -> None:
