@@ -701,10 +701,12 @@ def plain(
     plans: dict[Any, _Made] = conf.derived("publish.plain", _no_plans)
     key: Any = task.name
     if options:
-        for value in options.values():  # only values that compare by what they hold
-            if type(value) not in _STATIC_VALUES:
-                return None
-        key = (task.name, *options.items())
+        # only values that compare by what they hold, and their types in the key: 1 and
+        # True and 1.0 are equal, but a priority of True is refused and 1.0 is written so
+        kinds = tuple(map(type, options.values()))
+        if not _STATIC_VALUES.issuperset(kinds):
+            return None
+        key = (task.name, kinds, *options.items())
     made = plans.get(key)
     attributes = _attributes(task)
     if (

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from caraway import Caraway, publish, signals
+from caraway.exceptions import ImproperlyConfigured
 from caraway.request import Request, current_request, pop_current, push_current
 
 Raw = Callable[[], bytes]
@@ -127,6 +128,21 @@ def test_static_options_send_the_general_paths_bytes(
 
     plain, general = _plain_and_general(app, pop, add, "\u00e9", 2, options=options, k=[None])
     assert plain == general
+
+
+def test_equal_option_values_of_other_types_get_their_own_plans(app: Caraway, pop: Raw) -> None:
+    @app.task(name="plain.add")
+    def add(x: int) -> int:
+        return x
+
+    add.apply_async((1,), time_limit=1)
+    assert json.loads(pop())["headers"]["timelimit"] == [1, None]
+    plain, general = _plain_and_general(app, pop, add, 1, options={"time_limit": 1.0})
+    assert plain == general and b'"timelimit":[1.0,null]' in plain
+    add.apply_async((1,), priority=1)
+    pop()
+    with pytest.raises(ImproperlyConfigured, match="priority"):
+        add.apply_async((1,), priority=True)
 
 
 def test_options_that_vary_call_by_call_take_the_general_path(app: Caraway, pop: Raw) -> None:
