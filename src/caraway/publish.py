@@ -732,16 +732,21 @@ def _no_plans(conf: Settings) -> dict[Any, _Made]:
 
 
 def _attributes(task: TaskBase) -> tuple[Any, ...]:
-    """What :func:`build` reads of a task for a call without options."""
+    """What :func:`build` reads of a task for a call without options; with the types of
+    the numbers, as a time limit of 1.0 is written unlike 1, and a priority True refused."""
+    time_limit, soft_time_limit, priority = task.time_limit, task.soft_time_limit, task.priority
     return (
         task.expires,
-        task.time_limit,
-        task.soft_time_limit,
+        time_limit,
+        type(time_limit),
+        soft_time_limit,
+        type(soft_time_limit),
         task.ignore_result,
         task.queue,
         task.exchange,
         task.routing_key,
-        task.priority,
+        priority,
+        type(priority),
         task.serializer,
         task.compression,
     )

@@ -143,6 +143,12 @@ def test_equal_option_values_of_other_types_get_their_own_plans(app: Caraway, po
     pop()
     with pytest.raises(ImproperlyConfigured, match="priority"):
         add.apply_async((1,), priority=True)
+    add.time_limit = 2  # and the task's own attributes
+    add.delay(1)
+    assert json.loads(pop())["headers"]["timelimit"] == [2, None]
+    add.time_limit = 2.0
+    plain, general = _plain_and_general(app, pop, add, 1)
+    assert plain == general and b'"timelimit":[2.0,null]' in plain
 
 
 def test_options_that_vary_call_by_call_take_the_general_path(app: Caraway, pop: Raw) -> None:
