@@ -686,7 +686,8 @@ STATIC_OPTIONS = frozenset(
     }
 )
 _STATIC_VALUES = frozenset({str, int, float, bool, type(None)})
-#: plans kept per settings at most (one per task and static options seen)
+#: plans kept per settings past which calls with options get no new one (a call without
+#: options always gets its task's)
 _MAX_PLANS = 512
 
 
@@ -715,7 +716,7 @@ def plain(
         or made[1] != attributes
         or made[2] is not type(transport)
     ):
-        if made is None and len(plans) >= _MAX_PLANS:
+        if made is None and options and len(plans) >= _MAX_PLANS:
             return None  # options that vary call by call: not worth a plan each
         made = (task, attributes, type(transport), _plan(task, conf, transport, options or {}))
         plans[key] = made

@@ -168,6 +168,12 @@ def test_options_that_vary_call_by_call_take_the_general_path(app: Caraway, pop:
     add.apply_async((1,), priority=publish._MAX_PLANS + 10)  # still sent, the general way
     assert json.loads(pop())["properties"]["priority"] == 9
 
+    @app.task(name="plain.other")
+    def other(x: int) -> int:
+        return x
+
+    assert publish.plain(other, app.conf, transport) is not None  # no options: always one
+
 
 def test_a_setting_assigned_after_the_first_publish_takes_effect(app: Caraway, pop: Raw) -> None:
     @app.task(name="plain.add")
