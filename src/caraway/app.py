@@ -748,6 +748,8 @@ class Caraway:
         if parent is not None and (plan.child is None or not parent.id):
             return None
         task_id = plan.send(transport, tuple(args or ()), dict(kwargs or {}), reply_to, parent)
+        if task_id is None:
+            return None
         if parent is not None:  # the running task records its children, as send_task does
             parent.headers.setdefault("_children", []).append(task_id)
         return AsyncResultType(task_id, app=self, task_name=task.name)

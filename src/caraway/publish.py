@@ -633,34 +633,38 @@ class Plain:
         kwargs: dict[str, Any],
         reply_to: str,
         parent: Request | None = None,
-    ) -> str:
+    ) -> str | None:
         """Publish one call of the task (made inside ``parent``, if given: its ids are
-        inherited); returns the call's id once the broker has it.
+        inherited); returns the call's id once the broker has it, or None, having sent
+        nothing, when a string of the call cannot fill a hole (``json_text``).
 
         ``transport`` is a :class:`Packing` one (:func:`plain` checked its type: an
         isinstance() against a protocol here would cost more than the rest of the call).
         A call inside a task needs :attr:`child`."""
         origin = default_origin()
-        local = self.local
-        if local[0] is not reply_to or local[1] is not origin:
-            local = self.local = (reply_to, origin, json_text(reply_to), json_text(origin))
-        body = dumps([list(args), kwargs, _NO_EMBED], self.serializer)[0]
         task_id = new_id()
-        values = {
-            "id": task_id.encode(),
-            "argsrepr": json_text(safe_repr(args)),
-            "kwargsrepr": json_text(safe_repr(kwargs)),
-            "reply_to": local[2],
-            "origin": local[3],
-            "tag": new_id().encode(),
-        }
-        template = self.template
-        if parent is not None:
-            assert self.child is not None  # the caller checks
-            template = self.child
-            assert parent.id  # the caller checks: a parent without one is sent the long way
-            values["root_id"] = json_text(parent.root_id or parent.id)
-            values["parent_id"] = json_text(parent.id)
+        try:
+            local = self.local
+            if local[0] is not reply_to or local[1] is not origin:
+                local = self.local = (reply_to, origin, json_text(reply_to), json_text(origin))
+            values = {
+                "id": task_id.encode(),
+                "argsrepr": json_text(safe_repr(args)),
+                "kwargsrepr": json_text(safe_repr(kwargs)),
+                "reply_to": local[2],
+                "origin": local[3],
+                "tag": new_id().encode(),
+            }
+            template = self.template
+            if parent is not None:
+                assert self.child is not None  # the caller checks
+                template = self.child
+                assert parent.id  # the caller checks: a parent without one goes the long way
+                values["root_id"] = json_text(parent.root_id or parent.id)
+                values["parent_id"] = json_text(parent.id)
+        except ValueError:
+            return None
+        body = dumps([list(args), kwargs, _NO_EMBED], self.serializer)[0]
         transport.publish_packed(
             template.fill(body, values),
             queue=self.queue,

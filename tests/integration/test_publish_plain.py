@@ -175,6 +175,28 @@ def test_options_that_vary_call_by_call_take_the_general_path(app: Caraway, pop:
     assert publish.plain(other, app.conf, transport) is not None  # no options: always one
 
 
+class _Odd(str):
+    """A string whose repr JSON cannot hold as UTF-8 (a lone surrogate)."""
+
+    def __repr__(self) -> str:
+        return "\udc80"
+
+
+def test_a_repr_with_a_lone_surrogate_goes_the_general_way(app: Caraway, pop: Raw) -> None:
+    """pack() escapes the whole envelope then (the stdlib encoder), which no template is."""
+
+    @app.task(name="plain.add\u00e9")
+    def add(x: str) -> str:
+        return x
+
+    add.delay("warm")
+    pop()
+    result = add.delay(_Odd("x"))
+    envelope = pop()
+    assert b"\\u00e9" in envelope and b"\\udc80" in envelope
+    assert json.loads(envelope)["headers"]["id"] == result.id
+
+
 def test_a_setting_assigned_after_the_first_publish_takes_effect(app: Caraway, pop: Raw) -> None:
     @app.task(name="plain.add")
     def add(x: int) -> int:

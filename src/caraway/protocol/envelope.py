@@ -16,9 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from caraway.exceptions import ProtocolError
 from caraway.protocol.message import MAX_IDENT, Message, check_nesting
-from caraway.protocol.serializers import dumps_json, dumps_json_text, loads_json_plain, untag
+from caraway.protocol.serializers import dumps_json, loads_json_plain, untag
 
 #: properties that belong to the envelope, not to the message (AMQP basic properties)
 _ENVELOPE_PROPERTIES = frozenset({"delivery_info", "body_encoding", "delivery_tag", "priority"})
@@ -127,8 +129,14 @@ class Template:
 
 
 def json_text(value: str) -> bytes:
-    """``value`` as it sits between the quotes of a JSON string in an envelope."""
-    return dumps_json_text(value)[1:-1]
+    """``value`` as it sits between the quotes of a JSON string in an envelope.
+
+    ValueError for a string with lone surrogates: :func:`pack` then writes the whole
+    envelope in ASCII escapes, which no template's fixed bytes are."""
+    try:
+        return orjson.dumps(value)[1:-1]
+    except orjson.JSONEncodeError:
+        raise ValueError(f"{value!r:.100} cannot be written as UTF-8 JSON") from None
 
 
 def _parse(raw: bytes | str) -> dict[str, Any]:

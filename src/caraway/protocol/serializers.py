@@ -161,15 +161,6 @@ def dumps_json(value: Any, *, uuids_only_in: tuple[Any, ...] | None = None) -> b
     return data
 
 
-def dumps_json_text(value: str) -> bytes:
-    """A string as :func:`dumps_json` writes it (quoted and escaped), without the scans
-    a value that may hold other types needs."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # lone surrogates: the stdlib escapes them
-        return _slow_dumps(value)
-
-
 def _decode_uuid(value: Any) -> uuid.UUID:
     if isinstance(value, dict):
         return uuid.UUID(hex=value["hex"])

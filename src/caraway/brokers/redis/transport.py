@@ -132,6 +132,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._renew = self.client.register_script(lua.RENEW)
         self._unlock = self.client.register_script(lua.RELEASE_MUTEX)
         self._declared: set[tuple[str, str, str]] = set()
+        #: the prefixed list of each (queue, priority) publish_packed pushed to
+        self._list_keys: dict[tuple[str, int], str] = {}
         self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
         self._next_sweep = 0.0
         self._rotation = 0
@@ -202,13 +204,18 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         """:meth:`publish` for an envelope already packed (``protocol.envelope.pack`` or a
         ``Template`` of it) with a fresh UUID4 delivery tag and what :meth:`envelope_route`
         gave: the same commands, without packing again."""
+        where = (queue, priority)
+        key = self._list_keys.get(where)
+        if key is None:
+            key = self._list_keys[where] = self.keys.k(self.keys.queue_key(queue, priority))
+        if (exchange or queue, routing_key if exchange else queue, queue) in self._declared:
+            self._send("publish", [("LPUSH", key, raw)], transaction=False)
+            return
         commands: list[Command] = []
         declared = self._declare_into(commands, queue, exchange, routing_key)
-        keys = self.keys
-        commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
-        self._send("publish", commands, transaction=len(commands) > 1)
-        if declared:
-            self._declared.update(declared)
+        commands.append(("LPUSH", key, raw))
+        self._send("publish", commands, transaction=True)
+        self._declared.update(declared)
 
     def publish_fanout(self, message: Message, *, exchange: str) -> None:
         """A copy on each node queue bound to ``exchange`` (keys.fanout_key): two round
