@@ -28,7 +28,7 @@ from caraway.brokers.contracts import Binding, Fanout, Routing, Scheduling, Tran
 from caraway.config import Settings
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import message as protocol
-from caraway.protocol.envelope import Template, json_text
+from caraway.protocol.envelope import Template, json_text, pack
 from caraway.protocol.message import Message, TaskMessage, default_origin, safe_repr
 from caraway.protocol.serializers import compress, compression_type, dumps
 from caraway.request import Request, current_request
@@ -594,6 +594,17 @@ _MARKS = {
 }
 #: and what a call made inside a running task differs in too: the ids it inherits
 _CHILD_MARKS = {**_MARKS, "root_id": f"{new_id()}:root_id:", "parent_id": f"{new_id()}:parent_id:"}
+#: the values a new template is checked with (non-ASCII, quotes: what escaping changes)
+_PROBE = {
+    "id": "00000000-0000-4000-8000-000000000000",
+    "argsrepr": '("probe \u00e9", "q\\"")',
+    "kwargsrepr": "{'k': '\u2603'}",
+    "reply_to": "reply-\u00fc",
+    "origin": "gen1@h\u00f6st",
+    "tag": "11111111-1111-4111-8111-111111111111",
+    "root_id": "root-\u00e9",
+    "parent_id": "parent-\u00e9",
+}
 #: a plain call's embed: no callbacks, errbacks, chain or chord
 _NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -790,16 +801,30 @@ def _plan(
     )
 
     def template(holes: dict[str, str]) -> Template:
+        """The envelope template of ``message``, checked against pack() for a probe call:
+        ValueError when they differ (an envelope the stdlib encoder writes: integers past
+        64 bits, ASCII escapes) or a marker is missing."""
         wire = _finish(item, protocol.encode(message, serializer=item.serializer))
-        return Template(
-            wire,
-            exchange=exchange,
-            routing_key=routing_key,
-            priority=priority,
-            delivery_tag=marks["tag"],
-            holes=holes,
+        made = Template(wire, delivery_tag=marks["tag"], holes=holes, **place)
+        child = "root_id" in holes
+        probe = replace(
+            message,
+            id=_PROBE["id"],
+            root_id=_PROBE["root_id"] if child else _PROBE["id"],
+            parent_id=_PROBE["parent_id"] if child else None,
+            argsrepr=_PROBE["argsrepr"],
+            kwargsrepr=_PROBE["kwargsrepr"],
+            origin=_PROBE["origin"],
+            reply_to=_PROBE["reply_to"],
         )
+        wire = _finish(item, protocol.encode(probe, serializer=item.serializer))
+        values = {name: json_text(_PROBE[name]) for name in holes}
+        if made.fill(wire.body, values) != pack(wire, delivery_tag=_PROBE["tag"], **place):
+            raise ValueError("the template differs from pack()")
+        return made
 
+    place: dict[str, Any] = {"exchange": exchange, "routing_key": routing_key}
+    place["priority"] = priority
     try:
         top = template(marks)
         child = None
@@ -807,7 +832,7 @@ def _plan(
             message.root_id = _CHILD_MARKS["root_id"]
             message.parent_id = _CHILD_MARKS["parent_id"]
             child = template(_CHILD_MARKS)
-    except ValueError:  # a marker the message did not carry: sent the general way then
+    except ValueError:  # the general way, then: its bytes are the ones to send
         return None
     return Plain(
         routes,

@@ -197,6 +197,24 @@ def test_a_repr_with_a_lone_surrogate_goes_the_general_way(app: Caraway, pop: Ra
     assert json.loads(envelope)["headers"]["id"] == result.id
 
 
+def test_a_task_whose_envelope_the_stdlib_writes_goes_the_general_way(
+    app: Caraway, pop: Raw
+) -> None:
+    """A time limit past 64 bits: pack() writes the envelope with the stdlib encoder, in
+    ASCII escapes; the plan's check against pack() finds the template differs."""
+
+    @app.task(name="plain.add", time_limit=10**30)
+    def add(x: str) -> str:
+        return x
+
+    add.delay("warm")
+    pop()
+    assert publish.plain(add, app.conf, app.producer) is None
+    add.delay("caf\u00e9")
+    envelope = pop()
+    assert b"\\u00e9" in envelope and b"1000000000000000000000000000000" in envelope
+
+
 def test_a_setting_assigned_after_the_first_publish_takes_effect(app: Caraway, pop: Raw) -> None:
     @app.task(name="plain.add")
     def add(x: int) -> int:
