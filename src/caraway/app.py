@@ -666,6 +666,10 @@ class Caraway:
         **options: Any,
     ) -> AsyncResultType:
         """Send a task by name, for tasks this process cannot import."""
+        if _task is not None and (not options or publish.STATIC_OPTIONS.issuperset(options)):
+            sent = self._send_plain(_task, args, kwargs, options)
+            if sent is not None:
+                return sent
         if _task is None and self.conf.task_always_eager:
             warnings.warn(
                 AlwaysEagerIgnored(
@@ -709,6 +713,57 @@ class Caraway:
         if _task is not None and type(_task).AsyncResult is not TaskType.AsyncResult:
             return _task.AsyncResult(message.id)  # a base's own result class (abortable)
         return AsyncResultType(message.id, app=self, task_name=name)
+
+    def _send_plain(
+        self,
+        task: TaskType,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> AsyncResultType | None:
+        """A call without options but static ones (``publish.STATIC_OPTIONS``) sent from
+        its task's plan for them (``publish.plain``), or None
+        when it must take the general path: publish signal receivers (they may change the
+        message), a batch, no connection or reply id yet in this thread, or a plan the app
+        does not approve (or without a template for a call made inside a task)."""
+        if (
+            signals.before_task_publish.receivers
+            or signals.after_task_publish.receivers
+            or signals.task_sent.receivers
+            or publish.held() is not None
+        ):
+            return None
+        local = self._thread_state()
+        transport, reply_to = local.transport, local.oid
+        if transport is None or reply_to is None:
+            return None
+        plan = publish.plain(task, self.conf, transport, options)
+        if plan is None:
+            return None
+        if plan.approved is None:
+            plan.approved = self._approves(task, plan)
+        if not plan.approved:
+            return None
+        parent = current_request()
+        if parent is not None and (plan.child is None or not parent.id):
+            return None
+        task_id = plan.send(transport, tuple(args or ()), dict(kwargs or {}), reply_to, parent)
+        if task_id is None:
+            return None
+        if parent is not None:  # the running task records its children, as send_task does
+            parent.headers.setdefault("_children", []).append(task_id)
+        return AsyncResultType(task_id, app=self, task_name=task.name)
+
+    def _approves(self, task: TaskType, plan: publish.Plain) -> bool:
+        """Whether a plain call may skip what send_task does around the publish: the
+        result backend's per-call hook (rpc://), task-sent events, a task's own result
+        class."""
+        if self.conf.task_send_sent_event or type(task).AsyncResult is not TaskType.AsyncResult:
+            return False
+        if plan.ignore_result or not self.result_backend_url:
+            return True
+        backend = self.backend
+        return backend is None or backend.shared
 
     async def asend(self, send: Callable[[], R]) -> R:
         """Run a send (``apply_async``, ``send_task``, a canvas's ``apply_async``) on this

@@ -4,11 +4,14 @@
 apart from the clock and the running task's context (``countdown`` becomes ``eta``, a call
 made inside a task inherits its ``root_id`` and gets it as ``parent_id``, as in Celery).
 ``follow_up`` and ``retry`` build the messages a finished run causes. :meth:`Publisher.send`
-is the only place that hands task messages to a transport: ``delay``, ``send_task``,
-canvas, retries and the worker's follow-ups all end there. ``holding`` collects what is
-sent inside it, so its caller can send it in one round trip (a group's members) or through
-its own connection (a worker completing a chord). ``before_task_publish`` and
-``after_task_publish`` are sent here, around each message, and compression applied.
+hands task messages to a transport: ``delay``, ``send_task``, canvas, retries and the
+worker's follow-ups all end there, except the commonest call, a ``delay()`` without options
+on Redis with no publish signal receivers: :func:`plain` gives its task's plan, made once
+by the steps above, whose envelope bytes :meth:`Plain.send` only fills in and pushes.
+``holding`` collects what is sent inside it, so its caller can send it in one round trip
+(a group's members) or through its own connection (a worker completing a chord).
+``before_task_publish`` and ``after_task_publish`` are sent here, around each message, and
+compression applied.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from caraway import signals
 from caraway.brokers.contracts import Binding, Fanout, Routing, Scheduling, Transport
 from caraway.config import Settings
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import message as protocol
-from caraway.protocol.message import Message, TaskMessage
+from caraway.protocol.envelope import Template, json_text, pack
+from caraway.protocol.message import Message, TaskMessage, default_origin, safe_repr
 from caraway.protocol.serializers import compress, compression_type, dumps
 from caraway.request import Request, current_request
 from caraway.routing import Route, route
@@ -112,12 +116,14 @@ def build(
     by_name: bool = False,
     reply_to: str | None = None,
     now: datetime | None = None,
+    toplevel: bool = False,
 ) -> Outgoing:
     """The message for one call of ``name``; TypeError/ValueError for bad options.
 
     ``task`` (the registered task, if this process has it) supplies defaults for expiry,
     limits, routing and serializer. ``by_name`` marks ``send_task``: a task this caller
     does not declare leaves ``ignore_result`` to the worker unless the options set it.
+    ``toplevel`` builds it as a call made outside any task, even inside one.
     """
     if not KNOWN_OPTIONS.issuperset(options):
         unknown = set(options) - KNOWN_OPTIONS
@@ -131,7 +137,7 @@ def build(
     if now is None and (expires is not None or options.get("countdown") is not None):
         now = datetime.now(conf.derived("publish.zone", zone_of))
     task_id = options.get("task_id") or new_id()
-    parent = current_request()
+    parent = None if toplevel else current_request()
     hard = options.get("time_limit", task.time_limit if task else None)
     soft = options.get("soft_time_limit", task.soft_time_limit if task else None)
     check_limits(name, hard, soft)
@@ -456,11 +462,7 @@ class Publisher:
         wire = protocol.encode(item.message, serializer=item.serializer)
         if signals.before_task_publish.receivers:
             self._before_publish(item, wire)
-        if item.compression:
-            wire.body, wire.headers["compression"] = compress(wire.body, item.compression)
-        if item.delivery_mode != 2:
-            wire.properties["delivery_mode"] = item.delivery_mode
-        return wire
+        return _finish(item, wire)
 
     def _before_publish(self, item: Outgoing, wire: Message) -> None:
         """Send before_task_publish as Celery does: headers and properties are the ones
@@ -521,6 +523,15 @@ class Publisher:
         return due
 
 
+def _finish(item: Outgoing, wire: Message) -> Message:
+    """Compression and delivery mode, applied once the receivers had the message."""
+    if item.compression:
+        wire.body, wire.headers["compression"] = compress(wire.body, item.compression)
+    if item.delivery_mode != 2:
+        wire.properties["delivery_mode"] = item.delivery_mode
+    return wire
+
+
 _ROUTED = ("direct", "topic")
 
 
@@ -559,3 +570,278 @@ def _embed(task: TaskMessage) -> dict[str, Any]:
         "chain": task.chain,
         "chord": task.chord,
     }
+
+
+# -- plain calls -------------------------------------------------------------------------
+@runtime_checkable
+class Packing(Protocol):
+    """A transport that publishes kombu JSON envelopes packed by its caller (Redis)."""
+
+    def envelope_route(
+        self, message: Message, *, queue: str, exchange: str = "", routing_key: str | None = None
+    ) -> tuple[str, str, int]: ...
+
+    def publish_packed(
+        self, raw: bytes, *, queue: str, exchange: str, routing_key: str, priority: int
+    ) -> None: ...
+
+
+#: what a plain call's message differs in, each a hole in the task's envelope template;
+#: the markers are letters, digits, dashes and colons, which JSON writes as they are
+_MARKS = {
+    name: f"{new_id()}:{name}:"
+    for name in ("id", "argsrepr", "kwargsrepr", "reply_to", "origin", "tag")
+}
+#: and what a call made inside a running task differs in too: the ids it inherits
+_CHILD_MARKS = {**_MARKS, "root_id": f"{new_id()}:root_id:", "parent_id": f"{new_id()}:parent_id:"}
+#: the values a new template is checked with (non-ASCII, quotes: what escaping changes)
+_PROBE = {
+    "id": "00000000-0000-4000-8000-000000000000",
+    "argsrepr": '("probe \u00e9", "q\\"")',
+    "kwargsrepr": "{'k': '\u2603'}",
+    "reply_to": "reply-\u00fc",
+    "origin": "gen1@h\u00f6st",
+    "tag": "11111111-1111-4111-8111-111111111111",
+    "root_id": "root-\u00e9",
+    "parent_id": "parent-\u00e9",
+}
+#: a plain call's embed: no callbacks, errbacks, chain or chord
+_NO_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@dataclass(slots=True)
+class Plain:
+    """How every plain call of one task is sent: ``delay()``/``apply_async()`` without
+    options, outside a batch, with no publish signal receivers.
+
+    Made once per settings by the general path (:func:`build`, encode, the transport's
+    envelope) for a call whose varying strings are markers; each call then fills the
+    envelope's holes (:class:`~caraway.protocol.envelope.Template`) and pushes the bytes,
+    which are what the general path would send for it.
+    """
+
+    #: task_routes as read (None or an empty container): routers added in place stop it
+    routes: Any
+    serializer: str
+    ignore_result: bool | None
+    queue: str
+    exchange: str
+    routing_key: str
+    priority: int
+    template: Template
+    #: the template of a call made inside a running task (None: such calls inherit the
+    #: task's priority, task_inherit_parent_priority, and take the general path)
+    child: Template | None
+    #: (reply_to, origin) of the last call, and their envelope bytes
+    local: tuple[str, str, bytes, bytes] = ("", "", b"", b"")
+    #: the app's own verdict on sending this way (result backend, events), once asked
+    approved: bool | None = None
+
+    def send(
+        self,
+        transport: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reply_to: str,
+        parent: Request | None = None,
+    ) -> str | None:
+        """Publish one call of the task (made inside ``parent``, if given: its ids are
+        inherited); returns the call's id once the broker has it, or None, having sent
+        nothing, when a string of the call cannot fill a hole (``json_text``).
+
+        ``transport`` is a :class:`Packing` one (:func:`plain` checked its type: an
+        isinstance() against a protocol here would cost more than the rest of the call).
+        A call inside a task needs :attr:`child`."""
+        origin = default_origin()
+        task_id = new_id()
+        try:
+            local = self.local
+            if local[0] is not reply_to or local[1] is not origin:
+                local = self.local = (reply_to, origin, json_text(reply_to), json_text(origin))
+            values = {
+                "id": task_id.encode(),
+                "argsrepr": json_text(safe_repr(args)),
+                "kwargsrepr": json_text(safe_repr(kwargs)),
+                "reply_to": local[2],
+                "origin": local[3],
+                "tag": new_id().encode(),
+            }
+            template = self.template
+            if parent is not None:
+                assert self.child is not None  # the caller checks
+                template = self.child
+                assert parent.id  # the caller checks: a parent without one goes the long way
+                values["root_id"] = json_text(parent.root_id or parent.id)
+                values["parent_id"] = json_text(parent.id)
+        except ValueError:
+            return None
+        body = dumps([list(args), kwargs, _NO_EMBED], self.serializer)[0]
+        transport.publish_packed(
+            template.fill(body, values),
+            queue=self.queue,
+            exchange=self.exchange,
+            routing_key=self.routing_key,
+            priority=self.priority,
+        )
+        return task_id
+
+
+#: apply_async options a plan can carry: the same value gives the same bytes on every call
+STATIC_OPTIONS = frozenset(
+    {
+        "queue",
+        "routing_key",
+        "priority",
+        "ignore_result",
+        "serializer",
+        "time_limit",
+        "soft_time_limit",
+        "shadow",
+        "delivery_mode",
+    }
+)
+_STATIC_VALUES = frozenset({str, int, float, bool, type(None)})
+#: plans kept per settings past which calls with options get no new one (a call without
+#: options always gets its task's)
+_MAX_PLANS = 512
+
+
+def plain(
+    task: TaskBase, conf: Settings, transport: Transport, options: Mapping[str, Any] | None = None
+) -> Plain | None:
+    """The plan for a plain call of ``task`` through ``transport`` (with ``options``, a
+    subset of :data:`STATIC_OPTIONS` of plain values), or None when such a call must take
+    the general path (a transport that packs no envelopes, routers, an expiry,
+    compression, an exchange to route through). Kept per settings and remade when the
+    task's attributes or the transport's type change."""
+    plans: dict[Any, _Made] = conf.derived("publish.plain", _no_plans)
+    key: Any = task.name
+    if options:
+        # only values that compare by what they hold, and their types in the key: 1 and
+        # True and 1.0 are equal, but a priority of True is refused and 1.0 is written so
+        kinds = tuple(map(type, options.values()))
+        if not _STATIC_VALUES.issuperset(kinds):
+            return None
+        key = (task.name, kinds, *options.items())
+    made = plans.get(key)
+    attributes = _attributes(task)
+    if (
+        made is None
+        or made[0] is not task
+        or made[1] != attributes
+        or made[2] is not type(transport)
+    ):
+        if made is None and options and len(plans) >= _MAX_PLANS:
+            return None  # options that vary call by call: not worth a plan each
+        made = (task, attributes, type(transport), _plan(task, conf, transport, options or {}))
+        plans[key] = made
+    plan = made[3]
+    return None if plan is None or plan.routes else plan
+
+
+#: a plan (None: none possible) and what it was made from: task, attributes, transport type
+_Made = tuple[TaskBase, tuple[Any, ...], type, "Plain | None"]
+
+
+def _no_plans(conf: Settings) -> dict[Any, _Made]:
+    return {}
+
+
+def _attributes(task: TaskBase) -> tuple[Any, ...]:
+    """What :func:`build` reads of a task for a call without options; with the types of
+    the numbers, as a time limit of 1.0 is written unlike 1, and a priority True refused."""
+    time_limit, soft_time_limit, priority = task.time_limit, task.soft_time_limit, task.priority
+    return (
+        task.expires,
+        time_limit,
+        type(time_limit),
+        soft_time_limit,
+        type(soft_time_limit),
+        task.ignore_result,
+        task.queue,
+        task.exchange,
+        task.routing_key,
+        priority,
+        type(priority),
+        task.serializer,
+        task.compression,
+    )
+
+
+def _plan(
+    task: TaskBase, conf: Settings, transport: Transport, options: Mapping[str, Any]
+) -> Plain | None:
+    routes = conf.task_routes
+    if not isinstance(transport, Packing) or routes:
+        return None
+    marks = _MARKS
+    try:
+        item = build(
+            task.name,
+            (),
+            {},
+            {**options, "task_id": marks["id"]},
+            conf=conf,
+            task=task,
+            reply_to=marks["reply_to"],
+            toplevel=True,
+        )
+    except Exception:  # a bad setting or task option: the general path raises it per call
+        return None
+    message, target = item.message, item.route
+    if message.expires or item.compression or target.exchange or target.exchange_type == "fanout":
+        return None
+    message.origin = marks["origin"]
+    message.argsrepr, message.kwargsrepr = marks["argsrepr"], marks["kwargsrepr"]
+    exchange, routing_key, priority = transport.envelope_route(
+        _finish(item, protocol.encode(message, serializer=item.serializer)),
+        queue=target.queue,
+        exchange=target.exchange,
+        routing_key=target.routing_key,
+    )
+
+    def template(holes: dict[str, str]) -> Template:
+        """The envelope template of ``message``, checked against pack() for a probe call:
+        ValueError when they differ (an envelope the stdlib encoder writes: integers past
+        64 bits, ASCII escapes) or a marker is missing."""
+        wire = _finish(item, protocol.encode(message, serializer=item.serializer))
+        made = Template(wire, delivery_tag=marks["tag"], holes=holes, **place)
+        child = "root_id" in holes
+        probe = replace(
+            message,
+            id=_PROBE["id"],
+            root_id=_PROBE["root_id"] if child else _PROBE["id"],
+            parent_id=_PROBE["parent_id"] if child else None,
+            argsrepr=_PROBE["argsrepr"],
+            kwargsrepr=_PROBE["kwargsrepr"],
+            origin=_PROBE["origin"],
+            reply_to=_PROBE["reply_to"],
+        )
+        wire = _finish(item, protocol.encode(probe, serializer=item.serializer))
+        values = {name: json_text(_PROBE[name]) for name in holes}
+        if made.fill(wire.body, values) != pack(wire, delivery_tag=_PROBE["tag"], **place):
+            raise ValueError("the template differs from pack()")
+        return made
+
+    place: dict[str, Any] = {"exchange": exchange, "routing_key": routing_key}
+    place["priority"] = priority
+    try:
+        top = template(marks)
+        child = None
+        if not conf.task_inherit_parent_priority:
+            message.root_id = _CHILD_MARKS["root_id"]
+            message.parent_id = _CHILD_MARKS["parent_id"]
+            child = template(_CHILD_MARKS)
+    except ValueError:  # the general way, then: its bytes are the ones to send
+        return None
+    return Plain(
+        routes,
+        item.serializer,
+        message.ignore_result,
+        target.queue,
+        exchange,
+        routing_key,
+        priority,
+        top,
+        child,
+    )

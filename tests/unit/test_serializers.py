@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import pickle
@@ -20,7 +21,7 @@ from caraway.exceptions import (
     ProtocolError,
     SerializationError,
 )
-from caraway.protocol.serializers import dumps, loads, normalize_accept
+from caraway.protocol.serializers import dumps, dumps_json, loads, normalize_accept
 
 JSON_ONLY = normalize_accept(["json"])
 
@@ -140,6 +141,21 @@ def test_real_uuid_is_tagged_but_a_uuid_shaped_string_stays_a_string() -> None:
     }
     assert _roundtrip(value) == {"s": text, "nested": [[1, uuid.UUID(text)]]}
     assert json.loads(dumps([text])[0]) == [text]
+
+
+def test_a_uuid_inside_dict_and_list_subclasses_is_found_and_tagged() -> None:
+    """The walk looks for UUIDs in containers of any dict/list/tuple type, not only the
+    exact ones (header values a receiver or a caller built as an OrderedDict...)."""
+
+    class Items(list[Any]):
+        pass
+
+    text = "00000000-0000-0000-0000-000000000002"
+    headers = collections.OrderedDict(ids=Items([uuid.UUID(text)]))
+    tagged = {"__type__": "uuid", "__value__": {"hex": "0" * 31 + "2"}}
+    assert json.loads(dumps_json({"h": headers}, uuids_only_in=(headers,))) == {
+        "h": {"ids": [tagged]}
+    }
 
 
 def test_big_integers_and_integer_keys_encode_like_pythons_json() -> None:

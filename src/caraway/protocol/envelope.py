@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from caraway.exceptions import ProtocolError
 from caraway.protocol.message import MAX_IDENT, Message, check_nesting
 from caraway.protocol.serializers import dumps_json, loads_json_plain, untag
@@ -43,6 +45,17 @@ def pack(
     ``priority`` is what the envelope records (the transport picks the list by it); a
     ``priority`` in ``message.properties`` is replaced by it.
     """
+    tail = _tail(message, exchange, routing_key, delivery_tag, priority)
+    # The body goes first, as kombu writes it, spliced in as bytes: base64 needs no JSON
+    # escaping, so the encoder never scans (or copies into a str) the largest field.
+    body = binascii.b2a_base64(message.body, newline=False)
+    return b"".join((b'{"body":"', body, b'",', memoryview(tail)[1:]))
+
+
+def _tail(
+    message: Message, exchange: str, routing_key: str, delivery_tag: str, priority: int
+) -> bytes:
+    """The envelope without its body: a JSON object of everything else, as pack() writes it."""
     properties: dict[str, Any] = {
         key: value for key, value in message.properties.items() if key not in _ENVELOPE_PROPERTIES
     }
@@ -58,11 +71,72 @@ def pack(
         "properties": properties,
     }
     # only the message's headers and properties can hold uuid.UUID objects (to be tagged)
-    tail = dumps_json(rest, uuids_only_in=(message.headers, properties))
-    # The body goes first, as kombu writes it, spliced in as bytes: base64 needs no JSON
-    # escaping, so the encoder never scans (or copies into a str) the largest field.
-    body = binascii.b2a_base64(message.body, newline=False)
-    return b"".join((b'{"body":"', body, b'",', memoryview(tail)[1:]))
+    return dumps_json(rest, uuids_only_in=(message.headers, properties))
+
+
+class Template:
+    """:func:`pack`'s bytes for messages that differ only in their body and a few strings.
+
+    Made once from a message whose varying strings (ids, reprs...) are unique markers,
+    packed as :func:`pack` packs it; :meth:`fill` puts each call's values where the
+    markers were. So a publisher sending many such messages (every plain ``delay()`` of
+    one task) encodes only what changes, and its bytes are pack()'s by construction.
+    """
+
+    __slots__ = ("_parts", "_slots")
+
+    def __init__(
+        self,
+        message: Message,
+        *,
+        exchange: str,
+        routing_key: str,
+        priority: int,
+        delivery_tag: str,
+        holes: dict[str, str],
+    ) -> None:
+        """``holes`` maps each hole's name to its marker: a string JSON writes as it is
+        (letters, digits, dashes, colons) found nowhere else, placed in ``message`` (or
+        passed as ``delivery_tag``). ValueError when a marker is not in the packed bytes."""
+        tail = _tail(message, exchange, routing_key, delivery_tag, priority)
+        parts: list[bytes] = [b'{"body":"', b"", b'",']
+        slots: list[tuple[int, str]] = []
+        rest = tail[1:]
+        while True:
+            found = [(rest.find(mark.encode()), name, mark) for name, mark in holes.items()]
+            found = [item for item in found if item[0] >= 0]
+            if not found:
+                break
+            start, name, mark = min(found)
+            parts[-1] += rest[:start]
+            slots.append((len(parts), name))
+            parts += [b"", b""]
+            rest = rest[start + len(mark) :]
+        parts[-1] += rest
+        if {name for _, name in slots} != set(holes):
+            raise ValueError(f"markers not found in the envelope: {holes}")
+        self._parts = parts
+        self._slots = tuple(slots)
+
+    def fill(self, body: bytes, values: dict[str, bytes]) -> bytes:
+        """The envelope of ``body`` with ``values`` in the holes: each a JSON string's
+        content, escaped (:func:`json_text`)."""
+        parts = self._parts.copy()
+        parts[1] = binascii.b2a_base64(body, newline=False)
+        for index, name in self._slots:
+            parts[index] = values[name]
+        return b"".join(parts)
+
+
+def json_text(value: str) -> bytes:
+    """``value`` as it sits between the quotes of a JSON string in an envelope.
+
+    ValueError for a string with lone surrogates: :func:`pack` then writes the whole
+    envelope in ASCII escapes, which no template's fixed bytes are."""
+    try:
+        return orjson.dumps(value)[1:-1]
+    except orjson.JSONEncodeError:
+        raise ValueError(f"{value!r:.100} cannot be written as UTF-8 JSON") from None
 
 
 def _parse(raw: bytes | str) -> dict[str, Any]:

@@ -107,8 +107,13 @@ def _has_uuid(value: Any) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        kind = type(item)  # exact types first: no isinstance() call for the usual shapes
+        if kind is dict:
             children: Iterable[Any] = item.values()
+        elif kind is list or kind is tuple:
+            children = item
+        elif isinstance(item, dict):
+            children = item.values()
         elif isinstance(item, (list, tuple)):
             children = item
         elif isinstance(item, uuid.UUID):

@@ -132,6 +132,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._renew = self.client.register_script(lua.RENEW)
         self._unlock = self.client.register_script(lua.RELEASE_MUTEX)
         self._declared: set[tuple[str, str, str]] = set()
+        #: the prefixed list of each (queue, priority) publish_packed pushed to
+        self._list_keys: dict[tuple[str, int], str] = {}
         self._doubtful: set[tuple[str, str]] = set()  # (owner, fetch id) whose reply was lost
         self._next_sweep = 0.0
         self._rotation = 0
@@ -172,10 +174,11 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         keys = self.keys
         commands: list[Command] = []
         declared: list[tuple[str, str, str]] = []
-        for message, queue, exchange, routing_key in items:
-            rkey = routing_key or queue
+        for message, queue, given, routing_key in items:
+            exchange, rkey, priority = self.envelope_route(
+                message, queue=queue, exchange=given, routing_key=routing_key
+            )
             declared += self._declare_into(commands, queue, exchange, rkey)
-            priority = priority_of(message)
             raw = pack(
                 message,
                 exchange=exchange,
@@ -185,6 +188,33 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             )
             commands.append(("LPUSH", keys.k(keys.queue_key(queue, priority)), raw))
         self._send("publish", commands, transaction=len(commands) > 1)
+        self._declared.update(declared)
+
+    @staticmethod
+    def envelope_route(
+        message: Message, *, queue: str, exchange: str = "", routing_key: str | None = None
+    ) -> tuple[str, str, int]:
+        """The exchange, routing key and priority :meth:`publish` writes into ``message``'s
+        envelope (what a publisher packing it ahead, for :meth:`publish_packed`, uses)."""
+        return exchange, routing_key or queue, priority_of(message)
+
+    def publish_packed(
+        self, raw: bytes, *, queue: str, exchange: str, routing_key: str, priority: int
+    ) -> None:
+        """:meth:`publish` for an envelope already packed (``protocol.envelope.pack`` or a
+        ``Template`` of it) with a fresh UUID4 delivery tag and what :meth:`envelope_route`
+        gave: the same commands, without packing again."""
+        where = (queue, priority)
+        key = self._list_keys.get(where)
+        if key is None:
+            key = self._list_keys[where] = self.keys.k(self.keys.queue_key(queue, priority))
+        if (exchange or queue, routing_key if exchange else queue, queue) in self._declared:
+            self._send("publish", [("LPUSH", key, raw)], transaction=False)
+            return
+        commands: list[Command] = []
+        declared = self._declare_into(commands, queue, exchange, routing_key)
+        commands.append(("LPUSH", key, raw))
+        self._send("publish", commands, transaction=True)
         self._declared.update(declared)
 
     def publish_fanout(self, message: Message, *, exchange: str) -> None:
