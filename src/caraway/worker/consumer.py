@@ -297,13 +297,16 @@ class Consumer:
             sync_full = self._inflight >= self.slots
             if sync_full and self._async_inflight >= self.async_limit:
                 return
-            if sync_full and any(not job.is_async for job in self._ready):
+            if sync_full and self._ready and any(not job.is_async for job in self._ready):
                 return
             delivery = self._buffer.popleft()
             if self.slots == 1:
                 # the one slot runs it inline, which may take long: say what waits behind it
                 # (throttled, but at once when the countdown tasks held here changed)
-                self._report_queue_state(force=len(self._held) != len(self._reported.scheduled))
+                held, scheduled = self._held, self._reported.scheduled
+                self._report_queue_state(
+                    force=bool(held or scheduled) and len(held) != len(scheduled)
+                )
             self._receive(delivery)
 
     def _wait_for_completion(self, timeout: float) -> None:
@@ -383,7 +386,9 @@ class Consumer:
     def _received(self, delivery: Delivery, message: TaskMessage) -> None:
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
-        document = self._stored(message.id) if self._maybe_duplicate(delivery) else None
+        # a message delivered before may have run: its stored result says
+        duplicate = delivery.redelivered or delivery.delivery_count > 1
+        document = self._stored(message.id) if duplicate else None
         stored = None if document is None else str(document.get("status"))
         receipt = lifecycle.on_receipt(
             message,
@@ -452,9 +457,6 @@ class Consumer:
         if not self.revoked_stamps:
             return False
         return lifecycle.revoked_by_stamps(message, self.revoked_stamps) is not None
-
-    def _maybe_duplicate(self, delivery: Delivery) -> bool:
-        return delivery.redelivered or delivery.delivery_count > 1
 
     def _stored(self, task_id: str) -> dict[str, Any] | None:
         if self.backend is None:
