@@ -268,66 +268,42 @@ def decode(message: Message, *, accept: frozenset[str], max_size: int | None = N
         raise ProtocolError(f"malformed task message ({type(exc).__name__}: {exc})") from exc
 
 
-# What each header of the usual v2 message (Celery's or ours, JSON, uncompressed) may hold
-# for :func:`_decode_common` to take it as it is, by exact type; None: anything, for the
-# long way's own functions to check (or, "lang", to ignore); empty: never the usual shape.
-_NONE: type = type(None)
-_IDENT_TYPES: frozenset[type] = frozenset({str, _NONE})  # non-empty, <= MAX_IDENT characters
-_COUNT_TYPES: frozenset[type] = frozenset({int, _NONE})  # and >= 0
-_TEXT_TYPES: frozenset[type] = frozenset({str, _NONE})
-_HEADER_TYPES: dict[str, frozenset[type] | None] = {
-    "lang": None,
-    "task": _IDENT_TYPES,
-    "id": _IDENT_TYPES,
-    "shadow": _IDENT_TYPES,
-    "group": _IDENT_TYPES,
-    "root_id": _IDENT_TYPES,
-    "parent_id": _IDENT_TYPES,
-    "argsrepr": _TEXT_TYPES,
-    "kwargsrepr": _TEXT_TYPES,
-    "origin": _TEXT_TYPES,
-    "retries": _COUNT_TYPES,
-    "group_index": _COUNT_TYPES,
-    "replaced_task_nesting": _COUNT_TYPES,
-    "ignore_result": frozenset({bool, _NONE}),
-    "eta": None,
-    "expires": None,
-    "timelimit": None,
-    "stamps": None,
-    "stamped_headers": None,
-    "compression": frozenset(),
-}
-#: every known header, absent: what a message's headers are laid over
-_NO_HEADERS: dict[str, Any] = dict.fromkeys(_HEADER_TYPES)
+#: every header :func:`decode` knows, absent: what a message's headers are laid over
+_NO_HEADERS: dict[str, Any] = dict.fromkeys(KNOWN_HEADERS)
 _NO_EMBED: dict[str, Any] = dict.fromkeys(("callbacks", "errbacks", "chain", "chord"))
+_FLAG_TYPES = frozenset({bool, type(None)})
 
 
 def _usual_headers(headers: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(every known header, None where absent; the others) if all are of the usual shape.
 
-    One loop and no call per header: a worker reads the headers of every message it runs.
+    Usual: the ids and names strings (non-empty, at most MAX_IDENT characters), the reprs
+    and origin strings, the counts ints >= 0, ignore_result a bool, each of exactly that
+    type or None; no compression. The headers checked later (dates, time limits, stamps)
+    may hold anything. Read by subscript and exact type, without a call per header: a
+    worker reads the headers of every message it runs.
     """
-    types = _HEADER_TYPES
-    extra: dict[str, Any] = {}
-    for key, value in headers.items():
-        if key not in types:  # a test and a subscript below: no call per header
-            extra[key] = value
-            continue
-        allowed = types[key]
-        if allowed is not None and type(value) not in allowed:
-            return None
     got = {**_NO_HEADERS, **headers}
+    if "compression" in headers:
+        return None
     for ident in (got["task"], got["id"], got["shadow"], got["group"]):
         # (not ident[MAX_IDENT:]: at most MAX_IDENT characters, without a call to len)
-        if ident is not None and (not ident or ident[MAX_IDENT:]):
+        if ident is not None and (type(ident) is not str or not ident or ident[MAX_IDENT:]):
             return None
     for ident in (got["root_id"], got["parent_id"]):
-        if ident is not None and (not ident or ident[MAX_IDENT:]):
+        if ident is not None and (type(ident) is not str or not ident or ident[MAX_IDENT:]):
+            return None
+    for text in (got["argsrepr"], got["kwargsrepr"], got["origin"]):
+        if text is not None and type(text) is not str:
             return None
     for count in (got["retries"], got["group_index"], got["replaced_task_nesting"]):
-        if count is not None and count < 0:
+        if count is not None and (type(count) is not int or count < 0):
             return None
-    return got, extra
+    if type(got["ignore_result"]) not in _FLAG_TYPES:
+        return None
+    if len(got) == len(_NO_HEADERS):
+        return got, {}
+    return got, {key: value for key, value in headers.items() if key not in KNOWN_HEADERS}
 
 
 def _decode_common(
