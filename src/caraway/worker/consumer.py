@@ -395,11 +395,15 @@ class Consumer:
             now=time.time(),
             park_horizon=self.park_horizon,
             can_park=self.can_park,
-            delivery_count=lifecycle.deliveries_seen(delivery.delivery_count, document),
+            delivery_count=(
+                delivery.delivery_count  # what deliveries_seen says with nothing stored
+                if document is None
+                else lifecycle.deliveries_seen(delivery.delivery_count, document)
+            ),
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
-            revoked=self._revoked(message),
+            revoked=bool(self.revoked or self.revoked_stamps) and self._revoked(message),
             # only an unregistered task's error names them: not worth a sort per message
             registered_names="" if task else ", ".join(sorted(self._user_task_names())),
             policy=policy,
