@@ -148,10 +148,12 @@ class Consumer:
         self.processed = 0
         #: one slot run inline: a helper thread gives back what waits behind a long task
         #: (not on green pools, where a thread is a greenlet the task would have to yield to)
+        #: patched for gevent/eventlet (which happens before a consumer is made)
+        self._green = patched() is not None
         after = conf.worker_hand_off_after
         self.handoff = (
             HandOff(self._hand_off, after=float(after))
-            if slots == 1 and after is not None and patched() is None
+            if slots == 1 and after is not None and not self._green
             else None
         )
 
@@ -576,7 +578,7 @@ class Consumer:
 
     def _execute(self, job: _Job) -> _Job:
         request = self._request(job)
-        if patched() is None:
+        if not self._green:
             job.outcome = run_task(job.task, request)
             return job
         # gevent/eventlet: time limits raised in the greenlet (prefork's parent kills)
@@ -644,7 +646,8 @@ class Consumer:
             self.report(TaskFinished(job.message.id, job.message.task, outcome.kind))
         self.processed += 1
         _log_outcome(job.message, outcome)
-        self._maybe_retire()
+        if self.max_tasks or self.max_memory_kib:
+            self._maybe_retire()
 
     def _internal_error(self, job: _Job, exc: Exception) -> None:
         """task_internal_error: the worker's own handling of a task failed, not the task."""
