@@ -309,7 +309,7 @@ def _usual_headers(headers: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def _decode_common(
     message: Message, accept: frozenset[str], max_size: int | None
 ) -> TaskMessage | None:
-    """:func:`_decode_v2` for the usual shape, in one pass over the headers; None otherwise.
+    """:func:`_decode_v2` for the usual shape, with a few calls in all; None otherwise.
 
     Each header's value is judged by its exact type (:func:`_usual_headers`); the fields
     whose check is more than a type (dates, time limits, stamps, properties, the body) go
