@@ -537,8 +537,8 @@ class Consumer:
         if policy.track_started and not policy.ignore_result and self.backend is not None:
             started = lifecycle.started_effects(message, started_meta(self.hostname))
             self.effects.apply(job.delivery, started, now=True)
-        elif self.effects.pending and (
-            self._last_runtime > FLUSH_BEFORE_SLOW or self.effects.pending >= self.prefetch * 3
+        elif (pending := self.effects.pending) and (
+            self._last_runtime > FLUSH_BEFORE_SLOW or pending >= self.prefetch * 3
         ):
             self.effects.flush()
         self.events.started(message)
