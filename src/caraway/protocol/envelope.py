@@ -183,12 +183,6 @@ def _parse_around_body(raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None
     return envelope, rest, body
 
 
-#: the envelope fields :func:`_unpack_usual` reads, absent
-_NO_FIELDS: dict[str, Any] = dict.fromkeys(("headers", "content-type", "content-encoding"))
-_NO_PROPERTIES: dict[str, Any] = dict.fromkeys(("delivery_tag", "delivery_info"))
-_NO_INFO: dict[str, Any] = dict.fromkeys(("exchange", "routing_key"))
-
-
 def _unpack_usual(envelope: dict[str, Any], scanned: bytes, body: bytes) -> Unpacked | None:
     """What :func:`_unpack` makes of a split envelope of the usual shape, or None.
 
@@ -196,11 +190,21 @@ def _unpack_usual(envelope: dict[str, Any], scanned: bytes, body: bytes) -> Unpa
     MAX_IDENT characters), no tags, not redelivered. Those read without a call each; for
     anything else :func:`_unpack` goes on its long way, which decides what it means.
     """
-    fields = {**_NO_FIELDS, **envelope}
     properties = envelope["properties"]  # a dict: _parse_around_body checked
-    known = {**_NO_PROPERTIES, **properties}
-    headers, tag, info = fields["headers"], known["delivery_tag"], known["delivery_info"]
-    content_type, content_encoding = fields["content-type"], fields["content-encoding"]
+    if not (
+        "headers" in envelope
+        and "content-type" in envelope
+        and "content-encoding" in envelope
+        and "delivery_tag" in properties
+        and "delivery_info" in properties
+    ):
+        return None
+    headers, tag, info = (
+        envelope["headers"],
+        properties["delivery_tag"],
+        properties["delivery_info"],
+    )
+    content_type, content_encoding = envelope["content-type"], envelope["content-encoding"]
     if (
         type(headers) is not dict
         or type(info) is not dict
@@ -213,11 +217,12 @@ def _unpack_usual(envelope: dict[str, Any], scanned: bytes, body: bytes) -> Unpa
         or not content_encoding
         or "redelivered" in headers
         or "redelivered" in info
+        or "exchange" not in info
+        or "routing_key" not in info
         or b"__type__" in scanned
     ):
         return None
-    where = {**_NO_INFO, **info}
-    exchange, routing_key = where["exchange"], where["routing_key"]
+    exchange, routing_key = info["exchange"], info["routing_key"]
     if type(exchange) is not str or type(routing_key) is not str:
         return None
     message_properties: dict[str, Any] = {}
