@@ -19,6 +19,7 @@ import traceback as tb
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import MethodType
 from typing import Any
 
 from caraway import exceptions, signals, states
@@ -85,8 +86,13 @@ def run_task(task: TaskBase, request: Request) -> Outcome:
     """Call the task body with its hooks; never raises for anything the task does."""
     started = _enter(task, request)
     try:
-        with soft_time_limit(soft_limit_of(task, request)):
-            task.before_start(request.id or "", request.args, request.kwargs)
+        soft = soft_limit_of(task, request)
+        if soft:
+            with soft_time_limit(soft):
+                _before_start(task, request)
+                value = task.run(*request.args, **request.kwargs)
+        else:  # what soft_time_limit(None) does, without its context manager's calls
+            _before_start(task, request)
             value = task.run(*request.args, **request.kwargs)
     except Exception as exc:
         outcome = _outcome_of(task, request, exc)
@@ -95,6 +101,18 @@ def run_task(task: TaskBase, request: Request) -> Outcome:
     finally:
         _leave(task)
     return _finish(task, request, outcome, started)
+
+
+def _before_start(task: TaskBase, request: Request) -> None:
+    hook = task.before_start
+    if type(hook) is not MethodType or hook.__func__ is not _NO_BEFORE_START:
+        hook(request.id or "", request.args, request.kwargs)
+
+
+#: TaskBase's hooks, which do nothing: a task that keeps them is not called for them
+_NO_BEFORE_START = TaskBase.before_start
+_NO_ON_SUCCESS = TaskBase.on_success
+_NO_AFTER_RETURN = TaskBase.after_return
 
 
 async def run_task_async(task: TaskBase, request: Request) -> Outcome:
@@ -143,9 +161,10 @@ def _enter(task: TaskBase, request: Request) -> float:
     request.running_task = task
     task.push_request(request)
     push_current(request)
-    signals.task_prerun.send(
-        sender=task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
-    )
+    if signals.task_prerun.receivers:  # (send would find none to call)
+        signals.task_prerun.send(
+            sender=task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
+        )
     return time.perf_counter()
 
 
@@ -200,7 +219,8 @@ def _check_storable(task: TaskBase, request: Request, outcome: Outcome) -> None:
 
 def _send_signals(task: TaskBase, request: Request, outcome: Outcome) -> None:
     if outcome.kind == "success":
-        signals.task_success.send(sender=task, result=outcome.value, runtime=outcome.runtime)
+        if signals.task_success.receivers:  # (send would find none to call)
+            signals.task_success.send(sender=task, result=outcome.value, runtime=outcome.runtime)
     elif outcome.kind == "failure":
         signals.task_failure.send(
             sender=task,
@@ -218,6 +238,8 @@ def _send_signals(task: TaskBase, request: Request, outcome: Outcome) -> None:
             reason=getattr(outcome.exc, "exc", None) or outcome.exc,
             einfo=_einfo(outcome),
         )
+    if not signals.task_postrun.receivers:
+        return
     signals.task_postrun.send(
         sender=task,
         task_id=request.id,
@@ -285,6 +307,15 @@ def _einfo(outcome: Outcome) -> ExceptionInfo | None:
 
 def _run_hooks(task: TaskBase, request: Request, outcome: Outcome) -> None:
     """User hooks; an exception in one is logged as the task's failure, never lost."""
+    if outcome.kind == "success":
+        on_success, after_return = task.on_success, task.after_return
+        if (
+            type(on_success) is MethodType
+            and on_success.__func__ is _NO_ON_SUCCESS
+            and type(after_return) is MethodType
+            and after_return.__func__ is _NO_AFTER_RETURN
+        ):
+            return  # TaskBase's, which do nothing: no request to push for them
     task_id, args, kwargs = request.id or "", request.args, request.kwargs
     einfo = _einfo(outcome)
     task.push_request(request)

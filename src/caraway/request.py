@@ -100,6 +100,9 @@ def push_request(key: int, request: Request) -> None:
 
 def pop_request(key: int) -> None:
     stack = _RUNNING.get()
+    if stack and stack[-1][0] == key:  # the usual case: the innermost
+        _RUNNING.set(stack[:-1])
+        return
     for index in range(len(stack) - 1, -1, -1):
         if stack[index][0] == key:
             _RUNNING.set(stack[:index] + stack[index + 1 :])

@@ -19,8 +19,13 @@ from typing import Any
 import orjson
 
 from caraway.exceptions import ProtocolError
-from caraway.protocol.message import MAX_IDENT, Message, check_nesting
-from caraway.protocol.serializers import dumps_json, loads_json_plain, untag
+from caraway.protocol.message import MAX_IDENT, MAX_NESTING, Message, check_nesting
+from caraway.protocol.serializers import (
+    dumps_json,
+    loads_json_plain,
+    loads_json_usual,
+    untag,
+)
 
 #: properties that belong to the envelope, not to the message (AMQP basic properties)
 _ENVELOPE_PROPERTIES = frozenset({"delivery_info", "body_encoding", "delivery_tag", "priority"})
@@ -209,9 +214,9 @@ else:  # 3.10 has no strict mode: what base64.b64decode(validate=True) does
         return binascii.a2b_base64(data)
 
 
-#: how an envelope starts when its body is its first field: kombu (``json.dumps``) writes
-#: the first, :func:`pack` the second
-_BODY_FIRST = (b'{"body": "', b'{"body":"')
+#: how an envelope starts when its body is its first field, and where the body starts:
+#: :func:`pack` writes the first, kombu (``json.dumps``) the second
+_BODY_FIRST = ((b'{"body":"', 9), (b'{"body": "', 10))
 
 
 def _parse_around_body(raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None:
@@ -223,9 +228,9 @@ def _parse_around_body(raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None
     None when the envelope is not of the usual shape (body first, base64, no escapes,
     one body): :func:`_unpack` then reads it the long way, which decides what it means.
     """
-    for prefix in _BODY_FIRST:
+    for prefix, body_start in _BODY_FIRST:
         if raw.startswith(prefix):
-            start = len(prefix)
+            start = body_start
             break
     else:
         return None
@@ -233,9 +238,10 @@ def _parse_around_body(raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None
     if end < 0 or raw[end - 1] == 0x5C:  # an escaped quote: not base64, not this way
         return None
     rest = raw[:start] + raw[end:]  # the body replaced by ""
-    try:
-        envelope = _parse(rest)
-    except ProtocolError:
+    # what _parse accepts, in one pass over the bytes; anything it would look at more
+    # closely (deep, long numbers, not orjson's JSON) goes the long way
+    envelope = loads_json_usual(rest, MAX_NESTING)
+    if type(envelope) is not dict:
         return None
     properties = envelope.get("properties")
     if envelope.get("body") != "" or not isinstance(properties, dict):
@@ -251,8 +257,64 @@ def _parse_around_body(raw: bytes) -> tuple[dict[str, Any], bytes, bytes] | None
     return envelope, rest, body
 
 
+def _unpack_usual(envelope: dict[str, Any], scanned: bytes, body: bytes) -> Unpacked | None:
+    """What :func:`_unpack` makes of a split envelope of the usual shape, or None.
+
+    Usual: every field there with its exact type (strings non-empty, the tag at most
+    MAX_IDENT characters), no tags, not redelivered. Those read without a call each; for
+    anything else :func:`_unpack` goes on its long way, which decides what it means.
+    """
+    properties = envelope["properties"]  # a dict: _parse_around_body checked
+    if not (
+        "headers" in envelope
+        and "content-type" in envelope
+        and "content-encoding" in envelope
+        and "delivery_tag" in properties
+        and "delivery_info" in properties
+    ):
+        return None
+    headers, tag, info = (
+        envelope["headers"],
+        properties["delivery_tag"],
+        properties["delivery_info"],
+    )
+    content_type, content_encoding = envelope["content-type"], envelope["content-encoding"]
+    if (
+        type(headers) is not dict
+        or type(info) is not dict
+        or type(tag) is not str
+        or not tag
+        or tag[MAX_IDENT:]  # longer than MAX_IDENT, without a call to len
+        or type(content_type) is not str
+        or not content_type
+        or type(content_encoding) is not str
+        or not content_encoding
+        or "redelivered" in headers
+        or "redelivered" in info
+        or "exchange" not in info
+        or "routing_key" not in info
+        or b"__type__" in scanned
+    ):
+        return None
+    exchange, routing_key = info["exchange"], info["routing_key"]
+    if type(exchange) is not str or type(routing_key) is not str:
+        return None
+    message_properties: dict[str, Any] = {}
+    for key, value in properties.items():
+        if key not in _ENVELOPE_PROPERTIES:
+            message_properties[key] = value
+    if "priority" in properties:
+        message_properties["priority"] = properties["priority"]
+    message = Message(body, headers, content_type, content_encoding, message_properties)
+    return Unpacked(message, exchange, routing_key, tag)
+
+
 def _unpack(raw: bytes | str) -> Unpacked:
     split = _parse_around_body(raw) if isinstance(raw, bytes) else None
+    if split is not None:
+        usual = _unpack_usual(*split)
+        if usual is not None:
+            return usual
     scanned: bytes | str = raw
     body: bytes | None = None
     if split is None:

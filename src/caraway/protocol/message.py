@@ -252,6 +252,9 @@ def decode(message: Message, *, accept: frozenset[str], max_size: int | None = N
     another exception.
     """
     try:
+        common = _decode_common(message, accept, max_size)
+        if common is not None:
+            return common
         _check_message(message, max_size)
         body = _body(message, max_size)
         if "task" not in message.headers:
@@ -263,6 +266,140 @@ def decode(message: Message, *, accept: frozenset[str], max_size: int | None = N
         raise ProtocolError("task message nested too deeply to read") from exc
     except Exception as exc:  # a shape no check foresaw: still the message's fault
         raise ProtocolError(f"malformed task message ({type(exc).__name__}: {exc})") from exc
+
+
+#: every header :func:`decode` knows, absent: what a message's headers are laid over
+_NO_HEADERS: dict[str, Any] = dict.fromkeys(KNOWN_HEADERS)
+_NO_EMBED: dict[str, Any] = dict.fromkeys(("callbacks", "errbacks", "chain", "chord"))
+_FLAG_TYPES = frozenset({bool, type(None)})
+
+
+def _usual_headers(headers: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(every known header, None where absent; the others) if all are of the usual shape.
+
+    Usual: the ids and names strings (non-empty, at most MAX_IDENT characters), the reprs
+    and origin strings, the counts ints >= 0, ignore_result a bool, each of exactly that
+    type or None; no compression. The headers checked later (dates, time limits, stamps)
+    may hold anything. Read by subscript and exact type, without a call per header: a
+    worker reads the headers of every message it runs.
+    """
+    got = {**_NO_HEADERS, **headers}
+    if "compression" in headers:
+        return None
+    for ident in (got["task"], got["id"], got["shadow"], got["group"]):
+        # (not ident[MAX_IDENT:]: at most MAX_IDENT characters, without a call to len)
+        if ident is not None and (type(ident) is not str or not ident or ident[MAX_IDENT:]):
+            return None
+    for ident in (got["root_id"], got["parent_id"]):
+        if ident is not None and (type(ident) is not str or not ident or ident[MAX_IDENT:]):
+            return None
+    for text in (got["argsrepr"], got["kwargsrepr"], got["origin"]):
+        if text is not None and type(text) is not str:
+            return None
+    for count in (got["retries"], got["group_index"], got["replaced_task_nesting"]):
+        if count is not None and (type(count) is not int or count < 0):
+            return None
+    if type(got["ignore_result"]) not in _FLAG_TYPES:
+        return None
+    if len(got) == len(_NO_HEADERS):
+        return got, {}
+    return got, {key: value for key, value in headers.items() if key not in KNOWN_HEADERS}
+
+
+def _decode_common(
+    message: Message, accept: frozenset[str], max_size: int | None
+) -> TaskMessage | None:
+    """:func:`_decode_v2` for the usual shape, with a few calls in all; None otherwise.
+
+    Each header's value is judged by its exact type (:func:`_usual_headers`); the fields
+    whose check is more than a type (dates, time limits, stamps, properties, the body) go
+    to the very functions the long way uses, in its order, so a bad one fails with the
+    same error. Whatever else is not plainly right (a compressed or non-JSON body, a str
+    subclass, a negative count, an empty id) returns None: :func:`decode` then takes the
+    long way, which decides what it means.
+    """
+    raw, headers, properties = message.body, message.headers, message.properties
+    if (
+        type(raw) is not bytes
+        or type(headers) is not dict
+        or type(properties) is not dict
+        or type(message.content_type) is not str
+        or message.content_type != JSON
+        or type(message.content_encoding) is not str
+        or (max_size is not None and len(raw) > max_size)
+    ):
+        return None
+    usual = _usual_headers(headers)
+    if usual is None:
+        return None
+    got, extra = usual
+    name, task_id = got["task"], got["id"]
+    if name is None or task_id is None:
+        return None  # protocol v1, or a v2 message without an id: the long way says which
+    body = loads(raw, JSON, message.content_encoding, accept=accept, max_depth=MAX_NESTING)
+    if (
+        type(body) is list
+        and len(body) == 3
+        and type(body[0]) is list
+        and type(body[1]) is dict
+        and (body[2] is None or type(body[2]) is dict)
+    ):
+        args, kwargs, embed = body
+    else:
+        args, kwargs, embed = _split_body(body, task_id)
+    embed = {**_NO_EMBED, **embed} if embed else _NO_EMBED
+    timelimit = got["timelimit"]
+    if timelimit is None or (type(timelimit) is list and timelimit == [None, None]):
+        hard = soft = None
+    else:
+        hard, soft = _timelimit(timelimit, task_id)
+    eta, expires = got["eta"], got["expires"]
+    if eta is not None:
+        eta = parse_datetime(eta, "eta header")
+    if expires is not None:
+        expires = parse_datetime(expires, "expires header")
+    reply_to = properties.get("reply_to")
+    if reply_to is not None and (type(reply_to) is not str or not reply_to or reply_to[MAX_IDENT:]):
+        reply_to = _ident(reply_to, "'reply_to' property")
+    priority = properties.get("priority")
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= 255):
+        priority = _priority(priority, task_id)
+    stamped = got["stamped_headers"]
+    if stamped is not None:
+        stamped = _names(stamped, task_id)
+    stamps = got["stamps"]
+    if type(stamps) is not dict:
+        stamps = _mapping(stamps, "stamps", task_id)
+    return TaskMessage(
+        id=task_id,
+        task=name,
+        args=args,
+        kwargs=kwargs,
+        callbacks=embed["callbacks"],
+        errbacks=embed["errbacks"],
+        chain=embed["chain"],
+        chord=embed["chord"],
+        eta=eta,
+        expires=expires,
+        retries=got["retries"] or 0,
+        group=got["group"],
+        group_index=got["group_index"],
+        root_id=got["root_id"],
+        parent_id=got["parent_id"],
+        shadow=got["shadow"],
+        time_limit=hard,
+        soft_time_limit=soft,
+        argsrepr=got["argsrepr"],
+        kwargsrepr=got["kwargsrepr"],
+        origin=got["origin"],
+        ignore_result=got["ignore_result"],
+        reply_to=reply_to,
+        priority=priority,
+        replaced_task_nesting=got["replaced_task_nesting"] or 0,
+        stamped_headers=stamped,
+        stamps=stamps,
+        extra_headers=extra,
+    )
 
 
 def _decode_v2(message: Message, raw: bytes, accept: frozenset[str]) -> TaskMessage:

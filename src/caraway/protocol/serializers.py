@@ -216,6 +216,8 @@ _DIGITS_AS_ZERO = bytes(b"0"[0] if 48 <= i <= 57 else i for i in range(256))
 _DIGITS_AS_ZERO_TEXT = str.maketrans(dict.fromkeys("0123456789", "0"))
 _NINETEEN_ZEROS = "0" * 19
 _NINETEEN_ZERO_BYTES = b"0" * 19
+#: and with "{" as "[" too, so that one count says how many brackets open
+_DIGITS_AS_ZERO_OPENS_AS_BRACKET = _DIGITS_AS_ZERO.replace(b"{", b"[")
 
 
 def _has_long_number(data: bytes | str) -> bool:
@@ -315,6 +317,29 @@ def _survey(value: Any, limit: int, budget: int) -> tuple[bool, bool] | None:
     return floats, tagged
 
 
+#: what :func:`loads_json_usual` returns for a text it leaves to the careful readers
+UNUSUAL: Any = object()
+
+
+def loads_json_usual(data: bytes, limit: int) -> Any:
+    """Plain JSON ``data`` (tags untouched) read in one pass and orjson, or :data:`UNUSUAL`.
+
+    Usual means: at most ``limit`` brackets open in all (so never nested deeper), no run
+    of 19 digits (an integer orjson could not hold exactly) and valid to orjson. One
+    translate marks both the brackets and the digit runs, where :func:`nesting_exceeds`
+    and :func:`loads_json_plain` pass over the bytes four times. For anything else
+    (deep, long numbers, NaN, lone surrogates, not JSON) the caller takes its careful
+    way, which decides what the text means.
+    """
+    marked = data.translate(_DIGITS_AS_ZERO_OPENS_AS_BRACKET)
+    if marked.count(b"[") > limit or _NINETEEN_ZERO_BYTES in marked:
+        return UNUSUAL
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return UNUSUAL
+
+
 def loads_json_bounded(data: bytes, limit: int) -> Any:
     """:func:`loads_json` for untrusted text: ProtocolError past ``limit`` levels of nesting.
 
@@ -339,6 +364,10 @@ def loads_json_bounded(data: bytes, limit: int) -> Any:
                 if floats and _has_long_number(data):
                     value = loads_json_plain(data)  # the stdlib keeps them exact
                 return _untagged(value) if tagged else value
+    else:
+        value = loads_json_usual(data, limit)
+        if value is not UNUSUAL:
+            return _untagged(value) if b"__type__" in data else value
     if nesting_exceeds(data, limit):
         raise ProtocolError(f"message body nested deeper than {limit} levels")
     return loads_json(data)

@@ -148,10 +148,12 @@ class Consumer:
         self.processed = 0
         #: one slot run inline: a helper thread gives back what waits behind a long task
         #: (not on green pools, where a thread is a greenlet the task would have to yield to)
+        #: patched for gevent/eventlet (which happens before a consumer is made)
+        self._green = patched() is not None
         after = conf.worker_hand_off_after
         self.handoff = (
             HandOff(self._hand_off, after=float(after))
-            if slots == 1 and after is not None and patched() is None
+            if slots == 1 and after is not None and not self._green
             else None
         )
 
@@ -297,13 +299,16 @@ class Consumer:
             sync_full = self._inflight >= self.slots
             if sync_full and self._async_inflight >= self.async_limit:
                 return
-            if sync_full and any(not job.is_async for job in self._ready):
+            if sync_full and self._ready and any(not job.is_async for job in self._ready):
                 return
             delivery = self._buffer.popleft()
             if self.slots == 1:
                 # the one slot runs it inline, which may take long: say what waits behind it
                 # (throttled, but at once when the countdown tasks held here changed)
-                self._report_queue_state(force=len(self._held) != len(self._reported.scheduled))
+                held, scheduled = self._held, self._reported.scheduled
+                self._report_queue_state(
+                    force=bool(held or scheduled) and len(held) != len(scheduled)
+                )
             self._receive(delivery)
 
     def _wait_for_completion(self, timeout: float) -> None:
@@ -317,12 +322,12 @@ class Consumer:
         self._finish(job)
 
     def _settle_finished(self) -> None:
-        while True:
-            try:
-                job = self._done.get_nowait()
-            except queue.Empty:
-                return
-            self._finish(job)
+        done = self._done
+        # empty() first, not get_nowait()'s queue.Empty: this runs twice a turn, and an
+        # exception costs more than the call. Only this thread takes from the queue, so
+        # what empty() saw is still there for get_nowait().
+        while not done.empty():
+            self._finish(done.get_nowait())
 
     # -- receiving -------------------------------------------------------------------------
     def _receive(self, delivery: Delivery) -> None:
@@ -383,18 +388,24 @@ class Consumer:
     def _received(self, delivery: Delivery, message: TaskMessage) -> None:
         task = self.app._tasks.get(message.task)
         policy = self._policy(task)
-        document = self._stored(message.id) if self._maybe_duplicate(delivery) else None
+        # a message delivered before may have run: its stored result says
+        duplicate = delivery.redelivered or delivery.delivery_count > 1
+        document = self._stored(message.id) if duplicate else None
         stored = None if document is None else str(document.get("status"))
         receipt = lifecycle.on_receipt(
             message,
             now=time.time(),
             park_horizon=self.park_horizon,
             can_park=self.can_park,
-            delivery_count=lifecycle.deliveries_seen(delivery.delivery_count, document),
+            delivery_count=(
+                delivery.delivery_count  # what deliveries_seen says with nothing stored
+                if document is None
+                else lifecycle.deliveries_seen(delivery.delivery_count, document)
+            ),
             delivery_cap=self.delivery_cap,
             stored_state=stored,
             registered=task is not None,
-            revoked=self._revoked(message),
+            revoked=bool(self.revoked or self.revoked_stamps) and self._revoked(message),
             # only an unregistered task's error names them: not worth a sort per message
             registered_names="" if task else ", ".join(sorted(self._user_task_names())),
             policy=policy,
@@ -452,9 +463,6 @@ class Consumer:
         if not self.revoked_stamps:
             return False
         return lifecycle.revoked_by_stamps(message, self.revoked_stamps) is not None
-
-    def _maybe_duplicate(self, delivery: Delivery) -> bool:
-        return delivery.redelivered or delivery.delivery_count > 1
 
     def _stored(self, task_id: str) -> dict[str, Any] | None:
         if self.backend is None:
@@ -529,8 +537,8 @@ class Consumer:
         if policy.track_started and not policy.ignore_result and self.backend is not None:
             started = lifecycle.started_effects(message, started_meta(self.hostname))
             self.effects.apply(job.delivery, started, now=True)
-        elif self.effects.pending and (
-            self._last_runtime > FLUSH_BEFORE_SLOW or self.effects.pending >= self.prefetch * 3
+        elif (pending := self.effects.pending) and (
+            self._last_runtime > FLUSH_BEFORE_SLOW or pending >= self.prefetch * 3
         ):
             self.effects.flush()
         self.events.started(message)
@@ -570,7 +578,7 @@ class Consumer:
 
     def _execute(self, job: _Job) -> _Job:
         request = self._request(job)
-        if patched() is None:
+        if not self._green:
             job.outcome = run_task(job.task, request)
             return job
         # gevent/eventlet: time limits raised in the greenlet (prefork's parent kills)
@@ -638,7 +646,8 @@ class Consumer:
             self.report(TaskFinished(job.message.id, job.message.task, outcome.kind))
         self.processed += 1
         _log_outcome(job.message, outcome)
-        self._maybe_retire()
+        if self.max_tasks or self.max_memory_kib:
+            self._maybe_retire()
 
     def _internal_error(self, job: _Job, exc: Exception) -> None:
         """task_internal_error: the worker's own handling of a task failed, not the task."""

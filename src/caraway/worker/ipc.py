@@ -245,8 +245,8 @@ def _checker(hint: Any) -> Check:
         )
     if origin is dict:  # RevokeStamps' headers, TaskStarted's stamps: JSON objects
         key_check, item_check = map(_checker, get_args(hint))
-        return lambda value: type(value) is dict and all(
-            key_check(k) and item_check(v) for k, v in value.items()
+        return lambda value: (
+            type(value) is dict and all(key_check(k) and item_check(v) for k, v in value.items())
         )
     if origin is list:
         (item,) = get_args(hint)
@@ -312,13 +312,14 @@ class RunningSlot:
 
     def write(self, payload: bytes) -> None:
         """Announce ``payload`` (child side); it must fit in :data:`CAPACITY` bytes."""
-        if len(payload) > CAPACITY:
-            raise ValueError(f"announcement of {len(payload)} bytes exceeds {CAPACITY}")
+        size = len(payload)
+        if size > CAPACITY:
+            raise ValueError(f"announcement of {size} bytes exceeds {CAPACITY}")
         view = self._map
         seq = _HEADER.unpack_from(view, 0)[0]
         _HEADER.pack_into(view, 0, seq + 1, 0)  # odd: being written
-        view[_PAYLOAD_AT : _PAYLOAD_AT + len(payload)] = payload
-        _HEADER.pack_into(view, 0, seq + 2, len(payload))
+        view[_PAYLOAD_AT : _PAYLOAD_AT + size] = payload
+        _HEADER.pack_into(view, 0, seq + 2, size)
 
     def clear(self) -> None:
         """Nothing runs now (child side)."""
