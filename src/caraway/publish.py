@@ -714,6 +714,12 @@ def plain(
     the general path (a transport that packs no envelopes, routers, an expiry,
     compression, an exchange to route through). Kept per settings and remade when the
     task's attributes or the transport's type change."""
+    kind = type(transport)
+    packs = _PACKS.get(kind)
+    if packs is None:  # once per transport type: other brokers skip the rest at once
+        packs = _PACKS[kind] = isinstance(transport, Packing)
+    if not packs:
+        return None
     plans: dict[Any, _Made] = conf.derived("publish.plain", _no_plans)
     key: Any = task.name
     if options:
@@ -739,6 +745,8 @@ def plain(
     return None if plan is None or plan.routes else plan
 
 
+#: transport types, and whether each packs its own envelopes (:class:`Packing`)
+_PACKS: dict[type, bool] = {}
 #: a plan (None: none possible) and what it was made from: task, attributes, transport type
 _Made = tuple[TaskBase, tuple[Any, ...], type, "Plain | None"]
 
