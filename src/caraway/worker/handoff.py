@@ -38,6 +38,8 @@ without one, so an idle child wakes nothing.
 from __future__ import annotations
 
 import logging
+import mmap
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -49,8 +51,82 @@ R = TypeVar("R")
 
 #: how long a task runs before the messages waiting behind it are given back (seconds)
 HAND_OFF_AFTER = 0.1
+#: the threshold instead while a sibling waits on an empty broker (seconds)
+QUICK_AFTER = 0.005
 #: the helper parks after this long without a task running (seconds)
 PARK_AFTER = 1.0
+_ID = struct.Struct("q")
+
+
+class Siblings:
+    """Which of a prefork node's children wait on an empty broker: one slot per child index.
+
+    An anonymous shared map made by the supervisor before it forks: the first ``slots``
+    bytes say "waiting" (1) or not (0), then one 8-byte wake id per slot (-1: none). A
+    child writes its own slot only (its id, then its flag), just before its fetch blocks and
+    again when it wakes; a replacement child, and the supervisor when one exits, clear it.
+    Reads take no lock: a flag read a moment stale costs one give-back too many or too few,
+    never a message.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
+        self._map = mmap.mmap(-1, self.slots * (1 + _ID.size))
+        for index in range(self.slots):
+            self.clear(index)
+
+    def clear(self, index: int) -> None:
+        if 0 <= index < self.slots:
+            self._map[index] = 0
+            _ID.pack_into(self._map, self.slots + index * _ID.size, -1)
+
+    def view(self, index: int) -> SiblingView | None:
+        """The child ``index``'s side (None beyond the table: that child simply never
+        hands over at once); its slot starts cleared, whatever a dead child left there."""
+        if not 0 <= index < self.slots:
+            return None
+        self.clear(index)
+        return SiblingView(self, index)
+
+
+class SiblingView:
+    """One child's use of :class:`Siblings`."""
+
+    def __init__(self, table: Siblings, index: int) -> None:
+        self._map = table._map
+        self._slots = table.slots
+        self.index = index
+        #: the transport's :meth:`~caraway.brokers.contracts.Transport.wake_id`
+        self.wake_id: Callable[[], int | None] = lambda: None
+
+    def waiting(self, flag: bool) -> None:
+        """``Transport.on_wait``: this child is about to block on an empty broker, or woke."""
+        if flag:
+            wake = self.wake_id()
+            _ID.pack_into(
+                self._map, self._slots + self.index * _ID.size, -1 if wake is None else wake
+            )
+            self._map[self.index] = 1
+        else:
+            self._map[self.index] = 0
+
+    def any_waiting(self) -> bool:
+        """Whether a sibling waits on an empty broker (this child's own flag is down while
+        it runs a task, the only time it asks)."""
+        found: int = self._map.find(b"\x01", 0, self._slots)
+        return found >= 0 and (
+            found != self.index or self._map.find(b"\x01", found + 1, self._slots) >= 0
+        )
+
+    def waiting_ids(self) -> list[int]:
+        """The wake ids of the siblings waiting now (those that have one)."""
+        ids = []
+        for index in range(self._slots):
+            if index != self.index and self._map[index]:
+                wake: int = _ID.unpack_from(self._map, self._slots + index * _ID.size)[0]
+                if wake >= 0:
+                    ids.append(wake)
+        return ids
 
 
 class HandOff:
@@ -59,18 +135,32 @@ class HandOff:
     ``give_back(first)`` is the consumer's: called on the helper thread with :attr:`io`
     held while a task has run past the threshold (``first`` once per task, then again at
     the time it returns, monotonic, while the same task runs); None when nothing is due.
+    ``sibling_idle()`` says whether a sibling process waits on an empty broker; while one
+    does, the threshold is ``quick``, and ``at_start()`` (the consumer's: give back what is
+    held, waking that sibling) runs on the main thread before the task.
     """
 
     def __init__(
-        self, give_back: Callable[[bool], float | None], *, after: float = HAND_OFF_AFTER
+        self,
+        give_back: Callable[[bool], float | None],
+        *,
+        after: float = HAND_OFF_AFTER,
+        quick: float = QUICK_AFTER,
+        sibling_idle: Callable[[], bool] | None = None,
+        at_start: Callable[[], None] | None = None,
     ) -> None:
         self.io = threading.Lock()
         self.after = after
+        self.quick = min(quick, after)
         self._give_back = give_back
+        self._sibling_idle = sibling_idle
+        self._at_start = at_start
         #: the task running now: its number and when it started (None between tasks);
         #: written by the main thread only while it holds ``io``
         self._run = 0
         self._since: float | None = None
+        #: the run that started while a sibling waited (its threshold is ``quick``)
+        self._quick_run = 0
         self._parked = False
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -91,15 +181,29 @@ class HandOff:
     def run(self, job: Callable[[T], R], arg: T) -> R:
         """``job(arg)`` (the task) with :attr:`io` released: the helper may give back meanwhile."""
         self._run += 1
-        self._since = time.monotonic()
-        if self._parked:
-            self._wake.set()
+        idle = self._sibling_idle
+        if idle is not None and idle():
+            if self._at_start is not None:
+                self._at_start()
+            self._quick_run = self._run
+            self._since = time.monotonic()
+            self._wake.set()  # to look at the quick threshold, not at its next tick
+        else:
+            self._since = time.monotonic()
+            if self._parked:
+                self._wake.set()
         self.io.release()
         try:
             return job(arg)
         finally:
             self.io.acquire()
             self._since = None
+
+    def _threshold(self, run: int) -> float:
+        if run == self._quick_run:
+            return self.quick
+        idle = self._sibling_idle
+        return self.quick if idle is not None and idle() else self.after
 
     def _watch(self) -> None:
         tick = max(self.after / 2, 0.01)  # 0 (give back at once) must not spin
@@ -108,6 +212,7 @@ class HandOff:
         not_before = 0.0  # after a failed give-back: when to try again
         idle = 0.0
         while not self._stopped.is_set():
+            self._wake.clear()  # before reading the state: a wake-up after it is kept
             since, run = self._since, self._run
             if since is None:
                 idle += tick
@@ -115,14 +220,14 @@ class HandOff:
                     idle = 0.0
                     self._park()
                 else:
-                    self._stopped.wait(tick)
+                    self._wake.wait(tick)
                 continue
             idle = 0.0
             first = run != given_for
-            due = max(since + self.after, not_before) if first else again
+            due = max(since + self._threshold(run), not_before) if first else again
             now = time.monotonic()
             if due is None or now < due:
-                self._stopped.wait(tick if due is None else min(tick, due - now))
+                self._wake.wait(tick if due is None else min(tick, due - now))
                 continue
             if not self.io.acquire(timeout=tick):
                 continue  # the main thread has it: that task ended
@@ -145,5 +250,4 @@ class HandOff:
         self._parked = True
         if self._since is None and not self._stopped.is_set():
             self._wake.wait()
-        self._wake.clear()
         self._parked = False

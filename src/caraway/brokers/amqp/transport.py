@@ -352,7 +352,16 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             remaining = deadline - time.monotonic()
             if batch or link.broken is not None or remaining <= 0:
                 break
-            link.wait_readable(min(remaining, 0.5))
+            watch = self.on_wait
+            if watch is None:
+                link.wait_readable(min(remaining, 0.5))
+                continue
+            # a sibling giving back now has RabbitMQ push it here at once
+            watch(True)
+            try:
+                link.wait_readable(min(remaining, 0.5))
+            finally:
+                watch(False)
         return [self._delivery(generation, queue, raw) for generation, queue, raw in batch]
 
     def _delivery(self, generation: int, queue: str, raw: Any) -> Delivery:
