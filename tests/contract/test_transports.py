@@ -270,6 +270,47 @@ def test_a_consumer_that_gave_back_holds_nothing_until_it_fetches_again(
     assert ids(drain(busy, [queue], 1)) == ids_of([final]), "a fetch consumes again"
 
 
+def test_a_consumer_waiting_on_another_queue_gets_a_give_back_at_once(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    """A prefork child that starts a task while a sibling waits on an empty broker gives
+    that sibling what it holds (worker/handoff.py): the sibling, told of the wait through
+    ``on_wait`` and waiting here on the other queue first, must get it now, not at its
+    next poll (Redis: the give-back unblocks its wait; RabbitMQ pushes to it)."""
+    waiter = transport_factory({"polling_interval": 3})  # under the 5 s socket timeout
+    busy = transport_factory({})
+    other = f"{queue}-other"
+    message = make_message(0)
+    busy.publish(message, queue=queue)
+    held = drain(busy, [queue], 1)
+    said: list[bool] = []
+    wake: list[int] = []
+    waiting = threading.Event()
+
+    def on_wait(flag: bool) -> None:
+        said.append(flag)
+        if flag:
+            wake[:] = [] if (token := waiter.wake_id()) is None else [token]
+            waiting.set()
+
+    waiter.on_wait = on_wait
+    got: list[Delivery] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(waiter.fetch([other, queue], limit=1, timeout=3, owner=OTHER))
+    )
+    thread.start()
+    told = waiting.wait(1.0)  # a transport that never says: it has had the time to wait
+    time.sleep(0.05)  # past the hook, into the wait itself
+    began = time.monotonic()
+    busy.give_back_waking(held, wake)
+    thread.join(5)
+    took = time.monotonic() - began
+    assert ids(got) == ids_of([message])
+    if told:
+        assert said[0] is True and said[-1] is False, said
+        assert took < 1.0, f"the waiting consumer got it after {took:.2f}s"
+
+
 @pytest.mark.needs("leases")
 def test_a_stale_owner_gives_back_nothing_someone_else_now_holds(
     transport_factory: TransportFactory, queue: str

@@ -53,6 +53,8 @@ R = TypeVar("R")
 HAND_OFF_AFTER = 0.1
 #: the threshold instead while a sibling waits on an empty broker (seconds)
 QUICK_AFTER = 0.005
+#: the longest the helper goes, while a task runs, without looking whether a sibling waits
+TICK_WITH_SIBLINGS = 0.05
 #: the helper parks after this long without a task running (seconds)
 PARK_AFTER = 1.0
 _ID = struct.Struct("q")
@@ -207,6 +209,8 @@ class HandOff:
 
     def _watch(self) -> None:
         tick = max(self.after / 2, 0.01)  # 0 (give back at once) must not spin
+        if self._sibling_idle is not None:
+            tick = min(tick, TICK_WITH_SIBLINGS)  # a sibling that starts waiting is seen soon
         given_for = 0  # the run whose first give-back is done
         again: float | None = None  # when to look again during that run (a countdown due)
         not_before = 0.0  # after a failed give-back: when to try again
