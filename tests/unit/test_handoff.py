@@ -219,3 +219,24 @@ def test_a_sibling_that_starts_waiting_during_a_long_task_is_seen_within_a_tick(
         handoff.stop()
     assert len(calls) == 1
     assert calls[0] - waiting_from < 0.5, "within a tick of it waiting, not at the threshold"
+
+
+def test_a_child_that_starts_waiting_wakes_the_helper_of_a_sibling_running_a_task_once() -> None:
+    table = Siblings(2)
+    idle, busy = table.view(0), table.view(1)
+    assert idle is not None and busy is not None
+    busy.wake_up.clear()
+    idle.waiting(True)
+    assert not busy.wake_up.wait(0), "a sibling running nothing is left alone"
+    idle.waiting(False)
+    busy.running(7)
+    idle.waiting(True)
+    assert busy.wake_up.wait(0.5), "told at once, by its pipe"
+    busy.wake_up.clear()
+    idle.waiting(False)
+    idle.waiting(True)
+    assert not busy.wake_up.wait(0), "once per task, not at every wait"
+    busy.running(8)
+    idle.waiting(True)
+    assert busy.wake_up.wait(0.5)
+    assert busy.any_waiting()

@@ -105,6 +105,10 @@ class Transport(abc.ABC):
     #: with False when it wakes, so that a busy sibling process gives it what waits there
     #: (``worker/handoff.py``). A transport that never calls it only loses that speed-up.
     on_wait: Callable[[bool], None] | None = None
+    #: messages come unasked (RabbitMQ's prefetch), so a consumer seen waiting may only be
+    #: between two pushes: a worker then hands over what waits behind a task once that task
+    #: has run a moment, never before it starts (a drain would hand over back and forth)
+    pushes = False
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url

@@ -157,7 +157,7 @@ class Consumer:
             HandOff(
                 self._hand_off,
                 after=float(after),
-                sibling_idle=siblings.any_waiting if siblings is not None else None,
+                siblings=siblings,
                 at_start=self._hand_off_at_start,
             )
             if slots == 1 and after is not None and patched() is None
@@ -172,6 +172,8 @@ class Consumer:
         if self.siblings is not None and self.handoff is not None:
             self.siblings.wake_id = self.transport.wake_id
             self.transport.on_wait = self.siblings.waiting
+            if self.transport.pushes:
+                self.handoff.at_start = None
         # by type, once: an ABC isinstance per message would cost more than the lookup did
         self.can_park = isinstance(self.transport, Scheduling)
         self.backend = self.app.new_backend()

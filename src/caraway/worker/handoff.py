@@ -37,8 +37,11 @@ without one, so an idle child wakes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
+import os
+import select
 import struct
 import threading
 import time
@@ -64,16 +67,25 @@ class Siblings:
     """Which of a prefork node's children wait on an empty broker: one slot per child index.
 
     An anonymous shared map made by the supervisor before it forks: the first ``slots``
-    bytes say "waiting" (1) or not (0), then one 8-byte wake id per slot (-1: none). A
-    child writes its own slot only (its id, then its flag), just before its fetch blocks and
-    again when it wakes; a replacement child, and the supervisor when one exits, clear it.
-    Reads take no lock: a flag read a moment stale costs one give-back too many or too few,
-    never a message.
+    bytes say "waiting" (1) or not (0), then one 8-byte wake id per slot (-1: none), then
+    one 8-byte number per slot: the task the child runs now (0: none). A child writes its
+    own slot only (its id, then its flag), just before its fetch blocks and again when it
+    wakes, and its task number as a task starts and ends; a replacement child, and the
+    supervisor when one exits, clear it. Reads take no lock: a flag read a moment stale
+    costs one give-back too many or too few, never a message.
+
+    And one pipe per slot, its helper thread's wake-up: a child that starts waiting writes
+    to the pipe of each sibling running a task (once per task), whose helper then gives back
+    at once what waits behind that task, rather than at its next tick.
     """
 
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
-        self._map = mmap.mmap(-1, self.slots * (1 + _ID.size))
+        self._map = mmap.mmap(-1, self.slots * (1 + 2 * _ID.size))
+        self.pipes = [os.pipe() for _ in range(self.slots)]
+        for reader, writer in self.pipes:
+            os.set_blocking(reader, False)
+            os.set_blocking(writer, False)
         for index in range(self.slots):
             self.clear(index)
 
@@ -81,6 +93,7 @@ class Siblings:
         if 0 <= index < self.slots:
             self._map[index] = 0
             _ID.pack_into(self._map, self.slots + index * _ID.size, -1)
+            _ID.pack_into(self._map, self.slots * (1 + _ID.size) + index * _ID.size, 0)
 
     def view(self, index: int) -> SiblingView | None:
         """The child ``index``'s side (None beyond the table: that child simply never
@@ -97,20 +110,42 @@ class SiblingView:
     def __init__(self, table: Siblings, index: int) -> None:
         self._map = table._map
         self._slots = table.slots
+        self._runs = table.slots * (1 + _ID.size)  # where the task numbers start
+        self._pipes = [writer for _, writer in table.pipes]
         self.index = index
+        self._pid = os.getpid()
+        #: this child's helper thread waits on this
+        self.wake_up = _PipeEvent(table.pipes[index][0], table.pipes[index][1])
+        #: sibling index -> the task number it was told about (once per task)
+        self._told: dict[int, int] = {}
         #: the transport's :meth:`~caraway.brokers.contracts.Transport.wake_id`
         self.wake_id: Callable[[], int | None] = lambda: None
 
     def waiting(self, flag: bool) -> None:
-        """``Transport.on_wait``: this child is about to block on an empty broker, or woke."""
-        if flag:
-            wake = self.wake_id()
-            _ID.pack_into(
-                self._map, self._slots + self.index * _ID.size, -1 if wake is None else wake
-            )
-            self._map[self.index] = 1
-        else:
+        """``Transport.on_wait``: this child is about to block on an empty broker, or woke.
+
+        About to block, it tells each sibling running a task (once for that task) by its
+        pipe, so that what waits there comes here now."""
+        if not flag:
             self._map[self.index] = 0
+            return
+        wake = self.wake_id()
+        _ID.pack_into(self._map, self._slots + self.index * _ID.size, -1 if wake is None else wake)
+        self._map[self.index] = 1
+        for index in range(self._slots):
+            if index == self.index:
+                continue
+            run: int = _ID.unpack_from(self._map, self._runs + index * _ID.size)[0]
+            if run and self._told.get(index) != run:
+                self._told[index] = run
+                with contextlib.suppress(BlockingIOError):  # full: it has been told
+                    os.write(self._pipes[index], b"\0")
+
+    def running(self, run: int) -> None:
+        """This child started task number ``run`` (0: it ended); with its pid, so that a
+        replacement child's first task is news to a sibling that told its predecessor's."""
+        value = (self._pid << 32) | (run & 0xFFFFFFFF) if run else 0
+        _ID.pack_into(self._map, self._runs + self.index * _ID.size, value)
 
     def any_waiting(self) -> bool:
         """Whether a sibling waits on an empty broker (this child's own flag is down while
@@ -129,6 +164,26 @@ class SiblingView:
                 if wake >= 0:
                     ids.append(wake)
         return ids
+
+
+class _PipeEvent:
+    """The part of :class:`threading.Event` the helper uses, on a pipe another process can
+    write to (non-blocking both ends)."""
+
+    def __init__(self, reader: int, writer: int) -> None:
+        self._reader, self._writer = reader, writer
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: set already
+            os.write(self._writer, b"\0")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._reader, 512):
+                pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(select.select([self._reader], [], [], timeout)[0])
 
 
 class HandOff:
@@ -150,13 +205,15 @@ class HandOff:
         quick: float = QUICK_AFTER,
         sibling_idle: Callable[[], bool] | None = None,
         at_start: Callable[[], None] | None = None,
+        siblings: SiblingView | None = None,
     ) -> None:
         self.io = threading.Lock()
         self.after = after
         self.quick = min(quick, after)
         self._give_back = give_back
         self._sibling_idle = sibling_idle
-        self._at_start = at_start
+        #: None: nothing given back before a task (a transport that pushes)
+        self.at_start = at_start
         #: the task running now: its number and when it started (None between tasks);
         #: written by the main thread only while it holds ``io``
         self._run = 0
@@ -164,7 +221,13 @@ class HandOff:
         #: the run that started while a sibling waited (its threshold is ``quick``)
         self._quick_run = 0
         self._parked = False
-        self._wake = threading.Event()
+        self._wake: threading.Event | _PipeEvent = threading.Event()
+        #: a prefork child's: its task numbers go to the table, its helper waits on its pipe
+        self._mark: Callable[[int], None] | None = None
+        if siblings is not None:
+            self._sibling_idle = siblings.any_waiting
+            self._wake = siblings.wake_up
+            self._mark = siblings.running
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="caraway-handoff", daemon=True)
 
@@ -183,10 +246,12 @@ class HandOff:
     def run(self, job: Callable[[T], R], arg: T) -> R:
         """``job(arg)`` (the task) with :attr:`io` released: the helper may give back meanwhile."""
         self._run += 1
+        if self._mark is not None:
+            self._mark(self._run)
         idle = self._sibling_idle
         if idle is not None and idle():
-            if self._at_start is not None:
-                self._at_start()
+            if self.at_start is not None:
+                self.at_start()
             self._quick_run = self._run
             self._since = time.monotonic()
             self._wake.set()  # to look at the quick threshold, not at its next tick
@@ -200,6 +265,8 @@ class HandOff:
         finally:
             self.io.acquire()
             self._since = None
+            if self._mark is not None:
+                self._mark(0)
 
     def _threshold(self, run: int) -> float:
         if run == self._quick_run:

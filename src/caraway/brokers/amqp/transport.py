@@ -47,6 +47,10 @@ T = TypeVar("T")
 logger = logging.getLogger("caraway.brokers.amqp.transport")
 
 DEAD_QUEUE = "caraway.dead"
+#: a fetch that received nothing for this long tells ``on_wait`` it waits on an empty broker
+#: (measured: in a drain of a full queue an inbox is empty for a moment between batches, and
+#: a sibling that took that for idleness gave back and consumed again, round after round)
+EMPTY_AFTER = 0.01
 #: basic properties copied between :class:`Message` and AMQP (content type/encoding apart)
 _PROPERTIES = (
     "correlation_id",
@@ -93,6 +97,7 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
     """
 
     capabilities = Capabilities(priorities=True, durable=True, free_acks=True)
+    pushes = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -341,6 +346,7 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             link = self._run("consume", lambda link: self._consume(link, queues, limit))
         deadline = time.monotonic() + max(0.0, timeout)
         batch: list[tuple[int, str, Any]] = []
+        waited = 0.0  # how long this fetch has waited with nothing arriving
         while True:
             with link.lock:
                 link.read_arrived()  # in this thread: see Link.read_arrived
@@ -353,8 +359,13 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             if batch or link.broken is not None or remaining <= 0:
                 break
             watch = self.on_wait
-            if watch is None:
-                link.wait_readable(min(remaining, 0.5))
+            if watch is None or waited < EMPTY_AFTER:
+                # RabbitMQ pushes: an inbox empty for a moment is no empty queue (a drain's
+                # next batch is on its way once acks made room), so say so only after a while
+                wait = min(remaining, 0.5 if watch is None else EMPTY_AFTER)
+                began = time.monotonic()
+                link.wait_readable(wait)
+                waited += time.monotonic() - began
                 continue
             # a sibling giving back now has RabbitMQ push it here at once
             watch(True)
@@ -482,6 +493,11 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
                 for tag in sorted(tags):
                     channel.basic_reject(tag, True)
                     link.unsettled.discard(tag)
+            logger.debug(
+                "stopped consuming; gave back %d message(s), %d of them received unfetched",
+                len(tags),
+                len(unfetched),
+            )
         except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
             logger.warning("giving back deliveries failed (%r); RabbitMQ requeues them", exc)
             with self._connect_lock:
