@@ -311,6 +311,34 @@ def test_a_consumer_waiting_on_another_queue_gets_a_give_back_at_once(
         assert took < 1.0, f"the waiting consumer got it after {took:.2f}s"
 
 
+def test_a_consumer_of_a_busy_and_a_quiet_queue_waits_where_messages_come(
+    transport_factory: TransportFactory, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker of a busy queue and a quiet one (W11: short tasks and long ones) that took a
+    message from the quiet one must not then wait there while the busy one fills: on Redis,
+    which blocks on one list, the wait is on the list most messages came from lately (its
+    20 ms poll of every list while active, which would hide it here, is left out)."""
+    redis_transport = pytest.importorskip("caraway.brokers.redis.transport")
+    monkeypatch.setattr(redis_transport, "ACTIVE_WINDOW", 0.0)
+    consumer = transport_factory({"polling_interval": 3})  # under the 5 s socket timeout
+    producer = transport_factory({})
+    quiet = f"{queue}-other"
+    for index in range(8):
+        producer.publish(make_message(index), queue=queue)
+    assert len(drain(consumer, [quiet, queue], 8)) == 8
+    producer.publish(make_message(8), queue=quiet)
+    assert len(drain(consumer, [quiet, queue], 1)) == 1
+    late = make_message(9)
+    timer = threading.Timer(0.3, lambda: producer.publish(late, queue=queue))
+    timer.start()
+    began = time.monotonic()
+    got = consumer.fetch([quiet, queue], limit=1, timeout=3, owner=OWNER)
+    took = time.monotonic() - began
+    timer.join()
+    assert ids(got) == ids_of([late])
+    assert took < 1.5, f"waited {took:.2f}s on the quiet queue"
+
+
 @pytest.mark.needs("leases")
 def test_a_stale_owner_gives_back_nothing_someone_else_now_holds(
     transport_factory: TransportFactory, queue: str
