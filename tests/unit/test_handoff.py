@@ -240,3 +240,43 @@ def test_a_child_that_starts_waiting_wakes_the_helper_of_a_sibling_running_a_tas
     idle.waiting(True)
     assert busy.wake_up.wait(0.5)
     assert busy.any_waiting()
+
+
+def test_a_prefork_helper_is_woken_by_a_sibling_that_starts_waiting_mid_task() -> None:
+    """The helper waits on its pipe: a sibling that starts waiting during a long task gets
+    what waits behind it at once, not at the helper's next tick nor at the threshold."""
+    table = Siblings(2)
+    idle, busy = table.view(0), table.view(1)
+    assert idle is not None and busy is not None
+    calls: list[float] = []
+    given = threading.Event()
+
+    def give_back(first: bool) -> float | None:
+        calls.append(time.monotonic())
+        given.set()
+        return None
+
+    handoff = HandOff(give_back, after=2.0, siblings=busy, at_start=lambda: calls.append(0.0))
+    handoff.start()
+    told_at: list[float] = []
+
+    def start_waiting() -> None:
+        told_at.append(time.monotonic())
+        idle.waiting(True)
+
+    timer = threading.Timer(0.2, start_waiting)  # past a first 50 ms tick
+    timer.start()
+    try:
+        handoff.run(given.wait, 3)
+    finally:
+        timer.join()
+        handoff.stop()
+    assert len(calls) == 1, "nobody waited at the start: nothing handed over before the task"
+    assert calls[0] - told_at[0] < 0.03, f"{calls[0] - told_at[0]:.3f}s after it was told"
+    handoff = HandOff(give_back, after=2.0, siblings=busy, at_start=lambda: calls.append(0.0))
+    handoff.start()
+    try:
+        handoff.run(time.sleep, 0.0)
+    finally:
+        handoff.stop()
+    assert calls[1] == 0.0, "a sibling waiting at the start: handed over before the task"

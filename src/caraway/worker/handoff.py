@@ -147,6 +147,12 @@ class SiblingView:
         value = (self._pid << 32) | (run & 0xFFFFFFFF) if run else 0
         _ID.pack_into(self._map, self._runs + self.index * _ID.size, value)
 
+    def slot(self) -> tuple[mmap.mmap, int, int, int]:
+        """What :meth:`running` and :meth:`any_waiting` use, for a caller that inlines them
+        on every task: the table, this child's task-number offset, its pid bits, the flags'
+        length."""
+        return self._map, self._runs + self.index * _ID.size, self._pid << 32, self._slots
+
     def any_waiting(self) -> bool:
         """Whether a sibling waits on an empty broker (this child's own flag is down while
         it runs a task, the only time it asks)."""
@@ -223,11 +229,11 @@ class HandOff:
         self._parked = False
         self._wake: threading.Event | _PipeEvent = threading.Event()
         #: a prefork child's: its task numbers go to the table, its helper waits on its pipe
-        self._mark: Callable[[int], None] | None = None
+        self._slot: tuple[mmap.mmap, int, int, int] | None = None
         if siblings is not None:
             self._sibling_idle = siblings.any_waiting
             self._wake = siblings.wake_up
-            self._mark = siblings.running
+            self._slot = siblings.slot()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="caraway-handoff", daemon=True)
 
@@ -246,10 +252,16 @@ class HandOff:
     def run(self, job: Callable[[T], R], arg: T) -> R:
         """``job(arg)`` (the task) with :attr:`io` released: the helper may give back meanwhile."""
         self._run += 1
-        if self._mark is not None:
-            self._mark(self._run)
-        idle = self._sibling_idle
-        if idle is not None and idle():
+        slot = self._slot
+        if slot is not None:  # a prefork child: two C calls a task, nothing more (a drain)
+            table, offset, tag, slots = slot
+            _ID.pack_into(table, offset, tag | (self._run & 0xFFFFFFFF))
+            # its own flag is down while it runs tasks: any flag up is a sibling's
+            quick = table.find(b"\x01", 0, slots) >= 0
+        else:
+            idle = self._sibling_idle
+            quick = idle is not None and idle()
+        if quick:
             if self.at_start is not None:
                 self.at_start()
             self._quick_run = self._run
@@ -265,8 +277,8 @@ class HandOff:
         finally:
             self.io.acquire()
             self._since = None
-            if self._mark is not None:
-                self._mark(0)
+            if slot is not None:
+                _ID.pack_into(slot[0], slot[1], 0)
 
     def _threshold(self, run: int) -> float:
         if run == self._quick_run:

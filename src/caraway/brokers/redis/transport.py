@@ -372,7 +372,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         after each long one waited for the 20 ms poll)."""
         counts = self._found_on
         for delivery in found:
-            key = _held(delivery).key
+            key = delivery.state.key  # a _Held: this fetch just made it
             counts[key] = counts.get(key, 0) + 1
         self._found_count += len(found)
         if self._found_count > 64:  # forget slowly, so that a shift of traffic is followed
