@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import cast
 
 import pytest
 
@@ -309,6 +310,20 @@ def test_a_consumer_waiting_on_another_queue_gets_a_give_back_at_once(
     if told:
         assert said[0] is True and said[-1] is False, said
         assert took < 1.0, f"the waiting consumer got it after {took:.2f}s"
+
+
+def test_a_give_back_stands_when_waking_the_sibling_is_refused(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    """The wake-up rides with the give-back (Redis: CLIENT UNBLOCK, which an ACL may deny):
+    its failure must not raise, or the worker would keep messages it had given back."""
+    transport = transport_factory({})
+    if type(transport).wake_id is Transport.wake_id:
+        pytest.skip("a transport with nothing to wake")
+    transport.publish(make_message(0), queue=queue)
+    held = drain(transport, [queue], 1)
+    transport.give_back_waking(held, [cast(int, "not-an-id")])  # an error reply
+    assert ids(drain(transport, [queue], 1, owner=OTHER)) == ids(held)
 
 
 def test_a_consumer_of_a_busy_and_a_quiet_queue_waits_where_messages_come(

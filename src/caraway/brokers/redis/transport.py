@@ -438,9 +438,19 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         trip: an unblocked fetch claims from every list at once (a wait ended by UNBLOCK
         reads as a timeout). A sentinel's master is one server, so the ids are its own."""
         commands = self._give_back_commands(deliveries)
+        given = len(commands)
         commands += [("CLIENT", "UNBLOCK", client) for client in wake]
-        if commands:
-            self._call("give back", lambda: self._held.run(commands))
+        if not commands:
+            return
+        replies = self._call("give back", lambda: self._held.run(commands, raise_errors=False))
+        failed = [reply for reply in replies[:given] if isinstance(reply, Exception)]
+        if failed:
+            raise BrokerError(f"Redis give back failed at {self._where}: {failed[0]}")
+        refused = [reply for reply in replies[given:] if isinstance(reply, Exception)]
+        if refused:
+            # given back all the same (an ACL without CLIENT UNBLOCK): the sibling's wait
+            # ends at its poll, and the messages are not kept here too
+            logger.debug("could not wake a waiting sibling at %s: %s", self._where, refused[0])
 
     def _claim_once(
         self, keys: list[str], limit: int, owner: str, before: list[Command]
