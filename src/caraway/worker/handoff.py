@@ -17,11 +17,21 @@ stays held while it is not due, since the task in hand may well end first, and i
 the moment it falls due while the task still runs. A task shorter than the threshold costs
 nothing: no give-back, no thread woken, so a drain of short tasks keeps its batches.
 
-Why a fixed threshold rather than "when a sibling is idle": giving back costs one round trip
-per long task, nothing beside a task that long, and it is right even when every sibling is
-busy (whichever finishes first should take the next message, not the one that fetched it),
-so the child need not know what its siblings do. 100 ms bounds how long a message can wait
-behind a task that turned out long.
+The fixed threshold is right even when every sibling is busy (whichever finishes first
+should take the next message, not the one that fetched it) and costs one round trip per long
+task. But when a sibling is known to be idle, waiting 100 ms is waste, so a prefork node
+also keeps a small shared table (:class:`Siblings`, made by the supervisor before it forks,
+one slot per child index): a child's transport flags its slot just before its fetch blocks
+on an empty broker (``Transport.on_wait``) and clears it when it wakes. A child starting a
+task while a sibling is flagged gives back what it holds before the task (``at_start``;
+Redis: with ``CLIENT UNBLOCK`` of the sibling's waiting connection in the same round trip,
+so that it claims from every list now rather than at its next poll), and the threshold for
+that task is :data:`QUICK_AFTER`. A child that starts waiting while a sibling runs a task
+writes to that sibling's pipe (once per task), which wakes its helper to give back at once.
+Only a sibling blocked on an empty broker counts, so a drain of a full queue, where nobody
+waits, never gives back. A broker that pushes (RabbitMQ, ``Transport.pushes``) has an empty
+inbox for a moment between batches even in a drain: its fetch flags only after 10 ms with
+nothing, and nothing is given back before a task there, only past :data:`QUICK_AFTER`.
 
 Why a thread: the task runs on the child's main thread (soft time limits are signals to it),
 so only another thread can act while it runs. Ownership of the consumer's transport and of
@@ -31,8 +41,9 @@ channels and redis-py connections are safe used by one thread at a time, which t
 A give-back racing with the end of the task is decided by the lock: the helper either gave
 back before the main thread took the lock again (and the consumer fetches anew) or finds the
 run over and gives back nothing; a message is never both given back and kept. The helper
-ticks every ``HAND_OFF_AFTER / 2`` while tasks run, and parks on an event after a second
-without one, so an idle child wakes nothing.
+ticks every ``HAND_OFF_AFTER / 2`` (at most 50 ms in a prefork child) while tasks run, and
+parks on an event (a prefork child's: its pipe) after a second without one, so an idle child
+wakes nothing.
 """
 
 from __future__ import annotations

@@ -91,8 +91,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
     ``max_retries`` (3; connection errors are retried with backoff, then raised as
     :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect).
 
-    Latency: an idle fetch blocks on one list only (bucket 0 of the first queue, rotated
-    between calls); a message arriving on another queue or priority bucket, or a parked
+    Latency: an idle fetch blocks on one list only (the one claims found most messages on
+    lately; at first bucket 0 of the first queue, rotated between calls), on a connection of
+    its own whose wait a sibling's :meth:`give_back_waking` ends; a message arriving on
+    another queue or priority bucket, or a parked
     message falling due, is picked up within ``polling_interval``, and within
     ``ACTIVE_POLL`` while the connection found messages in the last ``ACTIVE_WINDOW`` s
     (a worker of several queues in use: a short task sent to one queue must not wait a
