@@ -30,7 +30,7 @@ that task is :data:`QUICK_AFTER`. A child that starts waiting while a sibling ru
 writes to that sibling's pipe (once per task), which wakes its helper to give back at once.
 Only a sibling blocked on an empty broker counts, so a drain of a full queue, where nobody
 waits, never gives back. A broker that pushes (RabbitMQ, ``Transport.pushes``) has an empty
-inbox for a moment between batches even in a drain: its fetch flags only after 10 ms with
+inbox for a moment between batches even in a drain: its fetch flags only after 3 ms with
 nothing, and nothing is given back before a task there, only past :data:`QUICK_AFTER`.
 
 Why a thread: the task runs on the child's main thread (soft time limits are signals to it),
