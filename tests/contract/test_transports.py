@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import cast
 
 import pytest
 
@@ -268,6 +269,89 @@ def test_a_consumer_that_gave_back_holds_nothing_until_it_fetches_again(
     final = make_message(5)
     busy.publish(final, queue=queue)
     assert ids(drain(busy, [queue], 1)) == ids_of([final]), "a fetch consumes again"
+
+
+def test_a_consumer_waiting_on_another_queue_gets_a_give_back_at_once(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    """A prefork child that starts a task while a sibling waits on an empty broker gives
+    that sibling what it holds (worker/handoff.py): the sibling, told of the wait through
+    ``on_wait`` and waiting here on the other queue first, must get it now, not at its
+    next poll (Redis: the give-back unblocks its wait; RabbitMQ pushes to it)."""
+    waiter = transport_factory({"polling_interval": 3})  # under the 5 s socket timeout
+    busy = transport_factory({})
+    other = f"{queue}-other"
+    message = make_message(0)
+    busy.publish(message, queue=queue)
+    held = drain(busy, [queue], 1)
+    said: list[bool] = []
+    wake: list[int] = []
+    waiting = threading.Event()
+
+    def on_wait(flag: bool) -> None:
+        said.append(flag)
+        if flag:
+            wake[:] = [] if (token := waiter.wake_id()) is None else [token]
+            waiting.set()
+
+    waiter.on_wait = on_wait
+    got: list[Delivery] = []
+    thread = threading.Thread(
+        target=lambda: got.extend(waiter.fetch([other, queue], limit=1, timeout=3, owner=OTHER))
+    )
+    thread.start()
+    told = waiting.wait(1.0)  # a transport that never says: it has had the time to wait
+    time.sleep(0.05)  # past the hook, into the wait itself
+    began = time.monotonic()
+    busy.give_back_waking(held, wake)
+    thread.join(5)
+    took = time.monotonic() - began
+    assert ids(got) == ids_of([message])
+    if told:
+        assert said[0] is True and said[-1] is False, said
+        assert took < 1.0, f"the waiting consumer got it after {took:.2f}s"
+
+
+def test_a_give_back_stands_when_waking_the_sibling_is_refused(
+    transport_factory: TransportFactory, queue: str
+) -> None:
+    """The wake-up rides with the give-back (Redis: CLIENT UNBLOCK, which an ACL may deny):
+    its failure must not raise, or the worker would keep messages it had given back."""
+    transport = transport_factory({})
+    if type(transport).wake_id is Transport.wake_id:
+        pytest.skip("a transport with nothing to wake")
+    transport.publish(make_message(0), queue=queue)
+    held = drain(transport, [queue], 1)
+    transport.give_back_waking(held, [cast(int, "not-an-id")])  # an error reply
+    assert ids(drain(transport, [queue], 1, owner=OTHER)) == ids(held)
+
+
+def test_a_consumer_of_a_busy_and_a_quiet_queue_waits_where_messages_come(
+    transport_factory: TransportFactory, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker of a busy queue and a quiet one (W11: short tasks and long ones) that took a
+    message from the quiet one must not then wait there while the busy one fills: on Redis,
+    which blocks on one list, the wait is on the list most messages came from lately (its
+    20 ms poll of every list while active, which would hide it here, is left out)."""
+    redis_transport = pytest.importorskip("caraway.brokers.redis.transport")
+    monkeypatch.setattr(redis_transport, "ACTIVE_WINDOW", 0.0)
+    consumer = transport_factory({"polling_interval": 3})  # under the 5 s socket timeout
+    producer = transport_factory({})
+    quiet = f"{queue}-other"
+    for index in range(8):
+        producer.publish(make_message(index), queue=queue)
+    assert len(drain(consumer, [quiet, queue], 8)) == 8
+    producer.publish(make_message(8), queue=quiet)
+    assert len(drain(consumer, [quiet, queue], 1)) == 1
+    late = make_message(9)
+    timer = threading.Timer(0.3, lambda: producer.publish(late, queue=queue))
+    timer.start()
+    began = time.monotonic()
+    got = consumer.fetch([quiet, queue], limit=1, timeout=3, owner=OWNER)
+    took = time.monotonic() - began
+    timer.join()
+    assert ids(got) == ids_of([late])
+    assert took < 1.5, f"waited {took:.2f}s on the quiet queue"
 
 
 @pytest.mark.needs("leases")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.brokers import delete_queues, open_broker
-from tests.helpers import PROJ_TASKS, Worker, wait_until, write_project
+from tests.helpers import PROJ_APP, PROJ_TASKS, Worker, wait_until, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +101,76 @@ def test_short_tasks_do_not_wait_behind_a_long_one(
         assert not long.ready(), "the short tasks waited for the long one"
         assert waited < SHORT_DEADLINE, f"the short tasks took {waited:.2f}s"
         assert [result.get(timeout=1) for result in shorts] == [0, 2, 4, 10, 11, 12, 20, 21]
+    finally:
+        release.touch()
+    assert long.get(timeout=LONG) == "released"
+
+
+#: the threshold for the test below: far longer than the test waits, so only the idle
+#: sibling rule can hand the short tasks over in time
+IDLE_APP = (
+    PROJ_APP
+    + """
+app.conf.worker_hand_off_after = float(os.environ.get('TEST_HAND_OFF_AFTER', 0.1))
+"""
+)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("amqp", marks=pytest.mark.amqp),
+    ]
+)
+def idle_setup(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, list[str]]]:
+    kind = request.param
+    with open_broker(kind, tmp_path / "broker") as broker:
+        for name, value in broker.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("TEST_HAND_OFF_AFTER", str(LONG))
+        queues = [broker.queue, f"{broker.queue}-other"]
+        write_project(tmp_path, app_source=IDLE_APP, tasks_source=TASKS)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        try:
+            yield tmp_path, queues
+        finally:
+            for name in [m for m in sys.modules if m == "proj" or m.startswith("proj.")]:
+                del sys.modules[name]
+            if kind == "amqp":
+                delete_queues(5672, queues[1])
+
+
+def test_what_waits_behind_a_task_goes_at_once_to_a_sibling_waiting_on_an_empty_broker(
+    idle_setup: tuple[Path, list[str]], workers: list[Worker]
+) -> None:
+    """The threshold (``worker_hand_off_after``) is longer than the long task here; the
+    short ones queued behind it are still done within a second of its start, because the
+    other child waits on an empty broker (on Redis, blocked on the other queue's list
+    first, ``-Q other,queue``; woken by the give-back)."""
+    project, (queue, other) = idle_setup
+    from proj.tasks import add, hold
+
+    release = project / "release"
+    long = hold.apply_async((str(release), LONG), queue=queue)
+    behind = [add.apply_async((n, n), queue=queue) for n in range(3)]
+    worker = Worker(project, "-P", "prefork", "-c", "2", "-Q", f"{other},{queue}")
+    workers.append(worker.wait_ready())
+    try:
+        wait_until(lambda: long.state == "STARTED", timeout=15, message="the long task to start")
+        started = time.monotonic()
+        wait_until(
+            lambda: all(result.ready() for result in behind),
+            timeout=LONG,
+            interval=0.01,
+            message="the short tasks behind the long one to finish while it runs",
+        )
+        waited = time.monotonic() - started
+        assert not long.ready(), "the short tasks waited for the long one"
+        assert waited < 1.0, f"the short tasks took {waited:.2f}s"
+        assert [result.get(timeout=1) for result in behind] == [0, 2, 4]
     finally:
         release.touch()
     assert long.get(timeout=LONG) == "released"

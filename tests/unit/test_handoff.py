@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -9,7 +10,7 @@ from datetime import datetime
 
 from caraway import Caraway
 from caraway.worker.consumer import Consumer
-from caraway.worker.handoff import HandOff
+from caraway.worker.handoff import HandOff, Siblings
 from tests.helpers import wait_until
 
 
@@ -130,3 +131,152 @@ def test_worker_hand_off_after_none_keeps_the_prefetch_and_threads_need_no_helpe
     assert Consumer(app, queues=["celery"], slots=4, hostname="b@h").handoff is None
     app.conf.worker_hand_off_after = None
     assert Consumer(app, queues=["celery"], slots=1, hostname="c@h").handoff is None
+
+
+def test_the_siblings_table_says_who_waits_across_a_fork_and_not_oneself() -> None:
+    table = Siblings(3)
+    first, second = table.view(0), table.view(1)
+    assert first is not None and second is not None
+    assert table.view(3) is None, "beyond the table: no view, no hand-over at once"
+    first.wake_id = lambda: 42
+    first.waiting(True)
+    assert second.any_waiting() and second.waiting_ids() == [42]
+    assert not first.any_waiting() and first.waiting_ids() == [], "itself is no sibling"
+    first.waiting(False)
+    assert not second.any_waiting()
+    pid = os.fork()
+    if pid == 0:  # a child flags its slot and exits
+        try:
+            view = table.view(2)
+            if view is not None:
+                view.waiting(True)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert first.any_waiting() and first.waiting_ids() == [], "flagged, with no wake id"
+    table.clear(2)  # the supervisor, once that child has exited
+    assert not first.any_waiting()
+
+
+def test_a_sibling_waiting_at_the_start_gets_what_is_held_before_the_task_runs() -> None:
+    events: list[str] = []
+    given = threading.Event()
+
+    def give_back(first: bool) -> float | None:
+        events.append(f"give_back {first}")
+        given.set()
+        return None
+
+    handoff = HandOff(
+        give_back,
+        after=1.0,
+        sibling_idle=lambda: True,
+        at_start=lambda: events.append("at_start"),
+    )
+    handoff.start()
+    started = time.monotonic()
+    try:
+        handoff.run(lambda _: (events.append("task"), given.wait(2)), None)
+        took = time.monotonic() - started
+    finally:
+        handoff.stop()
+    assert events == ["at_start", "task", "give_back True"]
+    assert took < 0.5, f"the quick threshold, not the second: {took:.3f}s"
+
+
+def test_a_drain_with_no_sibling_waiting_gives_nothing_back() -> None:
+    """Only a sibling blocked on an empty broker counts: while every process is busy (a
+    drain), short tasks run where they were fetched."""
+    calls: list[object] = []
+    handoff = HandOff(
+        calls.append, after=0.1, sibling_idle=lambda: False, at_start=lambda: calls.append(0)
+    )
+    handoff.start()
+    try:
+        for _ in range(50):
+            handoff.run(time.sleep, 0.004)
+        time.sleep(0.15)
+    finally:
+        handoff.stop()
+    assert calls == []
+
+
+def test_a_sibling_that_starts_waiting_during_a_long_task_is_seen_within_a_tick() -> None:
+    waiting_from = time.monotonic() + 0.03
+    calls: list[float] = []
+    given = threading.Event()
+
+    def give_back(first: bool) -> float | None:
+        calls.append(time.monotonic())
+        given.set()
+        return None
+
+    handoff = HandOff(give_back, after=2.0, sibling_idle=lambda: time.monotonic() > waiting_from)
+    handoff.start()
+    try:
+        handoff.run(given.wait, 3)
+    finally:
+        handoff.stop()
+    assert len(calls) == 1
+    assert calls[0] - waiting_from < 0.5, "within a tick of it waiting, not at the threshold"
+
+
+def test_a_child_that_starts_waiting_wakes_the_helper_of_a_sibling_running_a_task_once() -> None:
+    table = Siblings(2)
+    idle, busy = table.view(0), table.view(1)
+    assert idle is not None and busy is not None
+    busy.wake_up.clear()
+    idle.waiting(True)
+    assert not busy.wake_up.wait(0), "a sibling running nothing is left alone"
+    idle.waiting(False)
+    busy.running(7)
+    idle.waiting(True)
+    assert busy.wake_up.wait(0.5), "told at once, by its pipe"
+    busy.wake_up.clear()
+    idle.waiting(False)
+    idle.waiting(True)
+    assert not busy.wake_up.wait(0), "once per task, not at every wait"
+    busy.running(8)
+    idle.waiting(True)
+    assert busy.wake_up.wait(0.5)
+    assert busy.any_waiting()
+
+
+def test_a_prefork_helper_is_woken_by_a_sibling_that_starts_waiting_mid_task() -> None:
+    """The helper waits on its pipe: a sibling that starts waiting during a long task gets
+    what waits behind it at once, not at the helper's next tick nor at the threshold."""
+    table = Siblings(2)
+    idle, busy = table.view(0), table.view(1)
+    assert idle is not None and busy is not None
+    calls: list[float] = []
+    given = threading.Event()
+
+    def give_back(first: bool) -> float | None:
+        calls.append(time.monotonic())
+        given.set()
+        return None
+
+    handoff = HandOff(give_back, after=2.0, siblings=busy, at_start=lambda: calls.append(0.0))
+    handoff.start()
+    told_at: list[float] = []
+
+    def start_waiting() -> None:
+        told_at.append(time.monotonic())
+        idle.waiting(True)
+
+    timer = threading.Timer(0.2, start_waiting)  # past a first 50 ms tick
+    timer.start()
+    try:
+        handoff.run(given.wait, 3)
+    finally:
+        timer.join()
+        handoff.stop()
+    assert len(calls) == 1, "nobody waited at the start: nothing handed over before the task"
+    assert calls[0] - told_at[0] < 0.03, f"{calls[0] - told_at[0]:.3f}s after it was told"
+    handoff = HandOff(give_back, after=2.0, siblings=busy, at_start=lambda: calls.append(0.0))
+    handoff.start()
+    try:
+        handoff.run(time.sleep, 0.0)
+    finally:
+        handoff.stop()
+    assert calls[1] == 0.0, "a sibling waiting at the start: handed over before the task"

@@ -101,6 +101,14 @@ class Transport(abc.ABC):
     """
 
     capabilities: Capabilities = Capabilities()
+    #: set by a worker: called with True just before a fetch blocks on an empty broker and
+    #: with False when it wakes, so that a busy sibling process gives it what waits there
+    #: (``worker/handoff.py``). A transport that never calls it only loses that speed-up.
+    on_wait: Callable[[bool], None] | None = None
+    #: messages come unasked (RabbitMQ's prefetch), so a consumer seen waiting may only be
+    #: between two pushes: a worker then hands over what waits behind a task once that task
+    #: has run a moment, never before it starts (a drain would hand over back and forth)
+    pushes = False
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         self.url = url
@@ -185,6 +193,19 @@ class Transport(abc.ABC):
         """
         for delivery in deliveries:
             self.requeue(delivery)
+
+    def wake_id(self) -> int | None:
+        """What a sibling passes to :meth:`give_back_waking` to end this transport's present
+        wait at once (Redis: the waiting connection's ``CLIENT ID``); None where a waiting
+        consumer learns of a given-back message by itself (RabbitMQ pushes it, PostgreSQL
+        notifies) or cannot be woken. Asked only just before a fetch blocks."""
+        return None
+
+    def give_back_waking(self, deliveries: Sequence[Delivery], wake: Sequence[int]) -> None:
+        """:meth:`give_back`, then end the waits of the consumers whose :meth:`wake_id` are
+        ``wake`` (on the same broker), so that they claim what came back now rather than
+        at their next poll. Waking one that no longer waits does nothing."""
+        self.give_back(deliveries)
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

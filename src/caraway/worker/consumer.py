@@ -36,7 +36,7 @@ from caraway.protocol import message as protocol
 from caraway.protocol.message import REPR_MAX, TaskMessage
 from caraway.protocol.results import decode_document
 from caraway.worker.buckets import SharedBuckets
-from caraway.worker.handoff import HandOff
+from caraway.worker.handoff import HandOff, SiblingView
 from caraway.worker.ipc import (
     AddConsumer,
     CancelConsumer,
@@ -105,6 +105,7 @@ class Consumer:
         buckets: SharedBuckets | None = None,
         max_tasks: int | None = None,
         max_memory_kib: int | None = None,
+        siblings: SiblingView | None = None,
     ) -> None:
         self.app = app
         self.queues = list(queues)
@@ -151,15 +152,30 @@ class Consumer:
         #: patched for gevent/eventlet (which happens before a consumer is made)
         self._green = patched() is not None
         after = conf.worker_hand_off_after
+        #: a prefork child's view of which siblings wait on an empty broker: what it holds
+        #: goes to one of them at once rather than after ``after`` (handoff.py)
+        self.siblings = siblings
         self.handoff = (
-            HandOff(self._hand_off, after=float(after))
+            HandOff(
+                self._hand_off,
+                after=float(after),
+                siblings=siblings,
+                at_start=self._hand_off_at_start,
+            )
             if slots == 1 and after is not None and not self._green
             else None
         )
+        #: messages given back (behind a long task, or at once to an idle sibling)
+        self.given_back = 0
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> None:
         self.transport = self.app.connection()
+        if self.siblings is not None and self.handoff is not None:
+            self.siblings.wake_id = self.transport.wake_id
+            self.transport.on_wait = self.siblings.waiting
+            if self.transport.pushes:
+                self.handoff.at_start = None
         # by type, once: an ABC isinstance per message would cost more than the lookup did
         self.can_park = isinstance(self.transport, Scheduling)
         self.backend = self.app.new_backend()
@@ -734,6 +750,25 @@ class Consumer:
 
         Kept where it was if the broker fails: never both given back and kept here.
         """
+        self._give_back_waiting(first, "behind a long task")
+        if not self._held:
+            return None
+        return time.monotonic() + max(0.0, self._held[0][0] - time.time())
+
+    def _hand_off_at_start(self) -> None:
+        """On the main thread as a task starts while a sibling waits on an empty broker:
+        what waits here goes to that sibling now, and its wait is ended (Redis) rather than
+        left to its next poll. Kept here (and given back later) if the broker fails."""
+        if not (self._buffer or self._ready or self._held):
+            return
+        try:
+            self._give_back_waiting(False, "to an idle sibling")
+        except Exception as exc:
+            logger.warning("could not give back the messages behind a task: %s", exc)
+
+    def _give_back_waiting(self, first: bool, why: str) -> None:
+        """Give back everything unstarted (countdowns only once due), waking the siblings
+        that wait; ``first`` gives back even nothing (it stops a broker that pushes)."""
         now = time.time()
         due = [entry for entry in self._held if entry[0] <= now]
         pending = (
@@ -741,7 +776,12 @@ class Consumer:
             + [job.delivery for job in self._ready]
             + list(self._buffer)
         )
-        if pending or first:  # the first also stops a broker that pushes (RabbitMQ)
+        if not (pending or first):
+            return
+        wake = self.siblings.waiting_ids() if pending and self.siblings is not None else []
+        if wake:
+            self.transport.give_back_waking(pending, wake)
+        else:
             self.transport.give_back(pending)
         if pending:
             self._ready.clear()
@@ -750,14 +790,14 @@ class Consumer:
                 self._held = [entry for entry in self._held if entry[0] > now]
                 heapq.heapify(self._held)
                 self._rate_waiting.difference_update(entry[1] for entry in due)
+            self.given_back += len(pending)
             logger.debug(
-                "gave back %d message(s) waiting behind a long task, for an idle process",
+                "gave back %d message(s) %s (waking %d waiting sibling(s))",
                 len(pending),
+                why,
+                len(wake),
             )
             self._report_queue_state(force=True)
-        if not self._held:
-            return None
-        return time.monotonic() + max(0.0, self._held[0][0] - time.time())
 
     def _give_back_unstarted(self) -> None:
         pending = (

@@ -35,6 +35,7 @@ from caraway.worker.children import (
 )
 from caraway.worker.consumer import Consumer
 from caraway.worker.control import ControlServer
+from caraway.worker.handoff import Siblings
 from caraway.worker.ipc import (
     ChildEnd,
     Command,
@@ -74,6 +75,8 @@ class Supervisor:
     """Runs one worker node until it is told to stop."""
 
     transport: Transport  # opened by run()
+    #: prefork: which children wait on an empty broker (made by run() before forking)
+    siblings: Siblings
 
     def __init__(
         self,
@@ -152,6 +155,8 @@ class Supervisor:
         self.admin = self.app.admin()  # revoked ids and the schedule, for remote control
         self._sync_revoked()  # before any consumer starts, so none runs a revoked task
         if self.pool == "prefork":
+            # made before the first fork; a replacement child reuses its index's slot
+            self.siblings = Siblings(self.max_concurrency)
             prepare_to_fork(self.app)
             for index in range(self.concurrency):
                 self._spawn(index)
@@ -388,6 +393,7 @@ class Supervisor:
                 buckets=self.buckets,
                 max_tasks=self.max_tasks_per_child,
                 max_memory_kib=self.max_memory_per_child,
+                siblings=self.siblings.view(index),
             ).run()
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
@@ -465,6 +471,7 @@ class Supervisor:
             recovered = 0
         if recovered:
             logger.info("handed back %d message(s) held by child pid %d", recovered, child.pid)
+        self.siblings.clear(child.index)  # a child killed while waiting is no idle sibling
         if self.shutdown_mode is None and not child.retiring:
             self._spawn(child.index)
 

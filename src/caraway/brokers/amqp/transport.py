@@ -47,6 +47,12 @@ T = TypeVar("T")
 logger = logging.getLogger("caraway.brokers.amqp.transport")
 
 DEAD_QUEUE = "caraway.dead"
+#: a fetch that received nothing for this long tells ``on_wait`` it waits on an empty broker
+#: (in a drain of a full queue an inbox is empty for a moment between batches; a sibling that
+#: took that for idleness before every task gave back 10 times a drain of 10,000). A long
+#: task's sibling hands over this long after it goes idle: 3 ms keeps W11's short tasks
+#: under Celery's p99, and with nothing handed over before a task a drain gives nothing back
+EMPTY_AFTER = 0.003
 #: basic properties copied between :class:`Message` and AMQP (content type/encoding apart)
 _PROPERTIES = (
     "correlation_id",
@@ -93,6 +99,7 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
     """
 
     capabilities = Capabilities(priorities=True, durable=True, free_acks=True)
+    pushes = True
 
     def __init__(self, url: str, *, options: dict[str, Any] | None = None) -> None:
         super().__init__(url, options=options)
@@ -341,6 +348,7 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             link = self._run("consume", lambda link: self._consume(link, queues, limit))
         deadline = time.monotonic() + max(0.0, timeout)
         batch: list[tuple[int, str, Any]] = []
+        waited = 0.0  # how long this fetch has waited with nothing arriving
         while True:
             with link.lock:
                 link.read_arrived()  # in this thread: see Link.read_arrived
@@ -352,7 +360,21 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
             remaining = deadline - time.monotonic()
             if batch or link.broken is not None or remaining <= 0:
                 break
-            link.wait_readable(min(remaining, 0.5))
+            watch = self.on_wait
+            if watch is None or waited < EMPTY_AFTER:
+                # RabbitMQ pushes: an inbox empty for a moment is no empty queue (a drain's
+                # next batch is on its way once acks made room), so say so only after a while
+                wait = min(remaining, 0.5 if watch is None else EMPTY_AFTER)
+                began = time.monotonic()
+                link.wait_readable(wait)
+                waited += time.monotonic() - began
+                continue
+            # a sibling giving back now has RabbitMQ push it here at once
+            watch(True)
+            try:
+                link.wait_readable(min(remaining, 0.5))
+            finally:
+                watch(False)
         return [self._delivery(generation, queue, raw) for generation, queue, raw in batch]
 
     def _delivery(self, generation: int, queue: str, raw: Any) -> Delivery:
@@ -473,6 +495,11 @@ class AMQPTransport(Transport, Scheduling, Fanout, Routing):
                 for tag in sorted(tags):
                     channel.basic_reject(tag, True)
                     link.unsettled.discard(tag)
+            logger.debug(
+                "stopped consuming; gave back %d message(s), %d of them received unfetched",
+                len(tags),
+                len(unfetched),
+            )
         except (*CONNECTION_ERRORS, *CHANNEL_ERRORS) as exc:
             logger.warning("giving back deliveries failed (%r); RabbitMQ requeues them", exc)
             with self._connect_lock:

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -92,8 +91,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
     ``max_retries`` (3; connection errors are retried with backoff, then raised as
     :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect).
 
-    Latency: an idle fetch blocks on one list only (bucket 0 of the first queue, rotated
-    between calls); a message arriving on another queue or priority bucket, or a parked
+    Latency: an idle fetch blocks on one list only (the one claims found most messages on
+    lately; at first bucket 0 of the first queue, rotated between calls), on a connection of
+    its own whose wait a sibling's :meth:`give_back_waking` ends; a message arriving on
+    another queue or priority bucket, or a parked
     message falling due, is picked up within ``polling_interval``, and within
     ``ACTIVE_POLL`` while the connection found messages in the last ``ACTIVE_WINDOW`` s
     (a worker of several queues in use: a short task sent to one queue must not wait a
@@ -126,7 +127,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._claim = self._held.script(lua.CLAIM)
         self._ack = self._held.script(lua.ACK)
         self._restore = self.client.register_script(lua.RESTORE)
-        self._give_back = self.client.register_script(lua.GIVE_BACK)
+        self._give_back = self._held.script(lua.GIVE_BACK)
         self._park = self.client.register_script(lua.PARK)
         self._bury = self.client.register_script(lua.DEAD_LETTER)
         self._renew = self.client.register_script(lua.RENEW)
@@ -138,6 +139,15 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._next_sweep = 0.0
         self._rotation = 0
         self._keys_by_order: dict[tuple[tuple[str, ...], int], list[str]] = {}
+        #: how many messages claims found on each list lately (halved now and then), and
+        #: the list with most: the one an idle fetch blocks on
+        self._found_on: dict[str, int] = {}
+        self._found_count = 0
+        self._busiest: str | None = None
+        #: the connection a fetch blocks on (its own, so that its CLIENT ID stays put) and
+        #: that id, for a sibling's give-back to end the wait (None until asked)
+        self._waiter: redis.Redis | None = None
+        self._waiter_id: int | None = None
         socket_timeout = opts.get("socket_timeout")
         if socket_timeout:
             # a blocking read must return before the socket gives up on it
@@ -366,6 +376,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             now = time.monotonic()
             if found:
                 self._empty_claim, self._found_at = None, now
+                self._count_found(found)
                 return found
             self._empty_claim = (order, now, next_due)
             remaining = deadline - now
@@ -375,8 +386,31 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due - time.time()))
             if wait >= 0.01:  # 0 would block forever in Redis
-                self._block(keys[0], wait)
+                busiest = self._busiest
+                watch = self.on_wait
+                if watch is not None:
+                    watch(True)
+                try:
+                    self._block(busiest if busiest in keys else keys[0], wait)
+                finally:
+                    if watch is not None:
+                        watch(False)
             found, next_due = self._claim_once(keys, limit, owner, [])
+
+    def _count_found(self, found: list[Delivery]) -> None:
+        """Keep :attr:`_busiest`: the list most messages came from lately. Not the last
+        one: a worker of a busy queue and a quiet one that just took a message from the
+        quiet one would wait there while the busy one fills (measured on W11: a short task
+        after each long one waited for the 20 ms poll)."""
+        counts = self._found_on
+        for delivery in found:
+            key = delivery.state.key  # a _Held: this fetch just made it
+            counts[key] = counts.get(key, 0) + 1
+        self._found_count += len(found)
+        if self._found_count > 64:  # forget slowly, so that a shift of traffic is followed
+            self._found_on = counts = {k: n // 2 for k, n in counts.items() if n > 1}
+            self._found_count = sum(counts.values())
+        self._busiest = max(counts, key=counts.__getitem__) if counts else None
 
     def _claim_keys(self, queues: tuple[str, ...], shift: int) -> list[str]:
         """The (unprefixed) lists a claim reads, bucket by bucket, starting with queue
@@ -394,11 +428,61 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         return keys
 
     def _block(self, key: str, wait: float) -> None:
-        # A no-op move (tail back to tail) blocks until the list has a message without
-        # taking it out of Redis, so waiting can never lose one.
+        """Wait on ``key``: the list claims found most messages on lately (a worker of a busy
+        queue and a quiet one waits where the next message most likely comes; another list
+        is looked at every ``poll``), ended early by a sibling's :meth:`give_back_waking`.
+
+        A no-op move (tail back to tail) blocks until the list has a message without
+        taking it out of Redis, so waiting can never lose one."""
         full = self.keys.k(key)
-        # redis-py's stub says int; Redis >= 6 takes fractional seconds
-        self._call("fetch", lambda: self.client.blmove(full, full, wait, "RIGHT", "RIGHT"))  # type: ignore[arg-type]
+        waiter = self._waiting_client()
+
+        def block() -> Any:
+            try:
+                # redis-py's stub says int; Redis >= 6 takes fractional seconds
+                return waiter.blmove(full, full, wait, "RIGHT", "RIGHT")  # type: ignore[arg-type]
+            except RETRYABLE:
+                self._waiter_id = None  # reconnected: another id
+                raise
+
+        self._call("fetch", block)
+
+    def _waiting_client(self) -> redis.Redis:
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = redis.Redis(
+                connection_pool=self.client.connection_pool, single_connection_client=True
+            )
+        return waiter
+
+    def wake_id(self) -> int | None:
+        """The waiting connection's CLIENT ID (one round trip the first time; None if the
+        server would not say, so that the wait is left to end at its poll)."""
+        if self._waiter_id is None:
+            try:
+                self._waiter_id = int(self._waiting_client().client_id())
+            except redis.RedisError as exc:
+                logger.debug("no CLIENT ID from %s: %s", self._where, exc)
+        return self._waiter_id
+
+    def give_back_waking(self, deliveries: Sequence[Delivery], wake: Sequence[int]) -> None:
+        """The give-back script and ``CLIENT UNBLOCK`` of each waiting sibling in one round
+        trip: an unblocked fetch claims from every list at once (a wait ended by UNBLOCK
+        reads as a timeout). A sentinel's master is one server, so the ids are its own."""
+        commands = self._give_back_commands(deliveries)
+        given = len(commands)
+        commands += [("CLIENT", "UNBLOCK", client) for client in wake]
+        if not commands:
+            return
+        replies = self._call("give back", lambda: self._held.run(commands, raise_errors=False))
+        failed = [reply for reply in replies[:given] if isinstance(reply, Exception)]
+        if failed:
+            raise BrokerError(f"Redis give back failed at {self._where}: {failed[0]}")
+        refused = [reply for reply in replies[given:] if isinstance(reply, Exception)]
+        if refused:
+            # given back all the same (an ACL without CLIENT UNBLOCK): the sibling's wait
+            # ends at its poll, and the messages are not kept here too
+            logger.debug("could not wake a waiting sibling at %s: %s", self._where, refused[0])
 
     def _claim_once(
         self, keys: list[str], limit: int, owner: str, before: list[Command]
@@ -535,14 +619,20 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         """One script per owner (one, in a worker): back to the head of their lists with
         their envelopes as claimed, the claim's count taken back. A retry after a lost
         reply finds them no longer held and gives back nothing twice."""
+        commands = self._give_back_commands(deliveries)
+        if commands:
+            self._call("give back", lambda: self._held.run(commands))
+
+    def _give_back_commands(self, deliveries: Sequence[Delivery]) -> list[Command]:
         by_owner: dict[str, list[Any]] = {}
         for delivery in deliveries:
             held = _held(delivery)
             by_owner.setdefault(held.owner, []).extend([delivery.tag, held.key, held.raw])
         keys = [*self.keys.bookkeeping(), self.keys.deliveries]
-        for owner, entries in by_owner.items():
-            args = [self.prefix, owner, *entries]
-            self._call("give back", partial(self._give_back, keys=keys, args=args))
+        return [
+            self._held.evalsha(self._give_back, keys, [self.prefix, owner, *entries])
+            for owner, entries in by_owner.items()
+        ]
 
     def park(self, delivery: Delivery, eta: float) -> None:
         """Move the delivery to ``caraway.schedule`` until ``eta``; its envelope is kept intact
@@ -682,6 +772,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
 
     def close(self) -> None:
         self._held.close()
+        if self._waiter is not None:
+            self._waiter.close()
         self.client.close()
 
 
