@@ -439,7 +439,8 @@ class OptionTable:
         _OPT_FLOAT,
         0.1,
         "caraway: seconds a process runs one task before giving back the messages it holds "
-        "unstarted, so an idle process runs them (fair dispatch); None: it keeps them.",
+        "unstarted, so an idle process runs them (fair dispatch); while a sibling process "
+        "waits on an empty broker, it gives them back at once; None: it keeps them.",
     )
 
     # -- events and remote control ---------------------------------------------------------

@@ -115,8 +115,9 @@ def test_flower_pages_and_controls_work_against_a_caraway_worker(
     later = proj.add.apply_async((1, 1), countdown=30)
     held = proj.slow.delay(60)  # until revoke --terminate kills it
     queued = proj.add.delay(3, 3)
-    # the queued one stays reserved behind the running task: no fair-dispatch hand-off
-    keep = {"CARAWAY_WORKER_HAND_OFF_AFTER": "3600"}
+    # the queued one stays reserved behind the running task: no fair-dispatch hand-off (a
+    # long threshold would not do: the autoscaler's second child waits idle and gets it)
+    keep = {"CARAWAY_WORKER_HAND_OFF_AFTER": "none"}
     worker = Worker(project, "-E", "-c", "1", "--autoscale=2,1", name="fl", env=keep)
     try:
         worker.wait_ready()
