@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from caraway.brokers.contracts import EventBus
-from caraway.brokers.registry import open_bus
+from caraway.brokers.registry import open_bus, open_transport
 from caraway.exceptions import BrokerError
 from caraway.protocol.message import Message
 from tests.chaos.ha_ledger import COUNT, LONG, RETRY_POLICY, Producer, ledger_project, report
@@ -81,6 +81,34 @@ def _event_arrives(sender: EventBus, receiver: EventBus, tag: str, timeout: floa
         except BrokerError:
             time.sleep(0.2)
     raise AssertionError(f"event {tag!r} never arrived")
+
+
+def test_a_fetch_that_waited_on_the_old_master_finds_the_new_one(group: SentinelGroup) -> None:
+    """The connection a fetch blocks on is its own (for CLIENT UNBLOCK); after the master
+    dies it must ask the sentinels again, not redial the dead address for good (redis-py
+    8 reconnects a held connection to the host it had)."""
+    options = {"master_name": MASTER_NAME}
+    consumer = open_transport(group.url(), options=options)
+    producer = open_transport(group.url(), options=options)
+    try:
+        assert consumer.fetch(["q"], limit=1, timeout=0.2, owner="t") == []  # it blocked
+        group.fail_over()
+        started = time.monotonic()  # the claim finds nothing, so the fetch blocks again
+        assert consumer.fetch(["q"], limit=1, timeout=1, owner="t") == []
+        assert time.monotonic() - started < 10
+        deadline = time.monotonic() + 60
+        while True:  # the producer's pooled connection may first meet the dead one
+            try:
+                producer.publish(_event("after"), queue="q")
+                break
+            except BrokerError:
+                assert time.monotonic() < deadline, "the producer never found the new master"
+                time.sleep(0.2)
+        found = consumer.fetch(["q"], limit=1, timeout=5, owner="t")
+        assert [json.loads(d.message.body)["tag"] for d in found] == ["after"]
+    finally:
+        consumer.close()
+        producer.close()
 
 
 def test_a_ledger_survives_a_sentinel_failover(

@@ -442,7 +442,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 # redis-py's stub says int; Redis >= 6 takes fractional seconds
                 return waiter.blmove(full, full, wait, "RIGHT", "RIGHT")  # type: ignore[arg-type]
             except RETRYABLE:
-                self._waiter_id = None  # reconnected: another id
+                # a new connection from the pool next time, with another id: redis-py
+                # redials a held connection's old address, where a sentinel's pool's
+                # checkout asks the sentinels for the master again
+                self._drop_waiter()
                 raise
 
         self._call("fetch", block)
@@ -454,6 +457,11 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 connection_pool=self.client.connection_pool, single_connection_client=True
             )
         return waiter
+
+    def _drop_waiter(self) -> None:
+        waiter, self._waiter, self._waiter_id = self._waiter, None, None
+        if waiter is not None:
+            waiter.close()
 
     def wake_id(self) -> int | None:
         """The waiting connection's CLIENT ID (one round trip the first time; None if the
@@ -772,8 +780,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
 
     def close(self) -> None:
         self._held.close()
-        if self._waiter is not None:
-            self._waiter.close()
+        self._drop_waiter()
         self.client.close()
 
 
