@@ -342,8 +342,16 @@ def test_worker_page_has_flowers_tabs_and_task_lists(stack: dict[str, Any]) -> N
     page.click("#tab-scheduled")
     expect(panel.locator(f'tr[data-uuid="{later.id}"]')).to_have_count(1)
     running = tasks.slow.delay(20)
+
+    def started() -> bool:
+        replies = app.control.inspect(destination=[hostname], timeout=1.0).active() or {}
+        return any(item["id"] == running.id for item in replies.get(hostname, []))
+
+    # the node runs it before the page is asked to show it; a refresh of the page (every
+    # 2 s) asks the node eight questions, each up to 1 s on a loaded machine
+    wait_until(started, timeout=20, message="the slow task to start")
     page.click("#tab-active")
-    expect(panel.locator(f'tr[data-uuid="{running.id}"]')).to_have_count(1)
+    expect(panel.locator(f'tr[data-uuid="{running.id}"]')).to_have_count(1, timeout=15_000)
     shot(page, "worker")
     page.click("#tab-revoked")
     expect(panel).to_contain_text("revoked-for-the-tab")
