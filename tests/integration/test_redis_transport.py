@@ -33,6 +33,10 @@ def ids(deliveries: list[Delivery]) -> list[str]:
     return [d.message.headers["id"] for d in deliveries]
 
 
+def ids_of(messages: list[Message]) -> list[str]:
+    return [m.headers["id"] for m in messages]
+
+
 def test_publish_pushes_a_kombu_envelope_with_a_unique_tag(
     transport: RedisTransport, raw: redis.Redis, prefix: str, make_message: MakeMessage
 ) -> None:
@@ -838,3 +842,87 @@ def test_a_worker_in_use_sees_a_message_on_a_list_it_is_not_blocking_on_at_once(
     got = transport.fetch(["q"], limit=4, timeout=1.0, owner="o")
     assert ids(got) == [message.headers["id"]]
     assert time.monotonic() - started < 0.7
+
+
+def _calls_during(redis_url: str, prefix: str, action: Callable[[], object]) -> list[str]:
+    """The commands Redis ran that name this test's keys (scripts' own calls included, as
+    ``INFO commandstats`` counts them) while ``action`` ran, from MONITOR."""
+    watcher = redis.Redis.from_url(redis_url)
+    marker = f"{prefix}end-{uuid.uuid4().hex}"
+    try:
+        with watcher.monitor() as monitor:
+            action()
+            watcher_two = redis.Redis.from_url(redis_url)
+            try:
+                watcher_two.echo(marker)
+            finally:
+                watcher_two.close()
+            seen: list[str] = []
+            for event in monitor.listen():
+                command = str(event["command"])
+                if marker in command:
+                    return seen
+                if prefix in command:
+                    seen.append(command.split(" ", 1)[0].upper())
+    finally:
+        watcher.close()
+    raise AssertionError("MONITOR ended before the marker")
+
+
+def test_an_idle_claim_asks_every_list_at_once_instead_of_popping_each(
+    make_transport: Callable[..., RedisTransport], redis_url: str, prefix: str
+) -> None:
+    # 50 queues of 4 priority buckets: an idle fleet claims from them once a second per node
+    transport = make_transport()
+    queues = [f"q{n}" for n in range(50)]
+    assert transport.fetch(queues, limit=4, timeout=0.0, owner="o") == []
+    first = _calls_during(
+        redis_url, prefix, lambda: transport.fetch(queues, limit=4, timeout=0.0, owner="o")
+    )
+    # the script, the schedule's soonest entry, one EXISTS for all 200 lists (was a RPOP each)
+    assert sorted(first) == ["EVALSHA", "EXISTS", "ZRANGE"]
+    keys = transport._claim_keys(tuple(queues), 0)
+    fresh = _calls_during(redis_url, prefix, lambda: transport._claim_once(keys, 4, "o", []))
+    # nothing to go by (after a wait a message ended): the first list is popped, then the
+    # rest asked at once
+    assert sorted(fresh) == ["EVALSHA", "EXISTS", "RPOP", "ZRANGE"]
+
+
+def test_a_claim_that_asks_lists_at_once_still_takes_in_order_from_every_list(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    transport, sender = make_transport(), make_transport()
+    queues = [f"q{n}" for n in range(50)]
+    assert transport.fetch(queues, limit=10, timeout=0.0, owner="o") == []  # now expects empty
+    sent = [
+        (make_message(), "q7", None),
+        (make_message(priority=9), "q3", 9),
+        (make_message(), "q49", None),
+        (make_message(priority=5), "q49", 5),
+    ]
+    for message, queue, _ in sent:
+        sender.publish(message, queue=queue)
+    got = transport.fetch(queues, limit=10, timeout=0.0, owner="o")
+    # bucket 0 of every queue before higher buckets, queues in order within a bucket
+    assert ids(got) == [sent[i][0].headers["id"] for i in (0, 2, 3, 1)]
+    # a limit reached on one list leaves the rest for the next claim
+    more = [make_message() for _ in range(3)]
+    for message in more:
+        sender.publish(message, queue="q20")
+    last = make_message(priority=9)
+    sender.publish(last, queue="q0")
+    assert ids(transport.fetch(queues, limit=2, timeout=0.0, owner="o")) == ids_of(more[:2])
+    rest = transport.fetch(queues, limit=10, timeout=0.0, owner="o")
+    assert sorted(ids(rest)) == sorted(ids_of([more[2], last]))
+
+
+def test_a_due_parked_message_is_promoted_and_the_next_one_reported(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    transport = make_transport()
+    due, later = make_message(), make_message()
+    transport.publish_parked(due, queue="q", eta=time.time() - 1)
+    transport.publish_parked(later, queue="q", eta=time.time() + 3600)
+    found, next_due = transport._claim_once(transport._claim_keys(("q",), 0), 4, "o", [])
+    assert ids(found) == [due.headers["id"]]
+    assert next_due is not None and next_due > time.time() + 3000

@@ -368,7 +368,13 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             found: list[Delivery] = []
             next_due = just_claimed[2]
         else:
-            found, next_due = self._claim_once(keys, limit, owner, before)
+            found, next_due = self._claim_once(
+                keys,
+                limit,
+                owner,
+                before,
+                expect_empty=just_claimed is not None and just_claimed[0] == order,
+            )
         poll = self.polling_interval
         if len(keys) > 1 and time.monotonic() - self._found_at < ACTIVE_WINDOW:
             poll = min(poll, ACTIVE_POLL)
@@ -385,17 +391,18 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             wait = min(remaining, poll)
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due - time.time()))
+            arrived = False
             if wait >= 0.01:  # 0 would block forever in Redis
                 busiest = self._busiest
                 watch = self.on_wait
                 if watch is not None:
                     watch(True)
                 try:
-                    self._block(busiest if busiest in keys else keys[0], wait)
+                    arrived = self._block(busiest if busiest in keys else keys[0], wait)
                 finally:
                     if watch is not None:
                         watch(False)
-            found, next_due = self._claim_once(keys, limit, owner, [])
+            found, next_due = self._claim_once(keys, limit, owner, [], expect_empty=not arrived)
 
     def _count_found(self, found: list[Delivery]) -> None:
         """Keep :attr:`_busiest`: the list most messages came from lately. Not the last
@@ -427,13 +434,13 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             self._keys_by_order[(queues, shift)] = keys
         return keys
 
-    def _block(self, key: str, wait: float) -> None:
+    def _block(self, key: str, wait: float) -> bool:
         """Wait on ``key``: the list claims found most messages on lately (a worker of a busy
         queue and a quiet one waits where the next message most likely comes; another list
         is looked at every ``poll``), ended early by a sibling's :meth:`give_back_waking`.
 
         A no-op move (tail back to tail) blocks until the list has a message without
-        taking it out of Redis, so waiting can never lose one."""
+        taking it out of Redis, so waiting can never lose one. True if one came."""
         full = self.keys.k(key)
         waiter = self._waiting_client()
 
@@ -448,7 +455,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 self._drop_waiter()
                 raise
 
-        self._call("fetch", block)
+        return self._call("fetch", block) is not None
 
     def _waiting_client(self) -> redis.Redis:
         waiter = self._waiter
@@ -493,15 +500,23 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             logger.debug("could not wake a waiting sibling at %s: %s", self._where, refused[0])
 
     def _claim_once(
-        self, keys: list[str], limit: int, owner: str, before: list[Command]
+        self,
+        keys: list[str],
+        limit: int,
+        owner: str,
+        before: list[Command],
+        *,
+        expect_empty: bool = False,
     ) -> tuple[list[Delivery], float | None]:
+        """One claim; ``expect_empty`` (the last found nothing and no wait saw a message
+        come) has the script ask every list at once before taking from any."""
         attempts = 0
         while True:
             fetch_id = uuid.uuid4().hex
             try:
                 if self._doubtful:
                     self._release_doubtful()
-                reply = self._run_claim(keys, limit, owner, fetch_id, before)
+                reply = self._run_claim(keys, limit, owner, fetch_id, before, expect_empty)
                 break
             except RETRYABLE as exc:
                 # The script may have run with its reply lost: its claims are released
@@ -539,6 +554,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         owner: str,
         fetch_id: str,
         before: Sequence[tuple[Any, ...]] = (),
+        expect_empty: bool = False,
     ) -> Any:
         bookkeeping = [
             *self.keys.bookkeeping(),
@@ -553,6 +569,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             fetch_id + owner,
             self.prefix,
             _PROMOTE_BATCH,
+            "1" if expect_empty else "0",
             *keys,
         ]
         lists = [self.keys.k(k) for k in keys] if self.prefix else keys
