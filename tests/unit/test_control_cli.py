@@ -72,7 +72,7 @@ def test_unknown_inspect_command_is_one_line_and_exit_2(app: Caraway) -> None:
     assert result.output.strip().splitlines() == [
         "Error: unknown inspect command 'frobnicate'; choose from: ping, active, reserved, "
         "scheduled, registered, stats, active_queues, revoked, query_task, conf, report, clock, "
-            "memsample, memdump, objgraph"
+        "memsample, memdump, objgraph"
     ]
 
 

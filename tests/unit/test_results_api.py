@@ -23,9 +23,7 @@ def app() -> Iterator[Caraway]:
 
 def _store(app: Caraway, task_id: str, state: str, value: Any, **extra: Any) -> None:
     document = docs.result_document(task_id, state, value, **extra)
-    app.require_backend().store(
-        task_id, docs.encode_document(document), state=state, expires=None
-    )
+    app.require_backend().store(task_id, docs.encode_document(document), state=state, expires=None)
 
 
 def test_async_result_without_app_uses_the_current_app(app: Caraway) -> None:

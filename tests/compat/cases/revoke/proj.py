@@ -10,4 +10,3 @@ app = Celery("proj", broker=os.environ["TEST_BROKER"], backend=os.environ["TEST_
 @app.task
 def add(x, y):
     return x + y
-
