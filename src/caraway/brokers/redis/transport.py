@@ -356,11 +356,12 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         keys = self._claim_keys(order, shift)
         before = self._ack_commands(acks)
         just_claimed = self._empty_claim
+        claimed_empty = just_claimed is not None and just_claimed[0] == order
         if (
             timeout > 0
             and not before
             and just_claimed is not None
-            and just_claimed[0] == order
+            and claimed_empty
             and time.monotonic() - just_claimed[1] < BACK_TO_BACK
         ):
             # these lists were claimed from a moment ago and were empty (an idle worker's
@@ -369,11 +370,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             next_due = just_claimed[2]
         else:
             found, next_due = self._claim_once(
-                keys,
-                limit,
-                owner,
-                before,
-                expect_empty=just_claimed is not None and just_claimed[0] == order,
+                keys, limit, owner, before, expect_empty=claimed_empty
             )
         poll = self.polling_interval
         if len(keys) > 1 and time.monotonic() - self._found_at < ACTIVE_WINDOW:
