@@ -17,7 +17,7 @@ import redis
 from caraway.brokers.contracts import Delivery, Revocations
 from caraway.brokers.redis.admin import RedisAdmin
 from caraway.brokers.redis.transport import RedisTransport
-from caraway.clients.redis import HeldConnection, connect, parse_redis_url
+from caraway.clients.redis import HeldConnection, KeyWatch, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
@@ -799,10 +799,16 @@ def test_pack_commands_writes_a_float_subclass_as_its_value() -> None:
     )
 
 
+@pytest.mark.parametrize(("watched", "expected"), [(True, 1), (False, 3)])
 def test_an_idle_loop_claims_once_per_wait_and_still_sees_a_new_message_at_once(
-    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+    make_transport: Callable[..., RedisTransport],
+    make_message: MakeMessage,
+    watched: bool,
+    expected: int,
 ) -> None:
     transport = make_transport(polling_interval=0.3)
+    if not watched:
+        transport._watch = None  # as where the server cannot watch keys: it polls
     claims: list[float] = []
     claim_once = transport._claim_once
 
@@ -815,8 +821,9 @@ def test_an_idle_loop_claims_once_per_wait_and_still_sees_a_new_message_at_once(
     assert transport.ack_then_fetch((), ["idle"], limit=4, timeout=0.0, owner="o") == []
     assert transport.fetch(["idle"], limit=4, timeout=0.3, owner="o") == []
     assert transport.fetch(["idle"], limit=4, timeout=0.3, owner="o") == []
-    # one claim per wait, not one before each wait as well (it was 5 here)
-    assert len(claims) == 3
+    # polling, one claim per wait, not one before each wait as well (it was 5 here);
+    # watched, one in all: nothing changed in the lists since the first
+    assert len(claims) == expected
     # a message arriving while the loop waits is still taken at once
     message = make_message()
     sender = make_transport()
@@ -927,3 +934,89 @@ def test_a_due_parked_message_is_promoted_and_the_next_one_reported(
     found, next_due = transport._claim_once(transport._claim_keys(("q",), 0), 4, "o", [])
     assert ids(found) == [due.headers["id"]]
     assert next_due is not None and next_due > time.time() + 3000
+
+
+def _watch_client(raw: redis.Redis, transport: RedisTransport) -> dict[str, Any]:
+    """The server's CLIENT LIST entry of ``transport``'s watch connection."""
+    assert transport._watch is not None and transport._watch._conn is not None
+    host, port = transport._watch._conn._sock.getsockname()[:2]
+    (entry,) = [c for c in raw.client_list() if c["addr"] == f"{host}:{port}"]
+    assert "t" in entry["flags"]  # tracking on
+    return entry
+
+
+def test_an_idle_fetch_sends_nothing_while_its_lists_stay_empty(
+    make_transport: Callable[..., RedisTransport], redis_url: str, prefix: str
+) -> None:
+    # an idle fleet polled every list and the schedule once a second per process (a
+    # blocking wait, then a claim of three calls): W9's commands were 3.3x Celery's
+    transport = make_transport(polling_interval=0.1)
+    queues = ["q1", "q2"]
+    assert transport.fetch(queues, limit=4, timeout=0.2, owner="o") == []  # arms the watch
+    seen = _calls_during(
+        redis_url, prefix, lambda: transport.fetch(queues, limit=4, timeout=0.6, owner="o")
+    )
+    assert seen == []  # was a BLMOVE, then EVALSHA, ZRANGE and EXISTS every 0.1 s
+
+
+@pytest.mark.parametrize("priority", [0, 9])
+def test_an_idle_fetch_takes_a_message_on_any_list_at_once(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage, priority: int
+) -> None:
+    # polling_interval is long: only the watch can end the wait this soon
+    transport, sender = make_transport(polling_interval=5.0), make_transport()
+    queues = ["a", "b", "c"]
+    assert transport.fetch(queues, limit=4, timeout=0.2, owner="o") == []
+    message = make_message(priority=priority)
+    threading.Timer(0.2, lambda: sender.publish(message, queue="c")).start()
+    started = time.monotonic()
+    got = transport.fetch(queues, limit=4, timeout=3.0, owner="o")
+    assert ids(got) == [message.headers["id"]]
+    assert time.monotonic() - started < 1.0
+
+
+def test_an_idle_fetch_promotes_a_countdown_sent_while_it_waits_when_due(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    transport, sender = make_transport(polling_interval=5.0), make_transport()
+    assert transport.fetch(["q"], limit=4, timeout=0.2, owner="o") == []
+    message = make_message()
+    due = time.time() + 0.6
+    threading.Timer(0.1, lambda: sender.publish_parked(message, queue="q", eta=due)).start()
+    got = transport.fetch(["q"], limit=4, timeout=4.0, owner="o")
+    assert ids(got) == [message.headers["id"]]
+    assert due - 0.05 <= time.time() < due + 1.0  # at its time, not at the next poll
+
+
+def test_a_watch_whose_connection_is_killed_is_replaced_and_misses_nothing(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage, raw: redis.Redis
+) -> None:
+    transport, sender = make_transport(polling_interval=5.0), make_transport()
+    assert transport.fetch(["q"], limit=4, timeout=0.2, owner="o") == []
+    killed = _watch_client(raw, transport)["id"]
+    assert raw.client_kill_filter(_id=killed) == 1
+    message = make_message()
+    threading.Timer(0.3, lambda: sender.publish(message, queue="q")).start()
+    started = time.monotonic()
+    got = transport.fetch(["q"], limit=4, timeout=3.0, owner="o")
+    assert ids(got) == [message.headers["id"]]
+    assert time.monotonic() - started < 1.0
+    assert transport.fetch(["q"], limit=4, timeout=0.2, owner="o") == []  # watches again
+    assert _watch_client(raw, transport)["id"] != killed
+
+
+def test_over_resp2_an_idle_fetch_polls_instead_of_watching(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage, redis_url: str
+) -> None:
+    transport, sender = make_transport(polling_interval=0.2), make_transport()
+    resp2 = redis.Redis.from_url(redis_url, protocol=2)
+    transport._watch = KeyWatch(resp2)
+    try:
+        assert transport.fetch(["q"], limit=4, timeout=0.3, owner="o") == []
+        assert transport._watch is None  # said once, then polled
+        message = make_message(priority=9)  # not the list a polling fetch blocks on
+        threading.Timer(0.1, lambda: sender.publish(message, queue="q")).start()
+        got = transport.fetch(["q"], limit=4, timeout=3.0, owner="o")
+        assert ids(got) == [message.headers["id"]]
+    finally:
+        resp2.close()

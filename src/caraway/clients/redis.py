@@ -546,3 +546,115 @@ class HeldConnection:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+class KeyWatch:
+    """Wait for a write to any of some keys, sending nothing while none comes.
+
+    Redis's client-side caching (``CLIENT TRACKING``, Redis >= 6 over RESP3, redis-py 8's
+    default) tells a connection that read a key once a command changes it: an
+    ``invalidate`` push. :meth:`arm` reads the keys (``EXISTS`` and one ``ZRANGE``, in one
+    ``MULTI``/``EXEC``: pushes read before its reply are for keys read at an earlier arming,
+    and a change after it comes as a push behind its reply), :meth:`wait` waits for the
+    connection to have something to read. Redis forgets a key once it has said it changed,
+    so each arming costs at most one push per key, however busy the key gets.
+
+    Unsupported (RESP2, an ACL without ``CLIENT``, Redis < 6): :meth:`arm` raises
+    :class:`WatchUnsupported`, and the caller polls instead. Connection errors propagate;
+    the connection is dropped and taken anew from the pool at the next arming (a sentinel
+    pool's asks the sentinels for the master again). Not thread-safe: one consumer's own.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._conn: Any = None
+        #: what the caller armed for, and when (monotonic); None: not armed
+        self.armed_for: Any = None
+        self.armed_at = 0.0
+        #: redis-py reconnected the connection on its own: its tracking is gone
+        self._reconnected = False
+
+    def _connection(self) -> Any:
+        conn: Any = self._conn
+        if conn is not None and conn.pid == current_pid():
+            if not self._reconnected:
+                return conn
+            self.drop()
+        self._conn = None  # a parent's, after a fork: left to it
+        conn = self.client.connection_pool.get_connection()
+        if str(getattr(conn, "protocol", 2)) != "3":
+            self.client.connection_pool.release(conn)
+            raise WatchUnsupported("the connection speaks RESP2: no invalidation pushes")
+        try:
+            conn.send_command("CLIENT", "TRACKING", "ON")
+            conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            self.client.connection_pool.release(conn)
+            raise WatchUnsupported(f"CLIENT TRACKING refused: {exc}") from exc
+        except BaseException:
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+            raise
+        self._reconnected = False
+        conn.register_connect_callback(self._on_connect)
+        self._conn = conn
+        return conn
+
+    def _on_connect(self, conn: Any) -> None:
+        self._reconnected = True
+
+    def arm(self, keys: Sequence[str], zset: str, *, armed_for: Any) -> tuple[int, Any]:
+        """Watch ``keys`` and ``zset`` from now on; returns how many of ``keys`` exist and
+        ``zset``'s first entry with its score (``ZRANGE 0 0 WITHSCORES``) as they are now."""
+        self.armed_for = None
+        conn = self._connection()
+        commands: list[Command] = [
+            ("MULTI",),
+            ("EXISTS", *keys),
+            ("ZRANGE", zset, 0, 0, "WITHSCORES"),
+            ("EXEC",),
+        ]
+        try:
+            conn.send_packed_command([pack_commands(commands)])
+            replies = [_read_reply(conn) for _ in commands]
+        except BaseException:
+            self.drop()
+            raise
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            raise failed[0]
+        count, first = replies[-1]
+        self.armed_for, self.armed_at = armed_for, time.monotonic()
+        return int(count), first
+
+    def changed(self, timeout: float) -> bool:
+        """Whether a watched key changed since :meth:`arm`, waiting up to ``timeout``
+        (seconds) for one to; True also when the connection broke (the caller looks
+        again, and the next arming reconnects). A change disarms."""
+        conn = self._conn
+        if conn is None or self.armed_for is None:
+            return True
+        try:
+            readable = bool(conn.can_read(timeout=timeout))
+        except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError):
+            self.drop()
+            return True
+        if readable:
+            # the pushes stay unread: the next arming reads past them
+            self.armed_for = None
+        return readable
+
+    def disarm(self) -> None:
+        self.armed_for = None
+
+    def drop(self) -> None:
+        self.armed_for = None
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.pid == current_pid():
+            conn.deregister_connect_callback(self._on_connect)
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+
+
+class WatchUnsupported(Exception):
+    """The server or connection cannot send invalidation pushes (see :class:`KeyWatch`)."""

@@ -40,6 +40,8 @@ from caraway.brokers.redis.keys import (
 from caraway.clients.redis import (
     RETRYABLE,
     HeldConnection,
+    KeyWatch,
+    WatchUnsupported,
     connect,
     parse_redis_url,
     retrying,
@@ -68,6 +70,9 @@ BACK_TO_BACK = 0.02
 #: polling_interval, so an idle fleet stays cheap
 ACTIVE_WINDOW = 5.0
 ACTIVE_POLL = 0.02
+#: an idle fetch that watches its lists (KeyWatch) reads them again at least this often (s):
+#: a connection gone silent without an error is noticed, and replaced, within it
+WATCH_REARM = 30.0
 _SWEEP_BATCH = 1000
 
 
@@ -91,11 +96,16 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
     ``max_retries`` (3; connection errors are retried with backoff, then raised as
     :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect).
 
-    Latency: an idle fetch blocks on one list only (the one claims found most messages on
-    lately; at first bucket 0 of the first queue, rotated between calls), on a connection of
-    its own whose wait a sibling's :meth:`give_back_waking` ends; a message arriving on
-    another queue or priority bucket, or a parked
-    message falling due, is picked up within ``polling_interval``, and within
+    Latency: an idle fetch watches every list it claims from and the schedule of parked
+    messages (:class:`~caraway.clients.redis.KeyWatch`: Redis tells a connection that read
+    a key when it changes), so a message on any queue or priority bucket, or a sibling's
+    give-back, ends the wait at once, a parked message is promoted when it falls due, and
+    an idle worker sends no command while nothing changes. Where the server or connection
+    cannot (RESP2, Redis < 6, an ACL without ``CLIENT``) the fetch polls: it blocks on one
+    list only (the one claims found most messages on lately; at first bucket 0 of the first
+    queue, rotated between calls), on a connection of its own whose wait a sibling's
+    :meth:`give_back_waking` ends; a message arriving on another queue or priority bucket,
+    or a parked message falling due, is picked up within ``polling_interval``, and within
     ``ACTIVE_POLL`` while the connection found messages in the last ``ACTIVE_WINDOW`` s
     (a worker of several queues in use: a short task sent to one queue must not wait a
     second while the worker blocks on another).
@@ -148,6 +158,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         #: that id, for a sibling's give-back to end the wait (None until asked)
         self._waiter: redis.Redis | None = None
         self._waiter_id: int | None = None
+        #: what an idle fetch waits on (None where the server cannot: it polls instead)
+        self._watch: KeyWatch | None = KeyWatch(self.client)
+        #: armings in a row that found a list holding messages the claim before did not
+        self._restless = 0
         socket_timeout = opts.get("socket_timeout")
         if socket_timeout:
             # a blocking read must return before the socket gives up on it
@@ -362,10 +376,14 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             and not before
             and just_claimed is not None
             and claimed_empty
-            and time.monotonic() - just_claimed[1] < BACK_TO_BACK
+            and (
+                time.monotonic() - just_claimed[1] < BACK_TO_BACK
+                or self._quiet(order, just_claimed[2])
+            )
         ):
             # these lists were claimed from a moment ago and were empty (an idle worker's
-            # loop ends one wait and starts the next): wait first instead of claiming again
+            # loop ends one wait and starts the next), or nothing changed in them since
+            # (watched): wait first instead of claiming again
             found: list[Delivery] = []
             next_due = just_claimed[2]
         else:
@@ -379,27 +397,100 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             now = time.monotonic()
             if found:
                 self._empty_claim, self._found_at = None, now
+                if self._watch is not None:
+                    self._watch.disarm()  # the next arming reads past the pushes of this claim
                 self._count_found(found)
                 return found
             self._empty_claim = (order, now, next_due)
             remaining = deadline - now
             if remaining <= 0:
                 return found
-            wait = min(remaining, poll)
-            if next_due is not None:
-                wait = min(wait, max(0.0, next_due - time.time()))
-            arrived = False
-            if wait >= 0.01:  # 0 would block forever in Redis
-                busiest = self._busiest
-                watch = self.on_wait
-                if watch is not None:
-                    watch(True)
-                try:
-                    arrived = self._block(busiest if busiest in keys else keys[0], wait)
-                finally:
-                    if watch is not None:
-                        watch(False)
+            armed = self._arm(order, keys, next_due)
+            if armed is not None:
+                changed, next_due = armed
+                if not changed:
+                    changed = self._wait_watched(remaining, next_due)
+                if changed or _due(next_due):
+                    found, next_due = self._claim_once(keys, limit, owner, [])
+                continue  # else the fetch's time is up, nothing changed: no claim
+            arrived = self._wait_polled(keys, min(remaining, poll), next_due)
             found, next_due = self._claim_once(keys, limit, owner, [], expect_empty=not arrived)
+
+    def _wait_polled(self, keys: list[str], wait: float, next_due: float | None) -> bool:
+        """Block on one of ``keys`` (no watch here) up to ``wait`` s or ``next_due``; True if
+        a message came to it."""
+        if next_due is not None:
+            wait = min(wait, max(0.0, next_due - time.time()))
+        if wait < 0.01:  # 0 would block forever in Redis
+            return False
+        busiest = self._busiest
+        watch = self.on_wait
+        if watch is not None:
+            watch(True)
+        try:
+            return self._block(busiest if busiest in keys else keys[0], wait)
+        finally:
+            if watch is not None:
+                watch(False)
+
+    def _quiet(self, order: tuple[str, ...], next_due: float | None) -> bool:
+        """Whether the lists of ``order`` are watched and nothing changed in them since
+        their last (empty) claim: the fetch need not claim before it waits."""
+        watch = self._watch
+        return (
+            watch is not None
+            and watch.armed_for == order
+            and time.monotonic() - watch.armed_at < WATCH_REARM
+            and not _due(next_due)
+            and not watch.changed(0)
+        )
+
+    def _arm(
+        self, order: tuple[str, ...], keys: list[str], next_due: float | None
+    ) -> tuple[bool, float | None] | None:
+        """Watch ``keys`` and the schedule for an idle wait: (whether a list holds messages
+        after all, the soonest due time), or None to poll instead (no watch here)."""
+        watch = self._watch
+        if watch is None:
+            return None
+        if watch.armed_for == order and time.monotonic() - watch.armed_at < WATCH_REARM:
+            return False, next_due
+        lists = [self.keys.k(k) for k in keys] if self.prefix else keys
+        try:
+            count, first = watch.arm(lists, self.keys.schedule, armed_for=order)
+        except WatchUnsupported as exc:
+            logger.info("idle fetches at %s poll every list: %s", self._where, exc)
+            self._watch = None
+            return None
+        except redis.RedisError as exc:  # poll this time; the next arming reconnects
+            logger.debug("could not watch the lists at %s: %s", self._where, exc)
+            return None
+        if first:
+            entry = first[0] if isinstance(first[0], list) else first
+            soonest = float(entry[1])
+            next_due = soonest if next_due is None else min(next_due, soonest)
+        if count:
+            # a message came between the claim and the arming: claim again, but not in a
+            # loop if a list holds something claims cannot take (then wait, watched)
+            self._restless += 1
+            if self._restless <= 3:
+                watch.disarm()
+                return True, next_due
+        self._restless = 0
+        return False, next_due
+
+    def _wait_watched(self, remaining: float, next_due: float | None) -> bool:
+        """Wait until a watched key changes, ``next_due`` or ``remaining`` s; True if one did."""
+        assert self._watch is not None
+        wait = remaining if next_due is None else min(remaining, next_due - time.time())
+        watch = self.on_wait
+        if watch is not None:
+            watch(True)
+        try:
+            return self._watch.changed(max(0.0, wait))
+        finally:
+            if watch is not None:
+                watch(False)
 
     def _count_found(self, found: list[Delivery]) -> None:
         """Keep :attr:`_busiest`: the list most messages came from lately. Not the last
@@ -469,7 +560,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
 
     def wake_id(self) -> int | None:
         """The waiting connection's CLIENT ID (one round trip the first time; None if the
-        server would not say, so that the wait is left to end at its poll)."""
+        server would not say, so that the wait is left to end at its poll). None too while
+        the fetch waits watched: the give-back's own pushes to the lists end that wait."""
+        if self._watch is not None and self._watch.armed_for is not None:
+            return None
         if self._waiter_id is None:
             try:
                 self._waiter_id = int(self._waiting_client().client_id())
@@ -795,7 +889,13 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
     def close(self) -> None:
         self._held.close()
         self._drop_waiter()
+        if self._watch is not None:
+            self._watch.drop()
         self.client.close()
+
+
+def _due(next_due: float | None) -> bool:
+    return next_due is not None and next_due <= time.time()
 
 
 def _held(delivery: Delivery) -> _Held:
