@@ -6,7 +6,10 @@ Redis db 10 is ours alone: flushed before and after each test. Workers are real
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +129,53 @@ def test_two_workers_share_a_batch_and_each_task_runs_once(
     assert [r.get(timeout=20) for r in results] == list(range(60))
     assert db.scard("seen") == 60
     assert db.llen("seen:runs") == 60
+
+
+def _commands_during(seconds: float, db: int) -> list[str]:
+    """The commands Redis ran on ``db`` (scripts' own calls included) over ``seconds``."""
+    watcher = redis.Redis.from_url(URL)
+    marker = f"end-{uuid.uuid4().hex}"
+    seen: list[str] = []
+    try:
+        with watcher.monitor() as monitor:
+            timer = threading.Timer(seconds, lambda: redis.Redis.from_url(URL).echo(marker))
+            timer.start()
+            try:
+                for event in monitor.listen():
+                    command = str(event["command"])
+                    if marker in command:
+                        return seen
+                    if event.get("db") == db:
+                        seen.append(command)
+            finally:
+                timer.cancel()
+    finally:
+        watcher.close()
+    raise AssertionError("MONITOR ended before the marker")
+
+
+def _renewals(commands: list[str]) -> list[str]:
+    # the RENEW script: three keys, the claims index first (the claim script has thirteen+)
+    return [c for c in commands if c.startswith("EVALSHA ") and " 3 unacked_index " in c]
+
+
+def test_an_idle_worker_only_heartbeats_and_renews_the_claims_of_a_busy_child(
+    project: Path, workers: list[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an idle node polled every list once a second and renewed its children's (empty) claims
+    # every few: an idle fleet of 20 cost Redis 3.3x Celery's commands (W9)
+    monkeypatch.setenv("TEST_TRANSPORT_OPTIONS", json.dumps({"visibility_timeout": 2}))
+    workers.append(Worker(project, "-c", "1").wait_ready())  # renews every 0.5 s
+    assert tasks().add.delay(1, 1).get(timeout=10) == 2
+    idle = _commands_during(2.5, db=10)
+    # no wait (BLMOVE) and no claim (the script of thirteen keys and more): the lists are
+    # watched; what remains is heartbeats, the sweep of expired claims (every second with
+    # this timeout) and the revoked ids' poll
+    assert not [c for c in idle if c.startswith(("BLMOVE", "RPOP"))], idle
+    assert not [c for c in idle if " unacked unacked_index caraway.claims " in c], idle
+    # once its first wait, which carried the last task's ack, is over: none (it was 5 here)
+    assert len(_renewals(idle)) <= 1, idle
+    result = tasks().slow.delay(2.0)
+    wait_until(lambda: result.state == states.STARTED, timeout=10, message="the slow task")
+    assert _renewals(_commands_during(1.2, db=10))  # its claim is renewed while it runs
+    assert result.get(timeout=10) == 2.0

@@ -280,3 +280,18 @@ def test_a_prefork_helper_is_woken_by_a_sibling_that_starts_waiting_mid_task() -
     finally:
         handoff.stop()
     assert calls[1] == 0.0, "a sibling waiting at the start: handed over before the task"
+
+
+def test_a_child_waiting_with_nothing_in_hand_says_so_for_its_supervisor() -> None:
+    table = Siblings(2)
+    first, second = table.view(0), table.view(1)
+    assert first is not None and second is not None
+    first.empty_handed = True
+    first.waiting(True)
+    assert table.holds_nothing(0) and second.any_waiting()  # still a waiting sibling
+    first.waiting(False)
+    assert not table.holds_nothing(0)
+    first.empty_handed = False  # a countdown held for later, a result not yet written
+    first.waiting(True)
+    assert not table.holds_nothing(0) and second.any_waiting()
+    assert not table.holds_nothing(5)

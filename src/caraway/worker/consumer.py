@@ -281,6 +281,9 @@ class Consumer:
         # and then a fetch that claims again cost an idle node two claims a wait for nothing
         pending = self.effects.pending
         first = 0.0 if pending else timeout
+        if self.siblings is not None:
+            # a wait of this fetch holds no claim: the supervisor need not renew any
+            self.siblings.empty_handed = not (busy or pending or self._held or self._rate_waiting)
 
         def fetch(acks: Sequence[Delivery]) -> list[Delivery]:
             return self.transport.ack_then_fetch(

@@ -79,7 +79,8 @@ class Siblings:
 
     An anonymous shared map made by the supervisor before it forks: the first ``slots``
     bytes say "waiting" (1) or not (0), then one 8-byte wake id per slot (-1: none), then
-    one 8-byte number per slot: the task the child runs now (0: none). A child writes its
+    one 8-byte number per slot: the task the child runs now (0: none), then one byte per
+    slot: 1 while the child waits holding no claim at all. A child writes its
     own slot only (its id, then its flag), just before its fetch blocks and again when it
     wakes, and its task number as a task starts and ends; a replacement child, and the
     supervisor when one exits, clear it. Reads take no lock: a flag read a moment stale
@@ -92,7 +93,9 @@ class Siblings:
 
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
-        self._map = mmap.mmap(-1, self.slots * (1 + 2 * _ID.size))
+        self._map = mmap.mmap(-1, self.slots * (2 + 2 * _ID.size))
+        #: after the task numbers, one byte per slot: 1 while the child waits holding nothing
+        self._empty = self.slots * (1 + 2 * _ID.size)
         self.pipes = [os.pipe() for _ in range(self.slots)]
         for reader, writer in self.pipes:
             os.set_blocking(reader, False)
@@ -103,8 +106,15 @@ class Siblings:
     def clear(self, index: int) -> None:
         if 0 <= index < self.slots:
             self._map[index] = 0
+            self._map[self._empty + index] = 0
             _ID.pack_into(self._map, self.slots + index * _ID.size, -1)
             _ID.pack_into(self._map, self.slots * (1 + _ID.size) + index * _ID.size, 0)
+
+    def holds_nothing(self, index: int) -> bool:
+        """Whether child ``index`` waits on an empty broker holding no message: its supervisor
+        need not renew its claims (an idle fleet's renewals were a fifth of its commands).
+        Read a moment stale, a claim it made since is younger than one renewal period."""
+        return 0 <= index < self.slots and self._map[self._empty + index] == 1
 
     def view(self, index: int) -> SiblingView | None:
         """The child ``index``'s side (None beyond the table: that child simply never
@@ -122,6 +132,7 @@ class SiblingView:
         self._map = table._map
         self._slots = table.slots
         self._runs = table.slots * (1 + _ID.size)  # where the task numbers start
+        self._empty = table._empty + index
         self._pipes = [writer for _, writer in table.pipes]
         self.index = index
         self._pid = os.getpid()
@@ -131,6 +142,9 @@ class SiblingView:
         self._told: dict[int, int] = {}
         #: the transport's :meth:`~caraway.brokers.contracts.Transport.wake_id`
         self.wake_id: Callable[[], int | None] = lambda: None
+        #: set by the consumer before each fetch: it holds no claim (nothing running,
+        #: held for later, or unacked), so a wait of that fetch says so in its slot
+        self.empty_handed = False
 
     def waiting(self, flag: bool) -> None:
         """``Transport.on_wait``: this child is about to block on an empty broker, or woke.
@@ -139,9 +153,11 @@ class SiblingView:
         pipe, so that what waits there comes here now."""
         if not flag:
             self._map[self.index] = 0
+            self._map[self._empty] = 0
             return
         wake = self.wake_id()
         _ID.pack_into(self._map, self._slots + self.index * _ID.size, -1 if wake is None else wake)
+        self._map[self._empty] = 1 if self.empty_handed else 0
         self._map[self.index] = 1
         for index in range(self._slots):
             if index == self.index:

@@ -679,7 +679,12 @@ class Supervisor:
             self._idle_since = None
 
     def _renew_leases(self) -> None:
-        owners = [f"{self.hostname}/{pid}" for pid in self.children]
+        siblings = self.siblings if self.pool == "prefork" else None
+        owners = [
+            f"{self.hostname}/{pid}"
+            for pid, child in self.children.items()
+            if siblings is None or not siblings.holds_nothing(child.index)
+        ]
         for owner in owners:
             try:
                 self.transport.renew(owner)
