@@ -1,13 +1,14 @@
 """Where a caraway drain spends its CPU: children, supervisor, Redis, RabbitMQ, per task.
 
-    .venv/bin/python -m benchmarks.cpu_per_task --n 20000 [--broker amqp]
+    .venv/bin/python -m benchmarks.cpu_per_task --n 20000 [--broker amqp] [--system celery]
 
 Queues N ``add`` tasks (on a private Redis db, or on RabbitMQ with results in that db),
 starts a worker (prefork, 2 children), waits until every result is written, then reads the
 CPU time of the supervisor and its children (/proc), of Redis (INFO cpu) and of RabbitMQ
 (its beam.smp process, when it runs here) and divides by N. The drain is
 bound by CPU on a 2-core machine, so these figures are its cost model: what to cut to go
-faster. Not a comparison with Celery (that is ``python -m benchmarks``).
+faster. ``--system celery`` measures Celery's worker the same way (its own venv), for
+where each system's CPU goes; the comparison of rates is ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import redis
 
 from benchmarks import procs
-from benchmarks.celery_env import caraway_python
+from benchmarks.celery_env import caraway_python, celery_python
 
 APP = """
 from caraway import Caraway
@@ -46,6 +47,15 @@ with app.publishing_batch():
 print(" ".join(ids))
 """
 
+#: the same app and fill for Celery (which has no publishing batch)
+CELERY_APP = APP.replace("from caraway import Caraway", "from celery import Celery as Caraway")
+CELERY_FILL = """
+import sys
+from benchapp import add
+
+print(" ".join(add.delay(i, i).id for i in range(int(sys.argv[1]))))
+"""
+
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -66,22 +76,25 @@ def main() -> None:
     parser.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")
     parser.add_argument("-c", "--concurrency", type=int, default=2)
     parser.add_argument("-E", "--events", action="store_true", help="worker sends task events")
+    parser.add_argument("--system", choices=("caraway", "celery"), default="caraway")
     args = parser.parse_args()
     url = f"redis://127.0.0.1:{args.redis_port}/{args.redis_db}"
     client = redis.Redis.from_url(url)
     if client.dbsize():
         sys.exit(f"db {args.redis_db} is not empty; pick another with --redis-db")
-    python = str(caraway_python())
+    celery = args.system == "celery"
+    python = str(celery_python() if celery else caraway_python())
     with tempfile.TemporaryDirectory() as tmp:
         broker = url if args.broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
-        Path(tmp, "benchapp.py").write_text(APP.format(broker=broker, url=url))
-        Path(tmp, "fill.py").write_text(FILL)
+        app = CELERY_APP if celery else APP
+        Path(tmp, "benchapp.py").write_text(app.format(broker=broker, url=url))
+        Path(tmp, "fill.py").write_text(CELERY_FILL if celery else FILL)
         env = {**os.environ, "PYTHONPATH": tmp}
         filled = subprocess.run(
             [python, "fill.py", str(args.n)], cwd=tmp, env=env, check=True, capture_output=True
         )
         waiting = [f"celery-task-meta-{i}" for i in filled.stdout.decode().split()]
-        argv = [python, "-m", "caraway", "-A", "benchapp", "worker", "-l", "warning"]
+        argv = [python, "-m", args.system, "-A", "benchapp", "worker", "-l", "warning"]
         argv += ["-P", args.pool, "-c", str(args.concurrency), *(["-E"] if args.events else [])]
         rabbit = rabbit_pid()
         before = redis_cpu(client)
@@ -109,7 +122,8 @@ def main() -> None:
                 delete_queue("cpu-per-task")
     per_task = 1e6 / args.n
     print(
-        f"{args.n} tasks in {wall:.2f}s (with start-up): children {child_cpu * per_task:.0f} us, "
+        f"{args.system}: {args.n} tasks in {wall:.2f}s (with start-up): "
+        f"children {child_cpu * per_task:.0f} us, "
         f"supervisor {parent_cpu * per_task:.0f} us (with start-up), "
         f"Redis {server_cpu * per_task:.0f} us"
         + (f", RabbitMQ {rabbit_cpu * per_task:.0f} us" if rabbit else "")
