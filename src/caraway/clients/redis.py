@@ -357,6 +357,28 @@ def _pack_commands_py(commands: Sequence[Command]) -> bytes:
     return b"".join(out)
 
 
+def _exchange(conn: Any, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` on ``conn`` in one write and read every reply (error replies as
+    values). A connection error leaves replies half read: the caller drops ``conn``."""
+    conn.send_packed_command([pack_commands(commands)])
+    return [_read_reply(conn) for _ in commands]
+
+
+def _transaction(commands: Sequence[Command]) -> list[Command]:
+    return [("MULTI",), *commands, ("EXEC",)]
+
+
+def _exec_replies(replies: list[Any]) -> list[Any]:
+    """EXEC's replies, from every reply of a :func:`_transaction`; raises the first command
+    refused while queueing (EXEC aborted the lot) or EXEC's own error."""
+    queued = [r for r in replies[1:-1] if isinstance(r, Exception)]
+    if queued:
+        raise queued[0]
+    if isinstance(replies[-1], Exception):
+        raise replies[-1]
+    return list(replies[-1] or [])
+
+
 def _read_reply(conn: Any) -> Any:
     """One reply, an error reply as a value: the replies after it must still be read."""
     try:
@@ -516,22 +538,13 @@ class HeldConnection:
 
     def _via_held(self, commands: list[Command], transaction: bool) -> list[Any]:
         conn = self._connection()
-        sent = [("MULTI",), *commands, ("EXEC",)] if transaction else commands
         try:
-            conn.send_packed_command([pack_commands(sent)])
-            replies = [_read_reply(conn) for _ in sent]
+            replies = _exchange(conn, _transaction(commands) if transaction else commands)
         except BaseException:
             # a half-read reply would be taken for the next command's: start afresh
             self._drop()
             raise
-        if transaction:
-            queued = [r for r in replies[1:-1] if isinstance(r, Exception)]
-            if queued:  # refused while queueing: EXEC aborted the lot
-                raise queued[0]
-            if isinstance(replies[-1], Exception):
-                raise replies[-1]
-            replies = list(replies[-1] or [])
-        return replies
+        return _exec_replies(replies) if transaction else replies
 
     def _drop(self) -> None:
         while self._pending:
@@ -555,7 +568,7 @@ class KeyWatch:
     default) tells a connection that read a key once a command changes it: an
     ``invalidate`` push. :meth:`arm` reads the keys (``EXISTS`` and one ``ZRANGE``, in one
     ``MULTI``/``EXEC``: pushes read before its reply are for keys read at an earlier arming,
-    and a change after it comes as a push behind its reply), :meth:`wait` waits for the
+    and a change after it comes as a push behind its reply), :meth:`changed` waits for the
     connection to have something to read. Redis forgets a key once it has said it changed,
     so each arming costs at most one push per key, however busy the key gets.
 
@@ -608,22 +621,16 @@ class KeyWatch:
         ``zset``'s first entry with its score (``ZRANGE 0 0 WITHSCORES``) as they are now."""
         self.armed_for = None
         conn = self._connection()
-        commands: list[Command] = [
-            ("MULTI",),
-            ("EXISTS", *keys),
-            ("ZRANGE", zset, 0, 0, "WITHSCORES"),
-            ("EXEC",),
-        ]
+        reads: list[Command] = [("EXISTS", *keys), ("ZRANGE", zset, 0, 0, "WITHSCORES")]
         try:
-            conn.send_packed_command([pack_commands(commands)])
-            replies = [_read_reply(conn) for _ in commands]
+            replies = _exchange(conn, _transaction(reads))
         except BaseException:
             self.drop()
             raise
-        failed = [reply for reply in replies if isinstance(reply, Exception)]
-        if failed:
-            raise failed[0]
-        count, first = replies[-1]
+        count, first = _exec_replies(replies)
+        for reply in (count, first):
+            if isinstance(reply, Exception):  # a key of the wrong type, say
+                raise reply
         self.armed_for, self.armed_at = armed_for, time.monotonic()
         return int(count), first
 
