@@ -634,6 +634,10 @@ class KeyWatch:
         self.armed_for, self.armed_at = armed_for, time.monotonic()
         return int(count), first
 
+    def watching(self, armed_for: Any, max_age: float) -> bool:
+        """Whether it is armed for ``armed_for``, read at most ``max_age`` s ago."""
+        return self.armed_for == armed_for and time.monotonic() - self.armed_at < max_age
+
     def changed(self, timeout: float) -> bool:
         """Whether a watched key changed since :meth:`arm`, waiting up to ``timeout``
         (seconds) for one to; True also when the connection broke (the caller looks

@@ -439,8 +439,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         watch = self._watch
         return (
             watch is not None
-            and watch.armed_for == order
-            and time.monotonic() - watch.armed_at < WATCH_REARM
+            and watch.watching(order, WATCH_REARM)
             and not _due(next_due)
             and not watch.changed(0)
         )
@@ -453,7 +452,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         watch = self._watch
         if watch is None:
             return None
-        if watch.armed_for == order and time.monotonic() - watch.armed_at < WATCH_REARM:
+        if watch.watching(order, WATCH_REARM):
             return False, next_due
         lists = [self.keys.k(k) for k in keys] if self.prefix else keys
         try:
