@@ -1020,3 +1020,31 @@ def test_over_resp2_an_idle_fetch_polls_instead_of_watching(
         assert ids(got) == [message.headers["id"]]
     finally:
         resp2.close()
+
+
+def test_a_message_sent_between_an_empty_claim_and_the_arming_is_taken_every_time(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage
+) -> None:
+    # a client sending its next task just as a worker's claim came back empty (a `delay()`
+    # right after the last `get()`): the arming sees the list hold it and claims again. A
+    # guard against claiming in a loop counted these across fetches, so the fourth such
+    # message waited, watched, for WATCH_REARM (30 s): CI's `calling` case timed out on it
+    transport, sender = make_transport(polling_interval=5.0), make_transport()
+    assert transport._watch is not None
+    arm = transport._watch.arm
+    pending: list[Message] = []
+
+    def arm_after_a_send(*args: Any, **kwargs: Any) -> Any:
+        while pending:
+            sender.publish(pending.pop(), queue="q")
+        return arm(*args, **kwargs)
+
+    transport._watch.arm = arm_after_a_send  # type: ignore[method-assign]
+    for _ in range(6):
+        message = make_message()
+        pending.append(message)
+        started = time.monotonic()
+        got = transport.fetch(["q"], limit=4, timeout=3.0, owner="o")
+        assert ids(got) == [message.headers["id"]]
+        assert time.monotonic() - started < 1.0
+        transport.ack(got[0])

@@ -160,7 +160,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         self._waiter_id: int | None = None
         #: what an idle fetch waits on (None where the server cannot: it polls instead)
         self._watch: KeyWatch | None = KeyWatch(self.client)
-        #: armings in a row that found a list holding messages the claim before did not
+        #: armings in this fetch that found a list holding messages the claim before did
+        #: not (counted per fetch: a send racing each of many fetches is no loop)
         self._restless = 0
         socket_timeout = opts.get("socket_timeout")
         if socket_timeout:
@@ -363,6 +364,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         for queue in queues:
             self.declare(queue)
         deadline = time.monotonic() + max(0.0, timeout)
+        self._restless = 0
         self._maybe_sweep()
         shift = self._rotation % len(queues)
         self._rotation += 1
@@ -470,7 +472,8 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             next_due = soonest if next_due is None else min(next_due, soonest)
         if count:
             # a message came between the claim and the arming: claim again, but not in a
-            # loop if a list holds something claims cannot take (then wait, watched)
+            # loop if a list holds something claims cannot take (then wait, watched, for
+            # the rest of this fetch)
             self._restless += 1
             if self._restless <= 3:
                 watch.disarm()
