@@ -33,6 +33,7 @@ const state = {
   total: 0,
   dirty: false,
   shown: new Set(),
+  tasksAsked: 0, // the newest task-list request: an older one's answer is stale
 };
 
 function $(selector) { return document.querySelector(selector); }
@@ -398,6 +399,16 @@ function stateCell(task) {
   return td;
 }
 
+/** Run `render`, which replaces task rows, keeping the keyboard on the row it was on: a
+ * live update or a reload must not throw the user's place (after `j`/`k`) back to the page. */
+function keepingFocus(render) {
+  const row = document.activeElement?.closest("#task-table tbody tr");
+  render();
+  if (row && !row.isConnected) {
+    document.querySelector(`#task-table tr[data-uuid="${CSS.escape(row.dataset.uuid)}"] td.uuid a`)?.focus();
+  }
+}
+
 function taskRow(task) {
   return el("tr", { "data-uuid": task.uuid, "data-state": task.state },
     ...visibleColumns().map(([key]) => {
@@ -411,10 +422,16 @@ async function loadTasks() {
   const query = new URLSearchParams({ limit: pageSize(), offset: state.offset, sort: state.sort, order: state.order });
   for (const [key, value] of Object.entries(filters())) if (value) query.set(key, value);
   const started = performance.now();
+  const asked = ++state.tasksAsked;
   const page = await api(`/api/tasks?${query}`);
+  const table = $("#task-table");
+  table.dataset.answers = Number(table.dataset.answers || 0) + 1;
+  // answers can come out of order (a reload per keystroke): a slower, older one would
+  // show the list for a filter the user has since changed
+  if (asked !== state.tasksAsked) return;
   state.total = page.total;
   state.shown = new Set(page.tasks.map((t) => t.uuid));
-  $("#task-table tbody").replaceChildren(...page.tasks.map(taskRow));
+  keepingFocus(() => $("#task-table tbody").replaceChildren(...page.tasks.map(taskRow)));
   const last = Math.min(state.offset + page.tasks.length, page.total);
   $("#page-info").textContent = page.total
     ? `${count(state.offset + 1)}–${count(last)} of ${count(page.total)} tasks`
@@ -429,7 +446,7 @@ function onTasksChanged(changed) {
   let unseen = false;
   for (const task of changed) {
     const row = document.querySelector(`#task-table tr[data-uuid="${CSS.escape(task.uuid)}"]`);
-    if (row) row.replaceWith(taskRow(task));
+    if (row) keepingFocus(() => row.replaceWith(taskRow(task)));
     else unseen = true;
   }
   if (unseen) state.dirty = true; // a new task: the page and its total reload, at most every second
