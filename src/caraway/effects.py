@@ -116,10 +116,21 @@ class EffectApplier:
         do the results get waited for before the fetch. A failed result write after a good
         fetch is kept for the next flush rather than losing the fetched deliveries.
         """
+        return self.flush_then_begin(lambda acks: _done(fetch(acks)))()
+
+    def flush_then_begin(
+        self, begin: Callable[[Sequence[Delivery]], Callable[[], FetchT]]
+    ) -> Callable[[], FetchT]:
+        """:meth:`flush_then_fetch` in two halves: ``begin(acks)`` sends the fetch and
+        returns what reads its reply (``FetchAhead.begin_fetch``); the function returned
+        here reads it, then the results' replies. What finishes in between is queued apart
+        from what was sent."""
+        sent: list[tuple[str, bytes, str, str | None]] = []
         wait = _noop
         if self._results:
             assert self.backend is not None
             wait = self.backend.store_many_begin(self._results, expires=self.expires)
+            sent, self._results = self._results, []
         try:
             if self._joins and not self._acks and not self._publish:
                 # counted in the results' round trip; a chord they complete sends its body
@@ -128,21 +139,35 @@ class EffectApplier:
             if self._acks or self._publish:
                 wait, waiting = _noop, wait
                 waiting()
-                self._results = []
+                sent = []
                 self._join_chords()
                 self._send()
-            found = fetch(self._acks + self._loose_acks)
+            read = begin(self._acks + self._loose_acks)
             self._acks, self._loose_acks = [], []
         except BaseException:
             with contextlib.suppress(Exception):
                 wait()  # read the replies so the connection stays in step
+            self._results[:0] = sent  # written again with the next flush (idempotent)
             raise
-        try:
-            wait()
-            self._results = []
-        except Exception as exc:
-            logger.error("could not write results: %s; they are written with the next batch", exc)
-        return found
+
+        def finish() -> FetchT:
+            try:
+                found = read()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    wait()
+                self._results[:0] = sent
+                raise
+            try:
+                wait()
+            except Exception as exc:
+                self._results[:0] = sent
+                logger.error(
+                    "could not write results: %s; they are written with the next batch", exc
+                )
+            return found
+
+        return finish
 
     def _count_joins(self) -> None:
         """Send the counts behind the results being written and read them; counts that
@@ -184,6 +209,10 @@ class EffectApplier:
             delivery.requeue()
         elif effects.settle == "dead_letter":
             delivery.dead_letter(effects.reason or "set aside by the worker")
+
+
+def _done(value: FetchT) -> Callable[[], FetchT]:
+    return lambda: value
 
 
 def _noop() -> None:

@@ -77,6 +77,14 @@ def mark_late(key, value):
     return value
 
 
+@app.task(bind=True)
+def nap(self, key, seconds):
+    # hold's early-ack twin
+    time.sleep(seconds)
+    _redis_client().rpush(key, self.request.id)
+    return 'napped'
+
+
 @app.task(bind=True, acks_late=True)
 def hold(self, key, seconds):
     client = _redis_client()

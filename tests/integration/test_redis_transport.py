@@ -21,6 +21,7 @@ from caraway.clients.redis import HeldConnection, KeyWatch, connect, parse_redis
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
 from caraway.protocol.envelope import unpack
 from caraway.protocol.message import Message
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -1048,3 +1049,45 @@ def test_a_message_sent_between_an_empty_claim_and_the_arming_is_taken_every_tim
         assert ids(got) == [message.headers["id"]]
         assert time.monotonic() - started < 1.0
         transport.ack(got[0])
+
+
+def test_a_fetch_begun_ahead_claims_and_acks_before_its_reply_is_read(
+    make_transport: Callable[..., RedisTransport],
+    make_message: MakeMessage,
+    raw: redis.Redis,
+    prefix: str,
+) -> None:
+    transport, sender = make_transport(), make_transport()
+    sent = [make_message() for _ in range(4)]
+    for message in sent:
+        sender.publish(message, queue="q")
+    (first,) = transport.fetch(["q"], limit=1, timeout=0.0, owner="o")
+    read = transport.begin_fetch([first], ["q"], limit=2, owner="o")
+    # the claim ran on the server while the caller went on (here: waited for it to land)
+    wait_until(lambda: raw.llen(f"{prefix}q") == 1, timeout=5, message="the claim ahead")
+    tags = {k.decode() for k in raw.hkeys(f"{prefix}unacked")}
+    assert first.tag not in tags and len(tags) == 2  # the ack went first, in the same write
+    assert ids(read()) == ids_of(sent[1:3])
+    assert {d.tag for d in transport.fetch(["q"], limit=4, timeout=0.0, owner="o")} - tags
+
+
+def test_a_fetch_begun_ahead_whose_reply_is_lost_claims_each_message_once(
+    make_transport: Callable[..., RedisTransport],
+    make_message: MakeMessage,
+    raw: redis.Redis,
+    prefix: str,
+) -> None:
+    transport, sender = make_transport(), make_transport()
+    sent = [make_message() for _ in range(3)]
+    for message in sent:
+        sender.publish(message, queue="q")
+    transport.fetch(["q"], limit=1, timeout=0.0, owner="o")  # opens the held connection
+    read = transport.begin_fetch([], ["q"], limit=2, owner="o")
+    wait_until(lambda: raw.llen(f"{prefix}q") == 0, timeout=5, message="the claim ahead")
+    host, port = transport._held._conn._sock.getsockname()[:2]
+    assert raw.client_kill(f"{host}:{port}")
+    # the claim it cannot read back is released by its fetch id and made again
+    got = read()
+    assert ids(got) == ids_of(sent[1:3])
+    assert raw.hlen(f"{prefix}unacked") == 3  # the first claim and these two, once each
+    assert raw.llen(f"{prefix}q") == 0

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -187,3 +187,36 @@ def test_an_idle_worker_only_heartbeats_and_renews_the_claims_of_a_busy_child(
     wait_until(lambda: result.state == states.STARTED, timeout=10, message="the slow task")
     assert _renewals(_commands_during(1.2, db=10))  # its claim is renewed while it runs
     assert result.get(timeout=10) == 2.0
+
+
+def _most_unacked(db: redis.Redis, done: Callable[[], int], count: int) -> int:
+    """The most claims held at once until ``done()`` counts ``count`` tasks run."""
+    most = 0
+    deadline = time.monotonic() + 20
+    while done() < count:
+        assert time.monotonic() < deadline, f"{done()} of {count} tasks ran"
+        most = max(most, db.hlen("unacked"))
+        time.sleep(0.01)
+    return most
+
+
+@pytest.mark.parametrize(("task", "most"), [("nap", 2), ("hold", 1)])
+def test_a_draining_child_claims_its_next_batch_as_its_last_task_starts_within_the_prefetch(
+    project: Path,
+    workers: list[Worker],
+    db: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    task: str,
+    most: int,
+) -> None:
+    # a child waited for its claim's round trip after every batch (40% of a drain's time):
+    # the next claim now goes as the last task in hand starts. Celery's prefetch counts
+    # what is held and not yet acked: a task acked as it starts (nap) leaves its room to
+    # the next message, one acked after its run (hold, acks_late) does not
+    monkeypatch.setenv("TEST_PREFETCH", "1")
+    key = f"ran-{uuid.uuid4().hex}"
+    for _ in range(4):
+        getattr(tasks(), task).delay(key, 0.3)
+    workers.append(Worker(project, "-P", "solo").wait_ready())
+    done = (lambda: db.llen(key)) if task == "nap" else (lambda: db.scard(key))
+    assert _most_unacked(db, done, 4) == most

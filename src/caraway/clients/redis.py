@@ -445,17 +445,20 @@ class HeldConnection:
             raise errors[0]
         return replies
 
-    def send(self, commands: list[Command]) -> Callable[[], list[Any]]:
+    def send(
+        self, commands: list[Command], *, raise_errors: bool = True
+    ) -> Callable[[], list[Any]]:
         """Send ``commands`` now; the returned function reads their replies.
 
-        For writes whose round trip can overlap another connection's (results written
-        while the broker claims the next batch). Several sends may be outstanding (a
-        batch's results, then its chord counts): their replies are read in the order
-        they were sent, by whichever reader or next use of this connection comes first,
-        so nothing interleaves. The reader raises the first error, as :meth:`run` does.
+        For round trips that can overlap other work (results written while the broker
+        claims the next batch, a claim while a task runs). Several sends may be
+        outstanding (a batch's results, then its chord counts): their replies are read in
+        the order they were sent, by whichever reader or next use of this connection comes
+        first, so nothing interleaves. The reader raises the first error, as :meth:`run`
+        does (or with ``raise_errors=False`` leaves error replies in the list).
         """
         if not self._lock.acquire(blocking=False):
-            replies = self.run(commands)
+            replies = self.run(commands, raise_errors=raise_errors)
             return lambda: replies
         try:
             conn = self._connection()
@@ -475,9 +478,9 @@ class HeldConnection:
                     self._read_oldest()
             replies = pending.result()
             if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-                return self.run(commands)
+                return self.run(commands, raise_errors=raise_errors)
             errors = [reply for reply in replies if isinstance(reply, Exception)]
-            if errors:
+            if errors and raise_errors:
                 raise errors[0]
             return replies
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from caraway import exceptions, lifecycle, signals
-from caraway.brokers.contracts import Delivery, Scheduling
+from caraway.brokers.contracts import Delivery, FetchAhead, Scheduling
 from caraway.effects import EffectApplier
 from caraway.execution import (
     build_request,
@@ -136,6 +136,14 @@ class Consumer:
         self.revoked_stamps: dict[str, list[Any]] = {}
         self._policies: dict[str, lifecycle.Policy] = {}
         self._buffer: deque[Delivery] = deque()
+        #: the claim of the next batch, sent as the last task in hand started (FetchAhead):
+        #: what reads its reply, or None
+        self._ahead: Callable[[], list[Delivery]] | None = None
+        self._ahead_limit = 0
+        #: whether this consumer claims ahead (a one-slot consumer on a FetchAhead broker)
+        self._fetches_ahead = False
+        #: the last claim took all it asked for: more likely wait (claim ahead only then)
+        self._backlog = False
         self._held: list[tuple[float, int, Delivery, TaskMessage]] = []
         self._inflight = 0
         self._last_runtime = 0.0
@@ -178,6 +186,9 @@ class Consumer:
                 self.handoff.at_start = None
         # by type, once: an ABC isinstance per message would cost more than the lookup did
         self.can_park = isinstance(self.transport, Scheduling)
+        self._fetches_ahead = (
+            isinstance(self.transport, FetchAhead) and self.slots == 1 and not self._green
+        )
         self.backend = self.app.new_backend()
         self.effects = EffectApplier(self.app, self.transport, self.backend, self.app.publisher)
         pool: InlinePool | ThreadPool = (
@@ -272,6 +283,13 @@ class Consumer:
         return room
 
     def _fill_buffer(self) -> None:
+        if self._ahead is not None:
+            try:
+                self._take_ahead()
+            except exceptions.BrokerConnectionError as exc:
+                logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
+                self.stop_event.wait(1.0)
+                return
         room = self._fetch_room()
         if not room:
             return
@@ -301,7 +319,47 @@ class Consumer:
             logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
             self.stop_event.wait(1.0)
             return
+        self._backlog = len(deliveries) >= room
         self._buffer.extend(deliveries)
+
+    def _take_ahead(self) -> None:
+        """Read the claim sent ahead (if any) into the buffer."""
+        read, self._ahead = self._ahead, None
+        if read is not None:
+            found = read()
+            self._backlog = len(found) >= self._ahead_limit
+            self._buffer.extend(found)
+
+    def _fetch_ahead(self, job: _Job) -> None:
+        """As the last task in hand starts inline, send the claim of the next batch (with
+        the acks and results queued), so its round trip overlaps the task. The running task
+        counts against the prefetch limit only when its ack waits for it (late acks), as a
+        task acked at its start does not count in Celery's prefetch."""
+        if (
+            not self._backlog
+            or self._ahead is not None
+            or self._buffer
+            or self._ready
+            or self._async_inflight
+            or self.stop_event.is_set()
+        ):
+            # a claim ahead is for a drain: a worker taking tasks as they come would pay
+            # one empty claim per task (W3's round trip, W9's commands)
+            return
+        if self.siblings is not None and self.siblings.any_waiting():
+            return  # what it claimed would go back to that sibling at once (handoff.py)
+        limit = self.prefetch - len(self._rate_waiting) - (1 if job.policy.acks_late else 0)
+        if limit <= 0:
+            return
+        self._ahead_limit = limit
+        transport = self.transport
+        assert isinstance(transport, FetchAhead)
+        try:
+            self._ahead = self.effects.flush_then_begin(
+                lambda acks: transport.begin_fetch(acks, self.queues, limit=limit, owner=self.owner)
+            )
+        except Exception as exc:  # the task runs all the same; the next fetch tries again
+            logger.warning("could not claim the next batch ahead: %s", exc)
 
     def _idle_timeout(self) -> float:
         if not self._held:
@@ -585,6 +643,8 @@ class Consumer:
             )
         )
         self._inflight += 1
+        if self._fetches_ahead:
+            self._fetch_ahead(job)
         handoff = self.handoff
         if handoff is not None:
             self.pool.submit(lambda: handoff.run(self._execute, job))
@@ -772,6 +832,7 @@ class Consumer:
     def _give_back_waiting(self, first: bool, why: str) -> None:
         """Give back everything unstarted (countdowns only once due), waking the siblings
         that wait; ``first`` gives back even nothing (it stops a broker that pushes)."""
+        self._take_ahead()  # claimed ahead is held here too
         now = time.time()
         due = [entry for entry in self._held if entry[0] <= now]
         pending = (
@@ -803,6 +864,14 @@ class Consumer:
             self._report_queue_state(force=True)
 
     def _give_back_unstarted(self) -> None:
+        try:
+            self._take_ahead()
+        except Exception as exc:
+            logger.warning(
+                "could not read the claim sent ahead on shutdown: %s; its messages return "
+                "when their lease runs out (or when the supervisor recovers this process's)",
+                exc,
+            )
         pending = (
             [job.delivery for job in self._ready]
             + list(self._buffer)

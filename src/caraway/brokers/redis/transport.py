@@ -24,6 +24,7 @@ from caraway.brokers.contracts import (
     Capabilities,
     Delivery,
     Fanout,
+    FetchAhead,
     Routing,
     Scheduling,
     Transport,
@@ -85,7 +86,7 @@ class _Held:
     key: str  # unprefixed list key the message was claimed from
 
 
-class RedisTransport(Transport, Scheduling, Fanout, Routing):
+class RedisTransport(Transport, Scheduling, Fanout, Routing, FetchAhead):
     """Celery-compatible Redis broker (``redis://``, ``rediss://``, ``redis+socket://``, sentinel).
 
     ``options`` are Celery's ``broker_transport_options``: ``visibility_timeout`` (3600 s),
@@ -361,18 +362,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         if not queues or limit <= 0:
             self.ack_many(acks)
             return []
-        for queue in queues:
-            self.declare(queue)
         deadline = time.monotonic() + max(0.0, timeout)
         self._restless = 0
-        self._maybe_sweep()
-        shift = self._rotation % len(queues)
-        self._rotation += 1
-        order = tuple(queues)
-        keys = self._claim_keys(order, shift)
-        before = self._ack_commands(acks)
+        order, keys, before, claimed_empty = self._prepare_claim(acks, queues)
         just_claimed = self._empty_claim
-        claimed_empty = just_claimed is not None and just_claimed[0] == order
         if (
             timeout > 0
             and not before
@@ -396,15 +389,9 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         if len(keys) > 1 and time.monotonic() - self._found_at < ACTIVE_WINDOW:
             poll = min(poll, ACTIVE_POLL)
         while True:
-            now = time.monotonic()
-            if found:
-                self._empty_claim, self._found_at = None, now
-                if self._watch is not None:
-                    self._watch.disarm()  # the next arming reads past the pushes of this claim
-                self._count_found(found)
+            if self._claimed(order, found, next_due):
                 return found
-            self._empty_claim = (order, now, next_due)
-            remaining = deadline - now
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return found
             armed = self._arm(order, keys, next_due)
@@ -417,6 +404,73 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 continue  # else the fetch's time is up, nothing changed: no claim
             arrived = self._wait_polled(keys, min(remaining, poll), next_due)
             found, next_due = self._claim_once(keys, limit, owner, [], expect_empty=not arrived)
+
+    def begin_fetch(
+        self, acks: Sequence[Delivery], queues: Sequence[str], *, limit: int, owner: str
+    ) -> Callable[[], list[Delivery]]:
+        """The acks and the claim go now, in one write; the reply is read when asked for.
+        A reply lost with the connection is handled as in a claim that waits for it: the
+        claim is released by its fetch id, then the acks and a claim go again."""
+        if not queues or limit <= 0:
+            self.ack_many(acks)
+            return list
+        order, keys, before, claimed_empty = self._prepare_claim(acks, queues)
+        if self._doubtful:
+            self._call("fetch", self._release_doubtful)
+        fetch_id = uuid.uuid4().hex
+        claim = self._claim_command(keys, limit, owner, fetch_id, claimed_empty)
+        try:
+            read = self._held.send([*before, claim], raise_errors=False)
+        except RETRYABLE:
+            self._doubtful.add((owner, fetch_id))  # it may have gone out before the error
+            found = self.ack_then_fetch(acks, queues, limit=limit, timeout=0.0, owner=owner)
+            return lambda: found
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
+
+        def finish() -> list[Delivery]:
+            try:
+                reply = self._claim_reply(read(), owner, fetch_id)
+            except RETRYABLE:
+                self._doubtful.add((owner, fetch_id))
+                return self.ack_then_fetch(acks, queues, limit=limit, timeout=0.0, owner=owner)
+            except redis.RedisError as exc:
+                raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
+            found, next_due = self._deliveries(reply, owner)
+            self._claimed(order, found, next_due)
+            return found
+
+        return finish
+
+    def _prepare_claim(
+        self, acks: Sequence[Delivery], queues: Sequence[str]
+    ) -> tuple[tuple[str, ...], list[str], list[Command], bool]:
+        """What a claim from ``queues`` needs: their order, the lists in claim order (the
+        first list rotates between claims), the acks' commands, and whether the last claim
+        from the same lists found them empty."""
+        for queue in queues:
+            self.declare(queue)
+        self._maybe_sweep()
+        shift = self._rotation % len(queues)
+        self._rotation += 1
+        order = tuple(queues)
+        just_claimed = self._empty_claim
+        claimed_empty = just_claimed is not None and just_claimed[0] == order
+        return order, self._claim_keys(order, shift), self._ack_commands(acks), claimed_empty
+
+    def _claimed(
+        self, order: tuple[str, ...], found: list[Delivery], next_due: float | None
+    ) -> bool:
+        """Note what a claim from ``order`` found; True if anything."""
+        now = time.monotonic()
+        if found:
+            self._empty_claim, self._found_at = None, now
+            if self._watch is not None:
+                self._watch.disarm()  # the next arming reads past the pushes of this claim
+            self._count_found(found)
+            return True
+        self._empty_claim = (order, now, next_due)
+        return False
 
     def _wait_polled(self, keys: list[str], wait: float, next_due: float | None) -> bool:
         """Block on one of ``keys`` (no watch here) up to ``wait`` s or ``next_due``; True if
@@ -624,6 +678,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
                 time.sleep(min(0.1 * 2 ** (attempts - 1), 2.0))
             except redis.RedisError as exc:
                 raise BrokerError(f"Redis fetch failed at {self._where}: {exc}") from exc
+        return self._deliveries(reply, owner)
+
+    def _deliveries(self, reply: Any, owner: str) -> tuple[list[Delivery], float | None]:
+        """A claim script's reply: the deliveries, and when the soonest parked one is due."""
         next_due = float(reply[0]) if reply[0] else None
         if reply[1]:
             logger.error(
@@ -649,6 +707,14 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
         before: Sequence[tuple[Any, ...]] = (),
         expect_empty: bool = False,
     ) -> Any:
+        claim = self._claim_command(keys, limit, owner, fetch_id, expect_empty)
+        # acks are idempotent: if the reply is lost they are simply sent again
+        replies = self._held.run([*before, claim], raise_errors=False)
+        return self._claim_reply(replies, owner, fetch_id)
+
+    def _claim_command(
+        self, keys: list[str], limit: int, owner: str, fetch_id: str, expect_empty: bool
+    ) -> Command:
         bookkeeping = [
             *self.keys.bookkeeping(),
             self.keys.owner(owner),
@@ -666,9 +732,10 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing):
             *keys,
         ]
         lists = [self.keys.k(k) for k in keys] if self.prefix else keys
-        claim = self._held.evalsha(self._claim, bookkeeping + lists, args)
-        # acks are idempotent: if the reply is lost they are simply sent again
-        replies = self._held.run([*before, claim], raise_errors=False)
+        return self._held.evalsha(self._claim, bookkeeping + lists, args)
+
+    def _claim_reply(self, replies: list[Any], owner: str, fetch_id: str) -> Any:
+        """The claim's reply from the replies of the acks before it and the claim."""
         failed = [reply for reply in replies if isinstance(reply, Exception)]
         if failed:
             if not isinstance(replies[-1], Exception):
