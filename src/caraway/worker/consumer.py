@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from caraway import exceptions, lifecycle, signals
 from caraway.brokers.contracts import Delivery, FetchAhead, Scheduling
@@ -68,6 +68,17 @@ if TYPE_CHECKING:
     from caraway.request import Request
     from caraway.taskbase import TaskBase
 
+
+class FlushReports(Protocol):
+    """Write the reports queued for the supervisor; ``busy``: task counts may wait a little."""
+
+    def __call__(self, *, busy: bool = False) -> None: ...
+
+
+def _no_reports(*, busy: bool = False) -> None:
+    """Threads and solo: the supervisor gets each record in-process, as it is reported."""
+
+
 logger = logging.getLogger("caraway.worker")
 
 
@@ -101,7 +112,7 @@ class Consumer:
         report: Callable[[Report], None] | None = None,
         stop: threading.Event | None = None,
         commands: Callable[[], list[Command]] | None = None,
-        flush_reports: Callable[[], None] | None = None,
+        flush_reports: FlushReports | None = None,
         buckets: SharedBuckets | None = None,
         max_tasks: int | None = None,
         max_memory_kib: int | None = None,
@@ -115,7 +126,7 @@ class Consumer:
         self.report = report or (lambda record: None)
         self.stop_event = stop or threading.Event()
         self.commands = commands or (lambda: [])
-        self.flush_reports = flush_reports or (lambda: None)
+        self.flush_reports: FlushReports = flush_reports or _no_reports
         self._next_queue_report = 0.0
         self.buckets = buckets
         self.max_tasks = max_tasks
@@ -250,7 +261,7 @@ class Consumer:
             # the next fetch carries what is queued unless nothing will fetch right away
             if self.effects.pending and (self._inflight or not self._fetch_room()):
                 self.effects.flush()
-            self.flush_reports()
+            self.flush_reports(busy=True)  # and at once before a fetch that waits
         self._report_queue_state()
 
     def _wait_for_async_tasks(self) -> None:
@@ -295,6 +306,8 @@ class Consumer:
             return
         busy = bool(self._buffer or self._ready) or self._inflight or self._async_inflight
         timeout = 0.0 if busy else self._idle_timeout()
+        if timeout > 0:
+            self.flush_reports()  # the counts held back while busy, before a wait
         # with nothing to write, an idle consumer's one call claims and then waits: a claim
         # and then a fetch that claims again cost an idle node two claims a wait for nothing
         pending = self.effects.pending

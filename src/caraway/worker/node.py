@@ -142,10 +142,10 @@ class NodeControl:
             self._supervisor.relay(Revoke(tuple(new)))
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def count_processed(self, name: str, outcome: str) -> None:
-        self.totals[name] += 1
+    def count_processed(self, name: str, outcome: str, count: int = 1) -> None:
+        self.totals[name] += count
         if outcome == "failure":
-            self.failures += 1
+            self.failures += count
 
     @property
     def processed(self) -> int:

@@ -39,6 +39,7 @@ from caraway.worker.handoff import Siblings
 from caraway.worker.ipc import (
     ChildEnd,
     Command,
+    Counted,
     Holding,
     Link,
     Rejected,
@@ -423,6 +424,8 @@ class Supervisor:
         elif isinstance(report, TaskFinished):
             child.announced = None
             self.node.count_processed(report.name, report.outcome)
+        elif isinstance(report, Counted):
+            self.node.count_processed(report.name, report.outcome, report.count)
         elif isinstance(report, Holding):
             child.holding = report
         elif isinstance(report, Rejected):
