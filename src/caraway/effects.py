@@ -142,7 +142,8 @@ class EffectApplier:
                 sent = []
                 self._join_chords()
                 self._send()
-            read = begin(self._acks + self._loose_acks)
+            acks = self._acks + self._loose_acks
+            read = begin(acks)
             self._acks, self._loose_acks = [], []
         except BaseException:
             with contextlib.suppress(Exception):
@@ -157,6 +158,9 @@ class EffectApplier:
                 with contextlib.suppress(Exception):
                     wait()
                 self._results[:0] = sent
+                # the acks went with the fetch: sent again (their results, if they had to
+                # come first, were written before it)
+                self._loose_acks[:0] = acks
                 raise
             try:
                 wait()

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
+
 from caraway import Caraway
 from caraway.brokers.contracts import ChordPart, Delivery
 from caraway.brokers.memory.backend import MemoryBackend
 from caraway.brokers.memory.transport import MemoryTransport
 from caraway.effects import EffectApplier
+from caraway.exceptions import BrokerConnectionError
 from caraway.lifecycle import ChordJoin, Effects
 from caraway.protocol.message import Message
 
@@ -182,3 +185,29 @@ def test_counts_that_fail_are_sent_again_with_the_next_batch() -> None:
     recorder.log.clear()
     fetch_with(effects)
     assert "send counts a" in recorder.log and effects.pending == 0
+
+
+def test_a_fetch_begun_ahead_whose_reply_is_lost_keeps_its_acks_and_results_queued() -> None:
+    # the claim ahead carried the acks and the results went beside it: if its reply cannot
+    # be read (the broker went away), both are sent again with the next flush, as a fetch
+    # that fails at once leaves them queued
+    effects, recorder = applier()
+    effects.apply(delivery("a"), success("a"), ordered=False)
+
+    def begin(acks: Sequence[Delivery]) -> Callable[[], list[Delivery]]:
+        recorder.log.append("claim acking " + ",".join(d.tag for d in acks))
+
+        def read() -> list[Delivery]:
+            raise BrokerConnectionError("gone")
+
+        return read
+
+    finish = effects.flush_then_begin(begin)
+    effects.apply(delivery("b"), success("b"), ordered=False)  # the task run meanwhile
+    with pytest.raises(BrokerConnectionError):
+        finish()
+    assert effects.pending == 4  # a's ack and result, b's
+    effects.flush()
+    assert recorder.log[-1] == "ack a,b" and effects.pending == 0
+    assert effects.backend is not None
+    assert all(effects.backend.load(tag) for tag in ("a", "b"))

@@ -238,6 +238,7 @@ class Consumer:
             self._wait_for_async_tasks()
             if self._async_loop is not None:
                 self._async_loop.stop()
+            self._take_ahead_at_stop()  # before the flush: a failed read's acks go with it
             self._final_flush()
             self.events.close()
             self.flush_reports()
@@ -876,7 +877,8 @@ class Consumer:
             )
             self._report_queue_state(force=True)
 
-    def _give_back_unstarted(self) -> None:
+    def _take_ahead_at_stop(self) -> None:
+        """What was claimed ahead joins the buffer, given back with the rest unstarted."""
         try:
             self._take_ahead()
         except Exception as exc:
@@ -885,6 +887,8 @@ class Consumer:
                 "when their lease runs out (or when the supervisor recovers this process's)",
                 exc,
             )
+
+    def _give_back_unstarted(self) -> None:
         pending = (
             [job.delivery for job in self._ready]
             + list(self._buffer)
