@@ -1051,16 +1051,24 @@ def test_a_message_sent_between_an_empty_claim_and_the_arming_is_taken_every_tim
         transport.ack(got[0])
 
 
+def _queued(
+    make_transport: Callable[..., RedisTransport], make_message: MakeMessage, count: int
+) -> tuple[RedisTransport, list[Message]]:
+    """A transport, and ``count`` messages another one sent to queue "q"."""
+    transport, sender = make_transport(), make_transport()
+    sent = [make_message() for _ in range(count)]
+    for message in sent:
+        sender.publish(message, queue="q")
+    return transport, sent
+
+
 def test_a_fetch_begun_ahead_claims_and_acks_before_its_reply_is_read(
     make_transport: Callable[..., RedisTransport],
     make_message: MakeMessage,
     raw: redis.Redis,
     prefix: str,
 ) -> None:
-    transport, sender = make_transport(), make_transport()
-    sent = [make_message() for _ in range(4)]
-    for message in sent:
-        sender.publish(message, queue="q")
+    transport, sent = _queued(make_transport, make_message, 4)
     (first,) = transport.fetch(["q"], limit=1, timeout=0.0, owner="o")
     read = transport.begin_fetch([first], ["q"], limit=2, owner="o")
     # the claim ran on the server while the caller went on (here: waited for it to land)
@@ -1077,10 +1085,7 @@ def test_a_fetch_begun_ahead_whose_reply_is_lost_claims_each_message_once(
     raw: redis.Redis,
     prefix: str,
 ) -> None:
-    transport, sender = make_transport(), make_transport()
-    sent = [make_message() for _ in range(3)]
-    for message in sent:
-        sender.publish(message, queue="q")
+    transport, sent = _queued(make_transport, make_message, 3)
     transport.fetch(["q"], limit=1, timeout=0.0, owner="o")  # opens the held connection
     read = transport.begin_fetch([], ["q"], limit=2, owner="o")
     wait_until(lambda: raw.llen(f"{prefix}q") == 0, timeout=5, message="the claim ahead")

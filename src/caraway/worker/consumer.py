@@ -299,8 +299,7 @@ class Consumer:
             try:
                 self._take_ahead()
             except exceptions.BrokerConnectionError as exc:
-                logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
-                self.stop_event.wait(1.0)
+                self._fetch_failed(exc)
                 return
         room = self._fetch_room()
         if not room:
@@ -330,11 +329,14 @@ class Consumer:
                     self.queues, limit=room, timeout=timeout, owner=self.owner
                 )
         except exceptions.BrokerConnectionError as exc:
-            logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
-            self.stop_event.wait(1.0)
+            self._fetch_failed(exc)
             return
         self._backlog = len(deliveries) >= room
         self._buffer.extend(deliveries)
+
+    def _fetch_failed(self, exc: exceptions.BrokerConnectionError) -> None:
+        logger.error("broker connection lost while fetching: %s; retrying in 1s", exc)
+        self.stop_event.wait(1.0)
 
     def _take_ahead(self) -> None:
         """Read the claim sent ahead (if any) into the buffer."""
