@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import threading
 import time
@@ -16,6 +17,7 @@ import redis
 
 from caraway.brokers.contracts import Delivery, Revocations
 from caraway.brokers.redis.admin import RedisAdmin
+from caraway.brokers.redis.backend import RedisBackend
 from caraway.brokers.redis.transport import RedisTransport
 from caraway.clients.redis import HeldConnection, KeyWatch, connect, parse_redis_url
 from caraway.exceptions import BrokerConnectionError, BrokerError, ImproperlyConfigured
@@ -682,6 +684,62 @@ def test_held_connection_send_reads_its_replies_later_and_in_order(raw: redis.Re
         raw.delete(key)
         held.close()
         held.client.close()
+
+
+@pytest.fixture
+def counted_polls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every ``can_read`` poll of a redis-py connection, on a runner of any CPU count."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    polls: list[float] = []
+    can_read = redis.connection.Connection.can_read
+
+    def counted(self: Any, timeout: float = 0) -> bool:
+        polls.append(timeout)
+        return can_read(self, timeout)
+
+    monkeypatch.setattr(redis.connection.Connection, "can_read", counted)
+    return polls
+
+
+def test_a_publish_polls_for_its_reply_unless_reply_spin_is_0(
+    make_transport: Callable[..., RedisTransport],
+    make_message: MakeMessage,
+    admin: RedisAdmin,
+    counted_polls: list[float],
+) -> None:
+    spinning, off = make_transport(reply_spin=1.0), make_transport(reply_spin=0)
+    for transport in (spinning, off):
+        transport.publish(make_message(), queue="q")  # the pool checks a connection it lends
+    counted_polls.clear()
+    spinning.publish(make_message(), queue="q")
+    assert counted_polls and set(counted_polls) == {0}  # polled, never waited in can_read
+    counted_polls.clear()
+    off.publish(make_message(), queue="q")
+    assert counted_polls == []
+    assert admin.size("q") == 4
+    with pytest.raises(ImproperlyConfigured, match="reply_spin must be 0"):
+        make_transport(reply_spin=-1)
+
+
+def test_the_result_store_takes_reply_spin_from_its_transport_options(
+    redis_url: str, prefix: str, raw: redis.Redis, counted_polls: list[float]
+) -> None:
+    stores = [
+        RedisBackend(redis_url, options={"global_keyprefix": prefix, "reply_spin": spin})
+        for spin in (1.0, 0)
+    ]
+    try:
+        polls = []
+        for n, store in enumerate(stores):
+            store.store(f"warm-up-{n}", b"{}", state="SUCCESS", expires=60)
+            counted_polls.clear()
+            assert store.store(f"t{n}", b'{"status": "SUCCESS"}', state="SUCCESS", expires=60)
+            polls.append(len(counted_polls))
+            assert raw.get(f"{prefix}celery-task-meta-t{n}") == b'{"status": "SUCCESS"}'
+        assert polls[0] > 0 and polls[1] == 0
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_held_connection_keeps_several_sends_outstanding_and_reads_each_in_order(

@@ -24,7 +24,13 @@ import redis
 from redis.client import PubSub
 
 from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
-from caraway.clients.redis import HeldConnection, connect, connect_async, parse_redis_url
+from caraway.clients.redis import (
+    REPLY_SPIN,
+    HeldConnection,
+    connect,
+    connect_async,
+    parse_redis_url,
+)
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
 
@@ -308,7 +314,8 @@ class RedisBackend(Backend, GroupStore, ChordStore):
     """Celery-compatible Redis result store (``redis://``, ``rediss://``, sentinel ...).
 
     ``options`` are Celery's ``result_backend_transport_options`` (``global_keyprefix``,
-    socket timeouts, ``ssl``, ``master_name``, ``max_retries`` (3)).
+    socket timeouts, ``ssl``, ``master_name``, ``max_retries`` (3), ``reply_spin``
+    (0.0002 s, as the transport's)).
 
     Chords are counted with Celery 5.7's scheme (section 4.6), so caraway and Celery
     workers can join the same chord.
@@ -320,7 +327,9 @@ class RedisBackend(Backend, GroupStore, ChordStore):
         self._where = parse_redis_url(url).redacted()
         self.client = connect(url, self.options, retries=int(self.options.get("max_retries", 3)))
         # result writes go as EVALSHA over one held connection (no SCRIPT EXISTS per batch)
-        self._held = HeldConnection(self.client)
+        self._held = HeldConnection(
+            self.client, reply_spin=float(self.options.get("reply_spin", REPLY_SPIN))
+        )
         self._store = self._held.script(_STORE)
         self._join = self._held.script(_CHORD_JOIN)
         self._extend = self.client.register_script(_CHORD_EXTEND)

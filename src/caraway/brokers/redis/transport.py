@@ -39,6 +39,7 @@ from caraway.brokers.redis.keys import (
     priority_of,
 )
 from caraway.clients.redis import (
+    REPLY_SPIN,
     RETRYABLE,
     HeldConnection,
     KeyWatch,
@@ -95,7 +96,9 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing, FetchAhead):
     ``master_name`` (sentinel), plus caraway's ``polling_interval`` (1 s, the longest an idle
     fetch goes without checking every queue, priority bucket and the schedule) and
     ``max_retries`` (3; connection errors are retried with backoff, then raised as
-    :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect).
+    :class:`~caraway.exceptions.BrokerConnectionError` so the worker can reconnect) and
+    ``reply_spin`` (0.0002 s: how long a publish, claim or ack polls for its reply before
+    sleeping on it; 0 turns it off; see :class:`~caraway.clients.redis.ReplySpin`).
 
     Latency: an idle fetch watches every list it claims from and the schedule of parked
     messages (:class:`~caraway.clients.redis.KeyWatch`: Redis tells a connection that read
@@ -134,7 +137,9 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing, FetchAhead):
         self._mutex_expire_ms = int(float(opts.get("unacked_mutex_expire", 300)) * 1000)
         self._where = parse_redis_url(url).redacted()
         self.client = connect(url, opts)
-        self._held = HeldConnection(self.client)
+        self._held = HeldConnection(
+            self.client, reply_spin=float(opts.get("reply_spin", REPLY_SPIN))
+        )
         self._claim = self._held.script(lua.CLAIM)
         self._ack = self._held.script(lua.ACK)
         self._restore = self.client.register_script(lua.RESTORE)
