@@ -717,7 +717,7 @@ def test_a_publish_polls_for_its_reply_unless_reply_spin_is_0(
     off.publish(make_message(), queue="q")
     assert counted_polls == []
     assert admin.size("q") == 4
-    with pytest.raises(ImproperlyConfigured, match="reply_spin must be 0"):
+    with pytest.raises(ImproperlyConfigured, match="reply_spin must be a number of seconds"):
         make_transport(reply_spin=-1)
 
 

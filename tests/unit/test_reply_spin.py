@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-from caraway.clients.redis import SPIN_MISSES, SPIN_REST, ReplySpin
+from caraway.clients.redis import (
+    REPLY_SPIN,
+    SPIN_MISSES,
+    SPIN_REST,
+    ReplySpin,
+    reply_spin_option,
+)
 from caraway.exceptions import ImproperlyConfigured
 
 
@@ -83,6 +89,13 @@ def test_one_usable_cpu_never_spins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert conn.polls == 0
 
 
-def test_a_negative_budget_is_refused() -> None:
-    with pytest.raises(ImproperlyConfigured, match="reply_spin must be 0"):
-        ReplySpin(-0.001)
+@pytest.mark.parametrize("value", [-0.001, "soon", None, True, float("nan")])
+def test_a_reply_spin_that_is_no_number_of_seconds_is_refused_by_name(value: object) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"reply_spin must be a number of seconds"):
+        reply_spin_option({"reply_spin": value})
+
+
+def test_reply_spin_is_read_in_seconds_from_a_string_too_and_defaults_to_the_budget() -> None:
+    assert reply_spin_option({"reply_spin": "0.001"}) == 0.001  # a URL query's string
+    assert reply_spin_option({"reply_spin": 0}) == 0.0
+    assert reply_spin_option({}) == REPLY_SPIN

@@ -364,12 +364,26 @@ SPIN_MISSES = 4
 SPIN_REST = 64
 
 
+def reply_spin_option(options: dict[str, Any]) -> float:
+    """``reply_spin`` from a transport's or result store's options, in seconds."""
+    value = options.get("reply_spin", REPLY_SPIN)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not seconds >= 0:  # not a number, negative, or NaN
+        raise ImproperlyConfigured(
+            f"reply_spin must be a number of seconds (0 turns polling off), not {value!r}"
+        )
+    return seconds
+
+
 class ReplySpin:
     """Polls a connection for its reply a short while before sleeping in ``recv``.
 
     On a virtual machine a process that sleeps in ``recv`` gives its vCPU back, and waking
     it when the reply lands costs more than the reply itself: a one-command round trip to
-    Redis on 127.0.0.1 measured 110-143 us sleeping and 42 us polling on this project's
+    Redis on 127.0.0.1 measured 110-194 us sleeping and 40-62 us polling on this project's
     2-core VM (``docs/benchmarks.md``, seventh pass). So a reader polls (``can_read``, about
     2 us a poll) for up to ``budget`` seconds, then sleeps as before. Between polls it yields
     its CPU (``sched_yield``): where pollers outnumber CPUs (two prefork children claiming
@@ -384,8 +398,6 @@ class ReplySpin:
     __slots__ = ("_misses", "_resting", "budget_ns")
 
     def __init__(self, budget: float = REPLY_SPIN) -> None:
-        if budget < 0:
-            raise ImproperlyConfigured(f"reply_spin must be 0 (off) or more seconds, not {budget}")
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         self.budget_ns = int(budget * 1e9) if usable > 1 else 0
         self._misses = 0

@@ -25,11 +25,11 @@ from redis.client import PubSub
 
 from caraway.brokers.contracts import Backend, ChordPart, ChordStore, GroupStore
 from caraway.clients.redis import (
-    REPLY_SPIN,
     HeldConnection,
     connect,
     connect_async,
     parse_redis_url,
+    reply_spin_option,
 )
 from caraway.exceptions import BackendError
 from caraway.protocol.results import chord_member
@@ -327,9 +327,7 @@ class RedisBackend(Backend, GroupStore, ChordStore):
         self._where = parse_redis_url(url).redacted()
         self.client = connect(url, self.options, retries=int(self.options.get("max_retries", 3)))
         # result writes go as EVALSHA over one held connection (no SCRIPT EXISTS per batch)
-        self._held = HeldConnection(
-            self.client, reply_spin=float(self.options.get("reply_spin", REPLY_SPIN))
-        )
+        self._held = HeldConnection(self.client, reply_spin=reply_spin_option(self.options))
         self._store = self._held.script(_STORE)
         self._join = self._held.script(_CHORD_JOIN)
         self._extend = self.client.register_script(_CHORD_EXTEND)

@@ -39,13 +39,13 @@ from caraway.brokers.redis.keys import (
     priority_of,
 )
 from caraway.clients.redis import (
-    REPLY_SPIN,
     RETRYABLE,
     HeldConnection,
     KeyWatch,
     WatchUnsupported,
     connect,
     parse_redis_url,
+    reply_spin_option,
     retrying,
     text,
     to_int,
@@ -137,9 +137,7 @@ class RedisTransport(Transport, Scheduling, Fanout, Routing, FetchAhead):
         self._mutex_expire_ms = int(float(opts.get("unacked_mutex_expire", 300)) * 1000)
         self._where = parse_redis_url(url).redacted()
         self.client = connect(url, opts)
-        self._held = HeldConnection(
-            self.client, reply_spin=float(opts.get("reply_spin", REPLY_SPIN))
-        )
+        self._held = HeldConnection(self.client, reply_spin=reply_spin_option(opts))
         self._claim = self._held.script(lua.CLAIM)
         self._ack = self._held.script(lua.ACK)
         self._restore = self.client.register_script(lua.RESTORE)
