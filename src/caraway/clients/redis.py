@@ -392,7 +392,8 @@ class ReplySpin:
     than the budget would cost a budget of CPU per round trip for nothing: after
     ``SPIN_MISSES`` polls in a row that ended asleep, the spin rests for ``SPIN_REST``
     replies, so such a server costs a few microseconds per round trip. With one usable CPU
-    it never spins: the server could not run while the reader polls.
+    it never spins (the server could not run while the reader polls), nor where the
+    platform cannot say how many CPUs the process may use (no ``sched_getaffinity``).
     """
 
     __slots__ = ("_misses", "_resting", "budget_ns")
